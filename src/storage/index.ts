@@ -1,0 +1,123 @@
+/**
+ * The storage boundary. One interface made of small stores per concern; drivers implement all
+ * of it and pass one contract suite (test/storage/contract.ts). Stanzas cross this boundary as
+ * serialized XML strings: no driver imports XML code. Users are keyed by their bare JID string.
+ */
+
+/** SCRAM salted-password material (RFC 5802 §3); the password itself is never stored. */
+export interface ScramCredential {
+  iterations: number;
+  /** base64 */
+  salt: string;
+  /** base64 H(ClientKey) */
+  storedKey: string;
+  /** base64 HMAC(SaltedPassword, "Server Key") */
+  serverKey: string;
+}
+
+export type ScramHash = "SHA-1" | "SHA-256";
+
+export interface Account {
+  jid: string;
+  createdAt: number;
+  credentials: Record<ScramHash, ScramCredential>;
+}
+
+export interface AccountStore {
+  /** false when the account already exists. */
+  create(account: Account): Promise<boolean>;
+  get(jid: string): Promise<Account | undefined>;
+  exists(jid: string): Promise<boolean>;
+  /** false when there is no such account. */
+  setCredentials(jid: string, credentials: Record<ScramHash, ScramCredential>): Promise<boolean>;
+  /** Removes the account and every row any store keeps for it; false when there was none. */
+  delete(jid: string): Promise<boolean>;
+  /** Bare JIDs, sorted; only those of one domain when given. */
+  list(domain?: string): Promise<string[]>;
+}
+
+export type Subscription = "none" | "to" | "from" | "both";
+
+export interface RosterItem {
+  jid: string;
+  name?: string;
+  groups: string[];
+  subscription: Subscription;
+  /** An outbound subscription request is pending ("Pending Out", RFC 6121 §3.1.2). */
+  ask: boolean;
+  /** The user pre-approved the contact's subscription request (RFC 6121 §3.4). */
+  approved: boolean;
+}
+
+export interface Roster {
+  /** Increases with every change (RFC 6121 §2.6 roster versioning). */
+  version: number;
+  items: RosterItem[];
+}
+
+export interface RosterStore {
+  get(owner: string): Promise<Roster>;
+  getItem(owner: string, contact: string): Promise<RosterItem | undefined>;
+  /** Insert or replace; returns the roster's new version. */
+  put(owner: string, item: RosterItem): Promise<number>;
+  /** Returns the new version, or undefined when there was no such item. */
+  remove(owner: string, contact: string): Promise<number | undefined>;
+}
+
+/** Inbound subscription requests waiting for the user's answer ("Pending In", RFC 6121 §3.1.3). */
+export interface SubscriptionRequestStore {
+  /** Keeps one request per (owner, contact): a repeated request replaces the stored stanza. */
+  put(owner: string, contact: string, stanza: string): Promise<void>;
+  list(owner: string): Promise<Array<{ contact: string; stanza: string }>>;
+  has(owner: string, contact: string): Promise<boolean>;
+  remove(owner: string, contact: string): Promise<void>;
+}
+
+export interface OfflineMessage {
+  id: number;
+  stanza: string;
+  storedAt: number;
+}
+
+export interface OfflineStore {
+  /** Appends unless the owner already has `limit` messages; returns the row id, or undefined when full. */
+  append(owner: string, stanza: string, storedAt: number, limit: number): Promise<number | undefined>;
+  /** Oldest first. */
+  list(owner: string, max?: number): Promise<OfflineMessage[]>;
+  remove(owner: string, ids: readonly number[]): Promise<void>;
+  count(owner: string): Promise<number>;
+}
+
+/** Small per-user XML documents: vcard-temp, private XML (XEP-0049), … keyed by a name. */
+export interface DocumentStore {
+  get(owner: string, key: string): Promise<string | undefined>;
+  set(owner: string, key: string, xml: string): Promise<void>;
+  delete(owner: string, key: string): Promise<void>;
+}
+
+export interface LastActivity {
+  /** Unix milliseconds of the last unavailable presence. */
+  at: number;
+  status: string;
+}
+
+export interface LastActivityStore {
+  set(owner: string, activity: LastActivity): Promise<void>;
+  get(owner: string): Promise<LastActivity | undefined>;
+}
+
+export interface Storage {
+  readonly driver: string;
+  readonly accounts: AccountStore;
+  readonly roster: RosterStore;
+  readonly subscriptionRequests: SubscriptionRequestStore;
+  readonly offline: OfflineStore;
+  readonly documents: DocumentStore;
+  readonly lastActivity: LastActivityStore;
+  close(): Promise<void>;
+}
+
+export function domainOf(bareJid: string): string {
+  const at = bareJid.indexOf("@");
+  return at === -1 ? bareJid : bareJid.slice(at + 1);
+}

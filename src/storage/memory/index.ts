@@ -1,0 +1,118 @@
+/** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
+import { domainOf, type Account, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
+
+export function createMemoryStorage(): Storage {
+  const accounts = new Map<string, Account>();
+  const rosters = new Map<string, { version: number; items: Map<string, RosterItem> }>();
+  const requests = new Map<string, Map<string, string>>();
+  const offline = new Map<string, OfflineMessage[]>();
+  const documents = new Map<string, Map<string, string>>();
+  const last = new Map<string, LastActivity>();
+  let offlineSeq = 0;
+
+  const rosterOf = (owner: string) => {
+    let r = rosters.get(owner);
+    if (!r) rosters.set(owner, (r = { version: 0, items: new Map() }));
+    return r;
+  };
+  const copyItem = (i: RosterItem): RosterItem => ({ ...i, groups: [...i.groups] });
+  const copyAccount = (a: Account): Account => structuredClone(a);
+
+  return {
+    driver: "memory",
+    accounts: {
+      async create(account) {
+        if (accounts.has(account.jid)) return false;
+        accounts.set(account.jid, copyAccount(account));
+        return true;
+      },
+      async get(jid) {
+        const a = accounts.get(jid);
+        return a && copyAccount(a);
+      },
+      async exists(jid) { return accounts.has(jid); },
+      async setCredentials(jid, credentials) {
+        const a = accounts.get(jid);
+        if (!a) return false;
+        a.credentials = structuredClone(credentials);
+        return true;
+      },
+      async delete(jid) {
+        if (!accounts.delete(jid)) return false;
+        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid);
+        return true;
+      },
+      async list(domain) {
+        return [...accounts.keys()].filter((j) => domain === undefined || domainOf(j) === domain).sort();
+      },
+    },
+    roster: {
+      async get(owner) {
+        const r = rosters.get(owner);
+        return { version: r?.version ?? 0, items: r ? [...r.items.values()].map(copyItem).sort((a, b) => (a.jid < b.jid ? -1 : 1)) : [] };
+      },
+      async getItem(owner, contact) {
+        const i = rosters.get(owner)?.items.get(contact);
+        return i && copyItem(i);
+      },
+      async put(owner, item) {
+        const r = rosterOf(owner);
+        r.items.set(item.jid, copyItem(item));
+        return ++r.version;
+      },
+      async remove(owner, contact) {
+        const r = rosters.get(owner);
+        if (!r || !r.items.delete(contact)) return undefined;
+        return ++r.version;
+      },
+    },
+    subscriptionRequests: {
+      async put(owner, contact, stanza) {
+        let m = requests.get(owner);
+        if (!m) requests.set(owner, (m = new Map()));
+        m.set(contact, stanza);
+      },
+      async list(owner) {
+        return [...(requests.get(owner) ?? new Map<string, string>()).entries()].map(([contact, stanza]) => ({ contact, stanza }))
+          .sort((a, b) => (a.contact < b.contact ? -1 : a.contact > b.contact ? 1 : 0));
+      },
+      async has(owner, contact) { return requests.get(owner)?.has(contact) ?? false; },
+      async remove(owner, contact) { requests.get(owner)?.delete(contact); },
+    },
+    offline: {
+      async append(owner, stanza, storedAt, limit) {
+        let q = offline.get(owner);
+        if (!q) offline.set(owner, (q = []));
+        if (q.length >= limit) return undefined;
+        const id = ++offlineSeq;
+        q.push({ id, stanza, storedAt });
+        return id;
+      },
+      async list(owner, max) {
+        const q = offline.get(owner) ?? [];
+        return (max === undefined ? q : q.slice(0, max)).map((m) => ({ ...m }));
+      },
+      async remove(owner, ids) {
+        const q = offline.get(owner);
+        if (!q) return;
+        const drop = new Set(ids);
+        offline.set(owner, q.filter((m) => !drop.has(m.id)));
+      },
+      async count(owner) { return offline.get(owner)?.length ?? 0; },
+    },
+    documents: {
+      async get(owner, key) { return documents.get(owner)?.get(key); },
+      async set(owner, key, xml) {
+        let m = documents.get(owner);
+        if (!m) documents.set(owner, (m = new Map()));
+        m.set(key, xml);
+      },
+      async delete(owner, key) { documents.get(owner)?.delete(key); },
+    },
+    lastActivity: {
+      async set(owner, activity) { last.set(owner, { ...activity }); },
+      async get(owner) { const a = last.get(owner); return a && { ...a }; },
+    },
+    async close() {},
+  };
+}

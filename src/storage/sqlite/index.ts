@@ -1,0 +1,162 @@
+/**
+ * The embedded default driver: better-sqlite3 in WAL mode.
+ *
+ * Durability: WAL with synchronous=NORMAL survives a process crash (kill -9) — a committed
+ * transaction is in the WAL file before the call returns — but may lose the last transactions on
+ * power loss or an OS crash. `synchronous: full` closes that window at the cost of an fsync per
+ * commit. better-sqlite3 is synchronous; the async interface resolves immediately.
+ */
+import Database from "better-sqlite3";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { SQLITE_MIGRATIONS } from "./migrations.js";
+import type { Account, RosterItem, Storage, Subscription } from "../index.js";
+
+export interface SqliteOptions {
+  /** File path, or ":memory:". */
+  path: string;
+  synchronous?: "normal" | "full";
+}
+
+export function migrate(db: Database.Database): number {
+  db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+  const row = db.prepare("SELECT version FROM schema_version").get() as { version: number } | undefined;
+  let version = row?.version ?? 0;
+  if (!row) db.prepare("INSERT INTO schema_version (version) VALUES (0)").run();
+  for (; version < SQLITE_MIGRATIONS.length; version++) {
+    db.transaction(() => {
+      db.exec(SQLITE_MIGRATIONS[version]!);
+      db.prepare("UPDATE schema_version SET version = ?").run(version + 1);
+    })();
+  }
+  return version;
+}
+
+interface RosterRow { contact: string; name: string | null; groups: string; subscription: string; ask: number; approved: number }
+
+export function createSqliteStorage(options: SqliteOptions): Storage {
+  if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
+  const db = new Database(options.path);
+  db.pragma("journal_mode = WAL");
+  db.pragma(`synchronous = ${options.synchronous === "full" ? "FULL" : "NORMAL"}`);
+  db.pragma("foreign_keys = ON");
+  db.pragma("busy_timeout = 5000");
+  migrate(db);
+
+  const q = {
+    accountInsert: db.prepare("INSERT OR IGNORE INTO accounts (jid, created_at, credentials) VALUES (?, ?, ?)"),
+    accountGet: db.prepare("SELECT jid, created_at, credentials FROM accounts WHERE jid = ?"),
+    accountExists: db.prepare("SELECT 1 FROM accounts WHERE jid = ?").pluck(),
+    accountSetCred: db.prepare("UPDATE accounts SET credentials = ? WHERE jid = ?"),
+    accountList: db.prepare("SELECT jid FROM accounts ORDER BY jid").pluck(),
+    accountListDomain: db.prepare("SELECT jid FROM accounts WHERE jid LIKE ? ESCAPE '\\' ORDER BY jid").pluck(),
+    rosterVersion: db.prepare("SELECT version FROM roster_versions WHERE owner = ?").pluck(),
+    rosterBump: db.prepare("INSERT INTO roster_versions (owner, version) VALUES (?, 1) ON CONFLICT(owner) DO UPDATE SET version = version + 1 RETURNING version").pluck(),
+    rosterItems: db.prepare("SELECT contact, name, groups, subscription, ask, approved FROM roster_items WHERE owner = ? ORDER BY contact"),
+    rosterItem: db.prepare("SELECT contact, name, groups, subscription, ask, approved FROM roster_items WHERE owner = ? AND contact = ?"),
+    rosterPut: db.prepare("INSERT OR REPLACE INTO roster_items (owner, contact, name, groups, subscription, ask, approved) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+    rosterRemove: db.prepare("DELETE FROM roster_items WHERE owner = ? AND contact = ?"),
+    reqPut: db.prepare("INSERT OR REPLACE INTO subscription_requests (owner, contact, stanza) VALUES (?, ?, ?)"),
+    reqList: db.prepare("SELECT contact, stanza FROM subscription_requests WHERE owner = ? ORDER BY contact"),
+    reqHas: db.prepare("SELECT 1 FROM subscription_requests WHERE owner = ? AND contact = ?").pluck(),
+    reqRemove: db.prepare("DELETE FROM subscription_requests WHERE owner = ? AND contact = ?"),
+    offCount: db.prepare("SELECT count(*) FROM offline_messages WHERE owner = ?").pluck(),
+    offInsert: db.prepare("INSERT INTO offline_messages (owner, stanza, stored_at) VALUES (?, ?, ?)"),
+    offList: db.prepare("SELECT id, stanza, stored_at AS storedAt FROM offline_messages WHERE owner = ? ORDER BY id LIMIT ?"),
+    offRemove: db.prepare("DELETE FROM offline_messages WHERE owner = ? AND id = ?"),
+    docGet: db.prepare("SELECT xml FROM documents WHERE owner = ? AND key = ?").pluck(),
+    docSet: db.prepare("INSERT OR REPLACE INTO documents (owner, key, xml) VALUES (?, ?, ?)"),
+    docDelete: db.prepare("DELETE FROM documents WHERE owner = ? AND key = ?"),
+    lastSet: db.prepare("INSERT OR REPLACE INTO last_activity (owner, at, status) VALUES (?, ?, ?)"),
+    lastGet: db.prepare("SELECT at, status FROM last_activity WHERE owner = ?"),
+  };
+  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity"]
+    .map((t) => db.prepare(`DELETE FROM ${t} WHERE ${t === "accounts" ? "jid" : "owner"} = ?`));
+
+  const toItem = (r: RosterRow): RosterItem => ({
+    jid: r.contact,
+    ...(r.name !== null ? { name: r.name } : {}),
+    groups: JSON.parse(r.groups) as string[],
+    subscription: r.subscription as Subscription,
+    ask: r.ask === 1,
+    approved: r.approved === 1,
+  });
+
+  const appendOffline = db.transaction((owner: string, stanza: string, storedAt: number, limit: number) => {
+    if ((q.offCount.get(owner) as number) >= limit) return undefined;
+    return Number(q.offInsert.run(owner, stanza, storedAt).lastInsertRowid);
+  });
+  const removeOffline = db.transaction((owner: string, ids: readonly number[]) => {
+    for (const id of ids) q.offRemove.run(owner, id);
+  });
+  const putRoster = db.transaction((owner: string, item: RosterItem) => {
+    q.rosterPut.run(owner, item.jid, item.name ?? null, JSON.stringify(item.groups), item.subscription, item.ask ? 1 : 0, item.approved ? 1 : 0);
+    return q.rosterBump.get(owner) as number;
+  });
+  const removeRoster = db.transaction((owner: string, contact: string) => {
+    if (q.rosterRemove.run(owner, contact).changes === 0) return undefined;
+    return q.rosterBump.get(owner) as number;
+  });
+  const getRoster = db.transaction((owner: string) => ({
+    version: (q.rosterVersion.get(owner) as number | undefined) ?? 0,
+    items: (q.rosterItems.all(owner) as RosterRow[]).map(toItem),
+  }));
+  const deleteAccount = db.transaction((jid: string) => {
+    const existed = q.accountExists.get(jid) !== undefined;
+    for (const stmt of deleteUser) stmt.run(jid);
+    return existed;
+  });
+
+  return {
+    driver: "sqlite",
+    accounts: {
+      async create(account: Account) {
+        return q.accountInsert.run(account.jid, account.createdAt, JSON.stringify(account.credentials)).changes === 1;
+      },
+      async get(jid) {
+        const row = q.accountGet.get(jid) as { jid: string; created_at: number; credentials: string } | undefined;
+        return row && { jid: row.jid, createdAt: row.created_at, credentials: JSON.parse(row.credentials) };
+      },
+      async exists(jid) { return q.accountExists.get(jid) !== undefined; },
+      async setCredentials(jid, credentials) {
+        return q.accountSetCred.run(JSON.stringify(credentials), jid).changes === 1;
+      },
+      async delete(jid) { return deleteAccount(jid); },
+      async list(domain) {
+        if (domain === undefined) return q.accountList.all() as string[];
+        return q.accountListDomain.all(`%@${domain.replace(/[\\%_]/g, (c) => `\\${c}`)}`) as string[];
+      },
+    },
+    roster: {
+      async get(owner) { return getRoster(owner); },
+      async getItem(owner, contact) {
+        const row = q.rosterItem.get(owner, contact) as RosterRow | undefined;
+        return row && toItem(row);
+      },
+      async put(owner, item) { return putRoster(owner, item); },
+      async remove(owner, contact) { return removeRoster(owner, contact); },
+    },
+    subscriptionRequests: {
+      async put(owner, contact, stanza) { q.reqPut.run(owner, contact, stanza); },
+      async list(owner) { return q.reqList.all(owner) as Array<{ contact: string; stanza: string }>; },
+      async has(owner, contact) { return q.reqHas.get(owner, contact) !== undefined; },
+      async remove(owner, contact) { q.reqRemove.run(owner, contact); },
+    },
+    offline: {
+      async append(owner, stanza, storedAt, limit) { return appendOffline(owner, stanza, storedAt, limit); },
+      async list(owner, max) { return q.offList.all(owner, max ?? -1) as Array<{ id: number; stanza: string; storedAt: number }>; },
+      async remove(owner, ids) { removeOffline(owner, ids); },
+      async count(owner) { return q.offCount.get(owner) as number; },
+    },
+    documents: {
+      async get(owner, key) { return q.docGet.get(owner, key) as string | undefined; },
+      async set(owner, key, xml) { q.docSet.run(owner, key, xml); },
+      async delete(owner, key) { q.docDelete.run(owner, key); },
+    },
+    lastActivity: {
+      async set(owner, activity) { q.lastSet.run(owner, activity.at, activity.status); },
+      async get(owner) { return q.lastGet.get(owner) as { at: number; status: string } | undefined; },
+    },
+    async close() { db.close(); },
+  };
+}

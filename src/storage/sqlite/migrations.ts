@@ -1,0 +1,49 @@
+/** Versioned schema for the SQLite driver. Append new steps; never edit a released one. */
+export const SQLITE_MIGRATIONS: readonly string[] = [
+  // 1: core tables
+  `
+  CREATE TABLE accounts (
+    jid TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    credentials TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE roster_versions (
+    owner TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE roster_items (
+    owner TEXT NOT NULL,
+    contact TEXT NOT NULL,
+    name TEXT,
+    groups TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    ask INTEGER NOT NULL,
+    approved INTEGER NOT NULL,
+    PRIMARY KEY (owner, contact)
+  ) WITHOUT ROWID;
+  CREATE TABLE subscription_requests (
+    owner TEXT NOT NULL,
+    contact TEXT NOT NULL,
+    stanza TEXT NOT NULL,
+    PRIMARY KEY (owner, contact)
+  ) WITHOUT ROWID;
+  CREATE TABLE offline_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    stanza TEXT NOT NULL,
+    stored_at INTEGER NOT NULL
+  );
+  CREATE INDEX offline_messages_owner ON offline_messages (owner, id);
+  CREATE TABLE documents (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    xml TEXT NOT NULL,
+    PRIMARY KEY (owner, key)
+  ) WITHOUT ROWID;
+  CREATE TABLE last_activity (
+    owner TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    status TEXT NOT NULL
+  ) WITHOUT ROWID;
+  `,
+];

@@ -1,0 +1,46 @@
+/**
+ * The element type every layer shares. We build and serialise stanzas with ltx's Element
+ * (the tree used by @xmpp/xml); parsing never goes through ltx's own parser — see parser.ts.
+ */
+import { Element, escapeXML, escapeXMLText } from "ltx";
+
+export { Element, escapeXML, escapeXMLText };
+
+export type Attrs = Record<string, string | number | undefined>;
+
+/** Build an element; undefined attributes are left out, numbers are stringified. */
+export function el(name: string, attrs: Attrs = {}, ...children: Array<Element | string | undefined | null | false>): Element {
+  const clean: Record<string, string> = {};
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined) clean[k] = String(v);
+  const node = new Element(name, clean);
+  for (const child of children) {
+    if (child === undefined || child === null || child === false) continue;
+    if (typeof child === "string") node.t(child);
+    else node.cnode(child);
+  }
+  return node;
+}
+
+/** The first child element (iq payloads have exactly one). */
+export function firstChildElement(node: Element): Element | undefined {
+  for (const c of node.children) if (typeof c !== "string") return c;
+  return undefined;
+}
+
+export function childElements(node: Element): Element[] {
+  const out: Element[] = [];
+  for (const c of node.children) if (typeof c !== "string") out.push(c);
+  return out;
+}
+
+/** Namespace of an element as declared on it or inherited within its own tree. */
+export function nsOf(node: Element): string | undefined {
+  return node.getNS();
+}
+
+/** A deep copy detached from its parent. */
+export function cloneElement(node: Element): Element {
+  const copy = new Element(node.name, { ...node.attrs });
+  for (const c of node.children) copy.cnode(typeof c === "string" ? c : cloneElement(c));
+  return copy;
+}

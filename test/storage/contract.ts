@@ -1,0 +1,122 @@
+/** The storage contract: every driver runs these unchanged. */
+import { describe, it, beforeEach, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import type { Account, RosterItem, Storage } from "../../src/storage/index.js";
+
+const cred = (n: string) => ({ iterations: 4096, salt: `salt${n}`, storedKey: `stored${n}`, serverKey: `server${n}` });
+const account = (jid: string): Account => ({ jid, createdAt: 1700000000000, credentials: { "SHA-1": cred("1"), "SHA-256": cred("256") } });
+const item = (jid: string, patch: Partial<RosterItem> = {}): RosterItem => ({ jid, groups: [], subscription: "none", ask: false, approved: false, ...patch });
+
+export function storageContract(name: string, open: () => Promise<Storage> | Storage): void {
+  describe(`storage contract: ${name}`, () => {
+    let s: Storage;
+    beforeEach(async () => { s = await open(); });
+    afterEach(async () => { await s.close(); });
+
+    it("creates, reads and refuses duplicate accounts", async () => {
+      assert.equal(await s.accounts.create(account("alice@a.test")), true);
+      assert.equal(await s.accounts.create(account("alice@a.test")), false);
+      assert.deepEqual(await s.accounts.get("alice@a.test"), account("alice@a.test"));
+      assert.equal(await s.accounts.exists("alice@a.test"), true);
+      assert.equal(await s.accounts.exists("bob@a.test"), false);
+      assert.equal(await s.accounts.get("bob@a.test"), undefined);
+    });
+
+    it("changes credentials only of existing accounts", async () => {
+      await s.accounts.create(account("alice@a.test"));
+      const next = { "SHA-1": cred("x"), "SHA-256": cred("y") };
+      assert.equal(await s.accounts.setCredentials("alice@a.test", next), true);
+      assert.deepEqual((await s.accounts.get("alice@a.test"))!.credentials, next);
+      assert.equal(await s.accounts.setCredentials("nobody@a.test", next), false);
+    });
+
+    it("lists accounts sorted, optionally by domain, with LIKE metacharacters taken literally", async () => {
+      for (const j of ["zed@a.test", "bob@b.test", "amy@a.test", "x@a_test"]) await s.accounts.create(account(j));
+      assert.deepEqual(await s.accounts.list(), ["amy@a.test", "bob@b.test", "x@a_test", "zed@a.test"]);
+      assert.deepEqual(await s.accounts.list("a.test"), ["amy@a.test", "zed@a.test"]);
+      assert.deepEqual(await s.accounts.list("a_test"), ["x@a_test"]);
+    });
+
+    it("deleting an account removes all of its data and nobody else's", async () => {
+      for (const j of ["alice@a.test", "bob@a.test"]) {
+        await s.accounts.create(account(j));
+        await s.roster.put(j, item("carol@a.test"));
+        await s.subscriptionRequests.put(j, "dave@a.test", "<presence/>");
+        await s.offline.append(j, "<message/>", 1, 10);
+        await s.documents.set(j, "vcard", "<vCard xmlns='vcard-temp'/>");
+        await s.lastActivity.set(j, { at: 5, status: "gone" });
+      }
+      assert.equal(await s.accounts.delete("alice@a.test"), true);
+      assert.equal(await s.accounts.delete("alice@a.test"), false);
+      assert.deepEqual(await s.roster.get("alice@a.test"), { version: 0, items: [] });
+      assert.deepEqual(await s.subscriptionRequests.list("alice@a.test"), []);
+      assert.equal(await s.offline.count("alice@a.test"), 0);
+      assert.equal(await s.documents.get("alice@a.test", "vcard"), undefined);
+      assert.equal(await s.lastActivity.get("alice@a.test"), undefined);
+      assert.equal((await s.roster.get("bob@a.test")).items.length, 1);
+      assert.equal(await s.offline.count("bob@a.test"), 1);
+      assert.equal(await s.documents.get("bob@a.test", "vcard"), "<vCard xmlns='vcard-temp'/>");
+    });
+
+    it("roster put/replace/remove bumps the version each time", async () => {
+      assert.deepEqual(await s.roster.get("alice@a.test"), { version: 0, items: [] });
+      const v1 = await s.roster.put("alice@a.test", item("bob@a.test", { name: "Bob", groups: ["Friends", "Work"] }));
+      const v2 = await s.roster.put("alice@a.test", item("bob@a.test", { subscription: "both", ask: true, approved: true }));
+      const v3 = await s.roster.put("alice@a.test", item("amy@a.test"));
+      assert.ok(v1 < v2 && v2 < v3);
+      const r = await s.roster.get("alice@a.test");
+      assert.equal(r.version, v3);
+      assert.deepEqual(r.items, [item("amy@a.test"), item("bob@a.test", { subscription: "both", ask: true, approved: true })]);
+      assert.deepEqual(await s.roster.getItem("alice@a.test", "amy@a.test"), item("amy@a.test"));
+      const v4 = await s.roster.remove("alice@a.test", "amy@a.test");
+      assert.ok(v4! > v3);
+      assert.equal(await s.roster.remove("alice@a.test", "amy@a.test"), undefined);
+      assert.equal(await s.roster.getItem("alice@a.test", "amy@a.test"), undefined);
+      assert.deepEqual((await s.roster.get("alice@a.test")).items.map((i) => i.jid), ["bob@a.test"]);
+    });
+
+    it("keeps item names and groups exactly, including Unicode", async () => {
+      await s.roster.put("alice@a.test", item("bob@a.test", { name: "Bøb 😀", groups: ["Ünï", "x y"] }));
+      assert.deepEqual(await s.roster.getItem("alice@a.test", "bob@a.test"), item("bob@a.test", { name: "Bøb 😀", groups: ["Ünï", "x y"] }));
+    });
+
+    it("subscription requests: one per contact, replaceable, removable", async () => {
+      await s.subscriptionRequests.put("alice@a.test", "bob@a.test", "<presence type='subscribe'/>");
+      await s.subscriptionRequests.put("alice@a.test", "bob@a.test", "<presence type='subscribe'><status>hi</status></presence>");
+      await s.subscriptionRequests.put("alice@a.test", "amy@a.test", "<presence type='subscribe'/>");
+      assert.equal(await s.subscriptionRequests.has("alice@a.test", "bob@a.test"), true);
+      assert.deepEqual(await s.subscriptionRequests.list("alice@a.test"), [
+        { contact: "amy@a.test", stanza: "<presence type='subscribe'/>" },
+        { contact: "bob@a.test", stanza: "<presence type='subscribe'><status>hi</status></presence>" },
+      ]);
+      await s.subscriptionRequests.remove("alice@a.test", "bob@a.test");
+      assert.equal(await s.subscriptionRequests.has("alice@a.test", "bob@a.test"), false);
+    });
+
+    it("offline queue: ordered, limited, removal by id", async () => {
+      const ids: number[] = [];
+      for (let i = 0; i < 3; i++) ids.push((await s.offline.append("bob@a.test", `<message id='${i}'/>`, 1000 + i, 3))!);
+      assert.equal(await s.offline.append("bob@a.test", "<message id='over'/>", 2000, 3), undefined);
+      assert.equal(await s.offline.count("bob@a.test"), 3);
+      const all = await s.offline.list("bob@a.test");
+      assert.deepEqual(all.map((m) => m.stanza), ["<message id='0'/>", "<message id='1'/>", "<message id='2'/>"]);
+      assert.deepEqual(all.map((m) => m.storedAt), [1000, 1001, 1002]);
+      assert.deepEqual((await s.offline.list("bob@a.test", 2)).map((m) => m.id), ids.slice(0, 2));
+      await s.offline.remove("bob@a.test", [ids[0]!, ids[2]!]);
+      assert.deepEqual((await s.offline.list("bob@a.test")).map((m) => m.id), [ids[1]]);
+      await s.offline.remove("alice@a.test", [ids[1]!]); // another owner's id: no effect
+      assert.equal(await s.offline.count("bob@a.test"), 1);
+    });
+
+    it("documents and last activity round-trip", async () => {
+      assert.equal(await s.documents.get("alice@a.test", "private:x"), undefined);
+      await s.documents.set("alice@a.test", "private:x", "<a xmlns='x'>1</a>");
+      await s.documents.set("alice@a.test", "private:x", "<a xmlns='x'>2</a>");
+      assert.equal(await s.documents.get("alice@a.test", "private:x"), "<a xmlns='x'>2</a>");
+      await s.documents.delete("alice@a.test", "private:x");
+      assert.equal(await s.documents.get("alice@a.test", "private:x"), undefined);
+      await s.lastActivity.set("alice@a.test", { at: 123, status: "bye" });
+      assert.deepEqual(await s.lastActivity.get("alice@a.test"), { at: 123, status: "bye" });
+    });
+  });
+}
