@@ -1,0 +1,151 @@
+/**
+ * Typed hooks: three kinds of extension point, each with its semantics written once, here.
+ *
+ * - Chains: priority-ordered handlers for one stanza; the first that returns HANDLED stops the
+ *   chain. If none handles it, the caller (the router) applies the RFC default.
+ * - Events: notifications; every handler runs; return values are ignored; failures are logged.
+ * - Filters: a fold over a value; a handler returns the (possibly changed) value, or null to drop it.
+ *   Filters are synchronous: they sit on the hot path of every stanza.
+ *
+ * Names and payloads are keys of the Chains / Events / Filters interfaces; a module adds its own
+ * by declaration merging (`declare module "../hooks.js" { interface Events { ... } }`).
+ */
+import type { Element } from "./xmpp/xml.js";
+import type { Jid } from "./xmpp/jid.js";
+import type { Session } from "./xmpp/sessions.js";
+import type { Logger } from "./log.js";
+
+export const HANDLED = true as const;
+export type ChainResult = typeof HANDLED | false | undefined | void;
+type MaybePromise<T> = T | Promise<T>;
+
+/** A stanza on its way through the router: 'from' stamped, 'to' parsed and normalised. */
+export interface Routed {
+  stanza: Element;
+  from: Jid;
+  to: Jid;
+  /** The local c2s session it came from, when it came from one. */
+  origin?: Session;
+}
+
+export interface Chains {
+  "message/host": Routed;
+  "message/bare": Routed;
+  "message/full": Routed;
+  /** A chat/normal message for an existing user with no available resource. */
+  "message/offline": Routed;
+  "presence/host": Routed;
+  "presence/bare": Routed;
+  "presence/full": Routed;
+  /** Presence a client sent without 'to' (broadcast), RFC 6121 §4.2 and §4.5. */
+  "presence/broadcast": Routed;
+  "iq/host": Routed;
+  "iq/bare": Routed;
+  "iq/full": Routed;
+}
+
+export interface Events {
+  "session/bound": { session: Session };
+  /** Sent initial available presence (RFC 6121 §4.2): offline messages flush here. */
+  "session/available": { session: Session };
+  "session/closed": { session: Session; reason: string };
+  /** Before an account's data is removed, while roster and sessions still exist. */
+  "user/deleting": { jid: Jid };
+  "user/deleted": { jid: Jid };
+  "server/stopping": Record<string, never>;
+}
+
+export interface Filters {
+  /** Every stanza entering the router, after stamping, before any chain. */
+  "stanza/in": Routed;
+  /** Every stanza before it is written to a session. */
+  "stanza/out": { stanza: Element; session: Session };
+}
+
+export type ChainHandler<K extends keyof Chains> = (payload: Chains[K]) => MaybePromise<ChainResult>;
+export type EventHandler<K extends keyof Events> = (payload: Events[K]) => MaybePromise<unknown>;
+export type FilterHandler<K extends keyof Filters> = (value: Filters[K]) => Filters[K] | null;
+
+interface Entry<H> { handler: H; priority: number }
+
+function insertByPriority<H>(list: Array<Entry<H>>, entry: Entry<H>): () => void {
+  // Higher priority first; equal priorities keep registration order.
+  let i = list.findIndex((e) => e.priority < entry.priority);
+  if (i === -1) i = list.length;
+  list.splice(i, 0, entry);
+  return () => {
+    const at = list.indexOf(entry);
+    if (at !== -1) list.splice(at, 1);
+  };
+}
+
+export class HookBus {
+  private readonly chains = new Map<string, Array<Entry<ChainHandler<any>>>>();
+  private readonly events = new Map<string, Array<Entry<EventHandler<any>>>>();
+  private readonly filters = new Map<string, Array<Entry<FilterHandler<any>>>>();
+
+  constructor(private readonly log: Logger) {}
+
+  chain<K extends keyof Chains>(name: K, handler: ChainHandler<K>, priority = 0): () => void {
+    return insertByPriority(this.listOf(this.chains, name), { handler, priority });
+  }
+
+  on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority = 0): () => void {
+    return insertByPriority(this.listOf(this.events, name), { handler, priority });
+  }
+
+  filter<K extends keyof Filters>(name: K, handler: FilterHandler<K>, priority = 0): () => void {
+    return insertByPriority(this.listOf(this.filters, name), { handler, priority });
+  }
+
+  /**
+   * Runs a chain. Stays synchronous while handlers answer synchronously, so the common path costs
+   * no promise; returns a promise only once a handler does.
+   */
+  runChain<K extends keyof Chains>(name: K, payload: Chains[K]): MaybePromise<boolean> {
+    const list = this.chains.get(name);
+    if (!list) return false;
+    return this.runFrom(list.slice(), 0, payload);
+  }
+
+  private runFrom(list: Array<Entry<ChainHandler<any>>>, start: number, payload: unknown): MaybePromise<boolean> {
+    for (let i = start; i < list.length; i++) {
+      const r = list[i]!.handler(payload);
+      if (r === HANDLED) return true;
+      if (r instanceof Promise) {
+        return r.then((res) => (res === HANDLED ? true : this.runFrom(list, i + 1, payload)));
+      }
+    }
+    return false;
+  }
+
+  /** Runs every handler; waits for async ones; a failing handler is logged and does not stop the others. */
+  async emit<K extends keyof Events>(name: K, payload: Events[K]): Promise<void> {
+    const list = this.events.get(name);
+    if (!list) return;
+    for (const { handler } of list.slice()) {
+      try {
+        await handler(payload);
+      } catch (err) {
+        this.log.error({ err, hook: name }, "event handler failed");
+      }
+    }
+  }
+
+  runFilter<K extends keyof Filters>(name: K, value: Filters[K]): Filters[K] | null {
+    const list = this.filters.get(name);
+    if (!list) return value;
+    let current: Filters[K] | null = value;
+    for (const { handler } of list) {
+      current = handler(current);
+      if (current === null) return null;
+    }
+    return current;
+  }
+
+  private listOf<H>(map: Map<string, Array<Entry<H>>>, name: string): Array<Entry<H>> {
+    let list = map.get(name);
+    if (!list) map.set(name, (list = []));
+    return list;
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * What a module is: a plain object with a descriptor. Everything a module registers goes through
+ * its ModuleContext, so stopping the module removes all of it.
+ */
+import type { z } from "zod";
+import type { Chains, ChainHandler, EventHandler, Events, FilterHandler, Filters, HookBus } from "./hooks.js";
+import type { IqHandler, IqTarget, IqType, Router } from "./xmpp/router.js";
+import type { SessionView } from "./xmpp/sessions.js";
+import type { Storage } from "./storage/index.js";
+import type { Logger } from "./log.js";
+import type { Element } from "./xmpp/xml.js";
+import type { Accounts } from "./accounts.js";
+
+export interface SpecRef {
+  spec: string;
+  version: string;
+  /** What of the spec is left out, if anything. */
+  note?: string;
+}
+
+/** Contributes elements to <stream:features> (RFC 6120 §4.3.2) at a stage of negotiation. */
+export type StreamFeatureStage = "pre-auth" | "post-auth";
+export type StreamFeatureProvider = (info: { secure: boolean; remoteAddress: string }) => Element | undefined;
+
+export interface ModuleContext<Options> {
+  readonly name: string;
+  readonly options: Options;
+  readonly hosts: readonly string[];
+  readonly log: Logger;
+  readonly storage: Storage;
+  readonly accounts: Accounts;
+  readonly sessions: SessionView;
+  readonly router: Pick<Router, "route" | "deliver" | "bounce" | "request" | "isLocalDomain">;
+  chain<K extends keyof Chains>(name: K, handler: ChainHandler<K>, priority?: number): void;
+  on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority?: number): void;
+  filter<K extends keyof Filters>(name: K, handler: FilterHandler<K>, priority?: number): void;
+  emit: HookBus["emit"];
+  /** An IQ handler; errors follow the central rules (StanzaError → that error, else internal-server-error). */
+  iq(target: IqTarget, type: IqType, ns: string, handler: IqHandler): void;
+  /** A disco#info feature advertised by the server (target host) or by every account (target account). */
+  feature(target: IqTarget, ns: string): void;
+  streamFeature(stage: StreamFeatureStage, provider: StreamFeatureProvider): void;
+  /** A timer cleared when the module stops. */
+  interval(ms: number, fn: () => void): void;
+  /** Run when the module stops, in reverse registration order. */
+  onStop(fn: () => void | Promise<void>): void;
+}
+
+export interface Module<Options = unknown> {
+  readonly name: string;
+  readonly implements: readonly SpecRef[];
+  readonly dependsOn?: readonly string[];
+  /** Validates this module's block of the config (modules.<name>); defaults live here. */
+  readonly options: z.ZodType<Options>;
+  start(ctx: ModuleContext<Options>): void | Promise<void>;
+}
+
+/** Identity helper so a module literal is checked against Module<O> with O inferred from its schema. */
+export function defineModule<S extends z.ZodType>(module: Module<z.output<S>> & { options: S }): Module<z.output<S>> {
+  return module;
+}

@@ -1,0 +1,245 @@
+/**
+ * The router: RFC 6120 §8 and §10, RFC 6121 §8. It validates a stanza, stamps 'from', classifies
+ * 'to' (host / bare / full / remote), runs the "stanza/in" filter and then the chain for that kind
+ * of stanza. When no handler takes a stanza, the RFC default applies here — the rules are written
+ * out row by row in docs/routing.md.
+ */
+import { randomBytes } from "node:crypto";
+import { Element, el, firstChildElement } from "./xml.js";
+import { Jid, parseJid, tryParseJid } from "./jid.js";
+import { StanzaError, errorReply } from "../errors.js";
+import { HookBus, HANDLED, type Chains, type Routed } from "../hooks.js";
+import type { Session, SessionView } from "./sessions.js";
+import type { AccountStore } from "../storage/index.js";
+import type { Logger } from "../log.js";
+
+export type IqTarget = "host" | "account";
+export type IqType = "get" | "set";
+
+export interface IqRequest extends Routed {
+  payload: Element;
+  /** The request is addressed to the sender's own account (no 'to', or its own bare JID). */
+  self: boolean;
+}
+
+/** Returns the result payload (or nothing for an empty result); throws StanzaError for an error reply. */
+export type IqHandler = (request: IqRequest) => Element | undefined | void | Promise<Element | undefined | void>;
+
+const MESSAGE_TYPES = new Set(["chat", "error", "groupchat", "headline", "normal"]);
+const PRESENCE_TYPES = new Set(["unavailable", "subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "error"]);
+const IQ_TYPES = new Set(["get", "set", "result", "error"]);
+const IQ_TIMEOUT_MS = 60_000;
+
+export class Router {
+  private readonly localDomains = new Set<string>();
+  private readonly iqHandlers = new Map<string, IqHandler>();
+  private readonly pendingIqs = new Map<string, { to: string; resolve: (e: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+
+  constructor(
+    hosts: readonly string[],
+    private readonly hooks: HookBus,
+    private readonly sessions: SessionView,
+    private readonly accounts: AccountStore,
+    private readonly log: Logger,
+  ) {
+    for (const h of hosts) this.localDomains.add(h);
+  }
+
+  isLocalDomain(domain: string): boolean {
+    return this.localDomains.has(domain);
+  }
+
+  /** Component domains (conference., upload., …) register here. */
+  addDomain(domain: string): () => void {
+    this.localDomains.add(domain);
+    return () => this.localDomains.delete(domain);
+  }
+
+  registerIq(target: IqTarget, type: IqType, ns: string, handler: IqHandler): () => void {
+    const key = `${target} ${type} ${ns}`;
+    if (this.iqHandlers.has(key)) throw new Error(`IQ handler already registered: ${key}`);
+    this.iqHandlers.set(key, handler);
+    return () => this.iqHandlers.delete(key);
+  }
+
+  /** A stanza from a bound client session. */
+  fromClient(session: Session, stanza: Element): void | Promise<void> {
+    // RFC 6120 §8.1.2.1: the server stamps 'from' with the full JID of the session; we overwrite
+    // whatever the client put there (Prosody's policy), so a spoofed 'from' never leaves the server.
+    stanza.attrs.from = session.jid.full;
+    const type = stanza.attrs.type as string | undefined;
+    const invalid = this.validate(stanza, type);
+    if (invalid) return this.bounce(stanza, invalid, session);
+    let to: Jid;
+    if (stanza.attrs.to === undefined) {
+      // RFC 6120 §10.3: no 'to' means the sender's own account (presence: a broadcast).
+      to = session.jid.toBare();
+    } else {
+      const parsed = tryParseJid(stanza.attrs.to);
+      if (!parsed) return this.bounce(stanza, new StanzaError("jid-malformed", "The destination address is invalid"), session);
+      to = parsed;
+      stanza.attrs.to = parsed.full;
+    }
+    return this.dispatch({ stanza, from: session.jid, to, origin: session }, stanza.attrs.to === undefined);
+  }
+
+  /** A stanza generated inside the server (a module, an error reply); 'from' and 'to' are set. */
+  route(stanza: Element): void | Promise<void> {
+    const from = tryParseJid(stanza.attrs.from);
+    const to = tryParseJid(stanza.attrs.to);
+    if (!from || !to) {
+      this.log.warn({ stage: "route", tag: stanza.name }, "internal stanza without valid from/to dropped");
+      return;
+    }
+    return this.dispatch({ stanza, from, to }, false);
+  }
+
+  /** Answer a stanza with an error, unless it is itself an error or an IQ result (RFC 6120 §8.3.1). */
+  bounce(stanza: Element, error: StanzaError, origin?: Session): void | Promise<void> {
+    const type = stanza.attrs.type;
+    if (type === "error" || (stanza.name === "iq" && type === "result")) return;
+    const reply = errorReply(stanza, error);
+    if (stanza.attrs.to === undefined && origin) reply.attrs.from = origin.jid.domain;
+    if (origin && reply.attrs.to === origin.jid.full) return this.deliver(origin, reply);
+    return this.route(reply);
+  }
+
+  /** Write a stanza to a local session, through the "stanza/out" filters. */
+  deliver(session: Session, stanza: Element): void {
+    const out = this.hooks.runFilter("stanza/out", { stanza, session });
+    if (out) session.send(out.stanza);
+  }
+
+  /** Send an IQ get/set from the server and wait for the result (matched on id, sender and type). */
+  request(iq: Element, timeoutMs = IQ_TIMEOUT_MS): Promise<Element> {
+    const id = iq.attrs.id ?? `parley-${randomBytes(9).toString("base64url")}`;
+    iq.attrs.id = id;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pendingIqs.delete(id);
+        reject(new StanzaError("remote-server-timeout"));
+      }, timeoutMs);
+      timer.unref();
+      this.pendingIqs.set(id, { to: iq.attrs.to, resolve, reject, timer });
+      void this.route(iq);
+    });
+  }
+
+  private validate(stanza: Element, type: string | undefined): StanzaError | undefined {
+    switch (stanza.name) {
+      case "message":
+        // RFC 6121 §5.2.2: an unknown type is treated as 'normal', so it is not an error.
+        if (type !== undefined && !MESSAGE_TYPES.has(type)) delete stanza.attrs.type;
+        return undefined;
+      case "presence":
+        return type === undefined || PRESENCE_TYPES.has(type) ? undefined : new StanzaError("bad-request", "Invalid presence type");
+      case "iq": {
+        // RFC 6120 §8.2.3: "The 'id' attribute is REQUIRED for IQ stanzas" and an IQ get or set
+        // "MUST contain exactly one child element".
+        if (!type || !IQ_TYPES.has(type)) return new StanzaError("bad-request", "Invalid IQ type");
+        if (!stanza.attrs.id) return new StanzaError("bad-request", "IQ without id");
+        if (type === "get" || type === "set") {
+          const n = stanza.children.filter((c) => typeof c !== "string").length;
+          if (n !== 1) return new StanzaError("bad-request", "IQ get/set must have exactly one child element");
+        }
+        return undefined;
+      }
+      default:
+        return new StanzaError("bad-request");
+    }
+  }
+
+  private dispatch(routed: Routed, implicitTo: boolean): void | Promise<void> {
+    const filtered = this.hooks.runFilter("stanza/in", routed);
+    if (!filtered) return;
+    const { stanza, to } = filtered;
+    const kind = stanza.name as "message" | "presence" | "iq";
+
+    if (!this.localDomains.has(to.domain)) {
+      // No federation yet: RFC 6120 §10.4.3 remote-server-not-found is what a server without a route answers.
+      this.log.debug({ stage: "route", tag: kind, domain: to.domain }, "no route to remote domain");
+      return this.bounce(stanza, new StanzaError("remote-server-not-found"), filtered.origin);
+    }
+
+    if (kind === "iq") {
+      const type = stanza.attrs.type;
+      if ((type === "result" || type === "error") && this.settlePending(filtered)) return;
+    }
+
+    const scope = to.local === "" ? "host" : to.isBare ? "bare" : "full";
+    const chain = `${kind}/${scope}` as keyof Chains;
+    const effective = kind === "presence" && implicitTo ? "presence/broadcast" : chain;
+    const ran = this.hooks.runChain(effective, filtered);
+    if (ran instanceof Promise) {
+      return ran.then((handled) => (handled ? undefined : this.fallback(filtered, kind, scope)),
+        (err) => this.handlerFailed(filtered, err));
+    }
+    if (!ran) return this.fallback(filtered, kind, scope);
+  }
+
+  private fallback(routed: Routed, kind: string, scope: "host" | "bare" | "full"): void | Promise<void> {
+    const { stanza } = routed;
+    const type = stanza.attrs.type;
+    if (kind === "iq") {
+      if (type === "get" || type === "set") return this.dispatchIq(routed, scope);
+      return; // unmatched result/error: nobody waits for it
+    }
+    if (kind === "message" && type !== "headline" && type !== "error") {
+      // RFC 6121 §8.5.2.2.1 / §8.5.3.2.1: nobody can take this message.
+      return this.bounce(stanza, new StanzaError("service-unavailable"), routed.origin);
+    }
+    // Presence nobody handles is dropped (RFC 6121 §8.5.2.2.2, §8.5.3.2.2).
+  }
+
+  private dispatchIq(routed: Routed, scope: "host" | "bare" | "full"): void | Promise<void> {
+    const { stanza, from, to, origin } = routed;
+    if (scope === "full") {
+      // RFC 6121 §8.5.3.2.1: an IQ for a resource that is not connected gets service-unavailable.
+      const session = this.sessions.get(to.full);
+      if (session) return this.deliver(session, stanza);
+      return this.bounce(stanza, new StanzaError("service-unavailable"), origin);
+    }
+    const payload = firstChildElement(stanza)!;
+    const ns = payload.getNS() ?? "";
+    const handler = this.iqHandlers.get(`${scope === "host" ? "host" : "account"} ${stanza.attrs.type} ${ns}`);
+    const self = scope === "bare" && from.bare === to.bare;
+    if (!handler) return this.bounce(stanza, new StanzaError("service-unavailable"), origin);
+    const request: IqRequest = { ...routed, payload, self };
+    const run = async () => {
+      // RFC 6121 §8.5.1: an IQ for a user that does not exist gets service-unavailable.
+      if (scope === "bare" && !self && !(await this.accounts.exists(to.bare))) throw new StanzaError("service-unavailable");
+      return handler(request);
+    };
+    return run().then(
+      (result) => this.answer(stanza, result ?? undefined, origin),
+      (err) => this.handlerFailed(routed, err),
+    );
+  }
+
+  private answer(request: Element, payload: Element | undefined, origin?: Session): void | Promise<void> {
+    const reply = el("iq", { type: "result", id: request.attrs.id, from: request.attrs.to ?? origin?.jid.bare, to: request.attrs.from }, payload);
+    if (origin && reply.attrs.to === origin.jid.full) return this.deliver(origin, reply);
+    return this.route(reply);
+  }
+
+  private handlerFailed(routed: Routed, err: unknown): void | Promise<void> {
+    if (err instanceof StanzaError) return this.bounce(routed.stanza, err, routed.origin);
+    // DESIGN: any other throw becomes internal-server-error, logged.
+    this.log.error({ err, stage: "handler", tag: routed.stanza.name }, "stanza handler failed");
+    return this.bounce(routed.stanza, new StanzaError("internal-server-error"), routed.origin);
+  }
+
+  private settlePending(routed: Routed): boolean {
+    const id = routed.stanza.attrs.id;
+    const pending = id === undefined ? undefined : this.pendingIqs.get(id);
+    // CVE-2013-6483 class: a reply counts only if it comes from the entity we asked.
+    if (!pending || (pending.to !== routed.from.full && pending.to !== routed.from.bare)) return false;
+    this.pendingIqs.delete(id!);
+    clearTimeout(pending.timer);
+    if (routed.stanza.attrs.type === "result") pending.resolve(routed.stanza);
+    else pending.reject(new StanzaError("undefined-condition", "IQ error reply"));
+    return true;
+  }
+}
+
+export { HANDLED };

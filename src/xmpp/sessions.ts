@@ -1,0 +1,81 @@
+/**
+ * The routing table of bound sessions (RFC 6120 §7). Kept behind an interface so that cluster
+ * mode can later resolve a JID to a session on another node; modules only see SessionView.
+ */
+import type { Element } from "./xml.js";
+import type { Jid } from "./jid.js";
+import type { StreamError } from "../errors.js";
+
+export interface Session {
+  readonly id: string;
+  /** The full JID bound to this session. */
+  readonly jid: Jid;
+  readonly remoteAddress: string;
+  /** The last available presence broadcast by the client; undefined while not available. */
+  presence: Element | undefined;
+  priority: number;
+  /** Requested the roster, so it gets roster pushes and subscription requests (RFC 6121 §2.1.6). */
+  interested: boolean;
+  /** Full or bare JIDs this session sent directed presence to (RFC 6121 §4.6). */
+  readonly directedPresence: Set<string>;
+  send(stanza: Element): void;
+  close(error?: StreamError): void;
+}
+
+export interface SessionView {
+  get(fullJid: string): Session | undefined;
+  ofUser(bareJid: string): readonly Session[];
+  /** Sessions of the user that sent available presence, in bind order. */
+  available(bareJid: string): Session[];
+  count(): number;
+  all(): IterableIterator<Session>;
+}
+
+export class SessionTable implements SessionView {
+  private readonly byUser = new Map<string, Session[]>();
+  private readonly byFull = new Map<string, Session>();
+
+  /** Adds a session; returns the session it replaces (same full JID), which the caller closes. */
+  add(session: Session): Session | undefined {
+    const replaced = this.byFull.get(session.jid.full);
+    if (replaced) this.remove(replaced);
+    this.byFull.set(session.jid.full, session);
+    const list = this.byUser.get(session.jid.bare);
+    if (list) list.push(session);
+    else this.byUser.set(session.jid.bare, [session]);
+    return replaced;
+  }
+
+  /** false when the session was not (or no longer) in the table. */
+  remove(session: Session): boolean {
+    if (this.byFull.get(session.jid.full) !== session) return false;
+    this.byFull.delete(session.jid.full);
+    const list = this.byUser.get(session.jid.bare);
+    if (list) {
+      const rest = list.filter((s) => s !== session);
+      if (rest.length) this.byUser.set(session.jid.bare, rest);
+      else this.byUser.delete(session.jid.bare);
+    }
+    return true;
+  }
+
+  get(fullJid: string): Session | undefined {
+    return this.byFull.get(fullJid);
+  }
+
+  ofUser(bareJid: string): readonly Session[] {
+    return this.byUser.get(bareJid) ?? [];
+  }
+
+  available(bareJid: string): Session[] {
+    return this.ofUser(bareJid).filter((s) => s.presence !== undefined);
+  }
+
+  count(): number {
+    return this.byFull.size;
+  }
+
+  all(): IterableIterator<Session> {
+    return this.byFull.values();
+  }
+}
