@@ -10,6 +10,7 @@ import type { Storage } from "./storage/index.js";
 import type { Logger } from "./log.js";
 import type { Element } from "./xmpp/xml.js";
 import type { Accounts } from "./accounts.js";
+import type { UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
 
 export interface SpecRef {
   spec: string;
@@ -35,11 +36,17 @@ export interface ModuleContext<Options> {
   on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority?: number): void;
   filter<K extends keyof Filters>(name: K, handler: FilterHandler<K>, priority?: number): void;
   emit: HookBus["emit"];
+  /** Runs a chain (for modules that define a delivery stage of their own, like message/offline). */
+  runChain: HookBus["runChain"];
   /** An IQ handler; errors follow the central rules (StanzaError → that error, else internal-server-error). */
   iq(target: IqTarget, type: IqType, ns: string, handler: IqHandler): void;
   /** A disco#info feature advertised by the server (target host) or by every account (target account). */
   feature(target: IqTarget, ns: string): void;
   streamFeature(stage: StreamFeatureStage, provider: StreamFeatureProvider): void;
+  /** What disco#info advertises for a target: exactly the features loaded modules registered. */
+  advertised(target: IqTarget): readonly string[];
+  /** An IQ a client may send after TLS but before authenticating (XEP-0077 in-band registration). */
+  unauthenticatedIq(ns: string, handler: UnauthenticatedIqHandler): void;
   /** A timer cleared when the module stops. */
   interval(ms: number, fn: () => void): void;
   /** Run when the module stops, in reverse registration order. */

@@ -1,0 +1,107 @@
+/**
+ * Configuration: YAML in config/, validated at start. Errors name the bad key and why.
+ * Each module validates its own block (modules.<name>) with the schema in its descriptor.
+ */
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+const port = z.number().int().min(0).max(65535);
+
+const ParserLimitsSchema = (stanzaBytes: number, elements: number) => z.strictObject({
+  maxStanzaBytes: z.number().int().min(1024).default(stanzaBytes),
+  maxDepth: z.number().int().min(4).max(1000).default(32),
+  maxElementsPerStanza: z.number().int().min(8).default(elements),
+  maxAttributes: z.number().int().min(4).default(64),
+  maxNameLength: z.number().int().min(16).default(256),
+  maxLangLength: z.number().int().min(2).default(35),
+});
+
+export const ConfigSchema = z.strictObject({
+  /** Virtual hosts served by this process. */
+  hosts: z.array(z.string().min(1)).min(1).default(["localhost"]),
+  /** SQLite file, generated certificates and (later) uploads live here. */
+  dataDir: z.string().default("./data"),
+  log: z.strictObject({
+    level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    pretty: z.boolean().optional(),
+  }).prefault({}),
+  listen: z.strictObject({
+    address: z.string().default("::"),
+    /** STARTTLS port (RFC 6120); null disables it. */
+    c2s: port.nullable().default(5222),
+    /** Direct TLS port (XEP-0368); null disables it. */
+    c2sDirectTls: port.nullable().default(5223),
+  }).prefault({}),
+  tls: z.strictObject({
+    /** Per host: PEM certificate chain and key files. Hosts without one get a self-signed certificate. */
+    certificates: z.record(z.string(), z.strictObject({ cert: z.string(), key: z.string() })).default({}),
+    handshakeTimeoutSeconds: z.number().positive().default(10),
+  }).prefault({}),
+  storage: z.discriminatedUnion("driver", [
+    z.strictObject({
+      driver: z.literal("sqlite"),
+      /** Relative paths are inside dataDir. */
+      path: z.string().default("parley.sqlite"),
+      synchronous: z.enum(["normal", "full"]).default("normal"),
+    }),
+    z.strictObject({ driver: z.literal("memory") }),
+  ]).prefault({ driver: "sqlite" }),
+  limits: z.strictObject({
+    preAuth: ParserLimitsSchema(8192, 32).prefault({}),
+    postAuth: ParserLimitsSchema(262144, 10000).prefault({}),
+    negotiationTimeoutSeconds: z.number().positive().default(60),
+    idleSeconds: z.number().positive().default(300),
+    pingTimeoutSeconds: z.number().positive().default(60),
+    maxResourcesPerUser: z.number().int().min(1).default(10),
+    maxConnectionsPerAddress: z.number().int().min(1).default(50),
+    maxSendBufferBytes: z.number().int().min(65536).default(16 * 1024 * 1024),
+  }).prefault({}),
+  auth: z.strictObject({
+    scramIterations: z.number().int().min(4096).default(10000),
+    maxFailuresPerStream: z.number().int().min(1).max(10).default(3),
+    banAfterFailures: z.number().int().min(1).default(20),
+    banSeconds: z.number().int().min(1).default(3600),
+  }).prefault({}),
+  /** Module options by module name; `false` disables a module that is on by default. */
+  modules: z.record(z.string(), z.union([z.literal(false), z.record(z.string(), z.unknown()), z.null()])).default({}),
+});
+
+export type Config = z.output<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[], source: string) {
+    super(`Invalid configuration (${source}):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+export function formatIssues(error: z.ZodError, prefix: readonly (string | number)[] = []): string[] {
+  return error.issues.map((issue) => {
+    const path = [...prefix, ...issue.path].join(".") || "(root)";
+    return `${path}: ${issue.message}`;
+  });
+}
+
+export function parseConfig(raw: unknown, source = "config"): Config {
+  const result = ConfigSchema.safeParse(raw ?? {});
+  if (!result.success) throw new ConfigError(formatIssues(result.error), source);
+  const hosts = result.data.hosts.map((h) => h.toLowerCase());
+  if (new Set(hosts).size !== hosts.length) throw new ConfigError(["hosts: listed twice"], source);
+  return { ...result.data, hosts };
+}
+
+export function loadConfigFile(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError([`cannot read ${path}: ${(err as Error).message}`], path);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError([`not valid YAML: ${(err as Error).message}`], path);
+  }
+  return parseConfig(raw, path);
+}

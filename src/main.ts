@@ -1,0 +1,144 @@
+/**
+ * The `parley` command line: start the server, manage users, check the configuration.
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid configuration, 4 user error
+ * (exists / not found / invalid).
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { ConfigError, loadConfigFile, type Config } from "./config.js";
+import { openStorage, startServer } from "./server.js";
+import { resolveModules } from "./module-host.js";
+import { defaultModules } from "./modules/index.js";
+import { AccountError, createAccounts } from "./accounts.js";
+import { PARLEY_VERSION } from "./version.js";
+
+const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
+
+Usage:
+  parley start [--config FILE]                 run in the foreground (SIGTERM/SIGINT stop it gracefully)
+  parley check-config [--config FILE]          validate the configuration and exit
+  parley user add JID [--password-file F]      create an account (password prompted, or read from stdin)
+  parley user passwd JID [--password-file F]   change a password
+  parley user del JID                          delete an account and all its data
+  parley user list [HOST]                      list accounts
+
+The configuration defaults to config/parley.yaml, else config/parley.example.yaml.
+`;
+
+const EXIT = { ok: 0, failure: 1, usage: 2, config: 3, user: 4 } as const;
+
+function takeOption(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i === -1) return undefined;
+  const value = args[i + 1];
+  if (value === undefined) throw new UsageError(`${name} needs a value`);
+  args.splice(i, 2);
+  return value;
+}
+
+class UsageError extends Error {}
+
+function configPath(explicit: string | undefined): string {
+  if (explicit) return explicit;
+  if (process.env.PARLEY_CONFIG) return process.env.PARLEY_CONFIG;
+  return existsSync("config/parley.yaml") ? "config/parley.yaml" : "config/parley.example.yaml";
+}
+
+async function readPassword(file: string | undefined, prompt: string): Promise<string> {
+  if (file) return readFileSync(file, "utf8").replace(/\r?\n$/, "");
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: Boolean(process.stdin.isTTY) });
+  if (process.stdin.isTTY) {
+    process.stderr.write(prompt);
+    // Hide what is typed: readline echoes through _writeToOutput.
+    (rl as unknown as { _writeToOutput: (s: string) => void })._writeToOutput = () => {};
+  }
+  const line = await new Promise<string>((resolve) => rl.once("line", resolve).once("close", () => resolve("")));
+  rl.close();
+  if (process.stdin.isTTY) process.stderr.write("\n");
+  return line;
+}
+
+async function withAccounts<T>(config: Config, fn: (accounts: ReturnType<typeof createAccounts>, storage: ReturnType<typeof openStorage>) => Promise<T>): Promise<T> {
+  const storage = openStorage(config);
+  try {
+    return await fn(createAccounts(storage, config.hosts, config.auth.scramIterations), storage);
+  } finally {
+    await storage.close();
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  const args = [...argv];
+  const config = () => loadConfigFile(configPath(takeOption(args, "--config")));
+  const [command, sub] = args;
+  switch (command) {
+    case "start": {
+      const server = await startServer(config());
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          server.log.info({ signal }, "signal received");
+          server.stop().then(resolve, resolve);
+        };
+        process.once("SIGTERM", () => stop("SIGTERM"));
+        process.once("SIGINT", () => stop("SIGINT"));
+      });
+      return EXIT.ok;
+    }
+    case "check-config": {
+      const path = configPath(takeOption(args, "--config"));
+      const c = loadConfigFile(path);
+      resolveModules(defaultModules, c.modules);
+      console.log(`${path}: OK (hosts: ${c.hosts.join(", ")}; storage: ${c.storage.driver})`);
+      return EXIT.ok;
+    }
+    case "user": {
+      const passwordFile = takeOption(args, "--password-file");
+      const c = config();
+      const jid = args[2];
+      switch (sub) {
+        case "add":
+        case "passwd": {
+          if (!jid) throw new UsageError(`parley user ${sub} needs a JID`);
+          const password = await readPassword(passwordFile, `Password for ${jid}: `);
+          if (!password) throw new AccountError("invalid-password", "No password given");
+          await withAccounts(c, (a) => (sub === "add" ? a.create(jid, password).then(() => undefined) : a.setPassword(jid, password)));
+          console.log(sub === "add" ? `created ${jid}` : `password changed for ${jid}`);
+          return EXIT.ok;
+        }
+        case "del":
+          if (!jid) throw new UsageError("parley user del needs a JID");
+          await withAccounts(c, (a) => a.remove(jid));
+          console.log(`deleted ${jid}`);
+          return EXIT.ok;
+        case "list": {
+          const users = await withAccounts(c, (_a, s) => s.accounts.list(jid));
+          for (const u of users) console.log(u);
+          return EXIT.ok;
+        }
+        default:
+          throw new UsageError("parley user add|passwd|del|list");
+      }
+    }
+    case "--version":
+    case "version":
+      console.log(PARLEY_VERSION);
+      return EXIT.ok;
+    case undefined:
+    case "help":
+    case "--help":
+      console.log(USAGE);
+      return command === undefined ? EXIT.usage : EXIT.ok;
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  }
+}
+
+run(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err) => {
+    if (err instanceof UsageError) { console.error(`parley: ${err.message}\n\n${USAGE}`); process.exitCode = EXIT.usage; }
+    else if (err instanceof ConfigError) { console.error(`parley: ${err.message}`); process.exitCode = EXIT.config; }
+    else if (err instanceof AccountError) { console.error(`parley: ${err.message}`); process.exitCode = EXIT.user; }
+    else { console.error("parley: fatal:", err); process.exitCode = EXIT.failure; }
+  },
+);

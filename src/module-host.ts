@@ -1,0 +1,130 @@
+/**
+ * Loads modules in dependency order, validates each one's options, and gives each a context
+ * through which everything it registers is tracked, so stopping the host removes all of it.
+ */
+import type { z } from "zod";
+import { ConfigError, formatIssues } from "./config.js";
+import type { Module, ModuleContext, StreamFeatureProvider } from "./module.js";
+import type { HookBus } from "./hooks.js";
+import type { IqTarget, Router } from "./xmpp/router.js";
+import type { SessionView } from "./xmpp/sessions.js";
+import type { Storage } from "./storage/index.js";
+import type { Logger } from "./log.js";
+import type { Accounts } from "./accounts.js";
+import type { UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
+
+export interface ModuleHostDeps {
+  hosts: readonly string[];
+  hooks: HookBus;
+  router: Router;
+  sessions: SessionView;
+  storage: Storage;
+  accounts: Accounts;
+  log: Logger;
+}
+
+/** Validates modules.<name> blocks without starting anything (used by check-config too). */
+export function resolveModules(all: readonly Module<any>[], config: Record<string, unknown>): Array<{ module: Module<any>; options: unknown }> {
+  const problems: string[] = [];
+  const known = new Set(all.map((m) => m.name));
+  for (const name of Object.keys(config)) if (!known.has(name)) problems.push(`modules.${name}: no such module (known: ${[...known].join(", ")})`);
+  const enabled = all.filter((m) => config[m.name] !== false);
+  const enabledNames = new Set(enabled.map((m) => m.name));
+  const resolved: Array<{ module: Module<any>; options: unknown }> = [];
+  for (const module of enabled) {
+    for (const dep of module.dependsOn ?? []) {
+      if (!enabledNames.has(dep)) problems.push(`modules.${module.name}: needs module '${dep}', which is disabled`);
+    }
+    const result = (module.options as z.ZodType).safeParse(config[module.name] ?? {});
+    if (!result.success) problems.push(...formatIssues(result.error, ["modules", module.name]));
+    else resolved.push({ module, options: result.data });
+  }
+  if (problems.length) throw new ConfigError(problems, "modules");
+  return topoSort(resolved);
+}
+
+function topoSort(list: Array<{ module: Module<any>; options: unknown }>) {
+  const byName = new Map(list.map((e) => [e.module.name, e]));
+  const out: typeof list = [];
+  const seen = new Set<string>();
+  const visit = (name: string, path: string[]) => {
+    if (seen.has(name)) return;
+    if (path.includes(name)) throw new Error(`module dependency cycle: ${[...path, name].join(" → ")}`);
+    const entry = byName.get(name)!;
+    for (const dep of entry.module.dependsOn ?? []) visit(dep, [...path, name]);
+    seen.add(name);
+    out.push(entry);
+  };
+  for (const e of list) visit(e.module.name, []);
+  return out;
+}
+
+export class ModuleHost {
+  private readonly stops: Array<() => void | Promise<void>> = [];
+  readonly features: Record<IqTarget, Set<string>> = { host: new Set(), account: new Set() };
+  readonly streamFeatures = { preAuth: [] as StreamFeatureProvider[], postAuth: [] as StreamFeatureProvider[] };
+  readonly unauthenticatedIq = new Map<string, UnauthenticatedIqHandler>();
+  readonly loaded: Module<any>[] = [];
+
+  constructor(private readonly deps: ModuleHostDeps) {}
+
+  async start(modules: Array<{ module: Module<any>; options: unknown }>): Promise<void> {
+    for (const { module, options } of modules) {
+      await module.start(this.context(module, options));
+      this.loaded.push(module);
+      this.deps.log.debug({ module: module.name }, "module started");
+    }
+  }
+
+  private context(module: Module<any>, options: unknown): ModuleContext<any> {
+    const { hooks, router } = this.deps;
+    const track = (stop: () => void | Promise<void>) => { this.stops.push(stop); };
+    const host = this;
+    return {
+      name: module.name,
+      options,
+      hosts: this.deps.hosts,
+      log: this.deps.log.child({ module: module.name }),
+      storage: this.deps.storage,
+      accounts: this.deps.accounts,
+      sessions: this.deps.sessions,
+      router: {
+        route: (s) => router.route(s),
+        deliver: (session, s) => router.deliver(session, s),
+        bounce: (s, e, o) => router.bounce(s, e, o),
+        request: (iq, t) => router.request(iq, t),
+        isLocalDomain: (d) => router.isLocalDomain(d),
+      },
+      chain: (name, handler, priority) => track(hooks.chain(name, handler, priority)),
+      on: (name, handler, priority) => track(hooks.on(name, handler, priority)),
+      filter: (name, handler, priority) => track(hooks.filter(name, handler, priority)),
+      emit: (name, payload) => hooks.emit(name, payload),
+      runChain: (name, payload) => hooks.runChain(name, payload),
+      iq: (target, type, ns, handler) => track(router.registerIq(target, type, ns, handler)),
+      feature(target, ns) {
+        host.features[target].add(ns);
+        track(() => { host.features[target].delete(ns); });
+      },
+      streamFeature(stage, provider) {
+        const list = stage === "pre-auth" ? host.streamFeatures.preAuth : host.streamFeatures.postAuth;
+        list.push(provider);
+        track(() => { list.splice(list.indexOf(provider), 1); });
+      },
+      interval(ms, fn) {
+        const t = setInterval(fn, ms);
+        t.unref();
+        track(() => clearInterval(t));
+      },
+      onStop: track,
+      advertised: (target) => [...host.features[target]].sort(),
+      unauthenticatedIq(ns, handler) {
+        host.unauthenticatedIq.set(ns, handler);
+        track(() => { host.unauthenticatedIq.delete(ns); });
+      },
+    };
+  }
+
+  async stop(): Promise<void> {
+    while (this.stops.length) await this.stops.pop()!();
+  }
+}

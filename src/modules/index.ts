@@ -1,0 +1,18 @@
+/** The modules a server loads unless the config disables them, in no particular order (dependencies sort them). */
+import type { Module } from "../module.js";
+import { disco } from "./disco.js";
+import { ping } from "./ping.js";
+import { version } from "./version.js";
+import { time } from "./time.js";
+import { roster } from "./roster.js";
+import { presence } from "./presence.js";
+import { message } from "./message.js";
+import { offline } from "./offline.js";
+import { last } from "./last.js";
+import { vcard } from "./vcard.js";
+import { privateXml } from "./private.js";
+import { register } from "./register.js";
+
+export const defaultModules: readonly Module<any>[] = [
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register,
+];

@@ -1,0 +1,72 @@
+/**
+ * RFC 6121 §5 and §8.5: delivery of messages to local users. Bare-JID chat/normal messages go to
+ * the highest-priority available resource(s); when there is none, the "message/offline" chain
+ * (offline storage) gets the message; if nobody takes it the sender gets service-unavailable.
+ */
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { HANDLED, type Routed } from "../hooks.js";
+import { StanzaError } from "../errors.js";
+import type { Session } from "../xmpp/sessions.js";
+
+export const message = defineModule({
+  name: "message",
+  implements: [{ spec: "RFC 6121", version: "§5 exchanging messages, §8.5 server rules" }],
+  options: z.strictObject({
+    /** RFC 6121 §8.5.2.1.1: deliver to every resource that shares the top priority (true) or to the newest one. */
+    deliverToAllTopPriority: z.boolean().default(true),
+  }),
+  start(ctx) {
+    const { sessions, router, storage } = ctx;
+
+    const topPriority = (bare: string): Session[] => {
+      const candidates = sessions.available(bare).filter((s) => s.priority >= 0);
+      if (candidates.length === 0) return [];
+      const top = Math.max(...candidates.map((s) => s.priority));
+      const best = candidates.filter((s) => s.priority === top);
+      return ctx.options.deliverToAllTopPriority ? best : [best[best.length - 1]!];
+    };
+
+    const toBare = (routed: Routed): typeof HANDLED | Promise<typeof HANDLED> => {
+      const { stanza, to } = routed;
+      const type = stanza.attrs.type ?? "normal";
+      if (type === "error") return HANDLED; // RFC 6121 §8.5.2.1.1: silently ignored
+      if (type === "groupchat") {
+        void router.bounce(stanza, new StanzaError("service-unavailable"), routed.origin);
+        return HANDLED;
+      }
+      if (type === "headline") {
+        for (const s of sessions.available(to.bare)) if (s.priority >= 0) router.deliver(s, stanza);
+        return HANDLED;
+      }
+      const targets = topPriority(to.bare);
+      if (targets.length > 0) {
+        for (const s of targets) router.deliver(s, stanza);
+        return HANDLED;
+      }
+      return (async () => {
+        if (await storage.accounts.exists(to.bare)) {
+          const handled = await ctx.runChain("message/offline", { ...routed, to: routed.to.toBare() });
+          if (handled) return HANDLED;
+        }
+        // RFC 6121 §8.5.2.2.1: no such user, or nowhere to keep it.
+        await router.bounce(stanza, new StanzaError("service-unavailable"), routed.origin);
+        return HANDLED;
+      })();
+    };
+
+    ctx.chain("message/bare", toBare);
+    ctx.chain("message/full", (routed) => {
+      const session = sessions.get(routed.to.full);
+      if (session) {
+        router.deliver(session, routed.stanza);
+        return HANDLED;
+      }
+      // RFC 6121 §8.5.3.2.1: chat and normal fall back to the bare JID; the rest is not delivered.
+      const type = routed.stanza.attrs.type ?? "normal";
+      if (type === "chat" || type === "normal") return toBare({ ...routed, to: routed.to.toBare() });
+      if (type === "groupchat") void router.bounce(routed.stanza, new StanzaError("service-unavailable"), routed.origin);
+      return HANDLED;
+    });
+  },
+});

@@ -1,0 +1,42 @@
+/**
+ * XEP-0049 Private XML Storage 1.2: one stored element per namespace, for the owner only.
+ * XEP-0049 §3: "jabber:" and "http://jabber.org/" namespaces are reserved → not-acceptable.
+ */
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { el, childElements } from "../xmpp/xml.js";
+import { NS } from "../xmpp/ns.js";
+import { StanzaError } from "../errors.js";
+import { parseElement } from "../xmpp/xml-parse.js";
+
+export const privateXml = defineModule({
+  name: "private",
+  implements: [{ spec: "XEP-0049", version: "1.2" }],
+  options: z.strictObject({ maxBytes: z.number().int().min(1024).default(256 * 1024) }),
+  start(ctx) {
+    ctx.feature("account", NS.PRIVATE);
+    const target = (self: boolean, payload: ReturnType<typeof childElements>) => {
+      if (!self) throw new StanzaError("forbidden");
+      if (payload.length !== 1) throw new StanzaError("not-acceptable", "Exactly one child element");
+      const child = payload[0]!;
+      const ns = child.getNS();
+      if (!ns || ns.startsWith("jabber:") || ns.startsWith("http://jabber.org/") || ns === NS.VCARD) {
+        throw new StanzaError("not-acceptable", "Reserved or missing namespace");
+      }
+      return { child, key: `private:${child.name} ${ns}` };
+    };
+    ctx.iq("account", "get", NS.PRIVATE, async ({ self, to, payload }) => {
+      const { child, key } = target(self, childElements(payload));
+      const stored = await ctx.storage.documents.get(to.bare, key);
+      return el("query", { xmlns: NS.PRIVATE }, stored ? parseElement(stored) : el(child.name, { xmlns: child.getNS() }));
+    });
+    ctx.iq("account", "set", NS.PRIVATE, async ({ self, to, payload }) => {
+      const { child, key } = target(self, childElements(payload));
+      child.attrs.xmlns = child.getNS();
+      const xml = child.toString();
+      if (Buffer.byteLength(xml) > ctx.options.maxBytes) throw new StanzaError("not-acceptable", "Too large");
+      await ctx.storage.documents.set(to.bare, key, xml);
+      return undefined;
+    });
+  },
+});

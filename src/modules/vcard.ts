@@ -1,0 +1,32 @@
+/** XEP-0054 vcard-temp 1.2: anyone may read an account's vCard; only its owner may change it. */
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { el } from "../xmpp/xml.js";
+import { NS } from "../xmpp/ns.js";
+import { StanzaError } from "../errors.js";
+import { parseElement } from "../xmpp/xml-parse.js";
+
+const KEY = "vcard-temp";
+
+export const vcard = defineModule({
+  name: "vcard",
+  implements: [{ spec: "XEP-0054", version: "1.2" }],
+  options: z.strictObject({ maxBytes: z.number().int().min(1024).default(128 * 1024) }),
+  start(ctx) {
+    ctx.feature("host", NS.VCARD);
+    ctx.feature("account", NS.VCARD);
+    ctx.iq("account", "get", NS.VCARD, async ({ to }) => {
+      const stored = await ctx.storage.documents.get(to.bare, KEY);
+      // XEP-0054 §3.1: with no vCard, an empty one is a valid answer.
+      return stored ? parseElement(stored) : el("vCard", { xmlns: NS.VCARD });
+    });
+    ctx.iq("account", "set", NS.VCARD, async ({ self, to, payload }) => {
+      if (!self) throw new StanzaError("forbidden", "Only the owner may change a vCard");
+      if (payload.name !== "vCard") throw new StanzaError("bad-request");
+      const xml = payload.toString();
+      if (Buffer.byteLength(xml) > ctx.options.maxBytes) throw new StanzaError("not-acceptable", "vCard too large");
+      await ctx.storage.documents.set(to.bare, KEY, xml);
+      return undefined;
+    });
+  },
+});

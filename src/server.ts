@@ -1,0 +1,151 @@
+/**
+ * The composition root: config → logger → storage → sessions → router → hooks → modules →
+ * listeners. The order matters where commented.
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { isAbsolute, join, resolve } from "node:path";
+import type { Config } from "./config.js";
+import { createLogger, type Logger } from "./log.js";
+import { HookBus } from "./hooks.js";
+import { SessionTable } from "./xmpp/sessions.js";
+import { Router } from "./xmpp/router.js";
+import { ModuleHost, resolveModules } from "./module-host.js";
+import { defaultModules } from "./modules/index.js";
+import { createAccounts, type Accounts } from "./accounts.js";
+import { createMemoryStorage } from "./storage/memory/index.js";
+import { createSqliteStorage } from "./storage/sqlite/index.js";
+import type { Storage } from "./storage/index.js";
+import { loadHostTls } from "./xmpp/tls.js";
+import { listenC2S, type C2SListener } from "./xmpp/c2s/listener.js";
+import { C2SConnection, type C2SDeps } from "./xmpp/c2s/connection.js";
+import { AuthThrottle } from "./xmpp/c2s/throttle.js";
+import { StreamError } from "./errors.js";
+import type { Module } from "./module.js";
+
+export interface Server {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly storage: Storage;
+  readonly accounts: Accounts;
+  readonly sessions: SessionTable;
+  readonly ports: { c2s?: number; c2sDirectTls?: number };
+  stop(): Promise<void>;
+}
+
+export function openStorage(config: Config): Storage {
+  if (config.storage.driver === "memory") return createMemoryStorage();
+  const path = isAbsolute(config.storage.path) ? config.storage.path : join(resolve(config.dataDir), config.storage.path);
+  return createSqliteStorage({ path, synchronous: config.storage.synchronous });
+}
+
+/** A per-installation secret (fake SCRAM salts); created once in the data directory. */
+function loadSecret(dataDir: string): Buffer {
+  const path = join(dataDir, "secret.key");
+  if (!existsSync(path)) {
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(path, randomBytes(32).toString("hex"), { mode: 0o600 });
+  }
+  return Buffer.from(readFileSync(path, "utf8").trim(), "hex");
+}
+
+export interface StartOptions {
+  log?: Logger;
+  modules?: readonly Module<any>[];
+}
+
+export async function startServer(config: Config, options: StartOptions = {}): Promise<Server> {
+  const log = options.log ?? createLogger(config.log);
+  // Module options are validated before anything is opened, so a bad config changes nothing.
+  const modules = resolveModules(options.modules ?? defaultModules, config.modules);
+  const dataDir = resolve(config.dataDir);
+  const storage = openStorage(config);
+  const hooks = new HookBus(log);
+  const sessions = new SessionTable();
+  const accounts = createAccounts(storage, config.hosts, config.auth.scramIterations, hooks);
+  const router = new Router(config.hosts, hooks, sessions, storage.accounts, log);
+  const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log });
+  await host.start(modules);
+
+  const tls = await loadHostTls(config.hosts, config.tls.certificates, dataDir);
+  const defaultTls = tls.get(config.hosts[0]!)!;
+  const connections = new Set<C2SConnection>();
+  const toParser = (l: Config["limits"]["preAuth"]) => ({ ...l });
+  const deps: C2SDeps = {
+    hosts: config.hosts,
+    tls,
+    defaultTls: defaultTls.context,
+    defaultCert: { cert: defaultTls.cert, key: defaultTls.key },
+    sniCallback: (servername, cb) => {
+      // RFC 7590 / RFC 6125: the certificate of the virtual host the client names via SNI.
+      const name = servername.toLowerCase();
+      const exact = tls.get(name);
+      const parent = exact ?? tls.get(name.slice(name.indexOf(".") + 1));
+      cb(null, (parent ?? defaultTls).context);
+    },
+    limits: {
+      preAuth: toParser(config.limits.preAuth),
+      postAuth: toParser(config.limits.postAuth),
+      negotiationTimeoutMs: config.limits.negotiationTimeoutSeconds * 1000,
+      idleMs: config.limits.idleSeconds * 1000,
+      pingTimeoutMs: config.limits.pingTimeoutSeconds * 1000,
+      maxResourcesPerUser: config.limits.maxResourcesPerUser,
+      maxAuthFailuresPerStream: config.auth.maxFailuresPerStream,
+      maxSendBufferBytes: config.limits.maxSendBufferBytes,
+    },
+    hooks,
+    router,
+    sessions,
+    storage,
+    log,
+    throttle: new AuthThrottle({ banAfter: config.auth.banAfterFailures, banSeconds: config.auth.banSeconds, freeFailures: 2, maxDelayMs: 5000 }),
+    saslSecret: loadSecret(dataDir),
+    scramIterations: config.auth.scramIterations,
+    features: host.streamFeatures,
+    unauthenticatedIq: host.unauthenticatedIq,
+    connections,
+  };
+
+  // Listeners last: nothing reaches the server before every module is ready.
+  const listeners: C2SListener[] = [];
+  const ports: Server["ports"] = {};
+  const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
+  const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress };
+  try {
+    if (config.listen.c2s !== null) {
+      const l = await listenC2S({ ...listenOpts, port: config.listen.c2s, directTls: false }, deps);
+      listeners.push(l);
+      ports.c2s = l.port;
+    }
+    if (config.listen.c2sDirectTls !== null) {
+      const l = await listenC2S({ ...listenOpts, port: config.listen.c2sDirectTls, directTls: true }, deps);
+      listeners.push(l);
+      ports.c2sDirectTls = l.port;
+    }
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close()));
+    await host.stop();
+    await storage.close();
+    throw err;
+  }
+  log.info({ hosts: config.hosts, storage: storage.driver, modules: host.loaded.map((m) => m.name) }, "Parley started");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    config, log, storage, accounts, sessions, ports,
+    stop() {
+      stopping ??= (async () => {
+        log.info("stopping");
+        await hooks.emit("server/stopping", {});
+        const closing = Promise.all(listeners.map((l) => l.close()));
+        // RFC 6120 §4.9.3.20: clients learn the server is going down.
+        for (const c of [...connections]) c.close(new StreamError("system-shutdown"));
+        await closing;
+        await host.stop();
+        await storage.close();
+        log.info("stopped");
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,534 @@
+/**
+ * One client-to-server connection (RFC 6120 §4–§7): a state machine that negotiates STARTTLS,
+ * SASL and resource binding, then hands stanzas to the router. It does negotiation, not policy.
+ *
+ *   connected ──header──▶ (plain: pre-tls ──starttls──▶) pre-auth ──sasl──▶ authenticated ──bind──▶ bound
+ */
+import { randomBytes } from "node:crypto";
+import { TLSSocket, type SecureContext } from "node:tls";
+import type { Socket } from "node:net";
+import { StreamParser, type ParserLimits, type StreamHeader } from "../parser.js";
+import { Element, el, escapeXML, firstChildElement } from "../xml.js";
+import { NS } from "../ns.js";
+import { Jid, prepResource } from "../jid.js";
+import { StanzaError, StreamError, errorReply } from "../../errors.js";
+import { createMechanism, MECHANISMS, type ChannelBindingType, type MechanismName, type SaslMechanism } from "../../auth/sasl.js";
+import { serverEndPoint, TLS_MIN_VERSION, type HostTls } from "../tls.js";
+import type { Session, SessionTable } from "../sessions.js";
+import type { Router } from "../router.js";
+import type { HookBus } from "../../hooks.js";
+import type { Logger } from "../../log.js";
+import type { Storage } from "../../storage/index.js";
+import type { AuthThrottle } from "./throttle.js";
+import type { StreamFeatureProvider } from "../../module.js";
+
+export interface C2SLimits {
+  preAuth: ParserLimits;
+  postAuth: ParserLimits;
+  /** Wall-clock time from accept to a bound resource; traffic does not extend it. */
+  negotiationTimeoutMs: number;
+  /** Silence after which the server pings a bound client. */
+  idleMs: number;
+  /** Time a ping may go unanswered before the connection counts as dead. */
+  pingTimeoutMs: number;
+  maxResourcesPerUser: number;
+  maxAuthFailuresPerStream: number;
+  maxSendBufferBytes: number;
+}
+
+export type UnauthenticatedIqHandler = (iq: Element, conn: { host: string; remoteAddress: string }) => Promise<Element | undefined>;
+
+export interface C2SDeps {
+  hosts: readonly string[];
+  tls: Map<string, HostTls>;
+  defaultTls: SecureContext;
+  /** PEM of the default host, for the direct-TLS server (tls.createServer takes no ready context). */
+  defaultCert: { cert: string; key: string };
+  sniCallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
+  limits: C2SLimits;
+  hooks: HookBus;
+  router: Router;
+  sessions: SessionTable;
+  storage: Storage;
+  log: Logger;
+  throttle: AuthThrottle;
+  saslSecret: Buffer;
+  scramIterations: number;
+  features: { preAuth: StreamFeatureProvider[]; postAuth: StreamFeatureProvider[] };
+  unauthenticatedIq: Map<string, UnauthenticatedIqHandler>;
+  /** Connections still open, so shutdown can reach every one of them. */
+  connections: Set<C2SConnection>;
+}
+
+type Phase = "pre-tls" | "pre-auth" | "authenticated" | "bound" | "closed";
+
+const STREAM_CLOSE = "</stream:stream>";
+
+export class C2SConnection implements Session {
+  readonly id = randomBytes(12).toString("base64url");
+  readonly remoteAddress: string;
+  readonly directedPresence = new Set<string>();
+  presence: Element | undefined;
+  priority = 0;
+  interested = false;
+
+  private socket: Socket;
+  private secure: boolean;
+  private phase: Phase;
+  private parser: StreamParser;
+  private headerSent = false;
+  private host: string | undefined;
+  private lang = "en";
+  private user: string | undefined;
+  private boundJid: Jid | undefined;
+  private sasl: SaslMechanism | undefined;
+  private authFailures = 0;
+  private corked = false;
+  private negotiationTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private lastInbound = Date.now();
+  private pinging = false;
+
+  constructor(socket: Socket, directTls: boolean, private readonly deps: C2SDeps) {
+    this.socket = socket;
+    this.secure = directTls;
+    this.phase = directTls ? "pre-auth" : "pre-tls";
+    this.remoteAddress = normalizeAddress(socket.remoteAddress);
+    this.parser = this.newParser(deps.limits.preAuth);
+    deps.connections.add(this);
+    this.attach(socket);
+    this.negotiationTimer = setTimeout(() => {
+      if (this.phase !== "bound") this.streamError(new StreamError("connection-timeout", "Negotiation took too long"));
+    }, deps.limits.negotiationTimeoutMs);
+    this.negotiationTimer.unref();
+  }
+
+  get jid(): Jid {
+    if (!this.boundJid) throw new Error("session not bound");
+    return this.boundJid;
+  }
+
+  get isBound(): boolean {
+    return this.phase === "bound";
+  }
+
+  // ── socket plumbing ────────────────────────────────────────────────────────────────────────
+
+  private attach(socket: Socket): void {
+    socket.on("data", this.onData);
+    socket.on("end", this.onEnd);
+    socket.on("error", this.onSocketError);
+    socket.on("close", this.onClose);
+  }
+
+  private detach(socket: Socket): void {
+    socket.off("data", this.onData);
+    socket.off("end", this.onEnd);
+    socket.off("error", this.onSocketError);
+    socket.off("close", this.onClose);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.lastInbound = Date.now();
+    this.parser.write(chunk);
+  };
+
+  private readonly onEnd = (): void => {
+    this.parser.end();
+    this.terminate("peer closed the connection");
+  };
+
+  private readonly onSocketError = (err: Error): void => {
+    this.deps.log.debug({ stage: "c2s", err: err.message, conn: this.id }, "socket error");
+  };
+
+  private readonly onClose = (): void => {
+    this.terminate("socket closed");
+  };
+
+  private write(data: string): void {
+    if (this.phase === "closed" || this.socket.destroyed) return;
+    // Batch every write of one event-loop tick into as few TLS records as possible.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    this.socket.write(data);
+    if (this.socket.writableLength > this.deps.limits.maxSendBufferBytes) {
+      // CVE-2008-1728 class: a client that never reads must not grow our memory without bound.
+      this.streamError(new StreamError("resource-constraint", "Send buffer full: the client is not reading"));
+    }
+  }
+
+  /** Session.send: a stanza for this client. */
+  send(stanza: Element): void {
+    this.write(stanza.toString());
+  }
+
+  // ── parser events ──────────────────────────────────────────────────────────────────────────
+
+  private newParser(limits: ParserLimits): StreamParser {
+    return new StreamParser(limits, {
+      streamStart: (header) => this.onStreamStart(header),
+      element: (element) => this.onElement(element),
+      streamEnd: () => this.close(),
+      error: (error) => this.streamError(error),
+    });
+  }
+
+  private onStreamStart(header: StreamHeader): void {
+    if (header.uri !== NS.STREAMS) return this.streamError(new StreamError("invalid-namespace", "Not the streams namespace"));
+    if (header.name !== "stream") return this.streamError(new StreamError("invalid-xml", "Expected <stream:stream>"));
+    const to = header.attrs.to?.toLowerCase().replace(/\.$/, "");
+    const previousHost = this.host;
+    if (to && this.deps.hosts.includes(to) && !previousHost) this.host = to;
+    if (header.defaultNs !== NS.CLIENT) return this.streamError(new StreamError("invalid-namespace", "Default namespace must be jabber:client"));
+    // RFC 6120 §4.7.5: a missing version means pre-1.0 XMPP, which we do not speak.
+    const version = /^(\d+)\.(\d+)$/.exec(header.attrs.version ?? "");
+    if (!version || Number(version[1]) !== 1) return this.streamError(new StreamError("unsupported-version", "Only version 1.0 is supported"));
+    if (!to) return this.streamError(new StreamError("improper-addressing", "Missing 'to' on the stream header"));
+    if (!this.deps.hosts.includes(to)) return this.streamError(new StreamError("host-unknown", "This server does not serve that domain"));
+    if (previousHost && previousHost !== to) return this.streamError(new StreamError("not-authorized", "The stream's 'to' changed on restart"));
+    if (header.attrs["xml:lang"]) this.lang = header.attrs["xml:lang"];
+    this.sendHeader();
+    this.write(`<stream:features>${this.features()}</stream:features>`);
+  }
+
+  private sendHeader(): void {
+    // RFC 6120 §4.7.1: our header carries a fresh stream id and our domain as 'from'.
+    const from = this.host ? ` from='${escapeXML(this.host)}'` : "";
+    this.write(`<?xml version='1.0'?><stream:stream xmlns='${NS.CLIENT}' xmlns:stream='${NS.STREAMS}' id='${randomBytes(12).toString("base64url")}'${from} version='1.0' xml:lang='${escapeXML(this.lang)}'>`);
+    this.headerSent = true;
+  }
+
+  private features(): string {
+    const info = { secure: this.secure, remoteAddress: this.remoteAddress };
+    const extra = (providers: StreamFeatureProvider[]) => providers.map((p) => p(info)?.toString() ?? "").join("");
+    switch (this.phase) {
+      case "pre-tls":
+        return `<starttls xmlns='${NS.TLS}'><required/></starttls>`;
+      case "pre-auth": {
+        const mechs = this.offeredMechanisms().map((m) => `<mechanism>${m}</mechanism>`).join("");
+        const cb = this.channelBindingTypes().map((t) => `<channel-binding type='${t}'/>`).join("");
+        return `<mechanisms xmlns='${NS.SASL}'>${mechs}</mechanisms>`
+          + (cb ? `<sasl-channel-binding xmlns='${NS.SASL_CB}'>${cb}</sasl-channel-binding>` : "")
+          + this.limitsFeature(this.deps.limits.preAuth.maxStanzaBytes) + extra(this.deps.features.preAuth);
+      }
+      default:
+        return `<bind xmlns='${NS.BIND}'/><session xmlns='${NS.SESSION}'><optional/></session>`
+          + this.limitsFeature(this.deps.limits.postAuth.maxStanzaBytes) + extra(this.deps.features.postAuth);
+    }
+  }
+
+  /** XEP-0478 stream limits. */
+  private limitsFeature(maxBytes: number): string {
+    return `<limits xmlns='${NS.STREAM_LIMITS}'><max-bytes>${maxBytes}</max-bytes><idle-seconds>${Math.round(this.deps.limits.idleMs / 1000)}</idle-seconds></limits>`;
+  }
+
+  private onElement(element: Element): void {
+    const ns = element.attrs.xmlns as string | undefined;
+    const name = element.name;
+    switch (this.phase) {
+      case "pre-tls":
+        if (name === "starttls" && ns === NS.TLS) return this.startTls();
+        if (name === "auth" && ns === NS.SASL) return this.write(`<failure xmlns='${NS.SASL}'><encryption-required/></failure>`);
+        return this.streamError(new StreamError("policy-violation", "Use of STARTTLS required"));
+      case "pre-auth":
+        if (ns === NS.SASL && (name === "auth" || name === "response" || name === "abort")) return void this.onSasl(element);
+        if (name === "iq" && ns === NS.CLIENT) return void this.onUnauthenticatedIq(element);
+        if (isStanza(name, ns)) return this.streamError(new StreamError("not-authorized", "Authenticate first"));
+        return this.streamError(new StreamError("unsupported-stanza-type"));
+      case "authenticated":
+        if (name === "iq" && ns === NS.CLIENT) return void this.onPreBindIq(element);
+        // ejabberd process_bind: a stanza after auth but before bind gets a stanza error.
+        if (isStanza(name, ns)) return this.sendStanzaError(element, new StanzaError("not-authorized", "Bind a resource first"));
+        return this.streamError(new StreamError("unsupported-stanza-type"));
+      case "bound":
+        if (isStanza(name, ns)) return this.onBoundStanza(element);
+        return this.streamError(new StreamError("unsupported-stanza-type"));
+      case "closed":
+        return;
+    }
+  }
+
+  // ── STARTTLS (RFC 6120 §5) ─────────────────────────────────────────────────────────────────
+
+  private startTls(): void {
+    // RFC 6120 §5.4.3.3: whatever the client pipelined after <starttls/> is discarded with the old parser.
+    this.parser.stop();
+    this.write(`<proceed xmlns='${NS.TLS}'/>`);
+    const plain = this.socket;
+    this.detach(plain);
+    plain.uncork();
+    this.corked = false;
+    const secure = new TLSSocket(plain, {
+      isServer: true,
+      secureContext: this.deps.defaultTls,
+      SNICallback: this.deps.sniCallback,
+      minVersion: TLS_MIN_VERSION,
+    } as ConstructorParameters<typeof TLSSocket>[1]);
+    this.socket = secure;
+    this.attach(secure);
+    secure.once("secure", () => {
+      this.secure = true;
+      this.phase = "pre-auth";
+      this.headerSent = false;
+      this.parser = this.newParser(this.deps.limits.preAuth);
+    });
+    // Until the handshake completes, data goes to the TLS layer, not to a parser.
+    this.parser = this.newParser(this.deps.limits.preAuth);
+    this.parser.stop();
+  }
+
+  private tlsVersion(): string | undefined {
+    return this.socket instanceof TLSSocket ? this.socket.getProtocol() ?? undefined : undefined;
+  }
+
+  private channelBindingTypes(): ChannelBindingType[] {
+    if (!(this.socket instanceof TLSSocket)) return [];
+    // RFC 9266 §3: tls-exporter is defined for TLS 1.3 (TLS 1.2 only with extended master secret,
+    // which we cannot verify from here), so it is offered on TLS 1.3 only.
+    return this.tlsVersion() === "TLSv1.3" ? ["tls-exporter", "tls-server-end-point"] : ["tls-server-end-point"];
+  }
+
+  private channelBinding(type: ChannelBindingType): Buffer | undefined {
+    const socket = this.socket;
+    if (!(socket instanceof TLSSocket) || !this.channelBindingTypes().includes(type)) return undefined;
+    // RFC 9266 §2: label "EXPORTER-Channel-Binding", no context value, 32 bytes.
+    if (type === "tls-exporter") return (socket.exportKeyingMaterial as (length: number, label: string) => Buffer)(32, "EXPORTER-Channel-Binding");
+    const servername = (socket as TLSSocket & { servername?: string | false }).servername;
+    const tls = (servername && this.deps.tls.get(servername)) || this.deps.tls.get(this.host ?? "") || this.deps.tls.values().next().value;
+    return tls ? serverEndPoint(tls.cert) : undefined;
+  }
+
+  private offeredMechanisms(): MechanismName[] {
+    const plus = this.channelBindingTypes().length > 0;
+    return MECHANISMS.filter((m) => plus || !m.endsWith("-PLUS"));
+  }
+
+  // ── SASL (RFC 6120 §6) ─────────────────────────────────────────────────────────────────────
+
+  private saslBusy = false;
+
+  private async onSasl(element: Element): Promise<void> {
+    if (this.saslBusy) return this.streamError(new StreamError("policy-violation", "SASL messages must wait for the server's answer"));
+    const failure = (condition: string, text?: string) =>
+      this.write(`<failure xmlns='${NS.SASL}'><${condition}/>${text ? `<text>${escapeXML(text)}</text>` : ""}</failure>`);
+    if (element.name === "abort") {
+      this.sasl = undefined;
+      return failure("aborted");
+    }
+    let mechanism = this.sasl;
+    if (element.name === "auth") {
+      const name = element.attrs.mechanism as MechanismName;
+      if (!this.offeredMechanisms().includes(name)) return failure("invalid-mechanism");
+      mechanism = this.sasl = createMechanism(name, {
+        domain: this.host!,
+        channelBinding: (t) => this.channelBinding(t),
+        plusOffered: this.channelBindingTypes().length > 0,
+        lookup: (jid) => this.deps.storage.accounts.get(jid),
+        secret: this.deps.saslSecret,
+        iterations: this.deps.scramIterations,
+      });
+    } else if (!mechanism) {
+      return failure("not-authorized", "Out of order SASL element");
+    }
+    const text = element.getText().trim();
+    let data: Buffer | undefined;
+    if (text === "=") data = Buffer.alloc(0);
+    else if (text !== "") {
+      // RFC 6120 §6.4.2: base64 without whitespace; anything else is incorrect-encoding.
+      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
+        this.sasl = undefined;
+        return failure("incorrect-encoding");
+      }
+      data = Buffer.from(text, "base64");
+    }
+    this.saslBusy = true;
+    let step;
+    try {
+      step = await mechanism.step(data);
+    } finally {
+      this.saslBusy = false;
+    }
+    if (this.phase !== "pre-auth") return;
+    if (step.kind === "challenge") return this.write(`<challenge xmlns='${NS.SASL}'>${step.data.toString("base64") || "="}</challenge>`);
+    this.sasl = undefined;
+    if (step.kind === "failure") {
+      const delay = step.condition === "not-authorized" ? this.deps.throttle.fail(this.remoteAddress) : 0;
+      if (delay) await sleep(delay);
+      if (this.phase !== "pre-auth") return;
+      failure(step.condition, step.text);
+      this.deps.log.info({ stage: "sasl", condition: step.condition, address: this.remoteAddress }, "authentication failed");
+      // RFC 6120 §6.4.5: after a reasonable number of retries the server closes the stream.
+      if (++this.authFailures >= this.deps.limits.maxAuthFailuresPerStream) {
+        this.streamError(new StreamError("policy-violation", "Too many failed authentication attempts"));
+      }
+      return;
+    }
+    this.deps.throttle.succeed(this.remoteAddress);
+    this.user = step.username;
+    this.phase = "authenticated";
+    // RFC 6120 §6.4.6: after <success/> both sides restart the stream with a fresh parser.
+    this.parser.stop();
+    this.parser = this.newParser(this.deps.limits.postAuth);
+    this.headerSent = false;
+    this.write(`<success xmlns='${NS.SASL}'>${step.data ? step.data.toString("base64") : ""}</success>`);
+    this.deps.log.info({ stage: "sasl", user: this.user }, "authenticated");
+  }
+
+  private async onUnauthenticatedIq(iq: Element): Promise<void> {
+    const payload = firstChildElement(iq);
+    const handler = payload && this.deps.unauthenticatedIq.get(payload.getNS() ?? "");
+    if (!handler) return this.streamError(new StreamError("not-authorized", "Authenticate first"));
+    try {
+      const result = await handler(iq, { host: this.host!, remoteAddress: this.remoteAddress });
+      this.write(el("iq", { type: "result", id: iq.attrs.id }, result).toString());
+    } catch (err) {
+      this.sendStanzaError(iq, err instanceof StanzaError ? err : new StanzaError("internal-server-error"));
+      if (!(err instanceof StanzaError)) this.deps.log.error({ err, stage: "pre-auth-iq" }, "handler failed");
+    }
+  }
+
+  // ── resource binding (RFC 6120 §7) ─────────────────────────────────────────────────────────
+
+  private async onPreBindIq(iq: Element): Promise<void> {
+    const payload = firstChildElement(iq);
+    if (iq.attrs.type !== "set" || !payload || payload.name !== "bind" || payload.attrs.xmlns !== NS.BIND) {
+      return this.sendStanzaError(iq, new StanzaError("not-authorized", "Bind a resource first"));
+    }
+    const requested = payload.getChildText("resource");
+    let resource: string;
+    try {
+      resource = requested ? prepResource(requested) : randomBytes(6).toString("base64url");
+    } catch {
+      // RFC 6120 §7.7.2.1: a resourcepart that violates the OpaqueString profile → bad-request.
+      return this.sendStanzaError(iq, new StanzaError("bad-request", "Invalid resource"));
+    }
+    const [local, domain] = this.user!.split("@") as [string, string];
+    const jid = new Jid(local, domain, resource);
+    const existing = this.deps.sessions.ofUser(jid.bare);
+    if (existing.length >= this.deps.limits.maxResourcesPerUser && !existing.some((s) => s.jid.full === jid.full)) {
+      // RFC 6120 §7.6.2.1: "the account has reached a limit on the number of simultaneous connected resources".
+      return this.sendStanzaError(iq, new StanzaError("resource-constraint", "Too many resources"));
+    }
+    this.boundJid = jid;
+    this.phase = "bound";
+    clearTimeout(this.negotiationTimer);
+    const replaced = this.deps.sessions.add(this);
+    // Conflict policy (RFC 6120 §7.7.2.2, Prosody kick_old / ejabberd acceptnew): the new session wins.
+    if (replaced) replaced.close(new StreamError("conflict", "Replaced by new connection"));
+    this.write(el("iq", { type: "result", id: iq.attrs.id }, el("bind", { xmlns: NS.BIND }, el("jid", {}, jid.full))).toString());
+    this.scheduleIdleCheck();
+    this.deps.log.info({ stage: "bind", jid: jid.full, conn: this.id }, "resource bound");
+    await this.deps.hooks.emit("session/bound", { session: this });
+  }
+
+  private onBoundStanza(stanza: Element): void {
+    if (stanza.name === "iq" && stanza.attrs.type === "set") {
+      const payload = firstChildElement(stanza);
+      // RFC 3921 §3 legacy session establishment: accepted as a no-op for old clients.
+      if (payload?.name === "session" && payload.attrs.xmlns === NS.SESSION && !stanza.attrs.to) {
+        return this.send(el("iq", { type: "result", id: stanza.attrs.id }));
+      }
+      if (payload?.name === "bind" && payload.attrs.xmlns === NS.BIND) {
+        return this.sendStanzaError(stanza, new StanzaError("unexpected-request", "A resource is already bound"));
+      }
+    }
+    try {
+      const r = this.deps.router.fromClient(this, stanza);
+      if (r instanceof Promise) r.catch((err) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed"));
+    } catch (err) {
+      this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed");
+    }
+  }
+
+  private sendStanzaError(stanza: Element, error: StanzaError): void {
+    if (stanza.attrs.type === "error" || (stanza.name === "iq" && stanza.attrs.type === "result")) return;
+    const reply = errorReply(stanza, error);
+    delete reply.attrs.to;
+    delete reply.attrs.from;
+    this.write(reply.toString());
+  }
+
+  // ── liveness ───────────────────────────────────────────────────────────────────────────────
+
+  private scheduleIdleCheck(): void {
+    const { idleMs, pingTimeoutMs } = this.deps.limits;
+    clearTimeout(this.idleTimer);
+    const wait = Math.max(1000, this.lastInbound + idleMs - Date.now());
+    this.idleTimer = setTimeout(() => {
+      if (this.phase !== "bound") return;
+      if (Date.now() - this.lastInbound < idleMs || this.pinging) return this.scheduleIdleCheck();
+      // XEP-0199 §4.2: the server pings a silent client; no answer in time means a dead connection.
+      this.pinging = true;
+      const ping = el("iq", { type: "get", from: this.jid.domain, to: this.jid.full }, el("ping", { xmlns: NS.PING }));
+      this.deps.router.request(ping, pingTimeoutMs).then(
+        () => { this.pinging = false; this.scheduleIdleCheck(); },
+        (err) => {
+          this.pinging = false;
+          if (err instanceof StanzaError && err.condition === "remote-server-timeout") {
+            this.streamError(new StreamError("connection-timeout", "No answer to ping"));
+          } else this.scheduleIdleCheck(); // an error reply is still a sign of life
+        },
+      );
+    }, wait);
+    this.idleTimer.unref();
+  }
+
+  // ── closing ────────────────────────────────────────────────────────────────────────────────
+
+  /** Stream error (RFC 6120 §4.9): header first if we had not sent one, the error, the close tag. */
+  streamError(error: StreamError): void {
+    if (this.phase === "closed") return;
+    this.parser.stop();
+    if (!this.headerSent) this.sendHeader();
+    this.deps.log.info({ stage: "stream", condition: error.condition, conn: this.id, address: this.remoteAddress }, "stream error");
+    this.write(error.toElement().toString());
+    this.close();
+  }
+
+  /** Session.close: with an error, a stream error; otherwise a clean close. */
+  close(error?: StreamError): void {
+    if (error) return this.streamError(error);
+    if (this.phase === "closed") return;
+    this.parser.stop();
+    if (this.headerSent) this.write(STREAM_CLOSE);
+    const socket = this.socket;
+    this.terminate("closed by server");
+    socket.end();
+    // RFC 6120 §4.4: wait a little for the peer's closing tag, then drop the connection.
+    setTimeout(() => socket.destroy(), 2000).unref();
+  }
+
+  private terminate(reason: string): void {
+    if (this.phase === "closed") return;
+    const wasBound = this.phase === "bound";
+    this.phase = "closed";
+    this.parser.stop();
+    clearTimeout(this.negotiationTimer);
+    clearTimeout(this.idleTimer);
+    this.deps.connections.delete(this);
+    if (!this.socket.writableEnded) this.socket.end();
+    if (wasBound && this.deps.sessions.remove(this)) {
+      void this.deps.hooks.emit("session/closed", { session: this, reason });
+    } else if (wasBound) {
+      void this.deps.hooks.emit("session/closed", { session: this, reason: "replaced" });
+    }
+  }
+}
+
+function isStanza(name: string, ns: string | undefined): boolean {
+  return ns === NS.CLIENT && (name === "message" || name === "presence" || name === "iq");
+}
+
+function normalizeAddress(address: string | undefined): string {
+  if (!address) return "unknown";
+  return address.startsWith("::ffff:") ? address.slice(7) : address;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,33 @@
+/** Starts a real Parley server on port 0 with a fresh data directory, for end-to-end tests. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseConfig } from "../../src/config.js";
+import { startServer, type Server } from "../../src/server.js";
+import { silentLogger, createLogger } from "../../src/log.js";
+
+export interface TestServer extends Server {
+  dataDir: string;
+  cleanup(): Promise<void>;
+}
+
+export async function startTestServer(overrides: Record<string, unknown> = {}): Promise<TestServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), "parley-e2e-"));
+  const config = parseConfig({
+    hosts: ["localhost"],
+    dataDir,
+    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0 },
+    storage: { driver: "sqlite" },
+    auth: { scramIterations: 4096 },
+    ...overrides,
+  });
+  const log = process.env.PARLEY_TEST_LOG ? createLogger({ level: process.env.PARLEY_TEST_LOG, pretty: false }) : silentLogger();
+  const server = await startServer(config, { log });
+  return Object.assign(server, {
+    dataDir,
+    async cleanup() {
+      await server.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  });
+}

@@ -1,0 +1,64 @@
+/**
+ * The independent client: @xmpp/client (xmpp.js) over real TLS. Self-signed test certificates
+ * are accepted by turning off verification for this test process only.
+ */
+import { client, xml, type Client } from "@xmpp/client";
+import type { Element } from "@xmpp/xml";
+
+process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
+
+export { xml };
+
+export interface Connected {
+  xmpp: Client;
+  jid: string;
+  /** Stanzas received, in order. */
+  inbox: Element[];
+  waitFor(pred: (s: Element) => boolean, timeoutMs?: number): Promise<Element>;
+  iq(stanza: Element): Promise<Element>;
+  stop(): Promise<void>;
+}
+
+export async function connect(opts: { port: number; username: string; password: string; resource?: string; mechanism?: string; directTls?: boolean; domain?: string }): Promise<Connected> {
+  const xmpp = client({
+    service: `${opts.directTls ? "xmpps" : "xmpp"}://127.0.0.1:${opts.port}`,
+    domain: opts.domain ?? "localhost",
+    username: opts.username,
+    password: opts.password,
+    resource: opts.resource,
+  });
+  xmpp.reconnect.stop();
+  if (opts.mechanism) {
+    // Make xmpp.js pick one mechanism: it chooses the first mechanism both sides support.
+    const sasl = (xmpp as unknown as { saslFactory: { _mechs: Array<{ name: string }> } }).saslFactory;
+    sasl._mechs = sasl._mechs.filter((m) => m.name === opts.mechanism);
+  }
+  const inbox: Element[] = [];
+  const waiters: Array<{ pred: (s: Element) => boolean; resolve: (s: Element) => void }> = [];
+  xmpp.on("stanza", (s: Element) => {
+    inbox.push(s);
+    for (const w of [...waiters]) if (w.pred(s)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(s); }
+  });
+  xmpp.on("error", () => {});
+  const address = await xmpp.start();
+  return {
+    xmpp,
+    jid: address.toString(),
+    inbox,
+    waitFor(pred, timeoutMs = 5000) {
+      const found = inbox.find(pred);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const w = { pred, resolve: (s: Element) => { clearTimeout(t); resolve(s); } };
+        const t = setTimeout(() => { waiters.splice(waiters.indexOf(w), 1); reject(new Error("timed out waiting for stanza")); }, timeoutMs);
+        waiters.push(w);
+      });
+    },
+    async iq(stanza) {
+      return (xmpp as unknown as { iqCaller: { request(s: Element, timeout?: number): Promise<Element> } }).iqCaller.request(stanza, 5000);
+    },
+    async stop() {
+      try { await xmpp.stop(); } catch { /* already closed */ }
+    },
+  };
+}
