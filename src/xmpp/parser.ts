@@ -49,11 +49,10 @@ export class StreamParser {
   // where in the current chunk (in UTF-16 units) the last boundary fell.
   private carriedBytes = 0;
   private chunk = "";
-  private chunkBase = 0;
   private boundaryInChunk = -1;
 
   constructor(private readonly limits: ParserLimits, private readonly sink: ParserSink) {
-    this.sax = new SaxesParser({ xmlns: true, position: true });
+    this.sax = new SaxesParser({ xmlns: true, position: false });
     const sax = this.sax;
     sax.on("xmldecl", (decl) => {
       if (this.stopped) return;
@@ -95,7 +94,6 @@ export class StreamParser {
     }
     if (text.length === 0) return;
     this.chunk = text;
-    this.chunkBase = this.sax.position;
     this.boundaryInChunk = -1;
     try {
       this.sax.write(text);
@@ -119,14 +117,22 @@ export class StreamParser {
     }
   }
 
+  /**
+   * saxes' public `position` is not reliable across writes; its `i` is the index in the current
+   * chunk just past the construct being reported, which is what we need.
+   */
+  private offsetInChunk(): number {
+    return (this.sax as unknown as { i: number }).i;
+  }
+
   private bytesSinceBoundary(): number {
-    const offset = this.sax.position - this.chunkBase;
+    const offset = this.offsetInChunk();
     if (this.boundaryInChunk === -1) return this.carriedBytes + Buffer.byteLength(this.chunk.slice(0, offset));
     return Buffer.byteLength(this.chunk.slice(this.boundaryInChunk, offset));
   }
 
   private markBoundary(): void {
-    this.boundaryInChunk = this.sax.position - this.chunkBase;
+    this.boundaryInChunk = this.offsetInChunk();
     this.carriedBytes = 0;
   }
 
