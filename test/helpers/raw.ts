@@ -1,0 +1,117 @@
+/** A raw XMPP socket for tests that must send exact bytes (bad input, custom SASL exchanges). */
+import { connect as tcpConnect, type Socket } from "node:net";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { createHash, randomBytes } from "node:crypto";
+import { H, HMAC, saltedPassword, xor } from "../../src/auth/scram.js";
+import type { ScramHash } from "../../src/storage/index.js";
+
+export const header = (to = "localhost", extra = "") =>
+  `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${to}' version='1.0'${extra}>`;
+
+export class RawClient {
+  text = "";
+  readonly closed: Promise<void>;
+  private listeners: Array<() => void> = [];
+  private constructor(public socket: Socket | TLSSocket) {
+    this.closed = new Promise((resolve) => socket.once("close", () => resolve()));
+    this.attach(socket);
+  }
+
+  private attach(socket: Socket): void {
+    socket.on("data", (d: Buffer) => { this.text += d.toString("utf8"); for (const l of [...this.listeners]) l(); });
+    socket.on("error", () => {});
+  }
+
+  static async open(port: number, directTls: boolean): Promise<RawClient> {
+    const socket = directTls
+      ? tlsConnect({ port, host: "127.0.0.1", servername: "localhost", rejectUnauthorized: false, ALPNProtocols: ["xmpp-client"] })
+      : tcpConnect({ port, host: "127.0.0.1" });
+    await new Promise<void>((resolve, reject) => {
+      socket.once(directTls ? "secureConnect" : "connect", () => resolve());
+      socket.once("error", reject);
+    });
+    return new RawClient(socket);
+  }
+
+  send(data: string | Buffer): void { this.socket.write(data); }
+
+  /** Waits until the received text (from `from` on) matches; returns the match. */
+  waitFor(pattern: RegExp, timeoutMs = 5000, from = 0): Promise<RegExpMatchArray> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const m = this.text.slice(from).match(pattern);
+        if (m) { done(); resolve(m); return true; }
+        return false;
+      };
+      const done = () => { clearTimeout(timer); this.listeners = this.listeners.filter((l) => l !== listener); };
+      const listener = () => { check(); };
+      const timer = setTimeout(() => { done(); reject(new Error(`timed out waiting for ${pattern}; got: ${this.text.slice(-500)}`)); }, timeoutMs);
+      if (!check()) this.listeners.push(listener);
+    });
+  }
+
+  /** STARTTLS on a plain connection: send, wait for <proceed/>, upgrade. */
+  async startTls(): Promise<void> {
+    const mark = this.text.length;
+    this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    await this.waitFor(/<proceed[^>]*\/>/, 5000, mark);
+    const tls = tlsConnect({ socket: this.socket, servername: "localhost", rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => { tls.once("secureConnect", () => resolve()); tls.once("error", reject); });
+    this.socket = tls;
+    this.attach(tls);
+  }
+
+  close(): void { this.socket.destroy(); }
+}
+
+export type CbType = "tls-exporter" | "tls-server-end-point";
+
+/** SCRAM over the wire with channel binding computed from the client's own view of the TLS session. */
+export async function scramLogin(c: RawClient, mechanism: string, user: string, password: string, cbType?: CbType): Promise<"success" | string> {
+  const hash: ScramHash = mechanism.includes("256") ? "SHA-256" : "SHA-1";
+  const tls = c.socket as TLSSocket;
+  let cb = Buffer.alloc(0);
+  if (cbType === "tls-exporter") cb = (tls.exportKeyingMaterial as (n: number, l: string) => Buffer)(32, "EXPORTER-Channel-Binding");
+  if (cbType === "tls-server-end-point") cb = createHash("sha256").update(tls.getPeerCertificate().raw).digest();
+  const gs2 = cbType ? `p=${cbType},,` : "n,,";
+  const cnonce = randomBytes(12).toString("base64");
+  const mark = c.text.length;
+  c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='${mechanism}'>${Buffer.from(`${gs2}n=${user},r=${cnonce}`).toString("base64")}</auth>`);
+  const m = await c.waitFor(/<challenge[^>]*>([^<]*)<\/challenge>|<failure[^>]*>(.*?)<\/failure>/, 5000, mark);
+  if (m[2] !== undefined) return m[2];
+  const serverFirst = Buffer.from(m[1]!, "base64").toString();
+  const attrs = Object.fromEntries(serverFirst.split(",").map((p) => [p[0], p.slice(2)]));
+  const salted = await saltedPassword(hash, password, Buffer.from(attrs.s!, "base64"), Number(attrs.i));
+  const withoutProof = `c=${Buffer.concat([Buffer.from(gs2), cb]).toString("base64")},r=${attrs.r}`;
+  const authMessage = `n=${user},r=${cnonce},${serverFirst},${withoutProof}`;
+  const clientKey = HMAC(hash, salted, "Client Key");
+  const proof = xor(clientKey, HMAC(hash, H(hash, clientKey), authMessage));
+  const mark2 = c.text.length;
+  c.send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${Buffer.from(`${withoutProof},p=${proof.toString("base64")}`).toString("base64")}</response>`);
+  const r = await c.waitFor(/<success[^>]*>([^<]*)<\/success>|<failure[^>]*>(.*?)<\/failure>/, 5000, mark2);
+  if (r[2] !== undefined) return r[2];
+  const expected = `v=${HMAC(hash, HMAC(hash, salted, "Server Key"), authMessage).toString("base64")}`;
+  if (Buffer.from(r[1]!, "base64").toString() !== expected) return "bad server signature";
+  return "success";
+}
+
+/** Opens a direct-TLS stream and returns once the pre-auth features have arrived. */
+export async function openStream(port: number, directTls = true): Promise<RawClient> {
+  const c = await RawClient.open(port, directTls);
+  c.send(header());
+  await c.waitFor(/<\/stream:features>/);
+  return c;
+}
+
+/** Authenticate with PLAIN, restart, bind; ready for stanzas. */
+export async function rawSession(port: number, user: string, password: string, resource = "raw"): Promise<RawClient> {
+  const c = await openStream(port);
+  const mark = c.text.length;
+  c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0${password}`).toString("base64")}</auth>`);
+  await c.waitFor(/<success/, 5000, mark);
+  c.send(header());
+  await c.waitFor(/<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'\/>/, 5000, mark);
+  c.send(`<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${resource}</resource></bind></iq>`);
+  await c.waitFor(/id="bind1"/, 5000, mark);
+  return c;
+}
