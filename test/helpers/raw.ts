@@ -70,7 +70,7 @@ export type CbType = "tls-exporter" | "tls-server-end-point";
 export async function scramLogin(c: RawClient, mechanism: string, user: string, password: string, cbType?: CbType): Promise<"success" | string> {
   const hash: ScramHash = mechanism.includes("256") ? "SHA-256" : "SHA-1";
   const tls = c.socket as TLSSocket;
-  let cb = Buffer.alloc(0);
+  let cb: Buffer = Buffer.alloc(0);
   if (cbType === "tls-exporter") cb = (tls.exportKeyingMaterial as (n: number, l: string) => Buffer)(32, "EXPORTER-Channel-Binding");
   if (cbType === "tls-server-end-point") cb = createHash("sha256").update(tls.getPeerCertificate().raw).digest();
   const gs2 = cbType ? `p=${cbType},,` : "n,,";
