@@ -63,6 +63,8 @@ export interface C2SDeps {
 type Phase = "pre-tls" | "pre-auth" | "authenticated" | "bound" | "closed";
 
 const STREAM_CLOSE = "</stream:stream>";
+/** Failures of any kind on one stream before it is closed. */
+const MAX_SASL_FAILURES = 10;
 
 export class C2SConnection implements Session {
   readonly id = randomBytes(12).toString("base64url");
@@ -83,6 +85,7 @@ export class C2SConnection implements Session {
   private boundJid: Jid | undefined;
   private sasl: SaslMechanism | undefined;
   private authFailures = 0;
+  private saslFailures = 0;
   private corked = false;
   private negotiationTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -365,7 +368,11 @@ export class C2SConnection implements Session {
       failure(step.condition, step.text);
       this.deps.log.info({ stage: "sasl", condition: step.condition, address: this.remoteAddress }, "authentication failed");
       // RFC 6120 §6.4.5: after a reasonable number of retries the server closes the stream.
-      if (++this.authFailures >= this.deps.limits.maxAuthFailuresPerStream) {
+      // Only wrong credentials count as retries: clients walk down their mechanism list and
+      // may fail several times on channel binding first (slixmpp 1.8 tries tls-unique, which
+      // TLS 1.3 does not have, then 'y'-flagged SCRAM, which we must refuse), before PLAIN.
+      if (step.condition === "not-authorized") this.authFailures++;
+      if (this.authFailures >= this.deps.limits.maxAuthFailuresPerStream || ++this.saslFailures >= MAX_SASL_FAILURES) {
         this.streamError(new StreamError("policy-violation", "Too many failed authentication attempts"));
       }
       return;
