@@ -50,7 +50,7 @@ async function login(port: number, user: number): Promise<{ client: Client; ms: 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 const server = fork(fileURLToPath(new URL("./server-process.ts", import.meta.url)), [], {
-  execArgv: ["--import", "tsx", "--expose-gc"], env: { ...process.env, BENCH_USERS: String(USERS) },
+  execArgv: ["--import", "tsx", "--expose-gc", ...(process.env.BENCH_PROF ? ["--cpu-prof", "--cpu-prof-dir=/tmp/prof"] : [])], env: { ...process.env, BENCH_USERS: String(USERS) },
 });
 const fromServer = <T>(pred: (m: any) => boolean) => new Promise<T>((r) => { const h = (m: any) => { if (pred(m)) { server.off("message", h); r(m); } }; server.on("message", h); });
 const ready = await fromServer<{ port: number; rss: number }>((m) => m.ready);
@@ -84,6 +84,7 @@ for (const c of clients) {
 
 // Open loop: messages are scheduled at fixed times whatever the server does (no coordinated omission).
 const cpuBefore = afterLogin.snapshot.cpu;
+const generatorCpuBefore = process.cpuUsage();
 const sendStart = performance.now();
 let sent = 0;
 await new Promise<void>((resolve) => {
@@ -94,7 +95,8 @@ await new Promise<void>((resolve) => {
       const partner = from.user ^ 1;
       from.socket.write(`<message to='user${partner}@localhost/bench' type='chat'><body>t${performance.now()}</body></message>`);
     }
-    if (sent >= MESSAGES) resolve(); else setImmediate(tick);
+    // A 1 ms timer, not setImmediate: a busy loop here would steal the server's CPU.
+    if (sent >= MESSAGES) resolve(); else setTimeout(tick, 1);
   };
   tick();
 });
@@ -104,6 +106,7 @@ while (received() < MESSAGES && performance.now() < deadline) await new Promise(
 const elapsed = (performance.now() - sendStart) / 1000;
 server.send({ cmd: "snapshot" });
 const end = await fromServer<{ snapshot: { rss: number; cpu: NodeJS.CpuUsage } }>((m) => m.snapshot);
+const generatorCpu = process.cpuUsage(generatorCpuBefore);
 const serverCpu = (end.snapshot.cpu.user + end.snapshot.cpu.system - cpuBefore.user - cpuBefore.system) / 1e6;
 
 const lat = clients.flatMap((c) => c.latencies).sort((a, b) => a - b);
@@ -118,6 +121,10 @@ const result = {
   offeredRate: RATE, deliveredPerSecond: Math.round(received() / elapsed),
   latencyP50ms: +pct(lat, 50).toFixed(2), latencyP99ms: +pct(lat, 99).toFixed(2), latencyMaxms: +(lat[lat.length - 1] ?? NaN).toFixed(2),
   serverCpuSecondsPer10kMessages: +((serverCpu / received()) * 10000).toFixed(3),
+  // Share of one core the server and this generator used while messages flowed; a generator
+  // near 1.0 means the numbers measure the generator, not the server.
+  serverCoreShare: +(serverCpu / elapsed).toFixed(2),
+  generatorCoreShare: +((generatorCpu.user + generatorCpu.system) / 1e6 / elapsed).toFixed(2),
 };
 console.log(JSON.stringify(result, null, 2));
 for (const c of clients) c.socket.destroy();

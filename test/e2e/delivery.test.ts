@@ -52,3 +52,62 @@ describe("delivery rules (e2e)", () => {
     await high1.waitFor(/id="fallback"/);
   });
 });
+
+describe("presence details (e2e)", () => {
+  let server: TestServer;
+  const open: RawClient[] = [];
+  const session = async (user: string, resource: string) => {
+    const c = await rawSession(server.ports.c2sDirectTls!, user, "pw", resource);
+    c.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
+    await c.waitFor(/id="roster"/);
+    open.push(c);
+    return c;
+  };
+  before(async () => {
+    server = await startTestServer();
+    for (const u of ["ann", "ben", "cat"]) await server.accounts.create(`${u}@localhost`, "pw");
+  });
+  after(async () => {
+    for (const c of open) c.close();
+    await server.cleanup();
+  });
+
+  it("pre-approval (RFC 6121 §3.4): a later request is approved without asking the user", async () => {
+    const ann = await session("ann", "a");
+    ann.send("<presence to='ben@localhost' type='subscribed'/>");
+    await ann.waitFor(/<item jid="ben@localhost" subscription="none" approved="true"\/>/);
+    const ben = await session("ben", "b");
+    ben.send("<presence/>");
+    ann.send("<presence/>");
+    ben.send("<presence to='ann@localhost' type='subscribe'/>");
+    await ben.waitFor(/<presence[^>]*type="subscribed"[^>]*from="ann@localhost"|<presence[^>]*from="ann@localhost"[^>]*type="subscribed"/);
+    await ben.waitFor(/<presence[^>]*from="ann@localhost\/a"/);
+    assert.doesNotMatch(ann.text, /type="subscribe"/, "ann was not asked");
+    await ann.waitFor(/<item jid="ben@localhost" subscription="from"\/>/);
+  });
+
+  it("a subscription request to an offline user is delivered when they come online", async () => {
+    const ann = await session("ann", "a2");
+    ann.send("<presence to='cat@localhost' type='subscribe'/>");
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await server.storage.subscriptionRequests.list("cat@localhost")).length, 1);
+    const cat = await session("cat", "c");
+    cat.send("<presence/>");
+    await cat.waitFor(/<presence type="subscribe" from="ann@localhost"/);
+    // Denying it removes the request and tells ann.
+    cat.send("<presence to='ann@localhost' type='unsubscribed'/>");
+    await ann.waitFor(/<item jid="cat@localhost" subscription="none"\/>/);
+    assert.equal((await server.storage.subscriptionRequests.list("cat@localhost")).length, 0);
+  });
+
+  it("directed presence reaches a non-contact, and its end is announced when the session closes", async () => {
+    const cat = await session("cat", "d");
+    cat.send("<presence/>");
+    const ben = await session("ben", "d");
+    const mark = cat.text.length;
+    ben.send("<presence to='cat@localhost/d'><status>hi</status></presence>");
+    await cat.waitFor(/<presence[^>]*from="ben@localhost\/d"[^>]*>.*<status>hi<\/status>/s, 5000, mark);
+    ben.close();
+    await cat.waitFor(/<presence type="unavailable" from="ben@localhost\/d"/, 5000, mark);
+  });
+});
