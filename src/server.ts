@@ -70,7 +70,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const tls = await loadHostTls(config.hosts, config.tls.certificates, dataDir);
   const defaultTls = tls.get(config.hosts[0]!)!;
   const connections = new Set<C2SConnection>();
-  const toParser = (l: Config["limits"]["preAuth"]) => ({ ...l });
   const deps: C2SDeps = {
     hosts: config.hosts,
     tls,
@@ -84,8 +83,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       cb(null, (parent ?? defaultTls).context);
     },
     limits: {
-      preAuth: toParser(config.limits.preAuth),
-      postAuth: toParser(config.limits.postAuth),
+      preAuth: config.limits.preAuth,
+      postAuth: config.limits.postAuth,
       negotiationTimeoutMs: config.limits.negotiationTimeoutSeconds * 1000,
       idleMs: config.limits.idleSeconds * 1000,
       pingTimeoutMs: config.limits.pingTimeoutSeconds * 1000,

@@ -4,7 +4,7 @@
  * unavailable broadcast when a session ends.
  */
 import { z } from "zod";
-import { defineModule, type ModuleContext } from "../module.js";
+import { defineModule } from "../module.js";
 import { Element, el, cloneElement } from "../xmpp/xml.js";
 import { HANDLED, type Routed } from "../hooks.js";
 import type { Session } from "../xmpp/sessions.js";
@@ -14,8 +14,6 @@ import { updateRosterItem } from "./roster.js";
 const SUBSCRIPTION_TYPES = new Set(["subscribe", "subscribed", "unsubscribe", "unsubscribed"]);
 const hasFrom = (s: Subscription | undefined) => s === "from" || s === "both";
 const hasTo = (s: Subscription | undefined) => s === "to" || s === "both";
-
-type Ctx = ModuleContext<unknown>;
 
 /** A copy of a presence stanza readdressed for one recipient. */
 function readdress(stanza: Element, from: string, to: string): Element {
@@ -55,7 +53,7 @@ export const presence = defineModule({
     const outboundSubscription = async (user: string, contact: string, type: string): Promise<boolean> => {
       switch (type) {
         case "subscribe":
-          await updateRosterItem(ctx as Ctx, user, contact, (item) =>
+          await updateRosterItem(ctx, user, contact, (item) =>
             hasTo(item?.subscription) ? undefined : { ...(item ?? blankItem(contact)), ask: true });
           return true;
         case "subscribed": {
@@ -64,18 +62,18 @@ export const presence = defineModule({
             const item = await storage.roster.getItem(user, contact);
             if (hasFrom(item?.subscription)) return false;
             // RFC 6121 §3.4: no request is pending, so this is a pre-approval; nothing is sent.
-            await updateRosterItem(ctx as Ctx, user, contact, (i) => ({ ...(i ?? blankItem(contact)), approved: true }));
+            await updateRosterItem(ctx, user, contact, (i) => ({ ...(i ?? blankItem(contact)), approved: true }));
             return false;
           }
           await storage.subscriptionRequests.remove(user, contact);
-          await updateRosterItem(ctx as Ctx, user, contact, (item) => {
+          await updateRosterItem(ctx, user, contact, (item) => {
             const base = item ?? blankItem(contact);
             return { ...base, subscription: base.subscription === "to" ? "both" : "from", approved: false };
           });
           return true;
         }
         case "unsubscribe":
-          await updateRosterItem(ctx as Ctx, user, contact, (item) => {
+          await updateRosterItem(ctx, user, contact, (item) => {
             if (!item || (!hasTo(item.subscription) && !item.ask)) return undefined;
             return { ...item, subscription: item.subscription === "both" ? "from" : item.subscription === "to" ? "none" : item.subscription, ask: false };
           });
@@ -85,7 +83,7 @@ export const presence = defineModule({
           if (pending) await storage.subscriptionRequests.remove(user, contact);
           const item = await storage.roster.getItem(user, contact);
           if (!pending && !hasFrom(item?.subscription) && !item?.approved) return false;
-          await updateRosterItem(ctx as Ctx, user, contact, (i) => {
+          await updateRosterItem(ctx, user, contact, (i) => {
             if (!i) return undefined;
             return { ...i, subscription: i.subscription === "both" ? "to" : i.subscription === "from" ? "none" : i.subscription, approved: false };
           });
@@ -110,7 +108,7 @@ export const presence = defineModule({
             return;
           }
           if (item?.approved) {
-            await updateRosterItem(ctx as Ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "to" ? "both" : "from", approved: false }));
+            await updateRosterItem(ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "to" ? "both" : "from", approved: false }));
             await router.route(el("presence", { type: "subscribed", from: user, to: contact }));
             sendCurrentPresence(user, contact);
             return;
@@ -121,18 +119,18 @@ export const presence = defineModule({
         case "subscribed":
           // RFC 6121 §3.1.6: without a pending outbound request the stanza is ignored.
           if (!item?.ask) return;
-          await updateRosterItem(ctx as Ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "from" ? "both" : "to", ask: false }));
+          await updateRosterItem(ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "from" ? "both" : "to", ask: false }));
           deliverToAvailable(user, stanza, true);
           return;
         case "unsubscribe":
           await storage.subscriptionRequests.remove(user, contact);
           if (!hasFrom(item?.subscription)) return;
-          await updateRosterItem(ctx as Ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "both" ? "to" : "none" }));
+          await updateRosterItem(ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "both" ? "to" : "none" }));
           deliverToAvailable(user, stanza, true);
           return;
         case "unsubscribed":
           if (!hasTo(item?.subscription) && !item?.ask) return;
-          await updateRosterItem(ctx as Ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "both" ? "from" : "none", ask: false }));
+          await updateRosterItem(ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "both" ? "from" : "none", ask: false }));
           deliverToAvailable(user, stanza, true);
           return;
       }

@@ -22,7 +22,10 @@ export function rosterItemElement(item: RosterItem): Element {
 }
 
 /** RFC 6121 §2.1.6: a roster push to every interested resource of the user. */
-export function pushRoster(ctx: ModuleContext<unknown>, owner: string, version: number, item: Element): void {
+/** What roster changes need from a module context; any module's context fits. */
+export type RosterDeps = Pick<ModuleContext<unknown>, "storage" | "sessions" | "router">;
+
+export function pushRoster(ctx: RosterDeps, owner: string, version: number, item: Element): void {
   for (const session of ctx.sessions.ofUser(owner)) {
     if (!session.interested) continue;
     ctx.router.deliver(session, el("iq", { type: "set", id: `push-${randomBytes(6).toString("base64url")}`, to: session.jid.full },
@@ -35,7 +38,7 @@ export function pushRoster(ctx: ModuleContext<unknown>, owner: string, version: 
  * or undefined to leave it as it is (no push).
  */
 export async function updateRosterItem(
-  ctx: ModuleContext<unknown>,
+  ctx: RosterDeps,
   owner: string,
   contact: string,
   change: (item: RosterItem | undefined) => RosterItem | "remove" | undefined,

@@ -169,6 +169,7 @@ export class Router {
     const scope = to.local === "" ? "host" : to.isBare ? "bare" : "full";
     const chain = `${kind}/${scope}` as keyof Chains;
     const effective = kind === "presence" && implicitTo ? "presence/broadcast" : chain;
+    if (this.log.isLevelEnabled("debug")) this.log.debug({ stage: "route", tag: kind, type: stanza.attrs.type, chain: effective }, "routing");
     const ran = this.hooks.runChain(effective, filtered);
     if (ran instanceof Promise) {
       return ran.then((handled) => (handled ? undefined : this.fallback(filtered, kind, scope)),
