@@ -98,7 +98,8 @@ export class StreamParser {
     try {
       this.sax.write(text);
     } catch (err) {
-      this.fail(err instanceof StreamError ? err : mapSaxError(String((err as Error).message)));
+      // saxes reports XML errors through its error event; what is thrown comes from a handler.
+      this.fail(err instanceof StreamError ? err : new StreamError("internal-server-error"));
     }
     if (this.stopped) return;
     // markBoundary() zeroed carriedBytes if a top-level element ended in this chunk.

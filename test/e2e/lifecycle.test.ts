@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { startTestServer } from "../helpers/server.js";
-import { rawSession } from "../helpers/raw.js";
+import { openStream, rawSession } from "../helpers/raw.js";
 import { ConfigError, parseConfig } from "../../src/config.js";
 import { resolveModules } from "../../src/module-host.js";
 import { defaultModules } from "../../src/modules/index.js";
@@ -96,6 +96,21 @@ describe("lifecycle and operations", () => {
     assert.equal(bad.status, 3);
     assert.match(bad.stderr, /hosts: /);
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("a storage failure during login closes that stream with internal-server-error; the server keeps serving", async () => {
+    const server = await startTestServer();
+    await server.accounts.create("alice@localhost", "pw");
+    const real = server.storage.accounts.get;
+    server.storage.accounts.get = async () => { throw new Error("disk on fire"); };
+    const c = await openStream(server.ports.c2sDirectTls!);
+    c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from("\0alice\0pw").toString("base64")}</auth>`);
+    await c.waitFor(/<internal-server-error xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    await c.closed;
+    server.storage.accounts.get = real;
+    const ok = await rawSession(server.ports.c2sDirectTls!, "alice", "pw");
+    ok.close();
+    await server.cleanup();
   });
 
   it("auth throttle: free failures, then growing delays, then a ban that expires", () => {

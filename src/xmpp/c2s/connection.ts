@@ -241,12 +241,12 @@ export class C2SConnection implements Session {
         if (name === "auth" && ns === NS.SASL) return this.write(`<failure xmlns='${NS.SASL}'><encryption-required/></failure>`);
         return this.streamError(new StreamError("policy-violation", "Use of STARTTLS required"));
       case "pre-auth":
-        if (ns === NS.SASL && (name === "auth" || name === "response" || name === "abort")) return void this.onSasl(element);
-        if (name === "iq" && ns === NS.CLIENT) return void this.onUnauthenticatedIq(element);
+        if (ns === NS.SASL && (name === "auth" || name === "response" || name === "abort")) return this.guard(this.onSasl(element));
+        if (name === "iq" && ns === NS.CLIENT) return this.guard(this.onUnauthenticatedIq(element));
         if (isStanza(name, ns)) return this.streamError(new StreamError("not-authorized", "Authenticate first"));
         return this.streamError(new StreamError("unsupported-stanza-type"));
       case "authenticated":
-        if (name === "iq" && ns === NS.CLIENT) return void this.onPreBindIq(element);
+        if (name === "iq" && ns === NS.CLIENT) return this.guard(this.onPreBindIq(element));
         // ejabberd process_bind: a stanza after auth but before bind gets a stanza error.
         if (isStanza(name, ns)) return this.sendStanzaError(element, new StanzaError("not-authorized", "Bind a resource first"));
         return this.streamError(new StreamError("unsupported-stanza-type"));
@@ -256,6 +256,14 @@ export class C2SConnection implements Session {
       case "closed":
         return;
     }
+  }
+
+  /** A failure inside negotiation (storage down, a bug) closes this stream, never the process. */
+  private guard(work: Promise<void>): void {
+    work.catch((err) => {
+      this.deps.log.error({ err, stage: "negotiation", conn: this.id }, "negotiation step failed");
+      this.streamError(new StreamError("internal-server-error"));
+    });
   }
 
   // ── STARTTLS (RFC 6120 §5) ─────────────────────────────────────────────────────────────────
