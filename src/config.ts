@@ -45,6 +45,13 @@ export const ConfigSchema = z.strictObject({
       path: z.string().default("parley.sqlite"),
       synchronous: z.enum(["normal", "full"]).default("normal"),
     }),
+    z.strictObject({
+      driver: z.literal("postgres"),
+      /** postgres://user:password@host:5432/database */
+      url: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
+      schema: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a plain SQL identifier").default("public"),
+      poolSize: z.number().int().min(1).max(100).default(10),
+    }),
     z.strictObject({ driver: z.literal("memory") }),
   ]).prefault({ driver: "sqlite" }),
   limits: z.strictObject({

@@ -11,6 +11,7 @@ import { resolveModules } from "./module-host.js";
 import { defaultModules } from "./modules/index.js";
 import { AccountError, createAccounts } from "./accounts.js";
 import { PARLEY_VERSION } from "./version.js";
+import type { Storage } from "./storage/index.js";
 
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
 
@@ -58,8 +59,8 @@ async function readPassword(file: string | undefined, prompt: string): Promise<s
   return line;
 }
 
-async function withAccounts<T>(config: Config, fn: (accounts: ReturnType<typeof createAccounts>, storage: ReturnType<typeof openStorage>) => Promise<T>): Promise<T> {
-  const storage = openStorage(config);
+async function withAccounts<T>(config: Config, fn: (accounts: ReturnType<typeof createAccounts>, storage: Storage) => Promise<T>): Promise<T> {
+  const storage = await openStorage(config);
   try {
     return await fn(createAccounts(storage, config.hosts, config.auth.scramIterations), storage);
   } finally {

@@ -15,6 +15,7 @@ import { defaultModules } from "./modules/index.js";
 import { createAccounts, type Accounts } from "./accounts.js";
 import { createMemoryStorage } from "./storage/memory/index.js";
 import { createSqliteStorage } from "./storage/sqlite/index.js";
+import { createPostgresStorage } from "./storage/postgres/index.js";
 import type { Storage } from "./storage/index.js";
 import { loadHostTls } from "./xmpp/tls.js";
 import { listenC2S, type C2SListener } from "./xmpp/c2s/listener.js";
@@ -33,8 +34,12 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-export function openStorage(config: Config): Storage {
+export async function openStorage(config: Config): Promise<Storage> {
   if (config.storage.driver === "memory") return createMemoryStorage();
+  if (config.storage.driver === "postgres") {
+    const { url, schema, poolSize } = config.storage;
+    return createPostgresStorage({ url, schema, poolSize });
+  }
   const path = isAbsolute(config.storage.path) ? config.storage.path : join(resolve(config.dataDir), config.storage.path);
   return createSqliteStorage({ path, synchronous: config.storage.synchronous });
 }
@@ -59,7 +64,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // Module options are validated before anything is opened, so a bad config changes nothing.
   const modules = resolveModules(options.modules ?? defaultModules, config.modules);
   const dataDir = resolve(config.dataDir);
-  const storage = openStorage(config);
+  const storage = await openStorage(config);
   const hooks = new HookBus(log);
   const sessions = new SessionTable();
   const accounts = createAccounts(storage, config.hosts, config.auth.scramIterations, hooks);

@@ -8,6 +8,7 @@ import { storageContract } from "./contract.js";
 import { createMemoryStorage } from "../../src/storage/memory/index.js";
 import { createSqliteStorage, migrate } from "../../src/storage/sqlite/index.js";
 import { SQLITE_MIGRATIONS } from "../../src/storage/sqlite/migrations.js";
+import { freshPostgresStorage, postgresUnavailable } from "../helpers/postgres.js";
 
 const dir = mkdtempSync(join(tmpdir(), "parley-storage-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -15,6 +16,28 @@ let n = 0;
 
 storageContract("memory", () => createMemoryStorage());
 storageContract("sqlite (file, WAL)", () => createSqliteStorage({ path: join(dir, `db${++n}.sqlite`) }));
+
+const pgMissing = await postgresUnavailable();
+if (pgMissing) {
+  console.log(`# SKIPPED storage contract on postgres: no database reachable (${pgMissing})`);
+  describe("storage contract: postgres", () => { it("needs a reachable Postgres", { skip: `Postgres unreachable: ${pgMissing}` }, () => {}); });
+} else {
+  storageContract("postgres (fresh schema per test)", freshPostgresStorage);
+  describe("postgres driver", () => {
+    it("group-commits concurrent offline appends and still enforces the per-user limit", async () => {
+      const s = await freshPostgresStorage();
+      try {
+        const ids = await Promise.all(Array.from({ length: 50 }, (_, i) => s.offline.append("bob@a.test", `<message id='${i}'/>`, i, 40)));
+        assert.equal(ids.filter((id) => id !== undefined).length, 40);
+        assert.equal(await s.offline.count("bob@a.test"), 40);
+        const rows = await s.offline.list("bob@a.test");
+        assert.deepEqual(rows.map((r) => r.stanza), Array.from({ length: 40 }, (_, i) => `<message id='${i}'/>`), "order kept");
+      } finally {
+        await s.close();
+      }
+    });
+  });
+}
 
 describe("sqlite migrations", () => {
   it("are applied once and recorded", () => {

@@ -1,0 +1,238 @@
+/**
+ * The scale-out driver: PostgreSQL through pg's connection pool.
+ *
+ * Durability: every write commits with synchronous_commit on (Postgres' default, enforced per
+ * connection here), so a resolved promise means the row survives a database crash. Offline
+ * appends are group-committed: appends that arrive while a commit is in flight are written
+ * together in the next transaction — one WAL flush for many messages — and none of them
+ * resolves before its own commit.
+ */
+import pg from "pg";
+import { POSTGRES_MIGRATIONS } from "./migrations.js";
+import type { Account, RosterItem, Storage, Subscription } from "../index.js";
+
+export interface PostgresOptions {
+  url: string;
+  /** Schema for all tables (created if missing); default "public". */
+  schema?: string;
+  poolSize?: number;
+}
+
+const MIGRATION_LOCK = 0x7061726c; // "parl": one migrator at a time across nodes
+
+export async function migratePostgres(client: pg.PoolClient): Promise<number> {
+  await client.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]);
+  try {
+    await client.query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+    const row = await client.query<{ version: number }>("SELECT version FROM schema_version");
+    let version = row.rows[0]?.version ?? 0;
+    if (row.rowCount === 0) await client.query("INSERT INTO schema_version (version) VALUES (0)");
+    for (; version < POSTGRES_MIGRATIONS.length; version++) {
+      await client.query("BEGIN");
+      try {
+        await client.query(POSTGRES_MIGRATIONS[version]!);
+        await client.query("UPDATE schema_version SET version = $1", [version + 1]);
+        await client.query("COMMIT");
+      } catch (err) {
+        await client.query("ROLLBACK");
+        throw err;
+      }
+    }
+    return version;
+  } finally {
+    await client.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK]);
+  }
+}
+
+interface RosterRow { contact: string; name: string | null; groups: string[]; subscription: string; ask: boolean; approved: boolean }
+
+const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+export async function createPostgresStorage(options: PostgresOptions): Promise<Storage> {
+  const schema = options.schema ?? "public";
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolSize ?? 10,
+    options: `-c search_path=${quoteIdent(schema)} -c synchronous_commit=on`,
+  });
+  pool.on("error", () => { /* an idle client died; the pool replaces it */ });
+  const setup = await pool.connect();
+  try {
+    await setup.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
+    await migratePostgres(setup);
+  } finally {
+    setup.release();
+  }
+
+  const q = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => pool.query<R>(text, values);
+  const tx = async <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> => {
+    const c = await pool.connect();
+    try {
+      await c.query("BEGIN");
+      const r = await fn(c);
+      await c.query("COMMIT");
+      return r;
+    } catch (err) {
+      await c.query("ROLLBACK").catch(() => {});
+      throw err;
+    } finally {
+      c.release();
+    }
+  };
+
+  const toItem = (r: RosterRow): RosterItem => ({
+    jid: r.contact,
+    ...(r.name !== null ? { name: r.name } : {}),
+    groups: r.groups,
+    subscription: r.subscription as Subscription,
+    ask: r.ask,
+    approved: r.approved,
+  });
+  const bump = async (c: pg.PoolClient, owner: string) =>
+    Number((await c.query<{ version: string }>(
+      "INSERT INTO roster_versions (owner, version) VALUES ($1, 1) ON CONFLICT (owner) DO UPDATE SET version = roster_versions.version + 1 RETURNING version", [owner])).rows[0]!.version);
+
+  // Group commit of offline appends.
+  interface Append { owner: string; stanza: string; storedAt: number; limit: number; resolve(id: number | undefined): void; reject(e: unknown): void }
+  let queue: Append[] = [];
+  let flushing: Promise<void> | undefined;
+  /** Writes everything queued so far in one transaction; resolves each append after COMMIT. */
+  const flushBatch = async (): Promise<void> => {
+    const batch = queue;
+    queue = [];
+    try {
+      const ids = await tx(async (c) => {
+        const out: Array<number | undefined> = [];
+        for (const a of batch) {
+          // The limit check and the insert in one statement, inside the batch's transaction.
+          const r = await c.query<{ id: string }>(
+            `INSERT INTO offline_messages (owner, stanza, stored_at)
+             SELECT $1, $2, $3 WHERE (SELECT count(*) FROM offline_messages WHERE owner = $1) < $4 RETURNING id`,
+            [a.owner, a.stanza, a.storedAt, a.limit]);
+          out.push(r.rows[0] ? Number(r.rows[0].id) : undefined);
+        }
+        return out;
+      });
+      batch.forEach((a, i) => a.resolve(ids[i]));
+    } catch (err) {
+      for (const a of batch) a.reject(err);
+    }
+  };
+  const schedule = (): void => {
+    if (flushing || queue.length === 0) return;
+    flushing = flushBatch().finally(() => {
+      flushing = undefined;
+      schedule();
+    });
+  };
+
+  return {
+    driver: "postgres",
+    accounts: {
+      async create(account: Account) {
+        const r = await q("INSERT INTO accounts (jid, created_at, credentials) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+          [account.jid, account.createdAt, JSON.stringify(account.credentials)]);
+        return r.rowCount === 1;
+      },
+      async get(jid) {
+        const r = await q<{ jid: string; created_at: string; credentials: Account["credentials"] }>("SELECT jid, created_at, credentials FROM accounts WHERE jid = $1", [jid]);
+        const row = r.rows[0];
+        return row && { jid: row.jid, createdAt: Number(row.created_at), credentials: row.credentials };
+      },
+      async exists(jid) { return ((await q("SELECT 1 FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0; },
+      async setCredentials(jid, credentials) {
+        return (await q("UPDATE accounts SET credentials = $1 WHERE jid = $2", [JSON.stringify(credentials), jid])).rowCount === 1;
+      },
+      async delete(jid) {
+        return tx(async (c) => {
+          const existed = ((await c.query("DELETE FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0;
+          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity"]) {
+            await c.query(`DELETE FROM ${t} WHERE owner = $1`, [jid]);
+          }
+          return existed;
+        });
+      },
+      async list(domain) {
+        const r = domain === undefined
+          ? await q<{ jid: string }>("SELECT jid FROM accounts ORDER BY jid COLLATE \"C\"")
+          : await q<{ jid: string }>("SELECT jid FROM accounts WHERE jid LIKE $1 ESCAPE '\\' ORDER BY jid COLLATE \"C\"", [`%@${domain.replace(/[\\%_]/g, (ch) => `\\${ch}`)}`]);
+        return r.rows.map((row) => row.jid);
+      },
+    },
+    roster: {
+      async get(owner) {
+        const [v, items] = await Promise.all([
+          q<{ version: string }>("SELECT version FROM roster_versions WHERE owner = $1", [owner]),
+          q<RosterRow>("SELECT contact, name, groups, subscription, ask, approved FROM roster_items WHERE owner = $1 ORDER BY contact COLLATE \"C\"", [owner]),
+        ]);
+        return { version: Number(v.rows[0]?.version ?? 0), items: items.rows.map(toItem) };
+      },
+      async getItem(owner, contact) {
+        const r = await q<RosterRow>("SELECT contact, name, groups, subscription, ask, approved FROM roster_items WHERE owner = $1 AND contact = $2", [owner, contact]);
+        return r.rows[0] && toItem(r.rows[0]);
+      },
+      async put(owner, item) {
+        return tx(async (c) => {
+          await c.query(
+            `INSERT INTO roster_items (owner, contact, name, groups, subscription, ask, approved) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (owner, contact) DO UPDATE SET name = EXCLUDED.name, groups = EXCLUDED.groups, subscription = EXCLUDED.subscription, ask = EXCLUDED.ask, approved = EXCLUDED.approved`,
+            [owner, item.jid, item.name ?? null, item.groups, item.subscription, item.ask, item.approved]);
+          return bump(c, owner);
+        });
+      },
+      async remove(owner, contact) {
+        return tx(async (c) => {
+          if (((await c.query("DELETE FROM roster_items WHERE owner = $1 AND contact = $2", [owner, contact])).rowCount ?? 0) === 0) return undefined;
+          return bump(c, owner);
+        });
+      },
+    },
+    subscriptionRequests: {
+      async put(owner, contact, stanza) {
+        await q("INSERT INTO subscription_requests (owner, contact, stanza) VALUES ($1, $2, $3) ON CONFLICT (owner, contact) DO UPDATE SET stanza = EXCLUDED.stanza", [owner, contact, stanza]);
+      },
+      async list(owner) {
+        return (await q<{ contact: string; stanza: string }>("SELECT contact, stanza FROM subscription_requests WHERE owner = $1 ORDER BY contact COLLATE \"C\"", [owner])).rows;
+      },
+      async has(owner, contact) { return ((await q("SELECT 1 FROM subscription_requests WHERE owner = $1 AND contact = $2", [owner, contact])).rowCount ?? 0) > 0; },
+      async remove(owner, contact) { await q("DELETE FROM subscription_requests WHERE owner = $1 AND contact = $2", [owner, contact]); },
+    },
+    offline: {
+      append(owner, stanza, storedAt, limit) {
+        return new Promise((resolve, reject) => {
+          queue.push({ owner, stanza, storedAt, limit, resolve, reject });
+          schedule();
+        });
+      },
+      async list(owner, max) {
+        const r = await q<{ id: string; stanza: string; stored_at: string }>(
+          "SELECT id, stanza, stored_at FROM offline_messages WHERE owner = $1 ORDER BY id LIMIT $2", [owner, max ?? null]);
+        return r.rows.map((row) => ({ id: Number(row.id), stanza: row.stanza, storedAt: Number(row.stored_at) }));
+      },
+      async remove(owner, ids) {
+        if (ids.length) await q("DELETE FROM offline_messages WHERE owner = $1 AND id = ANY($2::bigint[])", [owner, ids]);
+      },
+      async count(owner) { return Number((await q<{ n: string }>("SELECT count(*) AS n FROM offline_messages WHERE owner = $1", [owner])).rows[0]!.n); },
+    },
+    documents: {
+      async get(owner, key) { return (await q<{ xml: string }>("SELECT xml FROM documents WHERE owner = $1 AND key = $2", [owner, key])).rows[0]?.xml; },
+      async set(owner, key, xml) {
+        await q("INSERT INTO documents (owner, key, xml) VALUES ($1, $2, $3) ON CONFLICT (owner, key) DO UPDATE SET xml = EXCLUDED.xml", [owner, key, xml]);
+      },
+      async delete(owner, key) { await q("DELETE FROM documents WHERE owner = $1 AND key = $2", [owner, key]); },
+    },
+    lastActivity: {
+      async set(owner, activity) {
+        await q("INSERT INTO last_activity (owner, at, status) VALUES ($1, $2, $3) ON CONFLICT (owner) DO UPDATE SET at = EXCLUDED.at, status = EXCLUDED.status", [owner, activity.at, activity.status]);
+      },
+      async get(owner) {
+        const row = (await q<{ at: string; status: string }>("SELECT at, status FROM last_activity WHERE owner = $1", [owner])).rows[0];
+        return row && { at: Number(row.at), status: row.status };
+      },
+    },
+    async close() {
+      while (flushing) await flushing;
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,49 @@
+/** Versioned schema for the Postgres driver. Append new steps; never edit a released one. */
+export const POSTGRES_MIGRATIONS: readonly string[] = [
+  // 1: core tables
+  `
+  CREATE TABLE accounts (
+    jid TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    credentials JSONB NOT NULL
+  );
+  CREATE TABLE roster_versions (
+    owner TEXT PRIMARY KEY,
+    version BIGINT NOT NULL
+  );
+  CREATE TABLE roster_items (
+    owner TEXT NOT NULL,
+    contact TEXT NOT NULL,
+    name TEXT,
+    groups TEXT[] NOT NULL,
+    subscription TEXT NOT NULL,
+    ask BOOLEAN NOT NULL,
+    approved BOOLEAN NOT NULL,
+    PRIMARY KEY (owner, contact)
+  );
+  CREATE TABLE subscription_requests (
+    owner TEXT NOT NULL,
+    contact TEXT NOT NULL,
+    stanza TEXT NOT NULL,
+    PRIMARY KEY (owner, contact)
+  );
+  CREATE TABLE offline_messages (
+    id BIGSERIAL PRIMARY KEY,
+    owner TEXT NOT NULL,
+    stanza TEXT NOT NULL,
+    stored_at BIGINT NOT NULL
+  );
+  CREATE INDEX offline_messages_owner ON offline_messages (owner, id);
+  CREATE TABLE documents (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    xml TEXT NOT NULL,
+    PRIMARY KEY (owner, key)
+  );
+  CREATE TABLE last_activity (
+    owner TEXT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    status TEXT NOT NULL
+  );
+  `,
+];
