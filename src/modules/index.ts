@@ -12,7 +12,8 @@ import { last } from "./last.js";
 import { vcard } from "./vcard.js";
 import { privateXml } from "./private.js";
 import { register } from "./register.js";
+import { carbons } from "./carbons.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons,
 ];

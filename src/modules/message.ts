@@ -9,6 +9,13 @@ import { HANDLED, type Routed } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import type { Session } from "../xmpp/sessions.js";
 
+declare module "../hooks.js" {
+  interface Events {
+    /** A chat/normal message was written to these sessions of a local user (carbons copy it to the others). */
+    "message/delivered": { routed: Routed; sessions: readonly Session[] };
+  }
+}
+
 export const message = defineModule({
   name: "message",
   implements: [{ spec: "RFC 6121", version: "§5 exchanging messages, §8.5 server rules" }],
@@ -42,6 +49,7 @@ export const message = defineModule({
       const targets = topPriority(to.bare);
       if (targets.length > 0) {
         for (const s of targets) router.deliver(s, stanza);
+        void ctx.emit("message/delivered", { routed, sessions: targets });
         return HANDLED;
       }
       return (async () => {
@@ -60,6 +68,7 @@ export const message = defineModule({
       const session = sessions.get(routed.to.full);
       if (session) {
         router.deliver(session, routed.stanza);
+        void ctx.emit("message/delivered", { routed, sessions: [session] });
         return HANDLED;
       }
       // RFC 6121 §8.5.3.2.1: chat and normal fall back to the bare JID; the rest is not delivered.

@@ -1,0 +1,74 @@
+/**
+ * XEP-0280 Message Carbons 1.0.1 (urn:xmpp:carbons:2), with the XEP-0334 no-copy hint: every
+ * resource that enabled carbons sees the messages its user sends and receives on other resources.
+ * XEP-0280 §11: carbons we generate are always from the user's bare JID, so clients can check them.
+ */
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { el, cloneElement, type Element } from "../xmpp/xml.js";
+import { NS } from "../xmpp/ns.js";
+import type { Session } from "../xmpp/sessions.js";
+import { StanzaError } from "../errors.js";
+
+const CARBONS = "urn:xmpp:carbons:2";
+const FORWARD = "urn:xmpp:forward:0";
+const RECEIPTS = "urn:xmpp:receipts";
+const MARKERS = "urn:xmpp:chat-markers:0";
+
+/** XEP-0280 §6: which messages are copied. */
+function eligible(stanza: Element): boolean {
+  if (stanza.getChild("private", CARBONS) || stanza.getChild("no-copy", NS.HINTS)) return false;
+  if (stanza.getChild("sent", CARBONS) || stanza.getChild("received", CARBONS)) return false;
+  const type = stanza.attrs.type ?? "normal";
+  if (type === "chat") return true;
+  if (type !== "normal") return false;
+  if (stanza.getChild("body")) return true;
+  return stanza.children.some((c) => typeof c !== "string" && [RECEIPTS, MARKERS, NS.CHATSTATES].includes(c.getNS() ?? ""));
+}
+
+export const carbons = defineModule({
+  name: "carbons",
+  implements: [{ spec: "XEP-0280", version: "1.0.1" }],
+  dependsOn: ["message"],
+  options: z.strictObject({}),
+  start(ctx) {
+    const enabled = new WeakSet<Session>();
+    ctx.feature("host", CARBONS);
+
+    ctx.iq("account", "set", CARBONS, ({ payload, origin, self }) => {
+      if (!origin || !self) throw new StanzaError("forbidden");
+      if (payload.name === "enable") enabled.add(origin);
+      else if (payload.name === "disable") enabled.delete(origin);
+      else throw new StanzaError("bad-request");
+      return undefined;
+    });
+
+    const copy = (kind: "sent" | "received", stanza: Element, user: string, skip: readonly Session[]) => {
+      const targets = ctx.sessions.ofUser(user).filter((s) => enabled.has(s) && !skip.includes(s));
+      if (targets.length === 0) return;
+      const forwarded = cloneElement(stanza);
+      forwarded.attrs.xmlns = NS.CLIENT;
+      for (const session of targets) {
+        ctx.router.deliver(session, el("message", { from: user, to: session.jid.full, type: stanza.attrs.type ?? "normal" },
+          el(kind, { xmlns: CARBONS }, el("forwarded", { xmlns: FORWARD }, forwarded))));
+      }
+    };
+
+    // Sent carbons: a message a user's client sends, copied to the user's other resources.
+    ctx.filter("stanza/in", (routed) => {
+      const { stanza, origin } = routed;
+      if (origin && stanza.name === "message") {
+        // XEP-0280 §7: a <private/> message is not copied, and the marker is removed before it goes on.
+        const marker = stanza.getChild("private", CARBONS);
+        if (marker) stanza.remove(marker);
+        else if (eligible(stanza)) copy("sent", stanza, origin.jid.bare, [origin]);
+      }
+      return routed;
+    });
+
+    // Received carbons: the other resources of the recipient that did not get the message themselves.
+    ctx.on("message/delivered", ({ routed, sessions }) => {
+      if (eligible(routed.stanza)) copy("received", routed.stanza, routed.to.bare, sessions);
+    });
+  },
+});
