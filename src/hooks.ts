@@ -42,6 +42,10 @@ export interface Chains {
   "iq/host": Routed;
   "iq/bare": Routed;
   "iq/full": Routed;
+  /** Stanzas for domains this server does not serve; federation will handle them here. */
+  "message/remote": Routed;
+  "presence/remote": Routed;
+  "iq/remote": Routed;
 }
 
 export interface Events {

@@ -13,7 +13,8 @@ import { vcard } from "./vcard.js";
 import { privateXml } from "./private.js";
 import { register } from "./register.js";
 import { carbons } from "./carbons.js";
+import { blocking } from "./blocking.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking,
 ];

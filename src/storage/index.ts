@@ -106,6 +106,15 @@ export interface LastActivityStore {
   get(owner: string): Promise<LastActivity | undefined>;
 }
 
+/** Blocked JIDs per user (XEP-0191): bare, full or domain JIDs as strings. */
+export interface BlocklistStore {
+  /** Sorted. */
+  list(owner: string): Promise<string[]>;
+  add(owner: string, jids: readonly string[]): Promise<void>;
+  /** Removes the given JIDs, or every entry when none are given. */
+  remove(owner: string, jids?: readonly string[]): Promise<void>;
+}
+
 export interface Storage {
   readonly driver: string;
   readonly accounts: AccountStore;
@@ -114,6 +123,7 @@ export interface Storage {
   readonly offline: OfflineStore;
   readonly documents: DocumentStore;
   readonly lastActivity: LastActivityStore;
+  readonly blocklist: BlocklistStore;
   close(): Promise<void>;
 }
 

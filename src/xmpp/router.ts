@@ -156,9 +156,14 @@ export class Router {
     const kind = stanza.name as "message" | "presence" | "iq";
 
     if (!this.localDomains.has(to.domain)) {
-      // No federation yet: RFC 6120 §10.4.3 remote-server-not-found is what a server without a route answers.
-      this.log.debug({ stage: "route", tag: kind, domain: to.domain }, "no route to remote domain");
-      return this.bounce(stanza, new StanzaError("remote-server-not-found"), filtered.origin);
+      const ran = this.hooks.runChain(`${kind}/remote`, filtered);
+      const noRoute = () => {
+        // No federation yet: RFC 6120 §10.4.3 remote-server-not-found is what a server without a route answers.
+        this.log.debug({ stage: "route", tag: kind, domain: to.domain }, "no route to remote domain");
+        return this.bounce(stanza, new StanzaError("remote-server-not-found"), filtered.origin);
+      };
+      if (ran instanceof Promise) return ran.then((handled) => (handled ? undefined : noRoute()), (err) => this.handlerFailed(filtered, err));
+      return ran ? undefined : noRoute();
     }
 
     if (kind === "iq") {

@@ -45,6 +45,7 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
         await s.offline.append(j, "<message/>", 1, 10);
         await s.documents.set(j, "vcard", "<vCard xmlns='vcard-temp'/>");
         await s.lastActivity.set(j, { at: 5, status: "gone" });
+        await s.blocklist.add(j, ["spam@x.test"]);
       }
       assert.equal(await s.accounts.delete("alice@a.test"), true);
       assert.equal(await s.accounts.delete("alice@a.test"), false);
@@ -53,6 +54,8 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal(await s.offline.count("alice@a.test"), 0);
       assert.equal(await s.documents.get("alice@a.test", "vcard"), undefined);
       assert.equal(await s.lastActivity.get("alice@a.test"), undefined);
+      assert.deepEqual(await s.blocklist.list("alice@a.test"), []);
+      assert.deepEqual(await s.blocklist.list("bob@a.test"), ["spam@x.test"]);
       assert.equal((await s.roster.get("bob@a.test")).items.length, 1);
       assert.equal(await s.offline.count("bob@a.test"), 1);
       assert.equal(await s.documents.get("bob@a.test", "vcard"), "<vCard xmlns='vcard-temp'/>");
@@ -106,6 +109,16 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.deepEqual((await s.offline.list("bob@a.test")).map((m) => m.id), [ids[1]]);
       await s.offline.remove("alice@a.test", [ids[1]!]); // another owner's id: no effect
       assert.equal(await s.offline.count("bob@a.test"), 1);
+    });
+
+    it("blocklist: add is idempotent, sorted, remove some or all", async () => {
+      await s.blocklist.add("alice@a.test", ["zed@x.test", "evil.test", "bob@a.test/phone"]);
+      await s.blocklist.add("alice@a.test", ["zed@x.test"]);
+      assert.deepEqual(await s.blocklist.list("alice@a.test"), ["bob@a.test/phone", "evil.test", "zed@x.test"]);
+      await s.blocklist.remove("alice@a.test", ["evil.test", "not-there@x.test"]);
+      assert.deepEqual(await s.blocklist.list("alice@a.test"), ["bob@a.test/phone", "zed@x.test"]);
+      await s.blocklist.remove("alice@a.test");
+      assert.deepEqual(await s.blocklist.list("alice@a.test"), []);
     });
 
     it("documents and last activity round-trip", async () => {

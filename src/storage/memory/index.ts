@@ -8,6 +8,7 @@ export function createMemoryStorage(): Storage {
   const offline = new Map<string, OfflineMessage[]>();
   const documents = new Map<string, Map<string, string>>();
   const last = new Map<string, LastActivity>();
+  const blocked = new Map<string, Set<string>>();
   let offlineSeq = 0;
 
   const rosterOf = (owner: string) => {
@@ -39,7 +40,7 @@ export function createMemoryStorage(): Storage {
       },
       async delete(jid) {
         if (!accounts.delete(jid)) return false;
-        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid);
+        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid);
         return true;
       },
       async list(domain) {
@@ -112,6 +113,18 @@ export function createMemoryStorage(): Storage {
     lastActivity: {
       async set(owner, activity) { last.set(owner, { ...activity }); },
       async get(owner) { const a = last.get(owner); return a && { ...a }; },
+    },
+    blocklist: {
+      async list(owner) { return [...(blocked.get(owner) ?? [])].sort(); },
+      async add(owner, jids) {
+        let set = blocked.get(owner);
+        if (!set) blocked.set(owner, (set = new Set()));
+        for (const j of jids) set.add(j);
+      },
+      async remove(owner, jids) {
+        if (jids === undefined) blocked.delete(owner);
+        else for (const j of jids) blocked.get(owner)?.delete(j);
+      },
     },
     async close() {},
   };

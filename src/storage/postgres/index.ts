@@ -146,7 +146,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async delete(jid) {
         return tx(async (c) => {
           const existed = ((await c.query("DELETE FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0;
-          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity"]) {
+          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist"]) {
             await c.query(`DELETE FROM ${t} WHERE owner = $1`, [jid]);
           }
           return existed;
@@ -228,6 +228,18 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async get(owner) {
         const row = (await q<{ at: string; status: string }>("SELECT at, status FROM last_activity WHERE owner = $1", [owner])).rows[0];
         return row && { at: Number(row.at), status: row.status };
+      },
+    },
+    blocklist: {
+      async list(owner) {
+        return (await q<{ jid: string }>("SELECT jid FROM blocklist WHERE owner = $1 ORDER BY jid COLLATE \"C\"", [owner])).rows.map((r) => r.jid);
+      },
+      async add(owner, jids) {
+        if (jids.length) await q("INSERT INTO blocklist (owner, jid) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING", [owner, jids]);
+      },
+      async remove(owner, jids) {
+        if (jids === undefined) await q("DELETE FROM blocklist WHERE owner = $1", [owner]);
+        else if (jids.length) await q("DELETE FROM blocklist WHERE owner = $1 AND jid = ANY($2::text[])", [owner, jids]);
       },
     },
     async close() {

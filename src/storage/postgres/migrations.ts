@@ -46,4 +46,12 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
     status TEXT NOT NULL
   );
   `,
+  // 2: XEP-0191 blocklists
+  `
+  CREATE TABLE blocklist (
+    owner TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    PRIMARY KEY (owner, jid)
+  );
+  `,
 ];

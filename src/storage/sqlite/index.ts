@@ -69,8 +69,12 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     docDelete: db.prepare("DELETE FROM documents WHERE owner = ? AND key = ?"),
     lastSet: db.prepare("INSERT OR REPLACE INTO last_activity (owner, at, status) VALUES (?, ?, ?)"),
     lastGet: db.prepare("SELECT at, status FROM last_activity WHERE owner = ?"),
+    blockList: db.prepare("SELECT jid FROM blocklist WHERE owner = ? ORDER BY jid").pluck(),
+    blockAdd: db.prepare("INSERT OR IGNORE INTO blocklist (owner, jid) VALUES (?, ?)"),
+    blockRemove: db.prepare("DELETE FROM blocklist WHERE owner = ? AND jid = ?"),
+    blockClear: db.prepare("DELETE FROM blocklist WHERE owner = ?"),
   };
-  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity"]
+  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist"]
     .map((t) => db.prepare(`DELETE FROM ${t} WHERE ${t === "accounts" ? "jid" : "owner"} = ?`));
 
   const toItem = (r: RosterRow): RosterItem => ({
@@ -101,6 +105,8 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     version: (q.rosterVersion.get(owner) as number | undefined) ?? 0,
     items: (q.rosterItems.all(owner) as RosterRow[]).map(toItem),
   }));
+  const blockAdd = db.transaction((owner: string, jids: readonly string[]) => { for (const j of jids) q.blockAdd.run(owner, j); });
+  const blockRemove = db.transaction((owner: string, jids: readonly string[]) => { for (const j of jids) q.blockRemove.run(owner, j); });
   const deleteAccount = db.transaction((jid: string) => {
     const existed = q.accountExists.get(jid) !== undefined;
     for (const stmt of deleteUser) stmt.run(jid);
@@ -156,6 +162,14 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     lastActivity: {
       async set(owner, activity) { q.lastSet.run(owner, activity.at, activity.status); },
       async get(owner) { return q.lastGet.get(owner) as { at: number; status: string } | undefined; },
+    },
+    blocklist: {
+      async list(owner) { return q.blockList.all(owner) as string[]; },
+      async add(owner, jids) { blockAdd(owner, jids); },
+      async remove(owner, jids) {
+        if (jids === undefined) q.blockClear.run(owner);
+        else blockRemove(owner, jids);
+      },
     },
     async close() { db.close(); },
   };

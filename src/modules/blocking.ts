@@ -1,0 +1,134 @@
+/**
+ * XEP-0191 Blocking Command 1.3 (urn:xmpp:blocking). Blocked entities get nothing from the user:
+ * their messages and IQs are answered with service-unavailable (XEP-0191 §3.6, as if the user did
+ * not exist), their presence is dropped; what the user sends to them is refused with not-acceptable
+ * and <blocked xmlns='urn:xmpp:blocking:errors'/> (§3.7). Items match as in XEP-0016 §2.1: full JID,
+ * bare JID, domain/resource or domain.
+ */
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { el, childElements, type Element } from "../xmpp/xml.js";
+import { tryParseJid, type Jid } from "../xmpp/jid.js";
+import { HANDLED, type Routed } from "../hooks.js";
+import { StanzaError } from "../errors.js";
+import type { Session } from "../xmpp/sessions.js";
+
+const BLOCKING = "urn:xmpp:blocking";
+const BLOCKING_ERRORS = "urn:xmpp:blocking:errors";
+const CACHE_LIMIT = 50_000;
+
+function matchKeys(jid: Jid): string[] {
+  const keys = [jid.full, jid.bare, jid.domain];
+  if (jid.resource) keys.push(`${jid.domain}/${jid.resource}`);
+  return keys;
+}
+
+export const blocking = defineModule({
+  name: "blocking",
+  implements: [{ spec: "XEP-0191", version: "1.3", note: "XEP-0377 reports are logged, not stored" }],
+  dependsOn: ["presence"],
+  options: z.strictObject({ maxItems: z.number().int().min(1).default(1000) }),
+  start(ctx) {
+    const { storage, router, sessions } = ctx;
+    ctx.feature("host", BLOCKING);
+    ctx.feature("account", BLOCKING);
+    // Blocklists of users seen recently, so the common path (nothing blocked) stays synchronous.
+    const cache = new Map<string, Set<string>>();
+    const requested = new WeakSet<Session>();
+
+    const load = (user: string): Set<string> | Promise<Set<string>> => {
+      const hit = cache.get(user);
+      if (hit) return hit;
+      return storage.blocklist.list(user).then((jids) => {
+        if (cache.size >= CACHE_LIMIT) cache.delete(cache.keys().next().value!);
+        const set = new Set(jids);
+        cache.set(user, set);
+        return set;
+      });
+    };
+    const blocks = (list: Set<string>, jid: Jid) => list.size > 0 && matchKeys(jid).some((k) => list.has(k));
+
+    const enforce = (routed: Routed): typeof HANDLED | undefined | Promise<typeof HANDLED | undefined> => {
+      const { stanza, from, to, origin } = routed;
+      const decide = (senderList: Set<string> | undefined, recipientList: Set<string> | undefined) => {
+        if (senderList && blocks(senderList, to)) {
+          void router.bounce(stanza, new StanzaError("not-acceptable", undefined, "cancel", el("blocked", { xmlns: BLOCKING_ERRORS })), origin);
+          return HANDLED;
+        }
+        if (recipientList && blocks(recipientList, from)) {
+          if (stanza.name !== "presence") void router.bounce(stanza, new StanzaError("service-unavailable"), origin);
+          return HANDLED;
+        }
+        return undefined;
+      };
+      const sender = origin ? load(from.bare) : undefined;
+      const recipient = router.isLocalDomain(to.domain) && to.local ? load(to.bare) : undefined;
+      if (sender instanceof Promise || recipient instanceof Promise) {
+        return Promise.all([sender, recipient]).then(([s, r]) => decide(s, r));
+      }
+      return decide(sender, recipient);
+    };
+    for (const chain of ["message/bare", "message/full", "presence/bare", "presence/full", "iq/bare", "iq/full", "message/remote", "presence/remote", "iq/remote"] as const) {
+      // Before delivery and before subscription handling.
+      ctx.chain(chain, enforce, 100);
+    }
+
+    const push = (user: string, payload: Element) => {
+      for (const s of sessions.ofUser(user)) {
+        if (requested.has(s)) router.deliver(s, el("iq", { type: "set", id: `block-${Date.now().toString(36)}`, to: s.jid.full }, payload));
+      }
+    };
+    const items = (payload: Element): string[] => childElements(payload).filter((c) => c.name === "item").map((item) => {
+      const jid = tryParseJid(item.attrs.jid);
+      if (!jid) throw new StanzaError("jid-malformed");
+      return jid.full;
+    });
+
+    ctx.iq("account", "get", BLOCKING, async ({ payload, origin, self, from }) => {
+      if (!self || !origin) throw new StanzaError("forbidden");
+      if (payload.name !== "blocklist") throw new StanzaError("bad-request");
+      requested.add(origin);
+      const list = await storage.blocklist.list(from.bare);
+      return el("blocklist", { xmlns: BLOCKING }, ...list.map((jid) => el("item", { jid })));
+    });
+
+    ctx.iq("account", "set", BLOCKING, async ({ payload, origin, self, from }) => {
+      if (!self || !origin) throw new StanzaError("forbidden");
+      const user = from.bare;
+      if (payload.name === "block") {
+        const jids = items(payload);
+        // XEP-0191 §3.3: a block without items is a bad request.
+        if (jids.length === 0) throw new StanzaError("bad-request");
+        const current = await storage.blocklist.list(user);
+        if (new Set([...current, ...jids]).size > ctx.options.maxItems) throw new StanzaError("not-allowed", "Blocklist full", "cancel");
+        for (const item of childElements(payload)) {
+          const report = item.getChild("report", "urn:xmpp:reporting:1");
+          if (report) ctx.log.warn({ stage: "blocking", reporter: user, reported: item.attrs.jid, reason: report.attrs.reason }, "abuse report (XEP-0377)");
+        }
+        await storage.blocklist.add(user, jids);
+        cache.delete(user);
+        // XEP-0191 §3.3: contacts that are now blocked see the user go offline.
+        for (const jid of jids) {
+          const target = tryParseJid(jid)!;
+          const item = await storage.roster.getItem(user, target.bare);
+          if (item?.subscription === "from" || item?.subscription === "both") {
+            for (const s of sessions.available(user)) void router.route(el("presence", { type: "unavailable", from: s.jid.full, to: jid }));
+          }
+        }
+        push(user, el("block", { xmlns: BLOCKING }, ...jids.map((jid) => el("item", { jid }))));
+        return undefined;
+      }
+      if (payload.name === "unblock") {
+        const jids = items(payload);
+        // XEP-0191 §3.5: an unblock without items unblocks everyone.
+        await storage.blocklist.remove(user, jids.length ? jids : undefined);
+        cache.delete(user);
+        push(user, el("unblock", { xmlns: BLOCKING }, ...jids.map((jid) => el("item", { jid }))));
+        return undefined;
+      }
+      throw new StanzaError("bad-request");
+    });
+
+    ctx.on("user/deleted", ({ jid }) => { cache.delete(jid.bare); });
+  },
+});

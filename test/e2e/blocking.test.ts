@@ -1,0 +1,72 @@
+/** XEP-0191 blocking end to end. */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { rawSession, type RawClient } from "../helpers/raw.js";
+
+describe("blocking command (XEP-0191)", () => {
+  let server: TestServer;
+  const open: RawClient[] = [];
+  const session = async (user: string, resource: string) => {
+    const c = await rawSession(server.ports.c2sDirectTls!, user, "pw", resource);
+    c.send("<presence/>");
+    open.push(c);
+    return c;
+  };
+  before(async () => {
+    server = await startTestServer();
+    for (const u of ["alice", "bob", "carol"]) await server.accounts.create(`${u}@localhost`, "pw");
+  });
+  after(async () => {
+    for (const c of open) c.close();
+    await server.cleanup();
+  });
+
+  it("block, get the list, pushes to other resources, enforcement both ways, unblock", async () => {
+    const alice = await session("alice", "a1");
+    const alice2 = await session("alice", "a2");
+    const bob = await session("bob", "b");
+    alice2.send("<iq type='get' id='bl0'><blocklist xmlns='urn:xmpp:blocking'/></iq>");
+    await alice2.waitFor(/<iq type="result" id="bl0"[^>]*><blocklist xmlns="urn:xmpp:blocking"\/><\/iq>/);
+
+    alice.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>");
+    await alice.waitFor(/<iq type="result" id="b1"/);
+    await alice2.waitFor(/<iq type="set"[^>]*><block xmlns="urn:xmpp:blocking"><item jid="bob@localhost"\/><\/block><\/iq>/);
+    alice.send("<iq type='get' id='bl1'><blocklist xmlns='urn:xmpp:blocking'/></iq>");
+    await alice.waitFor(/id="bl1"[^>]*><blocklist xmlns="urn:xmpp:blocking"><item jid="bob@localhost"\/><\/blocklist>/);
+
+    // Bob (any resource) cannot reach Alice: service-unavailable, and Alice sees nothing.
+    bob.send("<message to='alice@localhost/a1' type='chat' id='in1'><body>hi</body></message>");
+    await bob.waitFor(/id="in1"[^>]*type="error"|type="error"[^>]*id="in1"/);
+    assert.match(bob.text, /<service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"\/>/);
+    bob.send("<iq type='get' id='in2' to='alice@localhost/a1'><ping xmlns='urn:xmpp:ping'/></iq>");
+    await bob.waitFor(/id="in2".*?<service-unavailable/s);
+    // Alice cannot message Bob: not-acceptable + <blocked/>.
+    alice.send("<message to='bob@localhost' type='chat' id='out1'><body>hi</body></message>");
+    await alice.waitFor(/id="out1".*?<not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"\/><blocked xmlns="urn:xmpp:blocking:errors"\/>/s);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.doesNotMatch(alice.text + alice2.text, /id="in1"[^>]*><body>/);
+
+    // Carol is unaffected.
+    const carol = await session("carol", "c");
+    carol.send("<message to='alice@localhost/a1' type='chat' id='ok1'><body>hi</body></message>");
+    await alice.waitFor(/id="ok1"/);
+
+    alice.send("<iq type='set' id='u1'><unblock xmlns='urn:xmpp:blocking'/></iq>");
+    await alice.waitFor(/<iq type="result" id="u1"/);
+    bob.send("<message to='alice@localhost/a1' type='chat' id='in3'><body>again</body></message>");
+    await alice.waitFor(/id="in3"/);
+  });
+
+  it("a domain item blocks everyone there; a block without items or with a bad JID is refused", async () => {
+    const carol = await session("carol", "d");
+    carol.send("<iq type='set' id='d1'><block xmlns='urn:xmpp:blocking'><item jid='remote.example'/></block></iq>");
+    await carol.waitFor(/<iq type="result" id="d1"/);
+    carol.send("<message to='someone@remote.example' id='d2'><body>x</body></message>");
+    await carol.waitFor(/id="d2".*?<blocked xmlns="urn:xmpp:blocking:errors"\/>/s);
+    carol.send("<iq type='set' id='d3'><block xmlns='urn:xmpp:blocking'/></iq>");
+    await carol.waitFor(/id="d3".*?<bad-request/s);
+    carol.send("<iq type='set' id='d4'><block xmlns='urn:xmpp:blocking'><item jid='a@b@c'/></block></iq>");
+    await carol.waitFor(/id="d4".*?<jid-malformed/s);
+  });
+});
