@@ -64,6 +64,15 @@ export const ConfigSchema = z.strictObject({
     maxConnectionsPerAddress: z.number().int().min(1).default(50),
     maxSendBufferBytes: z.number().int().min(65536).default(16 * 1024 * 1024),
   }).prefault({}),
+  /** XEP-0198 stream management. */
+  streamManagement: z.strictObject({
+    /** How long a dropped session waits to be resumed (Prosody: 10 minutes). */
+    resumeTimeoutSeconds: z.number().int().min(1).default(600),
+    /** The most a client may ask for with <enable max=…/>. */
+    maxResumeTimeoutSeconds: z.number().int().min(1).default(3600),
+    /** Unacknowledged stanzas per session before the stream is closed (and they are re-routed). */
+    maxUnackedStanzas: z.number().int().min(10).default(1000),
+  }).prefault({}),
   auth: z.strictObject({
     scramIterations: z.number().int().min(4096).default(10000),
     maxFailuresPerStream: z.number().int().min(1).max(10).default(3),

@@ -75,6 +75,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const tls = await loadHostTls(config.hosts, config.tls.certificates, dataDir);
   const defaultTls = tls.get(config.hosts[0]!)!;
   const connections = new Set<C2SConnection>();
+  const pendingWork = new Set<Promise<unknown>>();
   const deps: C2SDeps = {
     hosts: config.hosts,
     tls,
@@ -108,6 +109,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     features: host.streamFeatures,
     unauthenticatedIq: host.unauthenticatedIq,
     connections,
+    sm: {
+      resumeTimeoutMs: config.streamManagement.resumeTimeoutSeconds * 1000,
+      maxResumeTimeoutMs: config.streamManagement.maxResumeTimeoutSeconds * 1000,
+      maxUnacked: config.streamManagement.maxUnackedStanzas,
+    },
+    resumable: new Map(),
+    pendingWork,
   };
 
   // Listeners last: nothing reaches the server before every module is ready.
@@ -142,8 +150,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         log.info("stopping");
         await hooks.emit("server/stopping", {});
         const closing = Promise.all(listeners.map((l) => l.close()));
-        // RFC 6120 §4.9.3.20: clients learn the server is going down.
+        // RFC 6120 §4.9.3.20: clients learn the server is going down. Their sessions end, so
+        // unacknowledged messages go to offline storage (P5) before storage closes.
         for (const c of [...connections]) c.close(new StreamError("system-shutdown"));
+        while (pendingWork.size) await Promise.all([...pendingWork]);
         await closing;
         await host.stop();
         await storage.close();

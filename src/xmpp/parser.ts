@@ -51,7 +51,7 @@ export class StreamParser {
   private chunk = "";
   private boundaryInChunk = -1;
 
-  constructor(private readonly limits: ParserLimits, private readonly sink: ParserSink) {
+  constructor(private readonly limits: ParserLimits, private sink: ParserSink) {
     this.sax = new SaxesParser({ xmlns: true, position: false });
     const sax = this.sax;
     sax.on("xmldecl", (decl) => {
@@ -71,6 +71,11 @@ export class StreamParser {
     sax.on("text", (text) => this.onText(text));
     sax.on("cdata", (text) => this.onText(text));
     sax.on("error", (err) => this.fail(mapSaxError(err.message)));
+  }
+
+  /** Hands the rest of the stream to another receiver (XEP-0198 resumption moves a stream into the old session). */
+  retarget(sink: ParserSink): void {
+    this.sink = sink;
   }
 
   /** Stop emitting; later bytes and events are ignored (used on errors, STARTTLS and stream restarts). */

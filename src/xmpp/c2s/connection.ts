@@ -21,6 +21,8 @@ import type { Logger } from "../../log.js";
 import type { Storage } from "../../storage/index.js";
 import type { AuthThrottle } from "./throttle.js";
 import type { StreamFeatureProvider } from "../../module.js";
+import { AckError, NS_SM, StreamManagement, parseH, type SmLimits, type Unacked } from "./sm.js";
+import { NS as XNS } from "../ns.js";
 
 export interface C2SLimits {
   preAuth: ParserLimits;
@@ -56,8 +58,13 @@ export interface C2SDeps {
   scramIterations: number;
   features: { preAuth: StreamFeatureProvider[]; postAuth: StreamFeatureProvider[] };
   unauthenticatedIq: Map<string, UnauthenticatedIqHandler>;
-  /** Connections still open, so shutdown can reach every one of them. */
+  /** Connections still open (and hibernated sessions), so shutdown can reach every one of them. */
   connections: Set<C2SConnection>;
+  sm: SmLimits;
+  /** Resumable sessions by stream-management id (XEP-0198 §5). */
+  resumable: Map<string, C2SConnection>;
+  /** Re-routing of unacknowledged stanzas still in progress; shutdown waits for it. */
+  pendingWork: Set<Promise<unknown>>;
 }
 
 type Phase = "pre-tls" | "pre-auth" | "authenticated" | "bound" | "closed";
@@ -91,6 +98,15 @@ export class C2SConnection implements Session {
   private idleTimer: NodeJS.Timeout | undefined;
   private lastInbound = Date.now();
   private pinging = false;
+  private sm: StreamManagement | undefined;
+  /** The socket is gone but the session waits to be resumed (XEP-0198 §5). */
+  private hibernating = false;
+  private resumeTimer: NodeJS.Timeout | undefined;
+  private ackRequestTimer: NodeJS.Timeout | undefined;
+  /** The client sent <r/> while some of its stanzas were not yet in custody. */
+  private ackOwed = false;
+  /** The client sent </stream:stream>. */
+  private peerClosedStream = false;
 
   constructor(socket: Socket, directTls: boolean, private readonly deps: C2SDeps) {
     this.socket = socket;
@@ -167,20 +183,49 @@ export class C2SConnection implements Session {
     }
   }
 
-  /** Session.send: a stanza for this client. */
+  /** Session.send: a stanza for this client. With stream management it stays queued until acknowledged. */
   send(stanza: Element): void {
+    if (this.sm && this.phase === "bound") {
+      const waiting = this.sm.sentOutbound(stanza);
+      if (waiting > this.deps.sm.maxUnacked) {
+        // HARDENING §2.2: a full queue ends the stream; its contents are re-routed (P3).
+        return this.streamError(new StreamError("resource-constraint", "Too many unacknowledged stanzas"));
+      }
+      if (this.hibernating) return;
+      this.write(stanza.toString());
+      this.scheduleAckRequest(waiting);
+      return;
+    }
     this.write(stanza.toString());
+  }
+
+  /** Ask for acks in batches: at once every 10 stanzas, else shortly after the last one. */
+  private scheduleAckRequest(waiting: number): void {
+    if (waiting % 10 === 0) {
+      this.write(`<r xmlns='${NS_SM}'/>`);
+      return;
+    }
+    if (this.ackRequestTimer) return;
+    this.ackRequestTimer = setTimeout(() => {
+      this.ackRequestTimer = undefined;
+      if (this.sm && this.sm.unacked.length > 0 && !this.hibernating && this.phase === "bound") this.write(`<r xmlns='${NS_SM}'/>`);
+    }, 250);
+    this.ackRequestTimer.unref();
   }
 
   // ── parser events ──────────────────────────────────────────────────────────────────────────
 
   private newParser(limits: ParserLimits): StreamParser {
-    return new StreamParser(limits, {
-      streamStart: (header) => this.onStreamStart(header),
-      element: (element) => this.onElement(element),
-      streamEnd: () => this.close(),
-      error: (error) => this.streamError(error),
-    });
+    return new StreamParser(limits, this.sink());
+  }
+
+  private sink() {
+    return {
+      streamStart: (header: StreamHeader) => this.onStreamStart(header),
+      element: (element: Element) => this.onElement(element),
+      streamEnd: () => { this.peerClosedStream = true; this.close(); },
+      error: (error: StreamError) => this.streamError(error),
+    };
   }
 
   private onStreamStart(header: StreamHeader): void {
@@ -222,7 +267,7 @@ export class C2SConnection implements Session {
           + this.limitsFeature(this.deps.limits.preAuth.maxStanzaBytes) + extra(this.deps.features.preAuth);
       }
       default:
-        return `<bind xmlns='${NS.BIND}'/><session xmlns='${NS.SESSION}'><optional/></session>`
+        return `<bind xmlns='${NS.BIND}'/><session xmlns='${NS.SESSION}'><optional/></session><sm xmlns='${NS_SM}'/>`
           + this.limitsFeature(this.deps.limits.postAuth.maxStanzaBytes) + extra(this.deps.features.postAuth);
     }
   }
@@ -247,11 +292,15 @@ export class C2SConnection implements Session {
         return this.streamError(new StreamError("unsupported-stanza-type"));
       case "authenticated":
         if (name === "iq" && ns === NS.CLIENT) return this.guard(this.onPreBindIq(element));
+        if (ns === NS_SM && name === "resume") return this.onResume(element);
+        // XEP-0198 §3: enabling before a resource is bound is an unexpected request.
+        if (ns === NS_SM && name === "enable") return this.smFailed("unexpected-request");
         // ejabberd process_bind: a stanza after auth but before bind gets a stanza error.
         if (isStanza(name, ns)) return this.sendStanzaError(element, new StanzaError("not-authorized", "Bind a resource first"));
         return this.streamError(new StreamError("unsupported-stanza-type"));
       case "bound":
         if (isStanza(name, ns)) return this.onBoundStanza(element);
+        if (ns === NS_SM) return this.onSmNonza(element);
         return this.streamError(new StreamError("unsupported-stanza-type"));
       case "closed":
         return;
@@ -284,15 +333,12 @@ export class C2SConnection implements Session {
     } as ConstructorParameters<typeof TLSSocket>[1]);
     this.socket = secure;
     this.attach(secure);
-    secure.once("secure", () => {
-      this.secure = true;
-      this.phase = "pre-auth";
-      this.headerSent = false;
-      this.parser = this.newParser(this.deps.limits.preAuth);
-    });
-    // Until the handshake completes, data goes to the TLS layer, not to a parser.
+    // Only decrypted application data reaches 'data' on the TLS socket, so the new stream can start
+    // now; waiting for 'secure' would lose a header the client sends in the same flight as Finished.
+    this.secure = true;
+    this.phase = "pre-auth";
+    this.headerSent = false;
     this.parser = this.newParser(this.deps.limits.preAuth);
-    this.parser.stop();
   }
 
   private tlsVersion(): string | undefined {
@@ -444,22 +490,190 @@ export class C2SConnection implements Session {
   }
 
   private onBoundStanza(stanza: Element): void {
+    const seq = this.sm?.receivedInbound();
+    const done = () => { if (seq !== undefined) this.inboundHandled(seq); };
     if (stanza.name === "iq" && stanza.attrs.type === "set") {
       const payload = firstChildElement(stanza);
       // RFC 3921 §3 legacy session establishment: accepted as a no-op for old clients.
       if (payload?.name === "session" && payload.attrs.xmlns === NS.SESSION && !stanza.attrs.to) {
-        return this.send(el("iq", { type: "result", id: stanza.attrs.id }));
+        this.send(el("iq", { type: "result", id: stanza.attrs.id }));
+        return done();
       }
       if (payload?.name === "bind" && payload.attrs.xmlns === NS.BIND) {
-        return this.sendStanzaError(stanza, new StanzaError("unexpected-request", "A resource is already bound"));
+        this.sendStanzaError(stanza, new StanzaError("unexpected-request", "A resource is already bound"));
+        return done();
       }
     }
+    const failed = (err: unknown) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed");
     try {
       const r = this.deps.router.fromClient(this, stanza);
-      if (r instanceof Promise) r.catch((err) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed"));
+      // P1: the stanza counts as handled (for 'h') only once routing finished with it.
+      if (r instanceof Promise) r.catch(failed).finally(done);
+      else done();
     } catch (err) {
-      this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed");
+      failed(err);
+      done();
     }
+  }
+
+  // ── stream management (XEP-0198) ───────────────────────────────────────────────────────────
+
+  private smFailed(condition: string, h?: number): void {
+    this.write(`<failed xmlns='${NS_SM}'${h === undefined ? "" : ` h='${h}'`}><${condition} xmlns='${XNS.STANZA_ERRORS}'/></failed>`);
+  }
+
+  private inboundHandled(seq: number): void {
+    const sm = this.sm;
+    if (!sm || !sm.handledInbound(seq)) return;
+    if (this.ackOwed && sm.allInboundHandled && !this.hibernating) {
+      this.ackOwed = false;
+      this.write(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
+    }
+  }
+
+  private onSmNonza(element: Element): void {
+    const sm = this.sm;
+    switch (element.name) {
+      case "enable": {
+        // XEP-0198 §3: a second enable is an unexpected request.
+        if (sm) return this.smFailed("unexpected-request");
+        const resume = element.attrs.resume === "true" || element.attrs.resume === "1";
+        const asked = Number(element.attrs.max);
+        const { resumeTimeoutMs, maxResumeTimeoutMs } = this.deps.sm;
+        const timeout = Number.isFinite(asked) && asked > 0 ? Math.min(asked * 1000, maxResumeTimeoutMs) : resumeTimeoutMs;
+        this.sm = new StreamManagement(resume, timeout);
+        if (resume) this.deps.resumable.set(this.sm.id, this);
+        this.write(resume
+          ? `<enabled xmlns='${NS_SM}' id='${this.sm.id}' resume='true' max='${Math.round(timeout / 1000)}'/>`
+          : `<enabled xmlns='${NS_SM}'/>`);
+        return;
+      }
+      case "r":
+        if (!sm) return this.smFailed("unexpected-request");
+        if (sm.allInboundHandled) this.write(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
+        else this.ackOwed = true;
+        return;
+      case "a": {
+        if (!sm) return this.smFailed("unexpected-request");
+        const h = parseH(element.attrs.h);
+        if (h === undefined) return this.streamError(new StreamError("undefined-condition", "Invalid 'h'"));
+        this.applyAck(h);
+        return;
+      }
+      case "resume":
+        // XEP-0198 §5 / Prosody: "Cannot resume another session after a resource is bound".
+        return this.smFailed("unexpected-request");
+      default:
+        return this.streamError(new StreamError("unsupported-stanza-type"));
+    }
+  }
+
+  /** Applies an acknowledgement; false when it acknowledged more than was sent (the stream is then closed). */
+  private applyAck(h: number): boolean {
+    try {
+      this.sm!.ack(h);
+      return true;
+    } catch (err) {
+      if (!(err instanceof AckError)) throw err;
+      // XEP-0198 §4: acknowledging more than was sent → undefined-condition + <handled-count-too-high/>.
+      this.streamError(new StreamError("undefined-condition", "Client acknowledged more stanzas than sent by server",
+        el("handled-count-too-high", { xmlns: NS_SM, h: err.h, "send-count": err.sendCount })));
+      return false;
+    }
+  }
+
+  /** The socket went away under a resumable session: keep the session, queue what arrives. */
+  private hibernate(): void {
+    this.hibernating = true;
+    this.parser.stop();
+    this.detach(this.socket);
+    this.socket.destroy();
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.ackRequestTimer);
+    this.ackRequestTimer = undefined;
+    this.deps.log.info({ stage: "sm", jid: this.boundJid?.full, seconds: this.sm!.resumeTimeoutMs / 1000 }, "session hibernated");
+    this.resumeTimer = setTimeout(() => {
+      this.hibernating = false;
+      this.terminate("resumption timed out");
+    }, this.sm!.resumeTimeoutMs);
+    this.resumeTimer.unref();
+  }
+
+  /** <resume/> on a new connection (this one, authenticated, unbound). */
+  private onResume(element: Element): void {
+    const previd = element.attrs.previd as string | undefined;
+    const h = parseH(element.attrs.h);
+    const old = previd === undefined ? undefined : this.deps.resumable.get(previd);
+    if (h === undefined) return this.streamError(new StreamError("undefined-condition", "Invalid 'h'"));
+    // XEP-0198 §5: an unknown, expired or foreign session → <failed><item-not-found/></failed>.
+    if (!old || old.boundJid?.bare !== this.user || old.phase !== "bound") return this.smFailed("item-not-found");
+    old.takeOver(this, h);
+  }
+
+  /** Moves the new connection's socket and parser into this (old) session and resends what is unacknowledged. */
+  private takeOver(fresh: C2SConnection, h: number): void {
+    const sm = this.sm!;
+    if (!this.hibernating) {
+      // The old socket is half-open: the client has already moved on.
+      this.detach(this.socket);
+      this.parser.stop();
+      this.socket.destroy();
+    }
+    clearTimeout(this.resumeTimer);
+    const { socket, parser } = fresh.handOver();
+    this.socket = socket;
+    this.parser = parser;
+    this.corked = false;
+    this.headerSent = true;
+    this.hibernating = false;
+    parser.retarget(this.sink());
+    this.attach(socket);
+    this.lastInbound = Date.now();
+    this.write(`<resumed xmlns='${NS_SM}' h='${sm.inboundH}' previd='${sm.id}'/>`);
+    if (!this.applyAck(h)) return;
+    // XEP-0198 §5: everything not acknowledged is sent again, in order.
+    for (const { stanza } of sm.unacked) this.write(stanza.toString());
+    if (sm.unacked.length) this.write(`<r xmlns='${NS_SM}'/>`);
+    this.scheduleIdleCheck();
+    this.deps.log.info({ stage: "sm", jid: this.jid.full, resent: sm.unacked.length }, "session resumed");
+  }
+
+  /** Gives up this connection's socket and parser to a resumed session; this object is done. */
+  private handOver(): { socket: Socket; parser: StreamParser } {
+    this.detach(this.socket);
+    this.phase = "closed";
+    clearTimeout(this.negotiationTimer);
+    clearTimeout(this.idleTimer);
+    this.deps.connections.delete(this);
+    return { socket: this.socket, parser: this.parser };
+  }
+
+  /** P3: messages nobody acknowledged go to another resource or offline storage; IQs get an error; presence is state. */
+  private rerouteUnacked(entries: Unacked[]): void {
+    if (entries.length === 0) return;
+    const { router, log } = this.deps;
+    const work = (async () => {
+      for (const { stanza, at } of entries) {
+        try {
+          if (stanza.name === "iq") {
+            const type = stanza.attrs.type;
+            if (type === "get" || type === "set") await router.bounce(stanza, new StanzaError("service-unavailable", "Recipient's session ended"));
+            continue;
+          }
+          if (stanza.name !== "message") continue;
+          const type = stanza.attrs.type ?? "normal";
+          // Carbon copies are not re-sent (XEP-0280 forbids bouncing them; the original is in custody elsewhere).
+          if ((type !== "chat" && type !== "normal") || stanza.getChild("sent", "urn:xmpp:carbons:2") || stanza.getChild("received", "urn:xmpp:carbons:2")) continue;
+          if (!stanza.getChild("delay", XNS.DELAY)) stanza.cnode(el("delay", { xmlns: XNS.DELAY, from: this.jid.domain, stamp: new Date(at).toISOString() }));
+          stanza.attrs.to = this.jid.bare;
+          await router.route(stanza);
+        } catch (err) {
+          log.error({ err, stage: "sm", tag: stanza.name }, "re-routing an unacknowledged stanza failed");
+        }
+      }
+    })();
+    this.deps.pendingWork.add(work);
+    void work.finally(() => this.deps.pendingWork.delete(work));
   }
 
   private sendStanzaError(stanza: Element, error: StanzaError): void {
@@ -516,23 +730,33 @@ export class C2SConnection implements Session {
     const socket = this.socket;
     this.terminate("closed by server");
     socket.end();
-    // RFC 6120 §4.4: wait a little for the peer's closing tag, then drop the connection.
-    setTimeout(() => socket.destroy(), 2000).unref();
+    // RFC 6120 §4.4: once both sides have sent their closing tag the connection is done; otherwise
+    // wait a little for the peer's, then drop the connection.
+    if (this.peerClosedStream) socket.once("finish", () => socket.destroy());
+    else setTimeout(() => socket.destroy(), 2000).unref();
   }
 
   private terminate(reason: string): void {
     if (this.phase === "closed") return;
+    // A dropped connection of a resumable session hibernates; everything else ends the session.
+    const peerVanished = reason === "peer closed the connection" || reason === "socket closed";
+    if (peerVanished && this.phase === "bound" && this.sm?.resumable && !this.hibernating) return this.hibernate();
     const wasBound = this.phase === "bound";
     this.phase = "closed";
+    this.hibernating = false;
     this.parser.stop();
     clearTimeout(this.negotiationTimer);
     clearTimeout(this.idleTimer);
+    clearTimeout(this.resumeTimer);
+    clearTimeout(this.ackRequestTimer);
     this.deps.connections.delete(this);
     if (!this.socket.writableEnded) this.socket.end();
-    if (wasBound && this.deps.sessions.remove(this)) {
-      void this.deps.hooks.emit("session/closed", { session: this, reason });
-    } else if (wasBound) {
-      void this.deps.hooks.emit("session/closed", { session: this, reason: "replaced" });
+    if (!wasBound) return;
+    const removed = this.deps.sessions.remove(this);
+    void this.deps.hooks.emit("session/closed", { session: this, reason: removed ? reason : "replaced" });
+    if (this.sm) {
+      this.deps.resumable.delete(this.sm.id);
+      this.rerouteUnacked(this.sm.drain());
     }
   }
 }
