@@ -652,26 +652,26 @@ export class C2SConnection implements Session {
   private rerouteUnacked(entries: Unacked[]): void {
     if (entries.length === 0) return;
     const { router, log } = this.deps;
-    const work = (async () => {
-      for (const { stanza, at } of entries) {
-        try {
-          if (stanza.name === "iq") {
-            const type = stanza.attrs.type;
-            if (type === "get" || type === "set") await router.bounce(stanza, new StanzaError("service-unavailable", "Recipient's session ended"));
-            continue;
-          }
-          if (stanza.name !== "message") continue;
-          const type = stanza.attrs.type ?? "normal";
-          // Carbon copies are not re-sent (XEP-0280 forbids bouncing them; the original is in custody elsewhere).
-          if ((type !== "chat" && type !== "normal") || stanza.getChild("sent", "urn:xmpp:carbons:2") || stanza.getChild("received", "urn:xmpp:carbons:2")) continue;
-          if (!stanza.getChild("delay", XNS.DELAY)) stanza.cnode(el("delay", { xmlns: XNS.DELAY, from: this.jid.domain, stamp: new Date(at).toISOString() }));
-          stanza.attrs.to = this.jid.bare;
-          await router.route(stanza);
-        } catch (err) {
-          log.error({ err, stage: "sm", tag: stanza.name }, "re-routing an unacknowledged stanza failed");
+    // All routed in this tick, in order, so they reach storage before anything that arrives later.
+    const routed = entries.map(({ stanza, at }) => {
+      try {
+        if (stanza.name === "iq") {
+          const type = stanza.attrs.type;
+          return type === "get" || type === "set" ? router.bounce(stanza, new StanzaError("service-unavailable", "Recipient's session ended")) : undefined;
         }
+        if (stanza.name !== "message") return undefined;
+        const type = stanza.attrs.type ?? "normal";
+        // Carbon copies are not re-sent (XEP-0280 forbids bouncing them; the original is in custody elsewhere).
+        if ((type !== "chat" && type !== "normal") || stanza.getChild("sent", "urn:xmpp:carbons:2") || stanza.getChild("received", "urn:xmpp:carbons:2")) return undefined;
+        if (!stanza.getChild("delay", XNS.DELAY)) stanza.cnode(el("delay", { xmlns: XNS.DELAY, from: this.jid.domain, stamp: new Date(at).toISOString() }));
+        stanza.attrs.to = this.jid.bare;
+        return router.route(stanza);
+      } catch (err) {
+        log.error({ err, stage: "sm", tag: stanza.name }, "re-routing an unacknowledged stanza failed");
+        return undefined;
       }
-    })();
+    });
+    const work = Promise.all(routed.map((r) => r?.catch((err) => log.error({ err, stage: "sm" }, "re-routing an unacknowledged stanza failed"))));
     this.deps.pendingWork.add(work);
     void work.finally(() => this.deps.pendingWork.delete(work));
   }

@@ -1,0 +1,209 @@
+/** XEP-0198 stream management and the delivery guarantee (HARDENING §1.3 P1–P5), end to end. */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { RawClient, header, openStream, rawSession } from "../helpers/raw.js";
+import { connect, xml } from "../helpers/xmpp-client.js";
+
+const SM = "urn:xmpp:sm:3";
+
+/** Authenticated, not yet bound: ready for <resume/> or bind. */
+async function authenticated(port: number, user: string): Promise<RawClient> {
+  const c = await openStream(port);
+  const mark = c.text.length;
+  c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0pw`).toString("base64")}</auth>`);
+  await c.waitFor(/<success/, 5000, mark);
+  c.send(header());
+  await c.waitFor(/<sm xmlns='urn:xmpp:sm:3'\/>/, 5000, mark);
+  return c;
+}
+
+async function enable(c: RawClient, resume = true): Promise<string> {
+  const mark = c.text.length;
+  c.send(`<enable xmlns='${SM}'${resume ? " resume='true'" : ""}/>`);
+  const m = await c.waitFor(/<enabled xmlns='urn:xmpp:sm:3'(?: id='([^']+)' resume='true' max='(\d+)')?\/>/, 5000, mark);
+  return m[1] ?? "";
+}
+
+const countMessages = (text: string, id: string) => text.split(`id="${id}"`).length - 1;
+
+describe("stream management (XEP-0198) and the delivery guarantee", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ streamManagement: { resumeTimeoutSeconds: 1, maxResumeTimeoutSeconds: 2, maxUnackedStanzas: 10 } });
+    for (const u of ["alice", "bob", "carol", "dave", "erin"]) await server.accounts.create(`${u}@localhost`, "pw");
+  });
+  after(() => server.cleanup());
+
+  it("advertises sm; enable before bind and enable twice are unexpected requests", async () => {
+    const c = await authenticated(server.ports.c2sDirectTls!, "alice");
+    c.send(`<enable xmlns='${SM}'/>`);
+    await c.waitFor(/<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'\/><\/failed>/);
+    c.close();
+    const b = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "twice");
+    await enable(b, false);
+    const mark = b.text.length;
+    b.send(`<enable xmlns='${SM}'/>`);
+    await b.waitFor(/<failed xmlns='urn:xmpp:sm:3'><unexpected-request/, 5000, mark);
+    b.close();
+  });
+
+  it("counts inbound stanzas for <r/>, requests acks for outbound ones, and <a/> clears them", async () => {
+    const bob = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "sm");
+    await enable(bob, false);
+    bob.send("<presence/><iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq><r xmlns='urn:xmpp:sm:3'/>");
+    await bob.waitFor(/<a xmlns='urn:xmpp:sm:3' h='2'\/>/);
+    // The server asks for an ack of what it sent (presence reflection + ping result).
+    await bob.waitFor(/<r xmlns='urn:xmpp:sm:3'\/>/);
+    const session = server.sessions.get("bob@localhost/sm") as unknown as { sm: { unacked: unknown[] } };
+    assert.equal(session.sm.unacked.length, 2);
+    bob.send("<a xmlns='urn:xmpp:sm:3' h='2'/>");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(session.sm.unacked.length, 0);
+    bob.close();
+  });
+
+  it("an ack for more than was sent → undefined-condition with <handled-count-too-high/>", async () => {
+    const c = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "high");
+    await enable(c, false);
+    c.send("<a xmlns='urn:xmpp:sm:3' h='5'/>");
+    await c.waitFor(/<undefined-condition xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>.*<handled-count-too-high xmlns="urn:xmpp:sm:3" h="5" send-count="0"\/>/s);
+    await c.closed;
+    const d = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "bad-h");
+    await enable(d, false);
+    d.send("<a xmlns='urn:xmpp:sm:3' h='-1'/>");
+    await d.waitFor(/<undefined-condition xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    await d.closed;
+  });
+
+  it("resumption after a dropped connection resends exactly the unacknowledged stanzas, in order", async () => {
+    const dave = await rawSession(server.ports.c2sDirectTls!, "dave", "pw", "phone");
+    const id = await enable(dave);
+    dave.send("<presence/>");
+    await dave.waitFor(/<presence[^>]*from="dave@localhost\/phone"/);
+    dave.send("<a xmlns='urn:xmpp:sm:3' h='1'/>");
+    dave.socket.destroy(); // no </stream:stream>: the network dropped
+    await new Promise((r) => setTimeout(r, 100));
+    const erin = await rawSession(server.ports.c2sDirectTls!, "erin", "pw", "e");
+    for (const n of [1, 2, 3]) erin.send(`<message to='dave@localhost/phone' type='chat' id='r${n}'><body>${n}</body></message>`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(server.sessions.get("dave@localhost/phone"), "the session waits, hibernated");
+
+    const back = await authenticated(server.ports.c2sDirectTls!, "dave");
+    const mark = back.text.length;
+    back.send(`<resume xmlns='${SM}' previd='${id}' h='1'/>`);
+    await back.waitFor(/<resumed xmlns='urn:xmpp:sm:3' h='1' previd='[^']+'\/>/, 5000, mark);
+    const m = await back.waitFor(/id="r1".*id="r2".*id="r3"/s, 5000, mark);
+    assert.ok(m);
+    // The session is the same one: its presence is still there.
+    assert.ok(server.sessions.get("dave@localhost/phone")?.presence);
+    back.send("<a xmlns='urn:xmpp:sm:3' h='4'/>");
+    back.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    await back.waitFor(/<iq type="result" id="alive"/, 5000, mark);
+    assert.equal(countMessages(back.text.slice(mark), "r2"), 1, "no duplicates from the server's side");
+    // A second resume of the same id while it is live → still resumable only by its owner.
+    const intruder = await authenticated(server.ports.c2sDirectTls!, "erin");
+    intruder.send(`<resume xmlns='${SM}' previd='${id}' h='0'/>`);
+    await intruder.waitFor(/<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'\/><\/failed>/);
+    intruder.close();
+    back.close();
+    erin.close();
+  });
+
+  it("an unknown or expired resumption → <failed><item-not-found/></failed>, and the client can bind instead", async () => {
+    const c = await authenticated(server.ports.c2sDirectTls!, "alice");
+    c.send(`<resume xmlns='${SM}' previd='nope' h='0'/>`);
+    await c.waitFor(/<failed xmlns='urn:xmpp:sm:3'><item-not-found/);
+    c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+    await c.waitFor(/<jid>alice@localhost\//);
+    c.close();
+  });
+
+  it("P3: when resumption times out, unacknowledged messages go to offline storage with their original delay stamp", async () => {
+    const bob = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "flaky");
+    await enable(bob);
+    bob.send("<presence/>");
+    await bob.waitFor(/<presence[^>]*from="bob@localhost\/flaky"/);
+    const carol = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "c");
+    carol.send("<message to='bob@localhost' type='chat' id='lost1'><body>do not lose me</body></message>");
+    await bob.waitFor(/id="lost1"/); // written to the socket, but bob never acks it
+    bob.socket.destroy();
+    // resumeTimeoutSeconds is 1 here.
+    for (let i = 0; i < 100 && (await server.storage.offline.count("bob@localhost")) === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    const rows = await server.storage.offline.list("bob@localhost");
+    assert.equal(rows.length, 1);
+    assert.match(rows[0]!.stanza, /id="lost1".*do not lose me.*<delay xmlns="urn:xmpp:delay" from="localhost" stamp="/s);
+    assert.equal(server.sessions.get("bob@localhost/flaky"), undefined);
+    const again = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "new");
+    again.send("<presence/>");
+    await again.waitFor(/id="lost1"/);
+    again.close();
+    carol.close();
+  });
+
+  it("P3: a session with SM but without resumption re-routes unacked messages to another resource at once", async () => {
+    const laptop = await rawSession(server.ports.c2sDirectTls!, "erin", "pw", "laptop");
+    laptop.send("<presence><priority>1</priority></presence>");
+    const phone = await rawSession(server.ports.c2sDirectTls!, "erin", "pw", "phone");
+    await enable(phone, false);
+    phone.send("<presence><priority>1</priority></presence>");
+    await new Promise((r) => setTimeout(r, 100));
+    const alice = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "x");
+    alice.send("<message to='erin@localhost/phone' type='chat' id='move1'><body>x</body></message>");
+    await phone.waitFor(/id="move1"/);
+    phone.socket.destroy();
+    await laptop.waitFor(/<message[^>]*id="move1"[^>]*>.*<delay xmlns="urn:xmpp:delay"/s);
+    laptop.close();
+    alice.close();
+  });
+
+  it("queue overflow closes the stream with resource-constraint and nothing is lost", async () => {
+    const slow = await rawSession(server.ports.c2sDirectTls!, "dave", "pw", "slow");
+    await enable(slow, false);
+    const erin = await rawSession(server.ports.c2sDirectTls!, "erin", "pw", "flood");
+    for (let n = 0; n < 12; n++) erin.send(`<message to='dave@localhost/slow' type='chat' id='f${n}'><body>${n}</body></message>`);
+    await slow.waitFor(/<resource-constraint xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    // Every message is in custody: delivered-and-queued ones went to offline storage, none vanished.
+    for (let i = 0; i < 100 && (await server.storage.offline.count("dave@localhost")) < 11; i++) await new Promise((r) => setTimeout(r, 50));
+    const rows = await server.storage.offline.list("dave@localhost");
+    const stored = rows.map((r) => /id="(f\d+)"/.exec(r.stanza)?.[1] ?? r.stanza);
+    assert.deepEqual(stored.slice(0, 11), Array.from({ length: 11 }, (_, n) => `f${n}`));
+    erin.close();
+  });
+
+  it("xmpp.js (which enables SM with resumption) logs in, chats and gets its acks", async () => {
+    const x = await connect({ port: server.ports.c2s!, username: "alice", password: "pw", resource: "js" });
+    await x.xmpp.send(xml("presence"));
+    const pong = await x.iq(xml("iq", { type: "get", to: "localhost" }, xml("ping", { xmlns: "urn:xmpp:ping" })));
+    assert.equal(pong.attrs.type, "result");
+    const s = server.sessions.get("alice@localhost/js") as unknown as { sm?: { resumable: boolean } };
+    assert.equal(s.sm?.resumable, true);
+    await x.stop();
+  });
+});
+
+describe("graceful shutdown (P5)", () => {
+  it("unacknowledged messages are stored offline before the server exits", async () => {
+    const server = await startTestServer();
+    await server.accounts.create("alice@localhost", "pw");
+    await server.accounts.create("bob@localhost", "pw");
+    const bob = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "b");
+    await enable(bob);
+    bob.send("<presence/>");
+    await bob.waitFor(/<presence[^>]*from="bob@localhost\/b"/);
+    const alice = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "a");
+    alice.send("<message to='bob@localhost/b' type='chat' id='sd1'><body>before shutdown</body></message>");
+    await bob.waitFor(/id="sd1"/);
+    const storage = server.storage;
+    const rows: string[] = [];
+    const close = storage.close.bind(storage);
+    storage.close = async () => {
+      rows.push(...(await storage.offline.list("bob@localhost")).map((r) => r.stanza));
+      await close();
+    };
+    await server.cleanup();
+    await bob.waitFor(/<system-shutdown/);
+    assert.equal(rows.length, 1);
+    assert.match(rows[0]!, /id="sd1"/);
+  });
+});
