@@ -91,6 +91,7 @@ export class ModuleHost {
       router: {
         route: (s) => router.route(s),
         deliver: (session, s) => router.deliver(session, s),
+        deliverConfirmed: (session, s) => router.deliverConfirmed(session, s),
         bounce: (s, e, o) => router.bounce(s, e, o),
         request: (iq, t) => router.request(iq, t),
         isLocalDomain: (d) => router.isLocalDomain(d),

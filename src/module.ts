@@ -31,7 +31,7 @@ export interface ModuleContext<Options> {
   readonly storage: Storage;
   readonly accounts: Accounts;
   readonly sessions: SessionView;
-  readonly router: Pick<Router, "route" | "deliver" | "bounce" | "request" | "isLocalDomain">;
+  readonly router: Pick<Router, "route" | "deliver" | "deliverConfirmed" | "bounce" | "request" | "isLocalDomain">;
   chain<K extends keyof Chains>(name: K, handler: ChainHandler<K>, priority?: number): void;
   on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority?: number): void;
   filter<K extends keyof Filters>(name: K, handler: FilterHandler<K>, priority?: number): void;

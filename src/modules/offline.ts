@@ -1,9 +1,9 @@
 /**
  * XEP-0160 Best Practices for Handling Offline Messages 1.0.1, with XEP-0203 delay stamps and the
- * XEP-0334 hints no-store / store. Rows are deleted only once the client has shown it read them:
- * after the flush the server pings the session (XEP-0199); the stream is ordered, so the answer
- * proves every message before it arrived. A session that dies first gets them again next time.
- * (Stream management acks take over this role in the stream-management issue.)
+ * XEP-0334 hints no-store / store. Rows are deleted only once the client has shown it read them
+ * (HARDENING §1.3 P2): with stream management, when its <a h/> covers them; without, when it
+ * answers a XEP-0199 ping sent after them (the stream is ordered). A session that ends first gets
+ * them again at its next login — a duplicate at worst, never a loss.
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
@@ -61,6 +61,7 @@ export const offline = defineModule({
       const rows = (await storage.offline.list(user, ctx.options.flushBatch + taken.size)).filter((r) => !taken!.has(r.id)).slice(0, ctx.options.flushBatch);
       if (rows.length === 0) return;
       const ids: number[] = [];
+      const confirmations: Array<Promise<boolean> | undefined> = [];
       for (const row of rows) {
         let stanza;
         try {
@@ -72,21 +73,38 @@ export const offline = defineModule({
         stanza.attrs.to = session.jid.full;
         taken.add(row.id);
         ids.push(row.id);
-        router.deliver(session, stanza);
+        confirmations.push(router.deliverConfirmed(session, stanza));
       }
       const release = () => { for (const id of ids) taken!.delete(id); if (taken!.size === 0) inFlight.delete(user); };
-      router.request(el("iq", { type: "get", from: session.jid.domain, to: session.jid.full }, el("ping", { xmlns: NS.PING })), ctx.options.ackTimeoutSeconds * 1000)
-        .then(() => storage.offline.remove(user, ids), (err) => {
-          // Any answer, even an error, proves the client read what came before it.
-          if (err instanceof StanzaError && err.condition !== "remote-server-timeout") return storage.offline.remove(user, ids);
-          return undefined;
-        })
-        .then(async () => {
-          release();
-          if (rows.length === ctx.options.flushBatch && session.presence !== undefined && ctx.sessions.get(session.jid.full) === session) {
-            await flush(session);
-          }
-        }, (err) => { release(); ctx.log.error({ err, stage: "offline" }, "removing delivered offline messages failed"); });
+      try {
+        await storage.offline.remove(user, await readByClient(session, ids, confirmations));
+      } catch (err) {
+        ctx.log.error({ err, stage: "offline" }, "removing delivered offline messages failed");
+      } finally {
+        release();
+      }
+      if (rows.length === ctx.options.flushBatch && session.presence !== undefined && ctx.sessions.get(session.jid.full) === session) {
+        await flush(session);
+      }
+    };
+
+    /**
+     * Which rows the client has shown it read. With stream management, exactly those its <a h/>
+     * covered; without, all of them once it answers a ping sent after them (any answer, even an
+     * error, proves it read what came before), none if it does not answer.
+     */
+    const readByClient = async (session: Session, ids: number[], confirmations: Array<Promise<boolean> | undefined>): Promise<number[]> => {
+      if (confirmations.every((c) => c !== undefined)) {
+        const acked = await Promise.all(confirmations);
+        return ids.filter((_, i) => acked[i]);
+      }
+      const ping = el("iq", { type: "get", from: session.jid.domain, to: session.jid.full }, el("ping", { xmlns: NS.PING }));
+      try {
+        await router.request(ping, ctx.options.ackTimeoutSeconds * 1000);
+        return ids;
+      } catch (err) {
+        return err instanceof StanzaError && err.condition !== "remote-server-timeout" ? ids : [];
+      }
     };
     ctx.on("session/available", ({ session }) => flush(session));
   },

@@ -110,6 +110,12 @@ export class Router {
     if (out) session.send(out.stanza);
   }
 
+  /** Like deliver, but reports the client's acknowledgement when the session has stream management. */
+  deliverConfirmed(session: Session, stanza: Element): Promise<boolean> | undefined {
+    const out = this.hooks.runFilter("stanza/out", { stanza, session });
+    return out ? session.sendConfirmed(out.stanza) : Promise.resolve(true);
+  }
+
   /** Send an IQ get/set from the server and wait for the result (matched on id, sender and type). */
   request(iq: Element, timeoutMs = IQ_TIMEOUT_MS): Promise<Element> {
     const id = iq.attrs.id ?? `parley-${randomBytes(9).toString("base64url")}`;

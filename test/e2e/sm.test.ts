@@ -171,6 +171,32 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     erin.close();
   });
 
+  it("P2: offline rows are deleted only when the client's <a/> covers them", async () => {
+    const alice = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "o");
+    alice.send("<message to='carol@localhost' type='chat' id='off-sm'><body>ack me</body></message>");
+    for (let i = 0; i < 100 && (await server.storage.offline.count("carol@localhost")) === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    // First login: the message arrives, the client dies without acknowledging it.
+    const first = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "o1");
+    await enable(first, false);
+    first.send("<presence/>");
+    await first.waitFor(/id="off-sm"/);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await server.storage.offline.count("carol@localhost"), 1, "not acknowledged: still stored");
+    first.socket.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await server.storage.offline.count("carol@localhost"), 1, "the session ended: the row is kept, not duplicated");
+    // Second login: delivered again, acknowledged, deleted.
+    const second = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "o2");
+    await enable(second, false);
+    second.send("<presence/>");
+    await second.waitFor(/id="off-sm"/);
+    second.send("<a xmlns='urn:xmpp:sm:3' h='2'/>");
+    for (let i = 0; i < 100 && (await server.storage.offline.count("carol@localhost")) > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await server.storage.offline.count("carol@localhost"), 0);
+    second.close();
+    alice.close();
+  });
+
   it("xmpp.js (which enables SM with resumption) logs in, chats and gets its acks", async () => {
     const x = await connect({ port: server.ports.c2s!, username: "alice", password: "pw", resource: "js" });
     await x.xmpp.send(xml("presence"));

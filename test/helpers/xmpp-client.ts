@@ -26,6 +26,8 @@ export async function connect(opts: { port: number; username: string; password: 
     username: opts.username,
     password: opts.password,
     resource: opts.resource,
+    // xmpp.js waits 2 s by default for each negotiation step; shared CI machines can be slower.
+    timeout: 10_000,
   });
   xmpp.reconnect.stop();
   if (opts.mechanism) {

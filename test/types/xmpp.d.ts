@@ -16,5 +16,5 @@ declare module "@xmpp/client" {
     on(event: "error", listener: (error: Error) => void): void;
     reconnect: { stop(): void };
   }
-  export function client(options: { service: string; domain: string; username?: string; password?: string; resource?: string }): Client;
+  export function client(options: { service: string; domain: string; username?: string; password?: string; resource?: string; timeout?: number }): Client;
 }

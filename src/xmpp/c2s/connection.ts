@@ -184,9 +184,9 @@ export class C2SConnection implements Session {
   }
 
   /** Session.send: a stanza for this client. With stream management it stays queued until acknowledged. */
-  send(stanza: Element): void {
+  send(stanza: Element, confirm?: (acknowledged: boolean) => void): void {
     if (this.sm && this.phase === "bound") {
-      const waiting = this.sm.sentOutbound(stanza);
+      const waiting = this.sm.sentOutbound(stanza, confirm);
       if (waiting > this.deps.sm.maxUnacked) {
         // HARDENING §2.2: a full queue ends the stream; its contents are re-routed (P3).
         return this.streamError(new StreamError("resource-constraint", "Too many unacknowledged stanzas"));
@@ -197,6 +197,14 @@ export class C2SConnection implements Session {
       return;
     }
     this.write(stanza.toString());
+  }
+
+  sendConfirmed(stanza: Element): Promise<boolean> | undefined {
+    if (!this.sm || this.phase !== "bound") {
+      this.send(stanza);
+      return undefined;
+    }
+    return new Promise((resolve) => this.send(stanza, resolve));
   }
 
   /** Ask for acks in batches: at once every 10 stanzas, else shortly after the last one. */
@@ -653,7 +661,9 @@ export class C2SConnection implements Session {
     if (entries.length === 0) return;
     const { router, log } = this.deps;
     // All routed in this tick, in order, so they reach storage before anything that arrives later.
-    const routed = entries.map(({ stanza, at }) => {
+    const routed = entries.map(({ stanza, at, confirm }) => {
+      // Whoever asked for confirmation still holds the stanza (e.g. an offline row) and keeps it.
+      if (confirm) return confirm(false);
       try {
         if (stanza.name === "iq") {
           const type = stanza.attrs.type;

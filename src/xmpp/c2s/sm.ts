@@ -23,6 +23,8 @@ export interface Unacked {
   stanza: Element;
   /** When it was queued, for the XEP-0203 delay if it has to be re-routed. */
   at: number;
+  /** Told true when the client acknowledges it, false when the session ends first. */
+  confirm?: (acknowledged: boolean) => void;
 }
 
 export class AckError extends Error {
@@ -70,9 +72,9 @@ export class StreamManagement {
   }
 
   /** Queues an outbound stanza; returns how many are now unacknowledged. */
-  sentOutbound(stanza: Element): number {
+  sentOutbound(stanza: Element, confirm?: Unacked["confirm"]): number {
     this.sent++;
-    this.queue.push({ stanza, at: Date.now() });
+    this.queue.push(confirm ? { stanza, at: Date.now(), confirm } : { stanza, at: Date.now() });
     return this.queue.length;
   }
 
@@ -88,7 +90,9 @@ export class StreamManagement {
     const newly = (h - (this.acked % WRAP) + WRAP) % WRAP;
     if (this.acked + newly > this.sent) throw new AckError(h, this.sent % WRAP);
     this.acked += newly;
-    return this.queue.splice(0, newly);
+    const done = this.queue.splice(0, newly);
+    for (const u of done) u.confirm?.(true);
+    return done;
   }
 
   /** Empties the queue (the session ends; the caller re-routes what was in it). */
