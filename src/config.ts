@@ -51,6 +51,8 @@ export const ConfigSchema = z.strictObject({
       url: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL"),
       schema: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a plain SQL identifier").default("public"),
       poolSize: z.number().int().min(1).max(100).default(10),
+      /** Shown in pg_stat_activity. */
+      applicationName: z.string().default("parley"),
     }),
     z.strictObject({ driver: z.literal("memory") }),
   ]).prefault({ driver: "sqlite" }),

@@ -37,8 +37,8 @@ export interface Server {
 export async function openStorage(config: Config): Promise<Storage> {
   if (config.storage.driver === "memory") return createMemoryStorage();
   if (config.storage.driver === "postgres") {
-    const { url, schema, poolSize } = config.storage;
-    return createPostgresStorage({ url, schema, poolSize });
+    const { url, schema, poolSize, applicationName } = config.storage;
+    return createPostgresStorage({ url, schema, poolSize, applicationName });
   }
   const path = isAbsolute(config.storage.path) ? config.storage.path : join(resolve(config.dataDir), config.storage.path);
   return createSqliteStorage({ path, synchronous: config.storage.synchronous });

@@ -16,6 +16,8 @@ export interface PostgresOptions {
   /** Schema for all tables (created if missing); default "public". */
   schema?: string;
   poolSize?: number;
+  /** Shown in pg_stat_activity. */
+  applicationName?: string;
 }
 
 const MIGRATION_LOCK = 0x7061726c; // "parl": one migrator at a time across nodes
@@ -53,6 +55,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
   const pool = new pg.Pool({
     connectionString: options.url,
     max: options.poolSize ?? 10,
+    application_name: options.applicationName ?? "parley",
     options: `-c search_path=${quoteIdent(schema)} -c synchronous_commit=on`,
   });
   pool.on("error", () => { /* an idle client died; the pool replaces it */ });

@@ -105,6 +105,8 @@ export class C2SConnection implements Session {
   private ackRequestTimer: NodeJS.Timeout | undefined;
   /** The client sent <r/> while some of its stanzas were not yet in custody. */
   private ackOwed = false;
+  /** The end of the chain of this client's stanzas still being routed (see onBoundStanza). */
+  private routingTail: Promise<void> | undefined;
   /** The client sent </stream:stream>. */
   private peerClosedStream = false;
 
@@ -513,15 +515,24 @@ export class C2SConnection implements Session {
       }
     }
     const failed = (err: unknown) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed");
-    try {
-      const r = this.deps.router.fromClient(this, stanza);
-      // P1: the stanza counts as handled (for 'h') only once routing finished with it.
-      if (r instanceof Promise) r.catch(failed).finally(done);
-      else done();
-    } catch (err) {
-      failed(err);
-      done();
-    }
+    const run = (): Promise<void> | undefined => {
+      try {
+        const r = this.deps.router.fromClient(this, stanza);
+        // P1: the stanza counts as handled (for 'h') only once routing finished with it.
+        if (r instanceof Promise) return r.catch(failed).finally(done);
+        done();
+      } catch (err) {
+        failed(err);
+        done();
+      }
+      return undefined;
+    };
+    // A client's stanzas are routed in the order it sent them: while one waits (on storage,
+    // say), the next ones queue behind it instead of overtaking it.
+    const tail = this.routingTail ? this.routingTail.then(run) : run();
+    if (!tail) return;
+    this.routingTail = tail;
+    void tail.then(() => { if (this.routingTail === tail) this.routingTail = undefined; });
   }
 
   // ── stream management (XEP-0198) ───────────────────────────────────────────────────────────
