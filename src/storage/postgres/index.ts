@@ -50,6 +50,12 @@ interface RosterRow { contact: string; name: string | null; groups: string[]; su
 
 const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
 
+/** The connection is gone (57P01 admin_shutdown, 57P02/57P03, or a socket error), not the query at fault. */
+function isConnectionLoss(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? "";
+  return code.startsWith("57P") || code === "ECONNRESET" || code === "EPIPE" || /Connection terminated/i.test(String((err as Error).message));
+}
+
 export async function createPostgresStorage(options: PostgresOptions): Promise<Storage> {
   const schema = options.schema ?? "public";
   const pool = new pg.Pool({
@@ -60,6 +66,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
   });
   pool.on("error", () => { /* an idle client died; the pool replaces it */ });
   const setup = await pool.connect();
+  setup.on("error", () => { /* reported by the failing query */ });
   try {
     await setup.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
     await migratePostgres(setup);
@@ -68,8 +75,26 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
   }
 
   const q = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => pool.query<R>(text, values);
+  /**
+   * Reads are retried once when the connection died under them (server restart,
+   * pg_terminate_backend): a read is safe to repeat. Writes are not retried — their error goes
+   * back to the caller, who answers it (never a silent drop, never a double write).
+   */
+  const read = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => {
+    try {
+      return await pool.query<R>(text, values);
+    } catch (err) {
+      if (!isConnectionLoss(err)) throw err;
+      return pool.query<R>(text, values);
+    }
+  };
   const tx = async <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> => {
     const c = await pool.connect();
+    let broken: Error | undefined;
+    // A connection that dies between two of our queries emits 'error' on the checked-out client;
+    // without a listener that would be an uncaught exception. The next query fails and says so.
+    const onError = (err: Error) => { broken = err; };
+    c.on("error", onError);
     try {
       await c.query("BEGIN");
       const r = await fn(c);
@@ -77,9 +102,12 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       return r;
     } catch (err) {
       await c.query("ROLLBACK").catch(() => {});
+      broken = isConnectionLoss(err) ? (err as Error) : undefined;
       throw err;
     } finally {
-      c.release();
+      // A client whose connection died is destroyed, not returned to the pool.
+      c.off("error", onError);
+      c.release(broken);
     }
   };
 
@@ -138,11 +166,11 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         return r.rowCount === 1;
       },
       async get(jid) {
-        const r = await q<{ jid: string; created_at: string; credentials: Account["credentials"] }>("SELECT jid, created_at, credentials FROM accounts WHERE jid = $1", [jid]);
+        const r = await read<{ jid: string; created_at: string; credentials: Account["credentials"] }>("SELECT jid, created_at, credentials FROM accounts WHERE jid = $1", [jid]);
         const row = r.rows[0];
         return row && { jid: row.jid, createdAt: Number(row.created_at), credentials: row.credentials };
       },
-      async exists(jid) { return ((await q("SELECT 1 FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0; },
+      async exists(jid) { return ((await read("SELECT 1 FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0; },
       async setCredentials(jid, credentials) {
         return (await q("UPDATE accounts SET credentials = $1 WHERE jid = $2", [JSON.stringify(credentials), jid])).rowCount === 1;
       },
@@ -157,21 +185,21 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       },
       async list(domain) {
         const r = domain === undefined
-          ? await q<{ jid: string }>("SELECT jid FROM accounts ORDER BY jid COLLATE \"C\"")
-          : await q<{ jid: string }>("SELECT jid FROM accounts WHERE jid LIKE $1 ESCAPE '\\' ORDER BY jid COLLATE \"C\"", [`%@${domain.replace(/[\\%_]/g, (ch) => `\\${ch}`)}`]);
+          ? await read<{ jid: string }>("SELECT jid FROM accounts ORDER BY jid COLLATE \"C\"")
+          : await read<{ jid: string }>("SELECT jid FROM accounts WHERE jid LIKE $1 ESCAPE '\\' ORDER BY jid COLLATE \"C\"", [`%@${domain.replace(/[\\%_]/g, (ch) => `\\${ch}`)}`]);
         return r.rows.map((row) => row.jid);
       },
     },
     roster: {
       async get(owner) {
         const [v, items] = await Promise.all([
-          q<{ version: string }>("SELECT version FROM roster_versions WHERE owner = $1", [owner]),
-          q<RosterRow>("SELECT contact, name, groups, subscription, ask, approved FROM roster_items WHERE owner = $1 ORDER BY contact COLLATE \"C\"", [owner]),
+          read<{ version: string }>("SELECT version FROM roster_versions WHERE owner = $1", [owner]),
+          read<RosterRow>("SELECT contact, name, groups, subscription, ask, approved FROM roster_items WHERE owner = $1 ORDER BY contact COLLATE \"C\"", [owner]),
         ]);
         return { version: Number(v.rows[0]?.version ?? 0), items: items.rows.map(toItem) };
       },
       async getItem(owner, contact) {
-        const r = await q<RosterRow>("SELECT contact, name, groups, subscription, ask, approved FROM roster_items WHERE owner = $1 AND contact = $2", [owner, contact]);
+        const r = await read<RosterRow>("SELECT contact, name, groups, subscription, ask, approved FROM roster_items WHERE owner = $1 AND contact = $2", [owner, contact]);
         return r.rows[0] && toItem(r.rows[0]);
       },
       async put(owner, item) {
@@ -195,9 +223,9 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         await q("INSERT INTO subscription_requests (owner, contact, stanza) VALUES ($1, $2, $3) ON CONFLICT (owner, contact) DO UPDATE SET stanza = EXCLUDED.stanza", [owner, contact, stanza]);
       },
       async list(owner) {
-        return (await q<{ contact: string; stanza: string }>("SELECT contact, stanza FROM subscription_requests WHERE owner = $1 ORDER BY contact COLLATE \"C\"", [owner])).rows;
+        return (await read<{ contact: string; stanza: string }>("SELECT contact, stanza FROM subscription_requests WHERE owner = $1 ORDER BY contact COLLATE \"C\"", [owner])).rows;
       },
-      async has(owner, contact) { return ((await q("SELECT 1 FROM subscription_requests WHERE owner = $1 AND contact = $2", [owner, contact])).rowCount ?? 0) > 0; },
+      async has(owner, contact) { return ((await read("SELECT 1 FROM subscription_requests WHERE owner = $1 AND contact = $2", [owner, contact])).rowCount ?? 0) > 0; },
       async remove(owner, contact) { await q("DELETE FROM subscription_requests WHERE owner = $1 AND contact = $2", [owner, contact]); },
     },
     offline: {
@@ -215,10 +243,10 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async remove(owner, ids) {
         if (ids.length) await q("DELETE FROM offline_messages WHERE owner = $1 AND id = ANY($2::bigint[])", [owner, ids]);
       },
-      async count(owner) { return Number((await q<{ n: string }>("SELECT count(*) AS n FROM offline_messages WHERE owner = $1", [owner])).rows[0]!.n); },
+      async count(owner) { return Number((await read<{ n: string }>("SELECT count(*) AS n FROM offline_messages WHERE owner = $1", [owner])).rows[0]!.n); },
     },
     documents: {
-      async get(owner, key) { return (await q<{ xml: string }>("SELECT xml FROM documents WHERE owner = $1 AND key = $2", [owner, key])).rows[0]?.xml; },
+      async get(owner, key) { return (await read<{ xml: string }>("SELECT xml FROM documents WHERE owner = $1 AND key = $2", [owner, key])).rows[0]?.xml; },
       async set(owner, key, xml) {
         await q("INSERT INTO documents (owner, key, xml) VALUES ($1, $2, $3) ON CONFLICT (owner, key) DO UPDATE SET xml = EXCLUDED.xml", [owner, key, xml]);
       },
@@ -229,13 +257,13 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         await q("INSERT INTO last_activity (owner, at, status) VALUES ($1, $2, $3) ON CONFLICT (owner) DO UPDATE SET at = EXCLUDED.at, status = EXCLUDED.status", [owner, activity.at, activity.status]);
       },
       async get(owner) {
-        const row = (await q<{ at: string; status: string }>("SELECT at, status FROM last_activity WHERE owner = $1", [owner])).rows[0];
+        const row = (await read<{ at: string; status: string }>("SELECT at, status FROM last_activity WHERE owner = $1", [owner])).rows[0];
         return row && { at: Number(row.at), status: row.status };
       },
     },
     blocklist: {
       async list(owner) {
-        return (await q<{ jid: string }>("SELECT jid FROM blocklist WHERE owner = $1 ORDER BY jid COLLATE \"C\"", [owner])).rows.map((r) => r.jid);
+        return (await read<{ jid: string }>("SELECT jid FROM blocklist WHERE owner = $1 ORDER BY jid COLLATE \"C\"", [owner])).rows.map((r) => r.jid);
       },
       async add(owner, jids) {
         if (jids.length) await q("INSERT INTO blocklist (owner, jid) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING", [owner, jids]);
