@@ -106,6 +106,10 @@ export const offline = defineModule({
         return err instanceof StanzaError && err.condition !== "remote-server-timeout" ? ids : [];
       }
     };
-    ctx.on("session/available", ({ session }) => flush(session));
+    // Detached: waiting for the client's acknowledgement must not hold up the presence that
+    // triggered the flush (the client's answer is routed after it, in order).
+    ctx.on("session/available", ({ session }) => {
+      flush(session).catch((err) => ctx.log.error({ err, stage: "offline" }, "offline flush failed"));
+    });
   },
 });

@@ -133,16 +133,31 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     queue = [];
     try {
       const ids = await tx(async (c) => {
-        const out: Array<number | undefined> = [];
-        for (const a of batch) {
-          // The limit check and the insert in one statement, inside the batch's transaction.
-          const r = await c.query<{ id: string }>(
-            `INSERT INTO offline_messages (owner, stanza, stored_at)
-             SELECT $1, $2, $3 WHERE (SELECT count(*) FROM offline_messages WHERE owner = $1) < $4 RETURNING id`,
-            [a.owner, a.stanza, a.storedAt, a.limit]);
-          out.push(r.rows[0] ? Number(r.rows[0].id) : undefined);
+        // Two statements for the whole batch, whatever its size: the owners' current counts (to
+        // apply the per-user limits in arrival order), then one multi-row insert.
+        const owners = [...new Set(batch.map((a) => a.owner))];
+        const counts = new Map<string, number>();
+        for (const row of (await c.query<{ owner: string; n: string }>(
+          "SELECT owner, count(*) AS n FROM offline_messages WHERE owner = ANY($1::text[]) GROUP BY owner", [owners])).rows) {
+          counts.set(row.owner, Number(row.n));
         }
-        return out;
+        const accepted = batch.map((a) => {
+          const n = counts.get(a.owner) ?? 0;
+          if (n >= a.limit) return false;
+          counts.set(a.owner, n + 1);
+          return true;
+        });
+        const rows = batch.filter((_, i) => accepted[i]);
+        if (rows.length === 0) return batch.map(() => undefined);
+        const inserted = await c.query<{ id: string }>(
+          `INSERT INTO offline_messages (owner, stanza, stored_at)
+           SELECT owner, stanza, stored_at FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS t(owner, stanza, stored_at, n)
+           ORDER BY n RETURNING id`,
+          [rows.map((a) => a.owner), rows.map((a) => a.stanza), rows.map((a) => a.storedAt)]);
+        // Ids come from one sequence in insertion order, so ascending ids match the rows in order.
+        const ids = inserted.rows.map((r) => Number(r.id)).sort((x, y) => x - y);
+        let next = 0;
+        return accepted.map((ok) => (ok ? ids[next++] : undefined));
       });
       batch.forEach((a, i) => a.resolve(ids[i]));
     } catch (err) {

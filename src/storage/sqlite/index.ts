@@ -86,10 +86,24 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     approved: r.approved === 1,
   });
 
-  const appendOffline = db.transaction((owner: string, stanza: string, storedAt: number, limit: number) => {
-    if ((q.offCount.get(owner) as number) >= limit) return undefined;
-    return Number(q.offInsert.run(owner, stanza, storedAt).lastInsertRowid);
-  });
+  // Group commit: appends made in one event-loop turn share one transaction (one WAL commit, one
+  // fsync with synchronous=full); each promise resolves only after that commit.
+  interface Append { owner: string; stanza: string; storedAt: number; limit: number; resolve(id: number | undefined): void; reject(e: unknown): void }
+  let pending: Append[] = [];
+  const commitAppends = db.transaction((batch: Append[]) => batch.map((a) => {
+    if ((q.offCount.get(a.owner) as number) >= a.limit) return undefined;
+    return Number(q.offInsert.run(a.owner, a.stanza, a.storedAt).lastInsertRowid);
+  }));
+  const flushAppends = () => {
+    const batch = pending;
+    pending = [];
+    try {
+      const ids = commitAppends(batch);
+      batch.forEach((a, i) => a.resolve(ids[i]));
+    } catch (err) {
+      for (const a of batch) a.reject(err);
+    }
+  };
   const removeOffline = db.transaction((owner: string, ids: readonly number[]) => {
     for (const id of ids) q.offRemove.run(owner, id);
   });
@@ -149,7 +163,11 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async remove(owner, contact) { q.reqRemove.run(owner, contact); },
     },
     offline: {
-      async append(owner, stanza, storedAt, limit) { return appendOffline(owner, stanza, storedAt, limit); },
+      append(owner, stanza, storedAt, limit) {
+        return new Promise((resolve, reject) => {
+          if (pending.push({ owner, stanza, storedAt, limit, resolve, reject }) === 1) setImmediate(flushAppends);
+        });
+      },
       async list(owner, max) { return q.offList.all(owner, max ?? -1) as Array<{ id: number; stanza: string; storedAt: number }>; },
       async remove(owner, ids) { removeOffline(owner, ids); },
       async count(owner) { return q.offCount.get(owner) as number; },
@@ -171,6 +189,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
         else blockRemove(owner, jids);
       },
     },
-    async close() { db.close(); },
+    async close() {
+      if (pending.length) flushAppends();
+      db.close();
+    },
   };
 }
