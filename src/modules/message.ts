@@ -10,6 +10,13 @@ import { StanzaError } from "../errors.js";
 import type { Session } from "../xmpp/sessions.js";
 
 declare module "../hooks.js" {
+  interface Chains {
+    /**
+     * A chat/normal message about to be written to these live sessions. A handler that takes it
+     * (offline, to keep a durable copy until the client acknowledges it) delivers it itself.
+     */
+    "message/live": Routed & { sessions: readonly Session[] };
+  }
   interface Events {
     /** A chat/normal message was written to these sessions of a local user (carbons copy it to the others). */
     "message/delivered": { routed: Routed; sessions: readonly Session[] };
@@ -34,6 +41,22 @@ export const message = defineModule({
       return ctx.options.deliverToAllTopPriority ? best : [best[best.length - 1]!];
     };
 
+    const deliverLive = (routed: Routed, targets: readonly Session[]): typeof HANDLED | Promise<typeof HANDLED> => {
+      const delivered = () => {
+        void ctx.emit("message/delivered", { routed, sessions: targets });
+        return HANDLED;
+      };
+      const taken = ctx.runChain("message/live", { ...routed, sessions: targets });
+      if (taken instanceof Promise) {
+        return taken.then((done) => {
+          if (!done) for (const s of targets) router.deliver(s, routed.stanza);
+          return delivered();
+        });
+      }
+      if (!taken) for (const s of targets) router.deliver(s, routed.stanza);
+      return delivered();
+    };
+
     const toBare = (routed: Routed): typeof HANDLED | Promise<typeof HANDLED> => {
       const { stanza, to } = routed;
       const type = stanza.attrs.type ?? "normal";
@@ -47,11 +70,7 @@ export const message = defineModule({
         return HANDLED;
       }
       const targets = topPriority(to.bare);
-      if (targets.length > 0) {
-        for (const s of targets) router.deliver(s, stanza);
-        void ctx.emit("message/delivered", { routed, sessions: targets });
-        return HANDLED;
-      }
+      if (targets.length > 0) return deliverLive(routed, targets);
       return (async () => {
         if (await storage.accounts.exists(to.bare)) {
           const handled = await ctx.runChain("message/offline", { ...routed, to: routed.to.toBare() });
@@ -66,11 +85,7 @@ export const message = defineModule({
     ctx.chain("message/bare", toBare);
     ctx.chain("message/full", (routed) => {
       const session = sessions.get(routed.to.full);
-      if (session) {
-        router.deliver(session, routed.stanza);
-        void ctx.emit("message/delivered", { routed, sessions: [session] });
-        return HANDLED;
-      }
+      if (session) return deliverLive(routed, [session]);
       // RFC 6121 §8.5.3.2.1: chat and normal fall back to the bare JID; the rest is not delivered.
       const type = routed.stanza.attrs.type ?? "normal";
       if (type === "chat" || type === "normal") return toBare({ ...routed, to: routed.to.toBare() });

@@ -7,7 +7,8 @@
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el } from "../xmpp/xml.js";
+import { el, cloneElement, type Element } from "../xmpp/xml.js";
+import type { Jid } from "../xmpp/jid.js";
 import { NS } from "../xmpp/ns.js";
 import { HANDLED } from "../hooks.js";
 import { StanzaError } from "../errors.js";
@@ -24,26 +25,38 @@ export const offline = defineModule({
     /** Messages per flush batch. */
     flushBatch: z.number().int().min(1).default(500),
     ackTimeoutSeconds: z.number().positive().default(60),
+    /** Keep a durable copy of messages delivered to sessions with stream management until they acknowledge them. */
+    durableLiveDelivery: z.boolean().default(true),
   }),
   start(ctx) {
     const { storage, router } = ctx;
     ctx.feature("host", NS.OFFLINE);
     const inFlight = new Map<string, Set<number>>();
 
-    ctx.chain("message/offline", async ({ stanza, to, origin }) => {
+    /** XEP-0160 §3 and XEP-0334: what is kept. */
+    const storable = (stanza: Element): boolean => {
       const type = stanza.attrs.type ?? "normal";
-      if (type !== "chat" && type !== "normal") return undefined;
+      if (type !== "chat" && type !== "normal") return false;
       const hinted = (name: string) => stanza.getChild(name, NS.HINTS) !== undefined;
-      if (hinted("no-store")) return undefined;
+      if (hinted("no-store")) return false;
       // XEP-0160 §3: a chat message that carries only a chat state is not stored.
       const elements = stanza.children.filter((c) => typeof c !== "string");
       const onlyChatState = elements.length > 0 && elements.every((c) => typeof c !== "string" && c.getNS() === NS.CHATSTATES);
-      if (onlyChatState && !hinted("store")) return undefined;
+      return !onlyChatState || hinted("store");
+    };
+
+    /** The stored form: XEP-0203 §3, the delay says when and by whom the message was stored. */
+    const storedForm = (stanza: Element, to: Jid, now: Date): string => {
+      const copy = cloneElement(stanza);
+      copy.cnode(el("delay", { xmlns: NS.DELAY, from: to.domain, stamp: now.toISOString() }, "Offline Storage"));
+      copy.attrs.to ??= to.bare;
+      return copy.toString();
+    };
+
+    ctx.chain("message/offline", async ({ stanza, to, origin }) => {
+      if (!storable(stanza)) return undefined;
       const now = new Date();
-      // XEP-0203 §3: the delay says when and by whom the message was stored.
-      stanza.cnode(el("delay", { xmlns: NS.DELAY, from: to.domain, stamp: now.toISOString() }, "Offline Storage"));
-      stanza.attrs.to ??= to.bare;
-      const id = await storage.offline.append(to.bare, stanza.toString(), now.getTime(), ctx.options.maxPerUser);
+      const id = await storage.offline.append(to.bare, storedForm(stanza, to, now), now.getTime(), ctx.options.maxPerUser);
       if (id === undefined) {
         await router.bounce(stanza, new StanzaError("service-unavailable", "The recipient's offline queue is full"), origin);
       } else {
@@ -52,13 +65,57 @@ export const offline = defineModule({
       return HANDLED;
     });
 
-    const flush = async (session: Session): Promise<void> => {
-      // XEP-0160 §4: deliver on available presence with non-negative priority.
-      if (session.priority < 0) return;
-      const user = session.jid.bare;
+    /**
+     * Durable live delivery (HARDENING §1.3, the crash window of P1): a message for sessions that
+     * can acknowledge (XEP-0198) is written to them at once and also kept as an offline row,
+     * committed before the sender's 'h' covers it; the row goes when a recipient acknowledges the
+     * message. After a crash (kill -9) it is still there and reaches the user at the next login;
+     * if every recipient session ends without acknowledging, the user's other resources get it.
+     */
+    ctx.chain("message/live", ({ stanza, to, sessions: targets }) => {
+      if (!ctx.options.durableLiveDelivery || !storable(stanza) || !targets.every((s) => s.confirmsDelivery)) return undefined;
+      const user = to.bare;
+      const now = new Date();
+      const row = storage.offline.append(user, storedForm(stanza, to, now), now.getTime(), ctx.options.maxPerUser);
+      const acks = targets.map((s) => router.deliverConfirmed(s, stanza) ?? Promise.resolve(false));
+      return row.then((id) => {
+        if (id === undefined) return HANDLED; // queue full: delivered live, without a durable copy
+        const taken = takenFor(user);
+        taken.add(id);
+        void Promise.all(acks).then(async (acked) => {
+          release(user, [id]);
+          if (acked.some(Boolean)) return storage.offline.remove(user, [id]);
+          for (const s of ctx.sessions.available(user)) await flush(s);
+          return undefined;
+        }).catch((err) => ctx.log.error({ err, stage: "offline" }, "settling a durable delivery failed"));
+        return HANDLED;
+      }, (err) => {
+        // Already written to the live sessions; only the durable copy is missing.
+        ctx.log.error({ err, stage: "offline" }, "durable copy of a live message failed");
+        return HANDLED;
+      });
+    });
+
+    const takenFor = (user: string): Set<number> => {
       let taken = inFlight.get(user);
       if (!taken) inFlight.set(user, (taken = new Set()));
-      const rows = (await storage.offline.list(user, ctx.options.flushBatch + taken.size)).filter((r) => !taken!.has(r.id)).slice(0, ctx.options.flushBatch);
+      return taken;
+    };
+    const release = (user: string, ids: readonly number[]) => {
+      const taken = inFlight.get(user);
+      if (!taken) return;
+      for (const id of ids) taken.delete(id);
+      if (taken.size === 0) inFlight.delete(user);
+    };
+
+    const live = (session: Session) => ctx.sessions.get(session.jid.full) === session;
+
+    const flush = async (session: Session): Promise<void> => {
+      // XEP-0160 §4: deliver on available presence with non-negative priority.
+      if (session.priority < 0 || !live(session)) return;
+      const user = session.jid.bare;
+      const taken = takenFor(user);
+      const rows = (await storage.offline.list(user, ctx.options.flushBatch + taken.size)).filter((r) => !taken.has(r.id)).slice(0, ctx.options.flushBatch);
       if (rows.length === 0) return;
       const ids: number[] = [];
       const confirmations: Array<Promise<boolean> | undefined> = [];
@@ -75,13 +132,12 @@ export const offline = defineModule({
         ids.push(row.id);
         confirmations.push(router.deliverConfirmed(session, stanza));
       }
-      const release = () => { for (const id of ids) taken!.delete(id); if (taken!.size === 0) inFlight.delete(user); };
       try {
         await storage.offline.remove(user, await readByClient(session, ids, confirmations));
       } catch (err) {
         ctx.log.error({ err, stage: "offline" }, "removing delivered offline messages failed");
       } finally {
-        release();
+        release(user, ids);
       }
       if (rows.length === ctx.options.flushBatch && session.presence !== undefined && ctx.sessions.get(session.jid.full) === session) {
         await flush(session);
@@ -103,7 +159,9 @@ export const offline = defineModule({
         await router.request(ping, ctx.options.ackTimeoutSeconds * 1000);
         return ids;
       } catch (err) {
-        return err instanceof StanzaError && err.condition !== "remote-server-timeout" ? ids : [];
+        // An error reply counts only from the client itself: once its session is gone, the
+        // server answers for it, and that proves nothing.
+        return err instanceof StanzaError && err.condition !== "remote-server-timeout" && live(session) ? ids : [];
       }
     };
     // Detached: waiting for the client's acknowledgement must not hold up the presence that

@@ -19,6 +19,8 @@ export interface Session {
   /** Full or bare JIDs this session sent directed presence to (RFC 6121 §4.6). */
   readonly directedPresence: Set<string>;
   send(stanza: Element): void;
+  /** Whether sendConfirmed can report the client's acknowledgement (stream management is on). */
+  readonly confirmsDelivery: boolean;
   /**
    * Sends, and reports whether the client acknowledged it (XEP-0198): true on its ack, false if
    * the session ends first. Returns undefined (having sent it) when the session has no stream

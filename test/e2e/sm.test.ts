@@ -129,11 +129,12 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     await bob.waitFor(/id="lost1"/); // written to the socket, but bob never acks it
     bob.socket.destroy();
     // resumeTimeoutSeconds is 1 here.
-    for (let i = 0; i < 100 && (await server.storage.offline.count("bob@localhost")) === 0; i++) await new Promise((r) => setTimeout(r, 50));
-    const rows = await server.storage.offline.list("bob@localhost");
-    assert.equal(rows.length, 1);
-    assert.match(rows[0]!.stanza, /id="lost1".*do not lose me.*<delay xmlns="urn:xmpp:delay" from="localhost" stamp="/s);
+    for (let i = 0; i < 100 && server.sessions.get("bob@localhost/flaky"); i++) await new Promise((r) => setTimeout(r, 50));
     assert.equal(server.sessions.get("bob@localhost/flaky"), undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    const rows = await server.storage.offline.list("bob@localhost");
+    assert.equal(rows.length, 1, "exactly one stored copy");
+    assert.match(rows[0]!.stanza, /id="lost1".*do not lose me.*<delay xmlns="urn:xmpp:delay" from="localhost" stamp="/s);
     const again = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "new");
     again.send("<presence/>");
     await again.waitFor(/id="lost1"/);

@@ -201,6 +201,10 @@ export class C2SConnection implements Session {
     this.write(stanza.toString());
   }
 
+  get confirmsDelivery(): boolean {
+    return this.sm !== undefined && this.phase === "bound";
+  }
+
   sendConfirmed(stanza: Element): Promise<boolean> | undefined {
     if (!this.sm || this.phase !== "bound") {
       this.send(stanza);
