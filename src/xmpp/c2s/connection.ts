@@ -103,8 +103,6 @@ export class C2SConnection implements Session {
   private hibernating = false;
   private resumeTimer: NodeJS.Timeout | undefined;
   private ackRequestTimer: NodeJS.Timeout | undefined;
-  /** The client sent <r/> while some of its stanzas were not yet in custody. */
-  private ackOwed = false;
   /** The end of the chain of this client's stanzas still being routed (see onBoundStanza). */
   private routingTail: Promise<void> | undefined;
   /** The client sent </stream:stream>. */
@@ -546,12 +544,7 @@ export class C2SConnection implements Session {
   }
 
   private inboundHandled(seq: number): void {
-    const sm = this.sm;
-    if (!sm || !sm.handledInbound(seq)) return;
-    if (this.ackOwed && sm.allInboundHandled && !this.hibernating) {
-      this.ackOwed = false;
-      this.write(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
-    }
+    this.sm?.handledInbound(seq);
   }
 
   private onSmNonza(element: Element): void {
@@ -573,8 +566,10 @@ export class C2SConnection implements Session {
       }
       case "r":
         if (!sm) return this.smFailed("unexpected-request");
-        if (sm.allInboundHandled) this.write(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
-        else this.ackOwed = true;
+        // Answered once everything the client sent before this <r/> is in custody — not later
+        // stanzas too: under steady traffic that moment might never come.
+        if (!this.routingTail) this.write(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
+        else void this.routingTail.then(() => { if (!this.hibernating) this.write(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`); });
         return;
       case "a": {
         if (!sm) return this.smFailed("unexpected-request");

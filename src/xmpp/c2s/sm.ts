@@ -62,10 +62,6 @@ export class StreamManagement {
     return true;
   }
 
-  get allInboundHandled(): boolean {
-    return this.handled === this.received;
-  }
-
   /** XEP-0198 §4: 'h' is an xs:unsignedInt and wraps to 0 after 2^32 - 1. */
   get inboundH(): number {
     return this.handled % WRAP;
