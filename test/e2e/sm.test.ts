@@ -110,6 +110,19 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     erin.close();
   });
 
+  it("resumption while the old socket is still half-open: the new connection takes over, the old one is closed", async () => {
+    const old = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "halfopen");
+    const id = await enable(old);
+    const back = await authenticated(server.ports.c2sDirectTls!, "alice");
+    back.send(`<resume xmlns='${SM}' previd='${id}' h='0'/>`);
+    await back.waitFor(/<resumed xmlns='urn:xmpp:sm:3' h='0' previd=/);
+    await old.closed;
+    const mark = back.text.length;
+    back.send("<iq type='get' id='still-me' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    await back.waitFor(/<iq type="result" id="still-me"/, 5000, mark);
+    back.close();
+  });
+
   it("an unknown or expired resumption → <failed><item-not-found/></failed>, and the client can bind instead", async () => {
     const c = await authenticated(server.ports.c2sDirectTls!, "alice");
     c.send(`<resume xmlns='${SM}' previd='nope' h='0'/>`);

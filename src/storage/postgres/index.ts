@@ -18,6 +18,8 @@ export interface PostgresOptions {
   poolSize?: number;
   /** Shown in pg_stat_activity. */
   applicationName?: string;
+  /** How long offline writes keep retrying while the database is unreachable (default 30 s). */
+  retryForMs?: number;
 }
 
 const MIGRATION_LOCK = 0x7061726c; // "parl": one migrator at a time across nodes
@@ -53,7 +55,8 @@ const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
 /** The connection is gone (57P01 admin_shutdown, 57P02/57P03, or a socket error), not the query at fault. */
 function isConnectionLoss(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? "";
-  return code.startsWith("57P") || code === "ECONNRESET" || code === "EPIPE" || /Connection terminated/i.test(String((err as Error).message));
+  return code.startsWith("57P") || code === "ECONNRESET" || code === "EPIPE" || code === "ECONNREFUSED"
+    || /Connection terminated|not queryable|timeout exceeded when trying to connect/i.test(String((err as Error).message));
 }
 
 export async function createPostgresStorage(options: PostgresOptions): Promise<Storage> {
@@ -76,18 +79,27 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
 
   const q = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => pool.query<R>(text, values);
   /**
-   * Reads are retried once when the connection died under them (server restart,
-   * pg_terminate_backend): a read is safe to repeat. Writes are not retried — their error goes
-   * back to the caller, who answers it (never a silent drop, never a double write).
+   * While the database is unreachable or restarting, offline writes and reads wait and retry (up to
+   * options.retryForMs) instead of failing: nothing is acknowledged meanwhile, and the senders'
+   * 'h' resumes once the database is back. A commit whose answer was lost may be written twice —
+   * a duplicate, never a loss. Past the deadline the error goes back to the senders.
    */
-  const read = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => {
-    try {
-      return await pool.query<R>(text, values);
-    } catch (err) {
-      if (!isConnectionLoss(err)) throw err;
-      return pool.query<R>(text, values);
+  const retryOnConnectionLoss = async <T>(work: () => Promise<T>): Promise<T> => {
+    const deadline = Date.now() + (options.retryForMs ?? 30_000);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await work();
+      } catch (err) {
+        if (!isConnectionLoss(err) || Date.now() >= deadline || closing) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(2000, 100 * attempt)));
+      }
     }
   };
+  let closing = false;
+
+  /** Reads are safe to repeat, so they retry like offline writes when the connection is lost. */
+  const read = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) =>
+    retryOnConnectionLoss(() => pool.query<R>(text, values));
   const tx = async <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> => {
     const c = await pool.connect();
     let broken: Error | undefined;
@@ -132,7 +144,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     const batch = queue;
     queue = [];
     try {
-      const ids = await tx(async (c) => {
+      const ids = await retryOnConnectionLoss(() => tx(async (c) => {
         // Two statements for the whole batch, whatever its size: the owners' current counts (to
         // apply the per-user limits in arrival order), then one multi-row insert.
         const owners = [...new Set(batch.map((a) => a.owner))];
@@ -158,12 +170,13 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         const ids = inserted.rows.map((r) => Number(r.id)).sort((x, y) => x - y);
         let next = 0;
         return accepted.map((ok) => (ok ? ids[next++] : undefined));
-      });
+      }));
       batch.forEach((a, i) => a.resolve(ids[i]));
     } catch (err) {
       for (const a of batch) a.reject(err);
     }
   };
+
   const schedule = (): void => {
     if (flushing || queue.length === 0) return;
     flushing = flushBatch().finally(() => {
@@ -289,6 +302,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       },
     },
     async close() {
+      closing = true;
       while (flushing) await flushing;
       await pool.end();
     },

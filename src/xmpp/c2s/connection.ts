@@ -773,7 +773,10 @@ export class C2SConnection implements Session {
     if (!this.socket.writableEnded) this.socket.end();
     if (!wasBound) return;
     const removed = this.deps.sessions.remove(this);
-    void this.deps.hooks.emit("session/closed", { session: this, reason: removed ? reason : "replaced" });
+    // Tracked so that shutdown waits for it (unavailable broadcast, last activity) before storage closes.
+    const closed = this.deps.hooks.emit("session/closed", { session: this, reason: removed ? reason : "replaced" });
+    this.deps.pendingWork.add(closed);
+    void closed.finally(() => this.deps.pendingWork.delete(closed));
     if (this.sm) {
       this.deps.resumable.delete(this.sm.id);
       this.rerouteUnacked(this.sm.drain());
