@@ -123,6 +123,21 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     back.close();
   });
 
+  it("P5: a session replaced by a new bind of the same resource: its unacknowledged messages reach the new one", async () => {
+    const first = await rawSession(server.ports.c2sDirectTls!, "erin", "pw", "same");
+    await enable(first);
+    first.send("<presence/>");
+    const alice = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "rp");
+    alice.send("<message to='erin@localhost/same' type='chat' id='repl1'><body>x</body></message>");
+    await first.waitFor(/id="repl1"/);
+    const second = await rawSession(server.ports.c2sDirectTls!, "erin", "pw", "same");
+    await first.waitFor(/<conflict xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    second.send("<presence/>");
+    await second.waitFor(/<message[^>]*id="repl1"/);
+    second.close();
+    alice.close();
+  });
+
   it("an unknown or expired resumption → <failed><item-not-found/></failed>, and the client can bind instead", async () => {
     const c = await authenticated(server.ports.c2sDirectTls!, "alice");
     c.send(`<resume xmlns='${SM}' previd='nope' h='0'/>`);
