@@ -115,6 +115,45 @@ export interface BlocklistStore {
   remove(owner: string, jids?: readonly string[]): Promise<void>;
 }
 
+/**
+ * One message in a message archive (XEP-0313). The owner is a user's bare JID (or, later, a room's).
+ * Ids are unique per server and increase with time — the archiving module derives them from the
+ * clock — so ordering and time ranges are both id ranges.
+ */
+export interface ArchivedMessage {
+  id: number;
+  /** Bare JID of the other party. */
+  withBare: string;
+  /** The other party's resource, "" when the message carried none. */
+  withResource: string;
+  stanza: string;
+}
+
+export interface ArchiveQuery {
+  withBare?: string;
+  /** Only with `withBare`: messages to/from exactly that full JID. */
+  withResource?: string;
+  /** Exclusive bounds. */
+  afterId?: number;
+  beforeId?: number;
+  /** The newest `limit` messages in range instead of the oldest (RSM <before/>); still returned oldest first. */
+  newestFirst: boolean;
+  limit: number;
+}
+
+export interface ArchiveStore {
+  /** Resolves once committed; appends close together share one commit. */
+  append(owner: string, message: ArchivedMessage): Promise<void>;
+  /** Oldest first. */
+  query(owner: string, query: ArchiveQuery): Promise<ArchivedMessage[]>;
+  /** The given ids that exist, oldest first. */
+  get(owner: string, ids: readonly number[]): Promise<ArchivedMessage[]>;
+  /** Ids of the oldest and newest message, or undefined for an empty archive. */
+  bounds(owner: string): Promise<{ first: number; last: number } | undefined>;
+  /** Deletes at most `limit` messages of any owner with an id below `beforeId`; returns how many it deleted. */
+  prune(beforeId: number, limit: number): Promise<number>;
+}
+
 export interface Storage {
   readonly driver: string;
   readonly accounts: AccountStore;
@@ -124,6 +163,7 @@ export interface Storage {
   readonly documents: DocumentStore;
   readonly lastActivity: LastActivityStore;
   readonly blocklist: BlocklistStore;
+  readonly archive: ArchiveStore;
   close(): Promise<void>;
 }
 

@@ -46,6 +46,7 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
         await s.documents.set(j, "vcard", "<vCard xmlns='vcard-temp'/>");
         await s.lastActivity.set(j, { at: 5, status: "gone" });
         await s.blocklist.add(j, ["spam@x.test"]);
+        await s.archive.append(j, { id: j.startsWith("alice") ? 1 : 2, withBare: "carol@a.test", withResource: "", stanza: "<message/>" });
       }
       assert.equal(await s.accounts.delete("alice@a.test"), true);
       assert.equal(await s.accounts.delete("alice@a.test"), false);
@@ -56,6 +57,8 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal(await s.lastActivity.get("alice@a.test"), undefined);
       assert.deepEqual(await s.blocklist.list("alice@a.test"), []);
       assert.deepEqual(await s.blocklist.list("bob@a.test"), ["spam@x.test"]);
+      assert.equal(await s.archive.bounds("alice@a.test"), undefined);
+      assert.deepEqual(await s.archive.bounds("bob@a.test"), { first: 2, last: 2 });
       assert.equal((await s.roster.get("bob@a.test")).items.length, 1);
       assert.equal(await s.offline.count("bob@a.test"), 1);
       assert.equal(await s.documents.get("bob@a.test", "vcard"), "<vCard xmlns='vcard-temp'/>");
@@ -119,6 +122,37 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.deepEqual(await s.blocklist.list("alice@a.test"), ["bob@a.test/phone", "zed@x.test"]);
       await s.blocklist.remove("alice@a.test");
       assert.deepEqual(await s.blocklist.list("alice@a.test"), []);
+    });
+
+    it("archive: id ranges, with filters, newest-first pages, ids, bounds, pruning", async () => {
+      const base = 1_800_000_000_000 * 1024;
+      const entry = (n: number, withBare: string, withResource = "") =>
+        ({ id: base + n, withBare, withResource, stanza: `<message id='m${n}'><body>ü ${n}</body></message>` });
+      // Appended concurrently, as the server does: they share one commit.
+      await Promise.all([
+        s.archive.append("alice@a.test", entry(1, "bob@a.test", "phone")),
+        s.archive.append("alice@a.test", entry(2, "carol@a.test")),
+        s.archive.append("alice@a.test", entry(3, "bob@a.test", "laptop")),
+        s.archive.append("alice@a.test", entry(4, "bob@a.test", "phone")),
+        s.archive.append("bob@a.test", entry(5, "alice@a.test")),
+      ]);
+      const ids = (list: Array<{ id: number }>) => list.map((m) => m.id - base);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: false, limit: 10 })), [1, 2, 3, 4]);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: false, limit: 2 })), [1, 2]);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: true, limit: 2 })), [3, 4], "newest page, oldest first");
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { afterId: base + 1, beforeId: base + 4, newestFirst: false, limit: 10 })), [2, 3]);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { withBare: "bob@a.test", newestFirst: false, limit: 10 })), [1, 3, 4]);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { withBare: "bob@a.test", withResource: "phone", newestFirst: true, limit: 1 })), [4]);
+      const [first] = await s.archive.query("alice@a.test", { newestFirst: false, limit: 1 });
+      assert.deepEqual(first, entry(1, "bob@a.test", "phone"), "stored exactly, Unicode included");
+      assert.deepEqual(ids(await s.archive.get("alice@a.test", [base + 4, base + 2, base + 5, base + 9])), [2, 4], "only the owner's existing ids");
+      assert.deepEqual(await s.archive.bounds("alice@a.test"), { first: base + 1, last: base + 4 });
+      assert.equal(await s.archive.bounds("nobody@a.test"), undefined);
+      assert.equal(await s.archive.prune(base + 3, 1), 1, "at most the limit");
+      assert.equal(await s.archive.prune(base + 3, 100), 1);
+      assert.equal(await s.archive.prune(base + 3, 100), 0);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: false, limit: 10 })), [3, 4]);
+      assert.deepEqual(ids(await s.archive.query("bob@a.test", { newestFirst: false, limit: 10 })), [5]);
     });
 
     it("documents and last activity round-trip", async () => {

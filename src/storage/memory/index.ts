@@ -1,5 +1,5 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
-import { domainOf, type Account, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
+import { domainOf, type Account, type ArchivedMessage, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
   const accounts = new Map<string, Account>();
@@ -9,6 +9,7 @@ export function createMemoryStorage(): Storage {
   const documents = new Map<string, Map<string, string>>();
   const last = new Map<string, LastActivity>();
   const blocked = new Map<string, Set<string>>();
+  const archives = new Map<string, ArchivedMessage[]>();
   let offlineSeq = 0;
 
   const rosterOf = (owner: string) => {
@@ -40,7 +41,7 @@ export function createMemoryStorage(): Storage {
       },
       async delete(jid) {
         if (!accounts.delete(jid)) return false;
-        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid);
+        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid); archives.delete(jid);
         return true;
       },
       async list(domain) {
@@ -124,6 +125,44 @@ export function createMemoryStorage(): Storage {
       async remove(owner, jids) {
         if (jids === undefined) blocked.delete(owner);
         else for (const j of jids) blocked.get(owner)?.delete(j);
+      },
+    },
+    archive: {
+      async append(owner, message) {
+        let list = archives.get(owner);
+        if (!list) archives.set(owner, (list = []));
+        let at = list.length;
+        while (at > 0 && list[at - 1]!.id > message.id) at--;
+        list.splice(at, 0, { ...message });
+      },
+      async query(owner, query) {
+        const inRange = (archives.get(owner) ?? []).filter((m) =>
+          (query.withBare === undefined || m.withBare === query.withBare)
+          && (query.withResource === undefined || m.withResource === query.withResource)
+          && (query.afterId === undefined || m.id > query.afterId)
+          && (query.beforeId === undefined || m.id < query.beforeId));
+        const page = query.newestFirst ? inRange.slice(Math.max(0, inRange.length - query.limit)) : inRange.slice(0, query.limit);
+        return page.map((m) => ({ ...m }));
+      },
+      async get(owner, ids) {
+        const wanted = new Set(ids);
+        return (archives.get(owner) ?? []).filter((m) => wanted.has(m.id)).map((m) => ({ ...m }));
+      },
+      async bounds(owner) {
+        const list = archives.get(owner);
+        return list?.length ? { first: list[0]!.id, last: list[list.length - 1]!.id } : undefined;
+      },
+      async prune(beforeId, limit) {
+        let removed = 0;
+        for (const [owner, list] of archives) {
+          let n = 0;
+          while (n < list.length && list[n]!.id < beforeId && removed + n < limit) n++;
+          list.splice(0, n);
+          removed += n;
+          if (list.length === 0) archives.delete(owner);
+          if (removed >= limit) break;
+        }
+        return removed;
       },
     },
     async close() {},

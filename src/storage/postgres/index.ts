@@ -9,7 +9,8 @@
  */
 import pg from "pg";
 import { POSTGRES_MIGRATIONS } from "./migrations.js";
-import type { Account, RosterItem, Storage, Subscription } from "../index.js";
+import { GroupCommit } from "../group-commit.js";
+import type { Account, ArchivedMessage, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface PostgresOptions {
   url: string;
@@ -185,6 +186,18 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     });
   };
 
+  interface ArchiveRow { id: string; withBare: string; withResource: string; stanza: string }
+  const ARCHIVE_COLUMNS = `id, with_bare AS "withBare", with_resource AS "withResource", stanza`;
+  const toArchived = (r: ArchiveRow): ArchivedMessage => ({ ...r, id: Number(r.id) });
+  const archiveAppends = new GroupCommit(async (batch: Array<{ owner: string; message: ArchivedMessage }>) => {
+    await retryOnConnectionLoss(() => q(
+      `INSERT INTO archive (id, owner, with_bare, with_resource, stanza)
+       SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]) ON CONFLICT (id) DO NOTHING`,
+      [batch.map((b) => b.message.id), batch.map((b) => b.owner), batch.map((b) => b.message.withBare),
+        batch.map((b) => b.message.withResource), batch.map((b) => b.message.stanza)]));
+    return batch.map(() => undefined);
+  });
+
   return {
     driver: "postgres",
     accounts: {
@@ -205,7 +218,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async delete(jid) {
         return tx(async (c) => {
           const existed = ((await c.query("DELETE FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0;
-          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist"]) {
+          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive"]) {
             await c.query(`DELETE FROM ${t} WHERE owner = $1`, [jid]);
           }
           return existed;
@@ -301,8 +314,35 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         else if (jids.length) await q("DELETE FROM blocklist WHERE owner = $1 AND jid = ANY($2::text[])", [owner, jids]);
       },
     },
+    archive: {
+      append(owner, message) { return archiveAppends.add({ owner, message }); },
+      async query(owner, query) {
+        const where = ["owner = $1"];
+        const values: unknown[] = [owner];
+        const bind = (sql: string, value: unknown) => { values.push(value); where.push(sql.replace("?", `$${values.length}`)); };
+        if (query.withBare !== undefined) bind("with_bare = ?", query.withBare);
+        if (query.withBare !== undefined && query.withResource !== undefined) bind("with_resource = ?", query.withResource);
+        if (query.afterId !== undefined) bind("id > ?", query.afterId);
+        if (query.beforeId !== undefined) bind("id < ?", query.beforeId);
+        values.push(query.limit);
+        const rows = (await read<ArchiveRow>(`SELECT ${ARCHIVE_COLUMNS} FROM archive WHERE ${where.join(" AND ")}
+          ORDER BY id ${query.newestFirst ? "DESC" : "ASC"} LIMIT $${values.length}`, values)).rows.map(toArchived);
+        return query.newestFirst ? rows.reverse() : rows;
+      },
+      async get(owner, ids) {
+        return (await read<ArchiveRow>(`SELECT ${ARCHIVE_COLUMNS} FROM archive WHERE owner = $1 AND id = ANY($2::bigint[]) ORDER BY id`, [owner, ids])).rows.map(toArchived);
+      },
+      async bounds(owner) {
+        const row = (await read<{ first: string | null; last: string | null }>("SELECT min(id) AS first, max(id) AS last FROM archive WHERE owner = $1", [owner])).rows[0]!;
+        return row.first === null ? undefined : { first: Number(row.first), last: Number(row.last) };
+      },
+      async prune(beforeId, limit) {
+        return (await q("DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE id < $1 ORDER BY id LIMIT $2)", [beforeId, limit])).rowCount ?? 0;
+      },
+    },
     async close() {
       closing = true;
+      await archiveAppends.drain();
       while (flushing) await flushing;
       await pool.end();
     },

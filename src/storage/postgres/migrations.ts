@@ -54,4 +54,16 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (owner, jid)
   );
   `,
+  // 3: XEP-0313 message archives; ids are unique per server and increase with time
+  `
+  CREATE TABLE archive (
+    id BIGINT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    with_bare TEXT NOT NULL,
+    with_resource TEXT NOT NULL,
+    stanza TEXT NOT NULL
+  );
+  CREATE INDEX archive_owner ON archive (owner, id);
+  CREATE INDEX archive_owner_with ON archive (owner, with_bare, id);
+  `,
 ];

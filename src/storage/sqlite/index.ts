@@ -10,7 +10,8 @@ import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
-import type { Account, RosterItem, Storage, Subscription } from "../index.js";
+import { GroupCommit } from "../group-commit.js";
+import type { Account, ArchivedMessage, ArchiveQuery, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -73,8 +74,29 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     blockAdd: db.prepare("INSERT OR IGNORE INTO blocklist (owner, jid) VALUES (?, ?)"),
     blockRemove: db.prepare("DELETE FROM blocklist WHERE owner = ? AND jid = ?"),
     blockClear: db.prepare("DELETE FROM blocklist WHERE owner = ?"),
+    archiveInsert: db.prepare("INSERT INTO archive (id, owner, with_bare, with_resource, stanza) VALUES (?, ?, ?, ?, ?)"),
+    archiveGet: db.prepare(`SELECT id, with_bare AS withBare, with_resource AS withResource, stanza FROM archive
+      WHERE owner = ? AND id IN (SELECT value FROM json_each(?)) ORDER BY id`),
+    archiveBounds: db.prepare("SELECT min(id) AS first, max(id) AS last FROM archive WHERE owner = ?"),
+    archivePrune: db.prepare("DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE id < ? ORDER BY id LIMIT ?)"),
   };
-  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist"]
+  // Archive queries: one prepared statement per combination of filters, made on first use.
+  const archiveQueries = new Map<string, Database.Statement>();
+  const archiveQuery = (owner: string, query: ArchiveQuery): ArchivedMessage[] => {
+    const where = ["owner = ?"];
+    const values: unknown[] = [owner];
+    if (query.withBare !== undefined) { where.push("with_bare = ?"); values.push(query.withBare); }
+    if (query.withBare !== undefined && query.withResource !== undefined) { where.push("with_resource = ?"); values.push(query.withResource); }
+    if (query.afterId !== undefined) { where.push("id > ?"); values.push(query.afterId); }
+    if (query.beforeId !== undefined) { where.push("id < ?"); values.push(query.beforeId); }
+    const sql = `SELECT id, with_bare AS withBare, with_resource AS withResource, stanza FROM archive WHERE ${where.join(" AND ")}
+      ORDER BY id ${query.newestFirst ? "DESC" : "ASC"} LIMIT ?`;
+    let stmt = archiveQueries.get(sql);
+    if (!stmt) archiveQueries.set(sql, (stmt = db.prepare(sql)));
+    const rows = stmt.all(...values, query.limit) as ArchivedMessage[];
+    return query.newestFirst ? rows.reverse() : rows;
+  };
+  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive"]
     .map((t) => db.prepare(`DELETE FROM ${t} WHERE ${t === "accounts" ? "jid" : "owner"} = ?`));
 
   const toItem = (r: RosterRow): RosterItem => ({
@@ -104,6 +126,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       for (const a of batch) a.reject(err);
     }
   };
+  const archiveAppends = new GroupCommit(db.transaction((batch: Array<{ owner: string; message: ArchivedMessage }>) => batch.map(({ owner, message: m }) => {
+    q.archiveInsert.run(m.id, owner, m.withBare, m.withResource, m.stanza);
+  })));
   const removeOffline = db.transaction((owner: string, ids: readonly number[]) => {
     for (const id of ids) q.offRemove.run(owner, id);
   });
@@ -189,8 +214,19 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
         else blockRemove(owner, jids);
       },
     },
+    archive: {
+      append(owner, message) { return archiveAppends.add({ owner, message }); },
+      async query(owner, query) { return archiveQuery(owner, query); },
+      async get(owner, ids) { return q.archiveGet.all(owner, JSON.stringify(ids)) as ArchivedMessage[]; },
+      async bounds(owner) {
+        const row = q.archiveBounds.get(owner) as { first: number | null; last: number | null };
+        return row.first === null ? undefined : { first: row.first, last: row.last! };
+      },
+      async prune(beforeId, limit) { return q.archivePrune.run(beforeId, limit).changes; },
+    },
     async close() {
       if (pending.length) flushAppends();
+      await archiveAppends.drain();
       db.close();
     },
   };

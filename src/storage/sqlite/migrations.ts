@@ -54,4 +54,16 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (owner, jid)
   ) WITHOUT ROWID;
   `,
+  // 3: XEP-0313 message archives; ids are unique per server and increase with time
+  `
+  CREATE TABLE archive (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    with_bare TEXT NOT NULL,
+    with_resource TEXT NOT NULL,
+    stanza TEXT NOT NULL
+  );
+  CREATE INDEX archive_owner ON archive (owner, id);
+  CREATE INDEX archive_owner_with ON archive (owner, with_bare, id);
+  `,
 ];
