@@ -14,7 +14,8 @@ import { privateXml } from "./private.js";
 import { register } from "./register.js";
 import { carbons } from "./carbons.js";
 import { blocking } from "./blocking.js";
+import { mam } from "./mam.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam,
 ];

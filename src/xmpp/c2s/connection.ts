@@ -681,8 +681,10 @@ export class C2SConnection implements Session {
         }
         if (stanza.name !== "message") return undefined;
         const type = stanza.attrs.type ?? "normal";
-        // Carbon copies are not re-sent (XEP-0280 forbids bouncing them; the original is in custody elsewhere).
-        if ((type !== "chat" && type !== "normal") || stanza.getChild("sent", "urn:xmpp:carbons:2") || stanza.getChild("received", "urn:xmpp:carbons:2")) return undefined;
+        // Carbon copies and archive results are not re-sent (XEP-0280 forbids bouncing carbons; the
+        // original is in custody elsewhere, and an archive query can simply be repeated).
+        if ((type !== "chat" && type !== "normal") || stanza.getChild("sent", "urn:xmpp:carbons:2") || stanza.getChild("received", "urn:xmpp:carbons:2")
+          || stanza.getChild("result", "urn:xmpp:mam:2")) return undefined;
         if (!stanza.getChild("delay", XNS.DELAY)) stanza.cnode(el("delay", { xmlns: XNS.DELAY, from: this.jid.domain, stamp: new Date(at).toISOString() }));
         stanza.attrs.to = this.jid.bare;
         return router.route(stanza);

@@ -1,0 +1,350 @@
+/**
+ * XEP-0313 Message Archive Management 1.1.1 (urn:xmpp:mam:2, with #extended) for user archives,
+ * XEP-0441 archive preferences, XEP-0059 Result Set Management paging and XEP-0359 stanza ids.
+ *
+ * What is archived follows Prosody's rule set (a body, a XEP-0334 <store/> hint, encryption,
+ * receipts, chat markers, invitations, XEP-0353 call signalling); headline, error and groupchat
+ * messages and <no-store/>/<no-permanent-store/> ones are not. A message between two local users
+ * is kept once in each archive, each copy with its own id.
+ *
+ * Ids are the archive clock: milliseconds × 1024 plus a counter, so they increase with time and a
+ * time range is an id range. Their decimal form is the XEP-0359 stanza-id.
+ */
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { el, childElements, type Element } from "../xmpp/xml.js";
+import { NS } from "../xmpp/ns.js";
+import { tryParseJid, type Jid } from "../xmpp/jid.js";
+import { StanzaError } from "../errors.js";
+import { parseElement } from "../xmpp/xml-parse.js";
+import { buildForm, readForm, singleValue } from "../xmpp/forms.js";
+import type { ArchivedMessage } from "../storage/index.js";
+
+export const MAM = "urn:xmpp:mam:2";
+const MAM_EXTENDED = "urn:xmpp:mam:2#extended";
+export const STANZA_ID = "urn:xmpp:sid:0";
+const RSM = "http://jabber.org/protocol/rsm";
+const FORWARD = "urn:xmpp:forward:0";
+const PREFS_KEY = "mam:prefs";
+const PREFS_CACHE_LIMIT = 50_000;
+const PRUNE_BATCH = 1000;
+const DAY_MS = 86_400_000;
+/** The archive id of the first message at or after `ms`. */
+export const idAt = (ms: number) => ms * 1024;
+export const timeOfId = (id: number) => Math.floor(id / 1024);
+
+type DefaultRule = "always" | "never" | "roster";
+interface Prefs { default: DefaultRule; always: Set<string>; never: Set<string> }
+
+/** Archive ids increasing with time, unique within this process (and across restarts, as the clock moves on). */
+export function archiveClock(now: () => number = Date.now): () => number {
+  let last = 0;
+  return () => {
+    last = Math.max(last + 1, idAt(now()));
+    return last;
+  };
+}
+
+/** Prosody's should_store, which clients have been built against. */
+function archivable(stanza: Element): boolean {
+  const type = stanza.attrs.type ?? "normal";
+  if (type !== "chat" && type !== "normal") return false;
+  if (stanza.getChild("no-store", NS.HINTS) || stanza.getChild("no-permanent-store", NS.HINTS)) return false;
+  // Stanzas we wrap ourselves (carbons, archive results) are never archived again.
+  if (stanza.getChild("sent", "urn:xmpp:carbons:2") || stanza.getChild("received", "urn:xmpp:carbons:2") || stanza.getChild("result", MAM)) return false;
+  if (stanza.getChild("store", NS.HINTS) || stanza.getChild("body") || stanza.getChild("subject")) return true;
+  if (stanza.getChild("encryption", "urn:xmpp:eme:0") || stanza.getChild("x", "jabber:x:conference")) return true;
+  return childElements(stanza).some((c) => {
+    const ns = c.getNS();
+    return ns === "urn:xmpp:receipts" || ns === "urn:xmpp:chat-markers:0" || ns === "urn:xmpp:jingle-message:0"
+      || ns === "urn:xmpp:jingle-message:1" || ns === "eu.siacs.conversations.axolotl" || ns === "urn:xmpp:omemo:2"
+      || (c.name === "x" && ns === "http://jabber.org/protocol/muc#user" && c.getChild("invite") !== undefined);
+  });
+}
+
+/** XEP-0082 date-time → ms; bad-request when it is not one. */
+function parseDateTime(value: string, field: string): number {
+  const ms = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(value) ? Date.parse(value) : NaN;
+  if (Number.isNaN(ms)) throw new StanzaError("bad-request", `Field '${field}' is not a XEP-0082 date-time`);
+  return ms;
+}
+
+export const mam = defineModule({
+  name: "mam",
+  implements: [
+    { spec: "XEP-0313", version: "1.1.1", note: "user archives; RSM <count/> and <index/> are not given" },
+    { spec: "XEP-0441", version: "0.2.0" },
+    { spec: "XEP-0359", version: "0.7.0" },
+    { spec: "XEP-0059", version: "1.0.0" },
+  ],
+  dependsOn: ["message", "roster"],
+  options: z.strictObject({
+    /** Days a message stays in the archive; 0 turns archiving off (store-until-delivered only). */
+    retentionDays: z.number().min(0).default(14),
+    /** What a user's archive keeps until they set preferences (XEP-0441). */
+    defaultRule: z.enum(["always", "never", "roster"]).default("always"),
+    defaultPageSize: z.number().int().min(1).default(50),
+    /** Larger 'max' values are clamped to this (RSM paging continues). */
+    maxPageSize: z.number().int().min(1).default(250),
+    pruneIntervalMinutes: z.number().positive().default(60),
+  }),
+  start(ctx) {
+    const { storage, router } = ctx;
+    const { retentionDays } = ctx.options;
+    const nextId = archiveClock();
+    /** The stanza-id elements this process stamped, which the forgery filter leaves alone. */
+    const stamped = new WeakSet<Element>();
+
+    // XEP-0359 §4: "the server MUST [strip] any <stanza-id/> element with a 'by' attribute" naming an
+    // entity it stamps for, so nobody can forge our ids — whether or not archiving is on.
+    ctx.filter("stanza/in", (routed) => {
+      const { stanza, to } = routed;
+      if (stanza.name === "message" && to.local && router.isLocalDomain(to.domain)) {
+        for (const sid of stanza.getChildren("stanza-id", STANZA_ID)) if (sid.attrs.by === to.bare && !stamped.has(sid)) stanza.remove(sid);
+      }
+      return routed;
+    });
+    ctx.feature("account", STANZA_ID);
+    if (retentionDays === 0) return;
+    ctx.feature("account", MAM);
+    ctx.feature("account", MAM_EXTENDED);
+
+    // ── preferences (XEP-0441) ───────────────────────────────────────────────────────────────
+    const prefsCache = new Map<string, Prefs>();
+    const defaultPrefs = (): Prefs => ({ default: ctx.options.defaultRule, always: new Set(), never: new Set() });
+    const readPrefs = (node: Element): Prefs => {
+      const rule = node.attrs.default;
+      if (rule !== "always" && rule !== "never" && rule !== "roster") throw new StanzaError("bad-request", "default must be always, never or roster");
+      const list = (name: string) => new Set((node.getChild(name)?.getChildren("jid") ?? []).map((j) => {
+        const jid = tryParseJid(j.text());
+        if (!jid) throw new StanzaError("jid-malformed");
+        return jid.bare;
+      }));
+      return { default: rule, always: list("always"), never: list("never") };
+    };
+    const prefsElement = (p: Prefs) => el("prefs", { xmlns: MAM, default: p.default },
+      el("always", {}, ...[...p.always].map((j) => el("jid", {}, j))),
+      el("never", {}, ...[...p.never].map((j) => el("jid", {}, j))));
+    const loadPrefs = (user: string): Prefs | Promise<Prefs> => {
+      const hit = prefsCache.get(user);
+      if (hit) return hit;
+      return storage.documents.get(user, PREFS_KEY).then((xml) => {
+        const prefs = xml ? readPrefs(parseElement(xml)) : defaultPrefs();
+        if (prefsCache.size >= PREFS_CACHE_LIMIT) prefsCache.delete(prefsCache.keys().next().value!);
+        prefsCache.set(user, prefs);
+        return prefs;
+      });
+    };
+    /** XEP-0441 §3: explicit lists first, then the default rule. */
+    const keeps = (user: string, other: string, prefs: Prefs): boolean | Promise<boolean> => {
+      if (prefs.always.has(other)) return true;
+      if (prefs.never.has(other)) return false;
+      if (prefs.default !== "roster") return prefs.default === "always";
+      return storage.roster.getItem(user, other).then((item) => item !== undefined);
+    };
+    /** Runs `archive` at once when the preferences are at hand, else once they are loaded. */
+    const whenKept = (user: string, other: string, archive: () => void): undefined | Promise<undefined> => {
+      const decide = (prefs: Prefs): undefined | Promise<undefined> => {
+        const kept = keeps(user, other, prefs);
+        if (kept instanceof Promise) return kept.then((k) => { if (k) archive(); return undefined; });
+        if (kept) archive();
+        return undefined;
+      };
+      const prefs = loadPrefs(user);
+      const pending = prefs instanceof Promise ? prefs.then(decide) : decide(prefs);
+      // Archiving is a copy: when it fails, delivery goes on.
+      return pending?.catch((err) => { ctx.log.error({ err, stage: "mam" }, "archive preferences failed"); return undefined; });
+    };
+
+    const append = (owner: string, other: Jid, stanza: string, id = nextId()) => {
+      const message: ArchivedMessage = { id, withBare: other.bare, withResource: other.resource, stanza };
+      storage.archive.append(owner, message).catch((err) => ctx.log.error({ err, stage: "mam", tag: "message" }, "archiving failed"));
+    };
+
+    // ── archiving ────────────────────────────────────────────────────────────────────────────
+    // Outgoing: what a user's client sends goes to the sender's archive (to itself: archived once, below).
+    ctx.filter("stanza/in", (routed) => {
+      const { stanza, origin, to, from } = routed;
+      if (origin && stanza.name === "message" && to.bare !== from.bare && archivable(stanza)) {
+        const xml = stanza.toString();
+        void whenKept(from.bare, to.bare, () => append(from.bare, to, xml));
+      }
+      return routed;
+    });
+    // Incoming: archived and stamped with the stanza-id before it is written to a session or stored
+    // offline, so live, carbon and offline copies all carry the id. A message that already carries
+    // our id was archived when it first arrived (it is being re-routed from a session that ended).
+    const receive = ({ stanza, to, from }: { stanza: Element; to: Jid; from: Jid }): undefined | Promise<undefined> => {
+      const user = to.bare;
+      if (!archivable(stanza) || stanza.getChildren("stanza-id", STANZA_ID).some((sid) => stamped.has(sid))) return undefined;
+      return whenKept(user, from.bare, () => {
+        const id = nextId();
+        append(user, from, stanza.toString(), id);
+        const sid = el("stanza-id", { xmlns: STANZA_ID, id: String(id), by: user });
+        stamped.add(sid);
+        stanza.cnode(sid);
+      });
+    };
+    // Above offline's handlers (priority 0), which store the stamped stanza.
+    ctx.chain("message/live", receive, 10);
+    ctx.chain("message/offline", receive, 10);
+
+    // ── queries ──────────────────────────────────────────────────────────────────────────────
+    const queryForm = () => buildForm("form", MAM, [
+      { var: "with", type: "jid-single" },
+      { var: "start", type: "text-single" },
+      { var: "end", type: "text-single" },
+      { var: "before-id", type: "text-single" },
+      { var: "after-id", type: "text-single" },
+      { var: "ids", type: "text-multi" },
+    ]);
+    const parseId = (value: string): number => {
+      // Anything that is not one of our ids cannot be in the archive.
+      if (!/^\d{1,16}$/.test(value)) throw new StanzaError("item-not-found", `No message with id '${value}' in the archive`);
+      return Number(value);
+    };
+    const mustExist = async (user: string, ids: Array<number | undefined>) => {
+      const wanted = ids.filter((id): id is number => id !== undefined);
+      if (wanted.length === 0) return;
+      const found = new Set((await storage.archive.get(user, wanted)).map((m) => m.id));
+      // XEP-0313 §4.1.2 / XEP-0059 §2.5: an id that is not in the archive is item-not-found.
+      const missing = wanted.find((id) => !found.has(id));
+      if (missing !== undefined) throw new StanzaError("item-not-found", `No message with id '${missing}' in the archive`);
+    };
+    const lower = (...bounds: Array<number | undefined>) => {
+      const set = bounds.filter((b): b is number => b !== undefined);
+      return set.length ? Math.max(...set) : undefined;
+    };
+    const upper = (...bounds: Array<number | undefined>) => {
+      const set = bounds.filter((b): b is number => b !== undefined);
+      return set.length ? Math.min(...set) : undefined;
+    };
+
+    ctx.iq("account", "set", MAM, async ({ payload, origin, self, from }) => {
+      // XEP-0313 §5.1.2: only the owner may query a user's archive.
+      if (!self || !origin) throw new StanzaError("forbidden");
+      if (payload.name === "prefs") {
+        const prefs = readPrefs(payload);
+        await storage.documents.set(from.bare, PREFS_KEY, prefsElement(prefs).toString());
+        prefsCache.set(from.bare, prefs);
+        return prefsElement(prefs);
+      }
+      if (payload.name !== "query") throw new StanzaError("bad-request");
+      const user = from.bare;
+      const formNode = payload.getChild("x", NS.DATA_FORMS);
+      const form = formNode ? readForm(formNode) : { fields: new Map<string, string[]>() };
+      if (formNode && form.formType !== MAM) throw new StanzaError("bad-request", `FORM_TYPE must be '${MAM}'`);
+      for (const name of form.fields.keys()) {
+        if (!["with", "start", "end", "before-id", "after-id", "ids"].includes(name)) throw new StanzaError("bad-request", `Unknown field '${name}'`);
+      }
+      const withValue = singleValue(form, "with");
+      const withJid = withValue === undefined ? undefined : tryParseJid(withValue);
+      if (withValue !== undefined && !withJid) throw new StanzaError("jid-malformed", "Field 'with' is not a JID");
+      const start = singleValue(form, "start");
+      const end = singleValue(form, "end");
+      const beforeField = singleValue(form, "before-id");
+      const afterField = singleValue(form, "after-id");
+
+      const set = payload.getChild("set", RSM);
+      const maxText = set?.getChildText("max");
+      const max = maxText == null ? ctx.options.defaultPageSize : Number(maxText);
+      if (!Number.isInteger(max) || max < 0) throw new StanzaError("bad-request", "RSM <max/> must be a non-negative integer");
+      const pageSize = Math.min(max, ctx.options.maxPageSize);
+      const beforeNode = set?.getChild("before");
+      const afterText = set?.getChildText("after") ?? undefined;
+      const beforeText = beforeNode?.text() || undefined;
+
+      let page: ArchivedMessage[];
+      let complete: boolean;
+      const ids = form.fields.get("ids");
+      if (ids && ids.length > 0) {
+        page = await storage.archive.get(user, ids.filter((id) => /^\d{1,16}$/.test(id)).map(Number));
+        complete = true;
+      } else {
+        const rsmAfter = afterText === undefined ? undefined : parseId(afterText);
+        const rsmBefore = beforeText === undefined ? undefined : parseId(beforeText);
+        const afterId = afterField === undefined ? undefined : parseId(afterField);
+        const beforeId = beforeField === undefined ? undefined : parseId(beforeField);
+        await mustExist(user, [rsmAfter, rsmBefore, afterId, beforeId]);
+        const newestFirst = beforeNode !== undefined;
+        const rows = await storage.archive.query(user, {
+          ...(withJid ? { withBare: withJid.bare, ...(withJid.resource ? { withResource: withJid.resource } : {}) } : {}),
+          afterId: lower(start === undefined ? undefined : idAt(parseDateTime(start, "start")) - 1, afterId, rsmAfter),
+          beforeId: upper(end === undefined ? undefined : idAt(parseDateTime(end, "end") + 1), beforeId, rsmBefore),
+          newestFirst,
+          // One more than the page, to know whether the page is the last one.
+          limit: pageSize + 1,
+        });
+        complete = rows.length <= pageSize;
+        page = complete ? rows : newestFirst ? rows.slice(1) : rows.slice(0, pageSize);
+      }
+
+      const queryid = payload.attrs.queryid;
+      const results = page.map((m) => {
+        let forwarded: Element;
+        try {
+          forwarded = parseElement(m.stanza);
+        } catch (err) {
+          ctx.log.error({ err, stage: "mam", id: m.id }, "archived stanza does not parse; left out of the results");
+          return undefined;
+        }
+        forwarded.attrs.xmlns = NS.CLIENT;
+        return el("message", { from: user, to: origin.jid.full, id: `mam-${m.id}` },
+          el("result", { xmlns: MAM, queryid, id: String(m.id) },
+            el("forwarded", { xmlns: FORWARD },
+              el("delay", { xmlns: NS.DELAY, stamp: new Date(timeOfId(m.id)).toISOString() }),
+              forwarded)));
+      });
+      // XEP-0313 §4.3 <flip-page/>: the page's messages in reverse order.
+      if (payload.getChild("flip-page")) results.reverse();
+      // The results go out before the IQ result, on the same ordered stream.
+      for (const r of results) if (r) router.deliver(origin, r);
+      const first = page[0];
+      const last = page[page.length - 1];
+      return el("fin", { xmlns: MAM, complete: complete ? "true" : undefined },
+        el("set", { xmlns: RSM },
+          first && el("first", {}, String(first.id)),
+          last && el("last", {}, String(last.id))));
+    });
+
+    ctx.iq("account", "get", MAM, async ({ payload, self, origin, from }) => {
+      if (!self || !origin) throw new StanzaError("forbidden");
+      if (payload.name === "query") return el("query", { xmlns: MAM }, queryForm());
+      if (payload.name === "prefs") return prefsElement(await loadPrefs(from.bare));
+      if (payload.name === "metadata") {
+        // XEP-0313 §6.1: the first and last message of the archive, for a client to plan its sync.
+        const bounds = await storage.archive.bounds(from.bare);
+        const mark = (name: string, id: number) => el(name, { id: String(id), timestamp: new Date(timeOfId(id)).toISOString() });
+        return el("metadata", { xmlns: MAM }, bounds && mark("start", bounds.first), bounds && mark("end", bounds.last));
+      }
+      throw new StanzaError("bad-request");
+    });
+
+    ctx.on("user/deleted", ({ jid }) => { prefsCache.delete(jid.bare); });
+
+    // ── retention ────────────────────────────────────────────────────────────────────────────
+    // Batches of PRUNE_BATCH rows with a turn of the event loop between them, so a large backlog
+    // never holds up traffic.
+    let pruning: Promise<void> | undefined;
+    let stopping = false;
+    const prune = () => {
+      if (pruning) return;
+      pruning = (async () => {
+        const cutoff = idAt(Date.now() - retentionDays * DAY_MS);
+        let total = 0;
+        for (let n = PRUNE_BATCH; n === PRUNE_BATCH && !stopping;) {
+          n = await storage.archive.prune(cutoff, PRUNE_BATCH);
+          total += n;
+          await new Promise((r) => setImmediate(r));
+        }
+        if (total > 0) ctx.log.info({ stage: "mam", pruned: total }, "expired archive messages removed");
+      })().catch((err) => ctx.log.error({ err, stage: "mam" }, "archive pruning failed")).finally(() => { pruning = undefined; });
+    };
+    prune();
+    ctx.interval(ctx.options.pruneIntervalMinutes * 60_000, prune);
+    ctx.onStop(async () => {
+      stopping = true;
+      await pruning;
+    });
+  },
+});
