@@ -11,7 +11,7 @@ import type { SessionView } from "./xmpp/sessions.js";
 import type { Storage } from "./storage/index.js";
 import type { Logger } from "./log.js";
 import type { Accounts } from "./accounts.js";
-import type { UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
+import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
 
 export interface ModuleHostDeps {
   hosts: readonly string[];
@@ -64,6 +64,7 @@ export class ModuleHost {
   readonly features: Record<IqTarget, Set<string>> = { host: new Set(), account: new Set() };
   readonly streamFeatures = { preAuth: [] as StreamFeatureProvider[], postAuth: [] as StreamFeatureProvider[] };
   readonly unauthenticatedIq = new Map<string, UnauthenticatedIqHandler>();
+  readonly nonzas = new Map<string, NonzaHandler>();
   readonly loaded: Module<any>[] = [];
 
   constructor(private readonly deps: ModuleHostDeps) {}
@@ -121,6 +122,10 @@ export class ModuleHost {
       unauthenticatedIq(ns, handler) {
         host.unauthenticatedIq.set(ns, handler);
         track(() => { host.unauthenticatedIq.delete(ns); });
+      },
+      nonza(ns, handler) {
+        host.nonzas.set(ns, handler);
+        track(() => { host.nonzas.delete(ns); });
       },
     };
   }

@@ -10,7 +10,7 @@ import type { Storage } from "./storage/index.js";
 import type { Logger } from "./log.js";
 import type { Element } from "./xmpp/xml.js";
 import type { Accounts } from "./accounts.js";
-import type { UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
+import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
 
 export interface SpecRef {
   spec: string;
@@ -47,6 +47,8 @@ export interface ModuleContext<Options> {
   advertised(target: IqTarget): readonly string[];
   /** An IQ a client may send after TLS but before authenticating (XEP-0077 in-band registration). */
   unauthenticatedIq(ns: string, handler: UnauthenticatedIqHandler): void;
+  /** Top-level elements of this namespace from bound sessions (XEP-0352 <active/>, …). */
+  nonza(ns: string, handler: NonzaHandler): void;
   /** A timer cleared when the module stops. */
   interval(ms: number, fn: () => void): void;
   /** Run when the module stops, in reverse registration order. */

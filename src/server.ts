@@ -108,6 +108,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     scramIterations: config.auth.scramIterations,
     features: host.streamFeatures,
     unauthenticatedIq: host.unauthenticatedIq,
+    nonzas: host.nonzas,
     connections,
     sm: {
       resumeTimeoutMs: config.streamManagement.resumeTimeoutSeconds * 1000,

@@ -15,7 +15,8 @@ import { register } from "./register.js";
 import { carbons } from "./carbons.js";
 import { blocking } from "./blocking.js";
 import { mam } from "./mam.js";
+import { csi } from "./csi.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi,
 ];

@@ -39,6 +39,8 @@ export interface C2SLimits {
 }
 
 export type UnauthenticatedIqHandler = (iq: Element, conn: { host: string; remoteAddress: string }) => Promise<Element | undefined>;
+/** A top-level element other than a stanza (a "nonza", e.g. XEP-0352 <active/>) from a bound session. */
+export type NonzaHandler = (element: Element, session: Session) => void;
 
 export interface C2SDeps {
   hosts: readonly string[];
@@ -58,6 +60,8 @@ export interface C2SDeps {
   scramIterations: number;
   features: { preAuth: StreamFeatureProvider[]; postAuth: StreamFeatureProvider[] };
   unauthenticatedIq: Map<string, UnauthenticatedIqHandler>;
+  /** Nonza handlers by namespace. */
+  nonzas: Map<string, NonzaHandler>;
   /** Connections still open (and hibernated sessions), so shutdown can reach every one of them. */
   connections: Set<C2SConnection>;
   sm: SmLimits;
@@ -313,6 +317,7 @@ export class C2SConnection implements Session {
       case "bound":
         if (isStanza(name, ns)) return this.onBoundStanza(element);
         if (ns === NS_SM) return this.onSmNonza(element);
+        if (ns !== undefined && this.deps.nonzas.has(ns)) return this.deps.nonzas.get(ns)!(element, this);
         return this.streamError(new StreamError("unsupported-stanza-type"));
       case "closed":
         return;
