@@ -154,6 +154,41 @@ export interface ArchiveStore {
   prune(beforeId: number, limit: number): Promise<number>;
 }
 
+export interface PubSubItem {
+  id: string;
+  /** Bare or full JID of the publisher. */
+  publisher: string;
+  /** The item's payload, serialized XML ("" for an item without payload). */
+  payload: string;
+  /** Unix ms of the (last) publication. */
+  publishedAt: number;
+}
+
+/**
+ * Pubsub nodes and items of a pubsub service — for PEP (XEP-0163) the service is an account and
+ * `owner` its bare JID. A node's configuration is an opaque string (the module's JSON).
+ */
+export interface PubSubStore {
+  /** Node names, sorted. */
+  nodes(owner: string): Promise<string[]>;
+  getConfig(owner: string, node: string): Promise<string | undefined>;
+  /** false when the node exists already. */
+  createNode(owner: string, node: string, config: string): Promise<boolean>;
+  setConfig(owner: string, node: string, config: string): Promise<void>;
+  /** Removes the node and its items; false when there was none. */
+  deleteNode(owner: string, node: string): Promise<boolean>;
+  /**
+   * Stores an item — a new id, or a new version of an existing one, which becomes the newest — and
+   * keeps only the newest `maxItems` items of the node. Returns the ids it removed to make room.
+   */
+  publish(owner: string, node: string, item: PubSubItem, maxItems: number): Promise<string[]>;
+  /** Newest first; only the given ids when `ids` is set; at most `max`. */
+  items(owner: string, node: string, query?: { ids?: readonly string[]; max?: number }): Promise<PubSubItem[]>;
+  /** false when there was no such item. */
+  retract(owner: string, node: string, id: string): Promise<boolean>;
+  purge(owner: string, node: string): Promise<void>;
+}
+
 export interface Storage {
   readonly driver: string;
   readonly accounts: AccountStore;
@@ -164,6 +199,7 @@ export interface Storage {
   readonly lastActivity: LastActivityStore;
   readonly blocklist: BlocklistStore;
   readonly archive: ArchiveStore;
+  readonly pubsub: PubSubStore;
   close(): Promise<void>;
 }
 

@@ -46,6 +46,8 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
         await s.documents.set(j, "vcard", "<vCard xmlns='vcard-temp'/>");
         await s.lastActivity.set(j, { at: 5, status: "gone" });
         await s.blocklist.add(j, ["spam@x.test"]);
+        await s.pubsub.createNode(j, "urn:xmpp:avatar:data", "{}");
+        await s.pubsub.publish(j, "urn:xmpp:avatar:data", { id: "a", publisher: j, payload: "<data/>", publishedAt: 1 }, 1);
         await s.archive.append(j, { id: j.startsWith("alice") ? 1 : 2, withBare: "carol@a.test", withResource: "", stanza: "<message/>" });
       }
       assert.equal(await s.accounts.delete("alice@a.test"), true);
@@ -58,6 +60,9 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.deepEqual(await s.blocklist.list("alice@a.test"), []);
       assert.deepEqual(await s.blocklist.list("bob@a.test"), ["spam@x.test"]);
       assert.equal(await s.archive.bounds("alice@a.test"), undefined);
+      assert.deepEqual(await s.pubsub.nodes("alice@a.test"), []);
+      assert.deepEqual(await s.pubsub.items("alice@a.test", "urn:xmpp:avatar:data"), []);
+      assert.deepEqual(await s.pubsub.nodes("bob@a.test"), ["urn:xmpp:avatar:data"]);
       assert.deepEqual(await s.archive.bounds("bob@a.test"), { first: 2, last: 2 });
       assert.equal((await s.roster.get("bob@a.test")).items.length, 1);
       assert.equal(await s.offline.count("bob@a.test"), 1);
@@ -153,6 +158,40 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal(await s.archive.prune(base + 3, 100), 0);
       assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: false, limit: 10 })), [3, 4]);
       assert.deepEqual(ids(await s.archive.query("bob@a.test", { newestFirst: false, limit: 10 })), [5]);
+    });
+
+    it("pubsub: nodes, configs, newest-first items, republish moves to newest, max items, retract, purge, delete", async () => {
+      const o = "alice@a.test";
+      const item = (id: string, at: number) => ({ id, publisher: `${o}/phone`, payload: `<entry xmlns='x'>${id} ü</entry>`, publishedAt: at });
+      assert.equal(await s.pubsub.createNode(o, "n1", '{"max":3}'), true);
+      assert.equal(await s.pubsub.createNode(o, "n1", "{}"), false);
+      await s.pubsub.createNode(o, "a0", "{}");
+      assert.deepEqual(await s.pubsub.nodes(o), ["a0", "n1"]);
+      assert.equal(await s.pubsub.getConfig(o, "n1"), '{"max":3}');
+      await s.pubsub.setConfig(o, "n1", '{"max":2}');
+      assert.equal(await s.pubsub.getConfig(o, "n1"), '{"max":2}');
+      assert.equal(await s.pubsub.getConfig(o, "nope"), undefined);
+      assert.deepEqual(await s.pubsub.publish(o, "n1", item("i1", 1), 3), []);
+      await s.pubsub.publish(o, "n1", item("i2", 2), 3);
+      await s.pubsub.publish(o, "n1", item("i3", 3), 3);
+      assert.deepEqual((await s.pubsub.items(o, "n1")).map((i) => i.id), ["i3", "i2", "i1"]);
+      assert.deepEqual(await s.pubsub.publish(o, "n1", item("i1", 4), 3), [], "a new version of i1 replaces it");
+      assert.deepEqual((await s.pubsub.items(o, "n1")).map((i) => i.id), ["i1", "i3", "i2"]);
+      assert.deepEqual((await s.pubsub.publish(o, "n1", item("i4", 5), 2)).sort(), ["i2", "i3"], "the oldest beyond max items go");
+      assert.deepEqual((await s.pubsub.items(o, "n1")).map((i) => i.id), ["i4", "i1"]);
+      assert.deepEqual((await s.pubsub.items(o, "n1", { max: 1 })), [item("i4", 5)], "stored exactly");
+      assert.deepEqual((await s.pubsub.items(o, "n1", { ids: ["i1", "zz"] })).map((i) => i.id), ["i1"]);
+      assert.equal(await s.pubsub.retract(o, "n1", "i4"), true);
+      assert.equal(await s.pubsub.retract(o, "n1", "i4"), false);
+      assert.deepEqual((await s.pubsub.items(o, "n1")).map((i) => i.id), ["i1"]);
+      await s.pubsub.purge(o, "n1");
+      assert.deepEqual(await s.pubsub.items(o, "n1"), []);
+      await s.pubsub.publish(o, "n1", item("i5", 6), 10);
+      assert.equal(await s.pubsub.deleteNode(o, "n1"), true);
+      assert.equal(await s.pubsub.deleteNode(o, "n1"), false);
+      assert.deepEqual(await s.pubsub.nodes(o), ["a0"]);
+      await s.pubsub.createNode(o, "n1", "{}");
+      assert.deepEqual(await s.pubsub.items(o, "n1"), [], "a re-created node starts empty");
     });
 
     it("documents and last activity round-trip", async () => {

@@ -1,5 +1,5 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
-import { domainOf, type Account, type ArchivedMessage, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
+import { domainOf, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
   const accounts = new Map<string, Account>();
@@ -10,6 +10,9 @@ export function createMemoryStorage(): Storage {
   const last = new Map<string, LastActivity>();
   const blocked = new Map<string, Set<string>>();
   const archives = new Map<string, ArchivedMessage[]>();
+  /** owner → node → { config, items oldest first } */
+  const pubsub = new Map<string, Map<string, { config: string; items: PubSubItem[] }>>();
+  const nodeOf = (owner: string, node: string) => pubsub.get(owner)?.get(node);
   let offlineSeq = 0;
 
   const rosterOf = (owner: string) => {
@@ -41,7 +44,7 @@ export function createMemoryStorage(): Storage {
       },
       async delete(jid) {
         if (!accounts.delete(jid)) return false;
-        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid); archives.delete(jid);
+        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid); archives.delete(jid); pubsub.delete(jid);
         return true;
       },
       async list(domain) {
@@ -164,6 +167,40 @@ export function createMemoryStorage(): Storage {
         }
         return removed;
       },
+    },
+    pubsub: {
+      async nodes(owner) { return [...(pubsub.get(owner)?.keys() ?? [])].sort(); },
+      async getConfig(owner, node) { return nodeOf(owner, node)?.config; },
+      async createNode(owner, node, config) {
+        let nodes = pubsub.get(owner);
+        if (!nodes) pubsub.set(owner, (nodes = new Map()));
+        if (nodes.has(node)) return false;
+        nodes.set(node, { config, items: [] });
+        return true;
+      },
+      async setConfig(owner, node, config) { const n = nodeOf(owner, node); if (n) n.config = config; },
+      async deleteNode(owner, node) { return pubsub.get(owner)?.delete(node) ?? false; },
+      async publish(owner, node, item, maxItems) {
+        const n = nodeOf(owner, node);
+        if (!n) throw new Error(`no node ${node}`);
+        n.items = n.items.filter((i) => i.id !== item.id);
+        n.items.push({ ...item });
+        const removed = n.items.splice(0, Math.max(0, n.items.length - maxItems));
+        return removed.map((i) => i.id);
+      },
+      async items(owner, node, query = {}) {
+        let list = [...(nodeOf(owner, node)?.items ?? [])].reverse();
+        if (query.ids) list = list.filter((i) => query.ids!.includes(i.id));
+        if (query.max !== undefined) list = list.slice(0, query.max);
+        return list.map((i) => ({ ...i }));
+      },
+      async retract(owner, node, id) {
+        const n = nodeOf(owner, node);
+        const before = n?.items.length ?? 0;
+        if (n) n.items = n.items.filter((i) => i.id !== id);
+        return (n?.items.length ?? 0) < before;
+      },
+      async purge(owner, node) { const n = nodeOf(owner, node); if (n) n.items = []; },
     },
     async close() {},
   };

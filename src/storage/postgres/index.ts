@@ -10,7 +10,7 @@
 import pg from "pg";
 import { POSTGRES_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import type { Account, ArchivedMessage, RosterItem, Storage, Subscription } from "../index.js";
+import type { Account, ArchivedMessage, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface PostgresOptions {
   url: string;
@@ -198,6 +198,9 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     return batch.map(() => undefined);
   });
 
+  const ITEM_COLUMNS = `item_id AS id, publisher, payload, published_at AS "publishedAt"`;
+  const toPubSubItem = (r: PubSubItem & { publishedAt: string | number }): PubSubItem => ({ ...r, publishedAt: Number(r.publishedAt) });
+
   return {
     driver: "postgres",
     accounts: {
@@ -218,7 +221,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async delete(jid) {
         return tx(async (c) => {
           const existed = ((await c.query("DELETE FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0;
-          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive"]) {
+          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items"]) {
             await c.query(`DELETE FROM ${t} WHERE owner = $1`, [jid]);
           }
           return existed;
@@ -339,6 +342,47 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async prune(beforeId, limit) {
         return (await q("DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE id < $1 ORDER BY id LIMIT $2)", [beforeId, limit])).rowCount ?? 0;
       },
+    },
+    pubsub: {
+      async nodes(owner) {
+        return (await read<{ node: string }>(`SELECT node FROM pubsub_nodes WHERE owner = $1 ORDER BY node COLLATE "C"`, [owner])).rows.map((r) => r.node);
+      },
+      async getConfig(owner, node) {
+        return (await read<{ config: string }>("SELECT config FROM pubsub_nodes WHERE owner = $1 AND node = $2", [owner, node])).rows[0]?.config;
+      },
+      async createNode(owner, node, config) {
+        return ((await q("INSERT INTO pubsub_nodes (owner, node, config) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", [owner, node, config])).rowCount ?? 0) === 1;
+      },
+      async setConfig(owner, node, config) { await q("UPDATE pubsub_nodes SET config = $1 WHERE owner = $2 AND node = $3", [config, owner, node]); },
+      async deleteNode(owner, node) {
+        return tx(async (c) => {
+          await c.query("DELETE FROM pubsub_items WHERE owner = $1 AND node = $2", [owner, node]);
+          return ((await c.query("DELETE FROM pubsub_nodes WHERE owner = $1 AND node = $2", [owner, node])).rowCount ?? 0) > 0;
+        });
+      },
+      async publish(owner, node, item, maxItems) {
+        return tx(async (c) => {
+          await c.query("DELETE FROM pubsub_items WHERE owner = $1 AND node = $2 AND item_id = $3", [owner, node, item.id]);
+          await c.query("INSERT INTO pubsub_items (owner, node, item_id, publisher, payload, published_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            [owner, node, item.id, item.publisher, item.payload, item.publishedAt]);
+          const removed = (await c.query<{ item_id: string }>(
+            "DELETE FROM pubsub_items WHERE seq IN (SELECT seq FROM pubsub_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC OFFSET $3) RETURNING item_id",
+            [owner, node, maxItems])).rows.map((r) => r.item_id);
+          return removed;
+        });
+      },
+      async items(owner, node, query = {}) {
+        const values: unknown[] = [owner, node];
+        let sql = `SELECT ${ITEM_COLUMNS} FROM pubsub_items WHERE owner = $1 AND node = $2`;
+        if (query.ids) { values.push(query.ids); sql += ` AND item_id = ANY($${values.length}::text[])`; }
+        sql += " ORDER BY seq DESC";
+        if (query.max !== undefined) { values.push(query.max); sql += ` LIMIT $${values.length}`; }
+        return (await read<PubSubItem & { publishedAt: string }>(sql, values)).rows.map(toPubSubItem);
+      },
+      async retract(owner, node, id) {
+        return ((await q("DELETE FROM pubsub_items WHERE owner = $1 AND node = $2 AND item_id = $3", [owner, node, id])).rowCount ?? 0) > 0;
+      },
+      async purge(owner, node) { await q("DELETE FROM pubsub_items WHERE owner = $1 AND node = $2", [owner, node]); },
     },
     async close() {
       closing = true;

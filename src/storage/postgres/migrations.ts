@@ -66,4 +66,24 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   CREATE INDEX archive_owner ON archive (owner, id);
   CREATE INDEX archive_owner_with ON archive (owner, with_bare, id);
   `,
+  // 4: pubsub nodes and items (PEP, XEP-0163)
+  `
+  CREATE TABLE pubsub_nodes (
+    owner TEXT NOT NULL,
+    node TEXT NOT NULL,
+    config TEXT NOT NULL,
+    PRIMARY KEY (owner, node)
+  );
+  CREATE TABLE pubsub_items (
+    seq BIGSERIAL PRIMARY KEY,
+    owner TEXT NOT NULL,
+    node TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    publisher TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    published_at BIGINT NOT NULL,
+    UNIQUE (owner, node, item_id)
+  );
+  CREATE INDEX pubsub_items_node ON pubsub_items (owner, node, seq);
+  `,
 ];

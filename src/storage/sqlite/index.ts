@@ -11,7 +11,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import type { Account, ArchivedMessage, ArchiveQuery, RosterItem, Storage, Subscription } from "../index.js";
+import type { Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -80,6 +80,31 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     archiveBounds: db.prepare("SELECT min(id) AS first, max(id) AS last FROM archive WHERE owner = ?"),
     archivePrune: db.prepare("DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE id < ? ORDER BY id LIMIT ?)"),
   };
+  const ITEM_COLUMNS = "item_id AS id, publisher, payload, published_at AS publishedAt";
+  const ps = {
+    nodes: db.prepare("SELECT node FROM pubsub_nodes WHERE owner = ? ORDER BY node").pluck(),
+    getConfig: db.prepare("SELECT config FROM pubsub_nodes WHERE owner = ? AND node = ?").pluck(),
+    create: db.prepare("INSERT OR IGNORE INTO pubsub_nodes (owner, node, config) VALUES (?, ?, ?)"),
+    setConfig: db.prepare("UPDATE pubsub_nodes SET config = ? WHERE owner = ? AND node = ?"),
+    deleteNode: db.prepare("DELETE FROM pubsub_nodes WHERE owner = ? AND node = ?"),
+    purge: db.prepare("DELETE FROM pubsub_items WHERE owner = ? AND node = ?"),
+    retract: db.prepare("DELETE FROM pubsub_items WHERE owner = ? AND node = ? AND item_id = ?"),
+    insert: db.prepare("INSERT INTO pubsub_items (owner, node, item_id, publisher, payload, published_at) VALUES (?, ?, ?, ?, ?, ?)"),
+    beyond: db.prepare("SELECT item_id FROM pubsub_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT -1 OFFSET ?").pluck(),
+    items: db.prepare(`SELECT ${ITEM_COLUMNS} FROM pubsub_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT ?`),
+    itemsById: db.prepare(`SELECT ${ITEM_COLUMNS} FROM pubsub_items WHERE owner = ? AND node = ? AND item_id IN (SELECT value FROM json_each(?)) ORDER BY seq DESC LIMIT ?`),
+  };
+  const publishItem = db.transaction((owner: string, node: string, item: PubSubItem, maxItems: number) => {
+    ps.retract.run(owner, node, item.id);
+    ps.insert.run(owner, node, item.id, item.publisher, item.payload, item.publishedAt);
+    const removed = ps.beyond.all(owner, node, maxItems) as string[];
+    for (const id of removed) ps.retract.run(owner, node, id);
+    return removed;
+  });
+  const deleteNode = db.transaction((owner: string, node: string) => {
+    ps.purge.run(owner, node);
+    return ps.deleteNode.run(owner, node).changes > 0;
+  });
   // Archive queries: one prepared statement per combination of filters, made on first use.
   const archiveQueries = new Map<string, Database.Statement>();
   const archiveQuery = (owner: string, query: ArchiveQuery): ArchivedMessage[] => {
@@ -96,7 +121,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     const rows = stmt.all(...values, query.limit) as ArchivedMessage[];
     return query.newestFirst ? rows.reverse() : rows;
   };
-  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive"]
+  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items"]
     .map((t) => db.prepare(`DELETE FROM ${t} WHERE ${t === "accounts" ? "jid" : "owner"} = ?`));
 
   const toItem = (r: RosterRow): RosterItem => ({
@@ -223,6 +248,20 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
         return row.first === null ? undefined : { first: row.first, last: row.last! };
       },
       async prune(beforeId, limit) { return q.archivePrune.run(beforeId, limit).changes; },
+    },
+    pubsub: {
+      async nodes(owner) { return ps.nodes.all(owner) as string[]; },
+      async getConfig(owner, node) { return ps.getConfig.get(owner, node) as string | undefined; },
+      async createNode(owner, node, config) { return ps.create.run(owner, node, config).changes === 1; },
+      async setConfig(owner, node, config) { ps.setConfig.run(config, owner, node); },
+      async deleteNode(owner, node) { return deleteNode(owner, node); },
+      async publish(owner, node, item, maxItems) { return publishItem(owner, node, item, maxItems); },
+      async items(owner, node, query = {}) {
+        const max = query.max ?? -1;
+        return (query.ids ? ps.itemsById.all(owner, node, JSON.stringify(query.ids), max) : ps.items.all(owner, node, max)) as PubSubItem[];
+      },
+      async retract(owner, node, id) { return ps.retract.run(owner, node, id).changes > 0; },
+      async purge(owner, node) { ps.purge.run(owner, node); },
     },
     async close() {
       if (pending.length) flushAppends();
