@@ -4,7 +4,7 @@
  */
 import type { z } from "zod";
 import { ConfigError, formatIssues } from "./config.js";
-import type { Module, ModuleContext, StreamFeatureProvider } from "./module.js";
+import type { DiscoItemsProvider, Identity, Module, ModuleContext, StreamFeatureProvider } from "./module.js";
 import type { HookBus } from "./hooks.js";
 import type { IqTarget, Router } from "./xmpp/router.js";
 import type { SessionView } from "./xmpp/sessions.js";
@@ -65,6 +65,8 @@ export class ModuleHost {
   readonly streamFeatures = { preAuth: [] as StreamFeatureProvider[], postAuth: [] as StreamFeatureProvider[] };
   readonly unauthenticatedIq = new Map<string, UnauthenticatedIqHandler>();
   readonly nonzas = new Map<string, NonzaHandler>();
+  readonly identities: Record<IqTarget, Identity[]> = { host: [], account: [] };
+  readonly itemProviders: Record<IqTarget, DiscoItemsProvider[]> = { host: [], account: [] };
   readonly loaded: Module<any>[] = [];
 
   constructor(private readonly deps: ModuleHostDeps) {}
@@ -119,6 +121,18 @@ export class ModuleHost {
       },
       onStop: track,
       advertised: (target) => [...host.features[target]].sort(),
+      identity(target, identity) {
+        host.identities[target].push(identity);
+        track(() => { host.identities[target].splice(host.identities[target].indexOf(identity), 1); });
+      },
+      identities: (target) => [...host.identities[target]],
+      discoItems(target, provider) {
+        host.itemProviders[target].push(provider);
+        track(() => { host.itemProviders[target].splice(host.itemProviders[target].indexOf(provider), 1); });
+      },
+      async listDiscoItems(target, request) {
+        return (await Promise.all(host.itemProviders[target].map((p) => p(request)))).flat();
+      },
       unauthenticatedIq(ns, handler) {
         host.unauthenticatedIq.set(ns, handler);
         track(() => { host.unauthenticatedIq.delete(ns); });

@@ -9,8 +9,19 @@ import type { SessionView } from "./xmpp/sessions.js";
 import type { Storage } from "./storage/index.js";
 import type { Logger } from "./log.js";
 import type { Element } from "./xmpp/xml.js";
+import type { Jid } from "./xmpp/jid.js";
 import type { Accounts } from "./accounts.js";
 import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
+
+/** A XEP-0030 identity. */
+export interface Identity {
+  category: string;
+  type: string;
+  name?: string;
+}
+
+/** Lists disco#items of a target (XEP-0030 §4): for "account", `owner` is the account's bare JID. */
+export type DiscoItemsProvider = (request: { owner: string; requester: Jid; node?: string }) => Element[] | Promise<Element[]>;
 
 export interface SpecRef {
   spec: string;
@@ -45,6 +56,12 @@ export interface ModuleContext<Options> {
   streamFeature(stage: StreamFeatureStage, provider: StreamFeatureProvider): void;
   /** What disco#info advertises for a target: exactly the features loaded modules registered. */
   advertised(target: IqTarget): readonly string[];
+  /** An identity disco#info shows for a target, besides the disco module's own. */
+  identity(target: IqTarget, identity: Identity): void;
+  identities(target: IqTarget): readonly Identity[];
+  /** Contributes to disco#items of a target. */
+  discoItems(target: IqTarget, provider: DiscoItemsProvider): void;
+  listDiscoItems(target: IqTarget, request: Parameters<DiscoItemsProvider>[0]): Promise<Element[]>;
   /** An IQ a client may send after TLS but before authenticating (XEP-0077 in-band registration). */
   unauthenticatedIq(ns: string, handler: UnauthenticatedIqHandler): void;
   /** Top-level elements of this namespace from bound sessions (XEP-0352 <active/>, …). */

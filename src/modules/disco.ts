@@ -1,9 +1,18 @@
-/** XEP-0030 Service Discovery 2.5: what the server and its accounts support — exactly the loaded modules. */
+/**
+ * XEP-0030 Service Discovery 2.5: what the server and its accounts support — exactly the loaded
+ * modules. XEP-0115 Entity Capabilities 1.6.0 §6.3: the server's own caps in stream features, and
+ * its disco#info answered on the caps node too.
+ */
 import { z } from "zod";
-import { defineModule } from "../module.js";
+import { defineModule, type Identity } from "../module.js";
 import { el } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { StanzaError } from "../errors.js";
+import { CAPS, capsVerification } from "../xmpp/caps.js";
+
+const CAPS_NODE = "https://parley.chat";
+
+export const SERVER_IDENTITY: Identity = { category: "server", type: "im", name: "Parley" };
 
 export const disco = defineModule({
   name: "disco",
@@ -14,27 +23,33 @@ export const disco = defineModule({
     ctx.feature("host", NS.DISCO_ITEMS);
     ctx.feature("account", NS.DISCO_INFO);
     ctx.feature("account", NS.DISCO_ITEMS);
-    const info = (identity: { category: string; type: string; name?: string }, features: readonly string[], node?: string) =>
-      el("query", { xmlns: NS.DISCO_INFO, node }, el("identity", identity), ...features.map((v) => el("feature", { var: v })));
+    const info = (target: "host" | "account", own: Identity, node?: string) =>
+      el("query", { xmlns: NS.DISCO_INFO, node },
+        ...[own, ...ctx.identities(target)].map((identity) => el("identity", { ...identity })),
+        ...ctx.advertised(target).map((v) => el("feature", { var: v })));
     const noNodes = (node: string | undefined) => {
       if (node !== undefined) throw new StanzaError("item-not-found");
     };
+    const serverVer = () => capsVerification([SERVER_IDENTITY, ...ctx.identities("host")], ctx.advertised("host"));
+    ctx.streamFeature("post-auth", () => el("c", { xmlns: CAPS, hash: "sha-1", node: CAPS_NODE, ver: serverVer() }));
     ctx.iq("host", "get", NS.DISCO_INFO, ({ payload }) => {
-      noNodes(payload.attrs.node);
-      return info({ category: "server", type: "im", name: "Parley" }, ctx.advertised("host"));
+      const node = payload.attrs.node;
+      // XEP-0115 §6.2: "node#ver" must be answered with the same information.
+      if (node !== undefined && node !== `${CAPS_NODE}#${serverVer()}`) throw new StanzaError("item-not-found");
+      return info("host", SERVER_IDENTITY, node);
     });
-    ctx.iq("host", "get", NS.DISCO_ITEMS, ({ payload }) => {
+    ctx.iq("host", "get", NS.DISCO_ITEMS, async ({ payload, from, to }) => {
       noNodes(payload.attrs.node);
-      return el("query", { xmlns: NS.DISCO_ITEMS });
+      return el("query", { xmlns: NS.DISCO_ITEMS }, ...await ctx.listDiscoItems("host", { owner: to.domain, requester: from }));
     });
     // XEP-0030 §3.1 / RFC 6121 §8.5.1: the server answers for an account's bare JID.
     ctx.iq("account", "get", NS.DISCO_INFO, ({ payload }) => {
       noNodes(payload.attrs.node);
-      return info({ category: "account", type: "registered" }, ctx.advertised("account"));
+      return info("account", { category: "account", type: "registered" });
     });
-    ctx.iq("account", "get", NS.DISCO_ITEMS, ({ payload }) => {
+    ctx.iq("account", "get", NS.DISCO_ITEMS, async ({ payload, from, to }) => {
       noNodes(payload.attrs.node);
-      return el("query", { xmlns: NS.DISCO_ITEMS });
+      return el("query", { xmlns: NS.DISCO_ITEMS }, ...await ctx.listDiscoItems("account", { owner: to.bare, requester: from }));
     });
   },
 });

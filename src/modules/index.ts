@@ -16,7 +16,9 @@ import { carbons } from "./carbons.js";
 import { blocking } from "./blocking.js";
 import { mam } from "./mam.js";
 import { csi } from "./csi.js";
+import { caps } from "./caps.js";
+import { pep } from "./pep.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep,
 ];

@@ -64,3 +64,20 @@ export async function connect(opts: { port: number; username: string; password: 
     },
   };
 }
+
+/**
+ * Makes the client a XEP-0115 entity: answers disco#info with these features and sends available
+ * presence carrying the matching <c/>, as Conversations or Gajim do.
+ */
+export async function announceCaps(c: Connected, features: readonly string[], presenceChildren: Element[] = []): Promise<string> {
+  const { capsVerification } = await import("../../src/xmpp/caps.js");
+  const identity = { category: "client", type: "phone", name: "test client" };
+  const all = ["http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#info", ...features];
+  const ver = capsVerification([identity], all);
+  const callee = (c.xmpp as unknown as { iqCallee: { get(ns: string, name: string, h: (ctx: { element: Element }) => Element): void } }).iqCallee;
+  callee.get("http://jabber.org/protocol/disco#info", "query", ({ element }) =>
+    xml("query", { xmlns: "http://jabber.org/protocol/disco#info", node: element.attrs.node },
+      xml("identity", identity), ...all.map((f) => xml("feature", { var: f }))));
+  await c.xmpp.send(xml("presence", {}, xml("c", { xmlns: "http://jabber.org/protocol/caps", hash: "sha-1", node: "https://test.example", ver }), ...presenceChildren));
+  return ver;
+}
