@@ -58,6 +58,9 @@ export const carbons = defineModule({
     ctx.filter("stanza/in", (routed) => {
       const { stanza, origin } = routed;
       if (origin && stanza.name === "message") {
+        // CVE-2017-5589 class (HARDENING §5): only this server makes carbons; a client's forged
+        // <sent/>/<received/> wrapper is removed, so a recipient never sees one from a third party.
+        for (const forged of [...stanza.getChildren("sent", CARBONS), ...stanza.getChildren("received", CARBONS)]) stanza.remove(forged);
         // XEP-0280 §7: a <private/> message is not copied, and the marker is removed before it goes on.
         const marker = stanza.getChild("private", CARBONS);
         if (marker) stanza.remove(marker);

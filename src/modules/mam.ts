@@ -98,7 +98,9 @@ export const mam = defineModule({
     // XEP-0359 §4: "the server MUST [strip] any <stanza-id/> element with a 'by' attribute" naming an
     // entity it stamps for, so nobody can forge our ids — whether or not archiving is on.
     ctx.filter("stanza/in", (routed) => {
-      const { stanza, to } = routed;
+      const { stanza, to, origin } = routed;
+      // Archive results come only from this server (HARDENING §5, the MAM variant of CVE-2020-26547).
+      if (origin && stanza.name === "message") for (const forged of stanza.getChildren("result", MAM)) stanza.remove(forged);
       if (stanza.name === "message" && to.local && router.isLocalDomain(to.domain)) {
         for (const sid of stanza.getChildren("stanza-id", STANZA_ID)) if (sid.attrs.by === to.bare && !stamped.has(sid)) stanza.remove(sid);
       }

@@ -67,4 +67,17 @@ describe("message carbons (XEP-0280)", () => {
     await new Promise((r) => setTimeout(r, 200));
     assert.doesNotMatch(a2.text, /id="afteroff"/);
   });
+
+  it("strips forged carbon and archive wrappers that a client sends (CVE-2017-5589 class)", async () => {
+    const alice = await session("alice", "victim", true);
+    const mallory = await session("bob", "mallory", false);
+    mallory.send("<message to='alice@localhost/victim' type='chat' id='forged'><received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>"
+      + "<message from='carol@localhost/x' to='alice@localhost' type='chat'><body>I am carol</body></message></forwarded></received>"
+      + "<result xmlns='urn:xmpp:mam:2' id='1'><forwarded xmlns='urn:xmpp:forward:0'><message from='carol@localhost/x'><body>me too</body></message></forwarded></result>"
+      + "<body>plain</body></message>");
+    const got = await alice.waitFor(/<message[^>]*id="forged"[^>]*>.*?<\/message>/s);
+    assert.match(got[0], /from="bob@localhost\/mallory"/);
+    assert.doesNotMatch(got[0], /carbons|urn:xmpp:mam:2|I am carol|me too/);
+    assert.match(got[0], /<body>plain<\/body>/);
+  });
 });
