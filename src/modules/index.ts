@@ -18,7 +18,8 @@ import { mam } from "./mam.js";
 import { csi } from "./csi.js";
 import { caps } from "./caps.js";
 import { pep } from "./pep.js";
+import { extdisco } from "./extdisco.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco,
 ];
