@@ -4,7 +4,7 @@
  */
 import type { z } from "zod";
 import { ConfigError, formatIssues } from "./config.js";
-import type { DiscoItemsProvider, Identity, Module, ModuleContext, StreamFeatureProvider } from "./module.js";
+import type { AdHocCommand, DiscoItemsProvider, Identity, Module, ModuleContext, StreamFeatureProvider } from "./module.js";
 import type { HookBus } from "./hooks.js";
 import type { IqTarget, Router } from "./xmpp/router.js";
 import type { SessionView } from "./xmpp/sessions.js";
@@ -67,6 +67,7 @@ export class ModuleHost {
   readonly nonzas = new Map<string, NonzaHandler>();
   readonly identities: Record<IqTarget, Identity[]> = { host: [], account: [] };
   readonly itemProviders: Record<IqTarget, DiscoItemsProvider[]> = { host: [], account: [] };
+  readonly commands: AdHocCommand[] = [];
   readonly loaded: Module<any>[] = [];
 
   constructor(private readonly deps: ModuleHostDeps) {}
@@ -131,8 +132,14 @@ export class ModuleHost {
         track(() => { host.itemProviders[target].splice(host.itemProviders[target].indexOf(provider), 1); });
       },
       async listDiscoItems(target, request) {
-        return (await Promise.all(host.itemProviders[target].map((p) => p(request)))).flat();
+        const lists = (await Promise.all(host.itemProviders[target].map((p) => p(request)))).filter((l) => l !== undefined);
+        return lists.length === 0 && request.node !== undefined ? undefined : lists.flat();
       },
+      command(command) {
+        host.commands.push(command);
+        track(() => { host.commands.splice(host.commands.indexOf(command), 1); });
+      },
+      commands: () => [...host.commands],
       unauthenticatedIq(ns, handler) {
         host.unauthenticatedIq.set(ns, handler);
         track(() => { host.unauthenticatedIq.delete(ns); });

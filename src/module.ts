@@ -20,8 +20,23 @@ export interface Identity {
   name?: string;
 }
 
-/** Lists disco#items of a target (XEP-0030 §4): for "account", `owner` is the account's bare JID. */
-export type DiscoItemsProvider = (request: { owner: string; requester: Jid; node?: string }) => Element[] | Promise<Element[]>;
+/**
+ * Lists disco#items of a target (XEP-0030 §4): for "account", `owner` is the account's bare JID.
+ * Returns undefined for a node it does not serve.
+ */
+export type DiscoItemsProvider = (request: { owner: string; requester: Jid; node?: string }) =>
+  Element[] | undefined | Promise<Element[] | undefined>;
+
+/** A XEP-0050 ad-hoc command with one form: shown, filled in, submitted. */
+export interface AdHocCommand {
+  node: string;
+  name: string;
+  /** Who may run it; "user" means any local account (acting on itself). */
+  allowed: "user";
+  form(request: { user: Jid }): Element | Promise<Element>;
+  /** Applies the submitted form; returns the note shown to the user. */
+  submit(request: { user: Jid; form: Element }): string | Promise<string>;
+}
 
 export interface SpecRef {
   spec: string;
@@ -61,7 +76,11 @@ export interface ModuleContext<Options> {
   identities(target: IqTarget): readonly Identity[];
   /** Contributes to disco#items of a target. */
   discoItems(target: IqTarget, provider: DiscoItemsProvider): void;
-  listDiscoItems(target: IqTarget, request: Parameters<DiscoItemsProvider>[0]): Promise<Element[]>;
+  /** undefined when no module serves the requested node. */
+  listDiscoItems(target: IqTarget, request: Parameters<DiscoItemsProvider>[0]): Promise<Element[] | undefined>;
+  /** Offers a XEP-0050 command on the server. */
+  command(command: AdHocCommand): void;
+  commands(): readonly AdHocCommand[];
   /** An IQ a client may send after TLS but before authenticating (XEP-0077 in-band registration). */
   unauthenticatedIq(ns: string, handler: UnauthenticatedIqHandler): void;
   /** Top-level elements of this namespace from bound sessions (XEP-0352 <active/>, …). */

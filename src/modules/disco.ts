@@ -8,6 +8,7 @@ import { defineModule, type Identity } from "../module.js";
 import { el } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { StanzaError } from "../errors.js";
+import type { Jid } from "../xmpp/jid.js";
 import { CAPS, capsVerification } from "../xmpp/caps.js";
 
 const CAPS_NODE = "https://parley.chat";
@@ -38,18 +39,17 @@ export const disco = defineModule({
       if (node !== undefined && node !== `${CAPS_NODE}#${serverVer()}`) throw new StanzaError("item-not-found");
       return info("host", SERVER_IDENTITY, node);
     });
-    ctx.iq("host", "get", NS.DISCO_ITEMS, async ({ payload, from, to }) => {
-      noNodes(payload.attrs.node);
-      return el("query", { xmlns: NS.DISCO_ITEMS }, ...await ctx.listDiscoItems("host", { owner: to.domain, requester: from }));
-    });
+    const items = async (target: "host" | "account", owner: string, requester: Jid, node: string | undefined) => {
+      const list = await ctx.listDiscoItems(target, { owner, requester, ...(node !== undefined ? { node } : {}) });
+      if (!list) throw new StanzaError("item-not-found");
+      return el("query", { xmlns: NS.DISCO_ITEMS, node }, ...list);
+    };
+    ctx.iq("host", "get", NS.DISCO_ITEMS, ({ payload, from, to }) => items("host", to.domain, from, payload.attrs.node));
     // XEP-0030 §3.1 / RFC 6121 §8.5.1: the server answers for an account's bare JID.
     ctx.iq("account", "get", NS.DISCO_INFO, ({ payload }) => {
       noNodes(payload.attrs.node);
       return info("account", { category: "account", type: "registered" });
     });
-    ctx.iq("account", "get", NS.DISCO_ITEMS, async ({ payload, from, to }) => {
-      noNodes(payload.attrs.node);
-      return el("query", { xmlns: NS.DISCO_ITEMS }, ...await ctx.listDiscoItems("account", { owner: to.bare, requester: from }));
-    });
+    ctx.iq("account", "get", NS.DISCO_ITEMS, ({ payload, from, to }) => items("account", to.bare, from, payload.attrs.node));
   },
 });

@@ -19,7 +19,8 @@ import { csi } from "./csi.js";
 import { caps } from "./caps.js";
 import { pep } from "./pep.js";
 import { extdisco } from "./extdisco.js";
+import { adhoc } from "./adhoc.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc,
 ];

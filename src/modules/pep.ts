@@ -364,7 +364,8 @@ export const pep = defineModule({
     });
 
     // XEP-0060 §5.2: the nodes a requester may see.
-    ctx.discoItems("account", async ({ owner, requester }) => {
+    ctx.discoItems("account", async ({ owner, requester, node: asked }) => {
+      if (asked !== undefined) return undefined;
       const visible: Element[] = [];
       for (const node of await storage.pubsub.nodes(owner)) {
         const config = await loadConfig(owner, node);
