@@ -20,7 +20,8 @@ import { caps } from "./caps.js";
 import { pep } from "./pep.js";
 import { extdisco } from "./extdisco.js";
 import { adhoc } from "./adhoc.js";
+import { avatars } from "./avatars.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars,
 ];

@@ -16,12 +16,24 @@ import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el, childElements, firstChildElement, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
-import type { Jid } from "../xmpp/jid.js";
+import { parseJid, type Jid } from "../xmpp/jid.js";
+import { HANDLED } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import { buildForm, parseBoolean, readForm, type FieldSpec, type SubmittedForm } from "../xmpp/forms.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { Session } from "../xmpp/sessions.js";
 import type { PubSubItem } from "../storage/index.js";
+
+declare module "../hooks.js" {
+  interface Chains {
+    /** The server publishes on a user's behalf (avatar conversion, bookmarks); options as publish-options fields. */
+    "pep/publish": { owner: string; node: string; id: string; payload: Element; options: Record<string, string> };
+  }
+  interface Events {
+    "pep/published": { owner: string; node: string; id: string; payload: Element };
+    "pep/retracted": { owner: string; node: string; ids: string[] };
+  }
+}
 
 export const PUBSUB = "http://jabber.org/protocol/pubsub";
 const OWNER = `${PUBSUB}#owner`;
@@ -255,6 +267,7 @@ export const pep = defineModule({
       const item: PubSubItem = { id: items[0]!.attrs.id || randomBytes(12).toString("base64url"), publisher: publisher.bare, payload: payloads[0]!.toString(), publishedAt: Date.now() };
       if (config.persist_items) await storage.pubsub.publish(owner, node, item, config.max_items);
       notify(owner, await recipients(owner, node, config), el("items", { node }, itemElement(item)));
+      void ctx.emit("pep/published", { owner, node, id: item.id, payload: payloads[0]! });
       return el("pubsub", { xmlns: PUBSUB }, el("publish", { node }, el("item", { id: item.id })));
     };
 
@@ -264,6 +277,7 @@ export const pep = defineModule({
       const ids = action.getChildren("item").map((i) => i.attrs.id);
       if (ids.length === 0 || ids.some((id) => !id)) throw pubsubError("bad-request", "item-required");
       for (const id of ids) if (!(await storage.pubsub.retract(owner, node, id!))) throw new StanzaError("item-not-found", `No item '${id}'`);
+      void ctx.emit("pep/retracted", { owner, node, ids: ids as string[] });
       const wanted = action.attrs.notify === "true" || action.attrs.notify === "1" || config.notify_retract;
       if (wanted) notify(owner, await recipients(owner, node, config), el("items", { node }, ...ids.map((id) => el("retract", { id }))));
       return undefined;
@@ -281,6 +295,13 @@ export const pep = defineModule({
       // Oldest first, as they were published.
       return el("pubsub", { xmlns: PUBSUB }, el("items", { node }, ...items.reverse().map(itemElement)));
     };
+
+    ctx.chain("pep/publish", async ({ owner, node, id, payload, options }) => {
+      const action = el("publish", { node }, el("item", { id }, payload));
+      const form = readForm(buildForm("submit", PUBLISH_OPTIONS, Object.entries(options).map(([name, value]) => ({ var: name, values: [value] }))));
+      await publish(owner, parseJid(owner), action, form);
+      return HANDLED;
+    });
 
     ctx.iq("account", "set", PUBSUB, async ({ payload, self, origin, from, to }) => {
       const action = firstChildElement(payload);

@@ -1,12 +1,19 @@
 /** XEP-0054 vcard-temp 1.2: anyone may read an account's vCard; only its owner may change it. */
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el } from "../xmpp/xml.js";
+import { el, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 
-const KEY = "vcard-temp";
+export const VCARD_KEY = "vcard-temp";
+
+declare module "../hooks.js" {
+  interface Events {
+    /** The owner stored a new vCard (XEP-0398 converts its photo). */
+    "vcard/set": { owner: string; vcard: Element };
+  }
+}
 
 export const vcard = defineModule({
   name: "vcard",
@@ -16,7 +23,7 @@ export const vcard = defineModule({
     ctx.feature("host", NS.VCARD);
     ctx.feature("account", NS.VCARD);
     ctx.iq("account", "get", NS.VCARD, async ({ to }) => {
-      const stored = await ctx.storage.documents.get(to.bare, KEY);
+      const stored = await ctx.storage.documents.get(to.bare, VCARD_KEY);
       // XEP-0054 §3.1: with no vCard, an empty one is a valid answer.
       return stored ? parseElement(stored) : el("vCard", { xmlns: NS.VCARD });
     });
@@ -25,7 +32,8 @@ export const vcard = defineModule({
       if (payload.name !== "vCard") throw new StanzaError("bad-request");
       const xml = payload.toString();
       if (Buffer.byteLength(xml) > ctx.options.maxBytes) throw new StanzaError("not-acceptable", "vCard too large");
-      await ctx.storage.documents.set(to.bare, KEY, xml);
+      await ctx.storage.documents.set(to.bare, VCARD_KEY, xml);
+      await ctx.emit("vcard/set", { owner: to.bare, vcard: payload });
       return undefined;
     });
   },
