@@ -21,7 +21,8 @@ import { pep } from "./pep.js";
 import { extdisco } from "./extdisco.js";
 import { adhoc } from "./adhoc.js";
 import { avatars } from "./avatars.js";
+import { bookmarks } from "./bookmarks.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars, bookmarks,
 ];

@@ -28,9 +28,11 @@ declare module "../hooks.js" {
   interface Chains {
     /** The server publishes on a user's behalf (avatar conversion, bookmarks); options as publish-options fields. */
     "pep/publish": { owner: string; node: string; id: string; payload: Element; options: Record<string, string> };
+    "pep/retract": { owner: string; node: string; id: string };
   }
   interface Events {
-    "pep/published": { owner: string; node: string; id: string; payload: Element };
+    /** `byServer`: published through "pep/publish", not by a client. */
+    "pep/published": { owner: string; node: string; id: string; payload: Element; byServer: boolean };
     "pep/retracted": { owner: string; node: string; ids: string[] };
   }
 }
@@ -246,7 +248,7 @@ export const pep = defineModule({
       return storage.pubsub.createNode(owner, node, JSON.stringify(config));
     };
 
-    const publish = async (owner: string, publisher: Jid, action: Element, publishOptions: SubmittedForm | undefined) => {
+    const publish = async (owner: string, publisher: Jid, action: Element, publishOptions: SubmittedForm | undefined, byServer = false) => {
       const node = nodeOf(action);
       const items = action.getChildren("item");
       if (items.length !== 1) throw pubsubError("bad-request", items.length === 0 ? "item-required" : "invalid-payload", "Publish exactly one item");
@@ -267,7 +269,7 @@ export const pep = defineModule({
       const item: PubSubItem = { id: items[0]!.attrs.id || randomBytes(12).toString("base64url"), publisher: publisher.bare, payload: payloads[0]!.toString(), publishedAt: Date.now() };
       if (config.persist_items) await storage.pubsub.publish(owner, node, item, config.max_items);
       notify(owner, await recipients(owner, node, config), el("items", { node }, itemElement(item)));
-      void ctx.emit("pep/published", { owner, node, id: item.id, payload: payloads[0]! });
+      void ctx.emit("pep/published", { owner, node, id: item.id, payload: payloads[0]!, byServer });
       return el("pubsub", { xmlns: PUBSUB }, el("publish", { node }, el("item", { id: item.id })));
     };
 
@@ -299,7 +301,12 @@ export const pep = defineModule({
     ctx.chain("pep/publish", async ({ owner, node, id, payload, options }) => {
       const action = el("publish", { node }, el("item", { id }, payload));
       const form = readForm(buildForm("submit", PUBLISH_OPTIONS, Object.entries(options).map(([name, value]) => ({ var: name, values: [value] }))));
-      await publish(owner, parseJid(owner), action, form);
+      await publish(owner, parseJid(owner), action, form, true);
+      return HANDLED;
+    });
+
+    ctx.chain("pep/retract", async ({ owner, node, id }) => {
+      await retract(owner, el("retract", { node, notify: "true" }, el("item", { id })));
       return HANDLED;
     });
 

@@ -4,10 +4,20 @@
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el, childElements } from "../xmpp/xml.js";
+import { el, childElements, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
+
+declare module "../hooks.js" {
+  interface Events {
+    /** The owner stored an element (XEP-0411 converts legacy bookmarks). */
+    "private/set": { owner: string; element: Element };
+  }
+}
+
+/** Where the element with this name and namespace is kept in the document store. */
+export const privateKey = (name: string, ns: string) => `private:${name} ${ns}`;
 
 export const privateXml = defineModule({
   name: "private",
@@ -23,7 +33,7 @@ export const privateXml = defineModule({
       if (!ns || ns.startsWith("jabber:") || ns.startsWith("http://jabber.org/") || ns === NS.VCARD) {
         throw new StanzaError("not-acceptable", "Reserved or missing namespace");
       }
-      return { child, key: `private:${child.name} ${ns}` };
+      return { child, key: privateKey(child.name, ns) };
     };
     ctx.iq("account", "get", NS.PRIVATE, async ({ self, to, payload }) => {
       const { child, key } = target(self, childElements(payload));
@@ -36,6 +46,7 @@ export const privateXml = defineModule({
       const xml = child.toString();
       if (Buffer.byteLength(xml) > ctx.options.maxBytes) throw new StanzaError("not-acceptable", "Too large");
       await ctx.storage.documents.set(to.bare, key, xml);
+      await ctx.emit("private/set", { owner: to.bare, element: child });
       return undefined;
     });
   },
