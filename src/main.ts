@@ -22,6 +22,7 @@ Usage:
   parley user passwd JID [--password-file F]   change a password
   parley user del JID                          delete an account and all its data
   parley user list [HOST]                      list accounts
+  parley reports [--limit N]                   abuse reports users filed while blocking (XEP-0377), newest first
 
 The configuration defaults to config/parley.yaml, else config/parley.example.yaml.
 `;
@@ -119,6 +120,16 @@ async function run(argv: string[]): Promise<number> {
         default:
           throw new UsageError("parley user add|passwd|del|list");
       }
+    }
+    case "reports": {
+      const limit = Number(takeOption(args, "--limit") ?? 50);
+      if (!Number.isInteger(limit) || limit < 1) throw new UsageError("--limit takes a positive integer");
+      const reports = await withAccounts(config(), (_a, s) => s.reports.list(limit));
+      for (const r of reports) {
+        console.log(JSON.stringify({ at: new Date(r.at).toISOString(), reporter: r.reporter, reported: r.reported, reason: r.reason, text: r.text, stanzaIds: r.stanzaIds }));
+      }
+      if (reports.length === 0) console.error("no reports");
+      return EXIT.ok;
     }
     case "--version":
     case "version":

@@ -16,6 +16,8 @@ import type { Session } from "../xmpp/sessions.js";
 const BLOCKING = "urn:xmpp:blocking";
 const BLOCKING_ERRORS = "urn:xmpp:blocking:errors";
 const CACHE_LIMIT = 50_000;
+const REPORTING = "urn:xmpp:reporting:1";
+const REPORT_REASONS: Record<string, string> = { "urn:xmpp:reporting:spam": "spam", "urn:xmpp:reporting:abuse": "abuse" };
 
 function matchKeys(jid: Jid): string[] {
   const keys = [jid.full, jid.bare, jid.domain];
@@ -25,13 +27,14 @@ function matchKeys(jid: Jid): string[] {
 
 export const blocking = defineModule({
   name: "blocking",
-  implements: [{ spec: "XEP-0191", version: "1.3", note: "XEP-0377 reports are logged, not stored" }],
+  implements: [{ spec: "XEP-0191", version: "1.3" }, { spec: "XEP-0377", version: "0.3.1" }],
   dependsOn: ["presence"],
   options: z.strictObject({ maxItems: z.number().int().min(1).default(1000) }),
   start(ctx) {
     const { storage, router, sessions } = ctx;
     ctx.feature("host", BLOCKING);
     ctx.feature("account", BLOCKING);
+    ctx.feature("account", REPORTING);
     // Blocklists of users seen recently, so the common path (nothing blocked) stays synchronous.
     const cache = new Map<string, Set<string>>();
     const requested = new WeakSet<Session>();
@@ -101,11 +104,20 @@ export const blocking = defineModule({
         if (jids.length === 0) throw new StanzaError("bad-request");
         const current = await storage.blocklist.list(user);
         if (new Set([...current, ...jids]).size > ctx.options.maxItems) throw new StanzaError("not-allowed", "Blocklist full", "cancel");
-        for (const item of childElements(payload)) {
-          const report = item.getChild("report", "urn:xmpp:reporting:1");
-          if (report) ctx.log.warn({ stage: "blocking", reporter: user, reported: item.attrs.jid, reason: report.attrs.reason }, "abuse report (XEP-0377)");
-        }
+        // XEP-0377: a report rides on the block; it is kept for the admins (`parley reports`).
+        const reports = childElements(payload).flatMap((item) => {
+          const report = item.getChild("report", REPORTING);
+          if (!report) return [];
+          const reason = REPORT_REASONS[report.attrs.reason ?? ""];
+          if (!reason) throw new StanzaError("bad-request", "Report reason must be urn:xmpp:reporting:spam or urn:xmpp:reporting:abuse");
+          return [{ at: Date.now(), reporter: user, reported: tryParseJid(item.attrs.jid)!.full, reason, text: report.getChildText("text") ?? "",
+            stanzaIds: report.getChildren("stanza-id", "urn:xmpp:sid:0").map((s) => s.attrs.id).filter((id): id is string => !!id) }];
+        });
         await storage.blocklist.add(user, jids);
+        for (const report of reports) {
+          await storage.reports.add(report);
+          ctx.log.warn({ stage: "blocking", reason: report.reason }, "abuse report filed (XEP-0377)");
+        }
         cache.delete(user);
         // XEP-0191 §3.3: contacts that are now blocked see the user go offline.
         for (const jid of jids) {

@@ -189,6 +189,24 @@ export interface PubSubStore {
   purge(owner: string, node: string): Promise<void>;
 }
 
+/** A XEP-0377 spam/abuse report a user filed while blocking someone, kept for the admins. */
+export interface AbuseReport {
+  at: number;
+  reporter: string;
+  reported: string;
+  /** "spam" or "abuse" (the XEP-0377 reason, without its namespace prefix). */
+  reason: string;
+  text: string;
+  /** XEP-0359 ids of the reported messages. */
+  stanzaIds: string[];
+}
+
+export interface AbuseReportStore {
+  add(report: AbuseReport): Promise<void>;
+  /** Newest first. */
+  list(limit: number): Promise<AbuseReport[]>;
+}
+
 export interface Storage {
   readonly driver: string;
   readonly accounts: AccountStore;
@@ -200,6 +218,7 @@ export interface Storage {
   readonly blocklist: BlocklistStore;
   readonly archive: ArchiveStore;
   readonly pubsub: PubSubStore;
+  readonly reports: AbuseReportStore;
   close(): Promise<void>;
 }
 

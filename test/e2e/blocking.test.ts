@@ -69,4 +69,19 @@ describe("blocking command (XEP-0191)", () => {
     carol.send("<iq type='set' id='d4'><block xmlns='urn:xmpp:blocking'><item jid='a@b@c'/></block></iq>");
     await carol.waitFor(/id="d4".*?<jid-malformed/s);
   });
+
+  it("a XEP-0377 report filed with a block is kept for the admins; a bad reason is refused", async () => {
+    const carol = await session("carol", "r");
+    carol.send("<iq type='set' id='rep'><block xmlns='urn:xmpp:blocking'><item jid='spammer@example.net'>"
+      + "<report xmlns='urn:xmpp:reporting:1' reason='urn:xmpp:reporting:spam'><stanza-id xmlns='urn:xmpp:sid:0' by='carol@localhost' id='123'/>"
+      + "<text xml:lang='en'>buy now</text></report></item></block></iq>");
+    await carol.waitFor(/<iq type="result" id="rep"/);
+    const [report] = await server.storage.reports.list(1);
+    assert.deepEqual({ ...report, at: 0 }, { at: 0, reporter: "carol@localhost", reported: "spammer@example.net", reason: "spam", text: "buy now", stanzaIds: ["123"] });
+    carol.send("<iq type='set' id='rep2'><block xmlns='urn:xmpp:blocking'><item jid='x@example.net'>"
+      + "<report xmlns='urn:xmpp:reporting:1' reason='because'/></item></block></iq>");
+    await carol.waitFor(/<iq[^>]*id="rep2"[^>]*type="error"|<iq[^>]*type="error"[^>]*id="rep2"[^>]*>.*?<bad-request/s);
+    assert.equal((await server.storage.reports.list(10)).length, 1);
+    assert.ok(!(await server.storage.blocklist.list("carol@localhost")).includes("x@example.net"), "nothing is blocked by a refused request");
+  });
 });

@@ -90,6 +90,11 @@ describe("lifecycle and operations", () => {
     assert.equal(cli(["user", "list"]).stdout.trim(), "carol@localhost");
     assert.equal(cli(["user", "del", "carol@localhost"]).status, 0);
     assert.equal(cli(["user", "list"]).stdout.trim(), "");
+    const none = cli(["reports"]);
+    assert.equal(none.status, 0);
+    assert.equal(none.stdout, "");
+    assert.match(none.stderr, /no reports/);
+    assert.equal(cli(["reports", "--limit", "0"]).status, 2);
     assert.equal(cli(["frobnicate"]).status, 2);
     writeFileSync(cfg, "hosts: 5\n");
     const bad = cli(["check-config"]);

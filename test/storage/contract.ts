@@ -194,6 +194,13 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.deepEqual(await s.pubsub.items(o, "n1"), [], "a re-created node starts empty");
     });
 
+    it("abuse reports: newest first, limited, kept exactly", async () => {
+      const report = (n: number) => ({ at: 1000 + n, reporter: "alice@a.test", reported: `spam${n}@x.test`, reason: "spam", text: n === 2 ? "ünïcode" : "", stanzaIds: n === 2 ? ["1", "2"] : [] });
+      for (const n of [1, 2, 3]) await s.reports.add(report(n));
+      assert.deepEqual(await s.reports.list(2), [report(3), report(2)]);
+      assert.equal((await s.reports.list(10)).length, 3);
+    });
+
     it("documents and last activity round-trip", async () => {
       assert.equal(await s.documents.get("alice@a.test", "private:x"), undefined);
       await s.documents.set("alice@a.test", "private:x", "<a xmlns='x'>1</a>");

@@ -1,5 +1,5 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
-import { domainOf, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
+import { domainOf, type AbuseReport, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
   const accounts = new Map<string, Account>();
@@ -13,6 +13,7 @@ export function createMemoryStorage(): Storage {
   /** owner → node → { config, items oldest first } */
   const pubsub = new Map<string, Map<string, { config: string; items: PubSubItem[] }>>();
   const nodeOf = (owner: string, node: string) => pubsub.get(owner)?.get(node);
+  const reports: AbuseReport[] = [];
   let offlineSeq = 0;
 
   const rosterOf = (owner: string) => {
@@ -201,6 +202,10 @@ export function createMemoryStorage(): Storage {
         return (n?.items.length ?? 0) < before;
       },
       async purge(owner, node) { const n = nodeOf(owner, node); if (n) n.items = []; },
+    },
+    reports: {
+      async add(report) { reports.push(structuredClone(report)); },
+      async list(limit) { return reports.slice(-limit).reverse().map((r) => structuredClone(r)); },
     },
     async close() {},
   };

@@ -384,6 +384,17 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       },
       async purge(owner, node) { await q("DELETE FROM pubsub_items WHERE owner = $1 AND node = $2", [owner, node]); },
     },
+    reports: {
+      async add(r) {
+        await q("INSERT INTO abuse_reports (at, reporter, reported, reason, text, stanza_ids) VALUES ($1, $2, $3, $4, $5, $6)",
+          [r.at, r.reporter, r.reported, r.reason, r.text, JSON.stringify(r.stanzaIds)]);
+      },
+      async list(limit) {
+        const rows = (await read<{ at: string; reporter: string; reported: string; reason: string; text: string; stanza_ids: string }>(
+          "SELECT at, reporter, reported, reason, text, stanza_ids FROM abuse_reports ORDER BY id DESC LIMIT $1", [limit])).rows;
+        return rows.map((r) => ({ at: Number(r.at), reporter: r.reporter, reported: r.reported, reason: r.reason, text: r.text, stanzaIds: JSON.parse(r.stanza_ids) as string[] }));
+      },
+    },
     async close() {
       closing = true;
       await archiveAppends.drain();

@@ -86,4 +86,16 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX pubsub_items_node ON pubsub_items (owner, node, seq);
   `,
+  // 5: XEP-0377 abuse reports (kept when the reporter's account is deleted: they are the admins')
+  `
+  CREATE TABLE abuse_reports (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    reporter TEXT NOT NULL,
+    reported TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    text TEXT NOT NULL,
+    stanza_ids TEXT NOT NULL
+  );
+  `,
 ];

@@ -11,7 +11,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import type { Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import type { AbuseReport, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -80,6 +80,8 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     archiveBounds: db.prepare("SELECT min(id) AS first, max(id) AS last FROM archive WHERE owner = ?"),
     archivePrune: db.prepare("DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE id < ? ORDER BY id LIMIT ?)"),
   };
+  const reportAdd = db.prepare("INSERT INTO abuse_reports (at, reporter, reported, reason, text, stanza_ids) VALUES (?, ?, ?, ?, ?, ?)");
+  const reportList = db.prepare("SELECT at, reporter, reported, reason, text, stanza_ids AS stanzaIds FROM abuse_reports ORDER BY id DESC LIMIT ?");
   const ITEM_COLUMNS = "item_id AS id, publisher, payload, published_at AS publishedAt";
   const ps = {
     nodes: db.prepare("SELECT node FROM pubsub_nodes WHERE owner = ? ORDER BY node").pluck(),
@@ -262,6 +264,12 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       },
       async retract(owner, node, id) { return ps.retract.run(owner, node, id).changes > 0; },
       async purge(owner, node) { ps.purge.run(owner, node); },
+    },
+    reports: {
+      async add(r) { reportAdd.run(r.at, r.reporter, r.reported, r.reason, r.text, JSON.stringify(r.stanzaIds)); },
+      async list(limit) {
+        return (reportList.all(limit) as Array<AbuseReport & { stanzaIds: string }>).map((r) => ({ ...r, stanzaIds: JSON.parse(r.stanzaIds) as string[] }));
+      },
     },
     async close() {
       if (pending.length) flushAppends();
