@@ -38,4 +38,29 @@ describe("interop: slixmpp", { skip: available ? false : "python3-slixmpp not in
     assert.equal(result.mechanisms.length, 2);
     console.log(`# slixmpp used: ${result.mechanisms.join(", ")}`);
   });
+
+  it("carbons, MAM and PEP work with slixmpp's XEP-0280, XEP-0313, XEP-0172/XEP-0060 plugins", async () => {
+    await server.accounts.create("alice@localhost", "pw-a");
+    await server.accounts.create("bob@localhost", "pw-b");
+    for (const [a, b] of [["alice", "bob"], ["bob", "alice"]]) {
+      await server.storage.roster.put(`${a}@localhost`, { jid: `${b}@localhost`, groups: [], subscription: "both", ask: false, approved: false });
+    }
+    const script = fileURLToPath(new URL("./slixmpp_features.py", import.meta.url));
+    const child = spawn(PYTHON, [script, String(server.ports.c2s), "pw-a", "pw-b"]);
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.stderr.on("data", (d) => { err += d; });
+    const timer = setTimeout(() => child.kill(), 45_000);
+    const code = await new Promise<number | null>((r) => child.on("close", r));
+    clearTimeout(timer);
+    assert.equal(code, 0, `slixmpp failed: ${err.slice(-2000)}`);
+    const result = JSON.parse(out.trim().split("\n").pop() ?? "{}") as Record<string, unknown>;
+    console.log(`# slixmpp features: ${JSON.stringify(result)}`);
+    assert.equal(result.carbon_received, "hi alice");
+    assert.equal(result.carbon_sent, "hi bob");
+    assert.deepEqual(result.mam_bodies, ["hi alice", "hi bob"]);
+    assert.equal(result.nick, "Alice from slixmpp");
+    assert.equal(result.nick_event, "Alice from slixmpp", "slixmpp's +notify (XEP-0115 caps) brought the PEP event");
+  });
 });
