@@ -32,7 +32,12 @@ export const ConfigSchema = z.strictObject({
     c2s: port.nullable().default(5222),
     /** Direct TLS port (XEP-0368); null disables it. */
     c2sDirectTls: port.nullable().default(5223),
+    /** XEP-0114 external components (no TLS in that protocol): off unless a port is given. */
+    component: port.nullable().default(null),
+    componentAddress: z.string().default("127.0.0.1"),
   }).prefault({}),
+  /** XEP-0114 external components allowed to connect: domain → shared secret. */
+  components: z.record(z.string().min(1), z.strictObject({ secret: z.string().min(8) })).default({}),
   tls: z.strictObject({
     /** Per host: PEM certificate chain and key files. Hosts without one get a self-signed certificate. */
     certificates: z.record(z.string(), z.strictObject({ cert: z.string(), key: z.string() })).default({}),

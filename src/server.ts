@@ -19,6 +19,7 @@ import { createPostgresStorage } from "./storage/postgres/index.js";
 import type { Storage } from "./storage/index.js";
 import { loadHostTls } from "./xmpp/tls.js";
 import { listenC2S, type C2SListener } from "./xmpp/c2s/listener.js";
+import { listenComponents, type ComponentListener } from "./xmpp/component.js";
 import { C2SConnection, type C2SDeps } from "./xmpp/c2s/connection.js";
 import { AuthThrottle } from "./xmpp/c2s/throttle.js";
 import { StreamError } from "./errors.js";
@@ -30,7 +31,7 @@ export interface Server {
   readonly storage: Storage;
   readonly accounts: Accounts;
   readonly sessions: SessionTable;
-  readonly ports: { c2s?: number; c2sDirectTls?: number };
+  readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number };
   stop(): Promise<void>;
 }
 
@@ -120,7 +121,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   };
 
   // Listeners last: nothing reaches the server before every module is ready.
-  const listeners: C2SListener[] = [];
+  const listeners: Array<C2SListener | ComponentListener> = [];
   const ports: Server["ports"] = {};
   const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
   const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress };
@@ -134,6 +135,15 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       const l = await listenC2S({ ...listenOpts, port: config.listen.c2sDirectTls, directTls: true }, deps);
       listeners.push(l);
       ports.c2sDirectTls = l.port;
+    }
+    if (config.listen.component !== null) {
+      const l = await listenComponents({
+        host: config.listen.componentAddress, port: config.listen.component, limits: config.limits.postAuth, router, log,
+        secrets: new Map(Object.entries(config.components).map(([domain, c]) => [domain.toLowerCase(), c.secret])),
+        handshakeTimeoutMs: config.limits.negotiationTimeoutSeconds * 1000,
+      });
+      listeners.push(l);
+      ports.component = l.port;
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));

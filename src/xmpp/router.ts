@@ -32,6 +32,7 @@ const IQ_TIMEOUT_MS = 60_000;
 
 export class Router {
   private readonly localDomains = new Set<string>();
+  private readonly components = new Map<string, (stanza: Element) => void>();
   private readonly iqHandlers = new Map<string, IqHandler>();
   private readonly pendingIqs = new Map<string, { to: string; resolve: (e: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
@@ -47,6 +48,16 @@ export class Router {
 
   isLocalDomain(domain: string): boolean {
     return this.localDomains.has(domain);
+  }
+
+  /**
+   * An external component (XEP-0114) takes its domain: every stanza for it is handed to `deliver`.
+   * Returns undefined when that domain already has a component, else the function that detaches it.
+   */
+  attachComponent(domain: string, deliver: (stanza: Element) => void): (() => void) | undefined {
+    if (this.components.has(domain) || this.localDomains.has(domain)) return undefined;
+    this.components.set(domain, deliver);
+    return () => { if (this.components.get(domain) === deliver) this.components.delete(domain); };
   }
 
   /** Component domains (conference., upload., …) register here. */
@@ -161,6 +172,11 @@ export class Router {
     const { stanza, to } = filtered;
     const kind = stanza.name as "message" | "presence" | "iq";
 
+    const component = this.components.get(to.domain);
+    if (component) {
+      component(stanza);
+      return;
+    }
     if (!this.localDomains.has(to.domain)) {
       const ran = this.hooks.runChain(`${kind}/remote`, filtered);
       const noRoute = () => {
