@@ -23,12 +23,17 @@ const CACHE_LIMIT = 50_000;
 
 export const avatars = defineModule({
   name: "avatars",
-  implements: [{ spec: "XEP-0398", version: "0.3.0" }, { spec: "XEP-0153", version: "1.1" }, { spec: "XEP-0084", version: "1.1.4" }],
+  implements: [
+    { spec: "XEP-0398", version: "0.3.0" }, { spec: "XEP-0153", version: "1.1" }, { spec: "XEP-0084", version: "1.1.4" },
+    { spec: "XEP-0292", version: "1.1", note: "vCard4 over PEP; not converted to or from vcard-temp" },
+  ],
   dependsOn: ["pep", "vcard", "presence"],
   options: z.strictObject({}),
   start(ctx) {
     const { storage } = ctx;
     ctx.feature("account", "urn:xmpp:pep-vcard-conversion:0");
+    // XEP-0292 §3: vCard4 lives in the PEP node urn:xmpp:vcard4, served by PEP like any node.
+    ctx.feature("account", "urn:xmpp:vcard4");
     /** SHA-1 (hex) of each user's avatar, "" for none. */
     const hashes = new Map<string, string>();
     const remember = (user: string, hash: string) => {

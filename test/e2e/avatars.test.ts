@@ -79,4 +79,20 @@ describe("avatars (XEP-0084, XEP-0153, XEP-0398)", () => {
     const cleared = await bob.waitFor((s) => s.name === "presence" && s.attrs.from === "carol@localhost/legacy" && s.getChildText("show") === "dnd");
     assert.equal(photoHash(cleared), "", "no avatar: an empty photo element");
   });
+
+  it("vCard4 (XEP-0292) and nickname (XEP-0172) profiles over PEP: contacts read them, strangers do not", async () => {
+    const alice = await login("alice", "profile");
+    const info = await alice.iq(xml("iq", { type: "get", to: "alice@localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
+    assert.ok(info.getChild("query")!.getChildren("feature").some((f) => f.attrs.var === "urn:xmpp:vcard4"));
+    await alice.iq(publish("urn:xmpp:vcard4", "current", xml("vcard", { xmlns: "urn:ietf:params:xml:ns:vcard-4.0" }, xml("fn", {}, xml("text", {}, "Alice Example")))));
+    await alice.iq(publish("http://jabber.org/protocol/nick", "current", xml("nick", { xmlns: "http://jabber.org/protocol/nick" }, "Al")));
+    const bob = await login("bob", "profile");
+    const card = await bob.iq(xml("iq", { type: "get", to: "alice@localhost" }, xml("pubsub", { xmlns: PUBSUB }, xml("items", { node: "urn:xmpp:vcard4" }))));
+    assert.equal(card.getChild("pubsub")!.getChild("items")!.getChild("item")!.getChild("vcard")!.getChild("fn")!.getChildText("text"), "Alice Example");
+    const nick = await bob.iq(xml("iq", { type: "get", to: "alice@localhost" }, xml("pubsub", { xmlns: PUBSUB }, xml("items", { node: "http://jabber.org/protocol/nick" }))));
+    assert.equal(nick.getChild("pubsub")!.getChild("items")!.getChild("item")!.getChildText("nick"), "Al");
+    const dave = await login("dave", "profile");
+    await assert.rejects(dave.iq(xml("iq", { type: "get", to: "alice@localhost" }, xml("pubsub", { xmlns: PUBSUB }, xml("items", { node: "urn:xmpp:vcard4" })))),
+      (err: { condition?: string }) => err.condition === "not-authorized");
+  });
 });

@@ -3,6 +3,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { rawSession, type RawClient } from "../helpers/raw.js";
+import { connect, xml } from "../helpers/xmpp-client.js";
 
 describe("blocking command (XEP-0191)", () => {
   let server: TestServer;
@@ -83,5 +84,24 @@ describe("blocking command (XEP-0191)", () => {
     await carol.waitFor(/<iq[^>]*id="rep2"[^>]*type="error"|<iq[^>]*type="error"[^>]*id="rep2"[^>]*>.*?<bad-request/s);
     assert.equal((await server.storage.reports.list(10)).length, 1);
     assert.ok(!(await server.storage.blocklist.list("carol@localhost")).includes("x@example.net"), "nothing is blocked by a refused request");
+  });
+
+  it("with xmpp.js: a blocked contact cannot reach the user, and reaches them again once unblocked", async () => {
+    const dave = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "carol", password: "pw", resource: "xmppjs" });
+    const erin = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "bob", password: "pw", resource: "xmppjs" });
+    try {
+      await dave.xmpp.send(xml("presence"));
+      await dave.iq(xml("iq", { type: "set" }, xml("block", { xmlns: "urn:xmpp:blocking" }, xml("item", { jid: "bob@localhost" }))));
+      await erin.xmpp.send(xml("message", { to: "carol@localhost/xmppjs", type: "chat", id: "blocked" }, xml("body", {}, "hi")));
+      const bounce = await erin.waitFor((s) => s.attrs.id === "blocked" && s.attrs.type === "error");
+      assert.ok(bounce.getChild("error")!.getChild("service-unavailable", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+      assert.ok(!dave.inbox.some((s) => s.attrs.id === "blocked"));
+      await dave.iq(xml("iq", { type: "set" }, xml("unblock", { xmlns: "urn:xmpp:blocking" }, xml("item", { jid: "bob@localhost" }))));
+      await erin.xmpp.send(xml("message", { to: "carol@localhost/xmppjs", type: "chat", id: "unblocked" }, xml("body", {}, "hi again")));
+      await dave.waitFor((s) => s.attrs.id === "unblocked");
+    } finally {
+      await dave.stop();
+      await erin.stop();
+    }
   });
 });
