@@ -207,6 +207,32 @@ export interface AbuseReportStore {
   list(limit: number): Promise<AbuseReport[]>;
 }
 
+/** A file uploaded through XEP-0363; the bytes live in a file store, this is what is known of them. */
+export interface UploadRecord {
+  /** The slot id: unguessable, part of the URL. */
+  id: string;
+  owner: string;
+  filename: string;
+  size: number;
+  contentType: string;
+  createdAt: number;
+  /** false for uploads kept until deleted (XEP-0363 purpose profile/permanent). */
+  expires: boolean;
+}
+
+export interface UploadStore {
+  add(record: UploadRecord): Promise<void>;
+  get(id: string): Promise<UploadRecord | undefined>;
+  remove(id: string): Promise<void>;
+  /** An owner's files and bytes, and the bytes uploaded since `since` (ms). */
+  usage(owner: string, since: number): Promise<{ files: number; bytes: number; bytesSince: number }>;
+  /** Expiring uploads created before `before`, oldest first. */
+  expired(before: number, limit: number): Promise<UploadRecord[]>;
+  ofOwner(owner: string): Promise<UploadRecord[]>;
+  /** Per owner, sorted by owner. */
+  totals(): Promise<Array<{ owner: string; files: number; bytes: number }>>;
+}
+
 export interface Storage {
   readonly driver: string;
   readonly accounts: AccountStore;
@@ -219,6 +245,7 @@ export interface Storage {
   readonly archive: ArchiveStore;
   readonly pubsub: PubSubStore;
   readonly reports: AbuseReportStore;
+  readonly uploads: UploadStore;
   close(): Promise<void>;
 }
 

@@ -201,6 +201,28 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal((await s.reports.list(10)).length, 3);
     });
 
+    it("uploads: usage totals and recent bytes, expiring ones oldest first, per owner, removal", async () => {
+      const up = (id: string, owner: string, size: number, createdAt: number, expires = true) =>
+        ({ id, owner, filename: `f ${id}.jpg`, size, contentType: "image/jpeg", createdAt, expires });
+      await s.uploads.add(up("a1", "alice@a.test", 100, 1000));
+      await s.uploads.add(up("a2", "alice@a.test", 50, 2000, false));
+      await s.uploads.add(up("a3", "alice@a.test", 7, 3000));
+      await s.uploads.add(up("b1", "bob@a.test", 5_000_000_000, 500));
+      assert.deepEqual(await s.uploads.get("a2"), up("a2", "alice@a.test", 50, 2000, false));
+      assert.equal(await s.uploads.get("zz"), undefined);
+      assert.deepEqual(await s.uploads.usage("alice@a.test", 2000), { files: 3, bytes: 157, bytesSince: 57 });
+      assert.deepEqual(await s.uploads.usage("nobody@a.test", 0), { files: 0, bytes: 0, bytesSince: 0 });
+      assert.deepEqual((await s.uploads.expired(2500, 10)).map((u) => u.id), ["b1", "a1"], "non-expiring a2 is never listed");
+      assert.deepEqual((await s.uploads.expired(5000, 1)).map((u) => u.id), ["b1"]);
+      assert.deepEqual((await s.uploads.ofOwner("alice@a.test")).map((u) => u.id), ["a1", "a2", "a3"]);
+      assert.deepEqual(await s.uploads.totals(), [{ owner: "alice@a.test", files: 3, bytes: 157 }, { owner: "bob@a.test", files: 1, bytes: 5_000_000_000 }]);
+      await s.uploads.remove("a1");
+      assert.equal(await s.uploads.get("a1"), undefined);
+      await s.accounts.create(account("bob@a.test"));
+      await s.accounts.delete("bob@a.test");
+      assert.deepEqual(await s.uploads.ofOwner("bob@a.test"), [], "account deletion removes upload records");
+    });
+
     it("documents and last activity round-trip", async () => {
       assert.equal(await s.documents.get("alice@a.test", "private:x"), undefined);
       await s.documents.set("alice@a.test", "private:x", "<a xmlns='x'>1</a>");

@@ -1,5 +1,5 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
-import { domainOf, type AbuseReport, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
+import { domainOf, type AbuseReport, type UploadRecord, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
   const accounts = new Map<string, Account>();
@@ -14,6 +14,7 @@ export function createMemoryStorage(): Storage {
   const pubsub = new Map<string, Map<string, { config: string; items: PubSubItem[] }>>();
   const nodeOf = (owner: string, node: string) => pubsub.get(owner)?.get(node);
   const reports: AbuseReport[] = [];
+  const uploads = new Map<string, UploadRecord>();
   let offlineSeq = 0;
 
   const rosterOf = (owner: string) => {
@@ -46,6 +47,7 @@ export function createMemoryStorage(): Storage {
       async delete(jid) {
         if (!accounts.delete(jid)) return false;
         rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid); archives.delete(jid); pubsub.delete(jid);
+        for (const [id, u] of uploads) if (u.owner === jid) uploads.delete(id);
         return true;
       },
       async list(domain) {
@@ -206,6 +208,29 @@ export function createMemoryStorage(): Storage {
     reports: {
       async add(report) { reports.push(structuredClone(report)); },
       async list(limit) { return reports.slice(-limit).reverse().map((r) => structuredClone(r)); },
+    },
+    uploads: {
+      async add(r) { uploads.set(r.id, { ...r }); },
+      async get(id) { const r = uploads.get(id); return r && { ...r }; },
+      async remove(id) { uploads.delete(id); },
+      async usage(owner, since) {
+        const mine = [...uploads.values()].filter((u) => u.owner === owner);
+        return { files: mine.length, bytes: mine.reduce((n, u) => n + u.size, 0), bytesSince: mine.filter((u) => u.createdAt >= since).reduce((n, u) => n + u.size, 0) };
+      },
+      async expired(before, limit) {
+        return [...uploads.values()].filter((u) => u.expires && u.createdAt < before).sort((a, b) => a.createdAt - b.createdAt).slice(0, limit).map((u) => ({ ...u }));
+      },
+      async ofOwner(owner) { return [...uploads.values()].filter((u) => u.owner === owner).sort((a, b) => a.createdAt - b.createdAt).map((u) => ({ ...u })); },
+      async totals() {
+        const by = new Map<string, { owner: string; files: number; bytes: number }>();
+        for (const u of uploads.values()) {
+          const t = by.get(u.owner) ?? { owner: u.owner, files: 0, bytes: 0 };
+          t.files++;
+          t.bytes += u.size;
+          by.set(u.owner, t);
+        }
+        return [...by.values()].sort((a, b) => (a.owner < b.owner ? -1 : 1));
+      },
     },
     async close() {},
   };

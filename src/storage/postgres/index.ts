@@ -10,7 +10,7 @@
 import pg from "pg";
 import { POSTGRES_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import type { Account, ArchivedMessage, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import type { Account, UploadRecord, ArchivedMessage, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface PostgresOptions {
   url: string;
@@ -186,6 +186,9 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     });
   };
 
+  interface UploadRow { id: string; owner: string; filename: string; size: string; contentType: string; createdAt: string; expires: boolean }
+  const UPLOAD_COLUMNS = `id, owner, filename, size, content_type AS "contentType", created_at AS "createdAt", expires`;
+  const toUpload = (r: UploadRow): UploadRecord => ({ ...r, size: Number(r.size), createdAt: Number(r.createdAt) });
   interface ArchiveRow { id: string; withBare: string; withResource: string; stanza: string }
   const ARCHIVE_COLUMNS = `id, with_bare AS "withBare", with_resource AS "withResource", stanza`;
   const toArchived = (r: ArchiveRow): ArchivedMessage => ({ ...r, id: Number(r.id) });
@@ -221,7 +224,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async delete(jid) {
         return tx(async (c) => {
           const existed = ((await c.query("DELETE FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0;
-          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items"]) {
+          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items", "uploads"]) {
             await c.query(`DELETE FROM ${t} WHERE owner = $1`, [jid]);
           }
           return existed;
@@ -383,6 +386,28 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         return ((await q("DELETE FROM pubsub_items WHERE owner = $1 AND node = $2 AND item_id = $3", [owner, node, id])).rowCount ?? 0) > 0;
       },
       async purge(owner, node) { await q("DELETE FROM pubsub_items WHERE owner = $1 AND node = $2", [owner, node]); },
+    },
+    uploads: {
+      async add(r) {
+        await q("INSERT INTO uploads (id, owner, filename, size, content_type, created_at, expires) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+          [r.id, r.owner, r.filename, r.size, r.contentType, r.createdAt, r.expires]);
+      },
+      async get(id) { return (await read<UploadRow>(`SELECT ${UPLOAD_COLUMNS} FROM uploads WHERE id = $1`, [id])).rows.map(toUpload)[0]; },
+      async remove(id) { await q("DELETE FROM uploads WHERE id = $1", [id]); },
+      async usage(owner, since) {
+        const r = (await read<{ files: string; bytes: string; bytes_since: string }>(
+          "SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes, coalesce(sum(CASE WHEN created_at >= $1 THEN size ELSE 0 END), 0) AS bytes_since FROM uploads WHERE owner = $2",
+          [since, owner])).rows[0]!;
+        return { files: Number(r.files), bytes: Number(r.bytes), bytesSince: Number(r.bytes_since) };
+      },
+      async expired(before, limit) {
+        return (await read<UploadRow>(`SELECT ${UPLOAD_COLUMNS} FROM uploads WHERE expires AND created_at < $1 ORDER BY created_at LIMIT $2`, [before, limit])).rows.map(toUpload);
+      },
+      async ofOwner(owner) { return (await read<UploadRow>(`SELECT ${UPLOAD_COLUMNS} FROM uploads WHERE owner = $1 ORDER BY created_at`, [owner])).rows.map(toUpload); },
+      async totals() {
+        return (await read<{ owner: string; files: string; bytes: string }>(`SELECT owner, count(*) AS files, sum(size) AS bytes FROM uploads GROUP BY owner ORDER BY owner COLLATE "C"`)).rows
+          .map((r) => ({ owner: r.owner, files: Number(r.files), bytes: Number(r.bytes) }));
+      },
     },
     reports: {
       async add(r) {

@@ -11,7 +11,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import type { AbuseReport, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import type { AbuseReport, UploadRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -80,6 +80,17 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     archiveBounds: db.prepare("SELECT min(id) AS first, max(id) AS last FROM archive WHERE owner = ?"),
     archivePrune: db.prepare("DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE id < ? ORDER BY id LIMIT ?)"),
   };
+  const UPLOAD_COLUMNS = "id, owner, filename, size, content_type AS contentType, created_at AS createdAt, expires";
+  const up = {
+    add: db.prepare("INSERT INTO uploads (id, owner, filename, size, content_type, created_at, expires) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+    get: db.prepare(`SELECT ${UPLOAD_COLUMNS} FROM uploads WHERE id = ?`),
+    remove: db.prepare("DELETE FROM uploads WHERE id = ?"),
+    usage: db.prepare("SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes, coalesce(sum(CASE WHEN created_at >= ? THEN size ELSE 0 END), 0) AS bytesSince FROM uploads WHERE owner = ?"),
+    expired: db.prepare(`SELECT ${UPLOAD_COLUMNS} FROM uploads WHERE expires = 1 AND created_at < ? ORDER BY created_at LIMIT ?`),
+    ofOwner: db.prepare(`SELECT ${UPLOAD_COLUMNS} FROM uploads WHERE owner = ? ORDER BY created_at`),
+    totals: db.prepare("SELECT owner, count(*) AS files, sum(size) AS bytes FROM uploads GROUP BY owner ORDER BY owner"),
+  };
+  const toUpload = (r: Omit<UploadRecord, "expires"> & { expires: number }): UploadRecord => ({ ...r, expires: r.expires === 1 });
   const reportAdd = db.prepare("INSERT INTO abuse_reports (at, reporter, reported, reason, text, stanza_ids) VALUES (?, ?, ?, ?, ?, ?)");
   const reportList = db.prepare("SELECT at, reporter, reported, reason, text, stanza_ids AS stanzaIds FROM abuse_reports ORDER BY id DESC LIMIT ?");
   const ITEM_COLUMNS = "item_id AS id, publisher, payload, published_at AS publishedAt";
@@ -123,7 +134,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     const rows = stmt.all(...values, query.limit) as ArchivedMessage[];
     return query.newestFirst ? rows.reverse() : rows;
   };
-  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items"]
+  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items", "uploads"]
     .map((t) => db.prepare(`DELETE FROM ${t} WHERE ${t === "accounts" ? "jid" : "owner"} = ?`));
 
   const toItem = (r: RosterRow): RosterItem => ({
@@ -264,6 +275,15 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       },
       async retract(owner, node, id) { return ps.retract.run(owner, node, id).changes > 0; },
       async purge(owner, node) { ps.purge.run(owner, node); },
+    },
+    uploads: {
+      async add(r) { up.add.run(r.id, r.owner, r.filename, r.size, r.contentType, r.createdAt, r.expires ? 1 : 0); },
+      async get(id) { const r = up.get.get(id) as Parameters<typeof toUpload>[0] | undefined; return r && toUpload(r); },
+      async remove(id) { up.remove.run(id); },
+      async usage(owner, since) { return up.usage.get(since, owner) as { files: number; bytes: number; bytesSince: number }; },
+      async expired(before, limit) { return (up.expired.all(before, limit) as Array<Parameters<typeof toUpload>[0]>).map(toUpload); },
+      async ofOwner(owner) { return (up.ofOwner.all(owner) as Array<Parameters<typeof toUpload>[0]>).map(toUpload); },
+      async totals() { return up.totals.all() as Array<{ owner: string; files: number; bytes: number }>; },
     },
     reports: {
       async add(r) { reportAdd.run(r.at, r.reporter, r.reported, r.reason, r.text, JSON.stringify(r.stanzaIds)); },

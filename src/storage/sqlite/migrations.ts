@@ -98,4 +98,18 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     stanza_ids TEXT NOT NULL
   );
   `,
+  // 6: XEP-0363 uploads (the bytes are in the file store)
+  `
+  CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    content_type TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires INTEGER NOT NULL
+  );
+  CREATE INDEX uploads_owner ON uploads (owner, created_at);
+  CREATE INDEX uploads_created ON uploads (created_at);
+  `,
 ];
