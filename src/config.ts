@@ -35,6 +35,19 @@ export const ConfigSchema = z.strictObject({
     /** XEP-0114 external components (no TLS in that protocol): off unless a port is given. */
     component: port.nullable().default(null),
     componentAddress: z.string().default("127.0.0.1"),
+    /** HTTPS (upload, later WebSocket/BOSH) with the XMPP certificates; null disables it. */
+    https: port.nullable().default(5443),
+    /** Plain HTTP, for a reverse proxy in front; null disables it. */
+    http: port.nullable().default(5280),
+    /** Plain HTTP listens here only (the reverse proxy's side). */
+    httpAddress: z.string().default("127.0.0.1"),
+  }).prefault({}),
+  http: z.strictObject({
+    /** What clients are told to use, e.g. https://xmpp.example.org (behind a proxy); default https://<domain>:<https port>. */
+    publicUrl: z.url().optional(),
+    /** Whole-request limit; a 100 MiB upload on a slow link takes minutes. */
+    requestTimeoutSeconds: z.number().positive().default(900),
+    headersTimeoutSeconds: z.number().positive().default(20),
   }).prefault({}),
   /** XEP-0114 external components allowed to connect: domain → shared secret. */
   components: z.record(z.string().min(1), z.strictObject({ secret: z.string().min(8) })).default({}),

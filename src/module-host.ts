@@ -11,6 +11,8 @@ import type { SessionView } from "./xmpp/sessions.js";
 import type { Storage } from "./storage/index.js";
 import type { Logger } from "./log.js";
 import type { Accounts } from "./accounts.js";
+import type { HttpRoutes } from "./http/server.js";
+import { createHmac } from "node:crypto";
 import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
 
 export interface ModuleHostDeps {
@@ -21,6 +23,12 @@ export interface ModuleHostDeps {
   storage: Storage;
   accounts: Accounts;
   log: Logger;
+  dataDir: string;
+  /** The installation secret (dataDir/secret.key); modules get keys derived from it. */
+  secret: Buffer;
+  http: HttpRoutes;
+  /** The public base URL of the HTTP server for a domain, once it listens. */
+  publicHttpUrl(domain: string): string;
 }
 
 /** Validates modules.<name> blocks without starting anything (used by check-config too). */
@@ -144,6 +152,11 @@ export class ModuleHost {
         host.unauthenticatedIq.set(ns, handler);
         track(() => { host.unauthenticatedIq.delete(ns); });
       },
+      dataDir: this.deps.dataDir,
+      secret: (purpose) => createHmac("sha256", this.deps.secret).update(`parley module ${module.name} ${purpose}`).digest(),
+      http: (prefix, handler) => track(this.deps.http.add(prefix, handler)),
+      publicHttpUrl: (domain) => this.deps.publicHttpUrl(domain),
+      addDomain: (domain) => track(router.addDomain(domain)),
       nonza(ns, handler) {
         host.nonzas.set(ns, handler);
         track(() => { host.nonzas.delete(ns); });

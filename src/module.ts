@@ -10,6 +10,7 @@ import type { Storage } from "./storage/index.js";
 import type { Logger } from "./log.js";
 import type { Element } from "./xmpp/xml.js";
 import type { Jid } from "./xmpp/jid.js";
+import type { HttpHandler } from "./http/server.js";
 import type { Accounts } from "./accounts.js";
 import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
 
@@ -83,6 +84,16 @@ export interface ModuleContext<Options> {
   commands(): readonly AdHocCommand[];
   /** An IQ a client may send after TLS but before authenticating (XEP-0077 in-band registration). */
   unauthenticatedIq(ns: string, handler: UnauthenticatedIqHandler): void;
+  /** Where the server keeps its files. */
+  readonly dataDir: string;
+  /** A key for this module and purpose, stable across restarts (derived from the installation secret). */
+  secret(purpose: string): Buffer;
+  /** Serves HTTP requests under a path prefix on the embedded HTTP(S) server. */
+  http(prefix: string, handler: HttpHandler): void;
+  /** Base URL (no trailing slash) clients reach the HTTP server at, for a domain. */
+  publicHttpUrl(domain: string): string;
+  /** Serves a component domain (upload.<host>, …) from this process. */
+  addDomain(domain: string): void;
   /** Top-level elements of this namespace from bound sessions (XEP-0352 <active/>, …). */
   nonza(ns: string, handler: NonzaHandler): void;
   /** A timer cleared when the module stops. */

@@ -20,6 +20,7 @@ import type { Storage } from "./storage/index.js";
 import { loadHostTls } from "./xmpp/tls.js";
 import { listenC2S, type C2SListener } from "./xmpp/c2s/listener.js";
 import { listenComponents, type ComponentListener } from "./xmpp/component.js";
+import { HttpRoutes, listenHttp, type HttpListener } from "./http/server.js";
 import { C2SConnection, type C2SDeps } from "./xmpp/c2s/connection.js";
 import { AuthThrottle } from "./xmpp/c2s/throttle.js";
 import { StreamError } from "./errors.js";
@@ -31,7 +32,7 @@ export interface Server {
   readonly storage: Storage;
   readonly accounts: Accounts;
   readonly sessions: SessionTable;
-  readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number };
+  readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number; https?: number; http?: number };
   stop(): Promise<void>;
 }
 
@@ -70,7 +71,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const sessions = new SessionTable();
   const accounts = createAccounts(storage, config.hosts, config.auth.scramIterations, hooks);
   const router = new Router(config.hosts, hooks, sessions, storage.accounts, log);
-  const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log });
+  const secret = loadSecret(dataDir);
+  const httpRoutes = new HttpRoutes(log);
+  const ports: Server["ports"] = {};
+  const publicHttpUrl = (domain: string) => config.http.publicUrl?.replace(/\/+$/, "")
+    ?? (ports.https !== undefined ? `https://${domain}:${ports.https}` : `http://${domain}:${ports.http ?? 80}`);
+  const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl });
   await host.start(modules);
 
   const tls = await loadHostTls(config.hosts, config.tls.certificates, dataDir);
@@ -105,7 +111,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     storage,
     log,
     throttle: new AuthThrottle({ banAfter: config.auth.banAfterFailures, banSeconds: config.auth.banSeconds, freeFailures: 2, maxDelayMs: 5000 }),
-    saslSecret: loadSecret(dataDir),
+    saslSecret: secret,
     scramIterations: config.auth.scramIterations,
     features: host.streamFeatures,
     unauthenticatedIq: host.unauthenticatedIq,
@@ -121,8 +127,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   };
 
   // Listeners last: nothing reaches the server before every module is ready.
-  const listeners: Array<C2SListener | ComponentListener> = [];
-  const ports: Server["ports"] = {};
+  const listeners: Array<C2SListener | ComponentListener | HttpListener> = [];
   const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
   const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress };
   try {
@@ -135,6 +140,18 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       const l = await listenC2S({ ...listenOpts, port: config.listen.c2sDirectTls, directTls: true }, deps);
       listeners.push(l);
       ports.c2sDirectTls = l.port;
+    }
+    const httpOpts = { routes: httpRoutes, log, requestTimeoutMs: config.http.requestTimeoutSeconds * 1000, headersTimeoutMs: config.http.headersTimeoutSeconds * 1000 };
+    if (config.listen.https !== null) {
+      const l = await listenHttp({ ...httpOpts, host: config.listen.address, port: config.listen.https,
+        tls: { cert: defaultTls.cert, key: defaultTls.key, SNICallback: deps.sniCallback } });
+      listeners.push(l);
+      ports.https = l.port;
+    }
+    if (config.listen.http !== null) {
+      const l = await listenHttp({ ...httpOpts, host: config.listen.httpAddress, port: config.listen.http });
+      listeners.push(l);
+      ports.http = l.port;
     }
     if (config.listen.component !== null) {
       const l = await listenComponents({

@@ -22,7 +22,8 @@ import { extdisco } from "./extdisco.js";
 import { adhoc } from "./adhoc.js";
 import { avatars } from "./avatars.js";
 import { bookmarks } from "./bookmarks.js";
+import { upload } from "./upload.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars, bookmarks,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars, bookmarks, upload,
 ];

@@ -210,7 +210,13 @@ export class Router {
     const type = stanza.attrs.type;
     if (kind === "iq") {
       if (type === "get" || type === "set") return this.dispatchIq(routed, scope);
-      return; // unmatched result/error: nobody waits for it
+      // RFC 6121 §8.5.3.1: a result or error for a connected resource is delivered to it (the
+      // answer to another entity's request); §8.5.3.2.1: for no such resource, silently ignored.
+      if (scope === "full") {
+        const session = this.sessions.get(routed.to.full);
+        if (session) this.deliver(session, stanza);
+      }
+      return;
     }
     if (kind === "message" && type !== "headline" && type !== "error") {
       // RFC 6121 §8.5.2.2.1 / §8.5.3.2.1: nobody can take this message.

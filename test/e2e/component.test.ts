@@ -39,7 +39,7 @@ class Component {
 describe("external components (XEP-0114)", () => {
   let server: TestServer;
   before(async () => {
-    server = await startTestServer({ listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0, component: 0 }, components: { "bot.localhost": { secret: "component-secret" } } });
+    server = await startTestServer({ listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0, component: 0, https: null, http: null }, components: { "bot.localhost": { secret: "component-secret" } } });
     await server.accounts.create("alice@localhost", "pw");
   });
   after(() => server.cleanup());

@@ -16,7 +16,7 @@ export async function startTestServer(overrides: Record<string, unknown> = {}): 
   const config = parseConfig({
     hosts: ["localhost"],
     dataDir,
-    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0 },
+    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0, https: 0, http: null },
     storage: { driver: "sqlite" },
     auth: { scramIterations: 4096 },
     ...overrides,

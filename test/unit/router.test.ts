@@ -126,13 +126,20 @@ describe("router (docs/routing.md)", () => {
     assert.equal(byId.v2!.attrs.type, "result");
   });
 
-  it("22: iq to a connected full JID is delivered; to a missing resource → service-unavailable", () => {
+  it("22: iq to a connected full JID is delivered; to a missing resource → service-unavailable (get/set) or dropped (result/error)", () => {
     const bob = fakeSession("bob@localhost/b");
     sessions.add(bob);
     router.fromClient(alice, el("iq", { type: "get", id: "f1", to: "bob@localhost/b" }, el("ping", { xmlns: "urn:xmpp:ping" })));
     assert.equal(bob.out[0]!.attrs.id, "f1");
     router.fromClient(alice, el("iq", { type: "get", id: "f2", to: "bob@localhost/gone" }, el("ping", { xmlns: "urn:xmpp:ping" })));
     assert.equal(conditionOf(alice.out[0])?.name, "service-unavailable");
+    // The answer to another entity's request reaches the requester; to a missing resource, it is dropped.
+    router.fromClient(bob, el("iq", { type: "result", id: "f1", to: "alice@localhost/a" }));
+    assert.equal(alice.out[1]?.attrs.id, "f1");
+    assert.equal(alice.out[1]?.attrs.type, "result");
+    router.fromClient(bob, el("iq", { type: "error", id: "f3", to: "alice@localhost/gone" }, el("error", { type: "cancel" })));
+    assert.equal(alice.out.length, 2);
+    assert.equal(bob.out.length, 1, "an iq result/error is never answered");
   });
 
   it("error replies are never answered; a dropping stanza/in filter stops routing", () => {

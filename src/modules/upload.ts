@@ -1,0 +1,309 @@
+/**
+ * XEP-0363 HTTP File Upload 1.2.0 (urn:xmpp:http:upload:0) on upload.<host>, served by the
+ * embedded HTTP(S) server under /upload/.
+ *
+ * - A slot is <slot id>/<file name>; the id is 128 random bits, so GET URLs cannot be guessed.
+ * - The PUT URL carries an expiring HMAC token bound to the path, size and content type; the PUT
+ *   must match all three. Bytes stream to a temporary file and appear only when complete.
+ * - Quotas per user (total and per day) are checked when a slot is requested
+ *   (resource-constraint + <retry/>); files expire (default 30 days) unless their XEP-0363 §4
+ *   purpose is "profile" or "permanent"; a deleted account's files go with it.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { isAbsolute, join } from "node:path";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { el } from "../xmpp/xml.js";
+import { NS } from "../xmpp/ns.js";
+import { HANDLED } from "../hooks.js";
+import { StanzaError } from "../errors.js";
+import { buildForm } from "../xmpp/forms.js";
+import { plain } from "../http/server.js";
+import { createLocalFileStore, SizeMismatchError } from "../storage/files/index.js";
+import type { UploadRecord } from "../storage/index.js";
+
+export const UPLOAD = "urn:xmpp:http:upload:0";
+const PREFIX = "/upload/";
+const DAY_MS = 86_400_000;
+/** Types a browser may show inline; everything else is served as an attachment. */
+const INLINE = /^(image\/(png|jpeg|gif|webp|avif|heic|heif)|audio\/[\w.+-]+|video\/[\w.+-]+|text\/plain)$/;
+const CORS = {
+  "Access-Control-Allow-Origin": "*",
+  "Access-Control-Allow-Methods": "GET, HEAD, PUT, OPTIONS",
+  "Access-Control-Allow-Headers": "Authorization, Content-Type",
+  "Access-Control-Expose-Headers": "Content-Length, Content-Range, ETag",
+  "Access-Control-Max-Age": "86400",
+};
+
+export const uploadOptions = z.strictObject({
+  /** The component domain per host; {host} is replaced. */
+  domain: z.string().default("upload.{host}"),
+  /** Files directory; relative paths are inside dataDir. */
+  path: z.string().default("uploads"),
+  maxFileSize: z.number().int().min(1).default(100 * 1024 * 1024),
+  /** Per user; 0 = no limit. */
+  quotaBytes: z.number().int().min(0).default(1024 * 1024 * 1024),
+  dailyQuotaBytes: z.number().int().min(0).default(1000 * 1024 * 1024),
+  /** 0 keeps files forever. */
+  expireDays: z.number().min(0).default(30),
+  /** How long a PUT URL stays valid. */
+  slotSeconds: z.number().int().min(10).default(600),
+  cleanupIntervalMinutes: z.number().positive().default(60),
+});
+
+export const uploadDir = (dataDir: string, path: string) => (isAbsolute(path) ? path : join(dataDir, path));
+
+export const upload = defineModule({
+  name: "upload",
+  implements: [{ spec: "XEP-0363", version: "1.2.0" }],
+  dependsOn: ["disco"],
+  options: uploadOptions,
+  start(ctx) {
+    const o = ctx.options;
+    const files = createLocalFileStore(uploadDir(ctx.dataDir, o.path));
+    const key = ctx.secret("slot tokens");
+    const domains = new Map(ctx.hosts.map((h) => [o.domain.replace("{host}", h), h]));
+    for (const d of domains.keys()) ctx.addDomain(d);
+
+    // ── XMPP side ────────────────────────────────────────────────────────────────────────────
+    ctx.discoItems("host", ({ owner, node }) => {
+      if (node !== undefined) return undefined;
+      const d = [...domains].find(([, h]) => h === owner)?.[0];
+      return d ? [el("item", { jid: d, name: "HTTP File Upload" })] : [];
+    });
+    const info = () => el("query", { xmlns: NS.DISCO_INFO },
+      el("identity", { category: "store", type: "file", name: "HTTP File Upload" }),
+      el("feature", { var: UPLOAD }), el("feature", { var: NS.DISCO_INFO }),
+      // XEP-0363 §3: the size limit, as an extended disco form.
+      buildForm("result", UPLOAD, [{ var: "max-file-size", values: [String(o.maxFileSize)] }]));
+
+    /** The slot, all of it: where, how big, what type, until when, for whom and why. */
+    interface Slot { path: string; size: number; type: string; expires: number; owner: string; purpose: string }
+    const sign = (slot: Slot) => createHmac("sha256", key)
+      .update([slot.path, slot.size, slot.type, slot.expires, slot.owner, slot.purpose].join("\n")).digest("base64url");
+
+    const requestSlot = async (request: IncomingSlot) => {
+      const { filename, size, contentType, user, domain, purpose } = request;
+      if (!filename || /[\/\\\0]/.test(filename) || filename === "." || filename === ".." || filename.length > 255) {
+        throw new StanzaError("bad-request", "A plain file name is required");
+      }
+      if (!Number.isSafeInteger(size) || size < 1) throw new StanzaError("bad-request", "size must be a positive integer");
+      if (size > o.maxFileSize) {
+        // XEP-0363 §4: not-acceptable with <file-too-large/> and the limit.
+        throw new StanzaError("not-acceptable", `File too large; the limit is ${o.maxFileSize} bytes`, "modify",
+          el("file-too-large", { xmlns: UPLOAD }, el("max-file-size", {}, String(o.maxFileSize))));
+      }
+      const now = Date.now();
+      const dayStart = now - DAY_MS;
+      const usage = await ctx.storage.uploads.usage(user, dayStart);
+      if ((o.quotaBytes && usage.bytes + size > o.quotaBytes) || (o.dailyQuotaBytes && usage.bytesSince + size > o.dailyQuotaBytes)) {
+        // XEP-0363 §4: resource-constraint (wait) with <retry stamp/> — when the daily window moves on.
+        const overTotal = o.quotaBytes > 0 && usage.bytes + size > o.quotaBytes;
+        const retry = overTotal ? undefined : el("retry", { xmlns: UPLOAD, stamp: new Date(now + DAY_MS).toISOString().replace(/\.\d{3}Z$/, "Z") });
+        throw new StanzaError("resource-constraint", overTotal ? "Upload quota used up" : "Daily upload quota used up", "wait", retry);
+      }
+      const id = randomBytes(16).toString("base64url");
+      const path = `${PREFIX}${id}/${encodeURIComponent(filename)}`;
+      const type = contentType || "application/octet-stream";
+      const expires = Math.floor(now / 1000) + o.slotSeconds;
+      const base = ctx.publicHttpUrl(domain);
+      const slot: Slot = { path, size, type, expires, owner: user, purpose };
+      const query = new URLSearchParams({ size: String(size), type, expires: String(expires), owner: user, purpose, token: sign(slot) });
+      return el("slot", { xmlns: UPLOAD },
+        el("put", { url: `${base}${path}?${query}` }),
+        el("get", { url: `${base}${path}` }));
+    };
+
+    // The component's IQs: answered here, before the server's own host handlers.
+    ctx.chain("iq/host", async ({ stanza, to, from, origin }) => {
+      const domain = to.domain;
+      if (!domains.has(domain)) return undefined;
+      const reply = (payload?: ReturnType<typeof el>) => ctx.router.route(el("iq", { type: "result", id: stanza.attrs.id, from: domain, to: from.full }, payload));
+      const type = stanza.attrs.type;
+      if (type !== "get" && type !== "set") return HANDLED;
+      const payload = stanza.children.find((c) => typeof c !== "string");
+      try {
+        if (typeof payload === "string" || !payload) throw new StanzaError("bad-request");
+        const ns = payload.getNS();
+        if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) await reply(info());
+        else if (type === "get" && ns === NS.DISCO_ITEMS) await reply(el("query", { xmlns: NS.DISCO_ITEMS }));
+        else if (type === "get" && ns === UPLOAD && payload.name === "request") {
+          // Uploads are for this server's users.
+          if (!origin || !ctx.hosts.includes(from.domain)) throw new StanzaError("forbidden", "Only local users may upload");
+          const purposeEl = payload.getChild("purpose");
+          const purpose = purposeEl?.text() ?? "";
+          await reply(await requestSlot({
+            filename: payload.attrs.filename ?? "", size: Number(payload.attrs.size), contentType: payload.attrs["content-type"] ?? "",
+            user: from.bare, domain, purpose,
+          }));
+        } else throw new StanzaError("service-unavailable");
+      } catch (err) {
+        if (!(err instanceof StanzaError)) ctx.log.error({ err, stage: "upload" }, "slot request failed");
+        await ctx.router.bounce(stanza, err instanceof StanzaError ? err : new StanzaError("internal-server-error"), origin);
+      }
+      return HANDLED;
+    }, 100);
+
+    // ── HTTP side ────────────────────────────────────────────────────────────────────────────
+    const parsePath = (url: URL): { id: string; filename: string; path: string } | undefined => {
+      const m = /^\/upload\/([A-Za-z0-9_-]{22})\/([^/]+)$/.exec(url.pathname);
+      if (!m) return undefined;
+      let filename: string;
+      try {
+        filename = decodeURIComponent(m[2]!);
+      } catch {
+        return undefined;
+      }
+      if (/[\/\\\0]/.test(filename) || filename === "." || filename === "..") return undefined;
+      return { id: m[1]!, filename, path: url.pathname };
+    };
+
+    const put = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
+      const target = parsePath(url);
+      if (!target) return plain(res, 404, "Not found", CORS);
+      const q = url.searchParams;
+      const slot: Slot = { path: target.path, size: Number(q.get("size")), type: q.get("type") ?? "", expires: Number(q.get("expires")),
+        owner: q.get("owner") ?? "", purpose: q.get("purpose") ?? "" };
+      const { size, type } = slot;
+      const token = Buffer.from(q.get("token") ?? "");
+      const expected = Buffer.from(sign(slot));
+      if (token.length !== expected.length || !timingSafeEqual(token, expected)) return plain(res, 403, "Invalid upload token", CORS);
+      if (Date.now() / 1000 > slot.expires) return plain(res, 403, "Upload slot expired", CORS);
+      const length = req.headers["content-length"];
+      if (length === undefined) return plain(res, 411, "Content-Length required", CORS);
+      if (Number(length) > size) return plain(res, 413, "Larger than the slot", CORS);
+      if (Number(length) !== size) return plain(res, 400, "Content-Length does not match the slot", CORS);
+      const sentType = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
+      if (sentType && sentType !== type.toLowerCase() && type !== "application/octet-stream") return plain(res, 400, "Content-Type does not match the slot", CORS);
+      // A stalled body is cut off, and nothing is kept.
+      req.setTimeout(30_000, () => req.destroy(new Error("body timeout")));
+      try {
+        await files.write(target.id, req, size);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (err instanceof SizeMismatchError) return plain(res, err.tooLarge ? 413 : 400, err.message, CORS);
+        if (code === "EEXIST") return plain(res, 409, "Already uploaded", CORS);
+        if (code === "ENOSPC" || code === "EDQUOT") {
+          ctx.log.error({ stage: "upload", code }, "upload storage is full");
+          return plain(res, 507, "Insufficient storage", CORS);
+        }
+        if (req.destroyed || req.aborted) {
+          ctx.log.debug({ stage: "upload" }, "upload aborted; nothing kept");
+          if (!res.headersSent) plain(res, 408, "Upload aborted", CORS);
+          return;
+        }
+        throw err;
+      }
+      await ctx.storage.uploads.add({ id: target.id, owner: slot.owner, filename: target.filename, size, contentType: type, createdAt: Date.now(),
+        expires: slot.purpose !== "profile" && slot.purpose !== "permanent" });
+      res.writeHead(201, { ...CORS, "Content-Length": 0 });
+      res.end();
+    };
+
+    const get = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
+      const target = parsePath(url);
+      const record = target && (await ctx.storage.uploads.get(target.id));
+      if (!target || !record || record.filename !== target.filename) return plain(res, 404, "Not found", CORS);
+      const stat = await files.stat(record.id);
+      if (!stat) return plain(res, 404, "Not found", CORS);
+      const etag = `"${record.id}"`;
+      const inline = INLINE.test(record.contentType);
+      const headers: Record<string, string | number> = {
+        ...CORS,
+        "Content-Type": record.contentType,
+        ETag: etag,
+        "Last-Modified": new Date(record.createdAt).toUTCString(),
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "Content-Disposition": `${inline ? "inline" : "attachment"}; filename*=UTF-8''${encodeURIComponent(record.filename)}`,
+      };
+      if (req.headers["if-none-match"] === etag) {
+        res.writeHead(304, headers);
+        return void res.end();
+      }
+      const range = parseRange(req.headers.range, stat.size);
+      if (range === "invalid") {
+        res.writeHead(416, { ...headers, "Content-Range": `bytes */${stat.size}` });
+        return void res.end();
+      }
+      if (range) {
+        res.writeHead(206, { ...headers, "Content-Range": `bytes ${range.start}-${range.end}/${stat.size}`, "Content-Length": range.end - range.start + 1 });
+      } else {
+        res.writeHead(200, { ...headers, "Content-Length": stat.size });
+      }
+      if (req.method === "HEAD") return void res.end();
+      const body = files.read(record.id, range ?? undefined);
+      body.on("error", () => res.destroy());
+      body.pipe(res);
+    };
+
+    ctx.http(PREFIX, (req, res, url) => {
+      switch (req.method) {
+        case "OPTIONS":
+          res.writeHead(204, CORS);
+          return void res.end();
+        case "PUT":
+          return put(req, res, url);
+        case "GET": case "HEAD":
+          return get(req, res, url);
+        default:
+          return plain(res, 405, "Method not allowed", { ...CORS, Allow: "GET, HEAD, PUT, OPTIONS" });
+      }
+    });
+
+    // ── lifecycle ────────────────────────────────────────────────────────────────────────────
+    const remove = async (records: readonly UploadRecord[]) => {
+      for (const r of records) {
+        await files.delete(r.id);
+        await ctx.storage.uploads.remove(r.id);
+      }
+    };
+    ctx.on("user/deleting", async ({ jid }) => remove(await ctx.storage.uploads.ofOwner(jid.bare)));
+    let cleaning: Promise<void> | undefined;
+    let stopping = false;
+    const expire = () => {
+      if (cleaning || o.expireDays === 0) return;
+      cleaning = (async () => {
+        const cutoff = Date.now() - o.expireDays * DAY_MS;
+        let removed = 0;
+        for (;;) {
+          const batch = await ctx.storage.uploads.expired(cutoff, 100);
+          if (batch.length === 0 || stopping) break;
+          await remove(batch);
+          removed += batch.length;
+          await new Promise((r) => setImmediate(r));
+        }
+        if (removed) ctx.log.info({ stage: "upload", removed }, "expired uploads removed");
+      })().catch((err) => ctx.log.error({ err, stage: "upload" }, "upload expiry failed")).finally(() => { cleaning = undefined; });
+    };
+    expire();
+    ctx.interval(o.cleanupIntervalMinutes * 60_000, expire);
+    ctx.onStop(async () => {
+      stopping = true;
+      await cleaning;
+    });
+  },
+});
+
+interface IncomingSlot { filename: string; size: number; contentType: string; user: string; domain: string; purpose: string }
+
+/** RFC 9110 §14.2, one range: "bytes=a-b", "a-" or "-n"; undefined when absent or not a single byte range. */
+function parseRange(header: string | undefined, size: number): { start: number; end: number } | "invalid" | undefined {
+  if (!header) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === "" && m[2] === "")) return undefined;
+  let start: number;
+  let end: number;
+  if (m[1] === "") {
+    start = Math.max(0, size - Number(m[2]));
+    end = size - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
+  }
+  if (start > end || start >= size) return "invalid";
+  return { start, end };
+}
