@@ -12,6 +12,9 @@ import { defaultModules } from "./modules/index.js";
 import { AccountError, createAccounts } from "./accounts.js";
 import { PARLEY_VERSION } from "./version.js";
 import type { Storage } from "./storage/index.js";
+import { uploadDir, uploadOptions } from "./modules/upload.js";
+import { createLocalFileStore } from "./storage/files/index.js";
+import { resolve } from "node:path";
 
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
 
@@ -23,6 +26,8 @@ Usage:
   parley user del JID                          delete an account and all its data
   parley user list [HOST]                      list accounts
   parley reports [--limit N]                   abuse reports users filed while blocking (XEP-0377), newest first
+  parley uploads usage                         uploaded files and bytes per user (XEP-0363)
+  parley uploads prune --older-than DAYS       delete uploads older than DAYS now (any purpose)
 
 The configuration defaults to config/parley.yaml, else config/parley.example.yaml.
 `;
@@ -130,6 +135,37 @@ async function run(argv: string[]): Promise<number> {
       }
       if (reports.length === 0) console.error("no reports");
       return EXIT.ok;
+    }
+    case "uploads": {
+      const c = config();
+      const options = uploadOptions.parse((c.modules as Record<string, unknown>).upload ?? {});
+      if (sub === "usage") {
+        const totals = await withAccounts(c, (_a, s) => s.uploads.totals());
+        for (const t of totals) console.log(`${t.owner}\t${t.files} files\t${t.bytes} bytes`);
+        if (totals.length === 0) console.error("no uploads");
+        return EXIT.ok;
+      }
+      if (sub === "prune") {
+        const days = Number(takeOption(args, "--older-than"));
+        if (!Number.isFinite(days) || days < 0) throw new UsageError("parley uploads prune --older-than DAYS");
+        const files = createLocalFileStore(uploadDir(resolve(c.dataDir), options.path));
+        const removed = await withAccounts(c, async (_a, s) => {
+          let n = 0;
+          const cutoff = Date.now() - days * 86_400_000;
+          for (const owner of (await s.uploads.totals()).map((t) => t.owner)) {
+            for (const u of await s.uploads.ofOwner(owner)) {
+              if (u.createdAt >= cutoff) continue;
+              await files.delete(u.id);
+              await s.uploads.remove(u.id);
+              n++;
+            }
+          }
+          return n;
+        });
+        console.log(`removed ${removed} uploads`);
+        return EXIT.ok;
+      }
+      throw new UsageError("parley uploads usage|prune --older-than DAYS");
     }
     case "--version":
     case "version":

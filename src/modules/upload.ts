@@ -50,6 +50,8 @@ export const uploadOptions = z.strictObject({
   /** How long a PUT URL stays valid. */
   slotSeconds: z.number().int().min(10).default(600),
   cleanupIntervalMinutes: z.number().positive().default(60),
+  /** A PUT whose body stalls this long is cut off (slow-body attacks). */
+  bodyIdleSeconds: z.number().positive().default(30),
 });
 
 export const uploadDir = (dataDir: string, path: string) => (isAbsolute(path) ? path : join(dataDir, path));
@@ -177,7 +179,7 @@ export const upload = defineModule({
       const sentType = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
       if (sentType && sentType !== type.toLowerCase() && type !== "application/octet-stream") return plain(res, 400, "Content-Type does not match the slot", CORS);
       // A stalled body is cut off, and nothing is kept.
-      req.setTimeout(30_000, () => req.destroy(new Error("body timeout")));
+      req.setTimeout(o.bodyIdleSeconds * 1000, () => req.destroy(new Error("body timeout")));
       try {
         await files.write(target.id, req, size);
       } catch (err) {

@@ -245,3 +245,56 @@ describe("HTTP file upload lifecycle", () => {
     }
   });
 });
+
+describe("HTTP file upload behind a reverse proxy, and slow bodies", () => {
+  it("plain HTTP with a configured public URL; a stalled body is cut off and nothing is kept; the CLI sees and prunes usage", async () => {
+    const server = await startTestServer({
+      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0, https: null, http: 0 },
+      http: { publicUrl: "https://files.example.org/" },
+      modules: { upload: { bodyIdleSeconds: 1 } },
+    });
+    try {
+      await server.accounts.create("ann@localhost", "pw");
+      const c = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "ann", password: "pw" });
+      const ask = async (name: string, size: number) => {
+        const reply = await c.iq(xml("iq", { type: "get", to: "upload.localhost" }, xml("request", { xmlns: UPLOAD, filename: name, size: String(size), "content-type": "text/plain" })));
+        const s = reply.getChild("slot", UPLOAD)!;
+        return { put: s.getChild("put")!.attrs.url as string, get: s.getChild("get")!.attrs.url as string };
+      };
+      const s = await ask("via-proxy.txt", 3);
+      assert.match(s.get, /^https:\/\/files\.example\.org\/upload\/[A-Za-z0-9_-]{22}\/via-proxy\.txt$/);
+      const local = (url: string) => url.replace("https://files.example.org", `http://127.0.0.1:${server.ports.http}`);
+      const r = await request(local(s.put), { method: "PUT", body: "abc", headers: { "content-type": "text/plain", "content-length": "3" } });
+      await r.body.text();
+      assert.equal(r.statusCode, 201);
+
+      const slow = await ask("slow.txt", 1000);
+      const stalled = new Readable({ read() {} });
+      stalled.push(Buffer.alloc(100));
+      const started = Date.now();
+      await assert.rejects(request(local(slow.put), { method: "PUT", body: stalled, headers: { "content-type": "text/plain", "content-length": "1000" } })
+        .then(async (res) => { await res.body.text(); if (res.statusCode >= 400) throw new Error(String(res.statusCode)); }));
+      assert.ok(Date.now() - started < 10_000, "cut off after the idle limit");
+      const gone = await request(local(slow.get));
+      await gone.body.text();
+      assert.equal(gone.statusCode, 404);
+      await c.stop();
+
+      const cfg = join(server.dataDir, "cli.yaml");
+      const { writeFileSync } = await import("node:fs");
+      const { spawnSync } = await import("node:child_process");
+      writeFileSync(cfg, `hosts: [localhost]\ndataDir: ${server.dataDir}\n`);
+      const usage = spawnSync("bin/parley", ["uploads", "usage", "--config", cfg], { encoding: "utf8" });
+      assert.equal(usage.status, 0, usage.stderr);
+      assert.match(usage.stdout, /^ann@localhost\t1 files\t3 bytes$/m);
+      const prune = spawnSync("bin/parley", ["uploads", "prune", "--older-than", "0", "--config", cfg], { encoding: "utf8" });
+      assert.equal(prune.status, 0, prune.stderr);
+      assert.match(prune.stdout, /removed 1 uploads/);
+      const after = await request(local(s.get));
+      await after.body.text();
+      assert.equal(after.statusCode, 404);
+    } finally {
+      await server.cleanup();
+    }
+  });
+});
