@@ -39,7 +39,7 @@ describe("interop: slixmpp", { skip: available ? false : "python3-slixmpp not in
     console.log(`# slixmpp used: ${result.mechanisms.join(", ")}`);
   });
 
-  it("carbons, MAM and PEP work with slixmpp's XEP-0280, XEP-0313, XEP-0172/XEP-0060 plugins", async () => {
+  it("carbons, MAM, PEP and HTTP upload work with slixmpp's XEP-0280, XEP-0313, XEP-0172/XEP-0060 and XEP-0363 plugins", async () => {
     await server.accounts.create("alice@localhost", "pw-a");
     await server.accounts.create("bob@localhost", "pw-b");
     for (const [a, b] of [["alice", "bob"], ["bob", "alice"]]) {
@@ -62,5 +62,8 @@ describe("interop: slixmpp", { skip: available ? false : "python3-slixmpp not in
     assert.deepEqual(result.mam_bodies, ["hi alice", "hi bob"]);
     assert.equal(result.nick, "Alice from slixmpp");
     assert.equal(result.nick_event, "Alice from slixmpp", "slixmpp's +notify (XEP-0115 caps) brought the PEP event");
+    assert.match(String(result.upload_url), /^https:\/\/upload\.localhost:\d+\/upload\/[A-Za-z0-9_-]{22}\/photo\.jpg$/);
+    assert.equal(result.upload_roundtrip, true, "the bytes slixmpp uploaded come back");
+    assert.equal(result.max_file_size, 100 * 1024 * 1024);
   });
 });
