@@ -2,8 +2,10 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readdirSync, existsSync } from "node:fs";
+import { readdirSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { spawnSync } from "node:child_process";
 import { Readable } from "node:stream";
 import { Agent, request } from "undici";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -281,8 +283,6 @@ describe("HTTP file upload behind a reverse proxy, and slow bodies", () => {
       await c.stop();
 
       const cfg = join(server.dataDir, "cli.yaml");
-      const { writeFileSync } = await import("node:fs");
-      const { spawnSync } = await import("node:child_process");
       writeFileSync(cfg, `hosts: [localhost]\ndataDir: ${server.dataDir}\n`);
       const usage = spawnSync("bin/parley", ["uploads", "usage", "--config", cfg], { encoding: "utf8" });
       assert.equal(usage.status, 0, usage.stderr);
@@ -295,6 +295,35 @@ describe("HTTP file upload behind a reverse proxy, and slow bodies", () => {
       assert.equal(after.statusCode, 404);
     } finally {
       await server.cleanup();
+    }
+  });
+});
+
+describe("HTTP file upload on a full disk", () => {
+  // A real full file system: a 256 KiB tmpfs. Mounting needs root; elsewhere this says it skipped.
+  const mountPoint = join(tmpdir(), `parley-full-${process.pid}`);
+  mkdirSync(mountPoint, { recursive: true });
+  const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mountPoint]).status === 0;
+  if (!mounted) console.log("# SKIPPED upload full-disk test: cannot mount a tmpfs here (needs root)");
+  it("a full disk answers 507, keeps nothing, and the server goes on", { skip: mounted ? false : "cannot mount a tmpfs" }, async () => {
+    const server = await startTestServer({ modules: { upload: { path: mountPoint } } });
+    try {
+      await server.accounts.create("ann@localhost", "pw");
+      const c = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "ann", password: "pw" });
+      const reply = await c.iq(xml("iq", { type: "get", to: "upload.localhost" }, xml("request", { xmlns: UPLOAD, filename: "big.bin", size: String(MiB) })));
+      const putUrl = (reply.getChild("slot", UPLOAD)!.getChild("put")!.attrs.url as string).replace("upload.localhost", "127.0.0.1");
+      const r = await request(putUrl, { method: "PUT", body: pattern(MiB), headers: { "content-length": String(MiB) }, dispatcher });
+      await r.body.text();
+      assert.equal(r.statusCode, 507);
+      const left = readdirSync(mountPoint, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+      assert.deepEqual(left.map((e) => e.name), [], "the partial file is gone");
+      const pong = await c.iq(xml("iq", { type: "get", to: "localhost" }, xml("ping", { xmlns: "urn:xmpp:ping" })));
+      assert.equal(pong.attrs.type, "result");
+      await c.stop();
+    } finally {
+      await server.cleanup();
+      spawnSync("umount", [mountPoint]);
+      rmSync(mountPoint, { recursive: true, force: true });
     }
   });
 });
