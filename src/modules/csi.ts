@@ -43,6 +43,13 @@ function collapseKey(stanza: Element, seq: number): string {
   return `n ${seq}`;
 }
 
+declare module "../hooks.js" {
+  interface Events {
+    /** A session said <active/> or <inactive/> (push notifies for inactive ones). */
+    "session/csi": { session: Session; active: boolean };
+  }
+}
+
 export const csi = defineModule({
   name: "csi",
   implements: [{ spec: "XEP-0352", version: "1.0.0" }],
@@ -68,9 +75,11 @@ export const csi = defineModule({
     ctx.nonza(CSI, (element, session) => {
       if (element.name === "inactive") {
         if (!inactive.has(session)) inactive.set(session, new Map());
+        void ctx.emit("session/csi", { session, active: false });
       } else if (element.name === "active") {
         release(session);
         inactive.delete(session);
+        void ctx.emit("session/csi", { session, active: true });
       } else {
         session.close(new StreamError("unsupported-stanza-type"));
       }

@@ -23,7 +23,8 @@ import { adhoc } from "./adhoc.js";
 import { avatars } from "./avatars.js";
 import { bookmarks } from "./bookmarks.js";
 import { upload } from "./upload.js";
+import { push } from "./push.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars, bookmarks, upload,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars, bookmarks, upload, push,
 ];

@@ -28,6 +28,8 @@ export interface Session {
    */
   sendConfirmed(stanza: Element): Promise<boolean> | undefined;
   close(error?: StreamError): void;
+  /** The socket is gone and the session waits to be resumed (XEP-0198 §5): stanzas queue, nobody reads them. */
+  readonly hibernating: boolean;
 }
 
 export interface SessionView {

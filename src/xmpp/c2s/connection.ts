@@ -104,7 +104,11 @@ export class C2SConnection implements Session {
   private pinging = false;
   private sm: StreamManagement | undefined;
   /** The socket is gone but the session waits to be resumed (XEP-0198 §5). */
-  private hibernating = false;
+  private asleep = false;
+  /** Session.hibernating. */
+  get hibernating(): boolean {
+    return this.asleep;
+  }
   private resumeTimer: NodeJS.Timeout | undefined;
   private ackRequestTimer: NodeJS.Timeout | undefined;
   /** The end of the chain of this client's stanzas still being routed (see onBoundStanza). */
@@ -195,7 +199,7 @@ export class C2SConnection implements Session {
         // HARDENING §2.2: a full queue ends the stream; its contents are re-routed (P3).
         return this.streamError(new StreamError("resource-constraint", "Too many unacknowledged stanzas"));
       }
-      if (this.hibernating) return;
+      if (this.asleep) return;
       this.write(stanza.toString());
       this.scheduleAckRequest(waiting);
       return;
@@ -224,7 +228,7 @@ export class C2SConnection implements Session {
     if (this.ackRequestTimer) return;
     this.ackRequestTimer = setTimeout(() => {
       this.ackRequestTimer = undefined;
-      if (this.sm && this.sm.unacked.length > 0 && !this.hibernating && this.phase === "bound") this.write(`<r xmlns='${NS_SM}'/>`);
+      if (this.sm && this.sm.unacked.length > 0 && !this.asleep && this.phase === "bound") this.write(`<r xmlns='${NS_SM}'/>`);
     }, 250);
     this.ackRequestTimer.unref();
   }
@@ -574,7 +578,7 @@ export class C2SConnection implements Session {
         // Answered once everything the client sent before this <r/> is in custody — not later
         // stanzas too: under steady traffic that moment might never come.
         if (!this.routingTail) this.write(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
-        else void this.routingTail.then(() => { if (!this.hibernating) this.write(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`); });
+        else void this.routingTail.then(() => { if (!this.asleep) this.write(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`); });
         return;
       case "a": {
         if (!sm) return this.smFailed("unexpected-request");
@@ -607,7 +611,7 @@ export class C2SConnection implements Session {
 
   /** The socket went away under a resumable session: keep the session, queue what arrives. */
   private hibernate(): void {
-    this.hibernating = true;
+    this.asleep = true;
     this.parser.stop();
     this.detach(this.socket);
     this.socket.destroy();
@@ -616,7 +620,7 @@ export class C2SConnection implements Session {
     this.ackRequestTimer = undefined;
     this.deps.log.info({ stage: "sm", jid: this.boundJid?.full, seconds: this.sm!.resumeTimeoutMs / 1000 }, "session hibernated");
     this.resumeTimer = setTimeout(() => {
-      this.hibernating = false;
+      this.asleep = false;
       this.terminate("resumption timed out");
     }, this.sm!.resumeTimeoutMs);
     this.resumeTimer.unref();
@@ -636,7 +640,7 @@ export class C2SConnection implements Session {
   /** Moves the new connection's socket and parser into this (old) session and resends what is unacknowledged. */
   private takeOver(fresh: C2SConnection, h: number): void {
     const sm = this.sm!;
-    if (!this.hibernating) {
+    if (!this.asleep) {
       // The old socket is half-open: the client has already moved on.
       this.detach(this.socket);
       this.parser.stop();
@@ -648,7 +652,7 @@ export class C2SConnection implements Session {
     this.parser = parser;
     this.corked = false;
     this.headerSent = true;
-    this.hibernating = false;
+    this.asleep = false;
     parser.retarget(this.sink());
     this.attach(socket);
     this.lastInbound = Date.now();
@@ -767,10 +771,10 @@ export class C2SConnection implements Session {
     if (this.phase === "closed") return;
     // A dropped connection of a resumable session hibernates; everything else ends the session.
     const peerVanished = reason === "peer closed the connection" || reason === "socket closed";
-    if (peerVanished && this.phase === "bound" && this.sm?.resumable && !this.hibernating) return this.hibernate();
+    if (peerVanished && this.phase === "bound" && this.sm?.resumable && !this.asleep) return this.hibernate();
     const wasBound = this.phase === "bound";
     this.phase = "closed";
-    this.hibernating = false;
+    this.asleep = false;
     this.parser.stop();
     clearTimeout(this.negotiationTimer);
     clearTimeout(this.idleTimer);

@@ -1,0 +1,216 @@
+/**
+ * XEP-0357 Push Notifications 0.4.1, the user's server side: clients register an app server JID
+ * and node (with publish-options such as a secret); when a message that matters arrives while no
+ * session of the user can read it — none online, all hibernated under stream management, or all
+ * inactive under CSI — each registration gets a XEP-0357 §5 summary notification, published to
+ * the app server like a pubsub item. Bursts are coalesced: one push at once, then at most one per
+ * `coalesceSeconds` carrying the count. An app server that fails `maxFailures` times in a row
+ * loses the registration. Presence, chat states, receipts and markers never push.
+ */
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { el, childElements, type Element } from "../xmpp/xml.js";
+import { NS } from "../xmpp/ns.js";
+import { tryParseJid } from "../xmpp/jid.js";
+import { StanzaError } from "../errors.js";
+import { parseElement } from "../xmpp/xml-parse.js";
+import { buildForm, readForm } from "../xmpp/forms.js";
+import type { Session } from "../xmpp/sessions.js";
+
+const PUSH = "urn:xmpp:push:0";
+const PUBSUB = "http://jabber.org/protocol/pubsub";
+const PUBLISH_OPTIONS = `${PUBSUB}#publish-options`;
+const KEY = "push:registrations";
+
+interface Registration { jid: string; node: string; options: Record<string, string> }
+interface Pending {
+  /** Messages since the user last read (XEP-0357 §5 message-count). */
+  count: number;
+  sender: string;
+  body: string | undefined;
+  /** The coalescing window is open until this fires. */
+  timer: NodeJS.Timeout | undefined;
+  /** More arrived inside the window: one more push when it closes. */
+  dirty: boolean;
+  failures: number;
+}
+
+/** What wakes a phone: something a person would want to see — text, an encrypted message, a call. */
+function worthAPush(stanza: Element): boolean {
+  const type = stanza.attrs.type ?? "normal";
+  if (type !== "chat" && type !== "normal") return false;
+  if (stanza.getChild("body")) return true;
+  return childElements(stanza).some((c) => {
+    const ns = c.getNS();
+    return ns === "eu.siacs.conversations.axolotl" || ns === "urn:xmpp:omemo:2" || (ns === "urn:xmpp:jingle-message:0" && c.name === "propose");
+  });
+}
+
+declare module "../hooks.js" {
+  interface Events {
+    /** A push notification was sent to an app server (tests and metrics watch this). */
+    "push/sent": { user: string; appServer: string; node: string; count: number };
+  }
+}
+
+export const push = defineModule({
+  name: "push",
+  implements: [{ spec: "XEP-0357", version: "0.4.1" }],
+  dependsOn: ["message", "offline", "csi"],
+  options: z.strictObject({
+    /** Put the message text in notifications (it then passes through the app server and Apple/Google). */
+    includeBody: z.boolean().default(false),
+    coalesceSeconds: z.number().min(0).default(2),
+    maxFailures: z.number().int().min(1).default(3),
+    maxRegistrationsPerUser: z.number().int().min(1).default(10),
+    requestTimeoutSeconds: z.number().positive().default(15),
+  }),
+  start(ctx) {
+    const { storage, router } = ctx;
+    ctx.feature("account", PUSH);
+    const inactive = new WeakSet<Session>();
+    /** Per user, per registration ("jid node"): what is waiting to be pushed. */
+    const pending = new Map<string, Map<string, Pending>>();
+
+    const load = async (user: string): Promise<Registration[]> => {
+      const xml = await storage.documents.get(user, KEY);
+      if (!xml) return [];
+      return childElements(parseElement(xml)).map((r) => ({
+        jid: r.attrs.jid!, node: r.attrs.node!,
+        options: Object.fromEntries(r.getChildren("option").map((o) => [o.attrs.name!, o.text()])),
+      }));
+    };
+    const save = async (user: string, regs: readonly Registration[]) => {
+      if (regs.length === 0) return storage.documents.delete(user, KEY);
+      return storage.documents.set(user, KEY, el("registrations", { xmlns: PUSH },
+        ...regs.map((r) => el("registration", { jid: r.jid, node: r.node },
+          ...Object.entries(r.options).map(([name, value]) => el("option", { name }, value))))).toString());
+    };
+
+    // ── enable / disable (XEP-0357 §5, §6) ───────────────────────────────────────────────────
+    ctx.iq("account", "set", PUSH, async ({ payload, self, origin, from }) => {
+      if (!self || !origin) throw new StanzaError("forbidden", "Only the account owner manages its push registrations");
+      const jid = tryParseJid(payload.attrs.jid);
+      if (!jid) throw new StanzaError(payload.attrs.jid ? "jid-malformed" : "bad-request", "The app server's 'jid' is required");
+      const user = from.bare;
+      const regs = await load(user);
+      if (payload.name === "enable") {
+        const node = payload.attrs.node;
+        if (!node) throw new StanzaError("bad-request", "A 'node' is required");
+        const x = payload.getChild("x", NS.DATA_FORMS);
+        const form = x ? readForm(x) : undefined;
+        if (form && form.formType !== PUBLISH_OPTIONS) throw new StanzaError("bad-request", `FORM_TYPE must be ${PUBLISH_OPTIONS}`);
+        const options = Object.fromEntries([...(form?.fields ?? new Map<string, string[]>())].map(([k, v]) => [k, v[0] ?? ""]));
+        const others = regs.filter((r) => !(r.jid === jid.full && r.node === node));
+        if (others.length >= ctx.options.maxRegistrationsPerUser) throw new StanzaError("not-allowed", "Too many push registrations", "cancel");
+        await save(user, [...others, { jid: jid.full, node, options }]);
+        ctx.log.info({ stage: "push", appServer: jid.domain }, "push enabled");
+        return undefined;
+      }
+      if (payload.name === "disable") {
+        // §6: without a node, every registration with that app server goes.
+        const node = payload.attrs.node;
+        await save(user, regs.filter((r) => !(r.jid === jid.full && (node === undefined || r.node === node))));
+        return undefined;
+      }
+      throw new StanzaError("bad-request");
+    });
+
+    // ── sending ──────────────────────────────────────────────────────────────────────────────
+    const notify = async (user: string, reg: Registration, state: Pending) => {
+      const fields = [
+        { var: "message-count", values: [String(state.count)] },
+        { var: "last-message-sender", values: [state.sender] },
+        ...(ctx.options.includeBody && state.body !== undefined ? [{ var: "last-message-body", values: [state.body] }] : []),
+      ];
+      const count = state.count;
+      const iq = el("iq", { type: "set", from: user, to: reg.jid },
+        el("pubsub", { xmlns: PUBSUB },
+          el("publish", { node: reg.node }, el("item", {}, el("notification", { xmlns: PUSH }, buildForm("submit", "urn:xmpp:push:summary", fields)))),
+          Object.keys(reg.options).length
+            ? el("publish-options", {}, buildForm("submit", PUBLISH_OPTIONS, Object.entries(reg.options).map(([k, v]) => ({ var: k, values: [v] }))))
+            : undefined));
+      try {
+        const reply = await router.request(iq, ctx.options.requestTimeoutSeconds * 1000);
+        if (reply.attrs.type !== "result") throw new Error("app server answered with an error");
+        state.failures = 0;
+        void ctx.emit("push/sent", { user, appServer: reg.jid, node: reg.node, count });
+        ctx.log.debug({ stage: "push", appServer: reg.jid }, "push sent");
+      } catch (err) {
+        state.failures++;
+        ctx.log.warn({ stage: "push", appServer: reg.jid, failures: state.failures, err: (err as Error).message }, "push failed");
+        if (state.failures >= ctx.options.maxFailures) {
+          // §7: an app server that keeps failing loses the registration.
+          await save(user, (await load(user)).filter((r) => !(r.jid === reg.jid && r.node === reg.node)));
+          pending.get(user)?.delete(`${reg.jid} ${reg.node}`);
+          ctx.log.info({ stage: "push", appServer: reg.jid }, "push registration removed after repeated failures");
+        }
+      }
+    };
+
+    /** Counts the message; pushes now if nothing was pushed lately, else when the window closes. */
+    const schedule = async (user: string, sender: string, body: string | undefined) => {
+      const regs = await load(user);
+      if (regs.length === 0) return;
+      let perUser = pending.get(user);
+      if (!perUser) pending.set(user, (perUser = new Map()));
+      for (const reg of regs) {
+        const key = `${reg.jid} ${reg.node}`;
+        let state = perUser.get(key);
+        if (!state) perUser.set(key, (state = { count: 0, sender, body, timer: undefined, dirty: false, failures: 0 }));
+        state.count++;
+        state.sender = sender;
+        state.body = body;
+        if (state.timer) {
+          state.dirty = true;
+          continue;
+        }
+        const current = state;
+        const openWindow = () => {
+          current.timer = setTimeout(() => {
+            current.timer = undefined;
+            if (!current.dirty || perUser!.get(key) !== current) return;
+            current.dirty = false;
+            void notify(user, reg, current);
+            openWindow();
+          }, ctx.options.coalesceSeconds * 1000);
+          current.timer.unref();
+        };
+        void notify(user, reg, current);
+        openWindow();
+      }
+    };
+    const trigger = (stanza: Element, user: string, sender: string) => {
+      if (!worthAPush(stanza)) return;
+      schedule(user, sender, stanza.getChildText("body") ?? undefined).catch((err) => ctx.log.error({ err, stage: "push" }, "push scheduling failed"));
+    };
+
+    // No session online: the message goes to offline storage.
+    ctx.chain("message/offline", ({ stanza, to, from }) => {
+      trigger(stanza, to.bare, from.full);
+      return undefined;
+    }, 20);
+    // Sessions exist but none can read it now.
+    ctx.on("message/delivered", ({ routed, sessions }) => {
+      if (sessions.every((s) => s.hibernating || inactive.has(s))) trigger(routed.stanza, routed.to.bare, routed.from.full);
+    });
+    ctx.on("session/csi", ({ session, active }) => {
+      if (active) inactive.delete(session);
+      else inactive.add(session);
+    });
+    // A session that reads again: the count starts over.
+    ctx.on("session/available", ({ session }) => { resetCount(session.jid.bare); });
+    const resetCount = (user: string) => {
+      for (const state of pending.get(user)?.values() ?? []) state.count = 0;
+    };
+
+    ctx.on("user/deleted", ({ jid }) => {
+      for (const state of pending.get(jid.bare)?.values() ?? []) clearTimeout(state.timer);
+      pending.delete(jid.bare);
+    });
+    ctx.onStop(() => {
+      for (const perUser of pending.values()) for (const state of perUser.values()) clearTimeout(state.timer);
+      pending.clear();
+    });
+  },
+});
