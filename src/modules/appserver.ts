@@ -1,0 +1,195 @@
+/**
+ * A built-in XEP-0357 app server on push.<host>: it turns push notifications published by a user's
+ * server into real pushes through APNs, FCM or Web Push.
+ *
+ * Devices register with a XEP-0050 command on the service — register-push-apns (token, sandbox),
+ * register-push-fcm (token; Conversations' command name and fields) or register-push-webpush
+ * (endpoint, p256dh, auth) — and get back a node and a secret, which the client passes to its
+ * server's <enable/>. A publish to that node carrying that secret, from the JID that registered,
+ * becomes one push. A provider that reports the device gone (APNs 410/BadDeviceToken, FCM
+ * UNREGISTERED/INVALID_ARGUMENT, Web Push 404/410) removes the registration and the publish is
+ * answered item-not-found, so the user's server disables it too. Credentials come from files named
+ * in the config; none of them is logged.
+ */
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { el, type Element } from "../xmpp/xml.js";
+import { NS } from "../xmpp/ns.js";
+import { HANDLED } from "../hooks.js";
+import { StanzaError } from "../errors.js";
+import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js";
+import { parseElement } from "../xmpp/xml-parse.js";
+import { ApnsClient, type PushOutcome } from "../push/apns.js";
+import { FcmClient, type ServiceAccount } from "../push/fcm.js";
+
+const COMMANDS = "http://jabber.org/protocol/commands";
+const PUBSUB = "http://jabber.org/protocol/pubsub";
+const PUSH = "urn:xmpp:push:0";
+const PUBLISH_OPTIONS = `${PUBSUB}#publish-options`;
+
+type DeviceType = "apns" | "fcm" | "webpush";
+interface Device { type: DeviceType; owner: string; secret: string; token: string; sandbox: boolean; p256dh?: string; auth?: string }
+
+export const appserver = defineModule({
+  name: "appserver",
+  implements: [{ spec: "XEP-0357", version: "0.4.1", note: "app server side, with APNs, FCM HTTP v1 and Web Push" }],
+  dependsOn: ["disco"],
+  options: z.strictObject({
+    domain: z.string().default("push.{host}"),
+    apns: z.strictObject({
+      keyFile: z.string(), keyId: z.string(), teamId: z.string(), topic: z.string(),
+      /** Endpoints (tests point these at local servers). */
+      production: z.url().optional(), sandbox: z.url().optional(),
+      /** Only for tests with a self-signed local endpoint. */
+      insecureTls: z.boolean().default(false),
+    }).optional(),
+    fcm: z.strictObject({ serviceAccountFile: z.string(), endpoint: z.url().optional() }).optional(),
+    /** Put the message text into pushes when the user's server sends it (it then passes through Apple/Google). */
+    includeBody: z.boolean().default(true),
+  }),
+  start(ctx) {
+    const o = ctx.options;
+    const apns = o.apns && new ApnsClient({
+      key: readFileSync(o.apns.keyFile, "utf8"), keyId: o.apns.keyId, teamId: o.apns.teamId, topic: o.apns.topic,
+      ...(o.apns.production ? { production: o.apns.production } : {}), ...(o.apns.sandbox ? { sandbox: o.apns.sandbox } : {}),
+      ...(o.apns.insecureTls ? { tls: { rejectUnauthorized: false } } : {}),
+    });
+    const fcm = o.fcm && new FcmClient({
+      account: JSON.parse(readFileSync(o.fcm.serviceAccountFile, "utf8")) as ServiceAccount,
+      ...(o.fcm.endpoint ? { endpoint: o.fcm.endpoint } : {}),
+    });
+    ctx.onStop(() => apns?.close());
+    if (!apns && !fcm) return; // nothing to push through: no service
+    const domains = new Set(ctx.hosts.map((h) => o.domain.replace("{host}", h)));
+    for (const d of domains) ctx.addDomain(d);
+    const commands: Array<{ node: string; name: string; type: DeviceType; fields: string[] }> = [
+      ...(apns ? [{ node: "register-push-apns", name: "Register an iOS device (APNs)", type: "apns" as const, fields: ["token", "sandbox"] }] : []),
+      ...(fcm ? [{ node: "register-push-fcm", name: "Register an Android device (FCM)", type: "fcm" as const, fields: ["token", "android-id"] }] : []),
+    ];
+
+    ctx.discoItems("host", ({ owner, node }) => {
+      if (node !== undefined) return undefined;
+      const d = o.domain.replace("{host}", owner);
+      return domains.has(d) ? [el("item", { jid: d, name: "Push notifications" })] : [];
+    });
+
+    const keyOf = (node: string) => `push-device:${node}`;
+    const load = async (service: string, node: string): Promise<Device | undefined> => {
+      const xml = await ctx.storage.documents.get(service, keyOf(node));
+      if (!xml) return undefined;
+      const d = parseElement(xml).attrs;
+      return { type: d.type as DeviceType, owner: d.owner!, secret: d.secret!, token: d.token!, sandbox: d.sandbox === "true", p256dh: d.p256dh, auth: d.auth };
+    };
+    const store = (service: string, node: string, d: Device) => ctx.storage.documents.set(service, keyOf(node),
+      el("device", { xmlns: PUSH, type: d.type, owner: d.owner, secret: d.secret, token: d.token, sandbox: String(d.sandbox), p256dh: d.p256dh, auth: d.auth }).toString());
+
+    const register = async (service: string, owner: string, command: (typeof commands)[number], form: Element) => {
+      const values = readForm(form);
+      const token = singleValue(values, "token");
+      if (!token) throw new StanzaError("bad-request", "A device token is required");
+      const sandboxValue = singleValue(values, "sandbox");
+      const device: Device = { type: command.type, owner, secret: randomBytes(18).toString("base64url"), token,
+        sandbox: sandboxValue !== undefined && parseBoolean(sandboxValue, "sandbox") };
+      const node = randomBytes(18).toString("base64url");
+      await store(service, node, device);
+      ctx.log.info({ stage: "appserver", type: command.type }, "device registered");
+      return buildForm("result", PUSH, [{ var: "jid", values: [service] }, { var: "node", values: [node] }, { var: "secret", values: [device.secret] }]);
+    };
+
+    const deliver = async (device: Device, node: string, summary: Record<string, string>): Promise<PushOutcome> => {
+      const body = o.includeBody ? summary["last-message-body"] : undefined;
+      const count = summary["message-count"] ?? "1";
+      const sender = summary["last-message-sender"] ?? "";
+      if (device.type === "apns" && apns) {
+        return apns.send({
+          deviceToken: device.token, sandbox: device.sandbox, pushType: "alert", priority: 10, collapseId: node.slice(0, 64),
+          payload: { aps: { alert: { title: "New message", body: body ?? "You have a new message" }, sound: "default", "mutable-content": 1, badge: Number(count) || 1 },
+            "message-count": count, ...(sender ? { "last-message-sender": sender } : {}) },
+        });
+      }
+      if (device.type === "fcm" && fcm) {
+        return fcm.send(device.token, { type: "message", "message-count": count, ...(sender ? { "last-message-sender": sender } : {}), ...(body ? { body } : {}) });
+      }
+      return { status: "failed", reason: `${device.type} is not configured` };
+    };
+
+    const publish = async (service: string, from: string, payload: Element) => {
+      const action = payload.getChild("publish");
+      const node = action?.attrs.node;
+      if (!node) throw new StanzaError("bad-request", "nodeid-required");
+      const device = await load(service, node);
+      if (!device) throw new StanzaError("item-not-found", "No such device registration");
+      const options = payload.getChild("publish-options")?.getChild("x", NS.DATA_FORMS);
+      const secret = options ? singleValue(readForm(options), "secret") ?? "" : "";
+      const a = Buffer.from(secret);
+      const b = Buffer.from(device.secret);
+      // The node and secret are bearer credentials, bound to the JID that registered them.
+      if (a.length !== b.length || !timingSafeEqual(a, b) || from !== device.owner) throw new StanzaError("forbidden", "Wrong secret or publisher");
+      const form = action!.getChild("item")?.getChild("notification", PUSH)?.getChild("x", NS.DATA_FORMS);
+      // XEP-0357 §5 examples carry the summary form without a 'type', so fields are read directly.
+      const summary: Record<string, string> = {};
+      for (const f of form?.getChildren("field") ?? []) if (f.attrs.var) summary[f.attrs.var] = f.getChildText("value") ?? "";
+      const outcome = await deliver(device, node, summary);
+      if (outcome.status === "unregistered") {
+        await ctx.storage.documents.delete(service, keyOf(node));
+        ctx.log.info({ stage: "appserver", type: device.type, reason: outcome.reason }, "device unregistered by the provider; registration removed");
+        throw new StanzaError("item-not-found", "The device is no longer registered");
+      }
+      if (outcome.status === "failed") {
+        ctx.log.warn({ stage: "appserver", type: device.type, reason: outcome.reason }, "push failed");
+        throw new StanzaError("resource-constraint", "The push provider did not take it", "wait");
+      }
+      return undefined;
+    };
+
+    const info = () => el("query", { xmlns: NS.DISCO_INFO },
+      el("identity", { category: "pubsub", type: "push", name: "Push notifications" }),
+      el("feature", { var: PUSH }), el("feature", { var: COMMANDS }), el("feature", { var: NS.DISCO_INFO }));
+
+    ctx.chain("iq/host", async ({ stanza, to, from, origin }) => {
+      const service = to.domain;
+      if (!domains.has(service)) return undefined;
+      const type = stanza.attrs.type;
+      if (type !== "get" && type !== "set") return HANDLED;
+      const reply = (payload?: Element) => ctx.router.route(el("iq", { type: "result", id: stanza.attrs.id, from: service, to: from.full }, payload));
+      try {
+        const payload = stanza.children.find((c): c is Element => typeof c !== "string");
+        if (!payload) throw new StanzaError("bad-request");
+        const ns = payload.getNS();
+        if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) {
+          await reply(info());
+        } else if (type === "get" && ns === NS.DISCO_ITEMS) {
+          const list = payload.attrs.node === COMMANDS ? commands.map((c) => el("item", { jid: service, node: c.node, name: c.name })) : [];
+          await reply(el("query", { xmlns: NS.DISCO_ITEMS, node: payload.attrs.node }, ...list));
+        } else if (type === "set" && ns === PUBSUB) {
+          await reply(await publish(service, from.bare, payload));
+        } else if (type === "set" && ns === COMMANDS && payload.name === "command") {
+          const command = commands.find((c) => c.node === payload.attrs.node);
+          if (!command) throw new StanzaError("item-not-found", "No such command");
+          if (!origin) throw new StanzaError("forbidden", "Devices register through their own account on this server");
+          const form = payload.getChild("x", NS.DATA_FORMS);
+          if (payload.attrs.action === "cancel") {
+            await reply(el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid, status: "canceled" }));
+          } else if (!form) {
+            // Two steps: the form first.
+            await reply(el("command", { xmlns: COMMANDS, node: command.node, sessionid: randomBytes(9).toString("base64url"), status: "executing" },
+              el("actions", { execute: "complete" }, el("complete")),
+              buildForm("form", PUSH, command.fields.map((f) => ({ var: f, type: f === "sandbox" ? "boolean" as const : "text-single" as const })))));
+          } else {
+            // One step (Conversations sends the filled form with execute), or the submitted form.
+            await reply(el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid ?? randomBytes(9).toString("base64url"), status: "completed" },
+              await register(service, from.bare, command, form)));
+          }
+        } else {
+          throw new StanzaError("service-unavailable");
+        }
+      } catch (err) {
+        if (!(err instanceof StanzaError)) ctx.log.error({ err, stage: "appserver" }, "app server request failed");
+        await ctx.router.bounce(stanza, err instanceof StanzaError ? err : new StanzaError("internal-server-error"), origin);
+      }
+      return HANDLED;
+    }, 100);
+  },
+});

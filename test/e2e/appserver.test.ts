@@ -1,0 +1,226 @@
+/**
+ * The built-in app server (push.<host>) against local servers that speak the APNs (HTTP/2) and
+ * FCM HTTP v1 (+ OAuth token endpoint) wire protocols: JWT signatures and claims, headers and
+ * payloads checked independently; then end to end from a message to a push.
+ */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createSecureServer as createHttp2Server, type Http2SecureServer } from "node:http2";
+import { createServer as createHttpServer, type Server } from "node:http";
+import { generateKeyPairSync, verify, type KeyObject } from "node:crypto";
+import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { AddressInfo } from "node:net";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
+import { loadHostTls } from "../../src/xmpp/tls.js";
+
+const COMMANDS = "http://jabber.org/protocol/commands";
+const PUSH = "urn:xmpp:push:0";
+
+/** Decodes a compact JWT and checks its signature with `key`; returns header and claims. */
+function checkJwt(jwt: string, key: KeyObject, alg: "ES256" | "RS256") {
+  const [h, c, sig] = jwt.split(".");
+  const header = JSON.parse(Buffer.from(h!, "base64url").toString()) as Record<string, string>;
+  const claims = JSON.parse(Buffer.from(c!, "base64url").toString()) as Record<string, unknown>;
+  const ok = verify("sha256", Buffer.from(`${h}.${c}`), alg === "ES256" ? { key, dsaEncoding: "ieee-p1363" } : key, Buffer.from(sig!, "base64url"));
+  return { header, claims, ok };
+}
+
+interface Seen { path: string; headers: Record<string, string | string[] | undefined>; body: string }
+
+describe("push app server: APNs and FCM", () => {
+  let server: TestServer;
+  let dir: string;
+  let apnsServer: Http2SecureServer;
+  let fcmServer: Server;
+  const apnsSeen: Seen[] = [];
+  const fcmSeen: Seen[] = [];
+  const tokenRequests: string[] = [];
+  const goneTokens = new Set<string>();
+  const apnsKey = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+  const fcmKey = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const clients: Connected[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "parley-push-"));
+    const tls = (await loadHostTls(["localhost"], {}, dir)).get("localhost")!;
+    apnsServer = createHttp2Server({ cert: tls.cert, key: tls.key }, (req, res) => {
+      let body = "";
+      req.setEncoding("utf8");
+      req.on("data", (d: string) => { body += d; });
+      req.on("end", () => {
+        apnsSeen.push({ path: req.url, headers: req.headers, body });
+        const token = decodeURIComponent(req.url.split("/").pop()!);
+        if (goneTokens.has(token)) {
+          res.writeHead(410, { "content-type": "application/json" });
+          return res.end(JSON.stringify({ reason: "Unregistered", timestamp: Date.now() }));
+        }
+        res.writeHead(200, { "apns-id": "00000000-0000-0000-0000-000000000001" });
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => apnsServer.listen(0, "127.0.0.1", r));
+    fcmServer = createHttpServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => { body += d; });
+      req.on("end", () => {
+        if (req.url === "/token") {
+          tokenRequests.push(body);
+          res.writeHead(200, { "content-type": "application/json" });
+          return res.end(JSON.stringify({ access_token: "ya29.test-access", expires_in: 3599, token_type: "Bearer" }));
+        }
+        fcmSeen.push({ path: req.url!, headers: req.headers, body });
+        const token = (JSON.parse(body) as { message: { token: string } }).message.token;
+        if (goneTokens.has(token)) {
+          res.writeHead(404, { "content-type": "application/json" });
+          return res.end(JSON.stringify({ error: { code: 404, status: "NOT_FOUND", details: [{ "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", errorCode: "UNREGISTERED" }] } }));
+        }
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ name: "projects/parley-test/messages/1" }));
+      });
+    });
+    await new Promise<void>((r) => fcmServer.listen(0, "127.0.0.1", r));
+    const fcmBase = `http://127.0.0.1:${(fcmServer.address() as AddressInfo).port}`;
+    const apnsBase = `https://127.0.0.1:${(apnsServer.address() as AddressInfo).port}`;
+    writeFileSync(join(dir, "AuthKey_TESTKEY123.p8"), apnsKey.privateKey.export({ type: "pkcs8", format: "pem" }));
+    writeFileSync(join(dir, "service-account.json"), JSON.stringify({
+      type: "service_account", project_id: "parley-test", private_key_id: "key-1",
+      private_key: fcmKey.privateKey.export({ type: "pkcs8", format: "pem" }),
+      client_email: "push@parley-test.iam.gserviceaccount.com", token_uri: `${fcmBase}/token`,
+    }));
+    server = await startTestServer({ modules: {
+      push: { coalesceSeconds: 0.2 },
+      appserver: {
+        apns: { keyFile: join(dir, "AuthKey_TESTKEY123.p8"), keyId: "TESTKEY123", teamId: "TEAM123456", topic: "chat.parley.app",
+          production: apnsBase, sandbox: apnsBase, insecureTls: true },
+        fcm: { serviceAccountFile: join(dir, "service-account.json"), endpoint: fcmBase },
+      },
+    } });
+    for (const u of ["alice", "bob"]) await server.accounts.create(`${u}@localhost`, "pw");
+  });
+  after(async () => {
+    for (const c of clients) await c.stop();
+    await server.cleanup();
+    apnsServer.close();
+    fcmServer.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const login = async (user: string, resource: string) => {
+    const c = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: user, password: "pw", resource });
+    clients.push(c);
+    return c;
+  };
+  /** Registers a device in one step, as Conversations does, and enables push with what comes back. */
+  const registerAndEnable = async (c: Connected, command: string, fields: Record<string, string>) => {
+    const reply = await c.iq(xml("iq", { type: "set", to: "push.localhost" }, xml("command", { xmlns: COMMANDS, node: command, action: "execute" },
+      xml("x", { xmlns: "jabber:x:data", type: "submit" }, ...Object.entries(fields).map(([k, v]) => xml("field", { var: k }, xml("value", {}, v)))))));
+    const cmd = reply.getChild("command", COMMANDS)!;
+    assert.equal(cmd.attrs.status, "completed");
+    const values = Object.fromEntries(cmd.getChild("x", "jabber:x:data")!.getChildren("field").map((f) => [f.attrs.var, f.getChildText("value")]));
+    await c.iq(xml("iq", { type: "set" }, xml("enable", { xmlns: PUSH, jid: values.jid!, node: values.node! },
+      xml("x", { xmlns: "jabber:x:data", type: "submit" },
+        xml("field", { var: "FORM_TYPE" }, xml("value", {}, "http://jabber.org/protocol/pubsub#publish-options")),
+        xml("field", { var: "secret" }, xml("value", {}, values.secret!))))));
+    return values as { jid: string; node: string; secret: string };
+  };
+  const waitFor = async (cond: () => boolean, ms = 5000) => {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error("condition not met");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  it("offers its registration commands", async () => {
+    const alice = await login("alice", "disco");
+    const items = await alice.iq(xml("iq", { type: "get", to: "push.localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#items", node: COMMANDS })));
+    assert.deepEqual(items.getChild("query")!.getChildren("item").map((i) => i.attrs.node), ["register-push-apns", "register-push-fcm"]);
+    await alice.stop();
+  });
+
+  it("APNs: a message for an offline iPhone becomes one HTTP/2 push with a valid ES256 provider token and the right headers", async () => {
+    const phone = await login("alice", "iphone");
+    const reg = await registerAndEnable(phone, "register-push-apns", { token: "a1b2c3d4e5", sandbox: "true" });
+    await phone.stop();
+    const bob = await login("bob", "b");
+    const before = apnsSeen.length;
+    await bob.xmpp.send(xml("message", { to: "alice@localhost", type: "chat", id: "apns1" }, xml("body", {}, "secret plans")));
+    await waitFor(() => apnsSeen.length > before);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(apnsSeen.length - before, 1, "exactly one push");
+    const seen = apnsSeen[before]!;
+    assert.equal(seen.path, "/3/device/a1b2c3d4e5");
+    assert.equal(seen.headers["apns-topic"], "chat.parley.app");
+    assert.equal(seen.headers["apns-push-type"], "alert");
+    assert.equal(seen.headers["apns-priority"], "10");
+    assert.ok(seen.headers["apns-collapse-id"]);
+    const jwt = checkJwt(String(seen.headers.authorization).replace(/^bearer /, ""), apnsKey.publicKey, "ES256");
+    assert.ok(jwt.ok, "ES256 signature verifies with the .p8 key's public half");
+    assert.equal(jwt.header.alg, "ES256");
+    assert.equal(jwt.header.kid, "TESTKEY123");
+    assert.equal(jwt.claims.iss, "TEAM123456");
+    assert.ok(Math.abs(Number(jwt.claims.iat) - Date.now() / 1000) < 60);
+    const payload = JSON.parse(seen.body) as { aps: { alert: { body: string }; badge: number }; "last-message-sender": string };
+    assert.equal(payload.aps.alert.body, "You have a new message", "the body stays on the server unless the operator allows it");
+    assert.equal(payload.aps.badge, 1);
+    assert.equal(payload["last-message-sender"], "bob@localhost/b");
+
+    // The device is gone: APNs answers 410, the registration is removed on both sides.
+    goneTokens.add("a1b2c3d4e5");
+    await bob.xmpp.send(xml("message", { to: "alice@localhost", type: "chat", id: "apns2" }, xml("body", {}, "still there?")));
+    await waitFor(() => apnsSeen.length > before + 1);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await server.storage.documents.get("push.localhost", `push-device:${reg.node}`), undefined, "the app server dropped the device");
+  });
+
+  it("FCM: an OAuth token from the service account (RS256 JWT grant), cached; the message sent to the v1 endpoint; UNREGISTERED removes the device", async () => {
+    const phone = await login("bob", "android");
+    const reg = await registerAndEnable(phone, "register-push-fcm", { token: "fcm-token-1", "android-id": "abc" });
+    await phone.stop();
+    const alice = await login("alice", "a");
+    const before = fcmSeen.length;
+    for (const id of ["f1", "f2"]) {
+      await alice.xmpp.send(xml("message", { to: "bob@localhost", type: "chat", id }, xml("body", {}, "hi")));
+      await new Promise((r) => setTimeout(r, 400)); // past the coalescing window
+    }
+    await waitFor(() => fcmSeen.length >= before + 2);
+    assert.equal(tokenRequests.length, 1, "the access token is reused");
+    const grant = new URLSearchParams(tokenRequests[0]!);
+    assert.equal(grant.get("grant_type"), "urn:ietf:params:oauth:grant-type:jwt-bearer");
+    const jwt = checkJwt(grant.get("assertion")!, fcmKey.publicKey, "RS256");
+    assert.ok(jwt.ok, "RS256 signature verifies with the service account's public key");
+    assert.equal(jwt.claims.iss, "push@parley-test.iam.gserviceaccount.com");
+    assert.equal(jwt.claims.scope, "https://www.googleapis.com/auth/firebase.messaging");
+    assert.equal(Number(jwt.claims.exp) - Number(jwt.claims.iat), 3600);
+    const seen = fcmSeen[before]!;
+    assert.equal(seen.path, "/v1/projects/parley-test/messages:send");
+    assert.equal(seen.headers.authorization, "Bearer ya29.test-access");
+    const message = (JSON.parse(seen.body) as { message: { token: string; data: Record<string, string>; android: { priority: string } } }).message;
+    assert.equal(message.token, "fcm-token-1");
+    assert.equal(message.android.priority, "HIGH");
+    assert.equal(message.data["last-message-sender"], "alice@localhost/a");
+
+    goneTokens.add("fcm-token-1");
+    await alice.xmpp.send(xml("message", { to: "bob@localhost", type: "chat", id: "f3" }, xml("body", {}, "gone?")));
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(await server.storage.documents.get("push.localhost", `push-device:${reg.node}`), undefined, "the app server dropped the device");
+  });
+
+  it("a publish with the wrong secret, or from another user, is refused and pushes nothing", async () => {
+    const carol = await login("bob", "spoof");
+    const reg = await registerAndEnable(carol, "register-push-fcm", { token: "fcm-token-2" });
+    const alice = await login("alice", "spoof");
+    const before = fcmSeen.length;
+    const publish = (secret: string) => xml("iq", { type: "set", to: "push.localhost" }, xml("pubsub", { xmlns: "http://jabber.org/protocol/pubsub" },
+      xml("publish", { node: reg.node }, xml("item", {}, xml("notification", { xmlns: PUSH }))),
+      xml("publish-options", {}, xml("x", { xmlns: "jabber:x:data", type: "submit" },
+        xml("field", { var: "FORM_TYPE" }, xml("value", {}, "http://jabber.org/protocol/pubsub#publish-options")),
+        xml("field", { var: "secret" }, xml("value", {}, secret))))));
+    await assert.rejects(alice.iq(publish(reg.secret)), (err: { condition?: string }) => err.condition === "forbidden");
+    await assert.rejects(carol.iq(publish("wrong")), (err: { condition?: string }) => err.condition === "forbidden");
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(fcmSeen.length, before);
+  });
+});
