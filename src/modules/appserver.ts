@@ -23,6 +23,7 @@ import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js
 import { parseElement } from "../xmpp/xml-parse.js";
 import { ApnsClient, type PushOutcome } from "../push/apns.js";
 import { FcmClient, type ServiceAccount } from "../push/fcm.js";
+import { WebPushClient } from "../push/webpush.js";
 
 const COMMANDS = "http://jabber.org/protocol/commands";
 const PUBSUB = "http://jabber.org/protocol/pubsub";
@@ -46,6 +47,11 @@ export const appserver = defineModule({
       insecureTls: z.boolean().default(false),
     }).optional(),
     fcm: z.strictObject({ serviceAccountFile: z.string(), endpoint: z.url().optional() }).optional(),
+    /** VAPID keys (base64url) and contact; the private key may instead be read from privateKeyFile. */
+    webpush: z.strictObject({
+      publicKey: z.string(), privateKeyFile: z.string(), subject: z.string().regex(/^(mailto:|https:)/),
+      insecureTls: z.boolean().default(false),
+    }).optional(),
     /** Put the message text into pushes when the user's server sends it (it then passes through Apple/Google). */
     includeBody: z.boolean().default(true),
   }),
@@ -60,13 +66,18 @@ export const appserver = defineModule({
       account: JSON.parse(readFileSync(o.fcm.serviceAccountFile, "utf8")) as ServiceAccount,
       ...(o.fcm.endpoint ? { endpoint: o.fcm.endpoint } : {}),
     });
-    ctx.onStop(() => apns?.close());
-    if (!apns && !fcm) return; // nothing to push through: no service
+    const web = o.webpush && new WebPushClient({
+      publicKey: o.webpush.publicKey, privateKey: readFileSync(o.webpush.privateKeyFile, "utf8").trim(), subject: o.webpush.subject,
+      insecureTls: o.webpush.insecureTls,
+    });
+    ctx.onStop(() => { apns?.close(); web?.close(); });
+    if (!apns && !fcm && !web) return; // nothing to push through: no service
     const domains = new Set(ctx.hosts.map((h) => o.domain.replace("{host}", h)));
     for (const d of domains) ctx.addDomain(d);
     const commands: Array<{ node: string; name: string; type: DeviceType; fields: string[] }> = [
       ...(apns ? [{ node: "register-push-apns", name: "Register an iOS device (APNs)", type: "apns" as const, fields: ["token", "sandbox"] }] : []),
       ...(fcm ? [{ node: "register-push-fcm", name: "Register an Android device (FCM)", type: "fcm" as const, fields: ["token", "android-id"] }] : []),
+      ...(web ? [{ node: "register-push-webpush", name: "Register a browser (Web Push)", type: "webpush" as const, fields: ["endpoint", "p256dh", "auth"] }] : []),
     ];
 
     ctx.discoItems("host", ({ owner, node }) => {
@@ -87,11 +98,17 @@ export const appserver = defineModule({
 
     const register = async (service: string, owner: string, command: (typeof commands)[number], form: Element) => {
       const values = readForm(form);
-      const token = singleValue(values, "token");
-      if (!token) throw new StanzaError("bad-request", "A device token is required");
+      // A Web Push subscription's endpoint plays the part of the token.
+      const token = singleValue(values, command.type === "webpush" ? "endpoint" : "token");
+      if (!token) throw new StanzaError("bad-request", command.type === "webpush" ? "The subscription endpoint is required" : "A device token is required");
       const sandboxValue = singleValue(values, "sandbox");
       const device: Device = { type: command.type, owner, secret: randomBytes(18).toString("base64url"), token,
         sandbox: sandboxValue !== undefined && parseBoolean(sandboxValue, "sandbox") };
+      if (command.type === "webpush") {
+        device.p256dh = singleValue(values, "p256dh");
+        device.auth = singleValue(values, "auth");
+        if (!/^https:\/\//.test(token) || !device.p256dh || !device.auth) throw new StanzaError("bad-request", "An https endpoint, p256dh and auth are required");
+      }
       const node = randomBytes(18).toString("base64url");
       await store(service, node, device);
       ctx.log.info({ stage: "appserver", type: command.type }, "device registered");
@@ -111,6 +128,10 @@ export const appserver = defineModule({
       }
       if (device.type === "fcm" && fcm) {
         return fcm.send(device.token, { type: "message", "message-count": count, ...(sender ? { "last-message-sender": sender } : {}), ...(body ? { body } : {}) });
+      }
+      if (device.type === "webpush" && web) {
+        return web.send({ endpoint: device.token, p256dh: device.p256dh ?? "", auth: device.auth ?? "" },
+          { type: "message", "message-count": count, ...(sender ? { "last-message-sender": sender } : {}), ...(body ? { body } : {}) });
       }
       return { status: "failed", reason: `${device.type} is not configured` };
     };

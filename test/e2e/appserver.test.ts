@@ -7,7 +7,9 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createSecureServer as createHttp2Server, type Http2SecureServer } from "node:http2";
 import { createServer as createHttpServer, type Server } from "node:http";
-import { generateKeyPairSync, verify, type KeyObject } from "node:crypto";
+import { createDecipheriv, createECDH, createPublicKey, generateKeyPairSync, hkdfSync, randomBytes, verify, type KeyObject } from "node:crypto";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import webpush from "web-push";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,7 +32,28 @@ function checkJwt(jwt: string, key: KeyObject, alg: "ES256" | "RS256") {
 
 interface Seen { path: string; headers: Record<string, string | string[] | undefined>; body: string }
 
-describe("push app server: APNs and FCM", () => {
+/** RFC 8291 §3–4: the user agent's side — decrypts an aes128gcm Web Push message body. */
+function decryptWebPush(body: Buffer, ua: ReturnType<typeof createECDH>, authSecret: Buffer): string {
+  const salt = body.subarray(0, 16);
+  const idlen = body[20]!;
+  const asPublic = body.subarray(21, 21 + idlen);
+  const ciphertext = body.subarray(21 + idlen);
+  const ecdhSecret = ua.computeSecret(asPublic);
+  const keyInfo = Buffer.concat([Buffer.from("WebPush: info\0"), ua.getPublicKey(), asPublic]);
+  const ikm = Buffer.from(hkdfSync("sha256", ecdhSecret, authSecret, keyInfo, 32));
+  const cek = Buffer.from(hkdfSync("sha256", ikm, salt, Buffer.from("Content-Encoding: aes128gcm\0"), 16));
+  const nonce = Buffer.from(hkdfSync("sha256", ikm, salt, Buffer.from("Content-Encoding: nonce\0"), 12));
+  const decipher = createDecipheriv("aes-128-gcm", cek, nonce);
+  decipher.setAuthTag(ciphertext.subarray(ciphertext.length - 16));
+  const padded = Buffer.concat([decipher.update(ciphertext.subarray(0, ciphertext.length - 16)), decipher.final()]);
+  // The last record ends with the 0x02 delimiter, then zero padding.
+  let end = padded.length - 1;
+  while (end >= 0 && padded[end] === 0) end--;
+  assert.equal(padded[end], 2, "last-record delimiter");
+  return padded.subarray(0, end).toString("utf8");
+}
+
+describe("push app server: APNs, FCM and Web Push", () => {
   let server: TestServer;
   let dir: string;
   let apnsServer: Http2SecureServer;
@@ -42,6 +65,9 @@ describe("push app server: APNs and FCM", () => {
   const apnsKey = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
   const fcmKey = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const clients: Connected[] = [];
+  let pushService: HttpsServer;
+  const webSeen: Array<{ path: string; headers: Record<string, string | string[] | undefined>; body: Buffer }> = [];
+  const vapid = webpush.generateVAPIDKeys();
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "parley-push-"));
@@ -82,6 +108,17 @@ describe("push app server: APNs and FCM", () => {
       });
     });
     await new Promise<void>((r) => fcmServer.listen(0, "127.0.0.1", r));
+    pushService = createHttpsServer({ cert: tls.cert, key: tls.key }, (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (d: Buffer) => chunks.push(d));
+      req.on("end", () => {
+        webSeen.push({ path: req.url!, headers: req.headers, body: Buffer.concat(chunks) });
+        res.writeHead(goneTokens.has(req.url!) ? 410 : 201);
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => pushService.listen(0, "127.0.0.1", r));
+    writeFileSync(join(dir, "vapid.key"), vapid.privateKey);
     const fcmBase = `http://127.0.0.1:${(fcmServer.address() as AddressInfo).port}`;
     const apnsBase = `https://127.0.0.1:${(apnsServer.address() as AddressInfo).port}`;
     writeFileSync(join(dir, "AuthKey_TESTKEY123.p8"), apnsKey.privateKey.export({ type: "pkcs8", format: "pem" }));
@@ -96,6 +133,7 @@ describe("push app server: APNs and FCM", () => {
         apns: { keyFile: join(dir, "AuthKey_TESTKEY123.p8"), keyId: "TESTKEY123", teamId: "TEAM123456", topic: "chat.parley.app",
           production: apnsBase, sandbox: apnsBase, insecureTls: true },
         fcm: { serviceAccountFile: join(dir, "service-account.json"), endpoint: fcmBase },
+        webpush: { publicKey: vapid.publicKey, privateKeyFile: join(dir, "vapid.key"), subject: "mailto:ops@parley.test", insecureTls: true },
       },
     } });
     for (const u of ["alice", "bob"]) await server.accounts.create(`${u}@localhost`, "pw");
@@ -104,6 +142,7 @@ describe("push app server: APNs and FCM", () => {
     for (const c of clients) await c.stop();
     await server.cleanup();
     apnsServer.close();
+    pushService.close();
     fcmServer.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -136,7 +175,7 @@ describe("push app server: APNs and FCM", () => {
   it("offers its registration commands", async () => {
     const alice = await login("alice", "disco");
     const items = await alice.iq(xml("iq", { type: "get", to: "push.localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#items", node: COMMANDS })));
-    assert.deepEqual(items.getChild("query")!.getChildren("item").map((i) => i.attrs.node), ["register-push-apns", "register-push-fcm"]);
+    assert.deepEqual(items.getChild("query")!.getChildren("item").map((i) => i.attrs.node), ["register-push-apns", "register-push-fcm", "register-push-webpush"]);
     await alice.stop();
   });
 
@@ -222,5 +261,45 @@ describe("push app server: APNs and FCM", () => {
     await assert.rejects(carol.iq(publish("wrong")), (err: { condition?: string }) => err.condition === "forbidden");
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(fcmSeen.length, before);
+  });
+
+  it("Web Push: VAPID (RFC 8292) signed for the push service's origin; the payload decrypts with the subscription's keys (RFC 8291); 410 removes it", async () => {
+    const ua = createECDH("prime256v1");
+    ua.generateKeys();
+    const authSecret = randomBytes(16);
+    const endpoint = `https://127.0.0.1:${(pushService.address() as AddressInfo).port}/push/sub-1`;
+    const browser = await login("alice", "browser");
+    const reg = await registerAndEnable(browser, "register-push-webpush", {
+      endpoint, p256dh: ua.getPublicKey().toString("base64url"), auth: authSecret.toString("base64url"),
+    });
+    await browser.stop();
+    const bob = await login("bob", "web");
+    const before = webSeen.length;
+    await bob.xmpp.send(xml("message", { to: "alice@localhost", type: "chat", id: "w1" }, xml("body", {}, "hello browser")));
+    await waitFor(() => webSeen.length > before);
+    const seen = webSeen[before]!;
+    assert.equal(seen.path, "/push/sub-1");
+    assert.equal(seen.headers["content-encoding"], "aes128gcm");
+    assert.ok(Number(seen.headers.ttl) > 0);
+    const auth = /^vapid t=([^,]+), k=(.+)$/.exec(String(seen.headers.authorization));
+    assert.ok(auth, `VAPID authorization: ${seen.headers.authorization}`);
+    const k = Buffer.from(auth[2]!, "base64url");
+    const key = createPublicKey({ key: { kty: "EC", crv: "P-256", x: k.subarray(1, 33).toString("base64url"), y: k.subarray(33).toString("base64url") }, format: "jwk" });
+    const jwt = checkJwt(auth[1]!, key, "ES256");
+    assert.ok(jwt.ok, "VAPID JWT verifies with k");
+    assert.equal(jwt.claims.aud, new URL(endpoint).origin);
+    assert.equal(jwt.claims.sub, "mailto:ops@parley.test");
+    assert.ok(Number(jwt.claims.exp) <= Date.now() / 1000 + 24 * 3600);
+    const payload = JSON.parse(decryptWebPush(seen.body, ua, authSecret)) as Record<string, string>;
+    assert.equal(payload.type, "message");
+    assert.equal(payload["message-count"], "1");
+    assert.equal(payload["last-message-sender"], "bob@localhost/web");
+
+    goneTokens.add("/push/sub-1");
+    await new Promise((r) => setTimeout(r, 300));
+    await bob.xmpp.send(xml("message", { to: "alice@localhost", type: "chat", id: "w2" }, xml("body", {}, "gone?")));
+    await waitFor(() => webSeen.length > before + 1);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await server.storage.documents.get("push.localhost", `push-device:${reg.node}`), undefined);
   });
 });
