@@ -233,6 +233,38 @@ export interface UploadStore {
   totals(): Promise<Array<{ owner: string; files: number; bytes: number }>>;
 }
 
+/** A persistent multi-user chat room (XEP-0045); its configuration is the module's JSON. */
+export interface RoomRecord {
+  /** Bare room JID. */
+  jid: string;
+  config: string;
+  /** The last subject message, serialized ("" for none). */
+  subject: string;
+  createdAt: number;
+}
+
+export interface RoomAffiliation {
+  /** Bare JID of the user. */
+  jid: string;
+  affiliation: "owner" | "admin" | "member" | "outcast";
+  /** A reserved nickname, "" for none. */
+  nick: string;
+  reason: string;
+}
+
+export interface RoomStore {
+  get(jid: string): Promise<RoomRecord | undefined>;
+  /** Insert or replace. */
+  put(room: RoomRecord): Promise<void>;
+  /** Removes the room and its affiliations. */
+  delete(jid: string): Promise<void>;
+  /** Rooms whose JID is at this service domain, sorted. */
+  list(service: string): Promise<RoomRecord[]>;
+  affiliations(room: string): Promise<RoomAffiliation[]>;
+  /** "none" removes the user's affiliation. */
+  setAffiliation(room: string, affiliation: RoomAffiliation | { jid: string; affiliation: "none" }): Promise<void>;
+}
+
 export interface Storage {
   readonly driver: string;
   readonly accounts: AccountStore;
@@ -246,6 +278,7 @@ export interface Storage {
   readonly pubsub: PubSubStore;
   readonly reports: AbuseReportStore;
   readonly uploads: UploadStore;
+  readonly rooms: RoomStore;
   close(): Promise<void>;
 }
 

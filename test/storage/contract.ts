@@ -223,6 +223,32 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.deepEqual(await s.uploads.ofOwner("bob@a.test"), [], "account deletion removes upload records");
     });
 
+    it("rooms: put/replace/list by service, affiliations set/replace/remove, delete takes the affiliations", async () => {
+      const room = (jid: string, subject = "") => ({ jid, config: '{"membersOnly":true}', subject, createdAt: 1700000000000 });
+      await s.rooms.put(room("team@conference.a.test"));
+      await s.rooms.put(room("alpha@conference.a.test"));
+      await s.rooms.put(room("other@conference.b.test"));
+      await s.rooms.put(room("team@conference.a.test", "<message><subject>ünïcode</subject></message>"));
+      assert.deepEqual(await s.rooms.get("team@conference.a.test"), room("team@conference.a.test", "<message><subject>ünïcode</subject></message>"));
+      assert.equal(await s.rooms.get("nope@conference.a.test"), undefined);
+      assert.deepEqual((await s.rooms.list("conference.a.test")).map((r) => r.jid), ["alpha@conference.a.test", "team@conference.a.test"]);
+      await s.rooms.setAffiliation("team@conference.a.test", { jid: "bob@a.test", affiliation: "member", nick: "bobby", reason: "" });
+      await s.rooms.setAffiliation("team@conference.a.test", { jid: "amy@a.test", affiliation: "owner", nick: "", reason: "" });
+      await s.rooms.setAffiliation("team@conference.a.test", { jid: "bob@a.test", affiliation: "admin", nick: "bob", reason: "promoted" });
+      await s.rooms.setAffiliation("team@conference.a.test", { jid: "spam@x.test", affiliation: "outcast", nick: "", reason: "spam" });
+      assert.deepEqual(await s.rooms.affiliations("team@conference.a.test"), [
+        { jid: "amy@a.test", affiliation: "owner", nick: "", reason: "" },
+        { jid: "bob@a.test", affiliation: "admin", nick: "bob", reason: "promoted" },
+        { jid: "spam@x.test", affiliation: "outcast", nick: "", reason: "spam" },
+      ]);
+      await s.rooms.setAffiliation("team@conference.a.test", { jid: "spam@x.test", affiliation: "none" });
+      assert.equal((await s.rooms.affiliations("team@conference.a.test")).length, 2);
+      await s.rooms.delete("team@conference.a.test");
+      assert.equal(await s.rooms.get("team@conference.a.test"), undefined);
+      assert.deepEqual(await s.rooms.affiliations("team@conference.a.test"), []);
+      assert.equal((await s.rooms.list("conference.a.test")).length, 1);
+    });
+
     it("documents and last activity round-trip", async () => {
       assert.equal(await s.documents.get("alice@a.test", "private:x"), undefined);
       await s.documents.set("alice@a.test", "private:x", "<a xmlns='x'>1</a>");

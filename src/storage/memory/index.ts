@@ -1,5 +1,5 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
-import { domainOf, type AbuseReport, type UploadRecord, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
+import { domainOf, type AbuseReport, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
   const accounts = new Map<string, Account>();
@@ -15,6 +15,8 @@ export function createMemoryStorage(): Storage {
   const nodeOf = (owner: string, node: string) => pubsub.get(owner)?.get(node);
   const reports: AbuseReport[] = [];
   const uploads = new Map<string, UploadRecord>();
+  const rooms = new Map<string, RoomRecord>();
+  const roomAffiliations = new Map<string, Map<string, RoomAffiliation>>();
   let offlineSeq = 0;
 
   const rosterOf = (owner: string) => {
@@ -230,6 +232,19 @@ export function createMemoryStorage(): Storage {
           by.set(u.owner, t);
         }
         return [...by.values()].sort((a, b) => (a.owner < b.owner ? -1 : 1));
+      },
+    },
+    rooms: {
+      async get(jid) { const r = rooms.get(jid); return r && { ...r }; },
+      async put(room) { rooms.set(room.jid, { ...room }); },
+      async delete(jid) { rooms.delete(jid); roomAffiliations.delete(jid); },
+      async list(service) { return [...rooms.values()].filter((r) => domainOf(r.jid) === service).sort((a, b) => (a.jid < b.jid ? -1 : 1)).map((r) => ({ ...r })); },
+      async affiliations(room) { return [...(roomAffiliations.get(room)?.values() ?? [])].sort((a, b) => (a.jid < b.jid ? -1 : 1)).map((a) => ({ ...a })); },
+      async setAffiliation(room, a) {
+        let m = roomAffiliations.get(room);
+        if (!m) roomAffiliations.set(room, (m = new Map()));
+        if (a.affiliation === "none") m.delete(a.jid);
+        else m.set(a.jid, { ...a });
       },
     },
     async close() {},

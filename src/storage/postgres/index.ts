@@ -10,7 +10,8 @@
 import pg from "pg";
 import { POSTGRES_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import type { Account, UploadRecord, ArchivedMessage, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import { domainOf } from "../index.js";
+import type { Account, UploadRecord, RoomAffiliation, RoomRecord, ArchivedMessage, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface PostgresOptions {
   url: string;
@@ -407,6 +408,34 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async totals() {
         return (await read<{ owner: string; files: string; bytes: string }>(`SELECT owner, count(*) AS files, sum(size) AS bytes FROM uploads GROUP BY owner ORDER BY owner COLLATE "C"`)).rows
           .map((r) => ({ owner: r.owner, files: Number(r.files), bytes: Number(r.bytes) }));
+      },
+    },
+    rooms: {
+      async get(jid) {
+        const r = (await read<RoomRecord & { createdAt: string }>(`SELECT jid, config, subject, created_at AS "createdAt" FROM rooms WHERE jid = $1`, [jid])).rows[0];
+        return r && { ...r, createdAt: Number(r.createdAt) };
+      },
+      async put(r) {
+        await q(`INSERT INTO rooms (jid, service, config, subject, created_at) VALUES ($1, $2, $3, $4, $5)
+          ON CONFLICT (jid) DO UPDATE SET config = EXCLUDED.config, subject = EXCLUDED.subject`, [r.jid, domainOf(r.jid), r.config, r.subject, r.createdAt]);
+      },
+      async delete(jid) {
+        await tx(async (c) => {
+          await c.query("DELETE FROM room_affiliations WHERE room = $1", [jid]);
+          await c.query("DELETE FROM rooms WHERE jid = $1", [jid]);
+        });
+      },
+      async list(service) {
+        return (await read<RoomRecord & { createdAt: string }>(`SELECT jid, config, subject, created_at AS "createdAt" FROM rooms WHERE service = $1 ORDER BY jid COLLATE "C"`, [service])).rows
+          .map((r) => ({ ...r, createdAt: Number(r.createdAt) }));
+      },
+      async affiliations(room) {
+        return (await read<RoomAffiliation>(`SELECT jid, affiliation, nick, reason FROM room_affiliations WHERE room = $1 ORDER BY jid COLLATE "C"`, [room])).rows;
+      },
+      async setAffiliation(room, a) {
+        if (a.affiliation === "none") await q("DELETE FROM room_affiliations WHERE room = $1 AND jid = $2", [room, a.jid]);
+        else await q(`INSERT INTO room_affiliations (room, jid, affiliation, nick, reason) VALUES ($1, $2, $3, $4, $5)
+          ON CONFLICT (room, jid) DO UPDATE SET affiliation = EXCLUDED.affiliation, nick = EXCLUDED.nick, reason = EXCLUDED.reason`, [room, a.jid, a.affiliation, a.nick, a.reason]);
       },
     },
     reports: {

@@ -11,7 +11,8 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import type { AbuseReport, UploadRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import { domainOf } from "../index.js";
+import type { AbuseReport, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -91,6 +92,17 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     totals: db.prepare("SELECT owner, count(*) AS files, sum(size) AS bytes FROM uploads GROUP BY owner ORDER BY owner"),
   };
   const toUpload = (r: Omit<UploadRecord, "expires"> & { expires: number }): UploadRecord => ({ ...r, expires: r.expires === 1 });
+  const rm = {
+    get: db.prepare("SELECT jid, config, subject, created_at AS createdAt FROM rooms WHERE jid = ?"),
+    put: db.prepare("INSERT OR REPLACE INTO rooms (jid, service, config, subject, created_at) VALUES (?, ?, ?, ?, ?)"),
+    delete: db.prepare("DELETE FROM rooms WHERE jid = ?"),
+    deleteAffiliations: db.prepare("DELETE FROM room_affiliations WHERE room = ?"),
+    list: db.prepare("SELECT jid, config, subject, created_at AS createdAt FROM rooms WHERE service = ? ORDER BY jid"),
+    affiliations: db.prepare("SELECT jid, affiliation, nick, reason FROM room_affiliations WHERE room = ? ORDER BY jid"),
+    setAffiliation: db.prepare("INSERT OR REPLACE INTO room_affiliations (room, jid, affiliation, nick, reason) VALUES (?, ?, ?, ?, ?)"),
+    removeAffiliation: db.prepare("DELETE FROM room_affiliations WHERE room = ? AND jid = ?"),
+  };
+  const deleteRoom = db.transaction((jid: string) => { rm.deleteAffiliations.run(jid); rm.delete.run(jid); });
   const reportAdd = db.prepare("INSERT INTO abuse_reports (at, reporter, reported, reason, text, stanza_ids) VALUES (?, ?, ?, ?, ?, ?)");
   const reportList = db.prepare("SELECT at, reporter, reported, reason, text, stanza_ids AS stanzaIds FROM abuse_reports ORDER BY id DESC LIMIT ?");
   const ITEM_COLUMNS = "item_id AS id, publisher, payload, published_at AS publishedAt";
@@ -284,6 +296,17 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async expired(before, limit) { return (up.expired.all(before, limit) as Array<Parameters<typeof toUpload>[0]>).map(toUpload); },
       async ofOwner(owner) { return (up.ofOwner.all(owner) as Array<Parameters<typeof toUpload>[0]>).map(toUpload); },
       async totals() { return up.totals.all() as Array<{ owner: string; files: number; bytes: number }>; },
+    },
+    rooms: {
+      async get(jid) { return rm.get.get(jid) as RoomRecord | undefined; },
+      async put(r) { rm.put.run(r.jid, domainOf(r.jid), r.config, r.subject, r.createdAt); },
+      async delete(jid) { deleteRoom(jid); },
+      async list(service) { return rm.list.all(service) as RoomRecord[]; },
+      async affiliations(room) { return rm.affiliations.all(room) as RoomAffiliation[]; },
+      async setAffiliation(room, a) {
+        if (a.affiliation === "none") rm.removeAffiliation.run(room, a.jid);
+        else rm.setAffiliation.run(room, a.jid, a.affiliation, a.nick, a.reason);
+      },
     },
     reports: {
       async add(r) { reportAdd.run(r.at, r.reporter, r.reported, r.reason, r.text, JSON.stringify(r.stanzaIds)); },

@@ -112,4 +112,23 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE INDEX uploads_owner ON uploads (owner, created_at);
   CREATE INDEX uploads_created ON uploads (created_at);
   `,
+  // 7: XEP-0045 rooms and affiliations
+  `
+  CREATE TABLE rooms (
+    jid TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    config TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+  );
+  CREATE INDEX rooms_service ON rooms (service, jid);
+  CREATE TABLE room_affiliations (
+    room TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    affiliation TEXT NOT NULL,
+    nick TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (room, jid)
+  );
+  `,
 ];
