@@ -18,7 +18,8 @@ import { tryParseJid, type Jid } from "../xmpp/jid.js";
 import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import { buildForm, readForm, singleValue } from "../xmpp/forms.js";
-import type { ArchivedMessage } from "../storage/index.js";
+import type { ArchivedMessage, Storage } from "../storage/index.js";
+import type { Logger } from "../log.js";
 
 export const MAM = "urn:xmpp:mam:2";
 const MAM_EXTENDED = "urn:xmpp:mam:2#extended";
@@ -36,11 +37,15 @@ export const timeOfId = (id: number) => Math.floor(id / 1024);
 type DefaultRule = "always" | "never" | "roster";
 interface Prefs { default: DefaultRule; always: Set<string>; never: Set<string> }
 
-/** Archive ids increasing with time, unique within this process (and across restarts, as the clock moves on). */
-export function archiveClock(now: () => number = Date.now): () => number {
-  let last = 0;
+/**
+ * Archive ids increasing with time, unique within this process (and across restarts, as the clock
+ * moves on). Two lanes — even ids for user archives, odd for room archives — so the two clocks
+ * never hand out the same id.
+ */
+export function archiveClock(lane: 0 | 1, now: () => number = Date.now): () => number {
+  let last = -1;
   return () => {
-    last = Math.max(last + 1, idAt(now()));
+    last = Math.max(last + 2, idAt(now()) + lane);
     return last;
   };
 }
@@ -91,7 +96,7 @@ export const mam = defineModule({
   start(ctx) {
     const { storage, router } = ctx;
     const { retentionDays } = ctx.options;
-    const nextId = archiveClock();
+    const nextId = archiveClock(0);
     /** The stanza-id elements this process stamped, which the forgery filter leaves alone. */
     const stamped = new WeakSet<Element>();
 
@@ -192,36 +197,6 @@ export const mam = defineModule({
     ctx.chain("message/offline", receive, 10);
 
     // ── queries ──────────────────────────────────────────────────────────────────────────────
-    const queryForm = () => buildForm("form", MAM, [
-      { var: "with", type: "jid-single" },
-      { var: "start", type: "text-single" },
-      { var: "end", type: "text-single" },
-      { var: "before-id", type: "text-single" },
-      { var: "after-id", type: "text-single" },
-      { var: "ids", type: "text-multi" },
-    ]);
-    const parseId = (value: string): number => {
-      // Anything that is not one of our ids cannot be in the archive.
-      if (!/^\d{1,16}$/.test(value)) throw new StanzaError("item-not-found", `No message with id '${value}' in the archive`);
-      return Number(value);
-    };
-    const mustExist = async (user: string, ids: Array<number | undefined>) => {
-      const wanted = ids.filter((id): id is number => id !== undefined);
-      if (wanted.length === 0) return;
-      const found = new Set((await storage.archive.get(user, wanted)).map((m) => m.id));
-      // XEP-0313 §4.1.2 / XEP-0059 §2.5: an id that is not in the archive is item-not-found.
-      const missing = wanted.find((id) => !found.has(id));
-      if (missing !== undefined) throw new StanzaError("item-not-found", `No message with id '${missing}' in the archive`);
-    };
-    const lower = (...bounds: Array<number | undefined>) => {
-      const set = bounds.filter((b): b is number => b !== undefined);
-      return set.length ? Math.max(...set) : undefined;
-    };
-    const upper = (...bounds: Array<number | undefined>) => {
-      const set = bounds.filter((b): b is number => b !== undefined);
-      return set.length ? Math.min(...set) : undefined;
-    };
-
     ctx.iq("account", "set", MAM, async ({ payload, origin, self, from }) => {
       // XEP-0313 §5.1.2: only the owner may query a user's archive.
       if (!self || !origin) throw new StanzaError("forbidden");
@@ -232,86 +207,12 @@ export const mam = defineModule({
         return prefsElement(prefs);
       }
       if (payload.name !== "query") throw new StanzaError("bad-request");
-      const user = from.bare;
-      const formNode = payload.getChild("x", NS.DATA_FORMS);
-      const form = formNode ? readForm(formNode) : { fields: new Map<string, string[]>() };
-      if (formNode && form.formType !== MAM) throw new StanzaError("bad-request", `FORM_TYPE must be '${MAM}'`);
-      for (const name of form.fields.keys()) {
-        if (!["with", "start", "end", "before-id", "after-id", "ids"].includes(name)) throw new StanzaError("bad-request", `Unknown field '${name}'`);
-      }
-      const withValue = singleValue(form, "with");
-      const withJid = withValue === undefined ? undefined : tryParseJid(withValue);
-      if (withValue !== undefined && !withJid) throw new StanzaError("jid-malformed", "Field 'with' is not a JID");
-      const start = singleValue(form, "start");
-      const end = singleValue(form, "end");
-      const beforeField = singleValue(form, "before-id");
-      const afterField = singleValue(form, "after-id");
-
-      const set = payload.getChild("set", RSM);
-      const maxText = set?.getChildText("max");
-      const max = maxText == null ? ctx.options.defaultPageSize : Number(maxText);
-      if (!Number.isInteger(max) || max < 0) throw new StanzaError("bad-request", "RSM <max/> must be a non-negative integer");
-      const pageSize = Math.min(max, ctx.options.maxPageSize);
-      const beforeNode = set?.getChild("before");
-      const afterText = set?.getChildText("after") ?? undefined;
-      const beforeText = beforeNode?.text() || undefined;
-
-      let page: ArchivedMessage[];
-      let complete: boolean;
-      const ids = form.fields.get("ids");
-      if (ids && ids.length > 0) {
-        page = await storage.archive.get(user, ids.filter((id) => /^\d{1,16}$/.test(id)).map(Number));
-        complete = true;
-      } else {
-        const rsmAfter = afterText === undefined ? undefined : parseId(afterText);
-        const rsmBefore = beforeText === undefined ? undefined : parseId(beforeText);
-        const afterId = afterField === undefined ? undefined : parseId(afterField);
-        const beforeId = beforeField === undefined ? undefined : parseId(beforeField);
-        await mustExist(user, [rsmAfter, rsmBefore, afterId, beforeId]);
-        const newestFirst = beforeNode !== undefined;
-        const rows = await storage.archive.query(user, {
-          ...(withJid ? { withBare: withJid.bare, ...(withJid.resource ? { withResource: withJid.resource } : {}) } : {}),
-          afterId: lower(start === undefined ? undefined : idAt(parseDateTime(start, "start")) - 1, afterId, rsmAfter),
-          beforeId: upper(end === undefined ? undefined : idAt(parseDateTime(end, "end") + 1), beforeId, rsmBefore),
-          newestFirst,
-          // One more than the page, to know whether the page is the last one.
-          limit: pageSize + 1,
-        });
-        complete = rows.length <= pageSize;
-        page = complete ? rows : newestFirst ? rows.slice(1) : rows.slice(0, pageSize);
-      }
-
-      const queryid = payload.attrs.queryid;
-      const results = page.map((m) => {
-        let forwarded: Element;
-        try {
-          forwarded = parseElement(m.stanza);
-        } catch (err) {
-          ctx.log.error({ err, stage: "mam", id: m.id }, "archived stanza does not parse; left out of the results");
-          return undefined;
-        }
-        forwarded.attrs.xmlns = NS.CLIENT;
-        return el("message", { from: user, to: origin.jid.full, id: `mam-${m.id}` },
-          el("result", { xmlns: MAM, queryid, id: String(m.id) },
-            el("forwarded", { xmlns: FORWARD },
-              el("delay", { xmlns: NS.DELAY, stamp: new Date(timeOfId(m.id)).toISOString() }),
-              forwarded)));
-      });
-      // XEP-0313 §4.3 <flip-page/>: the page's messages in reverse order.
-      if (payload.getChild("flip-page")) results.reverse();
-      // The results go out before the IQ result, on the same ordered stream.
-      for (const r of results) if (r) router.deliver(origin, r);
-      const first = page[0];
-      const last = page[page.length - 1];
-      return el("fin", { xmlns: MAM, complete: complete ? "true" : undefined },
-        el("set", { xmlns: RSM },
-          first && el("first", {}, String(first.id)),
-          last && el("last", {}, String(last.id))));
+      return answerArchiveQuery({ storage, log: ctx.log, pageSize: ctx.options }, from.bare, payload, (m) => router.deliver(origin, m), origin.jid.full);
     });
 
     ctx.iq("account", "get", MAM, async ({ payload, self, origin, from }) => {
       if (!self || !origin) throw new StanzaError("forbidden");
-      if (payload.name === "query") return el("query", { xmlns: MAM }, queryForm());
+      if (payload.name === "query") return el("query", { xmlns: MAM }, archiveQueryForm());
       if (payload.name === "prefs") return prefsElement(await loadPrefs(from.bare));
       if (payload.name === "metadata") {
         // XEP-0313 §6.1: the first and last message of the archive, for a client to plan its sync.
@@ -350,3 +251,121 @@ export const mam = defineModule({
     });
   },
 });
+
+/** XEP-0313 §4.1.1: the fields a query may use. */
+export const archiveQueryForm = () => buildForm("form", MAM, [
+  { var: "with", type: "jid-single" },
+  { var: "start", type: "text-single" },
+  { var: "end", type: "text-single" },
+  { var: "before-id", type: "text-single" },
+  { var: "after-id", type: "text-single" },
+  { var: "ids", type: "text-multi" },
+]);
+
+const parseId = (value: string): number => {
+  // Anything that is not one of our ids cannot be in the archive.
+  if (!/^\d{1,16}$/.test(value)) throw new StanzaError("item-not-found", `No message with id '${value}' in the archive`);
+  return Number(value);
+};
+const mustExist = async (storage: Storage, user: string, ids: Array<number | undefined>) => {
+  const wanted = ids.filter((id): id is number => id !== undefined);
+  if (wanted.length === 0) return;
+  const found = new Set((await storage.archive.get(user, wanted)).map((m) => m.id));
+  // XEP-0313 §4.1.2 / XEP-0059 §2.5: an id that is not in the archive is item-not-found.
+  const missing = wanted.find((id) => !found.has(id));
+  if (missing !== undefined) throw new StanzaError("item-not-found", `No message with id '${missing}' in the archive`);
+};
+const lower = (...bounds: Array<number | undefined>) => {
+  const set = bounds.filter((b): b is number => b !== undefined);
+  return set.length ? Math.max(...set) : undefined;
+};
+const upper = (...bounds: Array<number | undefined>) => {
+  const set = bounds.filter((b): b is number => b !== undefined);
+  return set.length ? Math.min(...set) : undefined;
+};
+
+/**
+ * Runs one XEP-0313 query against `owner`'s archive (a user's or a room's): sends each result
+ * through `deliver`, in order, and returns the <fin/> for the IQ result.
+ */
+export async function answerArchiveQuery(
+  deps: { storage: Storage; log: Logger; pageSize: { defaultPageSize: number; maxPageSize: number } },
+  owner: string, payload: Element, deliver: (message: Element) => void, requester: string,
+): Promise<Element> {
+  const { storage } = deps;
+  const user = owner;
+  const formNode = payload.getChild("x", NS.DATA_FORMS);
+  const form = formNode ? readForm(formNode) : { fields: new Map<string, string[]>() };
+  if (formNode && form.formType !== MAM) throw new StanzaError("bad-request", `FORM_TYPE must be '${MAM}'`);
+  for (const name of form.fields.keys()) {
+    if (!["with", "start", "end", "before-id", "after-id", "ids"].includes(name)) throw new StanzaError("bad-request", `Unknown field '${name}'`);
+  }
+  const withValue = singleValue(form, "with");
+  const withJid = withValue === undefined ? undefined : tryParseJid(withValue);
+  if (withValue !== undefined && !withJid) throw new StanzaError("jid-malformed", "Field 'with' is not a JID");
+  const start = singleValue(form, "start");
+  const end = singleValue(form, "end");
+  const beforeField = singleValue(form, "before-id");
+  const afterField = singleValue(form, "after-id");
+
+  const set = payload.getChild("set", RSM);
+  const maxText = set?.getChildText("max");
+  const max = maxText == null ? deps.pageSize.defaultPageSize : Number(maxText);
+  if (!Number.isInteger(max) || max < 0) throw new StanzaError("bad-request", "RSM <max/> must be a non-negative integer");
+  const pageSize = Math.min(max, deps.pageSize.maxPageSize);
+  const beforeNode = set?.getChild("before");
+  const afterText = set?.getChildText("after") ?? undefined;
+  const beforeText = beforeNode?.text() || undefined;
+
+  let page: ArchivedMessage[];
+  let complete: boolean;
+  const ids = form.fields.get("ids");
+  if (ids && ids.length > 0) {
+    page = await storage.archive.get(user, ids.filter((id) => /^\d{1,16}$/.test(id)).map(Number));
+    complete = true;
+  } else {
+    const rsmAfter = afterText === undefined ? undefined : parseId(afterText);
+    const rsmBefore = beforeText === undefined ? undefined : parseId(beforeText);
+    const afterId = afterField === undefined ? undefined : parseId(afterField);
+    const beforeId = beforeField === undefined ? undefined : parseId(beforeField);
+    await mustExist(storage, user, [rsmAfter, rsmBefore, afterId, beforeId]);
+    const newestFirst = beforeNode !== undefined;
+    const rows = await storage.archive.query(user, {
+      ...(withJid ? { withBare: withJid.bare, ...(withJid.resource ? { withResource: withJid.resource } : {}) } : {}),
+      afterId: lower(start === undefined ? undefined : idAt(parseDateTime(start, "start")) - 1, afterId, rsmAfter),
+      beforeId: upper(end === undefined ? undefined : idAt(parseDateTime(end, "end") + 1), beforeId, rsmBefore),
+      newestFirst,
+      // One more than the page, to know whether the page is the last one.
+      limit: pageSize + 1,
+    });
+    complete = rows.length <= pageSize;
+    page = complete ? rows : newestFirst ? rows.slice(1) : rows.slice(0, pageSize);
+  }
+
+  const queryid = payload.attrs.queryid;
+  const results = page.map((m) => {
+    let forwarded: Element;
+    try {
+      forwarded = parseElement(m.stanza);
+    } catch (err) {
+      deps.log.error({ err, stage: "mam", id: m.id }, "archived stanza does not parse; left out of the results");
+      return undefined;
+    }
+    forwarded.attrs.xmlns = NS.CLIENT;
+    return el("message", { from: user, to: requester, id: `mam-${m.id}` },
+      el("result", { xmlns: MAM, queryid, id: String(m.id) },
+        el("forwarded", { xmlns: FORWARD },
+          el("delay", { xmlns: NS.DELAY, stamp: new Date(timeOfId(m.id)).toISOString() }),
+          forwarded)));
+  });
+  // XEP-0313 §4.3 <flip-page/>: the page's messages in reverse order.
+  if (payload.getChild("flip-page")) results.reverse();
+  // The results go out before the IQ result, on the same ordered stream.
+  for (const r of results) if (r) deliver(r);
+  const first = page[0];
+  const last = page[page.length - 1];
+  return el("fin", { xmlns: MAM, complete: complete ? "true" : undefined },
+    el("set", { xmlns: RSM },
+      first && el("first", {}, String(first.id)),
+      last && el("last", {}, String(last.id))));
+}
