@@ -25,7 +25,8 @@ import { bookmarks } from "./bookmarks.js";
 import { upload } from "./upload.js";
 import { push } from "./push.js";
 import { appserver } from "./appserver.js";
+import { muc } from "./muc.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars, bookmarks, upload, push, appserver,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars, bookmarks, upload, push, appserver, muc,
 ];

@@ -1,0 +1,652 @@
+/**
+ * XEP-0045 Multi-User Chat 1.35 on conference.<host>, with XEP-0421 occupant ids, XEP-0359 stanza
+ * ids stamped by the room, XEP-0313 archives on room JIDs and XEP-0410 self-ping.
+ *
+ * Rooms live in memory while they have occupants; persistent rooms (and their affiliations) are in
+ * storage and loaded when addressed, so an idle room costs nothing. A new room is locked (status
+ * 201) until its owner accepts the default configuration or submits one. Every room message is
+ * archived before it is broadcast and serialized once for all occupants.
+ */
+import { createHmac } from "node:crypto";
+import { z } from "zod";
+import { defineModule } from "../module.js";
+import { el, childElements, cloneElement, type Element } from "../xmpp/xml.js";
+import { NS } from "../xmpp/ns.js";
+import { tryParseJid, prepResource, type Jid } from "../xmpp/jid.js";
+import { HANDLED, type Routed } from "../hooks.js";
+import { StanzaError } from "../errors.js";
+import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js";
+import { parseElement } from "../xmpp/xml-parse.js";
+import type { RoomAffiliation } from "../storage/index.js";
+import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm } from "./mam.js";
+
+const MUC = "http://jabber.org/protocol/muc";
+const MUC_USER = `${MUC}#user`;
+const MUC_ADMIN = `${MUC}#admin`;
+const MUC_OWNER = `${MUC}#owner`;
+const OCCUPANT_ID = "urn:xmpp:occupant-id:0";
+const ROOMCONFIG = `${MUC}#roomconfig`;
+
+type Affiliation = "owner" | "admin" | "member" | "outcast" | "none";
+type Role = "moderator" | "participant" | "visitor" | "none";
+
+interface RoomConfig {
+  name: string;
+  description: string;
+  persistent: boolean;
+  public: boolean;
+  membersOnly: boolean;
+  moderated: boolean;
+  password: string;
+  /** Who sees occupants' real JIDs. */
+  whois: "anyone" | "moderators";
+  maxUsers: number;
+  /** Participants (not only moderators) may change the subject. */
+  changeSubject: boolean;
+  allowInvites: boolean;
+  archiving: boolean;
+}
+
+interface Occupant {
+  nick: string;
+  /** Real full JID. */
+  jid: Jid;
+  role: Role;
+  /** The occupant's last presence, without its muc elements. */
+  presence: Element;
+  occupantId: string;
+}
+
+interface Room {
+  jid: string;
+  config: RoomConfig;
+  subject: Element | undefined;
+  locked: boolean;
+  createdAt: number;
+  occupants: Map<string, Occupant>;
+  /** Real full JID → nick. */
+  nicks: Map<string, string>;
+  affiliations: Map<string, RoomAffiliation>;
+}
+
+const RANK: Record<Affiliation, number> = { owner: 4, admin: 3, member: 2, none: 1, outcast: 0 };
+
+export const muc = defineModule({
+  name: "muc",
+  implements: [
+    { spec: "XEP-0045", version: "1.35", note: "no voice requests, no registration, no room nick reservation" },
+    { spec: "XEP-0421", version: "1.0.1" }, { spec: "XEP-0410", version: "1.1.0" },
+  ],
+  dependsOn: ["disco", "mam"],
+  options: z.strictObject({
+    domain: z.string().default("conference.{host}"),
+    /** Who may create rooms: users of this server, or anyone. */
+    createRooms: z.enum(["local", "anyone"]).default("local"),
+    maxOccupants: z.number().int().min(2).default(1000),
+    /** Beyond this many occupants, presence changes of others are not broadcast (joins and leaves of moderators still are). */
+    presenceBroadcastLimit: z.number().int().min(2).default(256),
+    historyMessages: z.number().int().min(0).default(20),
+    defaultPageSize: z.number().int().min(1).default(50),
+    maxPageSize: z.number().int().min(1).default(250),
+  }),
+  start(ctx) {
+    const o = ctx.options;
+    const { storage, router } = ctx;
+    const services = new Set(ctx.hosts.map((h) => o.domain.replace("{host}", h)));
+    for (const d of services) ctx.addDomain(d);
+    const rooms = new Map<string, Room>();
+    const nextId = archiveClock(1);
+    const idKey = ctx.secret("occupant ids");
+
+    const defaults = (): RoomConfig => ({
+      name: "", description: "", persistent: false, public: true, membersOnly: false, moderated: false, password: "",
+      whois: "moderators", maxUsers: o.maxOccupants, changeSubject: false, allowInvites: true, archiving: true,
+    });
+
+    // ── rooms in memory and in storage ────────────────────────────────────────────────────────
+    const load = async (jid: string): Promise<Room | undefined> => {
+      const live = rooms.get(jid);
+      if (live) return live;
+      const stored = await storage.rooms.get(jid);
+      if (!stored) return undefined;
+      const again = rooms.get(jid); // loaded meanwhile
+      if (again) return again;
+      const room: Room = {
+        jid, config: { ...defaults(), ...(JSON.parse(stored.config) as Partial<RoomConfig>) },
+        subject: stored.subject ? parseElement(stored.subject) : undefined, locked: false, createdAt: stored.createdAt,
+        occupants: new Map(), nicks: new Map(),
+        affiliations: new Map((await storage.rooms.affiliations(jid)).map((a) => [a.jid, a])),
+      };
+      rooms.set(jid, room);
+      return room;
+    };
+    const save = async (room: Room) => {
+      if (!room.config.persistent) return;
+      await storage.rooms.put({ jid: room.jid, config: JSON.stringify(room.config), subject: room.subject?.toString() ?? "", createdAt: room.createdAt });
+    };
+    /** A room nobody is in leaves memory; a temporary one is gone. */
+    const unloadIfEmpty = async (room: Room) => {
+      if (room.occupants.size > 0) return;
+      rooms.delete(room.jid);
+      if (!room.config.persistent) await storage.rooms.delete(room.jid);
+    };
+
+    const affiliationOf = (room: Room, user: string): Affiliation => room.affiliations.get(user)?.affiliation ?? "none";
+    const defaultRole = (room: Room, a: Affiliation): Role =>
+      a === "owner" || a === "admin" ? "moderator" : room.config.moderated && a !== "member" ? "visitor" : "participant";
+    /** XEP-0421 §3: stable per room and real bare JID, opaque. */
+    const occupantId = (room: Room, real: Jid) => createHmac("sha256", idKey).update(`${room.jid}\n${real.bare}`).digest("base64url").slice(0, 22);
+    const seesJids = (room: Room, viewer: Occupant | undefined) => room.config.whois === "anyone" || viewer?.role === "moderator";
+
+    // ── sending ──────────────────────────────────────────────────────────────────────────────
+    const send = (stanza: Element) => void router.route(stanza);
+    const mucUser = (room: Room, subject: Occupant, viewer: Occupant | undefined, extra: { codes?: number[]; item?: Record<string, string | undefined>; children?: Element[] } = {}) =>
+      el("x", { xmlns: MUC_USER },
+        el("item", {
+          affiliation: affiliationOf(room, subject.jid.bare), role: subject.role,
+          jid: seesJids(room, viewer) ? subject.jid.full : undefined, ...extra.item,
+        }, ...(extra.children ?? [])),
+        ...(extra.codes ?? []).map((code) => el("status", { code })));
+    const presenceOf = (room: Room, subject: Occupant, viewer: Occupant, codes: number[] = [], type?: string, item?: Record<string, string | undefined>, children: Element[] = []) => {
+      const p = type ? el("presence", { type }) : cloneElement(subject.presence);
+      p.attrs.from = `${room.jid}/${subject.nick}`;
+      p.attrs.to = viewer.jid.full;
+      if (type) delete p.attrs.id;
+      p.cnode(mucUser(room, subject, viewer, { codes: viewer === subject ? [...codes, 110] : codes, ...(item ? { item } : {}), children }));
+      p.cnode(el("occupant-id", { xmlns: OCCUPANT_ID, id: subject.occupantId }));
+      return p;
+    };
+    const broadcastPresence = (room: Room, subject: Occupant, codes: number[] = [], type?: string, item?: Record<string, string | undefined>, children: Element[] = []) => {
+      const large = room.occupants.size > o.presenceBroadcastLimit;
+      for (const viewer of room.occupants.values()) {
+        // Large rooms: only the occupant itself and moderators see others' presence changes.
+        if (large && viewer !== subject && viewer.role !== "moderator" && subject.role !== "moderator") continue;
+        send(presenceOf(room, subject, viewer, codes, type, item, children));
+      }
+    };
+
+    // ── joining, presence, leaving ─────────────────────────────────────────────────────────────
+    const join = async (routed: Routed, room: Room | undefined, nick: string) => {
+      const { stanza, from, to } = routed;
+      const x = stanza.getChild("x", MUC);
+      let created = false;
+      if (!room) {
+        if (o.createRooms === "local" && !ctx.hosts.includes(from.domain)) throw new StanzaError("not-allowed", "Only users of this server may create rooms", "cancel");
+        room = { jid: to.bare, config: defaults(), subject: undefined, locked: true, createdAt: Date.now(), occupants: new Map(), nicks: new Map(), affiliations: new Map() };
+        room.affiliations.set(from.bare, { jid: from.bare, affiliation: "owner", nick: "", reason: "" });
+        rooms.set(room.jid, room);
+        created = true;
+      }
+      const affiliation = affiliationOf(room, from.bare);
+      // XEP-0045 §7.2: the checks, in the order the XEP gives their errors.
+      if (room.locked && !created && affiliation !== "owner") throw new StanzaError("item-not-found", "The room is locked until its owner configures it", "cancel");
+      if (affiliation === "outcast") throw new StanzaError("forbidden", "You are banned from this room", "auth");
+      if (room.config.membersOnly && RANK[affiliation] < RANK.member) throw new StanzaError("registration-required", "This room is for members only", "auth");
+      const taken = room.occupants.get(nick);
+      if (taken && taken.jid.bare !== from.bare) throw new StanzaError("conflict", "That nickname is taken", "cancel");
+      if (room.config.password && RANK[affiliation] < RANK.admin && x?.getChildText("password") !== room.config.password) {
+        throw new StanzaError("not-authorized", "A password is required", "auth");
+      }
+      if (room.occupants.size >= room.config.maxUsers && RANK[affiliation] < RANK.admin) throw new StanzaError("service-unavailable", "The room is full", "wait");
+
+      const presence = cloneElement(stanza);
+      for (const child of [...presence.getChildren("x", MUC), ...presence.getChildren("occupant-id", OCCUPANT_ID)]) presence.remove(child);
+      const occupant: Occupant = { nick, jid: from, role: defaultRole(room, affiliation), presence, occupantId: occupantId(room, from) };
+      // Existing occupants first, to the newcomer; then the newcomer to everyone (itself last, with 110).
+      for (const other of room.occupants.values()) {
+        const large = room.occupants.size >= o.presenceBroadcastLimit;
+        if (!large || other.role === "moderator" || occupant.role === "moderator") send(presenceOf(room, other, occupant));
+      }
+      room.occupants.set(nick, occupant);
+      room.nicks.set(from.full, nick);
+      const codes = [...(room.config.whois === "anyone" ? [100] : []), ...(room.config.archiving ? [170] : []), ...(created ? [201] : [])];
+      for (const viewer of room.occupants.values()) {
+        if (viewer === occupant) continue;
+        if (room.occupants.size > o.presenceBroadcastLimit && viewer.role !== "moderator" && occupant.role !== "moderator") continue;
+        send(presenceOf(room, occupant, viewer));
+      }
+      send(presenceOf(room, occupant, occupant, codes));
+      if (created) return; // §10.1.2: a locked new room has no history or subject yet
+      await sendHistory(room, occupant, x?.getChild("history"));
+      // §7.2.15: the subject (possibly empty) comes last.
+      const subject = room.subject ? cloneElement(room.subject) : el("message", { type: "groupchat", from: room.jid }, el("subject"));
+      subject.attrs.to = from.full;
+      send(subject);
+    };
+
+    const sendHistory = async (room: Room, occupant: Occupant, history: Element | undefined) => {
+      if (!room.config.archiving) return;
+      const maxStanzas = history?.attrs.maxstanzas !== undefined ? Number(history.attrs.maxstanzas) : o.historyMessages;
+      const maxChars = history?.attrs.maxchars !== undefined ? Number(history.attrs.maxchars) : Infinity;
+      const seconds = history?.attrs.seconds !== undefined ? Number(history.attrs.seconds) : undefined;
+      const since = history?.attrs.since !== undefined ? Date.parse(history.attrs.since) : undefined;
+      if (!(maxStanzas > 0) || maxChars === 0) return;
+      const after = Math.max(seconds !== undefined ? Date.now() - seconds * 1000 : 0, since !== undefined && !Number.isNaN(since) ? since : 0);
+      const rows = await storage.archive.query(room.jid, { afterId: after > 0 ? after * 1024 : undefined, newestFirst: true, limit: Math.min(maxStanzas, 1000) });
+      // §7.2.14 maxchars: the newest messages that fit, sent oldest first.
+      let chars = 0;
+      const out: Element[] = [];
+      for (const row of [...rows].reverse()) {
+        chars += row.stanza.length;
+        if (chars > maxChars) break;
+        const m = parseElement(row.stanza);
+        m.attrs.to = occupant.jid.full;
+        m.cnode(el("delay", { xmlns: NS.DELAY, from: room.jid, stamp: new Date(Math.floor(row.id / 1024)).toISOString() }));
+        out.push(m);
+      }
+      for (const m of out.reverse()) send(m);
+    };
+
+    const leave = async (room: Room, occupant: Occupant, status?: Element, codes: number[] = [], item?: Record<string, string | undefined>, children: Element[] = []) => {
+      const unavailable = (viewer: Occupant) => {
+        const p = presenceOf(room, occupant, viewer, codes, "unavailable", item, children);
+        if (status) p.cnode(cloneElement(status));
+        return p;
+      };
+      for (const viewer of room.occupants.values()) {
+        if (viewer !== occupant && room.occupants.size > o.presenceBroadcastLimit && viewer.role !== "moderator" && occupant.role !== "moderator") continue;
+        send(unavailable(viewer));
+      }
+      room.occupants.delete(occupant.nick);
+      room.nicks.delete(occupant.jid.full);
+      await unloadIfEmpty(room);
+    };
+
+    const onPresence = async (routed: Routed) => {
+      const { stanza, from, to } = routed;
+      if (!to.local) return; // presence to the service itself: nothing to do
+      const nick = to.resource;
+      const type = stanza.attrs.type;
+      if (type === "error") {
+        // §7.2.x: an occupant whose client bounces presence is gone.
+        const room = rooms.get(to.bare);
+        const current = room?.nicks.get(from.full);
+        if (room && current) await leave(room, room.occupants.get(current)!);
+        return;
+      }
+      if (!nick) {
+        if (type === undefined) throw new StanzaError("jid-malformed", "A nickname is required", "modify");
+        return;
+      }
+      let safeNick: string;
+      try {
+        safeNick = prepResource(nick);
+      } catch {
+        throw new StanzaError("jid-malformed", "Not a valid nickname", "modify");
+      }
+      const room = await load(to.bare);
+      const current = room?.nicks.get(from.full);
+      if (type === "unavailable") {
+        if (room && current) await leave(room, room.occupants.get(current)!, stanza.getChild("status") ?? undefined);
+        return;
+      }
+      if (type !== undefined) return;
+      if (!room || !current) return join(routed, room, safeNick);
+      const occupant = room.occupants.get(current)!;
+      if (current !== safeNick) {
+        // §7.6: nickname change — unavailable with 303 and the new nick, then available under it.
+        if (room.occupants.has(safeNick)) throw new StanzaError("conflict", "That nickname is taken", "cancel");
+        for (const viewer of room.occupants.values()) send(presenceOf(room, occupant, viewer, [303], "unavailable", { nick: safeNick }));
+        room.occupants.delete(current);
+        occupant.nick = safeNick;
+        room.occupants.set(safeNick, occupant);
+        room.nicks.set(from.full, safeNick);
+      }
+      const presence = cloneElement(stanza);
+      for (const child of [...presence.getChildren("x", MUC), ...presence.getChildren("occupant-id", OCCUPANT_ID)]) presence.remove(child);
+      occupant.presence = presence;
+      broadcastPresence(room, occupant);
+    };
+
+    // ── messages ─────────────────────────────────────────────────────────────────────────────
+    const onMessage = async (routed: Routed) => {
+      const { stanza, from, to } = routed;
+      if (stanza.attrs.type === "error") return;
+      const room = await load(to.bare);
+      if (!room) throw new StanzaError("item-not-found", "No such room", "cancel");
+      const nick = room.nicks.get(from.full);
+      const sender = nick ? room.occupants.get(nick) : undefined;
+      const invite = stanza.getChild("x", MUC_USER)?.getChild("invite");
+      if (invite && !to.resource) return mediatedInvite(room, sender, from, invite);
+      if (!sender) throw new StanzaError("not-acceptable", "Only occupants may send messages to the room", "cancel");
+      if (to.resource) {
+        // §7.5: a private message to one occupant, from the sender's occupant JID.
+        const target = room.occupants.get(to.resource);
+        if (!target) throw new StanzaError("item-not-found", "No such occupant", "cancel");
+        if (stanza.attrs.type === "groupchat") throw new StanzaError("bad-request", "Private messages are not groupchat", "modify");
+        const pm = cloneElement(stanza);
+        pm.attrs.from = `${room.jid}/${sender.nick}`;
+        pm.attrs.to = target.jid.full;
+        pm.cnode(el("x", { xmlns: MUC_USER }));
+        send(pm);
+        return;
+      }
+      if (stanza.attrs.type !== "groupchat") throw new StanzaError("bad-request", "Messages to the room are groupchat", "modify");
+      const subject = stanza.getChild("subject");
+      if (subject && !stanza.getChild("body")) {
+        if (sender.role !== "moderator" && !(room.config.changeSubject && sender.role === "participant")) throw new StanzaError("forbidden", "You may not change the subject", "auth");
+      } else if (sender.role === "visitor") {
+        throw new StanzaError("forbidden", "Visitors may not speak in this moderated room", "auth");
+      }
+      const message = cloneElement(stanza);
+      message.attrs.from = `${room.jid}/${sender.nick}`;
+      delete message.attrs.to;
+      // The room's ids and occupant ids only: whatever a client put there is removed (XEP-0359 §4, XEP-0421 §4).
+      for (const c of [...message.getChildren("stanza-id", STANZA_ID), ...message.getChildren("occupant-id", OCCUPANT_ID), ...message.getChildren("x", MUC_USER)]) message.remove(c);
+      message.cnode(el("occupant-id", { xmlns: OCCUPANT_ID, id: sender.occupantId }));
+      if (subject && !stanza.getChild("body")) {
+        room.subject = cloneElement(message);
+        await save(room);
+      }
+      if (room.config.archiving && (message.getChild("body") || message.getChild("subject"))) {
+        const id = nextId();
+        // Archived before the broadcast: what occupants see is already in the room's history.
+        await storage.archive.append(room.jid, { id, withBare: room.jid, withResource: sender.nick, stanza: message.toString() });
+        message.cnode(el("stanza-id", { xmlns: STANZA_ID, id: String(id), by: room.jid }));
+      }
+      // Serialized once; each occupant gets the same bytes with its own 'to'.
+      for (const occupant of room.occupants.values()) {
+        const copy = cloneElement(message);
+        copy.attrs.to = occupant.jid.full;
+        send(copy);
+      }
+    };
+
+    const mediatedInvite = (room: Room, sender: Occupant | undefined, from: Jid, invite: Element) => {
+      // §7.8.2: occupants invite (members-only rooms: admins/owners unless invites are allowed).
+      if (!sender) throw new StanzaError("not-acceptable", "Only occupants may invite", "cancel");
+      const aff = affiliationOf(room, from.bare);
+      if (room.config.membersOnly && !room.config.allowInvites && RANK[aff] < RANK.admin) throw new StanzaError("forbidden", "Only admins may invite here", "auth");
+      const invitee = tryParseJid(invite.attrs.to);
+      if (!invitee) throw new StanzaError("jid-malformed");
+      if (room.config.membersOnly && affiliationOf(room, invitee.bare) === "none") {
+        room.affiliations.set(invitee.bare, { jid: invitee.bare, affiliation: "member", nick: "", reason: "invited" });
+        void storage.rooms.setAffiliation(room.jid, { jid: invitee.bare, affiliation: "member", nick: "", reason: "invited" });
+      }
+      send(el("message", { from: room.jid, to: invitee.full },
+        el("x", { xmlns: MUC_USER },
+          el("invite", { from: from.bare }, invite.getChildText("reason") ? el("reason", {}, invite.getChildText("reason")!) : undefined),
+          room.config.password ? el("password", {}, room.config.password) : undefined)));
+    };
+
+    // ── admin and owner ──────────────────────────────────────────────────────────────────────
+    const itemsOfAffiliation = (room: Room, affiliation: Affiliation) => [...room.affiliations.values()].filter((a) => a.affiliation === affiliation)
+      .map((a) => el("item", { affiliation: a.affiliation, jid: a.jid, nick: a.nick || undefined }, a.reason ? el("reason", {}, a.reason) : undefined));
+
+    const admin = async (room: Room, from: Jid, type: "get" | "set", query: Element) => {
+      const actor = room.nicks.get(from.full) ? room.occupants.get(room.nicks.get(from.full)!) : undefined;
+      const actorAff = affiliationOf(room, from.bare);
+      const items = query.getChildren("item");
+      if (type === "get") {
+        const wanted = items[0];
+        if (wanted?.attrs.affiliation) {
+          const aff = wanted.attrs.affiliation as Affiliation;
+          // §9.5 / CVE-2021-37601 class: lists are for admins and owners.
+          if (RANK[actorAff] < RANK.admin || (aff === "owner" || aff === "admin") && RANK[actorAff] < RANK.admin) throw new StanzaError("forbidden", undefined, "auth");
+          return el("query", { xmlns: MUC_ADMIN }, ...itemsOfAffiliation(room, aff));
+        }
+        if (wanted?.attrs.role) {
+          if (actor?.role !== "moderator") throw new StanzaError("forbidden", undefined, "auth");
+          return el("query", { xmlns: MUC_ADMIN }, ...[...room.occupants.values()].filter((x) => x.role === wanted.attrs.role)
+            .map((x) => el("item", { nick: x.nick, role: x.role, affiliation: affiliationOf(room, x.jid.bare), jid: x.jid.full })));
+        }
+        throw new StanzaError("bad-request");
+      }
+      for (const item of items) {
+        const reason = item.getChild("reason") ?? undefined;
+        if (item.attrs.role !== undefined) {
+          const target = item.attrs.nick ? room.occupants.get(item.attrs.nick) : undefined;
+          if (!target) throw new StanzaError("item-not-found", "No such occupant", "cancel");
+          if (actor?.role !== "moderator") throw new StanzaError("forbidden", undefined, "auth");
+          const targetAff = affiliationOf(room, target.jid.bare);
+          // §8.2: nobody kicks someone of equal or higher affiliation than an admin.
+          if (RANK[targetAff] >= RANK.admin && RANK[actorAff] <= RANK[targetAff]) throw new StanzaError("not-allowed", undefined, "cancel");
+          const role = item.attrs.role as Role;
+          if (role === "none") {
+            await leave(room, target, undefined, [307], { role: "none", affiliation: targetAff, jid: undefined }, [
+              el("actor", { nick: actor.nick }), ...(reason ? [cloneElement(reason)] : [])]);
+          } else if (role === "participant" || role === "visitor" || role === "moderator") {
+            target.role = role;
+            broadcastPresence(room, target);
+          } else {
+            throw new StanzaError("bad-request");
+          }
+          continue;
+        }
+        const affiliation = item.attrs.affiliation as Affiliation | undefined;
+        const jid = tryParseJid(item.attrs.jid);
+        if (!affiliation || !(affiliation in RANK) || !jid) throw new StanzaError("bad-request");
+        const current = affiliationOf(room, jid.bare);
+        // §9 / §10: admins manage members and outcasts below them; owners manage everything.
+        const mayChange = actorAff === "owner" || (actorAff === "admin" && RANK[current] < RANK.admin && RANK[affiliation] < RANK.admin);
+        if (!mayChange) throw new StanzaError("forbidden", undefined, "auth");
+        if (current === "owner" && affiliation !== "owner" && [...room.affiliations.values()].filter((a) => a.affiliation === "owner").length === 1) {
+          throw new StanzaError("conflict", "A room needs an owner", "cancel");
+        }
+        const record = affiliation === "none" ? { jid: jid.bare, affiliation: "none" as const } : { jid: jid.bare, affiliation, nick: item.attrs.nick ?? "", reason: reason?.text() ?? "" };
+        if (record.affiliation === "none") room.affiliations.delete(jid.bare);
+        else room.affiliations.set(jid.bare, record as RoomAffiliation);
+        if (room.config.persistent) await storage.rooms.setAffiliation(room.jid, record);
+        for (const occupant of [...room.occupants.values()].filter((x) => x.jid.bare === jid.bare)) {
+          if (affiliation === "outcast") {
+            await leave(room, occupant, undefined, [301], { affiliation: "outcast", role: "none" }, [
+              el("actor", { nick: actor?.nick }), ...(reason ? [cloneElement(reason)] : [])]);
+          } else if (room.config.membersOnly && RANK[affiliation] < RANK.member) {
+            await leave(room, occupant, undefined, [321], { affiliation, role: "none" });
+          } else {
+            occupant.role = defaultRole(room, affiliation);
+            broadcastPresence(room, occupant);
+          }
+        }
+      }
+      return undefined;
+    };
+
+    const configForm = (room: Room) => buildForm("form", ROOMCONFIG, [
+      { var: "muc#roomconfig_roomname", type: "text-single", label: "Name", values: [room.config.name] },
+      { var: "muc#roomconfig_roomdesc", type: "text-single", label: "Description", values: [room.config.description] },
+      { var: "muc#roomconfig_persistentroom", type: "boolean", label: "Persistent", values: [String(room.config.persistent)] },
+      { var: "muc#roomconfig_publicroom", type: "boolean", label: "Listed in the directory", values: [String(room.config.public)] },
+      { var: "muc#roomconfig_membersonly", type: "boolean", label: "Members only", values: [String(room.config.membersOnly)] },
+      { var: "muc#roomconfig_moderatedroom", type: "boolean", label: "Moderated", values: [String(room.config.moderated)] },
+      { var: "muc#roomconfig_passwordprotectedroom", type: "boolean", label: "Password protected", values: [String(room.config.password !== "")] },
+      { var: "muc#roomconfig_roomsecret", type: "text-private", label: "Password", values: [room.config.password] },
+      { var: "muc#roomconfig_whois", type: "list-single", label: "Who sees real JIDs", values: [room.config.whois],
+        options: [{ label: "Moderators", value: "moderators" }, { label: "Anyone", value: "anyone" }] },
+      { var: "muc#roomconfig_maxusers", type: "text-single", label: "Maximum occupants", values: [String(room.config.maxUsers)] },
+      { var: "muc#roomconfig_changesubject", type: "boolean", label: "Participants may change the subject", values: [String(room.config.changeSubject)] },
+      { var: "muc#roomconfig_allowinvites", type: "boolean", label: "Members may invite", values: [String(room.config.allowInvites)] },
+      { var: "mam", type: "boolean", label: "Archive messages", values: [String(room.config.archiving)] },
+    ]);
+    const applyConfig = (room: Room, form: Element): string[] => {
+      const f = readForm(form);
+      if (f.formType !== undefined && f.formType !== ROOMCONFIG) throw new StanzaError("bad-request", `FORM_TYPE must be ${ROOMCONFIG}`);
+      const c = { ...room.config };
+      const bool = (name: string) => { const v = singleValue(f, name); return v === undefined ? undefined : parseBoolean(v, name); };
+      const changes: string[] = [];
+      c.name = singleValue(f, "muc#roomconfig_roomname") ?? c.name;
+      c.description = singleValue(f, "muc#roomconfig_roomdesc") ?? c.description;
+      c.persistent = bool("muc#roomconfig_persistentroom") ?? c.persistent;
+      c.public = bool("muc#roomconfig_publicroom") ?? c.public;
+      c.membersOnly = bool("muc#roomconfig_membersonly") ?? c.membersOnly;
+      c.moderated = bool("muc#roomconfig_moderatedroom") ?? c.moderated;
+      const secret = singleValue(f, "muc#roomconfig_roomsecret");
+      const protectedRoom = bool("muc#roomconfig_passwordprotectedroom");
+      if (secret !== undefined) c.password = secret;
+      if (protectedRoom === false) c.password = "";
+      const whois = singleValue(f, "muc#roomconfig_whois");
+      if (whois !== undefined) {
+        if (whois !== "anyone" && whois !== "moderators") throw new StanzaError("not-acceptable", "whois is anyone or moderators");
+        if (whois !== c.whois) changes.push(whois === "anyone" ? "172" : "173");
+        c.whois = whois;
+      }
+      const max = singleValue(f, "muc#roomconfig_maxusers");
+      if (max !== undefined) {
+        const n = Number(max);
+        if (!Number.isInteger(n) || n < 1) throw new StanzaError("not-acceptable", "maxusers must be a positive integer");
+        c.maxUsers = Math.min(n, o.maxOccupants);
+      }
+      c.changeSubject = bool("muc#roomconfig_changesubject") ?? c.changeSubject;
+      c.allowInvites = bool("muc#roomconfig_allowinvites") ?? c.allowInvites;
+      const archiving = bool("mam") ?? bool("muc#roomconfig_enablearchiving");
+      if (archiving !== undefined && archiving !== c.archiving) changes.push(archiving ? "170" : "171");
+      c.archiving = archiving ?? c.archiving;
+      room.config = c;
+      return changes;
+    };
+
+    const owner = async (room: Room, from: Jid, type: "get" | "set", query: Element) => {
+      if (affiliationOf(room, from.bare) !== "owner") throw new StanzaError("forbidden", "Only owners configure the room", "auth");
+      if (type === "get") return el("query", { xmlns: MUC_OWNER }, configForm(room));
+      const destroy = query.getChild("destroy");
+      if (destroy) {
+        // §10.9: every occupant gets unavailable with the destroy element (alternate venue, reason).
+        for (const occupant of [...room.occupants.values()]) {
+          send(presenceOf(room, occupant, occupant, [], "unavailable", { affiliation: "none", role: "none" }));
+          const p = el("presence", { type: "unavailable", from: `${room.jid}/${occupant.nick}`, to: occupant.jid.full },
+            el("x", { xmlns: MUC_USER }, el("item", { affiliation: "none", role: "none" }), cloneElement(destroy)));
+          send(p);
+        }
+        room.occupants.clear();
+        room.nicks.clear();
+        rooms.delete(room.jid);
+        await storage.rooms.delete(room.jid);
+        return undefined;
+      }
+      const x = query.getChild("x", NS.DATA_FORMS);
+      if (!x) throw new StanzaError("bad-request");
+      if (x.attrs.type === "cancel") {
+        // §10.1.3: cancelling the configuration of a new room destroys it.
+        if (room.locked) {
+          for (const occupant of [...room.occupants.values()]) await leave(room, occupant);
+          rooms.delete(room.jid);
+        }
+        return undefined;
+      }
+      const wasMembersOnly = room.config.membersOnly;
+      const changes = applyConfig(room, x);
+      room.locked = false;
+      await save(room);
+      if (room.config.persistent) for (const a of room.affiliations.values()) await storage.rooms.setAffiliation(room.jid, a);
+      else await storage.rooms.delete(room.jid);
+      if (changes.length) {
+        const notice = el("message", { type: "groupchat", from: room.jid }, el("x", { xmlns: MUC_USER }, ...changes.map((code) => el("status", { code }))));
+        for (const occupant of room.occupants.values()) { const m = cloneElement(notice); m.attrs.to = occupant.jid.full; send(m); }
+      }
+      if (!wasMembersOnly && room.config.membersOnly) {
+        for (const occupant of [...room.occupants.values()]) {
+          if (RANK[affiliationOf(room, occupant.jid.bare)] < RANK.member) await leave(room, occupant, undefined, [322], { role: "none" });
+        }
+      }
+      return undefined;
+    };
+
+    // ── IQs ──────────────────────────────────────────────────────────────────────────────────
+    const roomInfo = (room: Room) => el("query", { xmlns: NS.DISCO_INFO },
+      el("identity", { category: "conference", type: "text", name: room.config.name || room.jid.split("@")[0] }),
+      ...[MUC, MUC_USER, MAM, STANZA_ID, OCCUPANT_ID, "http://jabber.org/protocol/disco#info",
+        room.config.persistent ? "muc_persistent" : "muc_temporary", room.config.public ? "muc_public" : "muc_hidden",
+        room.config.membersOnly ? "muc_membersonly" : "muc_open", room.config.moderated ? "muc_moderated" : "muc_unmoderated",
+        room.config.password ? "muc_passwordprotected" : "muc_unsecured", room.config.whois === "anyone" ? "muc_nonanonymous" : "muc_semianonymous",
+      ].filter((f) => f !== MAM || room.config.archiving).map((v) => el("feature", { var: v })),
+      buildForm("result", `${MUC}#roominfo`, [
+        { var: "muc#roominfo_description", values: [room.config.description] },
+        { var: "muc#roominfo_occupants", values: [String(room.occupants.size)] },
+        { var: "muc#roomconfig_roomname", values: [room.config.name] },
+      ]));
+
+    const onIq = async (routed: Routed): Promise<Element | undefined> => {
+      const { stanza, from, to } = routed;
+      const type = stanza.attrs.type as "get" | "set";
+      const payload = childElements(stanza)[0];
+      if (!payload) throw new StanzaError("bad-request");
+      const ns = payload.getNS();
+      if (!to.local) {
+        // The service itself.
+        if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) {
+          return el("query", { xmlns: NS.DISCO_INFO }, el("identity", { category: "conference", type: "text", name: "Chatrooms" }),
+            ...[MUC, NS.DISCO_INFO, NS.DISCO_ITEMS, OCCUPANT_ID, STANZA_ID].map((v) => el("feature", { var: v })));
+        }
+        if (type === "get" && ns === NS.DISCO_ITEMS && payload.attrs.node === undefined) {
+          const listed = (await storage.rooms.list(to.domain)).map((r) => ({ jid: r.jid, config: { ...defaults(), ...(JSON.parse(r.config) as Partial<RoomConfig>) } }));
+          for (const r of rooms.values()) if (r.jid.endsWith(`@${to.domain}`) && !listed.some((l) => l.jid === r.jid)) listed.push({ jid: r.jid, config: r.config });
+          return el("query", { xmlns: NS.DISCO_ITEMS }, ...listed.filter((r) => r.config.public && !rooms.get(r.jid)?.locked)
+            .map((r) => el("item", { jid: r.jid, name: r.config.name || undefined })));
+        }
+        throw new StanzaError("service-unavailable");
+      }
+      const room = await load(to.bare);
+      if (to.resource) {
+        // §7.x / XEP-0410: IQs to an occupant; a ping to one's own occupant JID is answered by the room.
+        const occupant = room?.occupants.get(to.resource);
+        const self = room?.nicks.get(from.full);
+        if (ns === "urn:xmpp:ping" && type === "get") {
+          if (!room || !self) throw new StanzaError("not-acceptable", "Not an occupant", "cancel");
+          if (self === to.resource) return undefined;
+        }
+        if (!room || !occupant) throw new StanzaError("item-not-found", undefined, "cancel");
+        if (!self) throw new StanzaError("not-acceptable", "Only occupants may send IQs to occupants", "cancel");
+        const forwarded = cloneElement(stanza);
+        forwarded.attrs.from = `${room.jid}/${self}`;
+        forwarded.attrs.to = occupant.jid.full;
+        const reply = await router.request(forwarded, 30_000);
+        const answer = childElements(reply)[0];
+        if (reply.attrs.type === "error") throw new StanzaError("service-unavailable");
+        return answer;
+      }
+      if (!room) {
+        if (type === "get" && ns === NS.DISCO_INFO) throw new StanzaError("item-not-found", "No such room", "cancel");
+        throw new StanzaError("item-not-found", "No such room", "cancel");
+      }
+      if (type === "get" && ns === NS.DISCO_INFO) return roomInfo(room);
+      if (type === "get" && ns === NS.DISCO_ITEMS) return el("query", { xmlns: NS.DISCO_ITEMS });
+      if (ns === MUC_ADMIN) return admin(room, from, type, payload);
+      if (ns === MUC_OWNER) return owner(room, from, type, payload);
+      if (ns === MAM) {
+        // XEP-0313 §5: a room archive is for those allowed in; never for outcasts.
+        const aff = affiliationOf(room, from.bare);
+        if (aff === "outcast" || (room.config.membersOnly && RANK[aff] < RANK.member) || !room.config.archiving) throw new StanzaError("forbidden", undefined, "auth");
+        if (type === "get") return el("query", { xmlns: MAM }, archiveQueryForm());
+        if (payload.name !== "query") throw new StanzaError("bad-request");
+        return answerArchiveQuery({ storage, log: ctx.log, pageSize: o }, room.jid, payload, (m) => send(m), from.full);
+      }
+      throw new StanzaError("service-unavailable");
+    };
+
+    // ── routing ──────────────────────────────────────────────────────────────────────────────
+    const handle = (work: (routed: Routed) => Promise<Element | undefined | void>, answersIq = false) => (routed: Routed) => {
+      if (!services.has(routed.to.domain)) return undefined;
+      return work(routed).then((result) => {
+        if (answersIq) send(el("iq", { type: "result", id: routed.stanza.attrs.id, from: routed.to.full, to: routed.from.full }, result ?? undefined));
+        return HANDLED;
+      }, async (err) => {
+        if (!(err instanceof StanzaError)) ctx.log.error({ err, stage: "muc", tag: routed.stanza.name }, "room stanza failed");
+        await router.bounce(routed.stanza, err instanceof StanzaError ? err : new StanzaError("internal-server-error"), routed.origin);
+        return HANDLED;
+      });
+    };
+    const iqHandler = (routed: Routed) => {
+      const type = routed.stanza.attrs.type;
+      if (!services.has(routed.to.domain)) return undefined;
+      if (type === "result" || type === "error") return undefined; // answers to the room's own requests are settled by the router
+      return handle(onIq, true)(routed);
+    };
+    for (const chain of ["presence/bare", "presence/full"] as const) ctx.chain(chain, handle(async (r) => onPresence(r)), 90);
+    for (const chain of ["message/bare", "message/full"] as const) ctx.chain(chain, handle(async (r) => onMessage(r)), 90);
+    for (const chain of ["iq/bare", "iq/full", "iq/host"] as const) ctx.chain(chain, iqHandler, 90);
+
+    ctx.discoItems("host", ({ owner: host, node }) => {
+      if (node !== undefined) return undefined;
+      const d = o.domain.replace("{host}", host);
+      return services.has(d) ? [el("item", { jid: d, name: "Chatrooms" })] : [];
+    });
+
+    // A client that goes away leaves its rooms.
+    ctx.on("session/closed", async ({ session }) => {
+      for (const room of [...rooms.values()]) {
+        const nick = room.nicks.get(session.jid.full);
+        if (nick) await leave(room, room.occupants.get(nick)!);
+      }
+    });
+  },
+});

@@ -1,0 +1,188 @@
+/** XEP-0045 multi-user chat end to end with xmpp.js: rooms, roles, affiliations, history, archive, occupant ids. */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
+import type { Element } from "@xmpp/xml";
+
+const MUC = "http://jabber.org/protocol/muc";
+const MUC_USER = `${MUC}#user`;
+const ROOM = "team@conference.localhost";
+const codes = (p: Element) => p.getChild("x", MUC_USER)?.getChildren("status").map((s) => Number(s.attrs.code)) ?? [];
+const settle = (ms = 200) => new Promise((r) => setTimeout(r, ms));
+
+describe("multi-user chat (XEP-0045)", () => {
+  let server: TestServer;
+  const clients: Connected[] = [];
+  const login = async (user: string, resource = "r") => {
+    const c = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: user, password: "pw", resource });
+    await c.xmpp.send(xml("presence"));
+    clients.push(c);
+    return c;
+  };
+  const join = async (c: Connected, nick: string, room = ROOM, extra: Element[] = []) => {
+    const mark = c.inbox.length;
+    await c.xmpp.send(xml("presence", { to: `${room}/${nick}` }, xml("x", { xmlns: MUC }, ...extra)));
+    return c.waitFor((s) => c.inbox.indexOf(s) >= mark && s.name === "presence" && s.attrs.from === `${room}/${nick}` && (codes(s).includes(110) || s.attrs.type === "error"));
+  };
+  const configure = (c: Connected, fields: Record<string, string>, room = ROOM) => c.iq(xml("iq", { type: "set", to: room },
+    xml("query", { xmlns: `${MUC}#owner` }, xml("x", { xmlns: "jabber:x:data", type: "submit" },
+      xml("field", { var: "FORM_TYPE" }, xml("value", {}, `${MUC}#roomconfig`)),
+      ...Object.entries(fields).map(([k, v]) => xml("field", { var: k }, xml("value", {}, v)))))));
+  before(async () => {
+    server = await startTestServer();
+    for (const u of ["owner", "bob", "carol", "dave", "erin"]) await server.accounts.create(`${u}@localhost`, "pw");
+  });
+  after(async () => {
+    for (const c of clients) await c.stop();
+    await server.cleanup();
+  });
+
+  it("the service is discoverable; a new room is locked (201) until its owner configures it", async () => {
+    const owner = await login("owner");
+    const items = await owner.iq(xml("iq", { type: "get", to: "localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#items" })));
+    assert.ok(items.getChild("query")!.getChildren("item").some((i) => i.attrs.jid === "conference.localhost"));
+    const self = await join(owner, "boss");
+    assert.deepEqual(codes(self).sort(), [110, 170, 201]);
+    assert.equal(self.getChild("x", MUC_USER)!.getChild("item")!.attrs.affiliation, "owner");
+    assert.equal(self.getChild("x", MUC_USER)!.getChild("item")!.attrs.role, "moderator");
+    assert.ok(self.getChild("occupant-id", "urn:xmpp:occupant-id:0")?.attrs.id);
+    const bob = await login("bob");
+    const locked = await join(bob, "bob");
+    assert.equal(locked.attrs.type, "error");
+    assert.ok(locked.getChild("error")!.getChild("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    const form = await owner.iq(xml("iq", { type: "get", to: ROOM }, xml("query", { xmlns: `${MUC}#owner` })));
+    assert.ok(form.getChild("query")!.getChild("x", "jabber:x:data")!.getChildren("field").some((f) => f.attrs.var === "muc#roomconfig_membersonly"));
+    await configure(owner, { "muc#roomconfig_roomname": "The Team", "muc#roomconfig_persistentroom": "1", "muc#roomconfig_whois": "anyone" });
+    const info = await bob.iq(xml("iq", { type: "get", to: ROOM }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
+    const features = info.getChild("query")!.getChildren("feature").map((f) => f.attrs.var);
+    for (const f of [MUC, "muc_persistent", "muc_open", "muc_nonanonymous", "urn:xmpp:mam:2", "urn:xmpp:occupant-id:0"]) assert.ok(features.includes(f), f);
+  });
+
+  it("joining: others' presence first, then one's own with 110; messages reach everyone with the room's stanza-id and a stable occupant-id; history and subject on join", async () => {
+    const owner = clients[0]!;
+    const bob = clients[1]!;
+    const joined = await join(bob, "bob");
+    assert.deepEqual(codes(joined).sort(), [100, 110, 170]);
+    const before = bob.inbox.indexOf(joined);
+    assert.ok(bob.inbox.slice(0, before).some((s) => s.attrs.from === `${ROOM}/boss`), "the owner's presence came first");
+    await owner.waitFor((s) => s.attrs.from === `${ROOM}/bob` && s.name === "presence");
+    await owner.xmpp.send(xml("message", { to: ROOM, type: "groupchat" }, xml("subject", {}, "Weekly sync")));
+    await bob.waitFor((s) => s.getChildText("subject") === "Weekly sync");
+    for (let i = 0; i < 3; i++) await owner.xmpp.send(xml("message", { to: ROOM, type: "groupchat", id: `g${i}` }, xml("body", {}, `hello ${i}`)));
+    const got = await bob.waitFor((s) => s.attrs.id === "g2");
+    assert.equal(got.attrs.from, `${ROOM}/boss`);
+    assert.equal(got.getChild("stanza-id", "urn:xmpp:sid:0")!.attrs.by, ROOM);
+    const ownerEcho = await owner.waitFor((s) => s.attrs.id === "g2" && s.attrs.type === "groupchat");
+    assert.equal(ownerEcho.getChild("occupant-id", "urn:xmpp:occupant-id:0")!.attrs.id, got.getChild("occupant-id", "urn:xmpp:occupant-id:0")!.attrs.id);
+
+    const carol = await login("carol");
+    await carol.xmpp.send(xml("presence", { to: `${ROOM}/carol` }, xml("x", { xmlns: MUC }, xml("history", { maxstanzas: "2" }))));
+    await carol.waitFor((s) => s.name === "presence" && s.attrs.from === `${ROOM}/carol` && codes(s).includes(110));
+    const subject = await carol.waitFor((s) => s.name === "message" && s.getChild("subject") !== undefined && !s.getChild("body"));
+    const history = carol.inbox.filter((s) => s.name === "message" && s.getChild("body") && s.getChild("delay", "urn:xmpp:delay"));
+    assert.deepEqual(history.map((m) => m.getChildText("body")), ["hello 1", "hello 2"], "maxstanzas=2: the last two");
+    assert.ok(carol.inbox.indexOf(subject) > carol.inbox.indexOf(history[1]!), "the subject comes after the history");
+    assert.equal(subject.getChildText("subject"), "Weekly sync");
+  });
+
+  it("a nick conflict, a nick change (303), private messages and self-ping", async () => {
+    const carol = clients[2]!;
+    const bob = clients[1]!;
+    const dave = await login("dave");
+    const conflict = await join(dave, "bob");
+    assert.ok(conflict.getChild("error")!.getChild("conflict", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    await carol.xmpp.send(xml("presence", { to: `${ROOM}/caroline` }));
+    const gone = await bob.waitFor((s) => s.attrs.from === `${ROOM}/carol` && s.attrs.type === "unavailable");
+    assert.ok(codes(gone).includes(303));
+    assert.equal(gone.getChild("x", MUC_USER)!.getChild("item")!.attrs.nick, "caroline");
+    await bob.waitFor((s) => s.attrs.from === `${ROOM}/caroline` && s.name === "presence" && s.attrs.type === undefined);
+    await bob.xmpp.send(xml("message", { to: `${ROOM}/caroline`, type: "chat", id: "pm" }, xml("body", {}, "psst")));
+    const pm = await carol.waitFor((s) => s.attrs.id === "pm");
+    assert.equal(pm.attrs.from, `${ROOM}/bob`);
+    const pong = await carol.iq(xml("iq", { type: "get", to: `${ROOM}/caroline` }, xml("ping", { xmlns: "urn:xmpp:ping" })));
+    assert.equal(pong.attrs.type, "result");
+    await assert.rejects(dave.iq(xml("iq", { type: "get", to: `${ROOM}/dave` }, xml("ping", { xmlns: "urn:xmpp:ping" }))),
+      (err: { condition?: string }) => err.condition === "not-acceptable", "XEP-0410: not an occupant");
+  });
+
+  it("kick (307) and ban (301); the banned cannot come back; lists are for admins only", async () => {
+    const owner = clients[0]!;
+    const bob = clients[1]!;
+    const dave = clients[3]!;
+    await join(dave, "dave");
+    await owner.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: `${MUC}#admin` }, xml("item", { nick: "dave", role: "none" }, xml("reason", {}, "cool down")))));
+    const kicked = await dave.waitFor((s) => s.attrs.from === `${ROOM}/dave` && s.attrs.type === "unavailable");
+    assert.ok(codes(kicked).includes(307) && codes(kicked).includes(110));
+    await join(dave, "dave");
+    await owner.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: `${MUC}#admin` }, xml("item", { jid: "dave@localhost", affiliation: "outcast" }))));
+    const banned = await bob.waitFor((s) => s.attrs.from === `${ROOM}/dave` && s.attrs.type === "unavailable" && codes(s).includes(301));
+    assert.ok(banned);
+    const again = await join(dave, "dave2");
+    assert.ok(again.getChild("error")!.getChild("forbidden", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    const list = await owner.iq(xml("iq", { type: "get", to: ROOM }, xml("query", { xmlns: `${MUC}#admin` }, xml("item", { affiliation: "outcast" }))));
+    assert.deepEqual(list.getChild("query")!.getChildren("item").map((i) => i.attrs.jid), ["dave@localhost"]);
+    await assert.rejects(bob.iq(xml("iq", { type: "get", to: ROOM }, xml("query", { xmlns: `${MUC}#admin` }, xml("item", { affiliation: "member" })))),
+      (err: { condition?: string }) => err.condition === "forbidden");
+    await assert.rejects(bob.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: `${MUC}#admin` }, xml("item", { jid: "bob@localhost", affiliation: "owner" })))),
+      (err: { condition?: string }) => err.condition === "forbidden", "a participant cannot make itself owner");
+  });
+
+  it("members-only: a non-member gets registration-required; a member gets in; the room archive pages with MAM, not for outsiders", async () => {
+    const owner = clients[0]!;
+    await configure(owner, { "muc#roomconfig_membersonly": "1" });
+    await owner.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: `${MUC}#admin` }, xml("item", { jid: "bob@localhost", affiliation: "member" }), xml("item", { jid: "carol@localhost", affiliation: "member" }))));
+    const erin = await login("erin");
+    const refused = await join(erin, "erin");
+    assert.ok(refused.getChild("error")!.getChild("registration-required", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    const bob = clients[1]!;
+    const page = await bob.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: "urn:xmpp:mam:2", queryid: "rq" },
+      xml("set", { xmlns: "http://jabber.org/protocol/rsm" }, xml("max", {}, "2")))));
+    const fin = page.getChild("fin", "urn:xmpp:mam:2")!;
+    assert.equal(fin.attrs.complete, undefined);
+    const results = bob.inbox.filter((s) => s.getChild("result", "urn:xmpp:mam:2")?.attrs.queryid === "rq");
+    assert.equal(results.length, 2);
+    assert.equal(results[0]!.attrs.from, ROOM);
+    await assert.rejects(erin.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: "urn:xmpp:mam:2" }))), (err: { condition?: string }) => err.condition === "forbidden");
+  });
+
+  it("a persistent room survives a restart with its configuration and members", async () => {
+    const stored = await server.storage.rooms.get(ROOM);
+    assert.ok(stored);
+    assert.equal((JSON.parse(stored.config) as { membersOnly: boolean }).membersOnly, true);
+    const affiliations = await server.storage.rooms.affiliations(ROOM);
+    assert.deepEqual(affiliations.map((a) => `${a.jid}:${a.affiliation}`).sort(), ["bob@localhost:member", "carol@localhost:member", "dave@localhost:outcast", "owner@localhost:owner"]);
+  });
+});
+
+describe("a large room", () => {
+  it("256 occupants all receive a message", async () => {
+    const server = await startTestServer({ limits: { maxConnectionsPerAddress: 400 } });
+    const clients: Connected[] = [];
+    try {
+      const n = 256;
+      for (let i = 0; i < n; i++) await server.accounts.create(`u${i}@localhost`, "pw");
+      for (let i = 0; i < n; i += 32) {
+        clients.push(...await Promise.all(Array.from({ length: Math.min(32, n - i) }, (_, k) =>
+          connect({ port: server.ports.c2sDirectTls!, directTls: true, username: `u${i + k}`, password: "pw" }))));
+      }
+      const owner = clients[0]!;
+      await owner.xmpp.send(xml("presence", { to: "big@conference.localhost/u0" }, xml("x", { xmlns: MUC })));
+      await owner.waitFor((s) => s.name === "presence" && codes(s).includes(201));
+      await owner.iq(xml("iq", { type: "set", to: "big@conference.localhost" }, xml("query", { xmlns: `${MUC}#owner` }, xml("x", { xmlns: "jabber:x:data", type: "submit" }))));
+      for (let i = 1; i < n; i += 32) {
+        await Promise.all(clients.slice(i, i + 32).map(async (c, k) => {
+          await c.xmpp.send(xml("presence", { to: `big@conference.localhost/u${i + k}` }, xml("x", { xmlns: MUC }, xml("history", { maxstanzas: "0" }))));
+          await c.waitFor((s) => s.name === "presence" && codes(s).includes(110), 20_000);
+        }));
+      }
+      await owner.xmpp.send(xml("message", { to: "big@conference.localhost", type: "groupchat", id: "all" }, xml("body", {}, "hello everyone")));
+      await Promise.all(clients.map((c) => c.waitFor((s) => s.attrs.id === "all", 20_000)));
+      const presences = clients[n - 1]!.inbox.filter((s) => s.name === "presence" && s.attrs.from?.startsWith("big@"));
+      console.log(`# 256-occupant room: every occupant got the message; the last joiner saw ${presences.length} presences (limit 256 for broadcasts)`);
+    } finally {
+      await Promise.all(clients.map((c) => c.stop()));
+      await server.cleanup();
+    }
+  });
+});
