@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import type { Element } from "@xmpp/xml";
+import { rawSession, type RawClient } from "../helpers/raw.js";
 
 const MUC = "http://jabber.org/protocol/muc";
 const MUC_USER = `${MUC}#user`;
@@ -146,42 +147,62 @@ describe("multi-user chat (XEP-0045)", () => {
     await assert.rejects(erin.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: "urn:xmpp:mam:2" }))), (err: { condition?: string }) => err.condition === "forbidden");
   });
 
-  it("a persistent room survives a restart with its configuration and members", async () => {
-    const stored = await server.storage.rooms.get(ROOM);
-    assert.ok(stored);
-    assert.equal((JSON.parse(stored.config) as { membersOnly: boolean }).membersOnly, true);
-    const affiliations = await server.storage.rooms.affiliations(ROOM);
-    assert.deepEqual(affiliations.map((a) => `${a.jid}:${a.affiliation}`).sort(), ["bob@localhost:member", "carol@localhost:member", "dave@localhost:outcast", "owner@localhost:owner"]);
+  it("a persistent room survives a restart with its configuration, members and archive", async () => {
+    for (const c of clients.splice(0)) await c.stop();
+    await server.stop();
+    const again = await startTestServer({ dataDir: server.dataDir });
+    try {
+      const bob = await connect({ port: again.ports.c2sDirectTls!, directTls: true, username: "bob", password: "pw", resource: "after" });
+      const dave = await connect({ port: again.ports.c2sDirectTls!, directTls: true, username: "dave", password: "pw", resource: "after" });
+      clients.push(bob, dave);
+      const info = await bob.iq(xml("iq", { type: "get", to: ROOM }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
+      assert.equal(info.getChild("query")!.getChild("identity")!.attrs.name, "The Team");
+      assert.ok(info.getChild("query")!.getChildren("feature").some((f) => f.attrs.var === "muc_membersonly"));
+      const joined = await join(bob, "bob");
+      assert.equal(joined.getChild("x", MUC_USER)!.getChild("item")!.attrs.affiliation, "member");
+      const subject = await bob.waitFor((s) => s.name === "message" && s.getChildText("subject") === "Weekly sync");
+      assert.ok(subject, "the subject was kept");
+      const refused = await join(dave, "dave");
+      assert.ok(refused.getChild("error")!.getChild("forbidden", "urn:ietf:params:xml:ns:xmpp-stanzas"), "still banned");
+      await bob.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: "urn:xmpp:mam:2", queryid: "after" })));
+      const archived = bob.inbox.filter((s) => s.getChild("result", "urn:xmpp:mam:2")?.attrs.queryid === "after");
+      assert.ok(archived.length >= 4, `the archive is still there (${archived.length} messages)`);
+    } finally {
+      for (const c of clients.splice(0)) await c.stop();
+      await again.stop();
+    }
   });
 });
 
 describe("a large room", () => {
+  // Raw sockets here: 256 xmpp.js clients spend a minute parsing the 32,000 presences of the joins.
   it("256 occupants all receive a message", async () => {
     const server = await startTestServer({ limits: { maxConnectionsPerAddress: 400 } });
-    const clients: Connected[] = [];
+    const clients: RawClient[] = [];
     try {
       const n = 256;
       for (let i = 0; i < n; i++) await server.accounts.create(`u${i}@localhost`, "pw");
       for (let i = 0; i < n; i += 32) {
-        clients.push(...await Promise.all(Array.from({ length: Math.min(32, n - i) }, (_, k) =>
-          connect({ port: server.ports.c2sDirectTls!, directTls: true, username: `u${i + k}`, password: "pw" }))));
+        clients.push(...await Promise.all(Array.from({ length: Math.min(32, n - i) }, (_, k) => rawSession(server.ports.c2sDirectTls!, `u${i + k}`, "pw", "r"))));
       }
       const owner = clients[0]!;
-      await owner.xmpp.send(xml("presence", { to: "big@conference.localhost/u0" }, xml("x", { xmlns: MUC })));
-      await owner.waitFor((s) => s.name === "presence" && codes(s).includes(201));
-      await owner.iq(xml("iq", { type: "set", to: "big@conference.localhost" }, xml("query", { xmlns: `${MUC}#owner` }, xml("x", { xmlns: "jabber:x:data", type: "submit" }))));
-      for (let i = 1; i < n; i += 32) {
-        await Promise.all(clients.slice(i, i + 32).map(async (c, k) => {
-          await c.xmpp.send(xml("presence", { to: `big@conference.localhost/u${i + k}` }, xml("x", { xmlns: MUC }, xml("history", { maxstanzas: "0" }))));
-          await c.waitFor((s) => s.name === "presence" && codes(s).includes(110), 20_000);
-        }));
+      owner.send("<presence to='big@conference.localhost/u0'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
+      await owner.waitFor(/status code="201"/);
+      owner.send("<iq type='set' id='cfg' to='big@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>");
+      await owner.waitFor(/id="cfg"/);
+      const started = performance.now();
+      for (let i = 1; i < n; i++) {
+        clients[i]!.send(`<presence to='big@conference.localhost/u${i}'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`);
+        await clients[i]!.waitFor(/status code="110"/, 20_000);
       }
-      await owner.xmpp.send(xml("message", { to: "big@conference.localhost", type: "groupchat", id: "all" }, xml("body", {}, "hello everyone")));
-      await Promise.all(clients.map((c) => c.waitFor((s) => s.attrs.id === "all", 20_000)));
-      const presences = clients[n - 1]!.inbox.filter((s) => s.name === "presence" && s.attrs.from?.startsWith("big@"));
-      console.log(`# 256-occupant room: every occupant got the message; the last joiner saw ${presences.length} presences (limit 256 for broadcasts)`);
+      const joinMs = performance.now() - started;
+      const marks = clients.map((c) => c.text.length);
+      owner.send("<message to='big@conference.localhost' type='groupchat' id='all'><body>hello everyone</body></message>");
+      await Promise.all(clients.map((c, i) => c.waitFor(/<message[^>]*id="all"[^>]*>.*?<body>hello everyone<\/body>/s, 20_000, marks[i])));
+      const presences = (clients[n - 1]!.text.match(/<presence[^>]*from="big@conference\.localhost\//g) ?? []).length;
+      console.log(`# 256-occupant room: 255 joins one after another in ${joinMs.toFixed(0)} ms; all 256 got the message; the last joiner saw ${presences} presences`);
     } finally {
-      await Promise.all(clients.map((c) => c.stop()));
+      for (const c of clients) c.close();
       await server.cleanup();
     }
   });
