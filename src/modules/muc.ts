@@ -71,6 +71,13 @@ interface Room {
 
 const RANK: Record<Affiliation, number> = { owner: 4, admin: 3, member: 2, none: 1, outcast: 0 };
 
+declare module "../hooks.js" {
+  interface Events {
+    /** A room message for a member who is not in the room (push wakes their phone). */
+    "muc/missed": { user: string; room: string; sender: string; message: Element };
+  }
+}
+
 export const muc = defineModule({
   name: "muc",
   implements: [
@@ -349,6 +356,16 @@ export const muc = defineModule({
         const copy = cloneElement(message);
         copy.attrs.to = occupant.jid.full;
         send(copy);
+      }
+      // Members are members whether or not they are joined: the absent ones catch up from the
+      // archive, and their phones hear about it.
+      if (message.getChild("body")) {
+        const present = new Set([...room.occupants.values()].map((x) => x.jid.bare));
+        for (const a of room.affiliations.values()) {
+          if (RANK[a.affiliation] >= RANK.member && !present.has(a.jid)) {
+            void ctx.emit("muc/missed", { user: a.jid, room: room.jid, sender: `${room.jid}/${sender.nick}`, message });
+          }
+        }
       }
     };
 

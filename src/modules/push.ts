@@ -36,9 +36,10 @@ interface Pending {
 }
 
 /** What wakes a phone: something a person would want to see — text, an encrypted message, a call. */
-function worthAPush(stanza: Element): boolean {
+function worthAPush(stanza: Element, roomMessage = false): boolean {
   const type = stanza.attrs.type ?? "normal";
-  if (type !== "chat" && type !== "normal") return false;
+  // Groupchat only for members away from the room; an occupant's own copies would ring for every line.
+  if (type !== "chat" && type !== "normal" && !(roomMessage && type === "groupchat")) return false;
   if (stanza.getChild("body")) return true;
   return childElements(stanza).some((c) => {
     const ns = c.getNS();
@@ -180,8 +181,8 @@ export const push = defineModule({
         openWindow();
       }
     };
-    const trigger = (stanza: Element, user: string, sender: string) => {
-      if (!worthAPush(stanza)) return;
+    const trigger = (stanza: Element, user: string, sender: string, roomMessage = false) => {
+      if (!worthAPush(stanza, roomMessage)) return;
       schedule(user, sender, stanza.getChildText("body") ?? undefined).catch((err) => ctx.log.error({ err, stage: "push" }, "push scheduling failed"));
     };
 
@@ -193,6 +194,10 @@ export const push = defineModule({
     // Sessions exist but none can read it now.
     ctx.on("message/delivered", ({ routed, sessions }) => {
       if (sessions.every((s) => s.hibernating || inactive.has(s))) trigger(routed.stanza, routed.to.bare, routed.from.full);
+    });
+    // Room messages for members who are not joined (the muc module says so).
+    ctx.on("muc/missed", ({ user, sender, message }) => {
+      if (router.isLocalDomain(user.split("@")[1] ?? "")) trigger(message, user, sender, true);
     });
     ctx.on("session/csi", ({ session, active }) => {
       if (active) inactive.delete(session);

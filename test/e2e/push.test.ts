@@ -166,4 +166,25 @@ describe("push notifications (XEP-0357)", () => {
       (err: { condition?: string }) => err.condition === "forbidden");
     await assert.rejects(bob.iq(xml("iq", { type: "set" }, xml("enable", { xmlns: PUSH, node: "x" }))), (err: { condition?: string }) => err.condition === "bad-request");
   });
+
+  it("a member who is not in a room gets a push for its messages", async () => {
+    const owner = await login("bob", "roomowner");
+    await owner.xmpp.send(xml("presence"));
+    await owner.xmpp.send(xml("presence", { to: "club@conference.localhost/bob" }, xml("x", { xmlns: "http://jabber.org/protocol/muc" })));
+    await owner.waitFor((s) => s.name === "presence" && s.getChild("x", "http://jabber.org/protocol/muc#user")?.getChildren("status").some((c) => c.attrs.code === "201") === true);
+    await owner.iq(xml("iq", { type: "set", to: "club@conference.localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/muc#owner" },
+      xml("x", { xmlns: "jabber:x:data", type: "submit" }, xml("field", { var: "muc#roomconfig_membersonly" }, xml("value", {}, "1"))))));
+    await owner.iq(xml("iq", { type: "set", to: "club@conference.localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/muc#admin" },
+      xml("item", { jid: "alice@localhost", affiliation: "member" }))));
+    const alice = await login("alice", "roommember");
+    await enable(alice, "node-room");
+    await alice.stop();
+    await settle();
+    const before = app.pushes.length;
+    await owner.xmpp.send(xml("message", { to: "club@conference.localhost", type: "groupchat" }, xml("body", {}, "meeting at 5")));
+    await settle(800);
+    const got = app.pushes.slice(before).filter((p) => /node="node-room"/.test(p));
+    assert.equal(got.length, 1);
+    assert.equal(field(got[0]!, "last-message-sender"), "club@conference.localhost/bob");
+  });
 });
