@@ -39,12 +39,14 @@ describe("interop: slixmpp", { skip: available ? false : "python3-slixmpp not in
     console.log(`# slixmpp used: ${result.mechanisms.join(", ")}`);
   });
 
-  it("carbons, MAM, PEP and HTTP upload work with slixmpp's XEP-0280, XEP-0313, XEP-0172/XEP-0060 and XEP-0363 plugins", async () => {
+  it("carbons, MAM, PEP, HTTP upload and MUC work with slixmpp's XEP-0280, XEP-0313, XEP-0172/XEP-0060, XEP-0363 and XEP-0045 plugins", async () => {
     await server.accounts.create("alice@localhost", "pw-a");
     await server.accounts.create("bob@localhost", "pw-b");
     for (const [a, b] of [["alice", "bob"], ["bob", "alice"]]) {
       await server.storage.roster.put(`${a}@localhost`, { jid: `${b}@localhost`, groups: [], subscription: "both", ask: false, approved: false });
     }
+    // A persistent, open room for slixmpp's XEP-0045 plugin.
+    await server.storage.rooms.put({ jid: "lounge@conference.localhost", config: JSON.stringify({ persistent: true, name: "Lounge" }), subject: "", createdAt: Date.now() });
     const script = fileURLToPath(new URL("./slixmpp_features.py", import.meta.url));
     const child = spawn(PYTHON, [script, String(server.ports.c2s), "pw-a", "pw-b"]);
     let out = "";
@@ -65,5 +67,7 @@ describe("interop: slixmpp", { skip: available ? false : "python3-slixmpp not in
     assert.match(String(result.upload_url), /^https:\/\/upload\.localhost:\d+\/upload\/[A-Za-z0-9_-]{22}\/photo\.jpg$/);
     assert.equal(result.upload_roundtrip, true, "the bytes slixmpp uploaded come back");
     assert.equal(result.max_file_size, 100 * 1024 * 1024);
+    assert.deepEqual(result.muc_roster, ["alice", "bob"]);
+    assert.equal(result.muc_message, "hello room");
   });
 });

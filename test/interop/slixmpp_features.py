@@ -37,7 +37,7 @@ def loopback_session(**kwargs):
 http_upload.ClientSession = loopback_session
 
 port, alice_pw, bob_pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-result = {"max_file_size": None, "carbon_received": None, "carbon_sent": None, "mam_bodies": [], "nick": None, "nick_event": None, "upload_url": None, "upload_roundtrip": False}
+result = {"muc_roster": None, "muc_message": None, "max_file_size": None, "carbon_received": None, "carbon_sent": None, "mam_bodies": [], "nick": None, "nick_event": None, "upload_url": None, "upload_roundtrip": False}
 
 
 class Client(slixmpp.ClientXMPP):
@@ -45,7 +45,7 @@ class Client(slixmpp.ClientXMPP):
         super().__init__(jid, password)
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for plugin in ("xep_0030", "xep_0059", "xep_0060", "xep_0115", "xep_0163", "xep_0172", "xep_0280", "xep_0297", "xep_0313", "xep_0363"):
+        for plugin in ("xep_0030", "xep_0059", "xep_0060", "xep_0115", "xep_0163", "xep_0172", "xep_0045", "xep_0280", "xep_0297", "xep_0313", "xep_0363"):
             self.register_plugin(plugin)
         self.ready = asyncio.Event()
         self.add_event_handler("session_start", self.start)
@@ -119,6 +119,21 @@ async def main():
     async with loopback_session() as session:
         async with session.get(url) as response:
             result["upload_roundtrip"] = response.status == 200 and await response.read() == payload
+    # XEP-0045 with slixmpp's plugin: both join, one speaks, the other hears it from the room.
+    room = JID("lounge@conference.localhost")
+    heard = asyncio.Event()
+
+    def on_groupchat(msg):
+        if msg["mucnick"] == "alice" and msg["body"]:
+            result["muc_message"] = msg["body"]
+            heard.set()
+
+    bob.add_event_handler("groupchat_message", on_groupchat)
+    await bob["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0, timeout=10)
+    await one["xep_0045"].join_muc_wait(room, "alice", maxstanzas=0, timeout=10)
+    result["muc_roster"] = sorted(bob["xep_0045"].get_roster(room))
+    one.send_message(mto=room, mbody="hello room", mtype="groupchat")
+    await asyncio.wait_for(heard.wait(), 10)
     for c in (one, two, bob):
         c.disconnect()
     print(json.dumps(result))
