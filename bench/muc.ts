@@ -57,8 +57,8 @@ for (const c of clients) {
       list.push(now);
       at = end;
     }
-    const cut = c.text.lastIndexOf("</message>");
-    if (cut !== -1) c.text = c.text.slice(cut + 10);
+    // Keep only what follows the last body counted, so nothing is counted twice.
+    c.text = c.text.slice(at);
   });
 }
 

@@ -7,7 +7,7 @@
  * 201) until its owner accepts the default configuration or submits one. Every room message is
  * archived before it is broadcast and serialized once for all occupants.
  */
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el, childElements, cloneElement, type Element } from "../xmpp/xml.js";
@@ -19,6 +19,7 @@ import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { RoomAffiliation } from "../storage/index.js";
 import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm } from "./mam.js";
+import { VCARD_KEY } from "./vcard.js";
 
 const MUC = "http://jabber.org/protocol/muc";
 const MUC_USER = `${MUC}#user`;
@@ -67,6 +68,8 @@ interface Room {
   /** Real full JID → nick. */
   nicks: Map<string, string>;
   affiliations: Map<string, RoomAffiliation>;
+  /** SHA-1 (hex) of the room avatar, "" for none (XEP-0486). */
+  avatarHash: string;
 }
 
 const RANK: Record<Affiliation, number> = { owner: 4, admin: 3, member: 2, none: 1, outcast: 0 };
@@ -123,6 +126,7 @@ export const muc = defineModule({
         subject: stored.subject ? parseElement(stored.subject) : undefined, locked: false, createdAt: stored.createdAt,
         occupants: new Map(), nicks: new Map(),
         affiliations: new Map((await storage.rooms.affiliations(jid)).map((a) => [a.jid, a])),
+        avatarHash: photoHash(await storage.documents.get(jid, VCARD_KEY)),
       };
       rooms.set(jid, room);
       return room;
@@ -135,9 +139,16 @@ export const muc = defineModule({
     const unloadIfEmpty = async (room: Room) => {
       if (room.occupants.size > 0) return;
       rooms.delete(room.jid);
-      if (!room.config.persistent) await storage.rooms.delete(room.jid);
+      if (!room.config.persistent) {
+        await storage.rooms.delete(room.jid);
+        if (room.avatarHash) await storage.documents.delete(room.jid, VCARD_KEY);
+      }
     };
 
+    const photoHash = (vcard: string | undefined): string => {
+      const binval = vcard ? parseElement(vcard).getChild("PHOTO")?.getChildText("BINVAL")?.replace(/\s+/g, "") : undefined;
+      return binval ? createHash("sha1").update(Buffer.from(binval, "base64")).digest("hex") : "";
+    };
     const affiliationOf = (room: Room, user: string): Affiliation => room.affiliations.get(user)?.affiliation ?? "none";
     const defaultRole = (room: Room, a: Affiliation): Role =>
       a === "owner" || a === "admin" ? "moderator" : room.config.moderated && a !== "member" ? "visitor" : "participant";
@@ -179,7 +190,7 @@ export const muc = defineModule({
       let created = false;
       if (!room) {
         if (o.createRooms === "local" && !ctx.hosts.includes(from.domain)) throw new StanzaError("not-allowed", "Only users of this server may create rooms", "cancel");
-        room = { jid: to.bare, config: defaults(), subject: undefined, locked: true, createdAt: Date.now(), occupants: new Map(), nicks: new Map(), affiliations: new Map() };
+        room = { jid: to.bare, config: defaults(), subject: undefined, locked: true, createdAt: Date.now(), occupants: new Map(), nicks: new Map(), affiliations: new Map(), avatarHash: "" };
         room.affiliations.set(from.bare, { jid: from.bare, affiliation: "owner", nick: "", reason: "" });
         rooms.set(room.jid, room);
         created = true;
@@ -528,6 +539,7 @@ export const muc = defineModule({
         room.nicks.clear();
         rooms.delete(room.jid);
         await storage.rooms.delete(room.jid);
+        await storage.documents.delete(room.jid, VCARD_KEY);
         return undefined;
       }
       const x = query.getChild("x", NS.DATA_FORMS);
@@ -558,15 +570,35 @@ export const muc = defineModule({
       return undefined;
     };
 
+    // ── room avatar: a vCard on the room JID (XEP-0054/0153), announced as in XEP-0486 ──────────
+    const roomVcard = async (room: Room, from: Jid, type: "get" | "set", payload: Element) => {
+      if (type === "get") {
+        const stored = await storage.documents.get(room.jid, VCARD_KEY);
+        return stored ? parseElement(stored) : el("vCard", { xmlns: NS.VCARD });
+      }
+      if (affiliationOf(room, from.bare) !== "owner") throw new StanzaError("forbidden", "Only owners change the room's vCard", "auth");
+      if (payload.name !== "vCard") throw new StanzaError("bad-request");
+      const xml = payload.toString();
+      if (xml.length > 256 * 1024) throw new StanzaError("not-acceptable", "vCard too large");
+      await storage.documents.set(room.jid, VCARD_KEY, xml);
+      room.avatarHash = photoHash(xml);
+      for (const occupant of room.occupants.values()) {
+        send(el("presence", { from: room.jid, to: occupant.jid.full }, el("x", { xmlns: "vcard-temp:x:update" }, el("photo", {}, room.avatarHash || undefined))));
+      }
+      return undefined;
+    };
+
     // ── IQs ──────────────────────────────────────────────────────────────────────────────────
     const roomInfo = (room: Room) => el("query", { xmlns: NS.DISCO_INFO },
       el("identity", { category: "conference", type: "text", name: room.config.name || room.jid.split("@")[0] }),
-      ...[MUC, MUC_USER, MAM, STANZA_ID, OCCUPANT_ID, "http://jabber.org/protocol/disco#info",
+      ...[MUC, MUC_USER, MAM, STANZA_ID, OCCUPANT_ID, NS.VCARD, "http://jabber.org/protocol/disco#info",
         room.config.persistent ? "muc_persistent" : "muc_temporary", room.config.public ? "muc_public" : "muc_hidden",
         room.config.membersOnly ? "muc_membersonly" : "muc_open", room.config.moderated ? "muc_moderated" : "muc_unmoderated",
         room.config.password ? "muc_passwordprotected" : "muc_unsecured", room.config.whois === "anyone" ? "muc_nonanonymous" : "muc_semianonymous",
       ].filter((f) => f !== MAM || room.config.archiving).map((v) => el("feature", { var: v })),
       buildForm("result", `${MUC}#roominfo`, [
+        // XEP-0486 §3: the avatar's hash, so clients know when to fetch the room's vCard.
+        ...(room.avatarHash ? [{ var: "muc#roominfo_avatarhash", values: [room.avatarHash] }] : []),
         { var: "muc#roominfo_description", values: [room.config.description] },
         { var: "muc#roominfo_occupants", values: [String(room.occupants.size)] },
         { var: "muc#roomconfig_roomname", values: [room.config.name] },
@@ -616,6 +648,7 @@ export const muc = defineModule({
         throw new StanzaError("item-not-found", "No such room", "cancel");
       }
       if (type === "get" && ns === NS.DISCO_INFO) return roomInfo(room);
+      if (ns === NS.VCARD) return roomVcard(room, from, type, payload);
       if (type === "get" && ns === NS.DISCO_ITEMS) return el("query", { xmlns: NS.DISCO_ITEMS });
       if (ns === MUC_ADMIN) return admin(room, from, type, payload);
       if (ns === MUC_OWNER) return owner(room, from, type, payload);

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import type { Element } from "@xmpp/xml";
+import { createHash } from "node:crypto";
 import { rawSession, type RawClient } from "../helpers/raw.js";
 
 const MUC = "http://jabber.org/protocol/muc";
@@ -145,6 +146,24 @@ describe("multi-user chat (XEP-0045)", () => {
     assert.equal(results.length, 2);
     assert.equal(results[0]!.attrs.from, ROOM);
     await assert.rejects(erin.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: "urn:xmpp:mam:2" }))), (err: { condition?: string }) => err.condition === "forbidden");
+  });
+
+  it("a room avatar: owners set the room's vCard, occupants hear the new hash, disco shows it (XEP-0486)", async () => {
+    const owner = clients[0]!;
+    const bob = clients[1]!;
+    const photo = Buffer.from("fake png bytes").toString("base64");
+    const hash = createHash("sha1").update(Buffer.from(photo, "base64")).digest("hex");
+    // Bob lost his seat (322) when the room went members-only before he was a member; back in as one.
+    await join(bob, "bob");
+    await assert.rejects(bob.iq(xml("iq", { type: "set", to: ROOM }, xml("vCard", { xmlns: "vcard-temp" }))), (err: { condition?: string }) => err.condition === "forbidden");
+    await owner.iq(xml("iq", { type: "set", to: ROOM }, xml("vCard", { xmlns: "vcard-temp" }, xml("PHOTO", {}, xml("TYPE", {}, "image/png"), xml("BINVAL", {}, photo)))));
+    const update = await bob.waitFor((s) => s.name === "presence" && s.attrs.from === ROOM && s.getChild("x", "vcard-temp:x:update") !== undefined);
+    assert.equal(update.getChild("x", "vcard-temp:x:update")!.getChildText("photo"), hash);
+    const info = await bob.iq(xml("iq", { type: "get", to: ROOM }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
+    const field = info.getChild("query")!.getChild("x", "jabber:x:data")!.getChildren("field").find((f) => f.attrs.var === "muc#roominfo_avatarhash");
+    assert.equal(field?.getChildText("value"), hash);
+    const card = await bob.iq(xml("iq", { type: "get", to: ROOM }, xml("vCard", { xmlns: "vcard-temp" })));
+    assert.equal(card.getChild("vCard")!.getChild("PHOTO")!.getChildText("BINVAL"), photo);
   });
 
   it("a persistent room survives a restart with its configuration, members and archive", async () => {
