@@ -691,6 +691,15 @@ export const muc = defineModule({
       return services.has(d) ? [el("item", { jid: d, name: "Chatrooms" })] : [];
     });
 
+    // §7.2 status 332: the service is going down; everyone is out, told why.
+    ctx.on("server/stopping", () => {
+      for (const room of rooms.values()) {
+        for (const occupant of room.occupants.values()) send(presenceOf(room, occupant, occupant, [332], "unavailable", { role: "none" }));
+        room.occupants.clear();
+        room.nicks.clear();
+      }
+      rooms.clear();
+    });
     // A client that goes away leaves its rooms.
     ctx.on("session/closed", async ({ session }) => {
       for (const room of [...rooms.values()]) {

@@ -166,6 +166,35 @@ describe("multi-user chat (XEP-0045)", () => {
     assert.equal(card.getChild("vCard")!.getChild("PHOTO")!.getChildText("BINVAL"), photo);
   });
 
+  it("leaving, a password room, a mediated invitation, the same occupant-id after rejoining, and destroying a room", async () => {
+    const owner = clients[0]!;
+    const carol = clients[2]!;
+    const erin = clients.find((c) => c.jid.startsWith("erin@"))!;
+    const secret = "side@conference.localhost";
+    const first = await join(owner, "boss", secret);
+    assert.ok(codes(first).includes(201));
+    await configure(owner, { "muc#roomconfig_passwordprotectedroom": "1", "muc#roomconfig_roomsecret": "letmein" }, secret);
+    const wrong = await join(carol, "carol", secret);
+    assert.ok(wrong.getChild("error")!.getChild("not-authorized", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    const inside = await join(carol, "carol", secret, [xml("password", {}, "letmein")]);
+    const id1 = inside.getChild("occupant-id", "urn:xmpp:occupant-id:0")!.attrs.id;
+    await carol.xmpp.send(xml("presence", { to: `${secret}/carol`, type: "unavailable" }, xml("status", {}, "bye")));
+    const left = await owner.waitFor((s) => s.attrs.from === `${secret}/carol` && s.attrs.type === "unavailable");
+    assert.equal(left.getChildText("status"), "bye");
+    const back = await join(carol, "carol-again", secret, [xml("password", {}, "letmein")]);
+    assert.equal(back.getChild("occupant-id", "urn:xmpp:occupant-id:0")!.attrs.id, id1, "stable per real JID, whatever the nick");
+    await owner.xmpp.send(xml("message", { to: secret }, xml("x", { xmlns: MUC_USER }, xml("invite", { to: "erin@localhost" }, xml("reason", {}, "join us")))));
+    const invitation = await erin.waitFor((s) => s.attrs.from === secret && s.getChild("x", MUC_USER)?.getChild("invite") !== undefined);
+    assert.equal(invitation.getChild("x", MUC_USER)!.getChild("invite")!.attrs.from, "owner@localhost");
+    assert.equal(invitation.getChild("x", MUC_USER)!.getChildText("password"), "letmein");
+    await owner.iq(xml("iq", { type: "set", to: secret }, xml("query", { xmlns: `${MUC}#owner` },
+      xml("destroy", { jid: ROOM }, xml("reason", {}, "moved")))));
+    const destroyed = await carol.waitFor((s) => s.attrs.from === `${secret}/carol-again` && s.getChild("x", MUC_USER)?.getChild("destroy") !== undefined);
+    assert.equal(destroyed.getChild("x", MUC_USER)!.getChild("destroy")!.attrs.jid, ROOM);
+    await assert.rejects(carol.iq(xml("iq", { type: "get", to: secret }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }))),
+      (err: { condition?: string }) => err.condition === "item-not-found");
+  });
+
   it("a persistent room survives a restart with its configuration, members and archive", async () => {
     for (const c of clients.splice(0)) await c.stop();
     await server.stop();
@@ -220,6 +249,10 @@ describe("a large room", () => {
       await Promise.all(clients.map((c, i) => c.waitFor(/<message[^>]*id="all"[^>]*>.*?<body>hello everyone<\/body>/s, 20_000, marks[i])));
       const presences = (clients[n - 1]!.text.match(/<presence[^>]*from="big@conference\.localhost\//g) ?? []).length;
       console.log(`# 256-occupant room: 255 joins one after another in ${joinMs.toFixed(0)} ms; all 256 got the message; the last joiner saw ${presences} presences`);
+      // Shutdown: occupants are told why they are out (status 332).
+      const stopping = server.stop();
+      await clients[1]!.waitFor(/<presence[^>]*type="unavailable"[^>]*>.*?<status code="332"\/>/s, 10_000);
+      await stopping;
     } finally {
       for (const c of clients) c.close();
       await server.cleanup();
