@@ -27,6 +27,8 @@ const MUC_ADMIN = `${MUC}#admin`;
 const MUC_OWNER = `${MUC}#owner`;
 const OCCUPANT_ID = "urn:xmpp:occupant-id:0";
 const ROOMCONFIG = `${MUC}#roomconfig`;
+const MODERATE = "urn:xmpp:message-moderate:1";
+const RETRACT = "urn:xmpp:message-retract:1";
 
 type Affiliation = "owner" | "admin" | "member" | "outcast" | "none";
 type Role = "moderator" | "participant" | "visitor" | "none";
@@ -85,7 +87,7 @@ export const muc = defineModule({
   name: "muc",
   implements: [
     { spec: "XEP-0045", version: "1.35", note: "no voice requests, no registration, no room nick reservation" },
-    { spec: "XEP-0421", version: "1.0.1" }, { spec: "XEP-0410", version: "1.1.0" },
+    { spec: "XEP-0421", version: "1.0.1" }, { spec: "XEP-0410", version: "1.1.0" }, { spec: "XEP-0425", version: "0.3.0" },
   ],
   dependsOn: ["disco", "mam"],
   options: z.strictObject({
@@ -588,10 +590,43 @@ export const muc = defineModule({
       return undefined;
     };
 
+    // ── XEP-0425: a moderator retracts a message for everyone, and the archive keeps a tombstone ─
+    const moderate = async (room: Room, from: Jid, request: Element) => {
+      const nick = room.nicks.get(from.full);
+      const moderator = nick ? room.occupants.get(nick) : undefined;
+      if (moderator?.role !== "moderator") throw new StanzaError("forbidden", "Only moderators retract messages", "auth");
+      if (!request.getChild("retract", RETRACT)) throw new StanzaError("bad-request", "Only retraction is supported");
+      const id = request.attrs.id ?? "";
+      const [original] = /^\d{1,16}$/.test(id) ? await storage.archive.get(room.jid, [Number(id)]) : [];
+      if (!original) throw new StanzaError("item-not-found", "No message with that id in the room's archive", "cancel");
+      const reason = request.getChildText("reason") ?? undefined;
+      const moderated = () => el("moderated", { xmlns: MODERATE, by: `${room.jid}/${moderator.nick}` },
+        el("occupant-id", { xmlns: OCCUPANT_ID, id: moderator.occupantId }));
+      // The original's content is gone from the archive; who sent it and when stays.
+      const kept = parseElement(original.stanza);
+      const tombstone = el("message", { type: "groupchat", from: kept.attrs.from, id: kept.attrs.id },
+        el("retracted", { xmlns: RETRACT, stamp: new Date().toISOString() }, moderated(), reason ? el("reason", {}, reason) : undefined),
+        ...kept.getChildren("occupant-id", OCCUPANT_ID).map((c) => cloneElement(c)));
+      await storage.archive.replace(room.jid, original.id, tombstone.toString());
+      const announcement = el("message", { type: "groupchat", from: room.jid, id: `moderate-${original.id}` },
+        el("retract", { xmlns: RETRACT, id }, moderated(), reason ? el("reason", {}, reason) : undefined));
+      if (room.config.archiving) {
+        const aid = nextId();
+        await storage.archive.append(room.jid, { id: aid, withBare: room.jid, withResource: "", stanza: announcement.toString() });
+        announcement.cnode(el("stanza-id", { xmlns: STANZA_ID, id: String(aid), by: room.jid }));
+      }
+      for (const occupant of room.occupants.values()) {
+        const copy = cloneElement(announcement);
+        copy.attrs.to = occupant.jid.full;
+        send(copy);
+      }
+      return undefined;
+    };
+
     // ── IQs ──────────────────────────────────────────────────────────────────────────────────
     const roomInfo = (room: Room) => el("query", { xmlns: NS.DISCO_INFO },
       el("identity", { category: "conference", type: "text", name: room.config.name || room.jid.split("@")[0] }),
-      ...[MUC, MUC_USER, MAM, STANZA_ID, OCCUPANT_ID, NS.VCARD, "http://jabber.org/protocol/disco#info",
+      ...[MUC, MUC_USER, MAM, STANZA_ID, OCCUPANT_ID, NS.VCARD, MODERATE, "http://jabber.org/protocol/disco#info",
         room.config.persistent ? "muc_persistent" : "muc_temporary", room.config.public ? "muc_public" : "muc_hidden",
         room.config.membersOnly ? "muc_membersonly" : "muc_open", room.config.moderated ? "muc_moderated" : "muc_unmoderated",
         room.config.password ? "muc_passwordprotected" : "muc_unsecured", room.config.whois === "anyone" ? "muc_nonanonymous" : "muc_semianonymous",
@@ -649,6 +684,7 @@ export const muc = defineModule({
       }
       if (type === "get" && ns === NS.DISCO_INFO) return roomInfo(room);
       if (ns === NS.VCARD) return roomVcard(room, from, type, payload);
+      if (ns === MODERATE && type === "set" && payload.name === "moderate") return moderate(room, from, payload);
       if (type === "get" && ns === NS.DISCO_ITEMS) return el("query", { xmlns: NS.DISCO_ITEMS });
       if (ns === MUC_ADMIN) return admin(room, from, type, payload);
       if (ns === MUC_OWNER) return owner(room, from, type, payload);

@@ -195,6 +195,33 @@ describe("multi-user chat (XEP-0045)", () => {
       (err: { condition?: string }) => err.condition === "item-not-found");
   });
 
+  it("moderated retraction (XEP-0425): occupants are told, the archive keeps a tombstone, participants may not", async () => {
+    const owner = clients[0]!;
+    const bob = clients[1]!;
+    await bob.xmpp.send(xml("message", { to: ROOM, type: "groupchat", id: "oops" }, xml("body", {}, "something regrettable")));
+    const seen = await owner.waitFor((s) => s.attrs.id === "oops" && s.attrs.type === "groupchat");
+    const stanzaId = seen.getChild("stanza-id", "urn:xmpp:sid:0")!.attrs.id as string;
+    await assert.rejects(bob.iq(xml("iq", { type: "set", to: ROOM }, xml("moderate", { xmlns: "urn:xmpp:message-moderate:1", id: stanzaId },
+      xml("retract", { xmlns: "urn:xmpp:message-retract:1" })))), (err: { condition?: string }) => err.condition === "forbidden");
+    await owner.iq(xml("iq", { type: "set", to: ROOM }, xml("moderate", { xmlns: "urn:xmpp:message-moderate:1", id: stanzaId },
+      xml("retract", { xmlns: "urn:xmpp:message-retract:1" }), xml("reason", {}, "off topic"))));
+    const notice = await bob.waitFor((s) => s.getChild("retract", "urn:xmpp:message-retract:1")?.attrs.id === stanzaId);
+    assert.equal(notice.attrs.from, ROOM);
+    const retract = notice.getChild("retract", "urn:xmpp:message-retract:1")!;
+    assert.equal(retract.getChild("moderated", "urn:xmpp:message-moderate:1")!.attrs.by, `${ROOM}/boss`);
+    assert.equal(retract.getChildText("reason"), "off topic");
+    await bob.iq(xml("iq", { type: "set", to: ROOM }, xml("query", { xmlns: "urn:xmpp:mam:2", queryid: "tomb" },
+      xml("x", { xmlns: "jabber:x:data", type: "submit" },
+        xml("field", { var: "FORM_TYPE" }, xml("value", {}, "urn:xmpp:mam:2")), xml("field", { var: "ids" }, xml("value", {}, stanzaId))))));
+    const [tomb] = bob.inbox.filter((s) => s.getChild("result", "urn:xmpp:mam:2")?.attrs.queryid === "tomb");
+    const archived = tomb!.getChild("result", "urn:xmpp:mam:2")!.getChild("forwarded", "urn:xmpp:forward:0")!.getChild("message")!;
+    assert.equal(archived.getChild("body"), undefined, "the text is gone from the archive");
+    assert.ok(archived.getChild("retracted", "urn:xmpp:message-retract:1"));
+    assert.equal(archived.attrs.from, `${ROOM}/bob`);
+    await assert.rejects(owner.iq(xml("iq", { type: "set", to: ROOM }, xml("moderate", { xmlns: "urn:xmpp:message-moderate:1", id: "12345" },
+      xml("retract", { xmlns: "urn:xmpp:message-retract:1" })))), (err: { condition?: string }) => err.condition === "item-not-found");
+  });
+
   it("a persistent room survives a restart with its configuration, members and archive", async () => {
     for (const c of clients.splice(0)) await c.stop();
     await server.stop();

@@ -152,6 +152,10 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.deepEqual(first, entry(1, "bob@a.test", "phone"), "stored exactly, Unicode included");
       assert.deepEqual(ids(await s.archive.get("alice@a.test", [base + 4, base + 2, base + 5, base + 9])), [2, 4], "only the owner's existing ids");
       assert.deepEqual(await s.archive.bounds("alice@a.test"), { first: base + 1, last: base + 4 });
+      assert.equal(await s.archive.replace("alice@a.test", base + 2, "<message><retracted/></message>"), true);
+      assert.equal(await s.archive.replace("bob@a.test", base + 2, "<x/>"), false, "only the owner's message");
+      assert.equal(await s.archive.replace("alice@a.test", base + 99, "<x/>"), false);
+      assert.equal((await s.archive.get("alice@a.test", [base + 2]))[0]!.stanza, "<message><retracted/></message>");
       assert.equal(await s.archive.bounds("nobody@a.test"), undefined);
       assert.equal(await s.archive.prune(base + 3, 1), 1, "at most the limit");
       assert.equal(await s.archive.prune(base + 3, 100), 1);

@@ -156,6 +156,11 @@ export function createMemoryStorage(): Storage {
         const wanted = new Set(ids);
         return (archives.get(owner) ?? []).filter((m) => wanted.has(m.id)).map((m) => ({ ...m }));
       },
+      async replace(owner, id, stanza) {
+        const m = archives.get(owner)?.find((x) => x.id === id);
+        if (m) m.stanza = stanza;
+        return m !== undefined;
+      },
       async bounds(owner) {
         const list = archives.get(owner);
         return list?.length ? { first: list[0]!.id, last: list[list.length - 1]!.id } : undefined;

@@ -339,6 +339,9 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async get(owner, ids) {
         return (await read<ArchiveRow>(`SELECT ${ARCHIVE_COLUMNS} FROM archive WHERE owner = $1 AND id = ANY($2::bigint[]) ORDER BY id`, [owner, ids])).rows.map(toArchived);
       },
+      async replace(owner, id, stanza) {
+        return ((await q("UPDATE archive SET stanza = $1 WHERE owner = $2 AND id = $3", [stanza, owner, id])).rowCount ?? 0) > 0;
+      },
       async bounds(owner) {
         const row = (await read<{ first: string | null; last: string | null }>("SELECT min(id) AS first, max(id) AS last FROM archive WHERE owner = $1", [owner])).rows[0]!;
         return row.first === null ? undefined : { first: Number(row.first), last: Number(row.last) };
