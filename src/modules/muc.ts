@@ -10,7 +10,7 @@
 import { createHash, createHmac } from "node:crypto";
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el, childElements, cloneElement, type Element } from "../xmpp/xml.js";
+import { el, childElements, cloneElement, shareChildren, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { tryParseJid, prepResource, type Jid } from "../xmpp/jid.js";
 import { HANDLED, type Routed } from "../hooks.js";
@@ -364,11 +364,14 @@ export const muc = defineModule({
         await storage.archive.append(room.jid, { id, withBare: room.jid, withResource: sender.nick, stanza: message.toString() });
         message.cnode(el("stanza-id", { xmlns: STANZA_ID, id: String(id), by: room.jid }));
       }
-      // Serialized once; each occupant gets the same bytes with its own 'to'.
+      // Serialized once: each occupant gets the same bytes with its own 'to', written straight to
+      // its session (a groupchat copy has nothing for the message chains to do).
+      const copyFor = shareChildren(message);
       for (const occupant of room.occupants.values()) {
-        const copy = cloneElement(message);
-        copy.attrs.to = occupant.jid.full;
-        send(copy);
+        const copy = copyFor({ ...message.attrs, to: occupant.jid.full });
+        const session = ctx.sessions.get(occupant.jid.full);
+        if (session) router.deliver(session, copy);
+        else send(copy);
       }
       // Members are members whether or not they are joined: the absent ones catch up from the
       // archive, and their phones hear about it.

@@ -44,3 +44,28 @@ export function cloneElement(node: Element): Element {
   for (const c of node.children) copy.cnode(typeof c === "string" ? c : cloneElement(c));
   return copy;
 }
+
+/**
+ * Fan-out with one serialization: copies of `template` that differ only in their attributes and
+ * share its children, which are serialized once. A copy whose children change afterwards (a
+ * filter adds one) falls back to normal serialization.
+ */
+export function shareChildren(template: Element): (attrs: Record<string, string | undefined>) => Element {
+  const shared = [...template.children];
+  let inner = "";
+  for (const child of shared) inner += typeof child === "string" ? escapeXMLText(child) : child.toString();
+  class SharedChildren extends Element {
+    override write(writer: (part: string) => void): void {
+      const unchanged = this.children.length === shared.length && this.children.every((c, i) => c === shared[i]);
+      if (!unchanged || shared.length === 0) return super.write(writer);
+      writer(`<${this.name}`);
+      for (const [k, v] of Object.entries(this.attrs)) if (v != null) writer(` ${k}="${escapeXML(String(v))}"`);
+      writer(`>${inner}</${this.name}>`);
+    }
+  }
+  return (attrs) => {
+    const copy = new SharedChildren(template.name, Object.fromEntries(Object.entries(attrs).filter(([, v]) => v !== undefined)) as Record<string, string>);
+    copy.children = [...shared];
+    return copy;
+  };
+}
