@@ -222,6 +222,39 @@ describe("multi-user chat (XEP-0045)", () => {
       xml("retract", { xmlns: "urn:xmpp:message-retract:1" })))), (err: { condition?: string }) => err.condition === "item-not-found");
   });
 
+  it("history by maxchars, seconds and since; a XEP-0249 direct invitation reaches the invitee unchanged", async () => {
+    const owner = clients[0]!;
+    const erin = clients.find((c) => c.jid.startsWith("erin@"))!;
+    const dave = clients.find((c) => c.jid.startsWith("dave@"))!;
+    const room = "history@conference.localhost";
+    await join(owner, "boss", room);
+    await configure(owner, {}, room);
+    for (let i = 0; i < 5; i++) await owner.xmpp.send(xml("message", { to: room, type: "groupchat", id: `h${i}` }, xml("body", {}, `line ${i}`)));
+    await owner.waitFor((s) => s.attrs.id === "h4" && s.attrs.type === "groupchat");
+    const historyOf = async (nick: string, attrs: Record<string, string>) => {
+      const mark = erin.inbox.length;
+      await erin.xmpp.send(xml("presence", { to: `${room}/${nick}` }, xml("x", { xmlns: MUC }, xml("history", attrs))));
+      await erin.waitFor((s) => erin.inbox.indexOf(s) >= mark && s.name === "message" && s.getChild("subject") !== undefined && !s.getChild("body"));
+      const got = erin.inbox.slice(mark).filter((s) => s.name === "message" && s.getChild("body") && s.getChild("delay", "urn:xmpp:delay")).map((m) => m.getChildText("body"));
+      await erin.xmpp.send(xml("presence", { to: `${room}/${nick}`, type: "unavailable" }));
+      await erin.waitFor((s) => s.attrs.from === `${room}/${nick}` && s.attrs.type === "unavailable");
+      return got;
+    };
+    const oneLine = (await historyOf("e1", { maxstanzas: "5" }));
+    assert.deepEqual(oneLine, ["line 0", "line 1", "line 2", "line 3", "line 4"]);
+    // maxchars counts the stored stanzas: room for exactly the last two.
+    const [, third, fourth] = await server.storage.archive.query(room, { newestFirst: true, limit: 3 });
+    assert.deepEqual(await historyOf("e2", { maxchars: String(third!.stanza.length + fourth!.stanza.length) }), ["line 3", "line 4"]);
+    assert.deepEqual(await historyOf("e3", { maxchars: "0" }), []);
+    assert.deepEqual(await historyOf("e4", { since: new Date(Date.now() + 60_000).toISOString() }), []);
+    assert.equal((await historyOf("e5", { seconds: "3600" })).length, 5);
+    // XEP-0249: a direct invitation is an ordinary message from the inviter; the server passes it on.
+    await owner.xmpp.send(xml("message", { to: "dave@localhost" }, xml("x", { xmlns: "jabber:x:conference", jid: room, reason: "come" })));
+    const direct = await dave.waitFor((s) => s.getChild("x", "jabber:x:conference") !== undefined);
+    assert.equal(direct.getChild("x", "jabber:x:conference")!.attrs.jid, room);
+    assert.match(String(direct.attrs.from), /^owner@localhost\//);
+  });
+
   it("a persistent room survives a restart with its configuration, members and archive", async () => {
     for (const c of clients.splice(0)) await c.stop();
     await server.stop();
