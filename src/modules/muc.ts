@@ -137,14 +137,17 @@ export const muc = defineModule({
       if (!room.config.persistent) return;
       await storage.rooms.put({ jid: room.jid, config: JSON.stringify(room.config), subject: room.subject?.toString() ?? "", createdAt: room.createdAt });
     };
+    /** Everything stored for a room that ends: a new room of the same name starts empty. */
+    const forget = async (jid: string) => {
+      await storage.rooms.delete(jid);
+      await storage.archive.removeOwner(jid);
+      await storage.documents.delete(jid, VCARD_KEY);
+    };
     /** A room nobody is in leaves memory; a temporary one is gone. */
     const unloadIfEmpty = async (room: Room) => {
       if (room.occupants.size > 0) return;
       rooms.delete(room.jid);
-      if (!room.config.persistent) {
-        await storage.rooms.delete(room.jid);
-        if (room.avatarHash) await storage.documents.delete(room.jid, VCARD_KEY);
-      }
+      if (!room.config.persistent) await forget(room.jid);
     };
 
     const photoHash = (vcard: string | undefined): string => {
@@ -543,8 +546,7 @@ export const muc = defineModule({
         room.occupants.clear();
         room.nicks.clear();
         rooms.delete(room.jid);
-        await storage.rooms.delete(room.jid);
-        await storage.documents.delete(room.jid, VCARD_KEY);
+        await forget(room.jid);
         return undefined;
       }
       const x = query.getChild("x", NS.DATA_FORMS);

@@ -148,6 +148,8 @@ export interface ArchiveStore {
   query(owner: string, query: ArchiveQuery): Promise<ArchivedMessage[]>;
   /** The given ids that exist, oldest first. */
   get(owner: string, ids: readonly number[]): Promise<ArchivedMessage[]>;
+  /** Removes an owner's whole archive (a destroyed room's). */
+  removeOwner(owner: string): Promise<void>;
   /** Replaces a stored message (a moderated one becomes a tombstone); false when there is no such id. */
   replace(owner: string, id: number, stanza: string): Promise<boolean>;
   /** Ids of the oldest and newest message, or undefined for an empty archive. */

@@ -187,12 +187,20 @@ describe("multi-user chat (XEP-0045)", () => {
     const invitation = await erin.waitFor((s) => s.attrs.from === secret && s.getChild("x", MUC_USER)?.getChild("invite") !== undefined);
     assert.equal(invitation.getChild("x", MUC_USER)!.getChild("invite")!.attrs.from, "owner@localhost");
     assert.equal(invitation.getChild("x", MUC_USER)!.getChildText("password"), "letmein");
+    await owner.xmpp.send(xml("message", { to: secret, type: "groupchat", id: "before-destroy" }, xml("body", {}, "the old room's secret")));
+    await owner.waitFor((s) => s.attrs.id === "before-destroy" && s.attrs.type === "groupchat");
     await owner.iq(xml("iq", { type: "set", to: secret }, xml("query", { xmlns: `${MUC}#owner` },
       xml("destroy", { jid: ROOM }, xml("reason", {}, "moved")))));
     const destroyed = await carol.waitFor((s) => s.attrs.from === `${secret}/carol-again` && s.getChild("x", MUC_USER)?.getChild("destroy") !== undefined);
     assert.equal(destroyed.getChild("x", MUC_USER)!.getChild("destroy")!.attrs.jid, ROOM);
     await assert.rejects(carol.iq(xml("iq", { type: "get", to: secret }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }))),
       (err: { condition?: string }) => err.condition === "item-not-found");
+    // A new room of the same name starts empty: no configuration, no history from the old one.
+    const reborn = await join(owner, "boss", secret);
+    assert.ok(codes(reborn).includes(201));
+    await configure(owner, {}, secret);
+    await owner.iq(xml("iq", { type: "set", to: secret }, xml("query", { xmlns: "urn:xmpp:mam:2", queryid: "reborn" })));
+    assert.equal(owner.inbox.filter((s) => s.getChild("result", "urn:xmpp:mam:2")?.attrs.queryid === "reborn").length, 0);
   });
 
   it("moderated retraction (XEP-0425): occupants are told, the archive keeps a tombstone, participants may not", async () => {

@@ -162,6 +162,9 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal(await s.archive.prune(base + 3, 100), 0);
       assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: false, limit: 10 })), [3, 4]);
       assert.deepEqual(ids(await s.archive.query("bob@a.test", { newestFirst: false, limit: 10 })), [5]);
+      await s.archive.removeOwner("bob@a.test");
+      assert.equal(await s.archive.bounds("bob@a.test"), undefined);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: false, limit: 10 })), [3, 4], "nobody else's");
     });
 
     it("pubsub: nodes, configs, newest-first items, republish moves to newest, max items, retract, purge, delete", async () => {

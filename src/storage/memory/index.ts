@@ -156,6 +156,7 @@ export function createMemoryStorage(): Storage {
         const wanted = new Set(ids);
         return (archives.get(owner) ?? []).filter((m) => wanted.has(m.id)).map((m) => ({ ...m }));
       },
+      async removeOwner(owner) { archives.delete(owner); },
       async replace(owner, id, stanza) {
         const m = archives.get(owner)?.find((x) => x.id === id);
         if (m) m.stanza = stanza;

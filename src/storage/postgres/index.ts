@@ -339,6 +339,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async get(owner, ids) {
         return (await read<ArchiveRow>(`SELECT ${ARCHIVE_COLUMNS} FROM archive WHERE owner = $1 AND id = ANY($2::bigint[]) ORDER BY id`, [owner, ids])).rows.map(toArchived);
       },
+      async removeOwner(owner) { await q("DELETE FROM archive WHERE owner = $1", [owner]); },
       async replace(owner, id, stanza) {
         return ((await q("UPDATE archive SET stanza = $1 WHERE owner = $2 AND id = $3", [stanza, owner, id])).rowCount ?? 0) > 0;
       },

@@ -78,6 +78,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     archiveInsert: db.prepare("INSERT INTO archive (id, owner, with_bare, with_resource, stanza) VALUES (?, ?, ?, ?, ?)"),
     archiveGet: db.prepare(`SELECT id, with_bare AS withBare, with_resource AS withResource, stanza FROM archive
       WHERE owner = ? AND id IN (SELECT value FROM json_each(?)) ORDER BY id`),
+    archiveRemoveOwner: db.prepare("DELETE FROM archive WHERE owner = ?"),
     archiveReplace: db.prepare("UPDATE archive SET stanza = ? WHERE owner = ? AND id = ?"),
     archiveBounds: db.prepare("SELECT min(id) AS first, max(id) AS last FROM archive WHERE owner = ?"),
     archivePrune: db.prepare("DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE id < ? ORDER BY id LIMIT ?)"),
@@ -269,6 +270,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       append(owner, message) { return archiveAppends.add({ owner, message }); },
       async query(owner, query) { return archiveQuery(owner, query); },
       async get(owner, ids) { return q.archiveGet.all(owner, JSON.stringify(ids)) as ArchivedMessage[]; },
+      async removeOwner(owner) { q.archiveRemoveOwner.run(owner); },
       async replace(owner, id, stanza) { return q.archiveReplace.run(stanza, owner, id).changes > 0; },
       async bounds(owner) {
         const row = q.archiveBounds.get(owner) as { first: number | null; last: number | null };
