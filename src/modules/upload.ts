@@ -207,8 +207,10 @@ export const upload = defineModule({
       const target = parsePath(url);
       const record = target && (await ctx.storage.uploads.get(target.id));
       if (!target || !record || record.filename !== target.filename) return plain(res, 404, "Not found", CORS);
-      const stat = await files.stat(record.id);
-      if (!stat) return plain(res, 404, "Not found", CORS);
+      // Opened before anything is sent: an expiry that deletes the file now cannot cut the download.
+      const file = await files.open(record.id);
+      if (!file) return plain(res, 404, "Not found", CORS);
+      const stat = { size: file.size };
       const etag = `"${record.id}"`;
       const inline = INLINE.test(record.contentType);
       const headers: Record<string, string | number> = {
@@ -223,11 +225,13 @@ export const upload = defineModule({
         "Content-Disposition": `${inline ? "inline" : "attachment"}; filename*=UTF-8''${encodeURIComponent(record.filename)}`,
       };
       if (req.headers["if-none-match"] === etag) {
+        await file.close();
         res.writeHead(304, headers);
         return void res.end();
       }
       const range = parseRange(req.headers.range, stat.size);
       if (range === "invalid") {
+        await file.close();
         res.writeHead(416, { ...headers, "Content-Range": `bytes */${stat.size}` });
         return void res.end();
       }
@@ -236,8 +240,11 @@ export const upload = defineModule({
       } else {
         res.writeHead(200, { ...headers, "Content-Length": stat.size });
       }
-      if (req.method === "HEAD") return void res.end();
-      const body = files.read(record.id, range ?? undefined);
+      if (req.method === "HEAD") {
+        await file.close();
+        return void res.end();
+      }
+      const body = file.stream(range ?? undefined);
       body.on("error", () => res.destroy());
       body.pipe(res);
     };

@@ -2,8 +2,8 @@
  * Where uploaded bytes live. Local disk now; an S3-compatible object store can implement the same
  * interface later. Ids are opaque, URL-safe and checked here, so no caller can reach outside the store.
  */
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, rm, stat, link, unlink } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { mkdir, rm, link, unlink, open as openFile, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { Transform, type Readable } from "node:stream";
@@ -16,10 +16,19 @@ export interface FileStore {
    * a full disk (code ENOSPC), an id that exists (code EEXIST) — nothing is left behind.
    */
   write(id: string, body: Readable, size: number): Promise<void>;
-  /** The bytes of [start, end] (inclusive), or all. */
-  read(id: string, range?: { start: number; end: number }): Readable;
-  stat(id: string): Promise<{ size: number; mtimeMs: number } | undefined>;
+  /**
+   * Opens a stored file, or undefined when there is none. Once open, the bytes stay readable even
+   * if the file is deleted meanwhile (expiry racing a download). Either stream it or close it.
+   */
+  open(id: string): Promise<OpenFile | undefined>;
   delete(id: string): Promise<void>;
+}
+
+export interface OpenFile {
+  size: number;
+  /** The bytes of [start, end] (inclusive), or all; closes the file when done. */
+  stream(range?: { start: number; end: number }): Readable;
+  close(): Promise<void>;
 }
 
 export class SizeMismatchError extends Error {
@@ -58,16 +67,19 @@ export function createLocalFileStore(dir: string): FileStore {
         await unlink(tmp).catch(() => {});
       }
     },
-    read(id, range) {
-      return createReadStream(pathOf(id), range ? { start: range.start, end: range.end } : {});
-    },
-    async stat(id) {
+    async open(id) {
+      let handle: FileHandle;
       try {
-        const s = await stat(pathOf(id));
-        return { size: s.size, mtimeMs: s.mtimeMs };
+        handle = await openFile(pathOf(id), "r");
       } catch {
         return undefined;
       }
+      const { size } = await handle.stat();
+      return {
+        size,
+        stream: (range) => handle.createReadStream(range ? { start: range.start, end: range.end } : {}),
+        close: () => handle.close(),
+      };
     },
     async delete(id) {
       await rm(pathOf(id), { force: true });
