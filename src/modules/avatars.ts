@@ -8,13 +8,12 @@
  *   <x xmlns='vcard-temp:x:update'><photo/></x>, put there by the server (XEP-0398 §3.2), so
  *   XEP-0153 clients see changes without fetching vCards.
  */
-import { createHash } from "node:crypto";
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el, type Element } from "../xmpp/xml.js";
+import { el } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { parseElement } from "../xmpp/xml-parse.js";
-import { VCARD_KEY } from "./vcard.js";
+import { VCARD_KEY, vcardPhoto } from "./vcard.js";
 
 const DATA = "urn:xmpp:avatar:data";
 const METADATA = "urn:xmpp:avatar:metadata";
@@ -40,12 +39,6 @@ export const avatars = defineModule({
       if (hashes.size >= CACHE_LIMIT) hashes.delete(hashes.keys().next().value!);
       hashes.set(user, hash);
     };
-    const photoOf = (vcard: Element | undefined) => {
-      const binval = vcard?.getChild("PHOTO")?.getChildText("BINVAL")?.replace(/\s+/g, "");
-      if (!binval) return undefined;
-      const bytes = Buffer.from(binval, "base64");
-      return { base64: bytes.toString("base64"), bytes, type: vcard!.getChild("PHOTO")!.getChildText("TYPE") ?? "image/png" };
-    };
     const loadVcard = async (user: string) => {
       const xml = await storage.documents.get(user, VCARD_KEY);
       return xml ? parseElement(xml) : undefined;
@@ -53,8 +46,7 @@ export const avatars = defineModule({
     const hashOf = async (user: string): Promise<string> => {
       const known = hashes.get(user);
       if (known !== undefined) return known;
-      const photo = photoOf(await loadVcard(user));
-      const hash = photo ? createHash("sha1").update(photo.bytes).digest("hex") : "";
+      const hash = vcardPhoto(await loadVcard(user))?.hash ?? "";
       remember(user, hash);
       return hash;
     };
@@ -88,14 +80,14 @@ export const avatars = defineModule({
 
     // vCard → XEP-0084.
     ctx.on("vcard/set", async ({ owner, vcard }) => {
-      const photo = photoOf(vcard);
-      const hash = photo ? createHash("sha1").update(photo.bytes).digest("hex") : "";
+      const photo = vcardPhoto(vcard);
+      const hash = photo?.hash ?? "";
       const [current] = await storage.pubsub.items(owner, METADATA, { max: 1 });
       remember(owner, hash);
       if (current && current.id === (hash || "none")) return; // PEP has this avatar already
       const options = { "pubsub#access_model": "open" };
       if (photo) {
-        await ctx.runChain("pep/publish", { owner, node: DATA, id: hash, payload: el("data", { xmlns: DATA }, photo.base64), options });
+        await ctx.runChain("pep/publish", { owner, node: DATA, id: hash, payload: el("data", { xmlns: DATA }, photo.bytes.toString("base64")), options });
         await ctx.runChain("pep/publish", { owner, node: METADATA, id: hash, options,
           payload: el("metadata", { xmlns: METADATA }, el("info", { id: hash, bytes: photo.bytes.length, type: photo.type })) });
       } else if (current) {

@@ -7,7 +7,7 @@
  * 201) until its owner accepts the default configuration or submits one. Every room message is
  * archived before it is broadcast and serialized once for all occupants.
  */
-import { createHash, createHmac } from "node:crypto";
+import { createHmac } from "node:crypto";
 import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el, childElements, cloneElement, shareChildren, type Element } from "../xmpp/xml.js";
@@ -19,7 +19,7 @@ import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { RoomAffiliation } from "../storage/index.js";
 import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm } from "./mam.js";
-import { VCARD_KEY } from "./vcard.js";
+import { VCARD_KEY, vcardPhoto } from "./vcard.js";
 
 const MUC = "http://jabber.org/protocol/muc";
 const MUC_USER = `${MUC}#user`;
@@ -150,10 +150,7 @@ export const muc = defineModule({
       if (!room.config.persistent) await forget(room.jid);
     };
 
-    const photoHash = (vcard: string | undefined): string => {
-      const binval = vcard ? parseElement(vcard).getChild("PHOTO")?.getChildText("BINVAL")?.replace(/\s+/g, "") : undefined;
-      return binval ? createHash("sha1").update(Buffer.from(binval, "base64")).digest("hex") : "";
-    };
+    const photoHash = (vcard: string | undefined): string => (vcard ? vcardPhoto(parseElement(vcard))?.hash : undefined) ?? "";
     const affiliationOf = (room: Room, user: string): Affiliation => room.affiliations.get(user)?.affiliation ?? "none";
     const defaultRole = (room: Room, a: Affiliation): Role =>
       a === "owner" || a === "admin" ? "moderator" : room.config.moderated && a !== "member" ? "visitor" : "participant";
@@ -179,12 +176,26 @@ export const muc = defineModule({
       p.cnode(el("occupant-id", { xmlns: OCCUPANT_ID, id: subject.occupantId }));
       return p;
     };
+    /** Large rooms: only the occupant itself and moderators see ordinary occupants' presence changes. */
+    const sees = (room: Room, viewer: Occupant, subject: Occupant) => viewer === subject
+      || room.occupants.size <= o.presenceBroadcastLimit || viewer.role === "moderator" || subject.role === "moderator";
     const broadcastPresence = (room: Room, subject: Occupant, codes: number[] = [], type?: string, item?: Record<string, string | undefined>, children: Element[] = []) => {
-      const large = room.occupants.size > o.presenceBroadcastLimit;
       for (const viewer of room.occupants.values()) {
-        // Large rooms: only the occupant itself and moderators see others' presence changes.
-        if (large && viewer !== subject && viewer.role !== "moderator" && subject.role !== "moderator") continue;
-        send(presenceOf(room, subject, viewer, codes, type, item, children));
+        if (sees(room, viewer, subject)) send(presenceOf(room, subject, viewer, codes, type, item, children));
+      }
+    };
+    /** The occupant's own presence as the room keeps it: without the muc elements the room adds itself. */
+    const ownPresence = (stanza: Element) => {
+      const presence = cloneElement(stanza);
+      for (const child of [...presence.getChildren("x", MUC), ...presence.getChildren("occupant-id", OCCUPANT_ID)]) presence.remove(child);
+      return presence;
+    };
+    /** One copy per occupant, routed. */
+    const toOccupants = (room: Room, stanza: Element) => {
+      for (const occupant of room.occupants.values()) {
+        const copy = cloneElement(stanza);
+        copy.attrs.to = occupant.jid.full;
+        send(copy);
       }
     };
 
@@ -212,22 +223,13 @@ export const muc = defineModule({
       }
       if (room.occupants.size >= room.config.maxUsers && RANK[affiliation] < RANK.admin) throw new StanzaError("service-unavailable", "The room is full", "wait");
 
-      const presence = cloneElement(stanza);
-      for (const child of [...presence.getChildren("x", MUC), ...presence.getChildren("occupant-id", OCCUPANT_ID)]) presence.remove(child);
-      const occupant: Occupant = { nick, jid: from, role: defaultRole(room, affiliation), presence, occupantId: occupantId(room, from) };
-      // Existing occupants first, to the newcomer; then the newcomer to everyone (itself last, with 110).
-      for (const other of room.occupants.values()) {
-        const large = room.occupants.size >= o.presenceBroadcastLimit;
-        if (!large || other.role === "moderator" || occupant.role === "moderator") send(presenceOf(room, other, occupant));
-      }
+      const occupant: Occupant = { nick, jid: from, role: defaultRole(room, affiliation), presence: ownPresence(stanza), occupantId: occupantId(room, from) };
       room.occupants.set(nick, occupant);
       room.nicks.set(from.full, nick);
+      // Existing occupants first, to the newcomer; then the newcomer to everyone (itself last, with 110).
+      for (const other of room.occupants.values()) if (other !== occupant && sees(room, occupant, other)) send(presenceOf(room, other, occupant));
       const codes = [...(room.config.whois === "anyone" ? [100] : []), ...(room.config.archiving ? [170] : []), ...(created ? [201] : [])];
-      for (const viewer of room.occupants.values()) {
-        if (viewer === occupant) continue;
-        if (room.occupants.size > o.presenceBroadcastLimit && viewer.role !== "moderator" && occupant.role !== "moderator") continue;
-        send(presenceOf(room, occupant, viewer));
-      }
+      for (const viewer of room.occupants.values()) if (viewer !== occupant && sees(room, viewer, occupant)) send(presenceOf(room, occupant, viewer));
       send(presenceOf(room, occupant, occupant, codes));
       if (created) return; // §10.1.2: a locked new room has no history or subject yet
       await sendHistory(room, occupant, x?.getChild("history"));
@@ -266,10 +268,7 @@ export const muc = defineModule({
         if (status) p.cnode(cloneElement(status));
         return p;
       };
-      for (const viewer of room.occupants.values()) {
-        if (viewer !== occupant && room.occupants.size > o.presenceBroadcastLimit && viewer.role !== "moderator" && occupant.role !== "moderator") continue;
-        send(unavailable(viewer));
-      }
+      for (const viewer of room.occupants.values()) if (sees(room, viewer, occupant)) send(unavailable(viewer));
       room.occupants.delete(occupant.nick);
       room.nicks.delete(occupant.jid.full);
       await unloadIfEmpty(room);
@@ -315,9 +314,7 @@ export const muc = defineModule({
         room.occupants.set(safeNick, occupant);
         room.nicks.set(from.full, safeNick);
       }
-      const presence = cloneElement(stanza);
-      for (const child of [...presence.getChildren("x", MUC), ...presence.getChildren("occupant-id", OCCUPANT_ID)]) presence.remove(child);
-      occupant.presence = presence;
+      occupant.presence = ownPresence(stanza);
       broadcastPresence(room, occupant);
     };
 
@@ -566,8 +563,7 @@ export const muc = defineModule({
       if (room.config.persistent) for (const a of room.affiliations.values()) await storage.rooms.setAffiliation(room.jid, a);
       else await storage.rooms.delete(room.jid);
       if (changes.length) {
-        const notice = el("message", { type: "groupchat", from: room.jid }, el("x", { xmlns: MUC_USER }, ...changes.map((code) => el("status", { code }))));
-        for (const occupant of room.occupants.values()) { const m = cloneElement(notice); m.attrs.to = occupant.jid.full; send(m); }
+        toOccupants(room, el("message", { type: "groupchat", from: room.jid }, el("x", { xmlns: MUC_USER }, ...changes.map((code) => el("status", { code })))));
       }
       if (!wasMembersOnly && room.config.membersOnly) {
         for (const occupant of [...room.occupants.values()]) {
@@ -620,11 +616,7 @@ export const muc = defineModule({
         await storage.archive.append(room.jid, { id: aid, withBare: room.jid, withResource: "", stanza: announcement.toString() });
         announcement.cnode(el("stanza-id", { xmlns: STANZA_ID, id: String(aid), by: room.jid }));
       }
-      for (const occupant of room.occupants.values()) {
-        const copy = cloneElement(announcement);
-        copy.attrs.to = occupant.jid.full;
-        send(copy);
-      }
+      toOccupants(room, announcement);
       return undefined;
     };
 

@@ -1,4 +1,5 @@
 /** XEP-0054 vcard-temp 1.2: anyone may read an account's vCard; only its owner may change it. */
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el, type Element } from "../xmpp/xml.js";
@@ -7,6 +8,15 @@ import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 
 export const VCARD_KEY = "vcard-temp";
+
+/** A vCard's PHOTO: its bytes, type and SHA-1 (hex) — the hash XEP-0153 and XEP-0486 announce. */
+export function vcardPhoto(vcard: Element | undefined): { bytes: Buffer; type: string; hash: string } | undefined {
+  const photo = vcard?.getChild("PHOTO");
+  const binval = photo?.getChildText("BINVAL")?.replace(/\s+/g, "");
+  if (!binval) return undefined;
+  const bytes = Buffer.from(binval, "base64");
+  return { bytes, type: photo!.getChildText("TYPE") ?? "image/png", hash: createHash("sha1").update(bytes).digest("hex") };
+}
 
 declare module "../hooks.js" {
   interface Events {
