@@ -137,55 +137,36 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     Number((await c.query<{ version: string }>(
       "INSERT INTO roster_versions (owner, version) VALUES ($1, 1) ON CONFLICT (owner) DO UPDATE SET version = roster_versions.version + 1 RETURNING version", [owner])).rows[0]!.version);
 
-  // Group commit of offline appends.
-  interface Append { owner: string; stanza: string; storedAt: number; limit: number; resolve(id: number | undefined): void; reject(e: unknown): void }
-  let queue: Append[] = [];
-  let flushing: Promise<void> | undefined;
-  /** Writes everything queued so far in one transaction; resolves each append after COMMIT. */
-  const flushBatch = async (): Promise<void> => {
-    const batch = queue;
-    queue = [];
-    try {
-      const ids = await retryOnConnectionLoss(() => tx(async (c) => {
-        // Two statements for the whole batch, whatever its size: the owners' current counts (to
-        // apply the per-user limits in arrival order), then one multi-row insert.
-        const owners = [...new Set(batch.map((a) => a.owner))];
-        const counts = new Map<string, number>();
-        for (const row of (await c.query<{ owner: string; n: string }>(
-          "SELECT owner, count(*) AS n FROM offline_messages WHERE owner = ANY($1::text[]) GROUP BY owner", [owners])).rows) {
-          counts.set(row.owner, Number(row.n));
-        }
-        const accepted = batch.map((a) => {
-          const n = counts.get(a.owner) ?? 0;
-          if (n >= a.limit) return false;
-          counts.set(a.owner, n + 1);
-          return true;
-        });
-        const rows = batch.filter((_, i) => accepted[i]);
-        if (rows.length === 0) return batch.map(() => undefined);
-        const inserted = await c.query<{ id: string }>(
-          `INSERT INTO offline_messages (owner, stanza, stored_at)
-           SELECT owner, stanza, stored_at FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS t(owner, stanza, stored_at, n)
-           ORDER BY n RETURNING id`,
-          [rows.map((a) => a.owner), rows.map((a) => a.stanza), rows.map((a) => a.storedAt)]);
-        // Ids come from one sequence in insertion order, so ascending ids match the rows in order.
-        const ids = inserted.rows.map((r) => Number(r.id)).sort((x, y) => x - y);
-        let next = 0;
-        return accepted.map((ok) => (ok ? ids[next++] : undefined));
-      }));
-      batch.forEach((a, i) => a.resolve(ids[i]));
-    } catch (err) {
-      for (const a of batch) a.reject(err);
+  // Group commit of offline appends: everything queued while a commit is in flight goes into the
+  // next transaction; each append resolves after its COMMIT.
+  interface Append { owner: string; stanza: string; storedAt: number; limit: number }
+  const offlineAppends = new GroupCommit((batch: Append[]) => retryOnConnectionLoss(() => tx(async (c) => {
+    // Two statements for the whole batch, whatever its size: the owners' current counts (to
+    // apply the per-user limits in arrival order), then one multi-row insert.
+    const owners = [...new Set(batch.map((a) => a.owner))];
+    const counts = new Map<string, number>();
+    for (const row of (await c.query<{ owner: string; n: string }>(
+      "SELECT owner, count(*) AS n FROM offline_messages WHERE owner = ANY($1::text[]) GROUP BY owner", [owners])).rows) {
+      counts.set(row.owner, Number(row.n));
     }
-  };
-
-  const schedule = (): void => {
-    if (flushing || queue.length === 0) return;
-    flushing = flushBatch().finally(() => {
-      flushing = undefined;
-      schedule();
+    const accepted = batch.map((a) => {
+      const n = counts.get(a.owner) ?? 0;
+      if (n >= a.limit) return false;
+      counts.set(a.owner, n + 1);
+      return true;
     });
-  };
+    const rows = batch.filter((_, i) => accepted[i]);
+    if (rows.length === 0) return batch.map(() => undefined);
+    const inserted = await c.query<{ id: string }>(
+      `INSERT INTO offline_messages (owner, stanza, stored_at)
+       SELECT owner, stanza, stored_at FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS t(owner, stanza, stored_at, n)
+       ORDER BY n RETURNING id`,
+      [rows.map((a) => a.owner), rows.map((a) => a.stanza), rows.map((a) => a.storedAt)]);
+    // Ids come from one sequence in insertion order, so ascending ids match the rows in order.
+    const ids = inserted.rows.map((r) => Number(r.id)).sort((x, y) => x - y);
+    let next = 0;
+    return accepted.map((ok) => (ok ? ids[next++] : undefined));
+  })));
 
   interface UploadRow { id: string; owner: string; filename: string; size: string; contentType: string; createdAt: string; expires: boolean }
   const UPLOAD_COLUMNS = `id, owner, filename, size, content_type AS "contentType", created_at AS "createdAt", expires`;
@@ -277,12 +258,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async remove(owner, contact) { await q("DELETE FROM subscription_requests WHERE owner = $1 AND contact = $2", [owner, contact]); },
     },
     offline: {
-      append(owner, stanza, storedAt, limit) {
-        return new Promise((resolve, reject) => {
-          queue.push({ owner, stanza, storedAt, limit, resolve, reject });
-          schedule();
-        });
-      },
+      append(owner, stanza, storedAt, limit) { return offlineAppends.add({ owner, stanza, storedAt, limit }); },
       async list(owner, max) {
         const r = await q<{ id: string; stanza: string; stored_at: string }>(
           "SELECT id, stanza, stored_at FROM offline_messages WHERE owner = $1 ORDER BY id LIMIT $2", [owner, max ?? null]);
@@ -456,7 +432,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     async close() {
       closing = true;
       await archiveAppends.drain();
-      while (flushing) await flushing;
+      await offlineAppends.drain();
       await pool.end();
     },
   };

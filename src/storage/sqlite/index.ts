@@ -162,22 +162,10 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
 
   // Group commit: appends made in one event-loop turn share one transaction (one WAL commit, one
   // fsync with synchronous=full); each promise resolves only after that commit.
-  interface Append { owner: string; stanza: string; storedAt: number; limit: number; resolve(id: number | undefined): void; reject(e: unknown): void }
-  let pending: Append[] = [];
-  const commitAppends = db.transaction((batch: Append[]) => batch.map((a) => {
+  const offlineAppends = new GroupCommit(db.transaction((batch: Array<{ owner: string; stanza: string; storedAt: number; limit: number }>) => batch.map((a) => {
     if ((q.offCount.get(a.owner) as number) >= a.limit) return undefined;
     return Number(q.offInsert.run(a.owner, a.stanza, a.storedAt).lastInsertRowid);
-  }));
-  const flushAppends = () => {
-    const batch = pending;
-    pending = [];
-    try {
-      const ids = commitAppends(batch);
-      batch.forEach((a, i) => a.resolve(ids[i]));
-    } catch (err) {
-      for (const a of batch) a.reject(err);
-    }
-  };
+  })));
   const archiveAppends = new GroupCommit(db.transaction((batch: Array<{ owner: string; message: ArchivedMessage }>) => batch.map(({ owner, message: m }) => {
     q.archiveInsert.run(m.id, owner, m.withBare, m.withResource, m.stanza);
   })));
@@ -240,11 +228,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async remove(owner, contact) { q.reqRemove.run(owner, contact); },
     },
     offline: {
-      append(owner, stanza, storedAt, limit) {
-        return new Promise((resolve, reject) => {
-          if (pending.push({ owner, stanza, storedAt, limit, resolve, reject }) === 1) setImmediate(flushAppends);
-        });
-      },
+      append(owner, stanza, storedAt, limit) { return offlineAppends.add({ owner, stanza, storedAt, limit }); },
       async list(owner, max) { return q.offList.all(owner, max ?? -1) as Array<{ id: number; stanza: string; storedAt: number }>; },
       async remove(owner, ids) { removeOffline(owner, ids); },
       async count(owner) { return q.offCount.get(owner) as number; },
@@ -319,7 +303,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       },
     },
     async close() {
-      if (pending.length) flushAppends();
+      await offlineAppends.drain();
       await archiveAppends.drain();
       db.close();
     },
