@@ -17,12 +17,12 @@ import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
-import { HANDLED } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import { ApnsClient, type PushOutcome } from "../push/apns.js";
 import { FcmClient, type ServiceAccount } from "../push/fcm.js";
+import { serveDomainIqs } from "./domain-iq.js";
 import { WebPushClient } from "../push/webpush.js";
 
 const COMMANDS = "http://jabber.org/protocol/commands";
@@ -169,48 +169,33 @@ export const appserver = defineModule({
       el("identity", { category: "pubsub", type: "push", name: "Push notifications" }),
       el("feature", { var: PUSH }), el("feature", { var: COMMANDS }), el("feature", { var: NS.DISCO_INFO }));
 
-    ctx.chain("iq/host", async ({ stanza, to, from, origin }) => {
-      const service = to.domain;
-      if (!domains.has(service)) return undefined;
-      const type = stanza.attrs.type;
-      if (type !== "get" && type !== "set") return HANDLED;
-      const reply = (payload?: Element) => ctx.router.route(el("iq", { type: "result", id: stanza.attrs.id, from: service, to: from.full }, payload));
-      try {
-        const payload = stanza.children.find((c): c is Element => typeof c !== "string");
-        if (!payload) throw new StanzaError("bad-request");
-        const ns = payload.getNS();
-        if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) {
-          await reply(info());
-        } else if (type === "get" && ns === NS.DISCO_ITEMS) {
-          const list = payload.attrs.node === COMMANDS ? commands.map((c) => el("item", { jid: service, node: c.node, name: c.name })) : [];
-          await reply(el("query", { xmlns: NS.DISCO_ITEMS, node: payload.attrs.node }, ...list));
-        } else if (type === "set" && ns === PUBSUB) {
-          await reply(await publish(service, from.bare, payload));
-        } else if (type === "set" && ns === COMMANDS && payload.name === "command") {
-          const command = commands.find((c) => c.node === payload.attrs.node);
-          if (!command) throw new StanzaError("item-not-found", "No such command");
-          if (!origin) throw new StanzaError("forbidden", "Devices register through their own account on this server");
-          const form = payload.getChild("x", NS.DATA_FORMS);
-          if (payload.attrs.action === "cancel") {
-            await reply(el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid, status: "canceled" }));
-          } else if (!form) {
-            // Two steps: the form first.
-            await reply(el("command", { xmlns: COMMANDS, node: command.node, sessionid: randomBytes(9).toString("base64url"), status: "executing" },
-              el("actions", { execute: "complete" }, el("complete")),
-              buildForm("form", PUSH, command.fields.map((f) => ({ var: f, type: f === "sandbox" ? "boolean" as const : "text-single" as const })))));
-          } else {
-            // One step (Conversations sends the filled form with execute), or the submitted form.
-            await reply(el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid ?? randomBytes(9).toString("base64url"), status: "completed" },
-              await register(service, from.bare, command, form)));
-          }
-        } else {
-          throw new StanzaError("service-unavailable");
-        }
-      } catch (err) {
-        if (!(err instanceof StanzaError)) ctx.log.error({ err, stage: "appserver" }, "app server request failed");
-        await ctx.router.bounce(stanza, err instanceof StanzaError ? err : new StanzaError("internal-server-error"), origin);
+    serveDomainIqs(ctx, domains, async ({ type, payload, from, domain: service, origin }) => {
+      const ns = payload.getNS();
+      if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) return info();
+      if (type === "get" && ns === NS.DISCO_ITEMS) {
+        const list = payload.attrs.node === COMMANDS ? commands.map((c) => el("item", { jid: service, node: c.node, name: c.name })) : [];
+        return el("query", { xmlns: NS.DISCO_ITEMS, node: payload.attrs.node }, ...list);
       }
-      return HANDLED;
-    }, 100);
+      if (type === "set" && ns === PUBSUB) return publish(service, from.bare, payload);
+      if (type === "set" && ns === COMMANDS && payload.name === "command") {
+        const command = commands.find((c) => c.node === payload.attrs.node);
+        if (!command) throw new StanzaError("item-not-found", "No such command");
+        if (!origin) throw new StanzaError("forbidden", "Devices register through their own account on this server");
+        const form = payload.getChild("x", NS.DATA_FORMS);
+        if (payload.attrs.action === "cancel") {
+          return el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid, status: "canceled" });
+        }
+        if (!form) {
+          // Two steps: the form first.
+          return el("command", { xmlns: COMMANDS, node: command.node, sessionid: randomBytes(9).toString("base64url"), status: "executing" },
+            el("actions", { execute: "complete" }, el("complete")),
+            buildForm("form", PUSH, command.fields.map((f) => ({ var: f, type: f === "sandbox" ? "boolean" as const : "text-single" as const }))));
+        }
+        // One step (Conversations sends the filled form with execute), or the submitted form.
+        return el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid ?? randomBytes(9).toString("base64url"), status: "completed" },
+          await register(service, from.bare, command, form));
+      }
+      throw new StanzaError("service-unavailable");
+    });
   },
 });

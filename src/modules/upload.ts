@@ -16,10 +16,10 @@ import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
-import { HANDLED } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import { buildForm } from "../xmpp/forms.js";
 import { plain } from "../http/server.js";
+import { serveDomainIqs } from "./domain-iq.js";
 import { createLocalFileStore, SizeMismatchError } from "../storage/files/index.js";
 import type { UploadRecord } from "../storage/index.js";
 
@@ -117,35 +117,20 @@ export const upload = defineModule({
         el("get", { url: `${base}${path}` }));
     };
 
-    // The component's IQs: answered here, before the server's own host handlers.
-    ctx.chain("iq/host", async ({ stanza, to, from, origin }) => {
-      const domain = to.domain;
-      if (!domains.has(domain)) return undefined;
-      const reply = (payload?: ReturnType<typeof el>) => ctx.router.route(el("iq", { type: "result", id: stanza.attrs.id, from: domain, to: from.full }, payload));
-      const type = stanza.attrs.type;
-      if (type !== "get" && type !== "set") return HANDLED;
-      const payload = stanza.children.find((c) => typeof c !== "string");
-      try {
-        if (typeof payload === "string" || !payload) throw new StanzaError("bad-request");
-        const ns = payload.getNS();
-        if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) await reply(info());
-        else if (type === "get" && ns === NS.DISCO_ITEMS) await reply(el("query", { xmlns: NS.DISCO_ITEMS }));
-        else if (type === "get" && ns === UPLOAD && payload.name === "request") {
-          // Uploads are for this server's users.
-          if (!origin || !ctx.hosts.includes(from.domain)) throw new StanzaError("forbidden", "Only local users may upload");
-          const purposeEl = payload.getChild("purpose");
-          const purpose = purposeEl?.text() ?? "";
-          await reply(await requestSlot({
-            filename: payload.attrs.filename ?? "", size: Number(payload.attrs.size), contentType: payload.attrs["content-type"] ?? "",
-            user: from.bare, domain, purpose,
-          }));
-        } else throw new StanzaError("service-unavailable");
-      } catch (err) {
-        if (!(err instanceof StanzaError)) ctx.log.error({ err, stage: "upload" }, "slot request failed");
-        await ctx.router.bounce(stanza, err instanceof StanzaError ? err : new StanzaError("internal-server-error"), origin);
+    serveDomainIqs(ctx, new Set(domains.keys()), async ({ type, payload, from, domain, origin }) => {
+      const ns = payload.getNS();
+      if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) return info();
+      if (type === "get" && ns === NS.DISCO_ITEMS) return el("query", { xmlns: NS.DISCO_ITEMS });
+      if (type === "get" && ns === UPLOAD && payload.name === "request") {
+        // Uploads are for this server's users.
+        if (!origin || !ctx.hosts.includes(from.domain)) throw new StanzaError("forbidden", "Only local users may upload");
+        return requestSlot({
+          filename: payload.attrs.filename ?? "", size: Number(payload.attrs.size), contentType: payload.attrs["content-type"] ?? "",
+          user: from.bare, domain, purpose: payload.getChild("purpose")?.text() ?? "",
+        });
       }
-      return HANDLED;
-    }, 100);
+      throw new StanzaError("service-unavailable");
+    });
 
     // ── HTTP side ────────────────────────────────────────────────────────────────────────────
     const parsePath = (url: URL): { id: string; filename: string; path: string } | undefined => {
