@@ -131,6 +131,11 @@ async def main():
     bob.add_event_handler("groupchat_message", on_groupchat)
     await bob["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0, timeout=10)
     await one["xep_0045"].join_muc_wait(room, "alice", maxstanzas=0, timeout=10)
+    # Alice's join completes on her stream; bob hears of it on his own, a moment later.
+    for _ in range(50):
+        if "alice" in bob["xep_0045"].get_roster(room):
+            break
+        await asyncio.sleep(0.1)
     result["muc_roster"] = sorted(bob["xep_0045"].get_roster(room))
     one.send_message(mto=room, mbody="hello room", mtype="groupchat")
     await asyncio.wait_for(heard.wait(), 10)
