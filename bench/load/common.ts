@@ -1,0 +1,176 @@
+/** Pieces every scenario shares: accounts, logging in many users, open-loop rate steps. */
+import { Histogram } from "./histogram.js";
+import { coreShare, ownCpuSeconds, sampleProcess, type ProcSample } from "./proc.js";
+import type { Target } from "./targets.js";
+import { Connection, MARK, pool, type LoginOptions } from "./xmpp.js";
+
+export const log = (...parts: unknown[]) => console.error(`[load ${new Date().toISOString().slice(11, 19)}]`, ...parts);
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const passwordOf = (user: string) => `pw-${user}`;
+export const users = (prefix: string, from: number, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${from + i}`);
+
+/** A generator whose own core is this busy measured itself, not the server. */
+export const GENERATOR_SATURATED = 0.9;
+
+export interface Measured {
+  serverCpuSeconds: number;
+  serverCoreShare: number;
+  generatorCoreShare: number;
+  seconds: number;
+}
+
+/** CPU of the server and of this generator over a stretch of work. */
+export class Meter {
+  private readonly server: ProcSample | undefined;
+  private readonly generator = ownCpuSeconds();
+  private readonly start = performance.now();
+  constructor(private readonly pid: number | undefined) {
+    this.server = pid ? sampleProcess(pid) : undefined;
+  }
+  read(): Measured {
+    const seconds = (performance.now() - this.start) / 1000;
+    const after = this.pid ? sampleProcess(this.pid) : undefined;
+    return {
+      serverCpuSeconds: this.server && after ? after.cpuSeconds - this.server.cpuSeconds : NaN,
+      serverCoreShare: this.server && after ? round(coreShare(this.server, after)) : NaN,
+      generatorCoreShare: round((ownCpuSeconds() - this.generator) / seconds),
+      seconds: round(seconds),
+    };
+  }
+}
+
+export const round = (v: number, digits = 2) => Math.round(v * 10 ** digits) / 10 ** digits;
+
+/** XEP-0077 from loopback, `concurrency` at a time; existing accounts are reused. */
+export async function ensureAccounts(target: Target, names: readonly string[], concurrency = 32): Promise<{ created: number; existed: number; seconds: number }> {
+  const start = performance.now();
+  let created = 0;
+  let existed = 0;
+  const { errors } = await pool(names, concurrency, async (name) => {
+    const c = new Connection(target.endpoint);
+    try {
+      if ((await c.register(name, passwordOf(name))) === "created") created++; else existed++;
+    } finally { c.destroy(); }
+  });
+  if (errors.length) throw new Error(`${errors.length} registrations failed, first: ${errors[0]!.message}`);
+  return { created, existed, seconds: round((performance.now() - start) / 1000) };
+}
+
+export interface LoggedIn { connections: Connection[]; loginTimes: Histogram; seconds: number; failures: number; firstError?: string }
+
+export async function loginMany(target: Target, names: readonly string[], concurrency = 50, options: LoginOptions = {}, prepare: (c: Connection) => void = () => {}): Promise<LoggedIn> {
+  const loginTimes = new Histogram();
+  const start = performance.now();
+  const { results, errors } = await pool(names, concurrency, async (name) => {
+    const c = new Connection(target.endpoint);
+    prepare(c);
+    const t = performance.now();
+    try {
+      await c.login(name, passwordOf(name), options);
+    } catch (e) { c.destroy(); throw e; }
+    loginTimes.recordMs(performance.now() - t);
+    return c;
+  });
+  return {
+    connections: results.filter((c): c is Connection => c !== undefined), loginTimes,
+    seconds: round((performance.now() - start) / 1000), failures: errors.length, firstError: errors[0]?.message,
+  };
+}
+
+export async function closeAll(connections: readonly Connection[]): Promise<void> {
+  await pool(connections, 200, (c) => c.close());
+}
+
+export interface StepResult extends Measured {
+  offeredRate: number;
+  sent: number;
+  expected: number;
+  received: number;
+  lost: number;
+  deliveredPerSecond: number;
+  latency: ReturnType<Histogram["summary"]>;
+  serverCpuSecondsPer10k: number;
+  valid: boolean;
+  passed: boolean;
+}
+
+export interface StepPlan {
+  target: Target;
+  rates: readonly number[];
+  durationSeconds: number;
+  /** Copies of each message the receivers should see (1 for 1:1, the occupant count for a room). */
+  copiesPerMessage: number;
+  receivers: readonly Connection[];
+  /** Writes message number `n`, whose `<body>` element (marker and due time) is given, on some sender's stream. */
+  send(n: number, body: string): void;
+  p99LimitMs: number;
+  drainMs?: number;
+  /** Stop after the first step that fails (the next, higher rate would fail too); saves minutes. */
+  stopAtFirstFailure?: boolean;
+}
+
+/**
+ * Open-loop steps: message n of a step is due at start + n/rate, whatever the server does, and
+ * carries that due time, so a server that stalls is charged for the whole stall (no coordinated
+ * omission). After the sending window, receivers get `drainMs` to catch up; what is missing then
+ * is lost.
+ */
+export async function rateSteps(plan: StepPlan): Promise<StepResult[]> {
+  const results: StepResult[] = [];
+  let stepStart = Infinity;
+  let histogram = new Histogram();
+  let received = 0;
+  let lastReceipt = 0;
+  for (const r of plan.receivers) {
+    r.onMark = (dueAt) => {
+      if (dueAt < stepStart) return; // a straggler of the previous step
+      const now = performance.now();
+      histogram.recordMs(now - dueAt);
+      received++;
+      lastReceipt = now;
+    };
+  }
+  for (const rate of plan.rates) {
+    histogram = new Histogram();
+    received = 0;
+    const total = Math.round(rate * plan.durationSeconds);
+    const expected = total * plan.copiesPerMessage;
+    const meter = new Meter(plan.target.pid);
+    const start = performance.now();
+    stepStart = start;
+    let sent = 0;
+    await new Promise<void>((resolve) => {
+      const tick = () => {
+        const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate) + 1);
+        for (; sent < due; sent++) plan.send(sent, `${MARK}${start + (sent * 1000) / rate}</body>`);
+        // A 1 ms timer, not setImmediate: spinning would burn the generator's core for nothing.
+        if (sent >= total) resolve(); else setTimeout(tick, 1);
+      };
+      tick();
+    });
+    const drainDeadline = performance.now() + (plan.drainMs ?? 5000);
+    while (received < expected && performance.now() < drainDeadline) await sleep(10);
+    const measured = meter.read();
+    const window = ((received ? lastReceipt : performance.now()) - start) / 1000;
+    const latency = histogram.summary();
+    const valid = measured.generatorCoreShare < GENERATOR_SATURATED;
+    const lost = expected - received;
+    const result: StepResult = {
+      offeredRate: rate, sent, expected, received, lost,
+      deliveredPerSecond: Math.round(received / window), latency,
+      ...measured,
+      serverCpuSecondsPer10k: round((measured.serverCpuSeconds / Math.max(1, received)) * 10_000, 3),
+      valid, passed: valid && lost === 0 && latency.p99ms < plan.p99LimitMs,
+    };
+    results.push(result);
+    log(`  rate ${rate}/s: delivered ${result.deliveredPerSecond}/s, lost ${lost}, p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${valid ? "" : " (INVALID: generator saturated)"}`);
+    if (!result.passed && plan.stopAtFirstFailure !== false && (lost > 0 || latency.p99ms >= plan.p99LimitMs)) break;
+    await sleep(1000);
+  }
+  stepStart = Infinity;
+  return results;
+}
+
+/** The highest passing step's rate (0 if none passed). */
+export const bestRate = (steps: readonly StepResult[], pick: (s: StepResult) => number = (s) => s.offeredRate) =>
+  steps.filter((s) => s.passed).reduce((best, s) => Math.max(best, pick(s)), 0);

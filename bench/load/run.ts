@@ -1,0 +1,105 @@
+/**
+ * npm run bench -- <scenario> [options]: Parley's load generator, for any XMPP server.
+ *
+ *   scenarios  s0 (machine limits: bare Node TLS relay), s1 (idle sessions), s2 (login storm),
+ *              s3 (1:1 messaging), s4 (offline store and drain), s5 (256-occupant room), all
+ *   --target   parley (started here, pinned to CPU 0) | prosody | ejabberd (../shared/peers) | host:port
+ *   --domain D --tls direct|starttls --sasl scram-sha-1|plain --storage sqlite|postgres|memory (parley)
+ *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
+ *   --server-pid PID   (host:port targets: the process to read CPU and memory from)
+ *   --prefix P         account names P0, P1, ... (default "lt")
+ *
+ * The generator pins itself to CPU 1 and the server to CPU 0 where the machine has two cores.
+ * Results: JSON on stdout and in bench/results/raw/.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { fileURLToPath } from "node:url";
+import { canPin, pin } from "./proc.js";
+import { resolveTarget, type TargetOptions } from "./targets.js";
+import { s0, s1, s2, s3, s4, s5, type ScenarioOptions, type ScenarioResult } from "./scenarios.js";
+import { log } from "./common.js";
+
+export const SCENARIOS = ["s0", "s1", "s2", "s3", "s4", "s5"] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+export interface Args { scenarios: Scenario[]; target: TargetOptions; scenario: ScenarioOptions; runs: number }
+
+export function parseArgs(argv: string[]): Args {
+  const args = [...argv];
+  const take = (name: string) => {
+    const i = args.indexOf(`--${name}`);
+    if (i === -1) return undefined;
+    const [, value] = args.splice(i, 2);
+    if (value === undefined) throw new Error(`--${name} needs a value`);
+    return value;
+  };
+  const flag = (name: string) => { const i = args.indexOf(`--${name}`); if (i !== -1) args.splice(i, 1); return i !== -1; };
+  const num = (name: string) => { const v = take(name); return v === undefined ? undefined : Number(v); };
+  const rate = take("rate");
+  const rates = take("rates") ?? rate;
+  const parsed: Args = {
+    target: {
+      target: take("target") ?? "parley", domain: take("domain"),
+      tls: (take("tls") ?? "direct") as "direct" | "starttls", sasl: (take("sasl") ?? "scram-sha-1") as "scram-sha-1" | "plain",
+      storage: (take("storage") ?? "sqlite") as "sqlite" | "postgres" | "memory", serverPid: num("server-pid"), mucDomain: take("muc-domain"),
+    },
+    scenario: {
+      users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
+      register: !flag("no-register"), prefix: take("prefix") ?? "lt",
+    },
+    runs: num("runs") ?? 1,
+    scenarios: [],
+  };
+  for (const a of args) {
+    if (a === "all") parsed.scenarios.push(...SCENARIOS);
+    else if ((SCENARIOS as readonly string[]).includes(a)) parsed.scenarios.push(a as Scenario);
+    else throw new Error(`unknown argument ${a}`);
+  }
+  if (!parsed.scenarios.length) throw new Error(`name a scenario: ${SCENARIOS.join(", ")} or all`);
+  if (!["direct", "starttls"].includes(parsed.target.tls)) throw new Error("--tls is direct or starttls");
+  return parsed;
+}
+
+/** One scenario against one target, started fresh (Parley) or as it runs (peers). */
+export async function runScenario(scenario: Scenario, targetOptions: TargetOptions, options: ScenarioOptions): Promise<ScenarioResult> {
+  if (scenario === "s0") return s0(options);
+  const target = await resolveTarget(targetOptions);
+  try {
+    log(`${scenario} against ${target.name} ${target.version} at ${target.endpoint.host}:${target.endpoint.port} (${target.endpoint.tls} TLS, ${target.endpoint.sasl})`);
+    switch (scenario) {
+      case "s1": return await s1(target, options);
+      case "s2": return await s2(target, options);
+      case "s3": return await s3(target, options);
+      case "s4": return await s4(target, options);
+      case "s5": return await s5(target, options);
+    }
+  } finally {
+    await target.stop();
+  }
+}
+
+export const RESULTS_DIR = fileURLToPath(new URL("../results/", import.meta.url));
+
+export function saveRaw(result: ScenarioResult & { run: number }): void {
+  mkdirSync(`${RESULTS_DIR}raw`, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  writeFileSync(`${RESULTS_DIR}raw/${stamp}-${result.target}-${result.scenario}-run${result.run}.json`, JSON.stringify(result, null, 2));
+}
+
+export function pinGenerator(): void {
+  if (canPin()) pin(process.pid, 1);
+  else log(`cannot pin (${cpus().length} CPUs or no taskset): server and generator share cores, figures are not comparable`);
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const args = parseArgs(process.argv.slice(2));
+  pinGenerator();
+  for (const scenario of args.scenarios) {
+    for (let run = 1; run <= args.runs; run++) {
+      const result = { ...(await runScenario(scenario, args.target, args.scenario)), run };
+      saveRaw(result);
+      console.log(JSON.stringify({ scenario: result.scenario, target: result.target, run, headline: result.headline }));
+    }
+  }
+}

@@ -1,0 +1,347 @@
+/**
+ * The scenarios of `npm run bench -- <scenario>`. Each returns its detail and a few headline
+ * figures, which `bench:compare` puts side by side (medians over runs).
+ */
+import { spawn } from "node:child_process";
+import { connect as tcpConnect } from "node:net";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Histogram } from "./histogram.js";
+import { canPin, pin, sampleProcess } from "./proc.js";
+import { peersEnv, type Target } from "./targets.js";
+import { Connection, MARK, pool } from "./xmpp.js";
+import {
+  bestRate, closeAll, ensureAccounts, log, loginMany, Meter, passwordOf, rateSteps, round, sleep, users, GENERATOR_SATURATED,
+} from "./common.js";
+
+export interface ScenarioOptions {
+  users?: number;
+  rates?: number[];
+  durationSeconds?: number;
+  settleSeconds?: number;
+  register: boolean;
+  /** Account names are `<prefix><n>`; different prefixes keep scenarios' accounts apart. */
+  prefix: string;
+}
+
+export interface ScenarioResult {
+  scenario: string;
+  target: string;
+  version: string;
+  headline: Record<string, number>;
+  detail: unknown;
+}
+
+const P99_MESSAGE_MS = 50;
+const P99_LOGIN_MS = 1000;
+
+async function accounts(target: Target, o: ScenarioOptions, names: string[]) {
+  if (!o.register) return undefined;
+  const r = await ensureAccounts(target, names);
+  log(`accounts: ${r.created} created, ${r.existed} reused in ${r.seconds} s`);
+  return r;
+}
+
+/** Server RSS once it has been quiet for a while (no forced GC: the peers cannot be asked for one). */
+async function settledRssKB(pid: number, settleSeconds: number): Promise<number> {
+  await sleep(settleSeconds * 1000);
+  return sampleProcess(pid).rssKB;
+}
+
+// S0 — the machine's own limits, through a bare Node TLS relay.
+export async function s0(o: ScenarioOptions): Promise<ScenarioResult> {
+  const env = peersEnv();
+  const certArgs = env.PEERS_PARLEY_FULLCHAIN && existsSync(env.PEERS_PARLEY_FULLCHAIN) ? [env.PEERS_PARLEY_FULLCHAIN, env.PEERS_PARLEY_KEY!] : [];
+  const startRelay = async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./echo-server.ts", import.meta.url)), ...certArgs], { stdio: ["ignore", "pipe", "inherit"] });
+    if (canPin()) pin(child.pid!, 0);
+    const ports = await new Promise<{ tls: number; tcp: number }>((resolve) => child.stdout!.once("data", (d) => resolve(JSON.parse(String(d)))));
+    return { child, ports, pid: child.pid! };
+  };
+  const endpoint = (port: number) => ({ host: "127.0.0.1", port, domain: "parley.test", tls: "direct" as const, sasl: "plain" as const });
+  const target = (pid: number): Target => ({ name: "node-tls-relay", version: process.version, endpoint: endpoint(0), mucDomain: "", pid, async stop() {} });
+
+  // Throughput and latency floor: 1,000 connections in pairs, the same frames as S3.
+  const relay = await startRelay();
+  const connections: Connection[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const c = new Connection(endpoint(relay.ports.tls));
+    await c.openRaw();
+    connections.push(c);
+  }
+  const steps = await rateSteps({
+    target: target(relay.pid), rates: o.rates ?? [1000, 2000, 5000, 10000, 20000, 30000, 40000], durationSeconds: o.durationSeconds ?? 5,
+    copiesPerMessage: 1, receivers: connections, p99LimitMs: P99_MESSAGE_MS,
+    send: (n, body) => connections[n % connections.length]!.send(`<message to='lt${(n % connections.length) ^ 1}@parley.test/load' type='chat' id='m${n}'>${body}</message>`),
+  });
+  for (const c of connections) c.destroy();
+  relay.child.kill();
+
+  // Idle memory per socket, each kind in a fresh relay process.
+  const idle = async (kind: "tls" | "tcp", count: number) => {
+    const r = await startRelay();
+    const before = await settledRssKB(r.pid, 1);
+    const sockets: { destroy(): void }[] = [];
+    for (let i = 0; i < count; i += 100) {
+      await Promise.all(Array.from({ length: Math.min(100, count - i) }, async () => {
+        if (kind === "tls") { const c = new Connection(endpoint(r.ports.tls)); await c.openRaw(); sockets.push(c); }
+        else await new Promise<void>((resolve, reject) => { const s = tcpConnect({ port: r.ports.tcp, host: "127.0.0.1" }, () => resolve()); s.on("error", reject); sockets.push(s); });
+      }));
+    }
+    const after = await settledRssKB(r.pid, o.settleSeconds ?? 5);
+    for (const s of sockets) s.destroy();
+    r.child.kill();
+    return round((after - before) / count, 1);
+  };
+  const count = o.users ?? 10_000;
+  const tlsKB = await idle("tls", count);
+  const tcpKB = await idle("tcp", count);
+  log(`S0: idle memory per TLS socket ${tlsKB} KB, per TCP socket ${tcpKB} KB`);
+  const lowest = steps[0];
+  return {
+    scenario: "s0", target: "node-tls-relay", version: process.version,
+    headline: {
+      relayMaxRate: bestRate(steps), relayMaxDelivered: bestRate(steps, (s) => s.deliveredPerSecond),
+      floorP50ms: lowest?.latency.p50ms ?? NaN, floorP99ms: lowest?.latency.p99ms ?? NaN, idleTlsKB: tlsKB, idleTcpKB: tcpKB,
+    },
+    detail: { steps, idleSockets: count },
+  };
+}
+
+// S1 — idle authenticated sessions with presence: memory per connection.
+export async function s1(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
+  const count = o.users ?? 10_000;
+  const names = users(o.prefix, 0, count);
+  const registered = await accounts(target, o, names);
+  const pid = target.pid!;
+  const before = await settledRssKB(pid, 2);
+  const meter = new Meter(pid);
+  const logged = await loginMany(target, names, 50, { traffic: true });
+  const loginMeasured = meter.read();
+  if (logged.failures) log(`S1: ${logged.failures} logins failed, first: ${logged.firstError}`);
+  const after = await settledRssKB(pid, o.settleSeconds ?? 10);
+  const perSession = round((after - before) / logged.connections.length, 1);
+  log(`S1: ${logged.connections.length} sessions, server RSS ${Math.round(before / 1024)} → ${Math.round(after / 1024)} MB, ${perSession} KB per session`);
+  await closeAll(logged.connections);
+  return {
+    scenario: "s1", target: target.name, version: target.version,
+    headline: { sessions: logged.connections.length, idleKBPerSession: perSession, loginFailures: logged.failures },
+    detail: { registered, rssBeforeKB: before, rssAfterKB: after, login: { times: logged.loginTimes.summary(), ...loginMeasured } },
+  };
+}
+
+// S2 — login storm: open-loop logins at rising rates; the highest with p99 < 1 s and no failures.
+export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
+  const pool_ = users(o.prefix, 0, o.users ?? 1000);
+  const registered = await accounts(target, o, pool_);
+  // Every account logs in once first, as returning users do: the generator then has each
+  // SCRAM salted password cached (where the server keeps a fixed salt) and measures the server.
+  const warmup = await loginMany(target, pool_, 50, { resource: "warmup" });
+  await closeAll(warmup.connections);
+  log(`S2: warm-up logins of ${pool_.length} accounts in ${warmup.seconds} s (${warmup.failures} failed)`);
+  const steps = [];
+  let k = 0;
+  for (const rate of o.rates ?? [25, 50, 100, 200, 300, 400, 600, 800, 1000, 1500]) {
+    const total = Math.round(rate * (o.durationSeconds ?? 5));
+    const times = new Histogram();
+    let failures = 0;
+    let firstError: string | undefined;
+    const meter = new Meter(target.pid);
+    const start = performance.now();
+    const inFlight: Promise<void>[] = [];
+    let started = 0;
+    await new Promise<void>((resolve) => {
+      const tick = () => {
+        const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate) + 1);
+        for (; started < due; started++) {
+          const dueAt = start + (started * 1000) / rate;
+          const name = pool_[k % pool_.length]!;
+          const resource = `storm${k++}`;
+          const c = new Connection(target.endpoint);
+          inFlight.push(c.login(name, passwordOf(name), { resource })
+            .then(() => { times.recordMs(performance.now() - dueAt); return c.close(); })
+            .catch((e: Error) => { failures++; firstError ??= e.message; c.destroy(); }));
+        }
+        if (started >= total) resolve(); else setTimeout(tick, 1);
+      };
+      tick();
+    });
+    await Promise.all(inFlight);
+    const measured = meter.read();
+    const latency = times.summary();
+    const valid = measured.generatorCoreShare < GENERATOR_SATURATED;
+    const step = {
+      offeredRate: rate, logins: total, completed: times.count, failures, firstError, latency, ...measured,
+      loginsPerSecond: Math.round(times.count / measured.seconds), valid,
+      passed: valid && failures === 0 && latency.p99ms < P99_LOGIN_MS,
+    };
+    steps.push(step);
+    log(`  ${rate} logins/s: p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, failures ${failures}${firstError ? ` (${firstError.slice(0, 120)})` : ""}, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${valid ? "" : " (INVALID: generator saturated)"}`);
+    if (!step.passed && (failures > 0 || latency.p99ms >= P99_LOGIN_MS)) break;
+    await sleep(2000);
+  }
+  return {
+    scenario: "s2", target: target.name, version: target.version,
+    headline: { maxLoginsPerSecond: steps.filter((s) => s.passed).reduce((m, s) => Math.max(m, s.offeredRate), 0) },
+    detail: { registered, sasl: target.endpoint.sasl, steps },
+  };
+}
+
+// S3 — 1:1 messaging between online pairs at rising rates.
+export async function s3(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
+  const count = o.users ?? 1000;
+  const names = users(o.prefix, 0, count);
+  const registered = await accounts(target, o, names);
+  const logged = await loginMany(target, names, 50, { traffic: true });
+  if (logged.failures) throw new Error(`S3: ${logged.failures} logins failed: ${logged.firstError}`);
+  const c = logged.connections;
+  await sleep(1000);
+  const steps = await rateSteps({
+    target, rates: o.rates ?? [250, 500, 1000, 2000, 3000, 5000, 7500, 10000, 15000, 20000], durationSeconds: o.durationSeconds ?? 5,
+    copiesPerMessage: 1, receivers: c, p99LimitMs: P99_MESSAGE_MS,
+    send: (n, body) => c[n % c.length]!.send(`<message to='${c[(n % c.length) ^ 1]!.jid}' type='chat' id='m${n}'>${body}</message>`),
+  });
+  await closeAll(c);
+  const best = steps.filter((s) => s.passed).at(-1);
+  return {
+    scenario: "s3", target: target.name, version: target.version,
+    headline: {
+      maxMessagesPerSecond: best?.offeredRate ?? 0, deliveredPerSecondAtMax: best?.deliveredPerSecond ?? 0,
+      p99msAtMax: best?.latency.p99ms ?? NaN, serverCpuSecondsPer10kAtMax: best?.serverCpuSecondsPer10k ?? NaN,
+      p99msAt1000: steps.find((s) => s.offeredRate === 1000)?.latency.p99ms ?? NaN,
+    },
+    detail: { registered, login: { seconds: logged.seconds, times: logged.loginTimes.summary() }, steps },
+  };
+}
+
+// S4 — store-and-forward: messages to offline users, acked (XEP-0198) once the server has them;
+// then the recipients log in and the drain is timed.
+export async function s4(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
+  const senderCount = 50;
+  const recipientCount = o.users ?? 500;
+  const senderNames = users(`${o.prefix}s`, 0, senderCount);
+  const recipientNames = users(`${o.prefix}r`, 0, recipientCount);
+  const registered = await accounts(target, o, [...senderNames, ...recipientNames]);
+  let acks = new Histogram();
+  const senders = await loginMany(target, senderNames, 50, { presence: false, streamManagement: true, traffic: true });
+  if (senders.failures) throw new Error(`S4: ${senders.failures} sender logins failed: ${senders.firstError}`);
+  // Per sender, the due times of messages not yet acked; `h` counts only these messages, since
+  // nothing else is sent after <enable/>.
+  const unacked = senders.connections.map(() => [] as number[]);
+  senders.connections.forEach((s, i) => {
+    let handled = 0;
+    s.onAck = (h) => {
+      const now = performance.now();
+      for (; handled < h && unacked[i]!.length; handled++) acks.recordMs(now - unacked[i]!.shift()!);
+    };
+  });
+  const domain = target.endpoint.domain;
+  const steps = [];
+  for (const rate of o.rates ?? [250, 500, 1000, 2000, 5000, 10000, 20000]) {
+    const total = Math.round(rate * (o.durationSeconds ?? 3));
+    acks = new Histogram();
+    const meter = new Meter(target.pid);
+    const start = performance.now();
+    let sent = 0;
+    await new Promise<void>((resolve) => {
+      const tick = () => {
+        const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate) + 1);
+        const touched = new Set<number>();
+        for (; sent < due; sent++) {
+          const i = sent % senderCount;
+          const dueAt = start + (sent * 1000) / rate;
+          senders.connections[i]!.send(`<message to='${recipientNames[sent % recipientCount]}@${domain}' type='chat' id='o${sent}'>${MARK}${dueAt}</body></message>`);
+          unacked[i]!.push(dueAt);
+          touched.add(i);
+        }
+        // One ack request per sender per tick, as a client flushing its queue would.
+        for (const i of touched) senders.connections[i]!.requestAck();
+        if (sent >= total) resolve(); else setTimeout(tick, 1);
+      };
+      tick();
+    });
+    const deadline = performance.now() + 30_000;
+    while (acks.count < total && performance.now() < deadline) await sleep(10);
+    const stored = meter.read();
+    const ackLatency = acks.summary();
+
+    // Drain: every recipient logs in (SM on, so the server may delete what it delivered).
+    let drained = 0;
+    let lastReceipt = 0;
+    const drainStart = performance.now();
+    const drainMeter = new Meter(target.pid);
+    const recipients = await loginMany(target, recipientNames, 50, { traffic: true, streamManagement: true, resource: `drain${rate}` }, (c) => {
+      c.onMark = (dueAt) => { if (dueAt >= start) { drained++; lastReceipt = performance.now(); } };
+    });
+    const drainDeadline = performance.now() + 60_000;
+    while (drained < acks.count && performance.now() < drainDeadline) await sleep(20);
+    const drainMeasured = drainMeter.read();
+    const drainSeconds = round(((lastReceipt || performance.now()) - drainStart) / 1000);
+    await sleep(500); // let the last <a/> reach the server before the streams close
+    await closeAll(recipients.connections);
+    const valid = stored.generatorCoreShare < GENERATOR_SATURATED;
+    const step = {
+      offeredRate: rate, sent: total, acked: acks.count, lost: total - acks.count, ackLatency, ...stored,
+      storedPerSecond: Math.round(acks.count / stored.seconds),
+      drain: { delivered: drained, missing: acks.count - drained, seconds: drainSeconds, perSecond: Math.round(drained / drainSeconds), serverCoreShare: drainMeasured.serverCoreShare },
+      valid, passed: valid && acks.count === total && drained === total && ackLatency.p99ms < P99_MESSAGE_MS,
+    };
+    steps.push(step);
+    log(`  ${rate} msg/s to offline users: acked ${acks.count}/${total}, ack p50 ${ackLatency.p50ms} ms, p99 ${ackLatency.p99ms} ms, server core ${stored.serverCoreShare}, generator core ${stored.generatorCoreShare}; drained ${drained} in ${drainSeconds} s${valid ? "" : " (INVALID: generator saturated)"}`);
+    if (!step.passed) break;
+    await sleep(1000);
+  }
+  await closeAll(senders.connections);
+  const best = steps.filter((s) => s.passed).at(-1);
+  return {
+    scenario: "s4", target: target.name, version: target.version,
+    headline: { maxStoredPerSecond: best?.offeredRate ?? 0, ackP99msAtMax: best?.ackLatency.p99ms ?? NaN, drainPerSecondAtMax: best?.drain.perSecond ?? 0 },
+    detail: { registered, steps },
+  };
+}
+
+// S5 — one room, 256 occupants: join time, then messages at rising rates to everyone.
+export async function s5(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
+  const count = o.users ?? 256;
+  const names = users(`${o.prefix}m`, 0, count);
+  const registered = await accounts(target, o, names);
+  const logged = await loginMany(target, names, 50);
+  if (logged.failures) throw new Error(`S5: ${logged.failures} logins failed: ${logged.firstError}`);
+  const c = logged.connections;
+  const room = `load${Date.now().toString(36)}@${target.mucDomain}`;
+  const joinTimes = new Histogram();
+  const join = async (conn: Connection, i: number) => {
+    const t = performance.now();
+    conn.send(`<presence to='${room}/n${i}'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`);
+    const self = await conn.expect(/<presence[^>]*>(?:(?!<\/presence>)[\s\S])*?code=['"]110['"][\s\S]*?<\/presence>/);
+    if (/code=['"]201['"]/.test(self[0])) {
+      // XEP-0045 §10.1.2: accept the default configuration (an instant room).
+      conn.send(`<iq type='set' id='instant' to='${room}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>`);
+      await conn.expect(/<iq[^>]*id=['"]instant['"][^>]*>/);
+    }
+    joinTimes.recordMs(performance.now() - t);
+  };
+  const joinStart = performance.now();
+  await join(c[0]!, 0);
+  const { errors } = await pool(c.slice(1), 8, (conn, i) => join(conn, i + 1));
+  if (errors.length) throw new Error(`S5: ${errors.length} joins failed: ${errors[0]!.message}`);
+  const joinSeconds = round((performance.now() - joinStart) / 1000);
+  log(`S5: ${count} occupants joined ${room} in ${joinSeconds} s (p99 ${joinTimes.summary().p99ms} ms per join)`);
+  for (const conn of c) conn.startTraffic();
+  await sleep(1000);
+  const steps = await rateSteps({
+    target, rates: o.rates ?? [2, 5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 400], durationSeconds: o.durationSeconds ?? 5,
+    copiesPerMessage: count, receivers: c, p99LimitMs: P99_MESSAGE_MS,
+    send: (n, body) => c[n % count]!.send(`<message to='${room}' type='groupchat' id='g${n}'>${body}</message>`),
+  });
+  await closeAll(c);
+  const best = steps.filter((s) => s.passed).at(-1);
+  return {
+    scenario: "s5", target: target.name, version: target.version,
+    headline: {
+      joinSeconds, maxRoomMessagesPerSecond: best?.offeredRate ?? 0, maxDeliveriesPerSecond: best?.deliveredPerSecond ?? 0,
+      p99msAtMax: best?.latency.p99ms ?? NaN,
+    },
+    detail: { registered, occupants: count, join: joinTimes.summary(), steps },
+  };
+}

@@ -1,0 +1,153 @@
+/**
+ * What the generator points at: a Parley process it starts itself (pinned to CPU 0, fresh data
+ * directory, the kit's RSA-2048 certificate when present so every target presents the same kind),
+ * the Prosody or ejabberd of `../shared/peers` (pinned to CPU 0 as well), or any `host:port`.
+ */
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import type { Endpoint } from "./xmpp.js";
+import { canPin, pin } from "./proc.js";
+
+export interface Target {
+  name: string;
+  version: string;
+  endpoint: Endpoint;
+  mucDomain: string;
+  /** The server's process, for CPU and memory; undefined when unknown (a remote target). */
+  pid: number | undefined;
+  stop(): Promise<void>;
+}
+
+export interface TargetOptions {
+  target: string;
+  domain?: string;
+  tls: "direct" | "starttls";
+  sasl: "scram-sha-1" | "plain";
+  storage: "sqlite" | "postgres" | "memory";
+  serverPid?: number;
+  mucDomain?: string;
+}
+
+const REPO = fileURLToPath(new URL("../../", import.meta.url));
+export const PEERS = join(REPO, "../shared/peers/peers");
+
+export function peersEnv(): Record<string, string> {
+  if (!existsSync(PEERS)) return {};
+  const out = execFileSync(PEERS, ["env"], { encoding: "utf8" });
+  return Object.fromEntries([...out.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!.replace(/^'(.*)'$/, "$1")]));
+}
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+export async function waitForPort(port: number, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ port, host: "127.0.0.1" }, () => { s.destroy(); resolve(true); });
+      s.on("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function startParley(o: TargetOptions): Promise<Target> {
+  const env = peersEnv();
+  const domain = o.domain ?? "parley.test";
+  const dataDir = mkdtempSync(join(tmpdir(), "parley-load-"));
+  const [c2s, direct] = [await freePort(), await freePort()];
+  const cert = env.PEERS_PARLEY_FULLCHAIN && existsSync(env.PEERS_PARLEY_FULLCHAIN) && domain === "parley.test"
+    ? { cert: env.PEERS_PARLEY_FULLCHAIN, key: env.PEERS_PARLEY_KEY! } : undefined;
+  const schema = `load_${process.pid}_${Date.now()}`;
+  const pgUrl = process.env.PARLEY_BENCH_PG_URL ?? "postgres://root@127.0.0.1:5432/test";
+  const storage = o.storage === "postgres" ? { driver: "postgres", url: pgUrl, schema } : { driver: o.storage };
+  const config = {
+    hosts: [domain], dataDir, log: { level: "warn" },
+    listen: { address: "127.0.0.1", c2s, c2sDirectTls: direct, https: null, http: null },
+    tls: { certificates: cert ? { [domain]: cert } : {} },
+    storage,
+    // The generator logs in thousands of users from one address.
+    limits: { maxConnectionsPerAddress: 1_000_000 },
+  };
+  const configFile = join(dataDir, "parley.json.yaml");
+  writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
+  // PARLEY_BENCH_PROF=<dir> writes a V8 CPU profile of the server there when it stops.
+  const profile = process.env.PARLEY_BENCH_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PARLEY_BENCH_PROF}`] : [];
+  const child: ChildProcess = spawn(process.execPath, [...profile, "--import", "tsx", join(REPO, "src/main.ts"), "start", "--config", configFile], {
+    cwd: REPO, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, NODE_ENV: "production" },
+  });
+  let exited = false;
+  child.once("exit", () => { exited = true; });
+  if (canPin()) pin(child.pid!, 0);
+  await waitForPort(o.tls === "direct" ? direct : c2s);
+  const version = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).version as string;
+  return {
+    name: "parley", version: `${version} (${o.storage})`,
+    endpoint: { host: "127.0.0.1", port: o.tls === "direct" ? direct : c2s, domain, tls: o.tls, sasl: o.sasl, ca: cert ? readFileSync(env.PEERS_CA_FILE!) : undefined },
+    mucDomain: `conference.${domain}`,
+    pid: child.pid,
+    async stop() {
+      if (!exited) {
+        child.kill("SIGTERM");
+        await new Promise((r) => { child.once("exit", r); setTimeout(r, 10_000); });
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+      if (o.storage === "postgres") {
+        const client = new pg.Client({ connectionString: pgUrl });
+        await client.connect();
+        await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await client.end();
+      }
+    },
+  };
+}
+
+function peerTarget(name: "prosody" | "ejabberd", o: TargetOptions): Target {
+  const env = peersEnv();
+  const NAME = name.toUpperCase();
+  if (env[`PEERS_${NAME}_UP`] !== "1") throw new Error(`${name} is not running: ${PEERS} start ${name}`);
+  const pid = Number(env[`PEERS_${NAME}_PID`]);
+  if (canPin()) pin(pid, 0);
+  const port = Number(o.tls === "direct" ? env[`PEERS_${NAME}_C2S_TLS_PORT`] : env[`PEERS_${NAME}_C2S_PORT`]);
+  return {
+    name, version: peerVersion(name),
+    endpoint: { host: "127.0.0.1", port, domain: env[`PEERS_${NAME}_DOMAIN`]!, tls: o.tls, sasl: o.sasl, ca: readFileSync(env.PEERS_CA_FILE!) },
+    mucDomain: env[`PEERS_${NAME}_MUC_DOMAIN`]!,
+    pid,
+    async stop() {},
+  };
+}
+
+function peerVersion(name: string): string {
+  try {
+    const out = execFileSync("dpkg-query", ["-W", "-f=${Version}", name], { encoding: "utf8" });
+    return out.trim();
+  } catch { return "unknown"; }
+}
+
+export async function resolveTarget(o: TargetOptions): Promise<Target> {
+  if (o.target === "parley") return startParley(o);
+  if (o.target === "prosody" || o.target === "ejabberd") return peerTarget(o.target, o);
+  const [host, port] = o.target.split(":");
+  if (!host || !port || !o.domain) throw new Error("--target host:port needs --domain");
+  if (o.serverPid && canPin()) pin(o.serverPid, 0);
+  return {
+    name: o.target, version: "unknown",
+    endpoint: { host, port: Number(port), domain: o.domain, tls: o.tls, sasl: o.sasl },
+    mucDomain: o.mucDomain ?? `conference.${o.domain}`,
+    pid: o.serverPid,
+    async stop() {},
+  };
+}
