@@ -251,6 +251,9 @@ export class Connection {
       at = end + MARK_END.length;
     }
     if (cut === -1) cut = incompleteFrom(text);
+    // An IQ is answered only once it is whole: its payload says whether it is a ping.
+    const lastIq = text.lastIndexOf("<iq", cut);
+    if (lastIq !== -1 && !/^<iq\b[^>]*?(?:\/>|>[\s\S]*?<\/iq>)/.test(text.slice(lastIq, cut))) cut = lastIq;
     // Only whole tags are looked at; the rest waits for the next chunk, so nothing is seen twice.
     const complete = text.slice(0, cut);
     if (complete.includes("<iq")) this.answerIqs(complete);
@@ -259,14 +262,13 @@ export class Connection {
   }
 
   private answerIqs(text: string): void {
-    for (const m of text.matchAll(/<iq\b([^>]*?)(\/?)>/g)) {
+    for (const m of text.matchAll(/<iq\b([^>]*?)(?:\/>|>([\s\S]*?)<\/iq>)/g)) {
       const attrs = m[1]!;
       if (!/type=['"](?:get|set)['"]/.test(attrs)) continue;
       const id = /\bid=['"]([^'"]*)['"]/.exec(attrs)?.[1] ?? "";
       const from = /\bfrom=['"]([^'"]*)['"]/.exec(attrs)?.[1];
       const to = from ? ` to='${from}'` : "";
-      const isPing = text.slice(m.index!, m.index! + 400).includes("urn:xmpp:ping");
-      this.send(isPing
+      this.send((m[2] ?? "").includes("urn:xmpp:ping")
         ? `<iq type='result' id='${id}'${to}/>`
         : `<iq type='error' id='${id}'${to}><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`);
     }

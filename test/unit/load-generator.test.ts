@@ -1,0 +1,47 @@
+/** The benchmark generator's own arithmetic and stream scanning: wrong here means wrong figures. */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Histogram } from "../../bench/load/histogram.js";
+import { Connection, MARK } from "../../bench/load/xmpp.js";
+
+describe("load generator histogram", () => {
+  it("percentiles within 1 % of the exact values, never below them", () => {
+    const h = new Histogram();
+    for (let ms = 1; ms <= 1000; ms++) h.recordMs(ms);
+    const s = h.summary();
+    assert.equal(s.count, 1000);
+    for (const [reported, exact] of [[s.p50ms, 500], [s.p99ms, 990], [s.p999ms, 999]] as const) {
+      assert.ok(reported >= exact && reported <= exact * 1.011, `${reported} vs ${exact}`);
+    }
+    assert.equal(s.maxms, 1000);
+  });
+
+  it("an empty histogram reports no percentile rather than zero", () => {
+    assert.ok(Number.isNaN(new Histogram().percentileMs(99)));
+  });
+});
+
+describe("load generator stream scanning", () => {
+  const feedable = () => {
+    const c = new Connection({ host: "127.0.0.1", port: 0, domain: "example.org", tls: "direct", sasl: "plain" });
+    const marks: number[] = [];
+    const written: string[] = [];
+    c.onMark = (t) => marks.push(t);
+    (c as unknown as { socket: { write(s: string): void } }).socket = { write: (s: string) => { written.push(s); } };
+    c.startTraffic();
+    const feed = (text: string) => (c as unknown as { onData(t: string): void }).onData(text);
+    return { marks, written, feed };
+  };
+  const message = (t: number) => `<message from='a@example.org/x' type='chat'>${MARK}${t}</body></message>`;
+
+  it("counts every marker once whatever the chunk boundaries", () => {
+    const stream = Array.from({ length: 50 }, (_, i) => message(1000 + i)).join("") +
+      "<iq type='get' id='p1' from='example.org'><ping xmlns='urn:xmpp:ping'/></iq>";
+    for (const size of [1, 3, 7, 64, 200, stream.length]) {
+      const { marks, written, feed } = feedable();
+      for (let at = 0; at < stream.length; at += size) feed(stream.slice(at, at + size));
+      assert.deepEqual(marks, Array.from({ length: 50 }, (_, i) => 1000 + i), `chunks of ${size}`);
+      assert.deepEqual(written, ["<iq type='result' id='p1' to='example.org'/>"], `chunks of ${size}`);
+    }
+  });
+});
