@@ -85,8 +85,10 @@ async function startParley(o: TargetOptions): Promise<Target> {
   writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
   // PARLEY_BENCH_PROF=<dir> writes a V8 CPU profile of the server there when it stops.
   const profile = process.env.PARLEY_BENCH_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PARLEY_BENCH_PROF}`] : [];
-  const child: ChildProcess = spawn(process.execPath, [...profile, "--import", "tsx", join(REPO, "src/main.ts"), "start", "--config", configFile], {
-    cwd: REPO, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, NODE_ENV: "production" },
+  // PARLEY_BENCH_NODE_FLAGS="--trace-gc ..." for the server process; its stdout then goes to ours.
+  const flags = process.env.PARLEY_BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [];
+  const child: ChildProcess = spawn(process.execPath, [...profile, ...flags, "--import", "tsx", join(REPO, "src/main.ts"), "start", "--config", configFile], {
+    cwd: REPO, stdio: ["ignore", flags.length ? "inherit" : "ignore", "inherit"], env: { ...process.env, NODE_ENV: "production" },
   });
   let exited = false;
   child.once("exit", () => { exited = true; });

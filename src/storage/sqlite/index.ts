@@ -11,6 +11,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
+import { BackgroundCheckpointer } from "./checkpointer.js";
 import { domainOf } from "../index.js";
 import type { AbuseReport, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
@@ -18,6 +19,8 @@ export interface SqliteOptions {
   /** File path, or ":memory:". */
   path: string;
   synchronous?: "normal" | "full";
+  /** Where a failed background checkpoint is reported (default: a process warning). */
+  onBackgroundError?: (message: string) => void;
 }
 
 export function migrate(db: Database.Database): number {
@@ -43,6 +46,8 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   db.pragma(`synchronous = ${options.synchronous === "full" ? "FULL" : "NORMAL"}`);
   db.pragma("foreign_keys = ON");
   db.pragma("busy_timeout = 5000");
+  const checkpointer = options.path === ":memory:" ? undefined
+    : new BackgroundCheckpointer(db, options.path, options.onBackgroundError ?? ((m) => process.emitWarning(`SQLite checkpoint: ${m}`)));
   migrate(db);
 
   const q = {
@@ -305,6 +310,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     async close() {
       await offlineAppends.drain();
       await archiveAppends.drain();
+      await checkpointer?.stop();
       db.close();
     },
   };
