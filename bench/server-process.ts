@@ -17,7 +17,7 @@ const server = await startServer(parseConfig({
 }), { log: silentLogger() });
 for (let i = 0; i < users; i++) await server.accounts.create(`user${i}@localhost`, "pw");
 global.gc?.();
-const snapshot = () => ({ rss: process.memoryUsage().rss, heap: process.memoryUsage().heapUsed, cpu: process.cpuUsage() });
+const snapshot = () => { const m = process.memoryUsage(); return { rss: m.rss, heap: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, cpu: process.cpuUsage() }; };
 process.send!({ ready: true, port: server.ports.c2sDirectTls, ...snapshot() });
 process.on("message", async (m: { cmd: string }) => {
   if (m.cmd === "snapshot") { global.gc?.(); process.send!({ snapshot: snapshot(), sessions: server.sessions.count() }); }

@@ -1,6 +1,6 @@
 /**
  * npm run bench:compare -- [--targets parley,parley-postgres,ejabberd,prosody] [--scenarios s0,s1,s2,s3,s4,s5]
- *                          [--runs 3] [--users N] [--duration S] [--no-docs]
+ *                          [--runs 3] [--once s1] [--users N] [--duration S] [--no-docs]
  *
  * Runs the scenarios against each target in turn — run 1 of every target, then run 2, so drift on a
  * shared machine spreads over all of them — with only the target under test running (the peers
@@ -25,6 +25,8 @@ const scenarios = option("scenarios", SCENARIOS.join(",")).split(",") as Scenari
 const runs = Number(option("runs", "3"));
 const usersOption = args.includes("--users") ? Number(option("users", "0")) : undefined;
 const writeDocs = !args.includes("--no-docs");
+/** Scenarios run in the first round only: S1's 10,000 logins take minutes per server. */
+const once = option("once", "s1").split(",");
 const durationSeconds = args.includes("--duration") ? Number(option("duration", "5")) : undefined;
 
 /** Parley on Postgres is only of interest where storage is on the path: the offline store. */
@@ -55,7 +57,7 @@ async function tlsParameters(target: Target): Promise<string> {
 }
 
 async function runTarget(name: string, run: number, results: ScenarioResult[], tls: Map<string, string>): Promise<void> {
-  const wanted = scenarios.filter((s) => s !== "s0" && (name !== "parley-postgres" || POSTGRES_SCENARIOS.includes(s)));
+  const wanted = scenarios.filter((s) => s !== "s0" && (run === 1 || !once.includes(s)) && (name !== "parley-postgres" || POSTGRES_SCENARIOS.includes(s)));
   if (!wanted.length) return;
   const isPeer = name === "prosody" || name === "ejabberd";
   if (isPeer) { peers("stop", "all"); peers("reset", name); peers("start", name); }
@@ -133,7 +135,7 @@ pinGenerator();
 const results: ScenarioResult[] = [];
 const tls = new Map<string, string>();
 for (let run = 1; run <= runs; run++) {
-  if (scenarios.includes("s0")) {
+  if (scenarios.includes("s0") && (run === 1 || !once.includes("s0"))) {
     log(`run ${run}/${runs}: s0 (bare Node TLS relay)`);
     if (existsSync(PEERS)) peers("stop", "all");
     const result = { ...(await s0({ register: false, prefix: "lt", users: usersOption, durationSeconds })), run };
