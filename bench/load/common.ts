@@ -1,4 +1,5 @@
 /** Pieces every scenario shares: accounts, logging in many users, open-loop rate steps. */
+import { execFile } from "node:child_process";
 import { Histogram } from "./histogram.js";
 import { coreShare, ownCpuSeconds, sampleProcess, type ProcSample } from "./proc.js";
 import type { Target } from "./targets.js";
@@ -54,6 +55,18 @@ export async function ensureAccounts(target: Target, names: readonly string[], c
   });
   if (errors.length) throw new Error(`${errors.length} registrations failed, first: ${errors[0]!.message}`);
   return { created, existed, seconds: round((performance.now() - start) / 1000) };
+}
+
+/** The CLI hook: runs `template` once per account, 8 at a time (see ScenarioOptions.accountsCommand). */
+export async function commandAccounts(template: string, domain: string, names: readonly string[]): Promise<{ created: number; existed: number; seconds: number }> {
+  const start = performance.now();
+  const quote = (v: string) => `'${v.replace(/'/g, "'\\''")}'`;
+  const { errors } = await pool(names, 8, (name) => new Promise<void>((resolve, reject) => {
+    const command = template.replace(/\{user\}/g, quote(name)).replace(/\{domain\}/g, quote(domain)).replace(/\{password\}/g, quote(passwordOf(name)));
+    execFile("sh", ["-c", command], (err, _out, stderr) => (err ? reject(new Error(`${command}: ${stderr || err.message}`)) : resolve()));
+  }));
+  if (errors.length) throw new Error(`${errors.length} account commands failed, first: ${errors[0]!.message}`);
+  return { created: names.length, existed: 0, seconds: round((performance.now() - start) / 1000) };
 }
 
 export interface LoggedIn { connections: Connection[]; loginTimes: Histogram; seconds: number; failures: number; firstError?: string }

@@ -7,7 +7,8 @@
  *   --domain D --tls direct|starttls --sasl scram-sha-1|plain --storage sqlite|postgres|memory (parley)
  *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
  *   --server-pid PID   (host:port targets: the process to read CPU and memory from)
- *   --prefix P         account names P0, P1, ... (default "lt")
+ *   --prefix P         account names P0, P1, ... (default "lt"), password "pw-" + name
+ *   --accounts-command "prosodyctl register {user} {domain} {password}"   instead of in-band registration
  *
  * The generator pins itself to CPU 1 and the server to CPU 0 where the machine has two cores.
  * Results: JSON on stdout and in bench/results/raw/.
@@ -46,7 +47,7 @@ export function parseArgs(argv: string[]): Args {
     },
     scenario: {
       users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
-      register: !flag("no-register"), prefix: take("prefix") ?? "lt",
+      register: !flag("no-register"), prefix: take("prefix") ?? "lt", accountsCommand: take("accounts-command"),
     },
     runs: num("runs") ?? 1,
     scenarios: [],

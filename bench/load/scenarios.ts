@@ -11,7 +11,7 @@ import { canPin, pin, sampleProcess } from "./proc.js";
 import { peersEnv, type Target } from "./targets.js";
 import { Connection, MARK, pool } from "./xmpp.js";
 import {
-  bestRate, closeAll, ensureAccounts, log, loginMany, Meter, passwordOf, rateSteps, round, sleep, users, GENERATOR_SATURATED,
+  bestRate, closeAll, commandAccounts, ensureAccounts, log, loginMany, Meter, passwordOf, rateSteps, round, sleep, users, GENERATOR_SATURATED,
 } from "./common.js";
 
 export interface ScenarioOptions {
@@ -20,6 +20,11 @@ export interface ScenarioOptions {
   durationSeconds?: number;
   settleSeconds?: number;
   register: boolean;
+  /**
+   * Creates one account instead of in-band registration: a shell command in which {user},
+   * {domain} and {password} are replaced, e.g. "prosodyctl register {user} {domain} {password}".
+   */
+  accountsCommand?: string;
   /** Account names are `<prefix><n>`; different prefixes keep scenarios' accounts apart. */
   prefix: string;
 }
@@ -37,7 +42,7 @@ const P99_LOGIN_MS = 1000;
 
 async function accounts(target: Target, o: ScenarioOptions, names: string[]) {
   if (!o.register) return undefined;
-  const r = await ensureAccounts(target, names);
+  const r = o.accountsCommand ? await commandAccounts(o.accountsCommand, target.endpoint.domain, names) : await ensureAccounts(target, names);
   log(`accounts: ${r.created} created, ${r.existed} reused in ${r.seconds} s`);
   return r;
 }

@@ -3,6 +3,10 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Histogram } from "../../bench/load/histogram.js";
 import { Connection, MARK } from "../../bench/load/xmpp.js";
+import { commandAccounts } from "../../bench/load/common.js";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 describe("load generator histogram", () => {
   it("percentiles within 1 % of the exact values, never below them", () => {
@@ -43,5 +47,18 @@ describe("load generator stream scanning", () => {
       assert.deepEqual(marks, Array.from({ length: 50 }, (_, i) => 1000 + i), `chunks of ${size}`);
       assert.deepEqual(written, ["<iq type='result' id='p1' to='example.org'/>"], `chunks of ${size}`);
     }
+  });
+});
+
+describe("load generator account hook", () => {
+  it("runs the command once per account with user, domain and password filled in and quoted", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "load-accounts-"));
+    const file = join(dir, "created");
+    try {
+      const r = await commandAccounts(`printf '%s|%s|%s\\n' {user} {domain} {password} >> ${file}`, "it's.example", ["a1", "a2"]);
+      assert.equal(r.created, 2);
+      assert.deepEqual(readFileSync(file, "utf8").trim().split("\n").sort(), ["a1|it's.example|pw-a1", "a2|it's.example|pw-a2"]);
+      await assert.rejects(commandAccounts("exit 3", "example.org", ["a3"]), /1 account commands failed/);
+    } finally { rmSync(dir, { recursive: true, force: true }); }
   });
 });
