@@ -1,6 +1,7 @@
 /**
  * npm run bench:compare -- [--targets parley,parley-postgres,ejabberd,prosody] [--scenarios s0,s1,s2,s3,s4,s5]
  *                          [--runs 3] [--once s1] [--users N] [--duration S] [--no-docs]
+ *                          [--render bench/results/compare-….json]   (the table again, from saved results)
  *
  * Runs the scenarios against each target in turn — run 1 of every target, then run 2, so drift on a
  * shared machine spreads over all of them — with only the target under test running (the peers
@@ -91,7 +92,7 @@ const ROWS: Row[] = [
   { label: "S3 1:1 messages/s at p99 < 50 ms, no loss ↑", scenario: "s3", figure: "maxMessagesPerSecond", higherIsBetter: true, s0: { figure: "relayMaxRate" } },
   { label: "S3 server CPU-seconds per 10k messages at that rate ↓", scenario: "s3", figure: "serverCpuSecondsPer10kAtMax", higherIsBetter: false },
   { label: "S3 p99 ms at 1,000 msg/s ↓", scenario: "s3", figure: "p99msAt1000", higherIsBetter: false, s0: { figure: "floorP99ms" } },
-  { label: "S5 room deliveries/s at p99 < 50 ms, 256 occupants ↑", scenario: "s5", figure: "maxDeliveriesPerSecond", higherIsBetter: true, s0: { figure: "relayMaxDelivered" } },
+  { label: "S5 room deliveries/s at p99 < 50 ms, 256 occupants ↑", scenario: "s5", figure: "maxDeliveriesPerSecond", higherIsBetter: true },
   { label: "S5 seconds for 256 occupants to join ↓", scenario: "s5", figure: "joinSeconds", higherIsBetter: false },
   { label: "S1 KB of server memory per idle TLS session ↓", scenario: "s1", figure: "idleKBPerSession", higherIsBetter: false, s0: { figure: "idleTlsKB" } },
   { label: "S2 logins/s at p99 < 1 s (TLS+SCRAM+bind+roster+presence) ↑", scenario: "s2", figure: "maxLoginsPerSecond", higherIsBetter: true },
@@ -131,10 +132,12 @@ function machine(): string {
   return `${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Linux ${release()}, Node ${process.version} (its OpenSSL ${process.versions.openssl}; system ${openssl})`;
 }
 
-pinGenerator();
-const results: ScenarioResult[] = [];
-const tls = new Map<string, string>();
-for (let run = 1; run <= runs; run++) {
+/** `--render FILE.json` rebuilds the table of an earlier comparison from its raw results. */
+const renderFrom = args.includes("--render") ? option("render", "") : undefined;
+const results: ScenarioResult[] = renderFrom ? JSON.parse(readFileSync(renderFrom, "utf8")) : [];
+const tls = new Map<string, string>(renderFrom ? JSON.parse(readFileSync(renderFrom.replace(/\.json$/, ".tls.json"), "utf8")) : []);
+if (!renderFrom) pinGenerator();
+for (let run = 1; run <= (renderFrom ? 0 : runs); run++) {
   if (scenarios.includes("s0") && (run === 1 || !once.includes("s0"))) {
     log(`run ${run}/${runs}: s0 (bare Node TLS relay)`);
     if (existsSync(PEERS)) peers("stop", "all");
@@ -147,8 +150,10 @@ for (let run = 1; run <= runs; run++) {
 
 const columns = targets.filter((t) => results.some((r) => r.target === t) || t === "parley");
 const versions = [...new Set(results.map((r) => `${r.target} ${r.version}`))].join("; ");
-const stamp = new Date().toISOString().slice(0, 16).replace(/[:T]/g, "-");
-const report = `## Comparison of ${new Date().toISOString().slice(0, 10)} (${runs} run${runs > 1 ? "s" : ""})
+const rounds = Math.max(...results.map((r) => (r as ScenarioResult & { run: number }).run));
+const takenAt = renderFrom ? (/compare-(\d{4}-\d{2}-\d{2})-(\d{2})-(\d{2})/.exec(renderFrom) ?? []).slice(1) : [];
+const stamp = renderFrom ? `${takenAt[0]}-${takenAt[1]}-${takenAt[2]}` : new Date().toISOString().slice(0, 16).replace(/[:T]/g, "-");
+const report = `## Comparison of ${stamp.slice(0, 10)} (${rounds} round${rounds > 1 ? "s" : ""})
 
 ${table(results, columns)}
 
@@ -162,6 +167,7 @@ mkdirSync(RESULTS_DIR, { recursive: true });
 const out = `${RESULTS_DIR}compare-${stamp}.md`;
 writeFileSync(out, report);
 writeFileSync(out.replace(/\.md$/, ".json"), JSON.stringify(results, null, 2));
+writeFileSync(out.replace(/\.md$/, ".tls.json"), JSON.stringify([...tls]));
 console.log(report);
 log(`written ${out}`);
 if (writeDocs) {
