@@ -125,6 +125,14 @@ function table(results: ScenarioResult[], columns: string[]): string {
 
 const fmt = (v: number) => (Math.abs(v) >= 100 ? Math.round(v).toLocaleString("en-US") : String(Math.round(v * 100) / 100));
 
+function currentCommit(): string {
+  try {
+    const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+    const dirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { encoding: "utf8" }).trim() !== "";
+    return dirty ? `${head} with uncommitted changes in src/` : head;
+  } catch { return "unknown"; }
+}
+
 function machine(): string {
   const cpu = cpus()[0]?.model ?? "unknown CPU";
   let openssl = process.versions.openssl;
@@ -135,7 +143,9 @@ function machine(): string {
 /** `--render FILE.json` rebuilds the table of an earlier comparison from its raw results. */
 const renderFrom = args.includes("--render") ? option("render", "") : undefined;
 const results: ScenarioResult[] = renderFrom ? JSON.parse(readFileSync(renderFrom, "utf8")) : [];
-const tls = new Map<string, string>(renderFrom ? JSON.parse(readFileSync(renderFrom.replace(/\.json$/, ".tls.json"), "utf8")) : []);
+const saved = renderFrom ? (JSON.parse(readFileSync(renderFrom.replace(/\.json$/, ".meta.json"), "utf8")) as { tls: [string, string][]; commit: string }) : undefined;
+const tls = new Map<string, string>(saved?.tls ?? []);
+const commit = saved?.commit ?? currentCommit();
 if (!renderFrom) pinGenerator();
 for (let run = 1; run <= (renderFrom ? 0 : runs); run++) {
   if (scenarios.includes("s0") && (run === 1 || !once.includes("s0"))) {
@@ -158,7 +168,7 @@ const report = `## Comparison of ${stamp.slice(0, 10)} (${rounds} round${rounds 
 ${table(results, columns)}
 
 - Machine: ${machine()}. Server pinned to CPU 0, generator to CPU 1 (\`taskset -a\`).
-- Versions: ${versions}.
+- Versions: ${versions}. Parley at commit ${commit}.
 - TLS as negotiated by the generator: ${[...tls].map(([t, d]) => `${t}: ${d}`).join("; ")}.
 - Generator: \`bench/load\`, direct TLS (XEP-0368), SCRAM-SHA-1, open-loop rates; a step counts only if
   the generator used < 90 % of its core. Raw results: \`bench/results/raw/\`.
@@ -167,7 +177,7 @@ mkdirSync(RESULTS_DIR, { recursive: true });
 const out = `${RESULTS_DIR}compare-${stamp}.md`;
 writeFileSync(out, report);
 writeFileSync(out.replace(/\.md$/, ".json"), JSON.stringify(results, null, 2));
-writeFileSync(out.replace(/\.md$/, ".tls.json"), JSON.stringify([...tls]));
+writeFileSync(out.replace(/\.md$/, ".meta.json"), JSON.stringify({ tls: [...tls], commit }));
 console.log(report);
 log(`written ${out}`);
 if (writeDocs) {
