@@ -13,7 +13,7 @@
  * The generator pins itself to CPU 1 and the server to CPU 0 where the machine has two cores.
  * Results: JSON on stdout and in bench/results/raw/.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { canPin, pin } from "./proc.js";
@@ -94,7 +94,15 @@ export function pinGenerator(): void {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const args = parseArgs(process.argv.slice(2));
+  let args: Args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    // The usage is this file's header comment.
+    const usage = readFileSync(fileURLToPath(import.meta.url), "utf8").match(/^\/\*\*([\s\S]*?)\*\//)![1]!.replace(/^ \*/gm, "");
+    console.error(`${(err as Error).message}\n${usage}`);
+    process.exit(2);
+  }
   pinGenerator();
   for (const scenario of args.scenarios) {
     for (let run = 1; run <= args.runs; run++) {

@@ -118,7 +118,8 @@ export async function s1(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   const count = o.users ?? 10_000;
   const names = users(o.prefix, 0, count);
   const registered = await accounts(target, o, names);
-  const pid = target.pid!;
+  const pid = target.pid;
+  if (pid === undefined) throw new Error("S1 measures the server's memory: give its process with --server-pid");
   const before = await settledRssKB(pid, 2);
   const meter = new Meter(pid);
   const logged = await loginMany(target, names, 50, { traffic: true });
