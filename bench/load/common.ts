@@ -94,6 +94,25 @@ export async function closeAll(connections: readonly Connection[]): Promise<void
   await pool(connections, 200, (c) => c.close());
 }
 
+/**
+ * Open loop: calls `emit(n, dueAt)` for n = 0 … total−1, each as soon as its due time
+ * `start + n/rate` has come, whatever the server does meanwhile; `afterTick` runs after each batch.
+ * Resolves with the number emitted (= total).
+ */
+export function openLoop(start: number, total: number, rate: number, emit: (n: number, dueAt: number) => void, afterTick: () => void = () => {}): Promise<number> {
+  let n = 0;
+  return new Promise((resolve) => {
+    const tick = () => {
+      const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate) + 1);
+      for (; n < due; n++) emit(n, start + (n * 1000) / rate);
+      afterTick();
+      // A 1 ms timer, not setImmediate: spinning would burn the generator's core for nothing.
+      if (n >= total) resolve(n); else setTimeout(tick, 1);
+    };
+    tick();
+  });
+}
+
 export interface StepResult extends Measured {
   offeredRate: number;
   attempt: number;
@@ -154,16 +173,7 @@ export async function rateSteps(plan: StepPlan): Promise<StepResult[]> {
     const meter = new Meter(plan.target.pid);
     const start = performance.now();
     stepStart = start;
-    let sent = 0;
-    await new Promise<void>((resolve) => {
-      const tick = () => {
-        const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate) + 1);
-        for (; sent < due; sent++) plan.send(sent, `${MARK}${start + (sent * 1000) / rate}</body>`);
-        // A 1 ms timer, not setImmediate: spinning would burn the generator's core for nothing.
-        if (sent >= total) resolve(); else setTimeout(tick, 1);
-      };
-      tick();
-    });
+    const sent = await openLoop(start, total, rate, (n, dueAt) => plan.send(n, `${MARK}${dueAt}</body>`));
     const drainDeadline = performance.now() + (plan.drainMs ?? 5000);
     while (received < expected && performance.now() < drainDeadline) await sleep(10);
     const measured = meter.read();

@@ -11,7 +11,7 @@ import { canPin, pin, sampleProcess } from "./proc.js";
 import { peersEnv, type Target } from "./targets.js";
 import { Connection, MARK, pool } from "./xmpp.js";
 import {
-  bestRate, closeAll, commandAccounts, ensureAccounts, log, loginMany, Meter, passwordOf, rateSteps, round, sleep, users, GENERATOR_SATURATED,
+  bestRate, closeAll, commandAccounts, ensureAccounts, openLoop, log, loginMany, Meter, passwordOf, rateSteps, round, sleep, users, GENERATOR_SATURATED,
 } from "./common.js";
 
 export interface ScenarioOptions {
@@ -157,22 +157,13 @@ export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioRe
     const meter = new Meter(target.pid);
     const start = performance.now();
     const inFlight: Promise<void>[] = [];
-    let started = 0;
-    await new Promise<void>((resolve) => {
-      const tick = () => {
-        const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate) + 1);
-        for (; started < due; started++) {
-          const dueAt = start + (started * 1000) / rate;
-          const name = pool_[k % pool_.length]!;
-          const resource = `storm${k++}`;
-          const c = new Connection(target.endpoint);
-          inFlight.push(c.login(name, passwordOf(name), { resource })
-            .then(() => { times.recordMs(performance.now() - dueAt); return c.close(); })
-            .catch((e: Error) => { failures++; firstError ??= e.message; c.destroy(); }));
-        }
-        if (started >= total) resolve(); else setTimeout(tick, 1);
-      };
-      tick();
+    await openLoop(start, total, rate, (_, dueAt) => {
+      const name = pool_[k % pool_.length]!;
+      const resource = `storm${k++}`;
+      const c = new Connection(target.endpoint);
+      inFlight.push(c.login(name, passwordOf(name), { resource })
+        .then(() => { times.recordMs(performance.now() - dueAt); return c.close(); })
+        .catch((e: Error) => { failures++; firstError ??= e.message; c.destroy(); }));
     });
     await Promise.all(inFlight);
     const measured = meter.read();
@@ -251,23 +242,16 @@ export async function s4(target: Target, o: ScenarioOptions): Promise<ScenarioRe
     acks = new Histogram();
     const meter = new Meter(target.pid);
     const start = performance.now();
-    let sent = 0;
-    await new Promise<void>((resolve) => {
-      const tick = () => {
-        const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate) + 1);
-        const touched = new Set<number>();
-        for (; sent < due; sent++) {
-          const i = sent % senderCount;
-          const dueAt = start + (sent * 1000) / rate;
-          senders.connections[i]!.send(`<message to='${recipientNames[sent % recipientCount]}@${domain}' type='chat' id='o${sent}'>${MARK}${dueAt}</body></message>`);
-          unacked[i]!.push(dueAt);
-          touched.add(i);
-        }
-        // One ack request per sender per tick, as a client flushing its queue would.
-        for (const i of touched) senders.connections[i]!.requestAck();
-        if (sent >= total) resolve(); else setTimeout(tick, 1);
-      };
-      tick();
+    const touched = new Set<number>();
+    await openLoop(start, total, rate, (n, dueAt) => {
+      const i = n % senderCount;
+      senders.connections[i]!.send(`<message to='${recipientNames[n % recipientCount]}@${domain}' type='chat' id='o${n}'>${MARK}${dueAt}</body></message>`);
+      unacked[i]!.push(dueAt);
+      touched.add(i);
+    }, () => {
+      // One ack request per sender per tick, as a client flushing its queue would.
+      for (const i of touched) senders.connections[i]!.requestAck();
+      touched.clear();
     });
     const deadline = performance.now() + 30_000;
     while (acks.count < total && performance.now() < deadline) await sleep(10);
