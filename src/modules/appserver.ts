@@ -28,7 +28,6 @@ import { WebPushClient } from "../push/webpush.js";
 const COMMANDS = "http://jabber.org/protocol/commands";
 const PUBSUB = "http://jabber.org/protocol/pubsub";
 const PUSH = "urn:xmpp:push:0";
-const PUBLISH_OPTIONS = `${PUBSUB}#publish-options`;
 
 type DeviceType = "apns" | "fcm" | "webpush";
 interface Device { type: DeviceType; owner: string; secret: string; token: string; sandbox: boolean; p256dh?: string; auth?: string }

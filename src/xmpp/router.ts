@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { Element, el, firstChildElement } from "./xml.js";
-import { Jid, parseJid, tryParseJid } from "./jid.js";
+import { Jid, tryParseJid } from "./jid.js";
 import { StanzaError, errorReply } from "../errors.js";
 import { HookBus, HANDLED, type Chains, type Routed } from "../hooks.js";
 import type { Session, SessionView } from "./sessions.js";

@@ -5,7 +5,7 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
-import { RawClient, header, openStream, rawSession } from "../helpers/raw.js";
+import { RawClient, header, rawSession } from "../helpers/raw.js";
 
 const streamError = (condition: string) => new RegExp(`<stream:error><${condition} xmlns="urn:ietf:params:xml:ns:xmpp-streams"/>`);
 const stanzaError = (id: string, condition: string) => new RegExp(`id="${id}"[^>]*>(?:(?!</iq>|</message>|</presence>).)*<${condition} xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/>`, "s");

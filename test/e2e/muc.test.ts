@@ -11,7 +11,6 @@ const MUC = "http://jabber.org/protocol/muc";
 const MUC_USER = `${MUC}#user`;
 const ROOM = "team@conference.localhost";
 const codes = (p: Element) => p.getChild("x", MUC_USER)?.getChildren("status").map((s) => Number(s.attrs.code)) ?? [];
-const settle = (ms = 200) => new Promise((r) => setTimeout(r, ms));
 
 describe("multi-user chat (XEP-0045)", () => {
   let server: TestServer;
