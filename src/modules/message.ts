@@ -9,6 +9,8 @@ import { HANDLED, type Routed } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import type { Session } from "../xmpp/sessions.js";
 
+const KNOWN_ACCOUNTS_LIMIT = 100_000;
+
 declare module "../hooks.js" {
   interface Chains {
     /**
@@ -32,6 +34,17 @@ export const message = defineModule({
   }),
   start(ctx) {
     const { sessions, router, storage } = ctx;
+    // Accounts known to exist: every message to an offline user asked storage (on Postgres a round
+    // trip per message, bench S4). Only deletion makes an entry wrong, and it removes it.
+    const existing = new Set<string>();
+    ctx.on("user/deleted", ({ jid }) => { existing.delete(jid.bare); });
+    const accountExists = async (bare: string): Promise<boolean> => {
+      if (existing.has(bare)) return true;
+      if (!(await storage.accounts.exists(bare))) return false;
+      if (existing.size >= KNOWN_ACCOUNTS_LIMIT) existing.delete(existing.values().next().value!);
+      existing.add(bare);
+      return true;
+    };
 
     const topPriority = (bare: string): Session[] => {
       const candidates = sessions.available(bare).filter((s) => s.priority >= 0);
@@ -72,7 +85,7 @@ export const message = defineModule({
       const targets = topPriority(to.bare);
       if (targets.length > 0) return deliverLive(routed, targets);
       return (async () => {
-        if (await storage.accounts.exists(to.bare)) {
+        if (await accountExists(to.bare)) {
           const handled = await ctx.runChain("message/offline", { ...routed, to: routed.to.toBare() });
           if (handled) return HANDLED;
         }

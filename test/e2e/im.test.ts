@@ -152,6 +152,16 @@ describe("instant messaging (e2e over TLS with xmpp.js)", () => {
     assert.match(t.getChild("time")!.getChildText("utc")!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
     await assert.rejects(a.iq(xml("iq", { type: "get", to: "localhost" }, xml("query", { xmlns: "urn:unknown" }))), /service-unavailable/);
   });
+  it("a message to an account deleted after it received offline messages bounces (service-unavailable)", async () => {
+    await server.accounts.create("gone@localhost", "gone-pw");
+    const a = await login("erin", "deleted-check");
+    await a.xmpp.send(xml("message", { to: "gone@localhost", type: "chat", id: "before" }, xml("body", {}, "stored")));
+    await a.iq(xml("iq", { type: "get", to: "localhost", id: "sync1" }, xml("ping", { xmlns: "urn:xmpp:ping" })));
+    await server.accounts.remove("gone@localhost");
+    await a.xmpp.send(xml("message", { to: "gone@localhost", type: "chat", id: "after" }, xml("body", {}, "bounced")));
+    const error = await a.waitFor((s) => s.is("message") && s.attrs.id === "after" && s.attrs.type === "error");
+    assert.ok(error.getChild("error")!.getChild("service-unavailable", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+  });
 });
 
 async function waitUntil(cond: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
