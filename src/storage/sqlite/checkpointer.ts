@@ -33,6 +33,7 @@ parentPort.on("message", (m) => {
 export class BackgroundCheckpointer {
   private readonly worker: Worker;
   private stopping: Promise<void> | undefined;
+  private exited = false;
 
   constructor(db: Database.Database, path: string, onError: (message: string) => void, intervalMs = 500) {
     db.pragma("wal_autocheckpoint = 0");
@@ -41,6 +42,7 @@ export class BackgroundCheckpointer {
       workerData: { path, intervalMs, module: createRequire(import.meta.url).resolve("better-sqlite3") },
     });
     this.worker.unref();
+    this.worker.once("exit", () => { this.exited = true; });
     this.worker.on("message", (m: { error?: string }) => { if (m.error) onError(m.error); });
     this.worker.on("error", (err) => {
       // Without the worker the WAL would grow without bound: SQLite checkpoints on commit again.
@@ -51,6 +53,8 @@ export class BackgroundCheckpointer {
 
   /** A last checkpoint that also truncates the WAL, then the worker ends. */
   stop(): Promise<void> {
+    // A worker that already died (its error was reported) gets no message and sends no 'exit' again.
+    if (this.exited) return Promise.resolve();
     this.stopping ??= new Promise<void>((resolve) => {
       const done = () => resolve();
       this.worker.once("exit", done);
