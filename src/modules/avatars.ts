@@ -14,6 +14,7 @@ import { el } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import { VCARD_KEY, vcardPhoto } from "./vcard.js";
+import { BoundedMap } from "../bounded-map.js";
 
 const DATA = "urn:xmpp:avatar:data";
 const METADATA = "urn:xmpp:avatar:metadata";
@@ -34,11 +35,7 @@ export const avatars = defineModule({
     // XEP-0292 §3: vCard4 lives in the PEP node urn:xmpp:vcard4, served by PEP like any node.
     ctx.feature("account", "urn:xmpp:vcard4");
     /** SHA-1 (hex) of each user's avatar, "" for none. */
-    const hashes = new Map<string, string>();
-    const remember = (user: string, hash: string) => {
-      if (hashes.size >= CACHE_LIMIT) hashes.delete(hashes.keys().next().value!);
-      hashes.set(user, hash);
-    };
+    const hashes = new BoundedMap<string, string>(CACHE_LIMIT);
     const loadVcard = async (user: string) => {
       const xml = await storage.documents.get(user, VCARD_KEY);
       return xml ? parseElement(xml) : undefined;
@@ -47,7 +44,7 @@ export const avatars = defineModule({
       const known = hashes.get(user);
       if (known !== undefined) return known;
       const hash = vcardPhoto(await loadVcard(user))?.hash ?? "";
-      remember(user, hash);
+      hashes.set(user, hash);
       return hash;
     };
 
@@ -75,7 +72,7 @@ export const avatars = defineModule({
         hash = info.attrs.id;
       }
       await storage.documents.set(owner, VCARD_KEY, vcard.toString());
-      remember(owner, hash);
+      hashes.set(owner, hash);
     });
 
     // vCard → XEP-0084.
@@ -83,7 +80,7 @@ export const avatars = defineModule({
       const photo = vcardPhoto(vcard);
       const hash = photo?.hash ?? "";
       const [current] = await storage.pubsub.items(owner, METADATA, { max: 1 });
-      remember(owner, hash);
+      hashes.set(owner, hash);
       if (current && current.id === (hash || "none")) return; // PEP has this avatar already
       const options = { "pubsub#access_model": "open" };
       if (photo) {

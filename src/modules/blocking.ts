@@ -12,6 +12,7 @@ import { tryParseJid, type Jid } from "../xmpp/jid.js";
 import { HANDLED, type Routed } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import type { Session } from "../xmpp/sessions.js";
+import { BoundedMap } from "../bounded-map.js";
 
 const BLOCKING = "urn:xmpp:blocking";
 const BLOCKING_ERRORS = "urn:xmpp:blocking:errors";
@@ -36,14 +37,13 @@ export const blocking = defineModule({
     ctx.feature("account", BLOCKING);
     ctx.feature("account", REPORTING);
     // Blocklists of users seen recently, so the common path (nothing blocked) stays synchronous.
-    const cache = new Map<string, Set<string>>();
+    const cache = new BoundedMap<string, Set<string>>(CACHE_LIMIT);
     const requested = new WeakSet<Session>();
 
     const load = (user: string): Set<string> | Promise<Set<string>> => {
       const hit = cache.get(user);
       if (hit) return hit;
       return storage.blocklist.list(user).then((jids) => {
-        if (cache.size >= CACHE_LIMIT) cache.delete(cache.keys().next().value!);
         const set = new Set(jids);
         cache.set(user, set);
         return set;

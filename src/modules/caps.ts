@@ -11,6 +11,7 @@ import { el } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { CAPS, capsVerification, readDiscoInfo } from "../xmpp/caps.js";
 import type { Session } from "../xmpp/sessions.js";
+import { BoundedMap } from "../bounded-map.js";
 
 declare module "../hooks.js" {
   interface Events {
@@ -31,7 +32,7 @@ export const caps = defineModule({
     lookupTimeoutSeconds: z.number().positive().default(10),
   }),
   start(ctx) {
-    const verified = new Map<string, ReadonlySet<string>>();
+    const verified = new BoundedMap<string, ReadonlySet<string>>(ctx.options.cacheSize);
     const lookups = new Map<string, Promise<{ features: ReadonlySet<string>; verified: boolean; askedOf: Session } | undefined>>();
     const shown = new WeakMap<Session, string>();
 
@@ -45,7 +46,6 @@ export const caps = defineModule({
         const features = new Set(info.features);
         const ok = capsVerification(info.identities, info.features, info.forms, HASHES[hash]) === ver;
         if (ok) {
-          if (verified.size >= ctx.options.cacheSize) verified.delete(verified.keys().next().value!);
           verified.set(`${hash} ${ver}`, features);
         } else {
           ctx.log.debug({ stage: "caps", hash }, "disco#info does not hash to the advertised ver; used for this session only");

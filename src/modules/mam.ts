@@ -20,6 +20,7 @@ import { parseElement } from "../xmpp/xml-parse.js";
 import { buildForm, readForm, singleValue } from "../xmpp/forms.js";
 import type { ArchivedMessage, Storage } from "../storage/index.js";
 import type { Logger } from "../log.js";
+import { BoundedMap } from "../bounded-map.js";
 
 export const MAM = "urn:xmpp:mam:2";
 const MAM_EXTENDED = "urn:xmpp:mam:2#extended";
@@ -117,7 +118,7 @@ export const mam = defineModule({
     ctx.feature("account", MAM_EXTENDED);
 
     // ── preferences (XEP-0441) ───────────────────────────────────────────────────────────────
-    const prefsCache = new Map<string, Prefs>();
+    const prefsCache = new BoundedMap<string, Prefs>(PREFS_CACHE_LIMIT);
     const defaultPrefs = (): Prefs => ({ default: ctx.options.defaultRule, always: new Set(), never: new Set() });
     const readPrefs = (node: Element): Prefs => {
       const rule = node.attrs.default;
@@ -137,7 +138,6 @@ export const mam = defineModule({
       if (hit) return hit;
       return storage.documents.get(user, PREFS_KEY).then((xml) => {
         const prefs = xml ? readPrefs(parseElement(xml)) : defaultPrefs();
-        if (prefsCache.size >= PREFS_CACHE_LIMIT) prefsCache.delete(prefsCache.keys().next().value!);
         prefsCache.set(user, prefs);
         return prefs;
       });

@@ -8,6 +8,7 @@ import { defineModule } from "../module.js";
 import { HANDLED, type Routed } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import type { Session } from "../xmpp/sessions.js";
+import { BoundedMap } from "../bounded-map.js";
 
 const KNOWN_ACCOUNTS_LIMIT = 100_000;
 
@@ -36,13 +37,12 @@ export const message = defineModule({
     const { sessions, router, storage } = ctx;
     // Accounts known to exist: every message to an offline user asked storage (on Postgres a round
     // trip per message, bench S4). Only deletion makes an entry wrong, and it removes it.
-    const existing = new Set<string>();
+    const existing = new BoundedMap<string, true>(KNOWN_ACCOUNTS_LIMIT);
     ctx.on("user/deleted", ({ jid }) => { existing.delete(jid.bare); });
     const accountExists = async (bare: string): Promise<boolean> => {
       if (existing.has(bare)) return true;
       if (!(await storage.accounts.exists(bare))) return false;
-      if (existing.size >= KNOWN_ACCOUNTS_LIMIT) existing.delete(existing.values().next().value!);
-      existing.add(bare);
+      existing.set(bare, true);
       return true;
     };
 

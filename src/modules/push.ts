@@ -16,6 +16,7 @@ import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import { buildForm, readForm } from "../xmpp/forms.js";
 import type { Session } from "../xmpp/sessions.js";
+import { BoundedMap } from "../bounded-map.js";
 
 const PUSH = "urn:xmpp:push:0";
 const PUBSUB = "http://jabber.org/protocol/pubsub";
@@ -77,11 +78,7 @@ export const push = defineModule({
     // Every message to an offline user asks for that user's registrations: without this cache,
     // one storage read and one XML parse per message (bench S4 on Postgres: a query per message).
     // This module is the only writer of the document, so the cache stays exact.
-    const registrations = new Map<string, readonly Registration[]>();
-    const remember = (user: string, regs: readonly Registration[]) => {
-      if (registrations.size >= REGISTRATION_CACHE_LIMIT && !registrations.has(user)) registrations.delete(registrations.keys().next().value!);
-      registrations.set(user, regs);
-    };
+    const registrations = new BoundedMap<string, readonly Registration[]>(REGISTRATION_CACHE_LIMIT);
     const load = async (user: string): Promise<readonly Registration[]> => {
       const hit = registrations.get(user);
       if (hit) return hit;
@@ -91,12 +88,12 @@ export const push = defineModule({
         options: Object.fromEntries(r.getChildren("option").map((o) => [o.attrs.name!, o.text()])),
       })) : [];
       // A save that ran meanwhile has put the newer list here; it wins.
-      if (!registrations.has(user)) remember(user, regs);
+      if (!registrations.has(user)) registrations.set(user, regs);
       return registrations.get(user) ?? regs;
     };
     ctx.on("user/deleted", ({ jid }) => { registrations.delete(jid.bare); });
     const save = async (user: string, regs: readonly Registration[]) => {
-      remember(user, regs);
+      registrations.set(user, regs);
       try {
         if (regs.length === 0) await storage.documents.delete(user, KEY);
         else await storage.documents.set(user, KEY, el("registrations", { xmlns: PUSH },

@@ -10,6 +10,7 @@ import { NS } from "../xmpp/ns.js";
 import { StanzaError, StreamError } from "../errors.js";
 import { AccountError } from "../accounts.js";
 import { firstChildElement } from "../xmpp/xml.js";
+import { BoundedMap } from "../bounded-map.js";
 
 function blockList(cidrs: readonly string[]): BlockList {
   const list = new BlockList();
@@ -42,7 +43,7 @@ export const register = defineModule({
     const exempt = blockList(ctx.options.throttleExempt);
     const family = (address: string) => (isIP(address) === 6 ? "ipv6" : "ipv4");
     const mayRegister = (address: string) => isIP(address) !== 0 && allowed.check(address, family(address));
-    const lastRegistration = new Map<string, number>();
+    const lastRegistration = new BoundedMap<string, number>(10_000);
 
     ctx.streamFeature("pre-auth", ({ remoteAddress }) =>
       mayRegister(remoteAddress) ? el("register", { xmlns: NS.REGISTER_FEATURE }) : undefined);
@@ -79,7 +80,6 @@ export const register = defineModule({
         throw err;
       }
       lastRegistration.set(remoteAddress, now);
-      if (lastRegistration.size > 10_000) lastRegistration.delete(lastRegistration.keys().next().value!);
       ctx.log.info({ stage: "register", user: `${username}@${host}` }, "account registered in-band");
       return undefined;
     });

@@ -6,6 +6,7 @@
  */
 import { domainToASCII, domainToUnicode } from "node:url";
 import { isIP } from "node:net";
+import { BoundedMap } from "../bounded-map.js";
 
 export class JidError extends Error {
   constructor(readonly part: "localpart" | "domainpart" | "resourcepart" | "jid", reason: string) {
@@ -33,15 +34,14 @@ export class Jid {
   equals(other: Jid): boolean { return this.full === other.full; }
 }
 
-const cache = new Map<string, Jid>();
 const CACHE_LIMIT = 20_000;
+const cache = new BoundedMap<string, Jid>(CACHE_LIMIT);
 
 /** Parse and normalise a JID string; throws JidError when any part is invalid. */
 export function parseJid(input: string): Jid {
   const hit = cache.get(input);
   if (hit) return hit;
   const jid = parseUncached(input);
-  if (cache.size >= CACHE_LIMIT) cache.delete(cache.keys().next().value!);
   cache.set(input, jid);
   return jid;
 }

@@ -2,6 +2,8 @@
  * Slows down repeated authentication failures from one address and bans an address after too
  * many (ejabberd mod_fail2ban: 20 failures → 1 h). Memory is bounded: the oldest entries go first.
  */
+import { BoundedMap } from "../../bounded-map.js";
+
 export interface AuthThrottleOptions {
   /** Failures from one address before it is banned. */
   banAfter: number;
@@ -16,7 +18,7 @@ interface Entry { failures: number; lastFailure: number; bannedUntil: number }
 const MAX_ENTRIES = 100_000;
 
 export class AuthThrottle {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new BoundedMap<string, Entry>(MAX_ENTRIES);
   constructor(private readonly options: AuthThrottleOptions, private readonly now: () => number = Date.now) {}
 
   isBanned(address: string): boolean {
@@ -29,7 +31,6 @@ export class AuthThrottle {
     const now = this.now();
     let e = this.entries.get(address);
     if (!e || now - e.lastFailure > this.options.banSeconds * 1000) {
-      if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
       e = { failures: 0, lastFailure: now, bannedUntil: 0 };
       this.entries.set(address, e);
     }
