@@ -16,6 +16,7 @@ import { startServer, type Server } from "../src/server.js";
 import { silentLogger } from "../src/log.js";
 import { idAt } from "../src/modules/mam.js";
 import { rawSession, type RawClient } from "../test/helpers/raw.js";
+import { median } from "./stats.js";
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -30,7 +31,6 @@ const CONTACTS = 20;
 const DRIVERS = (process.argv.includes("--drivers") ? process.argv[process.argv.indexOf("--drivers") + 1]! : "sqlite,postgres").split(",");
 
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (x: number) => x.toFixed(2);
 
 let runs = 0;

@@ -6,6 +6,7 @@
 import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { rawSession, type RawClient } from "../test/helpers/raw.js";
+import { percentile } from "./stats.js";
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -15,7 +16,6 @@ const OCCUPANTS = Number(arg("occupants", "256"));
 const RATES = arg("rates", "20,50,100,200").split(",").map(Number);
 const SECONDS = Number(arg("seconds", "5"));
 const ROOM = "bench@conference.localhost";
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? NaN;
 
 const server = fork(fileURLToPath(new URL("./server-process.ts", import.meta.url)), [], {
   execArgv: ["--import", "tsx"], env: { ...process.env, BENCH_USERS: String(OCCUPANTS) },
@@ -88,7 +88,7 @@ for (const rate of RATES) {
     if (got.length === OCCUPANTS) lastLatency.push(Math.max(...got) - t0);
   }
   const offered = total * OCCUPANTS;
-  console.log(`| ${rate} | ${rate * OCCUPANTS} | ${Math.round(delivered / (elapsed - 2))} | ${offered - delivered} | ${pct(lastLatency, 0.5).toFixed(1)} | ${pct(lastLatency, 0.99).toFixed(1)} |`);
+  console.log(`| ${rate} | ${rate * OCCUPANTS} | ${Math.round(delivered / (elapsed - 2))} | ${offered - delivered} | ${percentile(lastLatency, 0.5).toFixed(1)} | ${percentile(lastLatency, 0.99).toFixed(1)} |`);
 }
 for (const c of clients) c.close();
 server.send({ cmd: "stop" });

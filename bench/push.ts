@@ -16,6 +16,7 @@ import { ApnsClient } from "../src/push/apns.js";
 import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { rawSession, type RawClient } from "../test/helpers/raw.js";
+import { median, percentile } from "./stats.js";
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -25,8 +26,6 @@ const PUSHES = arg("pushes", 5000);
 const CONCURRENCY = arg("concurrency", 100);
 const MESSAGES = arg("messages", 300);
 const ROUNDS = arg("rounds", 3);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
 
 const dir = mkdtempSync(join(tmpdir(), "parley-bench-push-"));
 const tls = (await loadHostTls(["localhost"], {}, dir)).get("localhost")!;
@@ -112,8 +111,8 @@ for (let r = 0; r < ROUNDS; r++) {
 await new Promise((r) => setTimeout(r, 500));
 child.send({ cmd: "received" });
 const { received: pushesReceived } = await fromChild<{ received: number }>((m) => m.received !== undefined);
-const p50 = (runs: number[][]) => median(runs.map((x) => pct(x, 0.5)));
-const p99 = (runs: number[][]) => median(runs.map((x) => pct(x, 0.99)));
+const p50 = (runs: number[][]) => median(runs.map((x) => percentile(x, 0.5)));
+const p99 = (runs: number[][]) => median(runs.map((x) => percentile(x, 0.99)));
 console.log(`\nmessage to a CSI-inactive phone (server in its own process), ${MESSAGES} messages × ${ROUNDS}: without push p50 ${p50(without).toFixed(2)} ms, p99 ${p99(without).toFixed(2)} ms; `
   + `with a push for every message p50 ${p50(withPush).toFixed(2)} ms, p99 ${p99(withPush).toFixed(2)} ms; pushes received ${pushesReceived}`);
 for (const c of [sender, pushed, plain]) c.close();

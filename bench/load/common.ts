@@ -8,7 +8,7 @@ import { Connection, MARK, pool, type LoginOptions } from "./xmpp.js";
 export const log = (...parts: unknown[]) => console.error(`[load ${new Date().toISOString().slice(11, 19)}]`, ...parts);
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const passwordOf = (user: string) => `pw-${user}`;
-export const users = (prefix: string, from: number, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${from + i}`);
+export const users = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 
 /** A generator whose own core is this busy measured itself, not the server. */
 export const GENERATOR_SATURATED = 0.9;
@@ -18,7 +18,12 @@ export interface Measured {
   serverCoreShare: number;
   generatorCoreShare: number;
   seconds: number;
+  /** The generator had spare capacity: the figures measure the server. */
+  valid: boolean;
 }
+
+/** For log lines: what a reader must know about a measurement taken with a saturated generator. */
+export const invalidNote = (m: Measured) => (m.valid ? "" : " (INVALID: generator saturated)");
 
 /** CPU of the server and of this generator over a stretch of work. */
 export class Meter {
@@ -31,11 +36,13 @@ export class Meter {
   read(): Measured {
     const seconds = (performance.now() - this.start) / 1000;
     const after = this.pid ? sampleProcess(this.pid) : undefined;
+    const generatorCoreShare = round((ownCpuSeconds() - this.generator) / seconds);
     return {
       serverCpuSeconds: this.server && after ? after.cpuSeconds - this.server.cpuSeconds : NaN,
       serverCoreShare: this.server && after ? round(coreShare(this.server, after)) : NaN,
-      generatorCoreShare: round((ownCpuSeconds() - this.generator) / seconds),
+      generatorCoreShare,
       seconds: round(seconds),
+      valid: generatorCoreShare < GENERATOR_SATURATED,
     };
   }
 }
@@ -113,6 +120,25 @@ export function openLoop(start: number, total: number, rate: number, emit: (n: n
   });
 }
 
+/**
+ * Runs `step` for each rate in turn. A failed step is run again while it has attempts left (one
+ * ~100 ms stall of a shared machine is enough to fail a 5 s step); the ladder stops at a rate that
+ * failed every attempt, since a higher one would fail too. Every attempt is returned.
+ */
+export async function ladder<T extends { passed: boolean }>(rates: readonly number[], attempts: number, pauseMs: number, step: (rate: number, attempt: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = [];
+  for (const rate of rates) {
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      const result = await step(rate, attempt);
+      results.push(result);
+      if (!result.passed && attempt === attempts) return results;
+      await sleep(pauseMs);
+      if (result.passed) break;
+    }
+  }
+  return results;
+}
+
 export interface StepResult extends Measured {
   offeredRate: number;
   attempt: number;
@@ -123,7 +149,6 @@ export interface StepResult extends Measured {
   deliveredPerSecond: number;
   latency: ReturnType<Histogram["summary"]>;
   serverCpuSecondsPer10k: number;
-  valid: boolean;
   passed: boolean;
 }
 
@@ -138,18 +163,15 @@ export interface StepPlan {
   send(n: number, body: string): void;
   p99LimitMs: number;
   drainMs?: number;
-  /** Stop after the first step that fails (the next, higher rate would fail too); saves minutes. */
-  stopAtFirstFailure?: boolean;
 }
 
 /**
  * Open-loop steps: message n of a step is due at start + n/rate, whatever the server does, and
  * carries that due time, so a server that stalls is charged for the whole stall (no coordinated
  * omission). After the sending window, receivers get `drainMs` to catch up; what is missing then
- * is lost.
+ * is lost. A failed step is tried twice (see `ladder`).
  */
 export async function rateSteps(plan: StepPlan): Promise<StepResult[]> {
-  const results: StepResult[] = [];
   let stepStart = Infinity;
   let histogram = new Histogram();
   let received = 0;
@@ -163,9 +185,7 @@ export async function rateSteps(plan: StepPlan): Promise<StepResult[]> {
       lastReceipt = now;
     };
   }
-  const queue = plan.rates.map((rate) => ({ rate, attempt: 1 }));
-  for (let next = queue.shift(); next; next = queue.shift()) {
-    const { rate, attempt } = next;
+  const results = await ladder(plan.rates, 2, 1000, async (rate, attempt) => {
     histogram = new Histogram();
     received = 0;
     const total = Math.round(rate * plan.durationSeconds);
@@ -179,28 +199,21 @@ export async function rateSteps(plan: StepPlan): Promise<StepResult[]> {
     const measured = meter.read();
     const window = ((received ? lastReceipt : performance.now()) - start) / 1000;
     const latency = histogram.summary();
-    const valid = measured.generatorCoreShare < GENERATOR_SATURATED;
     const lost = expected - received;
     const result: StepResult = {
       offeredRate: rate, attempt, sent, expected, received, lost,
       deliveredPerSecond: Math.round(received / window), latency,
       ...measured,
       serverCpuSecondsPer10k: round((measured.serverCpuSeconds / Math.max(1, received)) * 10_000, 3),
-      valid, passed: valid && lost === 0 && latency.p99ms < plan.p99LimitMs,
+      passed: measured.valid && lost === 0 && latency.p99ms < plan.p99LimitMs,
     };
-    results.push(result);
-    log(`  rate ${rate}/s${attempt > 1 ? " (again)" : ""}: delivered ${result.deliveredPerSecond}/s, lost ${lost}, p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${valid ? "" : " (INVALID: generator saturated)"}`);
-    if (!result.passed && attempt === 1) {
-      // One stall of the shared machine (~100 ms) is enough to fail a 5 s step: a failed step is
-      // run once more, and the ladder stops only when it fails twice. Both attempts are reported.
-      queue.unshift({ rate, attempt: 2 });
-    } else if (!result.passed && plan.stopAtFirstFailure !== false) break;
-    await sleep(1000);
-  }
+    log(`  rate ${rate}/s${attempt > 1 ? " (again)" : ""}: delivered ${result.deliveredPerSecond}/s, lost ${lost}, p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${invalidNote(measured)}`);
+    return result;
+  });
   stepStart = Infinity;
   return results;
 }
 
 /** The highest passing step's rate (0 if none passed). */
-export const bestRate = (steps: readonly StepResult[], pick: (s: StepResult) => number = (s) => s.offeredRate) =>
+export const bestRate = <T extends { passed: boolean; offeredRate: number }>(steps: readonly T[], pick: (s: T) => number = (s) => s.offeredRate) =>
   steps.filter((s) => s.passed).reduce((best, s) => Math.max(best, pick(s)), 0);

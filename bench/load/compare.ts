@@ -15,8 +15,8 @@ import { fileURLToPath } from "node:url";
 import { log } from "./common.js";
 import { canPin } from "./proc.js";
 import { PEERS, resolveTarget, type Target, type TargetOptions } from "./targets.js";
-import { RESULTS_DIR, pinGenerator, saveRaw, SCENARIOS, type Scenario } from "./run.js";
-import { s0, s1, s2, s3, s4, s5, type ScenarioOptions, type ScenarioResult } from "./scenarios.js";
+import { RESULTS_DIR, pinGenerator, saveRaw, SCENARIOS, TARGET_SCENARIOS, type Scenario } from "./run.js";
+import { s0, type ScenarioOptions, type ScenarioResult } from "./scenarios.js";
 import { Connection } from "./xmpp.js";
 
 const args = process.argv.slice(2);
@@ -70,8 +70,7 @@ async function runTarget(name: string, run: number, results: ScenarioResult[], t
     for (const scenario of wanted) {
       const options: ScenarioOptions = { register: true, prefix: "lt", durationSeconds, users: usersOption === undefined ? undefined : scenario === "s5" ? Math.min(usersOption, 256) : usersOption };
       log(`run ${run}/${runs}: ${scenario} against ${label}`);
-      const fn = { s1, s2, s3, s4, s5 }[scenario as Exclude<Scenario, "s0">];
-      const result = { ...(await fn(target, options)), target: label, run };
+      const result = { ...(await TARGET_SCENARIOS[scenario as Exclude<Scenario, "s0">](target, options)), target: label, run };
       saveRaw(result);
       results.push(result);
     }
@@ -87,17 +86,18 @@ const median = (values: number[]) => {
   return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
 };
 
-interface Row { label: string; scenario: Scenario; figure: string; higherIsBetter: boolean; s0?: { figure: string } }
+/** A table row; its label says with ↑/↓ which way is better. */
+interface Row { label: string; scenario: Scenario; figure: string; s0?: { figure: string } }
 const ROWS: Row[] = [
-  { label: "S3 1:1 messages/s at p99 < 50 ms, no loss ↑", scenario: "s3", figure: "maxMessagesPerSecond", higherIsBetter: true, s0: { figure: "relayMaxRate" } },
-  { label: "S3 server CPU-seconds per 10k messages at that rate ↓", scenario: "s3", figure: "serverCpuSecondsPer10kAtMax", higherIsBetter: false },
-  { label: "S3 p99 ms at 1,000 msg/s ↓", scenario: "s3", figure: "p99msAt1000", higherIsBetter: false, s0: { figure: "floorP99ms" } },
-  { label: "S5 room deliveries/s at p99 < 50 ms, 256 occupants ↑", scenario: "s5", figure: "maxDeliveriesPerSecond", higherIsBetter: true },
-  { label: "S5 seconds for 256 occupants to join ↓", scenario: "s5", figure: "joinSeconds", higherIsBetter: false },
-  { label: "S1 KB of server memory per idle TLS session ↓", scenario: "s1", figure: "idleKBPerSession", higherIsBetter: false, s0: { figure: "idleTlsKB" } },
-  { label: "S2 logins/s at p99 < 1 s (TLS+SCRAM+bind+roster+presence) ↑", scenario: "s2", figure: "maxLoginsPerSecond", higherIsBetter: true },
-  { label: "S4 offline messages stored/s (acked, p99 < 50 ms) ↑", scenario: "s4", figure: "maxStoredPerSecond", higherIsBetter: true },
-  { label: "S4 offline messages drained/s at login ↑", scenario: "s4", figure: "drainPerSecondAtMax", higherIsBetter: true },
+  { label: "S3 1:1 messages/s at p99 < 50 ms, no loss ↑", scenario: "s3", figure: "maxMessagesPerSecond", s0: { figure: "relayMaxRate" } },
+  { label: "S3 server CPU-seconds per 10k messages at that rate ↓", scenario: "s3", figure: "serverCpuSecondsPer10kAtMax" },
+  { label: "S3 p99 ms at 1,000 msg/s ↓", scenario: "s3", figure: "p99msAt1000", s0: { figure: "floorP99ms" } },
+  { label: "S5 room deliveries/s at p99 < 50 ms, 256 occupants ↑", scenario: "s5", figure: "maxDeliveriesPerSecond" },
+  { label: "S5 seconds for 256 occupants to join ↓", scenario: "s5", figure: "joinSeconds" },
+  { label: "S1 KB of server memory per idle TLS session ↓", scenario: "s1", figure: "idleKBPerSession", s0: { figure: "idleTlsKB" } },
+  { label: "S2 logins/s at p99 < 1 s (TLS+SCRAM+bind+roster+presence) ↑", scenario: "s2", figure: "maxLoginsPerSecond" },
+  { label: "S4 offline messages stored/s (acked, p99 < 50 ms) ↑", scenario: "s4", figure: "maxStoredPerSecond" },
+  { label: "S4 offline messages drained/s at login ↑", scenario: "s4", figure: "drainPerSecondAtMax" },
 ];
 
 function table(results: ScenarioResult[], columns: string[]): string {

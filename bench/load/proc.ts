@@ -25,10 +25,14 @@ export function coreShare(before: ProcSample, after: ProcSample): number {
   return (after.cpuSeconds - before.cpuSeconds) / ((after.at - before.at) / 1000);
 }
 
-export const canPin = (): boolean => cpus().length >= 2 && hasTaskset();
+let pinnable: boolean | undefined;
 
-function hasTaskset(): boolean {
-  try { execFileSync("taskset", ["-V"], { stdio: "ignore" }); return true; } catch { return false; }
+/** Two CPUs and taskset: asked once, the answer does not change while the generator runs. */
+export function canPin(): boolean {
+  if (pinnable === undefined) {
+    try { execFileSync("taskset", ["-V"], { stdio: "ignore" }); pinnable = cpus().length >= 2; } catch { pinnable = false; }
+  }
+  return pinnable;
 }
 
 /** Pins every thread of a process to one CPU (`taskset -a`): the server to 0, the generator to 1. */

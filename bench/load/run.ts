@@ -62,19 +62,16 @@ export function parseArgs(argv: string[]): Args {
   return parsed;
 }
 
+/** The scenarios that run against a target (S0 measures the machine, not a server). */
+export const TARGET_SCENARIOS = { s1, s2, s3, s4, s5 } as const;
+
 /** One scenario against one target, started fresh (Parley) or as it runs (peers). */
 export async function runScenario(scenario: Scenario, targetOptions: TargetOptions, options: ScenarioOptions): Promise<ScenarioResult> {
   if (scenario === "s0") return s0(options);
   const target = await resolveTarget(targetOptions);
   try {
     log(`${scenario} against ${target.name} ${target.version} at ${target.endpoint.host}:${target.endpoint.port} (${target.endpoint.tls} TLS, ${target.endpoint.sasl})`);
-    switch (scenario) {
-      case "s1": return await s1(target, options);
-      case "s2": return await s2(target, options);
-      case "s3": return await s3(target, options);
-      case "s4": return await s4(target, options);
-      case "s5": return await s5(target, options);
-    }
+    return await TARGET_SCENARIOS[scenario](target, options);
   } finally {
     await target.stop();
   }

@@ -4,14 +4,13 @@
  */
 import { spawn } from "node:child_process";
 import { connect as tcpConnect } from "node:net";
-import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Histogram } from "./histogram.js";
 import { canPin, pin, sampleProcess } from "./proc.js";
-import { peersEnv, type Target } from "./targets.js";
+import { kitParleyCertificate, type Target } from "./targets.js";
 import { Connection, MARK, pool } from "./xmpp.js";
 import {
-  bestRate, closeAll, commandAccounts, ensureAccounts, openLoop, log, loginMany, Meter, passwordOf, rateSteps, round, sleep, users, GENERATOR_SATURATED,
+  bestRate, closeAll, commandAccounts, ensureAccounts, invalidNote, ladder, openLoop, log, loginMany, Meter, passwordOf, rateSteps, round, sleep, users,
 } from "./common.js";
 
 export interface ScenarioOptions {
@@ -55,8 +54,8 @@ async function settledRssKB(pid: number, settleSeconds: number): Promise<number>
 
 // S0 — the machine's own limits, through a bare Node TLS relay.
 export async function s0(o: ScenarioOptions): Promise<ScenarioResult> {
-  const env = peersEnv();
-  const certArgs = env.PEERS_PARLEY_FULLCHAIN && existsSync(env.PEERS_PARLEY_FULLCHAIN) ? [env.PEERS_PARLEY_FULLCHAIN, env.PEERS_PARLEY_KEY!] : [];
+  const kit = kitParleyCertificate();
+  const certArgs = kit ? [kit.cert, kit.key] : [];
   const startRelay = async () => {
     const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./echo-server.ts", import.meta.url)), ...certArgs], { stdio: ["ignore", "pipe", "inherit"] });
     if (canPin()) pin(child.pid!, 0);
@@ -116,7 +115,7 @@ export async function s0(o: ScenarioOptions): Promise<ScenarioResult> {
 // S1 — idle authenticated sessions with presence: memory per connection.
 export async function s1(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
   const count = o.users ?? 10_000;
-  const names = users(o.prefix, 0, count);
+  const names = users(o.prefix, count);
   const registered = await accounts(target, o, names);
   const pid = target.pid;
   if (pid === undefined) throw new Error("S1 measures the server's memory: give its process with --server-pid");
@@ -138,18 +137,15 @@ export async function s1(target: Target, o: ScenarioOptions): Promise<ScenarioRe
 
 // S2 — login storm: open-loop logins at rising rates; the highest with p99 < 1 s and no failures.
 export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
-  const pool_ = users(o.prefix, 0, o.users ?? 1000);
+  const pool_ = users(o.prefix, o.users ?? 1000);
   const registered = await accounts(target, o, pool_);
   // Every account logs in once first, as returning users do: the generator then has each
   // SCRAM salted password cached (where the server keeps a fixed salt) and measures the server.
   const warmup = await loginMany(target, pool_, 50, { resource: "warmup" });
   await closeAll(warmup.connections);
   log(`S2: warm-up logins of ${pool_.length} accounts in ${warmup.seconds} s (${warmup.failures} failed)`);
-  const steps = [];
   let k = 0;
-  const queue = (o.rates ?? [25, 50, 100, 200, 300, 400, 600, 800, 1000, 1500]).map((rate) => ({ rate, attempt: 1 }));
-  for (let next = queue.shift(); next; next = queue.shift()) {
-    const { rate, attempt } = next;
+  const steps = await ladder(o.rates ?? [25, 50, 100, 200, 300, 400, 600, 800, 1000, 1500], 2, 2000, async (rate, attempt) => {
     const total = Math.round(rate * (o.durationSeconds ?? 5));
     const times = new Histogram();
     let failures = 0;
@@ -168,21 +164,16 @@ export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioRe
     await Promise.all(inFlight);
     const measured = meter.read();
     const latency = times.summary();
-    const valid = measured.generatorCoreShare < GENERATOR_SATURATED;
-    const step = {
+    log(`  ${rate} logins/s${attempt > 1 ? " (again)" : ""}: p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, failures ${failures}${firstError ? ` (${firstError.slice(0, 120)})` : ""}, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${invalidNote(measured)}`);
+    return {
       offeredRate: rate, attempt, logins: total, completed: times.count, failures, firstError, latency, ...measured,
-      loginsPerSecond: Math.round(times.count / measured.seconds), valid,
-      passed: valid && failures === 0 && latency.p99ms < P99_LOGIN_MS,
+      loginsPerSecond: Math.round(times.count / measured.seconds),
+      passed: measured.valid && failures === 0 && latency.p99ms < P99_LOGIN_MS,
     };
-    steps.push(step);
-    log(`  ${rate} logins/s${attempt > 1 ? " (again)" : ""}: p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, failures ${failures}${firstError ? ` (${firstError.slice(0, 120)})` : ""}, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${valid ? "" : " (INVALID: generator saturated)"}`);
-    if (!step.passed && attempt === 1) queue.unshift({ rate, attempt: 2 }); // as in rateSteps: stop on the second failure
-    else if (!step.passed) break;
-    await sleep(2000);
-  }
+  });
   return {
     scenario: "s2", target: target.name, version: target.version,
-    headline: { maxLoginsPerSecond: steps.filter((s) => s.passed).reduce((m, s) => Math.max(m, s.offeredRate), 0) },
+    headline: { maxLoginsPerSecond: bestRate(steps) },
     detail: { registered, sasl: target.endpoint.sasl, steps },
   };
 }
@@ -190,7 +181,7 @@ export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioRe
 // S3 — 1:1 messaging between online pairs at rising rates.
 export async function s3(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
   const count = o.users ?? 1000;
-  const names = users(o.prefix, 0, count);
+  const names = users(o.prefix, count);
   const registered = await accounts(target, o, names);
   const logged = await loginMany(target, names, 50, { traffic: true });
   if (logged.failures) throw new Error(`S3: ${logged.failures} logins failed: ${logged.firstError}`);
@@ -219,8 +210,8 @@ export async function s3(target: Target, o: ScenarioOptions): Promise<ScenarioRe
 export async function s4(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
   const senderCount = 50;
   const recipientCount = o.users ?? 500;
-  const senderNames = users(`${o.prefix}s`, 0, senderCount);
-  const recipientNames = users(`${o.prefix}r`, 0, recipientCount);
+  const senderNames = users(`${o.prefix}s`, senderCount);
+  const recipientNames = users(`${o.prefix}r`, recipientCount);
   const registered = await accounts(target, o, [...senderNames, ...recipientNames]);
   let acks = new Histogram();
   const senders = await loginMany(target, senderNames, 50, { presence: false, streamManagement: true, traffic: true });
@@ -236,8 +227,8 @@ export async function s4(target: Target, o: ScenarioOptions): Promise<ScenarioRe
     };
   });
   const domain = target.endpoint.domain;
-  const steps = [];
-  for (const rate of o.rates ?? [250, 500, 1000, 2000, 5000, 10000, 20000]) {
+  // One attempt per rate: each step ends with 500 logins to drain, too slow to repeat.
+  const steps = await ladder(o.rates ?? [250, 500, 1000, 2000, 5000, 10000, 20000], 1, 1000, async (rate) => {
     const total = Math.round(rate * (o.durationSeconds ?? 3));
     acks = new Histogram();
     const meter = new Meter(target.pid);
@@ -272,18 +263,14 @@ export async function s4(target: Target, o: ScenarioOptions): Promise<ScenarioRe
     const drainSeconds = round(((lastReceipt || performance.now()) - drainStart) / 1000);
     await sleep(500); // let the last <a/> reach the server before the streams close
     await closeAll(recipients.connections);
-    const valid = stored.generatorCoreShare < GENERATOR_SATURATED;
-    const step = {
+    log(`  ${rate} msg/s to offline users: acked ${acks.count}/${total}, ack p50 ${ackLatency.p50ms} ms, p99 ${ackLatency.p99ms} ms, server core ${stored.serverCoreShare}, generator core ${stored.generatorCoreShare}; drained ${drained} in ${drainSeconds} s${invalidNote(stored)}`);
+    return {
       offeredRate: rate, sent: total, acked: acks.count, lost: total - acks.count, ackLatency, ...stored,
       storedPerSecond: Math.round(acks.count / stored.seconds),
       drain: { delivered: drained, missing: acks.count - drained, seconds: drainSeconds, perSecond: Math.round(drained / drainSeconds), serverCoreShare: drainMeasured.serverCoreShare },
-      valid, passed: valid && acks.count === total && drained === total && ackLatency.p99ms < P99_MESSAGE_MS,
+      passed: stored.valid && acks.count === total && drained === total && ackLatency.p99ms < P99_MESSAGE_MS,
     };
-    steps.push(step);
-    log(`  ${rate} msg/s to offline users: acked ${acks.count}/${total}, ack p50 ${ackLatency.p50ms} ms, p99 ${ackLatency.p99ms} ms, server core ${stored.serverCoreShare}, generator core ${stored.generatorCoreShare}; drained ${drained} in ${drainSeconds} s${valid ? "" : " (INVALID: generator saturated)"}`);
-    if (!step.passed) break;
-    await sleep(1000);
-  }
+  });
   await closeAll(senders.connections);
   const best = steps.filter((s) => s.passed).at(-1);
   return {
@@ -296,7 +283,7 @@ export async function s4(target: Target, o: ScenarioOptions): Promise<ScenarioRe
 // S5 — one room, 256 occupants: join time, then messages at rising rates to everyone.
 export async function s5(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
   const count = o.users ?? 256;
-  const names = users(`${o.prefix}m`, 0, count);
+  const names = users(`${o.prefix}m`, count);
   const registered = await accounts(target, o, names);
   const logged = await loginMany(target, names, 50);
   if (logged.failures) throw new Error(`S5: ${logged.failures} logins failed: ${logged.firstError}`);

@@ -13,6 +13,7 @@ import pg from "pg";
 import type { Endpoint } from "./xmpp.js";
 import { canPin, pin } from "./proc.js";
 import { log } from "./common.js";
+import { PARLEY_VERSION } from "../../src/version.js";
 
 export interface Target {
   name: string;
@@ -41,6 +42,12 @@ export function peersEnv(): Record<string, string> {
   if (!existsSync(PEERS)) return {};
   const out = execFileSync(PEERS, ["env"], { encoding: "utf8" });
   return Object.fromEntries([...out.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!.replace(/^'(.*)'$/, "$1")]));
+}
+
+/** The kit's RSA-2048 certificate for parley.test (what the peers present too), when the kit has made one. */
+export function kitParleyCertificate(env = peersEnv()): { cert: string; key: string; ca: string } | undefined {
+  if (!env.PEERS_PARLEY_FULLCHAIN || !existsSync(env.PEERS_PARLEY_FULLCHAIN)) return undefined;
+  return { cert: env.PEERS_PARLEY_FULLCHAIN, key: env.PEERS_PARLEY_KEY!, ca: env.PEERS_CA_FILE! };
 }
 
 export async function freePort(): Promise<number> {
@@ -81,19 +88,17 @@ function compiledParley(): string {
 }
 
 async function startParley(o: TargetOptions): Promise<Target> {
-  const env = peersEnv();
   const domain = o.domain ?? "parley.test";
   const dataDir = mkdtempSync(join(tmpdir(), "parley-load-"));
   const [c2s, direct] = [await freePort(), await freePort()];
-  const cert = env.PEERS_PARLEY_FULLCHAIN && existsSync(env.PEERS_PARLEY_FULLCHAIN) && domain === "parley.test"
-    ? { cert: env.PEERS_PARLEY_FULLCHAIN, key: env.PEERS_PARLEY_KEY! } : undefined;
+  const kit = domain === "parley.test" ? kitParleyCertificate() : undefined;
   const schema = `load_${process.pid}_${Date.now()}`;
   const pgUrl = process.env.PARLEY_BENCH_PG_URL ?? "postgres://root@127.0.0.1:5432/test";
   const storage = o.storage === "postgres" ? { driver: "postgres", url: pgUrl, schema } : { driver: o.storage };
   const config = {
     hosts: [domain], dataDir, log: { level: "warn" },
     listen: { address: "127.0.0.1", c2s, c2sDirectTls: direct, https: null, http: null },
-    tls: { certificates: cert ? { [domain]: cert } : {} },
+    tls: { certificates: kit ? { [domain]: { cert: kit.cert, key: kit.key } } : {} },
     storage,
     // The generator logs in thousands of users from one address.
     limits: { maxConnectionsPerAddress: 1_000_000 },
@@ -111,10 +116,9 @@ async function startParley(o: TargetOptions): Promise<Target> {
   child.once("exit", () => { exited = true; });
   if (canPin()) pin(child.pid!, 0);
   await waitForPort(o.tls === "direct" ? direct : c2s);
-  const version = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).version as string;
   return {
-    name: "parley", version: `${version} (${o.storage})`,
-    endpoint: { host: "127.0.0.1", port: o.tls === "direct" ? direct : c2s, domain, tls: o.tls, sasl: o.sasl, ca: cert ? readFileSync(env.PEERS_CA_FILE!) : undefined },
+    name: "parley", version: `${PARLEY_VERSION} (${o.storage})`,
+    endpoint: { host: "127.0.0.1", port: o.tls === "direct" ? direct : c2s, domain, tls: o.tls, sasl: o.sasl, ca: kit ? readFileSync(kit.ca) : undefined },
     mucDomain: `conference.${domain}`,
     pid: child.pid,
     async stop() {

@@ -8,6 +8,7 @@
  * once `startTraffic()` is called, incoming text is only scanned for message markers, acks and pings
  * (answered, so servers that ping idle clients keep them).
  */
+import { once } from "node:events";
 import { connect as tcpConnect, type Socket } from "node:net";
 import { connect as tlsConnect, createSecureContext, type SecureContext, type TLSSocket } from "node:tls";
 import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
@@ -126,27 +127,20 @@ export class Connection {
 
   /** TCP + TLS (direct, or STARTTLS after the first features) + the stream header; resolves on features. */
   async open(): Promise<string> {
-    const { host, port } = this.endpoint;
-    const tlsOptions = tlsOptionsFor(this.endpoint);
     if (this.endpoint.tls === "direct") {
-      const socket = tlsConnect({ host, port, ...tlsOptions, ALPNProtocols: ["xmpp-client"] });
-      this.attach(socket);
-      await new Promise<void>((resolve, reject) => { socket.once("secureConnect", resolve); socket.once("error", reject); });
+      await this.connectTls(["xmpp-client"]);
     } else {
-      const plain = tcpConnect({ host, port });
+      const plain = tcpConnect({ host: this.endpoint.host, port: this.endpoint.port });
       this.attach(plain);
-      await new Promise<void>((resolve, reject) => { plain.once("connect", resolve); plain.once("error", reject); });
+      await once(plain, "connect");
       this.send(this.header());
       await this.expect(/<\/stream:features>/);
       this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
       await this.expect(/<proceed[^>]*\/>/);
       plain.removeListener("data", this.onData);
-      const secure = tlsConnect({ socket: plain, ...tlsOptions });
-      await new Promise<void>((resolve, reject) => { secure.once("secureConnect", resolve); secure.once("error", reject); });
-      this.socket = secure;
-      secure.setEncoding("utf8");
-      secure.on("data", this.onData);
-      secure.on("error", (e) => this.fail(e));
+      const secure = tlsConnect({ socket: plain, ...tlsOptionsFor(this.endpoint) });
+      await once(secure, "secureConnect");
+      this.attach(secure);
       this.buffer = "";
     }
     this.send(this.header());
@@ -225,11 +219,14 @@ export class Connection {
 
   /** Raw TLS and nothing else: the S0 baseline speaks to a relay, not to an XMPP server. */
   async openRaw(): Promise<void> {
-    const { host, port } = this.endpoint;
-    const socket = tlsConnect({ host, port, ...tlsOptionsFor(this.endpoint) });
-    this.attach(socket);
-    await new Promise<void>((resolve, reject) => { socket.once("secureConnect", resolve); socket.once("error", reject); });
+    await this.connectTls();
     this.startTraffic();
+  }
+
+  private async connectTls(ALPNProtocols?: string[]): Promise<void> {
+    const socket = tlsConnect({ host: this.endpoint.host, port: this.endpoint.port, ...tlsOptionsFor(this.endpoint), ALPNProtocols });
+    this.attach(socket);
+    await once(socket, "secureConnect");
   }
 
   /** From now on incoming text is scanned, not buffered: markers, acks, pings. */

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Histogram } from "../../bench/load/histogram.js";
 import { Connection, MARK } from "../../bench/load/xmpp.js";
-import { commandAccounts } from "../../bench/load/common.js";
+import { commandAccounts, ladder } from "../../bench/load/common.js";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -60,5 +60,14 @@ describe("load generator account hook", () => {
       assert.deepEqual(readFileSync(file, "utf8").trim().split("\n").sort(), ["a1|it's.example|pw-a1", "a2|it's.example|pw-a2"]);
       await assert.rejects(commandAccounts("exit 3", "example.org", ["a3"]), /1 account commands failed/);
     } finally { rmSync(dir, { recursive: true, force: true }); }
+  });
+});
+
+describe("load generator rate ladder", () => {
+  it("repeats a failed step once, stops at a rate that fails every attempt, returns every attempt", async () => {
+    const outcomes: Record<string, boolean> = { "1/1": true, "2/1": false, "2/2": true, "3/1": false, "3/2": false, "4/1": true };
+    const run = (attempts: number) => ladder([1, 2, 3, 4], attempts, 0, async (rate, attempt) => ({ step: `${rate}/${attempt}`, passed: outcomes[`${rate}/${attempt}`]! }));
+    assert.deepEqual((await run(2)).map((r) => r.step), ["1/1", "2/1", "2/2", "3/1", "3/2"]);
+    assert.deepEqual((await run(1)).map((r) => r.step), ["1/1", "2/1"]);
   });
 });
