@@ -9,6 +9,7 @@ import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el } from "../xmpp/xml.js";
 import { StanzaError } from "../errors.js";
+import { xmppDateTime } from "../xmpp/datetime.js";
 
 const EXTDISCO = "urn:xmpp:extdisco:2";
 
@@ -44,7 +45,7 @@ export const extdisco = defineModule({
         const username = `${expiry}:${user}`;
         credentials = {
           username, password: createHmac("sha1", s.secret).update(username).digest("base64"),
-          expires: new Date(expiry * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+          expires: xmppDateTime(expiry * 1000),
         };
       } else if (s.username !== undefined) {
         credentials = { username: s.username, password: s.password };

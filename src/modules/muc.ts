@@ -18,7 +18,7 @@ import { StanzaError } from "../errors.js";
 import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { RoomAffiliation } from "../storage/index.js";
-import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm } from "./mam.js";
+import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm, idAt, timeOfId } from "./mam.js";
 import { VCARD_KEY, vcardPhoto } from "./vcard.js";
 
 const MUC = "http://jabber.org/protocol/muc";
@@ -247,7 +247,7 @@ export const muc = defineModule({
       const since = history?.attrs.since !== undefined ? Date.parse(history.attrs.since) : undefined;
       if (!(maxStanzas > 0) || maxChars === 0) return;
       const after = Math.max(seconds !== undefined ? Date.now() - seconds * 1000 : 0, since !== undefined && !Number.isNaN(since) ? since : 0);
-      const rows = await storage.archive.query(room.jid, { afterId: after > 0 ? after * 1024 : undefined, newestFirst: true, limit: Math.min(maxStanzas, 1000) });
+      const rows = await storage.archive.query(room.jid, { afterId: after > 0 ? idAt(after) : undefined, newestFirst: true, limit: Math.min(maxStanzas, 1000) });
       // §7.2.14 maxchars: the newest messages that fit, sent oldest first.
       let chars = 0;
       const out: Element[] = [];
@@ -256,7 +256,7 @@ export const muc = defineModule({
         if (chars > maxChars) break;
         const m = parseElement(row.stanza);
         m.attrs.to = occupant.jid.full;
-        m.cnode(el("delay", { xmlns: NS.DELAY, from: room.jid, stamp: new Date(Math.floor(row.id / 1024)).toISOString() }));
+        m.cnode(el("delay", { xmlns: NS.DELAY, from: room.jid, stamp: new Date(timeOfId(row.id)).toISOString() }));
         out.push(m);
       }
       for (const m of out.reverse()) send(m);

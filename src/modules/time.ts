@@ -3,6 +3,7 @@ import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
+import { xmppDateTime } from "../xmpp/datetime.js";
 
 export function tzOffset(date: Date): string {
   const minutes = -date.getTimezoneOffset();
@@ -19,7 +20,7 @@ export const time = defineModule({
     ctx.feature("host", NS.TIME);
     ctx.iq("host", "get", NS.TIME, () => {
       const now = new Date();
-      return el("time", { xmlns: NS.TIME }, el("tzo", {}, tzOffset(now)), el("utc", {}, now.toISOString().replace(/\.\d{3}Z$/, "Z")));
+      return el("time", { xmlns: NS.TIME }, el("tzo", {}, tzOffset(now)), el("utc", {}, xmppDateTime(now)));
     });
   },
 });

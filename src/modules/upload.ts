@@ -22,6 +22,7 @@ import { plain } from "../http/server.js";
 import { serveDomainIqs } from "./domain-iq.js";
 import { createLocalFileStore, SizeMismatchError } from "../storage/files/index.js";
 import type { UploadRecord } from "../storage/index.js";
+import { xmppDateTime } from "../xmpp/datetime.js";
 
 export const UPLOAD = "urn:xmpp:http:upload:0";
 const PREFIX = "/upload/";
@@ -102,7 +103,7 @@ export const upload = defineModule({
       if ((o.quotaBytes && usage.bytes + size > o.quotaBytes) || (o.dailyQuotaBytes && usage.bytesSince + size > o.dailyQuotaBytes)) {
         // XEP-0363 §4: resource-constraint (wait) with <retry stamp/> — when the daily window moves on.
         const overTotal = o.quotaBytes > 0 && usage.bytes + size > o.quotaBytes;
-        const retry = overTotal ? undefined : el("retry", { xmlns: UPLOAD, stamp: new Date(now + DAY_MS).toISOString().replace(/\.\d{3}Z$/, "Z") });
+        const retry = overTotal ? undefined : el("retry", { xmlns: UPLOAD, stamp: xmppDateTime(now + DAY_MS) });
         throw new StanzaError("resource-constraint", overTotal ? "Upload quota used up" : "Daily upload quota used up", "wait", retry);
       }
       const id = randomBytes(16).toString("base64url");
