@@ -52,6 +52,17 @@ export function tryParseJid(input: string | undefined): Jid | undefined {
   try { return parseJid(input); } catch { return undefined; }
 }
 
+/**
+ * Whether a JID string from the wire names the same entity as a known JID. RFC 7622 §3: JIDs are
+ * compared after preparation (case mapping, NFC, IDNA, a trailing dot removed), never as raw
+ * strings — 'USER@LOCALHOST.' is 'user@localhost'. An unparsable string matches nothing.
+ */
+export function sameJid(raw: string | undefined, known: Jid | string): boolean {
+  const parsed = tryParseJid(raw);
+  if (!parsed) return false;
+  return parsed.full === (typeof known === "string" ? tryParseJid(known)?.full : known.full);
+}
+
 function parseUncached(input: string): Jid {
   // RFC 7622 §3.1: split on the first '/' (resource), then on the first '@' before it.
   const slash = input.indexOf("/");

@@ -1,7 +1,7 @@
 /** RFC 7622 addresses, including the edge cases of HARDENING §4.5. */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { parseJid, JidError } from "../../src/xmpp/jid.js";
+import { parseJid, JidError, sameJid } from "../../src/xmpp/jid.js";
 
 describe("JID parsing (RFC 7622)", () => {
   it("splits local, domain and resource; a resource may contain '/' and '@'", () => {
@@ -42,5 +42,16 @@ describe("JID parsing (RFC 7622)", () => {
   it("accepts IP literals", () => {
     assert.equal(parseJid("u@[::1]").domain, "[::1]");
     assert.equal(parseJid("u@127.0.0.1").domain, "127.0.0.1");
+  });
+});
+
+describe("sameJid", () => {
+  it("compares prepared JIDs, not strings", () => {
+    assert.equal(sameJid("USER@LOCALHOST", "user@localhost"), true);
+    assert.equal(sameJid("user@localhost.", parseJid("user@localhost")), true);
+    assert.equal(sameJid("user@localhost/Res", "user@localhost/res"), false);
+    assert.equal(sameJid("user@localhost", "user@localhost/res"), false);
+    assert.equal(sameJid(undefined, "user@localhost"), false);
+    assert.equal(sameJid("not a jid@@", "user@localhost"), false);
   });
 });
