@@ -4,22 +4,57 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { createHash, randomBytes } from "node:crypto";
 import { H, HMAC, saltedPassword, xor } from "../../src/auth/scram.js";
 import type { ScramHash } from "../../src/storage/index.js";
+import { StringDecoder } from "node:string_decoder";
+import { xml, type Element } from "@xmpp/xml";
 
 export const header = (to = "localhost", extra = "") =>
   `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${to}' version='1.0'${extra}>`;
 
 export class RawClient {
   text = "";
+  /** Top-level elements received, parsed by xmpp.js's parser (independent of the server's). */
+  readonly elements: Element[] = [];
   readonly closed: Promise<void>;
   private listeners: Array<() => void> = [];
+  private decoder = new StringDecoder("utf8");
+  private parser = this.newParser();
   private constructor(public socket: Socket | TLSSocket) {
     this.closed = new Promise((resolve) => socket.once("close", () => resolve()));
     this.attach(socket);
   }
 
   private attach(socket: Socket): void {
-    socket.on("data", (d: Buffer) => { this.text += d.toString("utf8"); for (const l of [...this.listeners]) l(); });
+    socket.on("data", (d: Buffer) => {
+      const chunk = this.decoder.write(d);
+      this.text += chunk;
+      this.parser.write(chunk);
+      for (const l of [...this.listeners]) l();
+    });
     socket.on("error", () => {});
+  }
+
+  private newParser(): InstanceType<typeof xml.Parser> {
+    const parser = new xml.Parser();
+    parser.on("element", (e: Element) => this.elements.push(e));
+    parser.on("error", () => {});
+    return parser;
+  }
+
+  /** The server starts a new stream (after STARTTLS or SASL success): parse it from a clean state. */
+  restartParser(): void {
+    this.parser = this.newParser();
+  }
+
+  /** Waits for a top-level element (from index `from` on) that matches. */
+  waitForElement(pred: (e: Element) => boolean, timeoutMs = 5000, from = 0): Promise<Element> {
+    return new Promise((resolve, reject) => {
+      const find = () => this.elements.slice(from).find(pred);
+      const done = () => { clearTimeout(timer); this.listeners = this.listeners.filter((l) => l !== listener); };
+      const listener = () => { const e = find(); if (e) { done(); resolve(e); } };
+      const timer = setTimeout(() => { done(); reject(new Error(`timed out waiting for an element; got: ${this.text.slice(-500)}`)); }, timeoutMs);
+      const e = find();
+      if (e) { done(); resolve(e); } else this.listeners.push(listener);
+    });
   }
 
   static async open(port: number, directTls: boolean): Promise<RawClient> {
@@ -55,6 +90,7 @@ export class RawClient {
     const mark = this.text.length;
     this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
     await this.waitFor(/<proceed[^>]*\/>/, 5000, mark);
+    this.restartParser();
     const tls = tlsConnect({ socket: this.socket, servername: "localhost", rejectUnauthorized: false });
     await new Promise<void>((resolve, reject) => { tls.once("secureConnect", () => resolve()); tls.once("error", reject); });
     this.socket = tls;
@@ -109,6 +145,7 @@ export async function rawSession(port: number, user: string, password: string, r
   const mark = c.text.length;
   c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0${password}`).toString("base64")}</auth>`);
   await c.waitFor(/<success/, 5000, mark);
+  c.restartParser();
   c.send(header());
   await c.waitFor(/<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'\/>/, 5000, mark);
   c.send(`<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${resource}</resource></bind></iq>`);

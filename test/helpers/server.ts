@@ -4,14 +4,22 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config.js";
 import { startServer, type Server } from "../../src/server.js";
-import { silentLogger, createLogger } from "../../src/log.js";
+import pino from "pino";
+import { silentLogger, createLogger, type Logger } from "../../src/log.js";
 
 export interface TestServer extends Server {
   dataDir: string;
   cleanup(): Promise<void>;
 }
 
-export async function startTestServer(overrides: Record<string, unknown> = {}): Promise<TestServer> {
+/** A logger that keeps every record it writes, parsed, for tests that assert on what was logged. */
+export function capturingLogger(level = "info"): { log: Logger; records: Array<Record<string, unknown>> } {
+  const records: Array<Record<string, unknown>> = [];
+  const log = pino({ level }, { write: (line: string) => { records.push(JSON.parse(line) as Record<string, unknown>); } });
+  return { log, records };
+}
+
+export async function startTestServer(overrides: Record<string, unknown> = {}, options: { log?: Logger } = {}): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "parley-e2e-"));
   const config = parseConfig({
     hosts: ["localhost"],
@@ -21,7 +29,7 @@ export async function startTestServer(overrides: Record<string, unknown> = {}): 
     auth: { scramIterations: 4096 },
     ...overrides,
   });
-  const log = process.env.PARLEY_TEST_LOG ? createLogger({ level: process.env.PARLEY_TEST_LOG, pretty: false }) : silentLogger();
+  const log = options.log ?? (process.env.PARLEY_TEST_LOG ? createLogger({ level: process.env.PARLEY_TEST_LOG, pretty: false }) : silentLogger());
   const server = await startServer(config, { log });
   return Object.assign(server, {
     dataDir,

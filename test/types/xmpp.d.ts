@@ -3,6 +3,14 @@ declare module "@xmpp/xml" {
   import { Element as LtxElement } from "ltx";
   export type Element = LtxElement;
   export function xml(name: string, attrs?: Record<string, string | undefined>, ...children: Array<LtxElement | string>): LtxElement;
+  export namespace xml {
+    /** The streaming parser xmpp.js reads the wire with: "start" (stream header), "element" (each top-level child), "end". */
+    class Parser {
+      on(event: "start" | "element" | "end", listener: (element: LtxElement) => void): void;
+      on(event: "error", listener: (error: Error) => void): void;
+      write(data: string): void;
+    }
+  }
 }
 
 declare module "@xmpp/client" {

@@ -185,10 +185,23 @@ export class C2SConnection implements Session {
       });
     }
     this.socket.write(data);
-    if (this.socket.writableLength > this.deps.limits.maxSendBufferBytes) {
-      // CVE-2008-1728 class: a client that never reads must not grow our memory without bound.
-      this.streamError(new StreamError("resource-constraint", "Send buffer full: the client is not reading"));
-    }
+    // CVE-2008-1728 class: a client that never reads must not grow our memory without bound.
+    if (this.socket.writableLength > this.deps.limits.maxSendBufferBytes) this.sendBufferFull();
+  }
+
+  /**
+   * Over the send-buffer cap: the connection is closed once. The error is written past the cap
+   * (best effort: nobody is reading), the session ends so its unacknowledged stanzas take the
+   * normal path (P3), and the socket is destroyed so its buffer is freed at once.
+   */
+  private sendBufferFull(): void {
+    if (this.phase === "closed") return;
+    const socket = this.socket;
+    this.parser.stop();
+    this.deps.log.info({ stage: "stream", condition: "resource-constraint", conn: this.id, address: this.remoteAddress, buffered: socket.writableLength }, "stream error: the client is not reading");
+    socket.write(new StreamError("resource-constraint", "Send buffer full: the client is not reading").toElement().toString() + STREAM_CLOSE);
+    this.terminate("send buffer full");
+    socket.destroy();
   }
 
   /** Session.send: a stanza for this client. With stream management it stays queued until acknowledged. */
