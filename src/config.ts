@@ -92,6 +92,11 @@ export const ConfigSchema = z.strictObject({
     maxResumeTimeoutSeconds: z.number().int().min(1).default(3600),
     /** Unacknowledged stanzas per session before the stream is closed (and they are re-routed). */
     maxUnackedStanzas: z.number().int().min(10).default(1000),
+    /**
+     * What a session waiting for resumption may hold for its client, in bytes (characters). Past
+     * it the session ends and its stanzas go to the user's other resources or offline storage.
+     */
+    maxHibernatedQueueBytes: z.number().int().min(65536).default(2 * 1024 * 1024),
   }).prefault({}),
   auth: z.strictObject({
     scramIterations: z.number().int().min(4096).default(10000),
@@ -123,6 +128,11 @@ export function parseConfig(raw: unknown, source = "config"): Config {
   if (!result.success) throw new ConfigError(formatIssues(result.error), source);
   const hosts = result.data.hosts.map((h) => h.toLowerCase());
   if (new Set(hosts).size !== hosts.length) throw new ConfigError(["hosts: listed twice"], source);
+  const { maxSendBufferBytes, postAuth } = result.data.limits;
+  // One stanza over the send bound would end any stream it is sent to.
+  if (maxSendBufferBytes < 2 * postAuth.maxStanzaBytes) {
+    throw new ConfigError([`limits.maxSendBufferBytes: must be at least twice limits.postAuth.maxStanzaBytes (${2 * postAuth.maxStanzaBytes})`], source);
+  }
   return { ...result.data, hosts };
 }
 

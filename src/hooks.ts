@@ -48,11 +48,23 @@ export interface Chains {
   "iq/remote": Routed;
 }
 
+/** A stanza a session held for its client, serialized once, with the time it was queued. */
+export interface HeldStanza {
+  xml: string;
+  at: number;
+}
+
 export interface Events {
   "session/bound": { session: Session };
   /** Sent initial available presence (RFC 6121 §4.2): offline messages flush here. */
   "session/available": { session: Session };
   "session/closed": { session: Session; reason: string };
+  /**
+   * A session ended holding stanzas its client never acknowledged (or that were never written).
+   * Whoever asked for a delivery confirmation was told false and keeps its copy; these are the
+   * rest, oldest first. Delivery policy decides where they go (HARDENING §1.3 P3).
+   */
+  "session/unacknowledged": { session: Session; stanzas: readonly HeldStanza[] };
   /** Before an account's data is removed, while roster and sessions still exist. */
   "user/deleting": { jid: Jid };
   "user/deleted": { jid: Jid };

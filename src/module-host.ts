@@ -4,7 +4,8 @@
  */
 import type { z } from "zod";
 import { ConfigError, formatIssues } from "./config.js";
-import type { AdHocCommand, DiscoItemsProvider, Identity, Module, ModuleContext, StreamFeatureProvider } from "./module.js";
+import type { AdHocCommand, DiscoItemsProvider, Identity, Module, ModuleContext } from "./module.js";
+import type { StreamFeatureProvider, StreamFeatureRegistry } from "./xmpp/stream/features.js";
 import type { HookBus } from "./hooks.js";
 import type { IqTarget, Router } from "./xmpp/router.js";
 import type { SessionView } from "./xmpp/sessions.js";
@@ -13,7 +14,7 @@ import type { Logger } from "./log.js";
 import type { Accounts } from "./accounts.js";
 import type { HttpRoutes } from "./http/server.js";
 import { createHmac } from "node:crypto";
-import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
+import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/extensions.js";
 
 export interface ModuleHostDeps {
   hosts: readonly string[];
@@ -70,7 +71,7 @@ function topoSort(list: Array<{ module: Module<any>; options: unknown }>) {
 export class ModuleHost {
   private readonly stops: Array<() => void | Promise<void>> = [];
   readonly features: Record<IqTarget, Set<string>> = { host: new Set(), account: new Set() };
-  readonly streamFeatures = { preAuth: [] as StreamFeatureProvider[], postAuth: [] as StreamFeatureProvider[] };
+  readonly streamFeatures: StreamFeatureRegistry = { preAuth: [] as StreamFeatureProvider[], postAuth: [] as StreamFeatureProvider[] };
   readonly unauthenticatedIq = new Map<string, UnauthenticatedIqHandler>();
   readonly nonzas = new Map<string, NonzaHandler>();
   readonly identities: Record<IqTarget, Identity[]> = { host: [], account: [] };

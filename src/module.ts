@@ -12,7 +12,8 @@ import type { Element } from "./xmpp/xml.js";
 import type { Jid } from "./xmpp/jid.js";
 import type { HttpHandler } from "./http/server.js";
 import type { Accounts } from "./accounts.js";
-import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/connection.js";
+import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/extensions.js";
+import type { StreamFeatureProvider, StreamFeatureStage } from "./xmpp/stream/features.js";
 
 /** A XEP-0030 identity. */
 export interface Identity {
@@ -45,10 +46,6 @@ export interface SpecRef {
   /** What of the spec is left out, if anything. */
   note?: string;
 }
-
-/** Contributes elements to <stream:features> (RFC 6120 §4.3.2) at a stage of negotiation. */
-export type StreamFeatureStage = "pre-auth" | "post-auth";
-export type StreamFeatureProvider = (info: { secure: boolean; remoteAddress: string }) => Element | undefined;
 
 export interface ModuleContext<Options> {
   readonly name: string;

@@ -17,11 +17,11 @@ import { createMemoryStorage } from "./storage/memory/index.js";
 import { createSqliteStorage } from "./storage/sqlite/index.js";
 import { createPostgresStorage } from "./storage/postgres/index.js";
 import type { Storage } from "./storage/index.js";
-import { loadHostTls } from "./xmpp/tls.js";
-import { listenC2S, type C2SListener } from "./xmpp/c2s/listener.js";
+import { loadHostTls, serverEndPoint } from "./xmpp/tls.js";
+import { listenC2S, type C2SListener, type C2SListenerDeps } from "./xmpp/c2s/listener.js";
 import { listenComponents, type ComponentListener } from "./xmpp/component.js";
 import { HttpRoutes, listenHttp, type HttpListener } from "./http/server.js";
-import { C2SConnection, type C2SDeps } from "./xmpp/c2s/connection.js";
+import { C2SRegistry } from "./xmpp/c2s/registry.js";
 import { AuthThrottle } from "./xmpp/c2s/throttle.js";
 import { StreamError } from "./errors.js";
 import type { Module } from "./module.js";
@@ -81,11 +81,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
   const tls = await loadHostTls(config.hosts, config.tls.certificates, dataDir);
   const defaultTls = tls.get(config.hosts[0]!)!;
-  const connections = new Set<C2SConnection>();
-  const pendingWork = new Set<Promise<unknown>>();
-  const deps: C2SDeps = {
+  const registry = new C2SRegistry();
+  const deps: C2SListenerDeps = {
     hosts: config.hosts,
-    tls,
     defaultTls: defaultTls.context,
     defaultCert: { cert: defaultTls.cert, key: defaultTls.key },
     sniCallback: (servername, cb) => {
@@ -113,17 +111,20 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     throttle: new AuthThrottle({ banAfter: config.auth.banAfterFailures, banSeconds: config.auth.banSeconds, freeFailures: 2, maxDelayMs: 5000 }),
     saslSecret: secret,
     scramIterations: config.auth.scramIterations,
+    serverEndPoint: (servername, host) => {
+      const served = (servername && tls.get(servername)) || tls.get(host) || defaultTls;
+      return serverEndPoint(served.cert);
+    },
     features: host.streamFeatures,
     unauthenticatedIq: host.unauthenticatedIq,
     nonzas: host.nonzas,
-    connections,
     sm: {
       resumeTimeoutMs: config.streamManagement.resumeTimeoutSeconds * 1000,
       maxResumeTimeoutMs: config.streamManagement.maxResumeTimeoutSeconds * 1000,
       maxUnacked: config.streamManagement.maxUnackedStanzas,
+      maxHibernatedChars: config.streamManagement.maxHibernatedQueueBytes,
     },
-    resumable: new Map(),
-    pendingWork,
+    registry,
   };
 
   // Listeners last: nothing reaches the server before every module is ready.
@@ -180,8 +181,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         const closing = Promise.all(listeners.map((l) => l.close()));
         // RFC 6120 §4.9.3.20: clients learn the server is going down. Their sessions end, so
         // unacknowledged messages go to offline storage (P5) before storage closes.
-        for (const c of [...connections]) c.close(new StreamError("system-shutdown"));
-        while (pendingWork.size) await Promise.all([...pendingWork]);
+        await registry.closeAll(new StreamError("system-shutdown"));
         await closing;
         await host.stop();
         await storage.close();

@@ -5,12 +5,28 @@
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { HANDLED, type Routed } from "../hooks.js";
+import { HANDLED, type HeldStanza, type Routed } from "../hooks.js";
+import { el, type Element } from "../xmpp/xml.js";
+import { NS } from "../xmpp/ns.js";
+import { parseElement } from "../xmpp/xml-parse.js";
+import { MAM } from "./mam.js";
 import { StanzaError } from "../errors.js";
 import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
 
 const KNOWN_ACCOUNTS_LIMIT = 100_000;
+const CARBONS = "urn:xmpp:carbons:2";
+
+/**
+ * P4: the XEP-0160 storage set is re-sent. Carbon copies and archive results are not (XEP-0280
+ * forbids bouncing carbons; the original is in custody elsewhere, and an archive query can simply
+ * be repeated); error replies need no second delivery.
+ */
+export function reroutable(stanza: Element): boolean {
+  const type = stanza.attrs.type ?? "normal";
+  if (type !== "chat" && type !== "normal") return false;
+  return !stanza.getChild("sent", CARBONS) && !stanza.getChild("received", CARBONS) && !stanza.getChild("result", MAM);
+}
 
 declare module "../hooks.js" {
   interface Chains {
@@ -93,6 +109,37 @@ export const message = defineModule({
         await router.bounce(stanza, new StanzaError("service-unavailable"), routed.origin);
         return HANDLED;
       })();
+    };
+
+    ctx.on("session/unacknowledged", ({ session, stanzas }) => rerouteUnacknowledged(session, stanzas));
+
+    /**
+     * HARDENING §1.3 P3/P4: what a session's client never acknowledged is treated like a stanza for
+     * an unavailable resource (XEP-0198 §4): chat and normal messages go to another resource or to
+     * offline storage, with a XEP-0203 delay of when they were first sent; IQ requests get an error;
+     * presence is state and is not re-sent.
+     */
+    const rerouteUnacknowledged = async (session: Session, held: readonly HeldStanza[]): Promise<void> => {
+      // All routed in one tick, in order, so they reach storage before anything that arrives later.
+      const routed = held.map(({ xml, at }) => {
+        try {
+          const stanza = parseElement(xml);
+          if (stanza.name === "iq") {
+            const type = stanza.attrs.type;
+            return type === "get" || type === "set" ? router.bounce(stanza, new StanzaError("service-unavailable", "Recipient's session ended")) : undefined;
+          }
+          if (stanza.name !== "message" || !reroutable(stanza)) return undefined;
+          if (!stanza.getChild("delay", NS.DELAY)) stanza.cnode(el("delay", { xmlns: NS.DELAY, from: session.jid.domain, stamp: new Date(at).toISOString() }));
+          stanza.attrs.to = session.jid.bare;
+          // RFC 6120 §8.1.2.1: a stanza the server generated may leave 'from' out; it is from the server.
+          stanza.attrs.from ??= session.jid.domain;
+          return router.route(stanza);
+        } catch (err) {
+          ctx.log.error({ err, stage: "sm" }, "re-routing an unacknowledged stanza failed");
+          return undefined;
+        }
+      });
+      await Promise.all(routed.map((r) => r?.catch((err) => ctx.log.error({ err, stage: "sm" }, "re-routing an unacknowledged stanza failed"))));
     };
 
     ctx.chain("message/bare", toBare);

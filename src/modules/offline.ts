@@ -131,6 +131,9 @@ export const offline = defineModule({
         taken.add(row.id);
         ids.push(row.id);
         confirmations.push(router.deliverConfirmed(session, stanza));
+        // A batch can be far larger than what a session may buffer: wait while the client reads.
+        const room = session.writable();
+        if (room) await room;
       }
       try {
         await storage.offline.remove(user, await readByClient(session, ids, confirmations));

@@ -5,11 +5,13 @@
  * The protocol has no TLS, so the listener binds to loopback unless configured otherwise.
  */
 import { createServer, type AddressInfo, type Socket } from "node:net";
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { StreamParser, type ParserLimits, type StreamHeader } from "./parser.js";
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { ParserLimits, StreamHeader } from "./parser.js";
 import { NS } from "./ns.js";
 import { tryParseJid } from "./jid.js";
-import { escapeXML, type Element } from "./xml.js";
+import type { Element } from "./xml.js";
+import { TcpTransport } from "./stream/tcp.js";
+import { XmlStream, checkHeader, type StreamEnding, type StreamOwner } from "./stream/xml-stream.js";
 import { StreamError } from "../errors.js";
 import type { Router } from "./router.js";
 import type { Logger } from "../log.js";
@@ -33,74 +35,61 @@ export interface ComponentListener {
   close(): Promise<void>;
 }
 
-class ComponentConnection {
-  private readonly streamId = randomBytes(12).toString("base64url");
+class ComponentConnection implements StreamOwner {
+  private readonly stream: XmlStream;
   private domain: string | undefined;
   private detach: (() => void) | undefined;
-  private headerSent = false;
-  private closed = false;
-  private readonly parser: StreamParser;
   private readonly timer: NodeJS.Timeout;
 
-  constructor(private readonly socket: Socket, private readonly opts: ComponentListenerOptions, private readonly live: Set<ComponentConnection>) {
+  constructor(socket: Socket, private readonly opts: ComponentListenerOptions, private readonly live: Set<ComponentConnection>) {
     live.add(this);
-    this.parser = new StreamParser(opts.limits, {
-      streamStart: (header) => this.onStreamStart(header),
-      element: (element) => this.onElement(element),
-      streamEnd: () => this.close(),
-      error: (error) => this.streamError(error),
-    });
-    socket.on("data", (chunk: Buffer) => this.parser.write(chunk));
-    socket.on("error", () => this.close());
-    socket.on("close", () => this.cleanup());
-    this.timer = setTimeout(() => { if (!this.detach) this.streamError(new StreamError("connection-timeout", "No handshake")); }, opts.handshakeTimeoutMs);
+    this.stream = new XmlStream(new TcpTransport(socket, opts.limits, undefined), NS_COMPONENT, opts.log, this);
+    this.timer = setTimeout(() => { if (!this.detach) this.stream.error(new StreamError("connection-timeout", "No handshake")); }, opts.handshakeTimeoutMs);
     this.timer.unref();
   }
 
-  private write(data: string): void {
-    if (!this.socket.destroyed) this.socket.write(data);
-  }
-
-  private onStreamStart(header: StreamHeader): void {
-    if (header.uri !== NS.STREAMS || header.name !== "stream") return this.streamError(new StreamError("invalid-namespace"));
+  header(header: StreamHeader): void {
     const to = header.attrs.to?.toLowerCase();
-    this.write(`<?xml version='1.0'?><stream:stream xmlns='${NS_COMPONENT}' xmlns:stream='${NS.STREAMS}' id='${this.streamId}'${to ? ` from='${escapeXML(to)}'` : ""}>`);
-    this.headerSent = true;
-    if (header.defaultNs !== NS_COMPONENT) return this.streamError(new StreamError("invalid-namespace", `Default namespace must be ${NS_COMPONENT}`));
-    if (!to || !this.opts.secrets.has(to)) return this.streamError(new StreamError("host-unknown", "No component is configured for that domain"));
+    // XEP-0114 streams carry no version; the component's domain is the 'to' of its header.
+    const invalid = checkHeader(header, { contentNs: NS_COMPONENT, requireVersion: false });
+    if (invalid) return this.stream.error(invalid, to);
+    if (!to || !this.opts.secrets.has(to)) return this.stream.error(new StreamError("host-unknown", "No component is configured for that domain"), to);
     this.domain = to;
+    this.stream.open(to, "en", false);
   }
 
-  private onElement(element: Element): void {
+  element(element: Element): void {
     if (!this.detach) {
-      if (element.name !== "handshake") return this.streamError(new StreamError("not-authorized", "Handshake first"));
+      if (element.name !== "handshake") return this.stream.error(new StreamError("not-authorized", "Handshake first"));
       return this.onHandshake(element.text());
     }
     if (element.name !== "message" && element.name !== "presence" && element.name !== "iq") {
-      return this.streamError(new StreamError("unsupported-stanza-type"));
+      return this.stream.error(new StreamError("unsupported-stanza-type"));
     }
     // XEP-0114 §3: the component addresses from its own domain; anything else is forged.
     const from = tryParseJid(element.attrs.from);
-    if (!from || from.domain !== this.domain) return this.streamError(new StreamError("invalid-from", "Stanzas must be from the component's domain"));
-    if (!tryParseJid(element.attrs.to)) return this.streamError(new StreamError("improper-addressing", "Stanzas need a valid 'to'"));
+    if (!from || from.domain !== this.domain) return this.stream.error(new StreamError("invalid-from", "Stanzas must be from the component's domain"));
+    if (!tryParseJid(element.attrs.to)) return this.stream.error(new StreamError("improper-addressing", "Stanzas need a valid 'to'"));
     element.attrs.xmlns = NS.CLIENT;
     void this.opts.router.route(element);
   }
 
+  drain(): void {}
+
   private onHandshake(proof: string): void {
     const domain = this.domain!;
-    const expected = createHash("sha1").update(this.streamId + this.opts.secrets.get(domain)!).digest("hex");
+    const expected = createHash("sha1").update(this.stream.id + this.opts.secrets.get(domain)!).digest("hex");
     const given = Buffer.from(proof.trim().toLowerCase());
     // XEP-0114 §2: a wrong handshake is a not-authorized stream error.
     if (given.length !== expected.length || !timingSafeEqual(given, Buffer.from(expected))) {
-      return this.streamError(new StreamError("not-authorized", "Wrong handshake"));
+      return this.stream.error(new StreamError("not-authorized", "Wrong handshake"));
     }
     const detach = this.opts.router.attachComponent(domain, (stanza) => this.deliver(stanza));
-    if (!detach) return this.streamError(new StreamError("conflict", "That component is already connected"));
+    if (!detach) return this.stream.error(new StreamError("conflict", "That component is already connected"));
     this.detach = detach;
     clearTimeout(this.timer);
     this.opts.log.info({ stage: "component", domain }, "component connected");
-    this.write("<handshake/>");
+    this.stream.send("<handshake/>");
   }
 
   /** A stanza for the component: written in the stream's namespace, the shared element left as it was. */
@@ -110,34 +99,18 @@ class ComponentConnection {
     const xml = stanza.toString();
     if (ns === undefined) delete stanza.attrs.xmlns;
     else stanza.attrs.xmlns = ns;
-    this.write(xml);
+    this.stream.send(xml);
   }
 
-  streamError(error: StreamError): void {
-    if (this.closed) return;
-    this.parser.stop();
-    if (!this.headerSent) {
-      this.write(`<?xml version='1.0'?><stream:stream xmlns='${NS_COMPONENT}' xmlns:stream='${NS.STREAMS}' id='${this.streamId}'>`);
-      this.headerSent = true;
-    }
-    this.opts.log.info({ stage: "component", condition: error.condition, domain: this.domain }, "component stream error");
-    this.write(error.toElement().toString());
-    this.close();
+  close(error?: StreamError): void {
+    if (error) this.stream.error(error, this.domain);
+    else this.stream.close();
   }
 
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.write("</stream:stream>");
-    this.socket.end();
-    setTimeout(() => this.socket.destroy(), 2000).unref();
-    this.cleanup();
-  }
-
-  private cleanup(): void {
+  ended(ending: StreamEnding): void {
     clearTimeout(this.timer);
-    this.closed = true;
     this.live.delete(this);
+    if (ending.kind === "closed" && ending.error) this.opts.log.info({ stage: "component", condition: ending.error.condition, domain: this.domain }, "component stream error");
     if (this.detach) {
       this.detach();
       this.detach = undefined;
@@ -159,7 +132,7 @@ export async function listenComponents(opts: ComponentListenerOptions): Promise<
   return {
     port,
     async close() {
-      for (const c of [...live]) c.streamError(new StreamError("system-shutdown"));
+      for (const c of [...live]) c.close(new StreamError("system-shutdown"));
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

@@ -30,12 +30,21 @@ export interface Session {
   close(error?: StreamError): void;
   /** The socket is gone and the session waits to be resumed (XEP-0198 §5): stanzas queue, nobody reads them. */
   readonly hibernating: boolean;
+  /**
+   * Backpressure for producers of bulk output (an offline flush, an archive page): resolves once
+   * the client has read what it was sent, or the session ended; undefined when there is room now.
+   */
+  writable(): Promise<void> | undefined;
 }
 
 export interface SessionView {
   get(fullJid: string): Session | undefined;
   ofUser(bareJid: string): readonly Session[];
-  /** Sessions of the user that sent available presence, in bind order. */
+  /**
+   * Sessions of the user that sent available presence, in bind order. RFC 6121 §8.5 "available"
+   * means a resource the user is connected with: sessions waiting for resumption count only when
+   * the user has no live one (they queue what they get, and push wakes the device).
+   */
   available(bareJid: string): Session[];
   count(): number;
   all(): IterableIterator<Session>;
@@ -78,7 +87,9 @@ export class SessionTable implements SessionView {
   }
 
   available(bareJid: string): Session[] {
-    return this.ofUser(bareJid).filter((s) => s.presence !== undefined);
+    const available = this.ofUser(bareJid).filter((s) => s.presence !== undefined);
+    const live = available.filter((s) => !s.hibernating);
+    return live.length > 0 ? live : available;
   }
 
   count(): number {

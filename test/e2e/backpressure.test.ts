@@ -10,7 +10,8 @@ import { capturingLogger, startTestServer, type TestServer } from "../helpers/se
 import { rawSession, type RawClient } from "../helpers/raw.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 
-const CAP = 65536;
+/** Above the largest stanza (256 KiB after authentication), far below what the flood sends. */
+const CAP = 1024 * 1024;
 const BODY = "x".repeat(200 * 1024);
 
 async function until(cond: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
@@ -57,7 +58,7 @@ describe("a client that stops reading", () => {
 
   it("is closed once over the send-buffer cap, with one log line, and others keep being served", async () => {
     const vic = await stalledReader(server, "vic", false);
-    await flood(bob, "vic@localhost/stalled", 60, "v");
+    await flood(bob, "vic@localhost/stalled", 100, "v");
     await until(() => server.sessions.get("vic@localhost/stalled") === undefined, "vic's session ends");
     const overflow = records.filter((r) => r.stage === "stream" && r.condition === "resource-constraint");
     assert.equal(overflow.length, 1, "exactly one stream error logged");
@@ -66,5 +67,19 @@ describe("a client that stops reading", () => {
     const pong = await bob.iq(xml("iq", { type: "get", to: "localhost", id: "still-here" }, xml("ping", { xmlns: "urn:xmpp:ping" })));
     assert.equal(pong.attrs.type, "result");
     vic.close();
+  });
+
+  it("with stream management, what it never acknowledged reaches it at the next login", async () => {
+    // Unacknowledged stanzas count toward the bound (the socket's buffers do not hide them): 4 MB is plenty.
+    const wendy = await stalledReader(server, "wendy", true);
+    await flood(bob, "wendy@localhost/stalled", 20, "w");
+    await until(() => server.sessions.get("wendy@localhost/stalled") === undefined, "wendy's session ends");
+    wendy.close();
+    const back = await connect({ port: server.ports.c2s!, username: "wendy", password: "pw", resource: "back" });
+    await back.xmpp.send(xml("presence"));
+    await back.waitFor((s) => s.is("message") && s.attrs.id === "w19", 20_000);
+    const ids = new Set(back.inbox.filter((s) => s.is("message")).map((s) => s.attrs.id));
+    for (let i = 0; i < 20; i++) assert.ok(ids.has(`w${i}`), `w${i} arrived`);
+    await back.stop();
   });
 });

@@ -55,11 +55,11 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     await bob.waitFor(/<a xmlns='urn:xmpp:sm:3' h='2'\/>/);
     // The server asks for an ack of what it sent (presence reflection + ping result).
     await bob.waitFor(/<r xmlns='urn:xmpp:sm:3'\/>/);
-    const session = server.sessions.get("bob@localhost/sm") as unknown as { sm: { unacked: unknown[] } };
-    assert.equal(session.sm.unacked.length, 2);
+    const session = server.sessions.get("bob@localhost/sm") as unknown as { out: { unacknowledged: number } };
+    assert.equal(session.out.unacknowledged, 2);
     bob.send("<a xmlns='urn:xmpp:sm:3' h='2'/>");
     await new Promise((r) => setTimeout(r, 100));
-    assert.equal(session.sm.unacked.length, 0);
+    assert.equal(session.out.unacknowledged, 0);
     bob.close();
   });
 

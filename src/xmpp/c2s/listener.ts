@@ -3,8 +3,9 @@
  * "xmpp-client"). Banned addresses are refused at accept; TLS handshakes have their own deadline.
  */
 import { createServer as createTcpServer, type Server, type Socket, type AddressInfo } from "node:net";
-import { createServer as createTlsServer, type TLSSocket } from "node:tls";
-import { C2SConnection, type C2SDeps } from "./connection.js";
+import { createServer as createTlsServer, type SecureContext, type TLSSocket } from "node:tls";
+import { C2SNegotiation, type C2SDeps } from "./negotiation.js";
+import { TcpTransport } from "../stream/tcp.js";
 import { TLS_MIN_VERSION } from "../tls.js";
 
 export interface ListenerOptions {
@@ -15,12 +16,19 @@ export interface ListenerOptions {
   maxConnectionsPerAddress: number;
 }
 
+export interface C2SListenerDeps extends C2SDeps {
+  defaultTls: SecureContext;
+  /** PEM of the default host, for the direct-TLS server (tls.createServer takes no ready context). */
+  defaultCert: { cert: string; key: string };
+  sniCallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
+}
+
 export interface C2SListener {
   readonly port: number;
   close(): Promise<void>;
 }
 
-export async function listenC2S(options: ListenerOptions, deps: C2SDeps): Promise<C2SListener> {
+export async function listenC2S(options: ListenerOptions, deps: C2SListenerDeps): Promise<C2SListener> {
   const perAddress = new Map<string, number>();
   const admit = (socket: Socket): boolean => {
     const address = (socket.remoteAddress ?? "").replace(/^::ffff:/, "");
@@ -53,7 +61,7 @@ export async function listenC2S(options: ListenerOptions, deps: C2SDeps): Promis
     tlsServer.on("connection", (raw: Socket) => { admit(raw); });
     tlsServer.on("secureConnection", (socket: TLSSocket) => {
       if (socket.destroyed) return;
-      new C2SConnection(socket, true, deps);
+      new C2SNegotiation(new TcpTransport(socket, deps.limits.preAuth, undefined), deps);
     });
     tlsServer.on("tlsClientError", (err, socket) => {
       deps.log.debug({ stage: "tls", err: err.message }, "TLS handshake failed");
@@ -62,7 +70,9 @@ export async function listenC2S(options: ListenerOptions, deps: C2SDeps): Promis
     server = tlsServer;
   } else {
     server = createTcpServer((socket) => {
-      if (admit(socket)) new C2SConnection(socket, false, deps);
+      if (!admit(socket)) return;
+      const startTls = { secureContext: deps.defaultTls, SNICallback: deps.sniCallback };
+      new C2SNegotiation(new TcpTransport(socket, deps.limits.preAuth, startTls), deps);
     });
   }
   server.on("error", (err) => deps.log.error({ err, stage: "listen" }, "listener error"));

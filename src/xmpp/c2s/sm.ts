@@ -1,6 +1,6 @@
 /**
- * XEP-0198 Stream Management 1.6.3 (urn:xmpp:sm:3): the counters and the unacknowledged queue of
- * one session. The connection owns negotiation; this class owns the arithmetic, so the rules
+ * XEP-0198 Stream Management 1.6.3 (urn:xmpp:sm:3): the counters of one session. The session owns
+ * the protocol exchange and the queue (./outbound.ts); this class owns the arithmetic, so the rules
  * (custody before ack, wrap-around at 2^32, handled-count-too-high) live in one place.
  *
  * Our delivery promise (../shared/reference/HARDENING.md §1.3): the inbound 'h' we report covers a
@@ -8,7 +8,6 @@
  * storage (P1); unacknowledged stanzas of a session that ends are re-routed, never dropped (P3).
  */
 import { randomBytes } from "node:crypto";
-import type { Element } from "../xml.js";
 
 export const NS_SM = "urn:xmpp:sm:3";
 const WRAP = 2 ** 32;
@@ -16,15 +15,13 @@ const WRAP = 2 ** 32;
 export interface SmLimits {
   resumeTimeoutMs: number;
   maxResumeTimeoutMs: number;
+  /** Unacknowledged stanzas per session before the stream is closed (and they are re-routed). */
   maxUnacked: number;
-}
-
-export interface Unacked {
-  stanza: Element;
-  /** When it was queued, for the XEP-0203 delay if it has to be re-routed. */
-  at: number;
-  /** Told true when the client acknowledges it, false when the session ends first. */
-  confirm?: (acknowledged: boolean) => void;
+  /**
+   * Characters a hibernated session may hold for its client (issue 21 item 6): past it the session
+   * ends and what it held takes the normal path (another resource, offline storage).
+   */
+  maxHibernatedChars: number;
 }
 
 export class AckError extends Error {
@@ -33,16 +30,16 @@ export class AckError extends Error {
   }
 }
 
+/** The counters of one session; which stanzas they count is the outbound queue's business. */
 export class StreamManagement {
   readonly id = randomBytes(15).toString("base64url");
   /** Inbound: stanzas received since enable, and how many of them (a prefix) are in custody. */
   private received = 0;
   private handled = 0;
   private readonly doneOutOfOrder = new Set<number>();
-  /** Outbound: stanzas sent since enable, how many the client acknowledged, and the rest. */
+  /** Outbound: stanzas written to the client since enable, and how many it acknowledged. */
   private sent = 0;
   private acked = 0;
-  private queue: Unacked[] = [];
 
   constructor(readonly resumable: boolean, readonly resumeTimeoutMs: number) {}
 
@@ -67,35 +64,24 @@ export class StreamManagement {
     return this.handled % WRAP;
   }
 
-  /** Queues an outbound stanza; returns how many are now unacknowledged. */
-  sentOutbound(stanza: Element, confirm?: Unacked["confirm"]): number {
+  /** A stanza was written to the client for the first time. */
+  wrote(): void {
     this.sent++;
-    this.queue.push(confirm ? { stanza, at: Date.now(), confirm } : { stanza, at: Date.now() });
-    return this.queue.length;
   }
 
-  get unacked(): readonly Unacked[] {
-    return this.queue;
+  get unacknowledged(): number {
+    return this.sent - this.acked;
   }
 
   /**
-   * Applies the client's 'h' (from <a/> or <resume/>); returns the stanzas it acknowledged.
-   * Throws AckError when it acknowledges more than was sent.
+   * Applies the client's 'h' (from <a/> or <resume/>); returns how many stanzas it newly
+   * acknowledged. Throws AckError when it acknowledges more than was written.
    */
-  ack(h: number): Unacked[] {
+  ack(h: number): number {
     const newly = (h - (this.acked % WRAP) + WRAP) % WRAP;
     if (this.acked + newly > this.sent) throw new AckError(h, this.sent % WRAP);
     this.acked += newly;
-    const done = this.queue.splice(0, newly);
-    for (const u of done) u.confirm?.(true);
-    return done;
-  }
-
-  /** Empties the queue (the session ends; the caller re-routes what was in it). */
-  drain(): Unacked[] {
-    const q = this.queue;
-    this.queue = [];
-    return q;
+    return newly;
   }
 }
 
