@@ -23,6 +23,7 @@ import { listenComponents, type ComponentListener } from "./xmpp/component.js";
 import { HttpRoutes, listenHttp, type HttpListener } from "./http/server.js";
 import { C2SRegistry } from "./xmpp/c2s/registry.js";
 import { AuthThrottle } from "./xmpp/c2s/throttle.js";
+import { Admission } from "./xmpp/c2s/admission.js";
 import { StreamError } from "./errors.js";
 import type { Module } from "./module.js";
 
@@ -82,6 +83,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const tls = await loadHostTls(config.hosts, config.tls.certificates, dataDir);
   const defaultTls = tls.get(config.hosts[0]!)!;
   const registry = new C2SRegistry();
+  const throttle = new AuthThrottle({ banAfter: config.auth.banAfterFailures, banSeconds: config.auth.banSeconds, freeFailures: 2, maxDelayMs: 5000 });
   const deps: C2SListenerDeps = {
     hosts: config.hosts,
     defaultTls: defaultTls.context,
@@ -108,7 +110,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     sessions,
     storage,
     log,
-    throttle: new AuthThrottle({ banAfter: config.auth.banAfterFailures, banSeconds: config.auth.banSeconds, freeFailures: 2, maxDelayMs: 5000 }),
+    throttle,
+    admission: new Admission(throttle, config.limits.maxConnectionsPerAddress),
     saslSecret: secret,
     scramIterations: config.auth.scramIterations,
     serverEndPoint: (servername, host) => {
@@ -130,7 +133,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // Listeners last: nothing reaches the server before every module is ready.
   const listeners: Array<C2SListener | ComponentListener | HttpListener> = [];
   const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
-  const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress };
+  const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs };
   try {
     if (config.listen.c2s !== null) {
       const l = await listenC2S({ ...listenOpts, port: config.listen.c2s, directTls: false }, deps);

@@ -7,14 +7,18 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createHttpsServer } from "node:https";
 import type { SecureContext } from "node:tls";
 import type { AddressInfo, Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import type { Logger } from "../log.js";
 import { TLS_MIN_VERSION } from "../xmpp/tls.js";
 
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>;
+/** An HTTP/1.1 Upgrade request (RFC 9110 §7.8), e.g. a WebSocket handshake (RFC 6455 §4). */
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, url: URL) => void;
 
 /** Handlers by path prefix; the longest matching prefix wins. */
 export class HttpRoutes {
   private readonly routes: Array<{ prefix: string; handler: HttpHandler }> = [];
+  private readonly upgrades: Array<{ prefix: string; handler: UpgradeHandler }> = [];
 
   constructor(private readonly log: Logger) {}
 
@@ -23,6 +27,33 @@ export class HttpRoutes {
     this.routes.push(route);
     this.routes.sort((a, b) => b.prefix.length - a.prefix.length);
     return () => { this.routes.splice(this.routes.indexOf(route), 1); };
+  }
+
+  addUpgrade(prefix: string, handler: UpgradeHandler): () => void {
+    const route = { prefix, handler };
+    this.upgrades.push(route);
+    this.upgrades.sort((a, b) => b.prefix.length - a.prefix.length);
+    return () => { this.upgrades.splice(this.upgrades.indexOf(route), 1); };
+  }
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    let url: URL | undefined;
+    try {
+      url = new URL(req.url ?? "/", "http://host");
+    } catch {
+      url = undefined;
+    }
+    const route = url && this.upgrades.find((r) => url.pathname.startsWith(r.prefix));
+    if (!url || !route) {
+      socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+      return;
+    }
+    try {
+      route.handler(req, socket, head, url);
+    } catch (err) {
+      this.log.error({ err, stage: "http", prefix: route.prefix }, "upgrade handler failed");
+      socket.destroy();
+    }
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -78,6 +109,7 @@ export async function listenHttp(opts: HttpListenerOptions): Promise<HttpListene
   server.keepAliveTimeout = 5000;
   const sockets = new Set<Socket>();
   server.on("connection", (s: Socket) => { sockets.add(s); s.once("close", () => sockets.delete(s)); });
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => opts.routes.handleUpgrade(req, socket, head));
   server.on("tlsClientError", (err: Error, s: Socket) => { opts.log.debug({ stage: "http", err: err.message }, "TLS handshake failed"); s.destroy(); });
   server.on("clientError", (_err: Error, s: Socket) => { if (s.writable) s.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"); else s.destroy(); });
   await new Promise<void>((resolve, reject) => {

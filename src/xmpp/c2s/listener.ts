@@ -5,7 +5,8 @@
 import { createServer as createTcpServer, type Server, type Socket, type AddressInfo } from "node:net";
 import { createServer as createTlsServer, type SecureContext, type TLSSocket } from "node:tls";
 import { C2SNegotiation, type C2SDeps } from "./negotiation.js";
-import { TcpTransport } from "../stream/tcp.js";
+import { TcpTransport, normalizeAddress } from "../stream/tcp.js";
+import type { Admission } from "./admission.js";
 import { TLS_MIN_VERSION } from "../tls.js";
 
 export interface ListenerOptions {
@@ -13,7 +14,6 @@ export interface ListenerOptions {
   port: number;
   directTls: boolean;
   tlsHandshakeTimeoutMs: number;
-  maxConnectionsPerAddress: number;
 }
 
 export interface C2SListenerDeps extends C2SDeps {
@@ -21,6 +21,7 @@ export interface C2SListenerDeps extends C2SDeps {
   /** PEM of the default host, for the direct-TLS server (tls.createServer takes no ready context). */
   defaultCert: { cert: string; key: string };
   sniCallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
+  admission: Admission;
 }
 
 export interface C2SListener {
@@ -29,20 +30,13 @@ export interface C2SListener {
 }
 
 export async function listenC2S(options: ListenerOptions, deps: C2SListenerDeps): Promise<C2SListener> {
-  const perAddress = new Map<string, number>();
   const admit = (socket: Socket): boolean => {
-    const address = (socket.remoteAddress ?? "").replace(/^::ffff:/, "");
-    const n = perAddress.get(address) ?? 0;
-    if (deps.throttle.isBanned(address) || n >= options.maxConnectionsPerAddress) {
+    const release = deps.admission.admit(normalizeAddress(socket.remoteAddress));
+    if (!release) {
       socket.destroy();
       return false;
     }
-    perAddress.set(address, n + 1);
-    socket.once("close", () => {
-      const left = (perAddress.get(address) ?? 1) - 1;
-      if (left <= 0) perAddress.delete(address);
-      else perAddress.set(address, left);
-    });
+    socket.once("close", release);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
     return true;
