@@ -167,6 +167,17 @@ export class Router {
   }
 
   private dispatch(routed: Routed, implicitTo: boolean): void | Promise<void> {
+    // A handler that throws synchronously gets the same answer as one that rejects: the error
+    // reply RFC 6120 §8.3.3.8 gives (internal-server-error), logged; never an exception that
+    // escapes to the stream and leaves the sender without an answer (issue 14).
+    try {
+      return this.dispatchFiltered(routed, implicitTo);
+    } catch (err) {
+      return this.handlerFailed(routed, err);
+    }
+  }
+
+  private dispatchFiltered(routed: Routed, implicitTo: boolean): void | Promise<void> {
     const filtered = this.hooks.runFilter("stanza/in", routed);
     if (!filtered) return;
     const { stanza, to } = filtered;

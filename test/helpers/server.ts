@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config.js";
-import { startServer, type Server } from "../../src/server.js";
+import { startServer, type Server, type StartOptions } from "../../src/server.js";
 import pino from "pino";
 import { silentLogger, createLogger, type Logger } from "../../src/log.js";
 
@@ -19,7 +19,7 @@ export function capturingLogger(level = "info"): { log: Logger; records: Array<R
   return { log, records };
 }
 
-export async function startTestServer(overrides: Record<string, unknown> = {}, options: { log?: Logger } = {}): Promise<TestServer> {
+export async function startTestServer(overrides: Record<string, unknown> = {}, options: { log?: Logger; modules?: StartOptions["modules"] } = {}): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "parley-e2e-"));
   const config = parseConfig({
     hosts: ["localhost"],
@@ -30,7 +30,7 @@ export async function startTestServer(overrides: Record<string, unknown> = {}, o
     ...overrides,
   });
   const log = options.log ?? (process.env.PARLEY_TEST_LOG ? createLogger({ level: process.env.PARLEY_TEST_LOG, pretty: false }) : silentLogger());
-  const server = await startServer(config, { log });
+  const server = await startServer(config, { log, modules: options.modules });
   return Object.assign(server, {
     dataDir,
     async cleanup() {
