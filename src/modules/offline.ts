@@ -135,16 +135,22 @@ export const offline = defineModule({
         const room = session.writable();
         if (room) await room;
       }
+      let read: number[] = [];
       try {
-        await storage.offline.remove(user, await readByClient(session, ids, confirmations));
+        read = await readByClient(session, ids, confirmations);
+        await storage.offline.remove(user, read);
       } catch (err) {
         ctx.log.error({ err, stage: "offline" }, "removing delivered offline messages failed");
       } finally {
         release(user, ids);
       }
-      if (rows.length === ctx.options.flushBatch && session.presence !== undefined && ctx.sessions.get(session.jid.full) === session) {
-        await flush(session);
+      if (!live(session)) {
+        // The session ended before its client read everything: the user's other resources get
+        // the rest now, not at their next login (issue 22 item 3).
+        if (read.length < ids.length) for (const other of ctx.sessions.available(user)) await flush(other);
+        return;
       }
+      if (rows.length === ctx.options.flushBatch && session.presence !== undefined) await flush(session);
     };
 
     /**
