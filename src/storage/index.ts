@@ -269,6 +269,67 @@ export interface RoomStore {
   setAffiliation(room: string, affiliation: RoomAffiliation | { jid: string; affiliation: "none" }): Promise<void>;
 }
 
+/**
+ * A XEP-0484 FAST token, stored hashed: `hash` is SHA-256 of the token's bytes. Tokens are longer
+ * than SHA-256's block, so HMAC (RFC 2104 §2) keys with that hash anyway: the HT-* mechanisms
+ * verify with it, and the token itself is never kept.
+ */
+export interface FastToken {
+  /** base64 */
+  hash: string;
+  /** The mechanism it was issued for; it works with that one only. */
+  mechanism: string;
+  expiresAt: number;
+  /** The highest XEP-0484 'count' accepted for it; 0 before any. */
+  count: number;
+}
+
+/** A client installation of a user, known by its XEP-0388 <user-agent id>, and its FAST tokens. */
+export interface Device {
+  owner: string;
+  /** The user-agent id (a UUID). */
+  id: string;
+  software: string;
+  name: string;
+  firstSeen: number;
+  lastSeen: number;
+  /** XEP-0484 §6.1: the token in use, and a newer one issued but not yet used. */
+  current?: FastToken;
+  next?: FastToken;
+}
+
+/** The columns SQL drivers keep a device in: its tokens as one JSON text. */
+export interface DeviceRow {
+  owner: string;
+  id: string;
+  software: string;
+  name: string;
+  first_seen: number | string;
+  last_seen: number | string;
+  tokens: string;
+}
+
+export function deviceToRow(d: Device): DeviceRow {
+  return { owner: d.owner, id: d.id, software: d.software, name: d.name, first_seen: d.firstSeen, last_seen: d.lastSeen,
+    tokens: JSON.stringify({ current: d.current, next: d.next }) };
+}
+
+export function deviceFromRow(r: DeviceRow): Device {
+  const tokens = JSON.parse(r.tokens) as { current?: FastToken; next?: FastToken };
+  return { owner: r.owner, id: r.id, software: r.software, name: r.name, firstSeen: Number(r.first_seen), lastSeen: Number(r.last_seen),
+    ...(tokens.current ? { current: tokens.current } : {}), ...(tokens.next ? { next: tokens.next } : {}) };
+}
+
+export interface DeviceStore {
+  get(owner: string, id: string): Promise<Device | undefined>;
+  /** Insert or replace. */
+  put(device: Device): Promise<void>;
+  /** Most recently seen first. */
+  list(owner: string): Promise<Device[]>;
+  /** One device, or every device of the owner. */
+  delete(owner: string, id?: string): Promise<void>;
+}
+
 export interface Storage {
   readonly driver: string;
   readonly accounts: AccountStore;
@@ -283,6 +344,7 @@ export interface Storage {
   readonly reports: AbuseReportStore;
   readonly uploads: UploadStore;
   readonly rooms: RoomStore;
+  readonly devices: DeviceStore;
   close(): Promise<void>;
 }
 

@@ -266,5 +266,28 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       await s.lastActivity.set("alice@a.test", { at: 123, status: "bye" });
       assert.deepEqual(await s.lastActivity.get("alice@a.test"), { at: 123, status: "bye" });
     });
+
+    it("devices: put/replace, newest first, tokens kept exactly, delete one or all, and with the account", async () => {
+      const token = (hash: string) => ({ hash, mechanism: "HT-SHA-256-NONE", expiresAt: 1800000000000, count: 0 });
+      const device = (id: string, lastSeen: number, extra: Record<string, unknown> = {}) =>
+        ({ owner: "alice@a.test", id, software: "App", name: "Phone", firstSeen: 1, lastSeen, ...extra });
+      await s.accounts.create(account("alice@a.test"));
+      await s.devices.put(device("d1", 10, { current: token("aGFzaDE=") }));
+      await s.devices.put(device("d2", 30));
+      await s.devices.put({ ...device("d3", 20), owner: "bob@a.test" });
+      assert.deepEqual(await s.devices.get("alice@a.test", "d1"), device("d1", 10, { current: token("aGFzaDE=") }));
+      await s.devices.put(device("d1", 40, { current: { ...token("aGFzaDE="), count: 7 }, next: token("aGFzaDI=") }));
+      assert.deepEqual(await s.devices.get("alice@a.test", "d1"), device("d1", 40, { current: { ...token("aGFzaDE="), count: 7 }, next: token("aGFzaDI=") }));
+      assert.deepEqual((await s.devices.list("alice@a.test")).map((d) => d.id), ["d1", "d2"]);
+      await s.devices.delete("alice@a.test", "d2");
+      assert.deepEqual((await s.devices.list("alice@a.test")).map((d) => d.id), ["d1"]);
+      await s.devices.put(device("d4", 50));
+      await s.devices.delete("alice@a.test");
+      assert.deepEqual(await s.devices.list("alice@a.test"), []);
+      await s.devices.put(device("d5", 60));
+      await s.accounts.delete("alice@a.test");
+      assert.equal(await s.devices.get("alice@a.test", "d5"), undefined);
+      assert.equal((await s.devices.list("bob@a.test")).length, 1, "nobody else's");
+    });
   });
 }

@@ -1,5 +1,5 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
-import { domainOf, type AbuseReport, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
+import { domainOf, type AbuseReport, type Device, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
   const accounts = new Map<string, Account>();
@@ -17,6 +17,8 @@ export function createMemoryStorage(): Storage {
   const uploads = new Map<string, UploadRecord>();
   const rooms = new Map<string, RoomRecord>();
   const roomAffiliations = new Map<string, Map<string, RoomAffiliation>>();
+  /** owner → user-agent id → device */
+  const devices = new Map<string, Map<string, Device>>();
   let offlineSeq = 0;
 
   const rosterOf = (owner: string) => {
@@ -48,7 +50,7 @@ export function createMemoryStorage(): Storage {
       },
       async delete(jid) {
         if (!accounts.delete(jid)) return false;
-        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid); archives.delete(jid); pubsub.delete(jid);
+        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid); archives.delete(jid); pubsub.delete(jid); devices.delete(jid);
         for (const [id, u] of uploads) if (u.owner === jid) uploads.delete(id);
         return true;
       },
@@ -212,6 +214,24 @@ export function createMemoryStorage(): Storage {
         return (n?.items.length ?? 0) < before;
       },
       async purge(owner, node) { const n = nodeOf(owner, node); if (n) n.items = []; },
+    },
+    devices: {
+      async get(owner, id) {
+        const d = devices.get(owner)?.get(id);
+        return d && structuredClone(d);
+      },
+      async put(d) {
+        let mine = devices.get(d.owner);
+        if (!mine) devices.set(d.owner, (mine = new Map()));
+        mine.set(d.id, structuredClone(d));
+      },
+      async list(owner) {
+        return [...(devices.get(owner)?.values() ?? [])].sort((a, b) => b.lastSeen - a.lastSeen || (a.id < b.id ? -1 : 1)).map((d) => structuredClone(d));
+      },
+      async delete(owner, id) {
+        if (id === undefined) devices.delete(owner);
+        else devices.get(owner)?.delete(id);
+      },
     },
     reports: {
       async add(report) { reports.push(structuredClone(report)); },

@@ -10,8 +10,8 @@
 import pg from "pg";
 import { POSTGRES_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import { domainOf } from "../index.js";
-import type { Account, UploadRecord, RoomAffiliation, RoomRecord, ArchivedMessage, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import { domainOf, deviceFromRow, deviceToRow } from "../index.js";
+import type { Account, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, ArchivedMessage, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface PostgresOptions {
   url: string;
@@ -206,7 +206,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async delete(jid) {
         return tx(async (c) => {
           const existed = ((await c.query("DELETE FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0;
-          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items", "uploads"]) {
+          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items", "uploads", "devices"]) {
             await c.query(`DELETE FROM ${t} WHERE owner = $1`, [jid]);
           }
           return existed;
@@ -416,6 +416,25 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         if (a.affiliation === "none") await q("DELETE FROM room_affiliations WHERE room = $1 AND jid = $2", [room, a.jid]);
         else await q(`INSERT INTO room_affiliations (room, jid, affiliation, nick, reason) VALUES ($1, $2, $3, $4, $5)
           ON CONFLICT (room, jid) DO UPDATE SET affiliation = EXCLUDED.affiliation, nick = EXCLUDED.nick, reason = EXCLUDED.reason`, [room, a.jid, a.affiliation, a.nick, a.reason]);
+      },
+    },
+    devices: {
+      async get(owner, id) {
+        const row = (await read<DeviceRow>("SELECT * FROM devices WHERE owner = $1 AND id = $2", [owner, id])).rows[0];
+        return row && deviceFromRow(row);
+      },
+      async put(d) {
+        const r = deviceToRow(d);
+        await q(`INSERT INTO devices (owner, id, software, name, first_seen, last_seen, tokens) VALUES ($1, $2, $3, $4, $5, $6, $7)
+          ON CONFLICT (owner, id) DO UPDATE SET software = EXCLUDED.software, name = EXCLUDED.name, first_seen = EXCLUDED.first_seen,
+          last_seen = EXCLUDED.last_seen, tokens = EXCLUDED.tokens`, [r.owner, r.id, r.software, r.name, r.first_seen, r.last_seen, r.tokens]);
+      },
+      async list(owner) {
+        return (await read<DeviceRow>("SELECT * FROM devices WHERE owner = $1 ORDER BY last_seen DESC, id COLLATE \"C\"", [owner])).rows.map(deviceFromRow);
+      },
+      async delete(owner, id) {
+        if (id === undefined) await q("DELETE FROM devices WHERE owner = $1", [owner]);
+        else await q("DELETE FROM devices WHERE owner = $1 AND id = $2", [owner, id]);
       },
     },
     reports: {

@@ -12,8 +12,8 @@ import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
 import { BackgroundCheckpointer } from "./checkpointer.js";
-import { domainOf } from "../index.js";
-import type { AbuseReport, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import { domainOf, deviceFromRow, deviceToRow } from "../index.js";
+import type { AbuseReport, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -110,6 +110,13 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     removeAffiliation: db.prepare("DELETE FROM room_affiliations WHERE room = ? AND jid = ?"),
   };
   const deleteRoom = db.transaction((jid: string) => { rm.deleteAffiliations.run(jid); rm.delete.run(jid); });
+  const dev = {
+    get: db.prepare("SELECT * FROM devices WHERE owner = ? AND id = ?"),
+    put: db.prepare("INSERT OR REPLACE INTO devices (owner, id, software, name, first_seen, last_seen, tokens) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+    list: db.prepare("SELECT * FROM devices WHERE owner = ? ORDER BY last_seen DESC, id"),
+    deleteOne: db.prepare("DELETE FROM devices WHERE owner = ? AND id = ?"),
+    deleteAll: db.prepare("DELETE FROM devices WHERE owner = ?"),
+  };
   const reportAdd = db.prepare("INSERT INTO abuse_reports (at, reporter, reported, reason, text, stanza_ids) VALUES (?, ?, ?, ?, ?, ?)");
   const reportList = db.prepare("SELECT at, reporter, reported, reason, text, stanza_ids AS stanzaIds FROM abuse_reports ORDER BY id DESC LIMIT ?");
   const ITEM_COLUMNS = "item_id AS id, publisher, payload, published_at AS publishedAt";
@@ -153,7 +160,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     const rows = stmt.all(...values, query.limit) as ArchivedMessage[];
     return query.newestFirst ? rows.reverse() : rows;
   };
-  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items", "uploads"]
+  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items", "uploads", "devices"]
     .map((t) => db.prepare(`DELETE FROM ${t} WHERE ${t === "accounts" ? "jid" : "owner"} = ?`));
 
   const toItem = (r: RosterRow): RosterItem => ({
@@ -299,6 +306,21 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async setAffiliation(room, a) {
         if (a.affiliation === "none") rm.removeAffiliation.run(room, a.jid);
         else rm.setAffiliation.run(room, a.jid, a.affiliation, a.nick, a.reason);
+      },
+    },
+    devices: {
+      async get(owner, id) {
+        const row = dev.get.get(owner, id) as DeviceRow | undefined;
+        return row && deviceFromRow(row);
+      },
+      async put(d) {
+        const r = deviceToRow(d);
+        dev.put.run(r.owner, r.id, r.software, r.name, r.first_seen, r.last_seen, r.tokens);
+      },
+      async list(owner) { return (dev.list.all(owner) as DeviceRow[]).map(deviceFromRow); },
+      async delete(owner, id) {
+        if (id === undefined) dev.deleteAll.run(owner);
+        else dev.deleteOne.run(owner, id);
       },
     },
     reports: {

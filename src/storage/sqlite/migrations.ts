@@ -131,4 +131,17 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (room, jid)
   );
   `,
+  // 8: XEP-0388 user agents with their XEP-0484 FAST tokens (JSON, hashed)
+  `
+  CREATE TABLE devices (
+    owner TEXT NOT NULL,
+    id TEXT NOT NULL,
+    software TEXT NOT NULL,
+    name TEXT NOT NULL,
+    first_seen BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    tokens TEXT NOT NULL,
+    PRIMARY KEY (owner, id)
+  );
+  `,
 ];
