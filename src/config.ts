@@ -103,6 +103,14 @@ export const ConfigSchema = z.strictObject({
     maxFailuresPerStream: z.number().int().min(1).max(10).default(3),
     banAfterFailures: z.number().int().min(1).default(20),
     banSeconds: z.number().int().min(1).default(3600),
+    /** XEP-0484 FAST tokens: a device that stays away longer than the lifetime logs in with its password again. */
+    fast: z.strictObject({
+      tokenTtlDays: z.number().positive().default(21),
+      /** A token older than this is replaced when it is used. */
+      rotateAfterHours: z.number().positive().default(24),
+      /** Devices (XEP-0388 user agents) remembered per account; the one seen longest ago goes first. */
+      maxDevicesPerUser: z.number().int().min(1).default(20),
+    }).prefault({}),
   }).prefault({}),
   /** Module options by module name; `false` disables a module that is on by default. */
   modules: z.record(z.string(), z.union([z.literal(false), z.record(z.string(), z.unknown()), z.null()])).default({}),

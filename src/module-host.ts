@@ -14,7 +14,7 @@ import type { Logger } from "./log.js";
 import type { Accounts } from "./accounts.js";
 import type { HttpRoutes } from "./http/server.js";
 import { createHmac } from "node:crypto";
-import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/extensions.js";
+import type { BindFeatureHandler, NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/extensions.js";
 
 export interface ModuleHostDeps {
   hosts: readonly string[];
@@ -74,6 +74,7 @@ export class ModuleHost {
   readonly streamFeatures: StreamFeatureRegistry = { preAuth: [] as StreamFeatureProvider[], postAuth: [] as StreamFeatureProvider[] };
   readonly unauthenticatedIq = new Map<string, UnauthenticatedIqHandler>();
   readonly nonzas = new Map<string, NonzaHandler>();
+  readonly bindFeatures = new Map<string, BindFeatureHandler>();
   readonly identities: Record<IqTarget, Identity[]> = { host: [], account: [] };
   readonly itemProviders: Record<IqTarget, DiscoItemsProvider[]> = { host: [], account: [] };
   readonly commands: AdHocCommand[] = [];
@@ -161,6 +162,10 @@ export class ModuleHost {
       nonza(ns, handler) {
         host.nonzas.set(ns, handler);
         track(() => { host.nonzas.delete(ns); });
+      },
+      bindFeature(ns, handler) {
+        host.bindFeatures.set(ns, handler);
+        track(() => { host.bindFeatures.delete(ns); });
       },
     };
   }

@@ -12,7 +12,7 @@ import type { Element } from "./xmpp/xml.js";
 import type { Jid } from "./xmpp/jid.js";
 import type { HttpHandler } from "./http/server.js";
 import type { Accounts } from "./accounts.js";
-import type { NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/extensions.js";
+import type { BindFeatureHandler, NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/extensions.js";
 import type { StreamFeatureProvider, StreamFeatureStage } from "./xmpp/stream/features.js";
 
 /** A XEP-0030 identity. */
@@ -93,6 +93,8 @@ export interface ModuleContext<Options> {
   addDomain(domain: string): void;
   /** Top-level elements of this namespace from bound sessions (XEP-0352 <active/>, …). */
   nonza(ns: string, handler: NonzaHandler): void;
+  /** A feature a XEP-0386 Bind 2 request may enable inline (carbons, CSI, …); advertised as such. */
+  bindFeature(ns: string, handler: BindFeatureHandler): void;
   /** A timer cleared when the module stops. */
   interval(ms: number, fn: () => void): void;
   /** Run when the module stops, in reverse registration order. */

@@ -22,6 +22,7 @@ import { listenC2S, type C2SListener, type C2SListenerDeps } from "./xmpp/c2s/li
 import { listenComponents, type ComponentListener } from "./xmpp/component.js";
 import { HttpRoutes, listenHttp, type HttpListener } from "./http/server.js";
 import { C2SRegistry } from "./xmpp/c2s/registry.js";
+import { FastTokens } from "./auth/fast.js";
 import { AuthThrottle } from "./xmpp/c2s/throttle.js";
 import { Admission } from "./xmpp/c2s/admission.js";
 import { StreamError } from "./errors.js";
@@ -121,6 +122,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     features: host.streamFeatures,
     unauthenticatedIq: host.unauthenticatedIq,
     nonzas: host.nonzas,
+    bindFeatures: host.bindFeatures,
+    fast: new FastTokens(storage.devices, {
+      ttlMs: config.auth.fast.tokenTtlDays * 86_400_000,
+      rotateAfterMs: config.auth.fast.rotateAfterHours * 3_600_000,
+      maxDevicesPerUser: config.auth.fast.maxDevicesPerUser,
+    }),
     sm: {
       resumeTimeoutMs: config.streamManagement.resumeTimeoutSeconds * 1000,
       maxResumeTimeoutMs: config.streamManagement.maxResumeTimeoutSeconds * 1000,

@@ -13,7 +13,7 @@ export type SaslFailureCondition =
   | "invalid-authzid" | "invalid-mechanism" | "malformed-request" | "mechanism-too-weak" | "not-authorized"
   | "temporary-auth-failure";
 
-export type ChannelBindingType = "tls-exporter" | "tls-server-end-point";
+export type ChannelBindingType = "tls-exporter" | "tls-server-end-point" | "tls-unique";
 
 export type SaslStep =
   | { kind: "challenge"; data: Buffer }
@@ -30,6 +30,11 @@ export interface SaslEnvironment {
   /** Server secret for deterministic fake salts, so unknown users look like real ones. */
   secret: Buffer;
   iterations: number;
+  /**
+   * XEP-0474 SCRAM downgrade protection: what this stream advertised, so SCRAM can put the hash
+   * of it into its server-first-message for the client to check.
+   */
+  downgradeProtection?: { mechanisms: readonly string[]; channelBindings: readonly string[] };
 }
 
 export interface SaslMechanism {
@@ -57,6 +62,17 @@ function localToBare(username: string, domain: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * XEP-0474 §3.1: the sorted mechanisms joined by U+001E, then U+001F and the sorted channel-binding
+ * types (when XEP-0440 announced any) joined by U+001E, hashed with the SCRAM hash, base64.
+ */
+export function downgradeProtectionHash(hash: ScramHash, mechanisms: readonly string[], channelBindings: readonly string[]): string {
+  const octetOrder = (a: string, b: string) => (Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  let s = [...mechanisms].sort(octetOrder).join("\x1e");
+  if (channelBindings.length > 0) s += "\x1f" + [...channelBindings].sort(octetOrder).join("\x1e");
+  return H(hash, Buffer.from(s)).toString("base64");
 }
 
 function fakeCredential(env: SaslEnvironment, hash: ScramHash, username: string): ScramCredential {
@@ -112,7 +128,7 @@ class Scram implements SaslMechanism {
     if (this.plus) {
       if (!flag.startsWith("p=")) return fail("malformed-request", "A -PLUS mechanism needs channel binding");
       const type = flag.slice(2) as ChannelBindingType;
-      const cb = type === "tls-exporter" || type === "tls-server-end-point" ? this.env.channelBinding(type) : undefined;
+      const cb = type === "tls-exporter" || type === "tls-server-end-point" || type === "tls-unique" ? this.env.channelBinding(type) : undefined;
       if (!cb) return fail("malformed-request", "Proposed channel binding type isn't supported.");
       this.cbData = cb;
     } else if (flag.startsWith("p=")) {
@@ -147,6 +163,8 @@ class Scram implements SaslMechanism {
     if (this.credential.iterations < MIN_ITERATIONS) return fail("temporary-auth-failure");
     this.nonce = clientNonce + randomBytes(18).toString("base64");
     this.serverFirst = `r=${this.nonce},s=${this.credential.salt},i=${this.credential.iterations}`;
+    const advertised = this.env.downgradeProtection;
+    if (advertised) this.serverFirst += `,h=${downgradeProtectionHash(this.hash, advertised.mechanisms, advertised.channelBindings)}`;
     this.state = "final";
     return { kind: "challenge", data: Buffer.from(this.serverFirst) };
   }

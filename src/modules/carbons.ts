@@ -35,6 +35,12 @@ export const carbons = defineModule({
     const enabled = new WeakSet<Session>();
     ctx.feature("host", CARBONS);
 
+    // XEP-0386: <enable xmlns='urn:xmpp:carbons:2'/> inside a Bind 2 request; "no response is necessary".
+    ctx.bindFeature(CARBONS, (element, session) => {
+      if (element.name === "enable") enabled.add(session);
+      return undefined;
+    });
+
     ctx.iq("account", "set", CARBONS, ({ payload, origin, self }) => {
       if (!origin || !self) throw new StanzaError("forbidden");
       if (payload.name === "enable") enabled.add(origin);

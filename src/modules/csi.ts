@@ -72,7 +72,7 @@ export const csi = defineModule({
       for (const stanza of stanzas) session.send(stanza);
     };
 
-    ctx.nonza(CSI, (element, session) => {
+    const setState = (element: Element, session: Session): boolean => {
       if (element.name === "inactive") {
         if (!inactive.has(session)) inactive.set(session, new Map());
         void ctx.emit("session/csi", { session, active: false });
@@ -80,9 +80,16 @@ export const csi = defineModule({
         release(session);
         inactive.delete(session);
         void ctx.emit("session/csi", { session, active: true });
-      } else {
-        session.close(new StreamError("unsupported-stanza-type"));
-      }
+      } else return false;
+      return true;
+    };
+    ctx.nonza(CSI, (element, session) => {
+      if (!setState(element, session)) session.close(new StreamError("unsupported-stanza-type"));
+    });
+    // XEP-0386: "the session must begin in that state".
+    ctx.bindFeature(CSI, (element, session) => {
+      setState(element, session);
+      return undefined;
     });
 
     // Lowest priority: runs after every other filter has had its say.

@@ -51,7 +51,7 @@ export class StreamParser {
   private chunk = "";
   private boundaryInChunk = -1;
 
-  constructor(private readonly limits: ParserLimits, private sink: ParserSink) {
+  constructor(private limits: ParserLimits, private sink: ParserSink) {
     this.sax = new SaxesParser({ xmlns: true, position: false });
     const sax = this.sax;
     sax.on("xmldecl", (decl) => {
@@ -76,6 +76,11 @@ export class StreamParser {
   /** Hands the rest of the stream to another receiver (XEP-0198 resumption moves a stream into the old session). */
   retarget(sink: ParserSink): void {
     this.sink = sink;
+  }
+
+  /** New limits from the next top-level element on (XEP-0388: authentication without a stream restart). */
+  setLimits(limits: ParserLimits): void {
+    this.limits = limits;
   }
 
   /** Stop emitting; later bytes and events are ignored (used on errors, STARTTLS and stream restarts). */

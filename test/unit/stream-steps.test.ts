@@ -12,7 +12,6 @@ import { SaslStep, type SaslStepDeps } from "../../src/xmpp/c2s/sasl.js";
 import { AuthThrottle } from "../../src/xmpp/c2s/throttle.js";
 import { StanzaError, StreamError } from "../../src/errors.js";
 import { el } from "../../src/xmpp/xml.js";
-import { parseElement } from "../../src/xmpp/xml-parse.js";
 import { parseJid } from "../../src/xmpp/jid.js";
 import { NS } from "../../src/xmpp/ns.js";
 import { silentLogger } from "../../src/log.js";
@@ -32,6 +31,7 @@ class FakeTransport implements Transport {
   destroyed = false;
   setReceiver(r: FrameReceiver) { this.receiver = r; }
   restart() { this.wire.push("[restart]"); }
+  setLimits() {}
   openStream(open: StreamOpen) { this.wire.push(`[open ${open.from ?? "-"} ${open.ns}]`); }
   send(xml: string) { this.wire.push(xml); }
   sendStreamElement(name: string, inner: string) { this.wire.push(`[${name}]${inner}`); }
@@ -152,56 +152,56 @@ describe("resource binding (RFC 6120 §7)", () => {
 describe("the SASL step (RFC 6120 §6)", () => {
   const user = "u@localhost";
   async function step(tls?: SaslStepDeps["tls"]) {
-    const sent: string[] = [];
-    const errors: StreamError[] = [];
     const credentials = await deriveCredentials("secret", 4096);
-    const sasl = new SaslStep({
+    return new SaslStep({
       host: "localhost", remoteAddress: "192.0.2.1", tls,
       serverEndPoint: () => Buffer.alloc(32, 1),
       lookup: async (jid) => (jid === user ? { jid, createdAt: 0, credentials } : undefined),
       secret: Buffer.alloc(32), iterations: 4096,
       throttle: new AuthThrottle({ banAfter: 100, banSeconds: 60, freeFailures: 100, maxDelayMs: 0 }),
       maxAuthFailures: 2, log: silentLogger(),
-    }, { send: (x) => sent.push(x), streamError: (e) => errors.push(e), stillNegotiating: () => errors.length === 0 });
-    return { sasl, sent, errors };
+    });
   }
-  const auth = (mechanism: string, text: string) => el("auth", { xmlns: NS.SASL, mechanism }, text);
-  const plain = (password: string) => Buffer.from(`\0u\0${password}`).toString("base64");
-  const failure = (xml: string) => parseElement(xml).children.find((c) => typeof c !== "string")?.toString();
+  const tlsFacts = (version: string) => ({ version, servername: "localhost", exportKeyingMaterial: () => Buffer.alloc(32), tlsUnique: () => Buffer.alloc(12) });
+  const plain = (password: string) => Buffer.from(`\0u\0${password}`);
 
-  it("offers -PLUS mechanisms and channel-binding types only on TLS, tls-exporter only on TLS 1.3", async () => {
-    const plainText = (await step()).sasl;
+  it("offers -PLUS mechanisms and channel-binding types only on TLS: tls-exporter on TLS 1.3, tls-unique below it", async () => {
+    const plainText = await step();
     assert.deepEqual(plainText.offeredMechanisms(), ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
     assert.ok(!plainText.features().includes("sasl-channel-binding"));
-    const tls13 = (await step({ version: "TLSv1.3", servername: "localhost", exportKeyingMaterial: () => Buffer.alloc(32) })).sasl;
+    const tls13 = await step(tlsFacts("TLSv1.3"));
     assert.deepEqual(tls13.channelBindingTypes(), ["tls-exporter", "tls-server-end-point"]);
     assert.ok(tls13.offeredMechanisms().includes("SCRAM-SHA-256-PLUS"));
-    const tls12 = (await step({ version: "TLSv1.2", servername: "localhost", exportKeyingMaterial: () => Buffer.alloc(32) })).sasl;
-    assert.deepEqual(tls12.channelBindingTypes(), ["tls-server-end-point"]);
+    assert.deepEqual((await step(tlsFacts("TLSv1.2"))).channelBindingTypes(), ["tls-server-end-point", "tls-unique"]);
   });
 
   it("PLAIN with the right password succeeds and names the account", async () => {
-    const { sasl, sent } = await step();
-    assert.equal(await sasl.handle(auth("PLAIN", plain("secret"))), user);
-    assert.equal(parseElement(sent.at(-1)!).name, "success");
+    const sasl = await step();
+    const outcome = await sasl.start("PLAIN", plain("secret"), []);
+    assert.deepEqual(outcome, { kind: "success", username: user });
   });
 
-  it("an unoffered mechanism, bad base64, an abort and an out-of-order response each get their condition", async () => {
-    const { sasl, sent, errors } = await step();
-    await sasl.handle(auth("SCRAM-SHA-1-PLUS", "=")); // not offered without TLS
-    await sasl.handle(auth("PLAIN", "not base64!"));
-    await sasl.handle(el("abort", { xmlns: NS.SASL }));
-    await sasl.handle(el("response", { xmlns: NS.SASL }, "AAAA"));
-    assert.deepEqual(sent.map(failure), ["<invalid-mechanism/>", "<incorrect-encoding/>", "<aborted/>", "<not-authorized/>"]);
-    assert.equal(errors.length, 0, "none of these ends the stream");
+  it("an unoffered mechanism, an abort and an out-of-order response each get their condition", async () => {
+    const sasl = await step();
+    assert.deepEqual(await sasl.start("SCRAM-SHA-1-PLUS", undefined, []), { kind: "failure", condition: "invalid-mechanism" });
+    assert.deepEqual(sasl.abort(), { kind: "failure", condition: "aborted" });
+    assert.equal(((await sasl.respond(Buffer.alloc(3))) as { condition: string }).condition, "not-authorized");
   });
 
   it("wrong credentials count: at the limit the stream is closed with policy-violation", async () => {
-    const { sasl, sent, errors } = await step();
-    assert.equal(await sasl.handle(auth("PLAIN", plain("wrong"))), undefined);
-    assert.equal(failure(sent.at(-1)!), "<not-authorized/>");
-    assert.equal(errors.length, 0);
-    await sasl.handle(auth("PLAIN", plain("wrong")));
-    assert.deepEqual(errors.map((e) => e.condition), ["policy-violation"]);
+    const sasl = await step();
+    assert.deepEqual(await sasl.start("PLAIN", plain("wrong"), []), { kind: "failure", condition: "not-authorized" });
+    const second = await sasl.start("PLAIN", plain("wrong"), []);
+    assert.equal(second.kind, "failure");
+    assert.equal((second as { thenClose?: StreamError }).thenClose?.condition, "policy-violation");
+  });
+
+  it("SCRAM's server-first-message carries the XEP-0474 downgrade-protection hash of what was advertised", async () => {
+    const sasl = await step(tlsFacts("TLSv1.3"));
+    const first = await sasl.start("SCRAM-SHA-1", Buffer.from("n,,n=u,r=abcdef"), ["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"]);
+    assert.equal(first.kind, "challenge");
+    const h = /,h=([^,]+)$/.exec((first as { data: Buffer }).data.toString())?.[1];
+    // XEP-0474 §4's example: SHA-1 of 'SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1ftls-exporter\x1etls-server-end-point'.
+    assert.equal(h, "G6k/rBLDqgOhRRaCuuatSDFkJ08=");
   });
 });

@@ -10,3 +10,9 @@ export type UnauthenticatedIqHandler = (iq: Element, conn: { host: string; remot
 
 /** A top-level element other than a stanza from a bound session. */
 export type NonzaHandler = (element: Element, session: Session) => void;
+
+/**
+ * A XEP-0386 inline feature: the element the client put into its Bind 2 request, applied to the
+ * new session before anything is sent to it. Returns what goes into <bound/>, if anything.
+ */
+export type BindFeatureHandler = (element: Element, session: Session) => string | undefined;

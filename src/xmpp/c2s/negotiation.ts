@@ -6,9 +6,9 @@
  *   header ──▶ (plain TCP: pre-tls ──starttls──▶) pre-auth ──sasl──▶ authenticated ──bind──▶ C2SSession
  *                                                                             └──resume──▶ the hibernated C2SSession
  */
-import { el, firstChildElement, type Element } from "../xml.js";
+import { el, escapeXML, firstChildElement, type Element } from "../xml.js";
 import { NS } from "../ns.js";
-import { Jid } from "../jid.js";
+import { Jid, prepLocal } from "../jid.js";
 import { StanzaError, StreamError, errorReply } from "../../errors.js";
 import type { ParserLimits, StreamHeader } from "../parser.js";
 import type { SessionTable } from "../sessions.js";
@@ -20,8 +20,14 @@ import type { Transport } from "../stream/transport.js";
 import { XmlStream, checkHeader, type StreamEnding, type StreamOwner } from "../stream/xml-stream.js";
 import { offerFeatures, type StreamFeatureContext, type StreamFeatureRegistry } from "../stream/features.js";
 import type { AuthThrottle } from "./throttle.js";
-import type { NonzaHandler, UnauthenticatedIqHandler } from "./extensions.js";
-import { SaslStep } from "./sasl.js";
+import type { BindFeatureHandler, NonzaHandler, UnauthenticatedIqHandler } from "./extensions.js";
+import { SaslStep, decodeSaslData, type SaslOutcome } from "./sasl.js";
+import {
+  NS_BIND2, NS_SASL2, authenticationFeature, bind2Resource, challenge as sasl2Challenge, failure as sasl2Failure, fastToken,
+  parseAuthenticate, success as sasl2Success, type Sasl2Offer, type Sasl2Request,
+} from "./sasl2.js";
+import { HT_MECHANISMS, htChannelBinding, isHtMechanism, parseHtInitial, type HtMechanism } from "../../auth/ht.js";
+import type { FastTokens } from "../../auth/fast.js";
 import { STARTTLS_FEATURE, preTlsAnswer } from "./starttls.js";
 import { admitSession, chooseResource } from "./bind.js";
 import { NS_SM, parseH, type SmLimits } from "./sm.js";
@@ -60,6 +66,10 @@ export interface C2SDeps {
   unauthenticatedIq: ReadonlyMap<string, UnauthenticatedIqHandler>;
   /** Nonza handlers by namespace. */
   nonzas: ReadonlyMap<string, NonzaHandler>;
+  /** XEP-0386 inline features by namespace. */
+  bindFeatures: ReadonlyMap<string, BindFeatureHandler>;
+  /** XEP-0484 tokens and the devices they belong to. */
+  fast: FastTokens;
   sm: SmLimits;
   registry: C2SRegistry;
 }
@@ -73,6 +83,10 @@ export class C2SNegotiation implements StreamOwner {
   private lang = "en";
   private user: string | undefined;
   private sasl: SaslStep | undefined;
+  /** The XEP-0388 request of the exchange under way. */
+  private sasl2: Sasl2Request | undefined;
+  /** The FAST token just used is due for rotation. */
+  private fastRotate = false;
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly transport: Transport, private readonly deps: C2SDeps) {
@@ -112,17 +126,23 @@ export class C2SNegotiation implements StreamOwner {
       case "pre-tls": {
         const answer = preTlsAnswer(element);
         if (answer === "starttls") return this.startTls();
-        if (answer === "encryption-required") return this.stream.send(`<failure xmlns='${NS.SASL}'><encryption-required/></failure>`);
+        if (answer === "encryption-required") {
+          return this.stream.send(ns === NS_SASL2 ? sasl2Failure("encryption-required") : `<failure xmlns='${NS.SASL}'><encryption-required/></failure>`);
+        }
         return this.stream.error(new StreamError("policy-violation", "Use of STARTTLS required"));
       }
       case "pre-auth":
         if (ns === NS.SASL && (name === "auth" || name === "response" || name === "abort")) return this.guard(this.onSasl(element));
+        if (ns === NS_SASL2 && (name === "authenticate" || name === "response" || name === "abort")) return this.guard(this.onSasl2(element));
         if (name === "iq" && ns === NS.CLIENT) return this.guard(this.onUnauthenticatedIq(element));
         if (isStanza(name, ns)) return this.stream.error(new StreamError("not-authorized", "Authenticate first"));
         return this.stream.error(new StreamError("unsupported-stanza-type"));
       case "authenticated":
         if (name === "iq" && ns === NS.CLIENT) return this.guard(this.onPreBindIq(element));
         if (ns === NS_SM && name === "resume") return this.onResume(element);
+        // XEP-0388 §4.6: "once <success/> or <continue/> has been sent by the server, any further
+        // <authenticate/> element MUST result in a stream error".
+        if (ns === NS_SASL2 || ns === NS.SASL) return this.stream.error(new StreamError("policy-violation", "Already authenticated"), this.host);
         // XEP-0198 §3: enabling before a resource is bound is an unexpected request.
         if (ns === NS_SM && name === "enable") return this.stream.send(`<failed xmlns='${NS_SM}'><unexpected-request xmlns='${NS.STANZA_ERRORS}'/></failed>`);
         // ejabberd process_bind: a stanza after auth but before bind gets a stanza error.
@@ -152,7 +172,8 @@ export class C2SNegotiation implements StreamOwner {
       case "pre-tls":
         return STARTTLS_FEATURE;
       case "pre-auth":
-        return this.saslStep().features() + limitsFeature(limits.preAuth.maxStanzaBytes, limits.idleMs) + offerFeatures(features.preAuth, info);
+        return this.saslStep().features() + authenticationFeature(this.sasl2Offer())
+          + limitsFeature(limits.preAuth.maxStanzaBytes, limits.idleMs) + offerFeatures(features.preAuth, info);
       default:
         return `<bind xmlns='${NS.BIND}'/><session xmlns='${NS.SESSION}'><optional/></session><sm xmlns='${NS_SM}'/>`
           + limitsFeature(limits.postAuth.maxStanzaBytes, limits.idleMs) + offerFeatures(features.postAuth, info);
@@ -199,21 +220,178 @@ export class C2SNegotiation implements StreamOwner {
       throttle: deps.throttle,
       maxAuthFailures: deps.limits.maxAuthFailuresPerStream,
       log: deps.log,
-    }, {
-      send: (xml) => this.stream.send(xml),
-      streamError: (error) => this.stream.error(error, this.host),
-      stillNegotiating: () => this.phase === "pre-auth" && !this.stream.isOver,
     });
     return this.sasl;
   }
 
+  /** Whether the stream still waits for authentication (it may have ended during a storage read). */
+  private stillNegotiating(): boolean {
+    return this.phase === "pre-auth" && !this.stream.isOver;
+  }
+
+  /** RFC 6120 §6.4: <auth/>, <response/>, <abort/> and their answers. */
   private async onSasl(element: Element): Promise<void> {
-    const user = await this.saslStep().handle(element);
-    if (user === undefined) return;
+    const sasl = this.saslStep();
+    let outcome: SaslOutcome;
+    const data = decodeSaslData(element.getText(), true);
+    if (element.name === "abort") outcome = sasl.abort();
+    else if (data === "invalid") outcome = sasl.abort("incorrect-encoding");
+    else if (element.name === "auth") outcome = await sasl.start(element.attrs.mechanism as string, data, sasl.offeredMechanisms());
+    else outcome = await sasl.respond(data);
+    if (!this.stillNegotiating()) return;
+    switch (outcome.kind) {
+      case "challenge":
+        return this.stream.send(`<challenge xmlns='${NS.SASL}'>${outcome.data.toString("base64") || "="}</challenge>`);
+      case "failure":
+        this.stream.send(`<failure xmlns='${NS.SASL}'><${outcome.condition}/>${outcome.text ? `<text>${escapeXML(outcome.text)}</text>` : ""}</failure>`);
+        if (outcome.thenClose) this.stream.error(outcome.thenClose, this.host);
+        return;
+      case "stream-error":
+        return this.stream.error(outcome.error, this.host);
+      case "success":
+        this.stream.send(`<success xmlns='${NS.SASL}'>${outcome.additionalData ? outcome.additionalData.toString("base64") : ""}</success>`);
+        this.user = outcome.username;
+        this.phase = "authenticated";
+        // RFC 6120 §6.4.6: after <success/> both sides restart the stream with a fresh parser.
+        this.stream.restart(this.deps.limits.postAuth);
+    }
+  }
+
+  // ── SASL2 (XEP-0388) with Bind 2, inline resumption and FAST ───────────────────────────────
+
+  private sasl2Offer(): Sasl2Offer {
+    const sasl = this.saslStep();
+    const cb = sasl.channelBindingTypes();
+    const fastMechanisms = HT_MECHANISMS.filter((m) => {
+      const needs = htChannelBinding(m);
+      return needs === undefined || (cb as string[]).includes(needs);
+    });
+    return { mechanisms: sasl.offeredMechanisms(), bindFeatures: [NS_SM, ...this.deps.bindFeatures.keys()], fastMechanisms };
+  }
+
+  private async onSasl2(element: Element): Promise<void> {
+    const sasl = this.saslStep();
+    let outcome: SaslOutcome;
+    if (element.name === "abort") outcome = sasl.abort();
+    else if (element.name === "response") {
+      const data = decodeSaslData(element.getText(), false);
+      outcome = data === "invalid" ? sasl.abort("incorrect-encoding") : await sasl.respond(data);
+    } else {
+      const parsed = parseAuthenticate(element);
+      if (!parsed.ok) outcome = { kind: "failure", condition: parsed.condition, text: parsed.text };
+      else {
+        this.sasl2 = parsed.request;
+        const { mechanism } = parsed.request;
+        outcome = isHtMechanism(mechanism)
+          ? await sasl.settle(this.fastAuthenticate(parsed.request, mechanism))
+          : await sasl.start(mechanism, parsed.request.initialResponse, sasl.offeredMechanisms());
+      }
+    }
+    if (!this.stillNegotiating()) return;
+    switch (outcome.kind) {
+      case "challenge":
+        return this.stream.send(sasl2Challenge(outcome.data));
+      case "failure":
+        this.stream.send(sasl2Failure(outcome.condition, outcome.text));
+        if (outcome.thenClose) this.stream.error(outcome.thenClose, this.host);
+        return;
+      case "stream-error":
+        return this.stream.error(outcome.error, this.host);
+      case "success":
+        return this.sasl2Success(this.sasl2!, outcome.username, outcome.additionalData);
+    }
+  }
+
+  /** XEP-0484 §4.4: one round trip with a token instead of a password. */
+  private async fastAuthenticate(request: Sasl2Request, mechanism: HtMechanism): Promise<SaslOutcome> {
+    const failed = (condition: string, text?: string): SaslOutcome => ({ kind: "failure", condition, ...(text ? { text } : {}) });
+    // The client "MUST include a <fast/> element" and "MUST also provide a SASL2 <user-agent> element with an 'id'".
+    if (!request.fast || !this.sasl2Offer().fastMechanisms.includes(mechanism)) return failed("invalid-mechanism");
+    if (!request.userAgent) return failed("malformed-request", "FAST needs a user-agent id");
+    const initial = parseHtInitial(request.initialResponse);
+    if (!initial) return failed("malformed-request");
+    let bare: string;
+    try {
+      bare = `${prepLocal(initial.authcid)}@${this.host}`;
+    } catch {
+      return failed("not-authorized");
+    }
+    const cbType = htChannelBinding(mechanism);
+    const cb = cbType === undefined ? Buffer.alloc(0) : this.saslStep().channelBinding(cbType);
+    if (!cb) return failed("not-authorized");
+    const result = await this.deps.fast.authenticate(bare, request.userAgent.id, mechanism, initial.proof, cb, request.fast.count);
+    if (!result.ok) return failed(result.condition);
+    this.fastRotate = result.rotate;
+    return { kind: "success", username: bare, additionalData: result.responder };
+  }
+
+  /**
+   * XEP-0388 §2.6.1 after a successful exchange: devices and tokens (XEP-0484), then inline
+   * resumption (XEP-0198) or else a Bind 2 request (XEP-0386), all answered inside <success/>;
+   * no stream restart.
+   */
+  private async sasl2Success(request: Sasl2Request, user: string, additionalData: Buffer | undefined): Promise<void> {
+    const { fast, registry, limits } = this.deps;
     this.user = user;
     this.phase = "authenticated";
-    // RFC 6120 §6.4.6: after <success/> both sides restart the stream with a fresh parser.
-    this.stream.restart(this.deps.limits.postAuth);
+    this.transport.setLimits(limits.postAuth);
+    const inline: string[] = [];
+    const agent = request.userAgent;
+    if (agent) {
+      await fast.seen(user, agent);
+      if (request.fast?.invalidate) await fast.invalidate(user, agent.id);
+      const asked = request.requestToken;
+      const mechanism = asked !== undefined && isHtMechanism(asked) && this.sasl2Offer().fastMechanisms.includes(asked) ? asked
+        : this.fastRotate && !request.fast?.invalidate && isHtMechanism(request.mechanism) ? request.mechanism : undefined;
+      if (mechanism) {
+        const issued = await fast.issue(user, agent.id, mechanism);
+        inline.push(fastToken(issued.token, issued.expiresAt));
+      }
+    }
+    if (this.stream.isOver) return;
+    if (request.resume) {
+      const old = registry.resumable.get(request.resume.previd);
+      if (old?.resumableBy(user)) {
+        this.finish();
+        old.resumeOn(this.stream, request.resume.h, (resumed) => {
+          this.stream.send(sasl2Success(old.jid.full, additionalData, [...inline, resumed]));
+          this.stream.features("");
+        });
+        return;
+      }
+      // XEP-0198 inline: the failure is reported, and the bind request (if any) is processed.
+      inline.push(`<failed xmlns='${NS_SM}'><item-not-found xmlns='${NS.STANZA_ERRORS}'/></failed>`);
+    }
+    if (!request.bind) {
+      this.stream.send(sasl2Success(user, additionalData, inline));
+      this.stream.features(this.features());
+      return;
+    }
+    const [local, domain] = user.split("@") as [string, string];
+    const resource = bind2Resource(request.bind.tag, user, agent?.id, this.deps.saslSecret, () => chooseResource(undefined));
+    let session: C2SSession;
+    try {
+      session = this.bindSession(new Jid(local, domain, resource));
+    } catch (err) {
+      if (!(err instanceof StanzaError)) throw err;
+      // Authentication succeeded but no session can be had: the attempt fails as a whole.
+      this.phase = "pre-auth";
+      this.user = undefined;
+      this.transport.setLimits(limits.preAuth);
+      return this.stream.send(sasl2Failure("aborted", err.text));
+    }
+    session.userAgentId = agent?.id;
+    const answers: string[] = [];
+    for (const feature of request.bind.features) {
+      const ns = feature.getNS() ?? "";
+      // XEP-0386: features the client asks for that we did not offer are not enabled.
+      if (ns === NS_SM && feature.name === "enable") answers.push(session.enableSm(feature));
+      else answers.push(this.deps.bindFeatures.get(ns)?.(feature, session) ?? "");
+    }
+    // Written before anything the session sends, and past its queue: <success/> is not a stanza.
+    this.stream.send(sasl2Success(session.jid.full, additionalData, [...inline, `<bound xmlns='${NS_BIND2}'>${answers.join("")}</bound>`]));
+    this.stream.features("");
+    this.bound(session);
   }
 
   private async onUnauthenticatedIq(iq: Element): Promise<void> {
@@ -237,17 +415,27 @@ export class C2SNegotiation implements StreamOwner {
       return this.replyError(iq, new StanzaError("not-authorized", "Bind a resource first"));
     }
     const [local, domain] = this.user!.split("@") as [string, string];
-    let jid: Jid;
-    let evicted;
+    let session: C2SSession;
     try {
-      jid = new Jid(local, domain, chooseResource(payload.getChildText("resource") ?? undefined));
-      evicted = admitSession(this.deps.sessions.ofUser(jid.bare), jid.full, this.deps.limits.maxResourcesPerUser);
+      session = this.bindSession(new Jid(local, domain, chooseResource(payload.getChildText("resource") ?? undefined)));
     } catch (err) {
       if (!(err instanceof StanzaError)) throw err;
-      if (err.condition === "resource-constraint") this.deps.log.info({ stage: "bind", user: this.user }, "bind refused: too many resources");
       return this.replyError(iq, err);
     }
-    const { sessions, log, hooks } = this.deps;
+    session.send(el("iq", { type: "result", id: iq.attrs.id }, el("bind", { xmlns: NS.BIND }, el("jid", {}, session.jid.full))));
+    this.bound(session);
+  }
+
+  /** A session for `jid` takes over this stream; throws StanzaError when the account may not have it. */
+  private bindSession(jid: Jid): C2SSession {
+    const { sessions, log, limits } = this.deps;
+    let evicted;
+    try {
+      evicted = admitSession(sessions.ofUser(jid.bare), jid.full, limits.maxResourcesPerUser);
+    } catch (err) {
+      if (err instanceof StanzaError && err.condition === "resource-constraint") log.info({ stage: "bind", user: jid.bare }, "bind refused: too many resources");
+      throw err;
+    }
     for (const old of evicted) {
       log.info({ stage: "bind", jid: old.jid.full }, "hibernated session ended to make room for a new one");
       old.close(new StreamError("conflict", "Replaced by a new session"));
@@ -257,9 +445,12 @@ export class C2SNegotiation implements StreamOwner {
     const replaced = sessions.add(session);
     // Conflict policy (RFC 6120 §7.7.2.2, Prosody kick_old / ejabberd acceptnew): the new session wins.
     if (replaced) replaced.close(new StreamError("conflict", "Replaced by new connection"));
-    session.send(el("iq", { type: "result", id: iq.attrs.id }, el("bind", { xmlns: NS.BIND }, el("jid", {}, jid.full))));
-    log.info({ stage: "bind", jid: jid.full, transport: this.transport.kind }, "resource bound");
-    await hooks.emit("session/bound", { session });
+    return session;
+  }
+
+  private bound(session: C2SSession): void {
+    this.deps.log.info({ stage: "bind", jid: session.jid.full, transport: this.transport.kind }, "resource bound");
+    this.deps.registry.track(this.deps.hooks.emit("session/bound", { session }));
   }
 
   private sessionDeps(): C2SSessionDeps {

@@ -53,6 +53,8 @@ export class C2SSession implements Session, StreamOwner {
   presence: Element | undefined;
   priority = 0;
   interested = false;
+  /** The XEP-0388 user-agent id the client logged in with, if it gave one. */
+  userAgentId: string | undefined;
 
   private stream: XmlStream | undefined;
   private sm: StreamManagement | undefined;
@@ -270,21 +272,9 @@ export class C2SSession implements Session, StreamOwner {
   private onSmNonza(element: Element): void {
     const sm = this.sm;
     switch (element.name) {
-      case "enable": {
-        // XEP-0198 §3: a second enable is an unexpected request.
-        if (sm) return this.smFailed("unexpected-request");
-        const resume = element.attrs.resume === "true" || element.attrs.resume === "1";
-        const asked = Number(element.attrs.max);
-        const { resumeTimeoutMs, maxResumeTimeoutMs } = this.deps.sm;
-        const timeout = Number.isFinite(asked) && asked > 0 ? Math.min(asked * 1000, maxResumeTimeoutMs) : resumeTimeoutMs;
-        this.sm = new StreamManagement(resume, timeout);
-        this.out.retainWritten();
-        if (resume) this.deps.registry.resumable.set(this.sm.id, this);
-        this.stream?.send(resume
-          ? `<enabled xmlns='${NS_SM}' id='${this.sm.id}' resume='true' max='${Math.round(timeout / 1000)}'/>`
-          : `<enabled xmlns='${NS_SM}'/>`);
+      case "enable":
+        this.stream?.send(this.enableSm(element));
         return;
-      }
       case "r": {
         if (!sm) return this.smFailed("unexpected-request");
         // Answered once everything the client sent before this <r/> is in custody — not later
@@ -309,6 +299,25 @@ export class C2SSession implements Session, StreamOwner {
     }
   }
 
+  /**
+   * XEP-0198 §3 <enable/>, as a nonza or inline in a XEP-0386 bind: returns the <enabled/> (or
+   * <failed/>) answer for the caller to send.
+   */
+  enableSm(element: Element): string {
+    // A second enable is an unexpected request.
+    if (this.sm) return `<failed xmlns='${NS_SM}'><unexpected-request xmlns='${NS.STANZA_ERRORS}'/></failed>`;
+    const resume = element.attrs.resume === "true" || element.attrs.resume === "1";
+    const asked = Number(element.attrs.max);
+    const { resumeTimeoutMs, maxResumeTimeoutMs } = this.deps.sm;
+    const timeout = Number.isFinite(asked) && asked > 0 ? Math.min(asked * 1000, maxResumeTimeoutMs) : resumeTimeoutMs;
+    this.sm = new StreamManagement(resume, timeout);
+    this.out.retainWritten();
+    if (resume) this.deps.registry.resumable.set(this.sm.id, this);
+    return resume
+      ? `<enabled xmlns='${NS_SM}' id='${this.sm.id}' resume='true' max='${Math.round(timeout / 1000)}'/>`
+      : `<enabled xmlns='${NS_SM}'/>`;
+  }
+
   /** Applies an acknowledgement; false when it acknowledged more than was sent (the stream is then closed). */
   private applyAck(h: number): boolean {
     let newly: number;
@@ -331,8 +340,11 @@ export class C2SSession implements Session, StreamOwner {
     return !this.over && this.sm?.resumable === true && this.jid.bare === user;
   }
 
-  /** XEP-0198 §5: another stream takes this session over; everything unacknowledged is sent again, in order. */
-  resumeOn(fresh: XmlStream, h: number): void {
+  /**
+   * XEP-0198 §5: another stream takes this session over; everything unacknowledged is sent again,
+   * in order. `announce` writes the <resumed/> element (alone, or inside a XEP-0388 <success/>).
+   */
+  resumeOn(fresh: XmlStream, h: number, announce: (resumed: string) => void = (resumed) => fresh.send(resumed)): void {
     const old = this.stream;
     if (old) {
       // The old transport is half-open: the client has already moved on.
@@ -343,7 +355,7 @@ export class C2SSession implements Session, StreamOwner {
     this.stream = fresh;
     fresh.handTo(this);
     const sm = this.sm!;
-    fresh.send(`<resumed xmlns='${NS_SM}' h='${sm.inboundH}' previd='${sm.id}'/>`);
+    announce(`<resumed xmlns='${NS_SM}' h='${sm.inboundH}' previd='${sm.id}'/>`);
     if (!this.applyAck(h)) return;
     const resent = this.out.unacknowledged;
     this.out.rewind();

@@ -54,6 +54,8 @@ export class TcpTransport implements Transport {
       servername: (socket as TLSSocket & { servername?: string | false }).servername || undefined,
       // RFC 9266 §2 asks for no context value: Node's binding leaves it out when none is passed.
       exportKeyingMaterial: (length, label) => (socket.exportKeyingMaterial as (length: number, label: string) => Buffer)(length, label),
+      // In a full handshake the client's Finished comes first; in an abbreviated one, the server's.
+      tlsUnique: () => (socket.getProtocol() === "TLSv1.3" ? undefined : (socket.isSessionReused() ? socket.getFinished() : socket.getPeerFinished())),
     };
   }
 
@@ -69,6 +71,10 @@ export class TcpTransport implements Transport {
   restart(limits: ParserLimits): void {
     this.parser.stop();
     this.parser = this.newParser(limits);
+  }
+
+  setLimits(limits: ParserLimits): void {
+    this.parser.setLimits(limits);
   }
 
   openStream(open: StreamOpen): void {

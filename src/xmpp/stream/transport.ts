@@ -20,6 +20,8 @@ export interface TlsFacts {
   /** The name the client asked for with SNI. */
   readonly servername: string | undefined;
   exportKeyingMaterial(length: number, label: string): Buffer;
+  /** RFC 5929 §3: the first Finished message of the handshake; undefined on TLS 1.3, which has no tls-unique (RFC 9266). */
+  tlsUnique(): Buffer | undefined;
 }
 
 /** Our side of a stream opening (RFC 6120 §4.7). */
@@ -66,6 +68,8 @@ export interface Transport {
   setReceiver(receiver: FrameReceiver): void;
   /** A new stream starts on this transport (RFC 6120 §4.3.3): fresh parsing with these limits. */
   restart(limits: ParserLimits): void;
+  /** Other limits for the rest of this stream (SASL2 authenticates without a restart). */
+  setLimits(limits: ParserLimits): void;
   /** Our stream header in this transport's framing. */
   openStream(open: StreamOpen): void;
   /** One top-level element, serialized, in the stream's content namespace. */
