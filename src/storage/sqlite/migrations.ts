@@ -131,4 +131,8 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (room, jid)
   );
   `,
+  // 8: disabled accounts (XEP-0133 disable-user): they keep their data but cannot log in
+  `
+  ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
