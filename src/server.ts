@@ -25,6 +25,11 @@ import { C2SConnection, type C2SDeps } from "./xmpp/c2s/connection.js";
 import { AuthThrottle } from "./xmpp/c2s/throttle.js";
 import { StreamError } from "./errors.js";
 import type { Module } from "./module.js";
+import { Metrics } from "./metrics/index.js";
+import { instrumentStorage } from "./metrics/storage.js";
+import { metricsHandler } from "./metrics/http.js";
+import { AddressList } from "./address-list.js";
+import { push } from "./modules/push.js";
 
 export interface Server {
   readonly config: Config;
@@ -32,6 +37,8 @@ export interface Server {
   readonly storage: Storage;
   readonly accounts: Accounts;
   readonly sessions: SessionTable;
+  /** undefined when metrics.enabled is false. */
+  readonly metrics: Metrics | undefined;
   readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number; https?: number; http?: number };
   stop(): Promise<void>;
 }
@@ -56,6 +63,23 @@ function loadSecret(dataDir: string): Buffer {
   return Buffer.from(readFileSync(path, "utf8").trim(), "hex");
 }
 
+function readMetricsToken(config: Config): string | undefined {
+  const { token, tokenFile } = config.metrics;
+  if (!tokenFile) return token;
+  const fromFile = readFileSync(tokenFile, "utf8").split(/\r?\n/)[0]!.trim();
+  if (fromFile.length < 16) throw new Error(`metrics.tokenFile: ${tokenFile} holds fewer than 16 characters`);
+  return fromFile;
+}
+
+/** XEP-0198 queue lengths of the sessions with stream management (hibernated ones included). */
+function* smQueueLengths(connections: Iterable<C2SConnection>): Iterable<number> {
+  // C2SConnection keeps its StreamManagement private; the transport split gives sessions a public queue length.
+  for (const c of connections) {
+    const sm = c["sm"];
+    if (sm) yield sm.unacked.length;
+  }
+}
+
 export interface StartOptions {
   log?: Logger;
   modules?: readonly Module<any>[];
@@ -66,11 +90,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // Module options are validated before anything is opened, so a bad config changes nothing.
   const modules = resolveModules(options.modules ?? defaultModules, config.modules);
   const dataDir = resolve(config.dataDir);
-  const storage = await openStorage(config);
+  const metricsToken = readMetricsToken(config);
+  const metrics = config.metrics.enabled ? new Metrics() : undefined;
+  // Wrapped before anyone holds it, so every storage operation is timed.
+  const storage = metrics ? instrumentStorage(await openStorage(config), metrics) : await openStorage(config);
   const hooks = new HookBus(log);
   const sessions = new SessionTable();
   const accounts = createAccounts(storage, config.hosts, config.auth.scramIterations, hooks);
-  const router = new Router(config.hosts, hooks, sessions, storage.accounts, log);
+  const router = new Router(config.hosts, hooks, sessions, storage.accounts, log, metrics);
   const secret = loadSecret(dataDir);
   const httpRoutes = new HttpRoutes(log);
   const ports: Server["ports"] = {};
@@ -83,6 +110,18 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const defaultTls = tls.get(config.hosts[0]!)!;
   const connections = new Set<C2SConnection>();
   const pendingWork = new Set<Promise<unknown>>();
+  if (metrics) {
+    const pushOptions = modules.find((m) => m.module === push)?.options as { requestTimeoutSeconds: number } | undefined;
+    metrics.observe(hooks, {
+      sessions,
+      // Every c2s session is a C2SConnection on TCP (STARTTLS or direct TLS) until WebSocket and BOSH land.
+      transportOf: () => "tcp",
+      smQueues: () => smQueueLengths(connections),
+      offlineStored: () => storage.offline.total(),
+      ...(pushOptions ? { pushTimeoutMs: pushOptions.requestTimeoutSeconds * 1000 } : {}),
+    });
+    httpRoutes.add("/metrics", metricsHandler(metrics, { allowFrom: new AddressList(config.metrics.allowFrom), token: metricsToken }));
+  }
   const deps: C2SDeps = {
     hosts: config.hosts,
     tls,
@@ -129,7 +168,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // Listeners last: nothing reaches the server before every module is ready.
   const listeners: Array<C2SListener | ComponentListener | HttpListener> = [];
   const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
-  const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress };
+  const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress, ...(metrics ? { metrics } : {}) };
   try {
     if (config.listen.c2s !== null) {
       const l = await listenC2S({ ...listenOpts, port: config.listen.c2s, directTls: false }, deps);
@@ -165,6 +204,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     await host.stop();
+    metrics?.stop();
     await storage.close();
     throw err;
   }
@@ -172,7 +212,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
   let stopping: Promise<void> | undefined;
   return {
-    config, log, storage, accounts, sessions, ports,
+    config, log, storage, accounts, sessions, metrics, ports,
     stop() {
       stopping ??= (async () => {
         log.info("stopping");
@@ -184,6 +224,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         while (pendingWork.size) await Promise.all([...pendingWork]);
         await closing;
         await host.stop();
+        metrics?.stop();
         await storage.close();
         log.info("stopped");
       })();

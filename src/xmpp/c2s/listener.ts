@@ -6,6 +6,7 @@ import { createServer as createTcpServer, type Server, type Socket, type Address
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { C2SConnection, type C2SDeps } from "./connection.js";
 import { TLS_MIN_VERSION } from "../tls.js";
+import type { ConnectionMetrics } from "../../metrics/index.js";
 
 export interface ListenerOptions {
   host: string;
@@ -13,6 +14,7 @@ export interface ListenerOptions {
   directTls: boolean;
   tlsHandshakeTimeoutMs: number;
   maxConnectionsPerAddress: number;
+  metrics?: ConnectionMetrics;
 }
 
 export interface C2SListener {
@@ -30,7 +32,9 @@ export async function listenC2S(options: ListenerOptions, deps: C2SDeps): Promis
       return false;
     }
     perAddress.set(address, n + 1);
+    options.metrics?.opened("tcp");
     socket.once("close", () => {
+      options.metrics?.closed("tcp");
       const left = (perAddress.get(address) ?? 1) - 1;
       if (left <= 0) perAddress.delete(address);
       else perAddress.set(address, left);
