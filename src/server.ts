@@ -103,7 +103,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const ports: Server["ports"] = {};
   const publicHttpUrl = (domain: string) => config.http.publicUrl?.replace(/\/+$/, "")
     ?? (ports.https !== undefined ? `https://${domain}:${ports.https}` : `http://${domain}:${ports.http ?? 80}`);
-  const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl });
+  const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl, admins: new Set(config.admins) });
   await host.start(modules);
 
   const tls = await loadHostTls(config.hosts, config.tls.certificates, dataDir);
