@@ -30,6 +30,8 @@ import { instrumentStorage } from "./metrics/storage.js";
 import { metricsHandler } from "./metrics/http.js";
 import { AddressList } from "./address-list.js";
 import { push } from "./modules/push.js";
+import { createWebAdmin } from "./admin/index.js";
+import { certificatesFromPem } from "./admin/sources.js";
 
 export interface Server {
   readonly config: Config;
@@ -164,6 +166,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     resumable: new Map(),
     pendingWork,
   };
+
+  if (config.webAdmin.enabled) {
+    httpRoutes.add("/admin", createWebAdmin({
+      config, log, storage, sessions, accounts, router, metrics, modules, dataDir, secret,
+      certificates: certificatesFromPem(tls.values()),
+    }));
+  }
 
   // Listeners last: nothing reaches the server before every module is ready.
   const listeners: Array<C2SListener | ComponentListener | HttpListener> = [];

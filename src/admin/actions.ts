@@ -10,6 +10,9 @@ import { tryParseJid, type Jid } from "../xmpp/jid.js";
 import type { Session, SessionView } from "../xmpp/sessions.js";
 import type { Storage } from "../storage/index.js";
 
+/** A request an administrator made that cannot be done, with the reason to show them. */
+export class AdminError extends Error {}
+
 export interface AdminActionDeps {
   hosts: readonly string[];
   accounts: Accounts;
