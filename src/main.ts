@@ -14,6 +14,7 @@ import { PARLEY_VERSION } from "./version.js";
 import type { Storage } from "./storage/index.js";
 import { uploadDir, uploadOptions } from "./modules/upload.js";
 import { createLocalFileStore } from "./storage/files/index.js";
+import { createUploadAdmin } from "./admin/sources.js";
 import { resolve } from "node:path";
 
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
@@ -149,19 +150,7 @@ async function run(argv: string[]): Promise<number> {
         const days = Number(takeOption(args, "--older-than"));
         if (!Number.isFinite(days) || days < 0) throw new UsageError("parley uploads prune --older-than DAYS");
         const files = createLocalFileStore(uploadDir(resolve(c.dataDir), options.path));
-        const removed = await withAccounts(c, async (_a, s) => {
-          let n = 0;
-          const cutoff = Date.now() - days * 86_400_000;
-          for (const owner of (await s.uploads.totals()).map((t) => t.owner)) {
-            for (const u of await s.uploads.ofOwner(owner)) {
-              if (u.createdAt >= cutoff) continue;
-              await files.delete(u.id);
-              await s.uploads.remove(u.id);
-              n++;
-            }
-          }
-          return n;
-        });
+        const removed = await withAccounts(c, (_a, s) => createUploadAdmin(s, files).prune(Date.now() - days * 86_400_000));
         console.log(`removed ${removed} uploads`);
         return EXIT.ok;
       }
