@@ -6,6 +6,7 @@ import type { Storage } from "./storage/index.js";
 import { deriveCredentials, verifyPassword } from "./auth/scram.js";
 import { parseJid, type Jid } from "./xmpp/jid.js";
 import type { HookBus } from "./hooks.js";
+import { invalidateTokens } from "./auth/fast.js";
 
 export class AccountError extends Error {
   constructor(readonly code: "exists" | "not-found" | "invalid-jid" | "invalid-password" | "unknown-host", message: string) {
@@ -50,6 +51,8 @@ export function createAccounts(storage: Storage, hosts: readonly string[], itera
     async setPassword(input, password) {
       const jid = parse(input);
       if (!(await storage.accounts.setCredentials(jid.bare, await credentials(password)))) throw new AccountError("not-found", `${jid.bare} does not exist`);
+      // XEP-0484: tokens issued under the old password stop working, whoever changed it (client, CLI, admin).
+      await invalidateTokens(storage.devices, jid.bare);
     },
     async checkPassword(input, password) {
       const account = await storage.accounts.get(parse(input).bare);

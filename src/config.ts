@@ -5,6 +5,8 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { cidrSchema } from "./address-list.js";
+import { tryParseJid } from "./xmpp/jid.js";
 
 const port = z.number().int().min(0).max(65535);
 
@@ -48,6 +50,34 @@ export const ConfigSchema = z.strictObject({
     /** Whole-request limit; a 100 MiB upload on a slow link takes minutes. */
     requestTimeoutSeconds: z.number().positive().default(900),
     headersTimeoutSeconds: z.number().positive().default(20),
+  }).prefault({}),
+  /**
+   * Server administrators (bare JIDs of local accounts): they may run the XEP-0133 commands and
+   * log in to the web admin.
+   */
+  admins: z.array(z.string().refine((v) => {
+    const jid = tryParseJid(v);
+    return jid !== undefined && jid.local !== "" && jid.resource === "";
+  }, "must be a bare JID user@host")).default([]),
+  /** Prometheus metrics at /metrics on the HTTP(S) listeners. */
+  metrics: z.strictObject({
+    enabled: z.boolean().default(true),
+    /** Addresses that may scrape without a token; the default is loopback only. */
+    allowFrom: z.array(cidrSchema).default(["127.0.0.1", "::1"]),
+    /** A bearer token that lets any address scrape (Authorization: Bearer …). */
+    token: z.string().min(16, "use at least 16 characters").optional(),
+    /** The same, read from a file (first line). */
+    tokenFile: z.string().optional(),
+  }).prefault({}).refine((m) => !(m.token && m.tokenFile), "token and tokenFile are exclusive"),
+  /** The web admin at /admin on the HTTPS listener, for the admins above. */
+  webAdmin: z.strictObject({
+    enabled: z.boolean().default(true),
+    /** A login lasts this long without activity. */
+    sessionMinutes: z.number().int().min(1).default(30),
+    /** Failed logins allowed per address, and per account, in loginWindowMinutes. */
+    maxFailuresPerAddress: z.number().int().min(1).default(10),
+    maxFailuresPerAccount: z.number().int().min(1).default(5),
+    loginWindowMinutes: z.number().int().min(1).default(15),
   }).prefault({}),
   /** XEP-0114 external components allowed to connect: domain → shared secret. */
   components: z.record(z.string().min(1), z.strictObject({ secret: z.string().min(8) })).default({}),
@@ -141,7 +171,9 @@ export function parseConfig(raw: unknown, source = "config"): Config {
   if (maxSendBufferBytes < 2 * postAuth.maxStanzaBytes) {
     throw new ConfigError([`limits.maxSendBufferBytes: must be at least twice limits.postAuth.maxStanzaBytes (${2 * postAuth.maxStanzaBytes})`], source);
   }
-  return { ...result.data, hosts };
+  // Compared with prepared JIDs later (RFC 7622), so stored prepared.
+  const admins = result.data.admins.map((a) => tryParseJid(a)!.bare);
+  return { ...result.data, hosts, admins };
 }
 
 export function loadConfigFile(path: string): Config {

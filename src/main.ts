@@ -14,7 +14,10 @@ import { PARLEY_VERSION } from "./version.js";
 import type { Storage } from "./storage/index.js";
 import { uploadDir, uploadOptions } from "./modules/upload.js";
 import { createLocalFileStore } from "./storage/files/index.js";
+import { createUploadAdmin } from "./admin/sources.js";
 import { resolve } from "node:path";
+import { tryParseJid } from "./xmpp/jid.js";
+import { describeDevice } from "./modules/devices.js";
 
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
 
@@ -25,6 +28,8 @@ Usage:
   parley user passwd JID [--password-file F]   change a password
   parley user del JID                          delete an account and all its data
   parley user list [HOST]                      list accounts
+  parley devices list JID                      devices logged in to an account (XEP-0388 user agents, FAST tokens)
+  parley devices revoke JID ID                 forget a device and its tokens; it logs in with the password again
   parley reports [--limit N]                   abuse reports users filed while blocking (XEP-0377), newest first
   parley uploads usage                         uploaded files and bytes per user (XEP-0363)
   parley uploads prune --older-than DAYS       delete uploads older than DAYS now (any purpose)
@@ -126,6 +131,32 @@ async function run(argv: string[]): Promise<number> {
           throw new UsageError("parley user add|passwd|del|list");
       }
     }
+    case "devices": {
+      const jid = args[2];
+      if (!jid || (sub !== "list" && sub !== "revoke")) throw new UsageError("parley devices list JID | parley devices revoke JID ID");
+      const parsed = tryParseJid(jid);
+      if (!parsed?.local || parsed.resource) throw new AccountError("invalid-jid", `An account is user@host, got ${JSON.stringify(jid)}`);
+      const owner = parsed.bare;
+      if (sub === "list") {
+        const now = Date.now();
+        const list = await withAccounts(config(), (_a, s) => s.devices.list(owner));
+        for (const d of list) console.log(`${d.id}\t${describeDevice(d, false, now)}`);
+        if (list.length === 0) console.error("no devices");
+        return EXIT.ok;
+      }
+      const id = args[3];
+      if (!id) throw new UsageError("parley devices revoke JID ID");
+      const found = await withAccounts(config(), async (_a, s) => {
+        if (!(await s.devices.get(owner, id))) return false;
+        await s.devices.delete(owner, id);
+        return true;
+      });
+      if (!found) throw new AccountError("not-found", `${owner} has no device ${id}`);
+      // The CLI shares storage, not the running server's sessions: an open session of the device
+      // lasts until it disconnects; the user's own "Devices" command ends it at once.
+      console.log(`revoked ${id}: its tokens no longer work`);
+      return EXIT.ok;
+    }
     case "reports": {
       const limit = Number(takeOption(args, "--limit") ?? 50);
       if (!Number.isInteger(limit) || limit < 1) throw new UsageError("--limit takes a positive integer");
@@ -149,19 +180,7 @@ async function run(argv: string[]): Promise<number> {
         const days = Number(takeOption(args, "--older-than"));
         if (!Number.isFinite(days) || days < 0) throw new UsageError("parley uploads prune --older-than DAYS");
         const files = createLocalFileStore(uploadDir(resolve(c.dataDir), options.path));
-        const removed = await withAccounts(c, async (_a, s) => {
-          let n = 0;
-          const cutoff = Date.now() - days * 86_400_000;
-          for (const owner of (await s.uploads.totals()).map((t) => t.owner)) {
-            for (const u of await s.uploads.ofOwner(owner)) {
-              if (u.createdAt >= cutoff) continue;
-              await files.delete(u.id);
-              await s.uploads.remove(u.id);
-              n++;
-            }
-          }
-          return n;
-        });
+        const removed = await withAccounts(c, (_a, s) => createUploadAdmin(s, files).prune(Date.now() - days * 86_400_000));
         console.log(`removed ${removed} uploads`);
         return EXIT.ok;
       }

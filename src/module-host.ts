@@ -30,6 +30,8 @@ export interface ModuleHostDeps {
   http: HttpRoutes;
   /** The public base URL of the HTTP server for a domain, once it listens. */
   publicHttpUrl(domain: string): string;
+  /** Bare JIDs of the server administrators. */
+  admins: ReadonlySet<string>;
 }
 
 /** Validates modules.<name> blocks without starting anything (used by check-config too). */
@@ -102,6 +104,7 @@ export class ModuleHost {
       storage: this.deps.storage,
       accounts: this.deps.accounts,
       sessions: this.deps.sessions,
+      isAdmin: (jid) => this.deps.admins.has(jid.bare),
       router: {
         route: (s) => router.route(s),
         deliver: (session, s) => router.deliver(session, s),

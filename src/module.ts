@@ -29,15 +29,21 @@ export interface Identity {
 export type DiscoItemsProvider = (request: { owner: string; requester: Jid; node?: string }) =>
   Element[] | undefined | Promise<Element[] | undefined>;
 
+/** What a completed command shows: a note, or a XEP-0004 form of type "result" (with an optional note). */
+export type CommandOutcome = string | { note?: string; form: Element };
+
 /** A XEP-0050 ad-hoc command with one form: shown, filled in, submitted. */
 export interface AdHocCommand {
   node: string;
   name: string;
-  /** Who may run it; "user" means any local account (acting on itself). */
-  allowed: "user";
+  /**
+   * Who may run it: "user" means any local account (acting on itself); "admin" only the server
+   * administrators of the config's `admins` (XEP-0133 §5: anyone else gets forbidden).
+   */
+  allowed: "user" | "admin";
   form(request: { user: Jid }): Element | Promise<Element>;
-  /** Applies the submitted form; returns the note shown to the user. */
-  submit(request: { user: Jid; form: Element }): string | Promise<string>;
+  /** Applies the submitted form. */
+  submit(request: { user: Jid; form: Element }): CommandOutcome | Promise<CommandOutcome>;
 }
 
 export interface SpecRef {
@@ -55,6 +61,8 @@ export interface ModuleContext<Options> {
   readonly storage: Storage;
   readonly accounts: Accounts;
   readonly sessions: SessionView;
+  /** Whether this JID's account is one of the server administrators (config `admins`). */
+  isAdmin(jid: Jid): boolean;
   readonly router: Pick<Router, "route" | "deliver" | "deliverConfirmed" | "bounce" | "request" | "isLocalDomain">;
   chain<K extends keyof Chains>(name: K, handler: ChainHandler<K>, priority?: number): void;
   on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority?: number): void;

@@ -8,7 +8,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import type { Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
 import { HookBus } from "./hooks.js";
-import { SessionTable } from "./xmpp/sessions.js";
+import { SessionTable, type Session } from "./xmpp/sessions.js";
 import { Router } from "./xmpp/router.js";
 import { ModuleHost, resolveModules } from "./module-host.js";
 import { defaultModules } from "./modules/index.js";
@@ -27,6 +27,13 @@ import { AuthThrottle } from "./xmpp/c2s/throttle.js";
 import { Admission } from "./xmpp/c2s/admission.js";
 import { StreamError } from "./errors.js";
 import type { Module } from "./module.js";
+import { Metrics } from "./metrics/index.js";
+import { instrumentStorage } from "./metrics/storage.js";
+import { metricsHandler } from "./metrics/http.js";
+import { AddressList } from "./address-list.js";
+import { push } from "./modules/push.js";
+import { createWebAdmin } from "./admin/index.js";
+import { certificatesFromPem } from "./admin/sources.js";
 
 export interface Server {
   readonly config: Config;
@@ -34,6 +41,8 @@ export interface Server {
   readonly storage: Storage;
   readonly accounts: Accounts;
   readonly sessions: SessionTable;
+  /** undefined when metrics.enabled is false. */
+  readonly metrics: Metrics | undefined;
   readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number; https?: number; http?: number };
   stop(): Promise<void>;
 }
@@ -58,6 +67,19 @@ function loadSecret(dataDir: string): Buffer {
   return Buffer.from(readFileSync(path, "utf8").trim(), "hex");
 }
 
+function readMetricsToken(config: Config): string | undefined {
+  const { token, tokenFile } = config.metrics;
+  if (!tokenFile) return token;
+  const fromFile = readFileSync(tokenFile, "utf8").split(/\r?\n/)[0]!.trim();
+  if (fromFile.length < 16) throw new Error(`metrics.tokenFile: ${tokenFile} holds fewer than 16 characters`);
+  return fromFile;
+}
+
+/** XEP-0198 queue lengths of the sessions with stream management (hibernated ones included). */
+function* smQueueLengths(sessions: Iterable<Session>): Iterable<number> {
+  for (const s of sessions) if (s.unacknowledged !== undefined) yield s.unacknowledged;
+}
+
 export interface StartOptions {
   log?: Logger;
   modules?: readonly Module<any>[];
@@ -68,23 +90,42 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // Module options are validated before anything is opened, so a bad config changes nothing.
   const modules = resolveModules(options.modules ?? defaultModules, config.modules);
   const dataDir = resolve(config.dataDir);
-  const storage = await openStorage(config);
+  const metricsToken = readMetricsToken(config);
+  const metrics = config.metrics.enabled ? new Metrics() : undefined;
+  // Wrapped before anyone holds it, so every storage operation is timed.
+  const storage = metrics ? instrumentStorage(await openStorage(config), metrics) : await openStorage(config);
   const hooks = new HookBus(log);
   const sessions = new SessionTable();
   const accounts = createAccounts(storage, config.hosts, config.auth.scramIterations, hooks);
-  const router = new Router(config.hosts, hooks, sessions, storage.accounts, log);
+  const router = new Router(config.hosts, hooks, sessions, storage.accounts, log, metrics);
   const secret = loadSecret(dataDir);
   const httpRoutes = new HttpRoutes(log);
   const ports: Server["ports"] = {};
   const publicHttpUrl = (domain: string) => config.http.publicUrl?.replace(/\/+$/, "")
     ?? (ports.https !== undefined ? `https://${domain}:${ports.https}` : `http://${domain}:${ports.http ?? 80}`);
-  const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl });
+  const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl, admins: new Set(config.admins) });
   await host.start(modules);
 
   const tls = await loadHostTls(config.hosts, config.tls.certificates, dataDir);
   const defaultTls = tls.get(config.hosts[0]!)!;
   const registry = new C2SRegistry();
+  const fast = new FastTokens(storage.devices, {
+    ttlMs: config.auth.fast.tokenTtlDays * 86_400_000,
+    rotateAfterMs: config.auth.fast.rotateAfterHours * 3_600_000,
+    maxDevicesPerUser: config.auth.fast.maxDevicesPerUser,
+  });
   const throttle = new AuthThrottle({ banAfter: config.auth.banAfterFailures, banSeconds: config.auth.banSeconds, freeFailures: 2, maxDelayMs: 5000 });
+  if (metrics) {
+    const pushOptions = modules.find((m) => m.module === push)?.options as { requestTimeoutSeconds: number } | undefined;
+    metrics.observe(hooks, {
+      sessions,
+      transportOf: (session) => session.transport,
+      smQueues: () => smQueueLengths(sessions.all()),
+      offlineStored: () => storage.offline.total(),
+      ...(pushOptions ? { pushTimeoutMs: pushOptions.requestTimeoutSeconds * 1000 } : {}),
+    });
+    httpRoutes.add("/metrics", metricsHandler(metrics, { allowFrom: new AddressList(config.metrics.allowFrom), token: metricsToken }));
+  }
   const deps: C2SListenerDeps = {
     hosts: config.hosts,
     defaultTls: defaultTls.context,
@@ -123,11 +164,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     unauthenticatedIq: host.unauthenticatedIq,
     nonzas: host.nonzas,
     bindFeatures: host.bindFeatures,
-    fast: new FastTokens(storage.devices, {
-      ttlMs: config.auth.fast.tokenTtlDays * 86_400_000,
-      rotateAfterMs: config.auth.fast.rotateAfterHours * 3_600_000,
-      maxDevicesPerUser: config.auth.fast.maxDevicesPerUser,
-    }),
+    fast,
     sm: {
       resumeTimeoutMs: config.streamManagement.resumeTimeoutSeconds * 1000,
       maxResumeTimeoutMs: config.streamManagement.maxResumeTimeoutSeconds * 1000,
@@ -137,10 +174,17 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     registry,
   };
 
+  if (config.webAdmin.enabled) {
+    httpRoutes.add("/admin", createWebAdmin({
+      config, log, storage, sessions, accounts, router, metrics, modules, dataDir, secret,
+      certificates: certificatesFromPem(tls.values()),
+    }));
+  }
+
   // Listeners last: nothing reaches the server before every module is ready.
   const listeners: Array<C2SListener | ComponentListener | HttpListener> = [];
   const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
-  const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs };
+  const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, ...(metrics ? { metrics } : {}) };
   try {
     if (config.listen.c2s !== null) {
       const l = await listenC2S({ ...listenOpts, port: config.listen.c2s, directTls: false }, deps);
@@ -176,6 +220,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     await host.stop();
+    metrics?.stop();
     await storage.close();
     throw err;
   }
@@ -183,7 +228,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
   let stopping: Promise<void> | undefined;
   return {
-    config, log, storage, accounts, sessions, ports,
+    config, log, storage, accounts, sessions, metrics, ports,
     stop() {
       stopping ??= (async () => {
         log.info("stopping");
@@ -194,6 +239,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         await registry.closeAll(new StreamError("system-shutdown"));
         await closing;
         await host.stop();
+        metrics?.stop();
         await storage.close();
         log.info("stopped");
       })();

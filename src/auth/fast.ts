@@ -34,6 +34,16 @@ export type FastOutcome =
 
 const keyOf = (token: FastToken) => Buffer.from(token.hash, "base64");
 
+function withoutTokens(device: Device): Device {
+  const { current: _current, next: _next, ...rest } = device;
+  return rest;
+}
+
+/** A password change: no token issued under the old password stays valid (the devices stay known). */
+export async function invalidateTokens(devices: DeviceStore, owner: string): Promise<void> {
+  for (const device of await devices.list(owner)) await devices.put(withoutTokens(device));
+}
+
 export class FastTokens {
   constructor(private readonly devices: DeviceStore, private readonly options: FastOptions, private readonly now: () => number = Date.now) {}
 
@@ -93,14 +103,7 @@ export class FastTokens {
   /** XEP-0484 §4.6: the client logs out: its tokens stop working at once. */
   async invalidate(owner: string, deviceId: string): Promise<void> {
     const device = await this.devices.get(owner, deviceId);
-    if (!device) return;
-    const { current: _current, next: _next, ...rest } = device;
-    await this.devices.put(rest);
-  }
-
-  /** A password change: no token issued under the old one stays valid. */
-  async invalidateAll(owner: string): Promise<void> {
-    for (const device of await this.devices.list(owner)) await this.invalidate(owner, device.id);
+    if (device) await this.devices.put(withoutTokens(device));
   }
 
   list(owner: string): Promise<Device[]> {

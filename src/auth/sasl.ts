@@ -42,6 +42,11 @@ export interface SaslMechanism {
 }
 
 const fail = (condition: SaslFailureCondition, text?: string): SaslStep => ({ kind: "failure", condition, ...(text ? { text } : {}) });
+/**
+ * RFC 6120 §6.5.1: "The account of the initiating entity has been temporarily disabled". Said only
+ * after the credentials proved right, so it tells nothing to someone guessing passwords.
+ */
+const disabled = (): SaslStep => fail("account-disabled", "This account is disabled");
 
 export const MECHANISMS = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] as const;
 export type MechanismName = (typeof MECHANISMS)[number];
@@ -95,6 +100,7 @@ class Plain implements SaslMechanism {
     const ok = await verifyPassword(credential, "SHA-256", password);
     if (!account || !ok) return fail("not-authorized");
     if (authzid !== "" && authzid !== bare) return fail("invalid-authzid");
+    if (account.disabled) return disabled();
     return { kind: "success", username: bare! };
   }
 }
@@ -109,6 +115,7 @@ class Scram implements SaslMechanism {
   private credential: ScramCredential | undefined;
   private bare: string | undefined;
   private authzid: string | undefined;
+  private disabled = false;
 
   constructor(private readonly env: SaslEnvironment, private readonly hash: ScramHash, private readonly plus: boolean) {}
 
@@ -157,6 +164,7 @@ class Scram implements SaslMechanism {
     this.bare = localToBare(username, this.env.domain);
     const account = this.bare ? await this.env.lookup(this.bare) : undefined;
     if (!account) this.bare = undefined;
+    this.disabled = account?.disabled === true;
     // Unknown users get a deterministic fake salt and fail only at the proof, like real users
     // with a wrong password: no username oracle (HARDENING §4.7).
     this.credential = account?.credentials[this.hash] ?? fakeCredential(this.env, this.hash, username);
@@ -190,6 +198,7 @@ class Scram implements SaslMechanism {
     const clientKey = xor(proof, clientSignature);
     if (!safeEqual(H(this.hash, clientKey), storedKey) || !this.bare) return fail("not-authorized");
     if (this.authzid !== undefined && this.authzid !== this.bare) return fail("invalid-authzid");
+    if (this.disabled) return disabled();
     const serverSignature = HMAC(this.hash, Buffer.from(credential.serverKey, "base64"), authMessage);
     return { kind: "success", username: this.bare, data: Buffer.from(`v=${serverSignature.toString("base64")}`) };
   }

@@ -26,7 +26,9 @@ import { upload } from "./upload.js";
 import { push } from "./push.js";
 import { appserver } from "./appserver.js";
 import { muc } from "./muc.js";
+import { admin } from "./admin.js";
+import { devices } from "./devices.js";
 
 export const defaultModules: readonly Module<any>[] = [
-  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars, bookmarks, upload, push, appserver, muc,
+  disco, ping, version, time, roster, presence, message, offline, last, vcard, privateXml, register, carbons, blocking, mam, csi, caps, pep, extdisco, adhoc, avatars, bookmarks, upload, push, appserver, muc, admin, devices,
 ];

@@ -15,6 +15,13 @@ import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { Session } from "../xmpp/sessions.js";
 
+declare module "../hooks.js" {
+  interface Events {
+    /** A message was committed to a user's offline queue (the metrics count it). */
+    "offline/stored": { user: string };
+  }
+}
+
 export const offline = defineModule({
   name: "offline",
   implements: [{ spec: "XEP-0160", version: "1.0.1" }, { spec: "XEP-0203", version: "2.0" }],
@@ -61,6 +68,7 @@ export const offline = defineModule({
         await router.bounce(stanza, new StanzaError("service-unavailable", "The recipient's offline queue is full"), origin);
       } else {
         ctx.log.debug({ stage: "offline", tag: "message" }, "stored offline");
+        void ctx.emit("offline/stored", { user: to.bare });
       }
       return HANDLED;
     });

@@ -3,7 +3,7 @@
  * networks, throttled per address), password change and account removal after it.
  */
 import { z } from "zod";
-import { BlockList, isIP } from "node:net";
+import { AddressList, cidrSchema as cidr } from "../address-list.js";
 import { defineModule } from "../module.js";
 import { el } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
@@ -11,22 +11,6 @@ import { StanzaError, StreamError } from "../errors.js";
 import { AccountError } from "../accounts.js";
 import { firstChildElement } from "../xmpp/xml.js";
 import { BoundedMap } from "../bounded-map.js";
-
-function blockList(cidrs: readonly string[]): BlockList {
-  const list = new BlockList();
-  for (const cidr of cidrs) {
-    const [address, bits] = cidr.split("/") as [string, string | undefined];
-    const family = isIP(address) === 6 ? "ipv6" : "ipv4";
-    list.addSubnet(address, bits === undefined ? (family === "ipv6" ? 128 : 32) : Number(bits), family);
-  }
-  return list;
-}
-
-const cidr = z.string().refine((v) => {
-  const [a, b] = v.split("/");
-  const family = isIP(a ?? "");
-  return family !== 0 && (b === undefined || (/^\d+$/.test(b) && Number(b) <= (family === 6 ? 128 : 32)));
-}, "not an IP address or CIDR block");
 
 export const register = defineModule({
   name: "register",
@@ -39,10 +23,9 @@ export const register = defineModule({
     throttleExempt: z.array(cidr).default(["127.0.0.0/8", "::1/128"]),
   }),
   start(ctx) {
-    const allowed = blockList(ctx.options.allowFrom);
-    const exempt = blockList(ctx.options.throttleExempt);
-    const family = (address: string) => (isIP(address) === 6 ? "ipv6" : "ipv4");
-    const mayRegister = (address: string) => isIP(address) !== 0 && allowed.check(address, family(address));
+    const allowed = new AddressList(ctx.options.allowFrom);
+    const exempt = new AddressList(ctx.options.throttleExempt);
+    const mayRegister = (address: string) => allowed.includes(address);
     const lastRegistration = new BoundedMap<string, number>(10_000);
 
     ctx.streamFeature("pre-auth", ({ remoteAddress }) =>
@@ -64,7 +47,7 @@ export const register = defineModule({
       // XEP-0077 §3.1: missing required fields → not-acceptable.
       if (!username || !password) throw new StanzaError("not-acceptable", "Username and password are required");
       const now = Date.now();
-      if (!exempt.check(remoteAddress, family(remoteAddress))) {
+      if (!exempt.includes(remoteAddress)) {
         const previous = lastRegistration.get(remoteAddress);
         if (previous !== undefined && now - previous < ctx.options.throttleSeconds * 1000) {
           throw new StanzaError("policy-violation", "Too many registrations from this address recently", "wait");

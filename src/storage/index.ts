@@ -21,6 +21,11 @@ export interface Account {
   jid: string;
   createdAt: number;
   credentials: Record<ScramHash, ScramCredential>;
+  /**
+   * A disabled account keeps its data but cannot log in (XEP-0133 "disable user"; SASL answers
+   * account-disabled). Absent on creation means enabled; `get` always says which.
+   */
+  disabled?: boolean;
 }
 
 export interface AccountStore {
@@ -30,6 +35,8 @@ export interface AccountStore {
   exists(jid: string): Promise<boolean>;
   /** false when there is no such account. */
   setCredentials(jid: string, credentials: Record<ScramHash, ScramCredential>): Promise<boolean>;
+  /** false when there is no such account. */
+  setDisabled(jid: string, disabled: boolean): Promise<boolean>;
   /** Removes the account and every row any store keeps for it; false when there was none. */
   delete(jid: string): Promise<boolean>;
   /** Bare JIDs, sorted; only those of one domain when given. */
@@ -86,6 +93,8 @@ export interface OfflineStore {
   list(owner: string, max?: number): Promise<OfflineMessage[]>;
   remove(owner: string, ids: readonly number[]): Promise<void>;
   count(owner: string): Promise<number>;
+  /** Messages stored for all owners together (the metrics gauge). */
+  total(): Promise<number>;
 }
 
 /** Small per-user XML documents: vcard-temp, private XML (XEP-0049), … keyed by a name. */
@@ -205,10 +214,17 @@ export interface AbuseReport {
   stanzaIds: string[];
 }
 
+export interface StoredAbuseReport extends AbuseReport {
+  /** Assigned by the store; increases with every report. */
+  id: number;
+}
+
 export interface AbuseReportStore {
   add(report: AbuseReport): Promise<void>;
   /** Newest first. */
-  list(limit: number): Promise<AbuseReport[]>;
+  list(limit: number): Promise<StoredAbuseReport[]>;
+  /** false when there was no such report. */
+  remove(id: number): Promise<boolean>;
 }
 
 /** A file uploaded through XEP-0363; the bytes live in a file store, this is what is known of them. */

@@ -12,6 +12,7 @@ import { HookBus, HANDLED, type Chains, type Routed } from "../hooks.js";
 import type { Session, SessionView } from "./sessions.js";
 import type { AccountStore } from "../storage/index.js";
 import type { Logger } from "../log.js";
+import type { RoutingMetrics } from "../metrics/index.js";
 
 export type IqTarget = "host" | "account";
 export type IqType = "get" | "set";
@@ -42,6 +43,7 @@ export class Router {
     private readonly sessions: SessionView,
     private readonly accounts: AccountStore,
     private readonly log: Logger,
+    private readonly metrics?: RoutingMetrics,
   ) {
     for (const h of hosts) this.localDomains.add(h);
   }
@@ -109,6 +111,7 @@ export class Router {
   bounce(stanza: Element, error: StanzaError, origin?: Session): void | Promise<void> {
     const type = stanza.attrs.type;
     if (type === "error" || (stanza.name === "iq" && type === "result")) return;
+    this.metrics?.routed(error.condition === "internal-server-error" ? "error" : "bounced", stanza.name);
     const reply = errorReply(stanza, error);
     if (stanza.attrs.to === undefined && origin) reply.attrs.from = origin.jid.domain;
     if (origin && reply.attrs.to === origin.jid.full) return this.deliver(origin, reply);
@@ -118,13 +121,17 @@ export class Router {
   /** Write a stanza to a local session, through the "stanza/out" filters. */
   deliver(session: Session, stanza: Element): void {
     const out = this.hooks.runFilter("stanza/out", { stanza, session });
-    if (out) session.send(out.stanza);
+    if (!out) return;
+    this.metrics?.routed("delivered", stanza.name);
+    session.send(out.stanza);
   }
 
   /** Like deliver, but reports the client's acknowledgement when the session has stream management. */
   deliverConfirmed(session: Session, stanza: Element): Promise<boolean> | undefined {
     const out = this.hooks.runFilter("stanza/out", { stanza, session });
-    return out ? session.sendConfirmed(out.stanza) : Promise.resolve(true);
+    if (!out) return Promise.resolve(true);
+    this.metrics?.routed("delivered", stanza.name);
+    return session.sendConfirmed(out.stanza);
   }
 
   /** Send an IQ get/set from the server and wait for the result (matched on id, sender and type). */
@@ -185,6 +192,7 @@ export class Router {
 
     const component = this.components.get(to.domain);
     if (component) {
+      this.metrics?.routed("delivered", kind);
       component(stanza);
       return;
     }

@@ -5,9 +5,16 @@
 import type { Element } from "./xml.js";
 import type { Jid } from "./jid.js";
 import type { StreamError } from "../errors.js";
+import type { TransportKind } from "./stream/transport.js";
 
 export interface Session {
   readonly id: string;
+  /** The transport the session runs on (while hibernating: the one it ran on last). */
+  readonly transport: TransportKind;
+  /** The XEP-0388 user-agent id the client logged in with, if it gave one (its device). */
+  readonly userAgentId: string | undefined;
+  /** XEP-0198: stanzas sent or waiting to be sent and not yet acknowledged; undefined without stream management. */
+  readonly unacknowledged: number | undefined;
   /** The full JID bound to this session. */
   readonly jid: Jid;
   readonly remoteAddress: string;

@@ -78,7 +78,7 @@ describe("blocking command (XEP-0191)", () => {
       + "<text xml:lang='en'>buy now</text></report></item></block></iq>");
     await carol.waitFor(/<iq type="result" id="rep"/);
     const [report] = await server.storage.reports.list(1);
-    assert.deepEqual({ ...report, at: 0 }, { at: 0, reporter: "carol@localhost", reported: "spammer@example.net", reason: "spam", text: "buy now", stanzaIds: ["123"] });
+    assert.deepEqual({ ...report, at: 0, id: 0 }, { id: 0, at: 0, reporter: "carol@localhost", reported: "spammer@example.net", reason: "spam", text: "buy now", stanzaIds: ["123"] });
     carol.send("<iq type='set' id='rep2'><block xmlns='urn:xmpp:blocking'><item jid='x@example.net'>"
       + "<report xmlns='urn:xmpp:reporting:1' reason='because'/></item></block></iq>");
     await carol.waitFor(/<iq[^>]*id="rep2"[^>]*type="error"|<iq[^>]*type="error"[^>]*id="rep2"[^>]*>.*?<bad-request/s);

@@ -16,7 +16,7 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
     it("creates, reads and refuses duplicate accounts", async () => {
       assert.equal(await s.accounts.create(account("alice@a.test")), true);
       assert.equal(await s.accounts.create(account("alice@a.test")), false);
-      assert.deepEqual(await s.accounts.get("alice@a.test"), account("alice@a.test"));
+      assert.deepEqual(await s.accounts.get("alice@a.test"), { ...account("alice@a.test"), disabled: false });
       assert.equal(await s.accounts.exists("alice@a.test"), true);
       assert.equal(await s.accounts.exists("bob@a.test"), false);
       assert.equal(await s.accounts.get("bob@a.test"), undefined);
@@ -28,6 +28,21 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal(await s.accounts.setCredentials("alice@a.test", next), true);
       assert.deepEqual((await s.accounts.get("alice@a.test"))!.credentials, next);
       assert.equal(await s.accounts.setCredentials("nobody@a.test", next), false);
+    });
+
+    it("disables and re-enables accounts, keeping their data, and creates disabled ones when asked", async () => {
+      await s.accounts.create(account("alice@a.test"));
+      await s.roster.put("alice@a.test", item("bob@a.test"));
+      assert.equal(await s.accounts.setDisabled("alice@a.test", true), true);
+      assert.equal((await s.accounts.get("alice@a.test"))!.disabled, true);
+      assert.deepEqual((await s.accounts.get("alice@a.test"))!.credentials, account("alice@a.test").credentials, "credentials untouched");
+      assert.equal((await s.roster.get("alice@a.test")).items.length, 1, "data kept");
+      assert.equal(await s.accounts.exists("alice@a.test"), true);
+      assert.equal(await s.accounts.setDisabled("alice@a.test", false), true);
+      assert.equal((await s.accounts.get("alice@a.test"))!.disabled, false);
+      assert.equal(await s.accounts.setDisabled("nobody@a.test", true), false);
+      await s.accounts.create({ ...account("carol@a.test"), disabled: true });
+      assert.equal((await s.accounts.get("carol@a.test"))!.disabled, true);
     });
 
     it("lists accounts sorted, optionally by domain, with LIKE metacharacters taken literally", async () => {
@@ -119,6 +134,16 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal(await s.offline.count("bob@a.test"), 1);
     });
 
+    it("offline total counts every owner's queue", async () => {
+      assert.equal(await s.offline.total(), 0);
+      await s.offline.append("bob@a.test", "<message/>", 1, 10);
+      await s.offline.append("bob@a.test", "<message/>", 2, 10);
+      const id = (await s.offline.append("amy@a.test", "<message/>", 3, 10))!;
+      assert.equal(await s.offline.total(), 3);
+      await s.offline.remove("amy@a.test", [id]);
+      assert.equal(await s.offline.total(), 2);
+    });
+
     it("blocklist: add is idempotent, sorted, remove some or all", async () => {
       await s.blocklist.add("alice@a.test", ["zed@x.test", "evil.test", "bob@a.test/phone"]);
       await s.blocklist.add("alice@a.test", ["zed@x.test"]);
@@ -204,8 +229,18 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
     it("abuse reports: newest first, limited, kept exactly", async () => {
       const report = (n: number) => ({ at: 1000 + n, reporter: "alice@a.test", reported: `spam${n}@x.test`, reason: "spam", text: n === 2 ? "ünïcode" : "", stanzaIds: n === 2 ? ["1", "2"] : [] });
       for (const n of [1, 2, 3]) await s.reports.add(report(n));
-      assert.deepEqual(await s.reports.list(2), [report(3), report(2)]);
+      const newest = await s.reports.list(2);
+      assert.deepEqual(newest.map(({ id: _, ...r }) => r), [report(3), report(2)]);
+      assert.ok(newest[0]!.id > newest[1]!.id, "ids increase");
       assert.equal((await s.reports.list(10)).length, 3);
+    });
+
+    it("abuse reports: removal by id", async () => {
+      for (const n of [1, 2]) await s.reports.add({ at: n, reporter: "alice@a.test", reported: `spam${n}@x.test`, reason: "spam", text: "", stanzaIds: [] });
+      const [second, first] = await s.reports.list(10);
+      assert.equal(await s.reports.remove(first!.id), true);
+      assert.equal(await s.reports.remove(first!.id), false);
+      assert.deepEqual((await s.reports.list(10)).map((r) => r.reported), [second!.reported]);
     });
 
     it("uploads: usage totals and recent bytes, expiring ones oldest first, per owner, removal", async () => {

@@ -12,7 +12,7 @@ import { StanzaError } from "../../src/errors.js";
 
 function fakeSession(full: string): Session & { out: Element[] } {
   const out: Element[] = [];
-  return { id: full, jid: parseJid(full), remoteAddress: "127.0.0.1", presence: undefined, priority: 0, interested: false, directedPresence: new Set(), send: (s) => out.push(s), sendConfirmed: (s) => { out.push(s); return undefined; }, confirmsDelivery: false, hibernating: false, writable: () => undefined, close() {}, out };
+  return { id: full, transport: "tcp", unacknowledged: undefined, userAgentId: undefined, jid: parseJid(full), remoteAddress: "127.0.0.1", presence: undefined, priority: 0, interested: false, directedPresence: new Set(), send: (s) => out.push(s), sendConfirmed: (s) => { out.push(s); return undefined; }, confirmsDelivery: false, hibernating: false, writable: () => undefined, close() {}, out };
 }
 
 describe("router (docs/routing.md)", () => {

@@ -1,5 +1,5 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
-import { domainOf, type AbuseReport, type Device, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
+import { domainOf, type StoredAbuseReport, type Device, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
   const accounts = new Map<string, Account>();
@@ -13,7 +13,8 @@ export function createMemoryStorage(): Storage {
   /** owner → node → { config, items oldest first } */
   const pubsub = new Map<string, Map<string, { config: string; items: PubSubItem[] }>>();
   const nodeOf = (owner: string, node: string) => pubsub.get(owner)?.get(node);
-  const reports: AbuseReport[] = [];
+  const reports: StoredAbuseReport[] = [];
+  let reportSeq = 0;
   const uploads = new Map<string, UploadRecord>();
   const rooms = new Map<string, RoomRecord>();
   const roomAffiliations = new Map<string, Map<string, RoomAffiliation>>();
@@ -28,6 +29,7 @@ export function createMemoryStorage(): Storage {
   };
   const copyItem = (i: RosterItem): RosterItem => ({ ...i, groups: [...i.groups] });
   const copyAccount = (a: Account): Account => structuredClone(a);
+  const copyAccountOut = (a: Account): Account => ({ ...structuredClone(a), disabled: a.disabled === true });
 
   return {
     driver: "memory",
@@ -39,13 +41,19 @@ export function createMemoryStorage(): Storage {
       },
       async get(jid) {
         const a = accounts.get(jid);
-        return a && copyAccount(a);
+        return a && copyAccountOut(a);
       },
       async exists(jid) { return accounts.has(jid); },
       async setCredentials(jid, credentials) {
         const a = accounts.get(jid);
         if (!a) return false;
         a.credentials = structuredClone(credentials);
+        return true;
+      },
+      async setDisabled(jid, disabled) {
+        const a = accounts.get(jid);
+        if (!a) return false;
+        a.disabled = disabled;
         return true;
       },
       async delete(jid) {
@@ -111,6 +119,11 @@ export function createMemoryStorage(): Storage {
         offline.set(owner, q.filter((m) => !drop.has(m.id)));
       },
       async count(owner) { return offline.get(owner)?.length ?? 0; },
+      async total() {
+        let n = 0;
+        for (const q of offline.values()) n += q.length;
+        return n;
+      },
     },
     documents: {
       async get(owner, key) { return documents.get(owner)?.get(key); },
@@ -234,8 +247,14 @@ export function createMemoryStorage(): Storage {
       },
     },
     reports: {
-      async add(report) { reports.push(structuredClone(report)); },
+      async add(report) { reports.push({ ...structuredClone(report), id: ++reportSeq }); },
       async list(limit) { return reports.slice(-limit).reverse().map((r) => structuredClone(r)); },
+      async remove(id) {
+        const at = reports.findIndex((r) => r.id === id);
+        if (at === -1) return false;
+        reports.splice(at, 1);
+        return true;
+      },
     },
     uploads: {
       async add(r) { uploads.set(r.id, { ...r }); },

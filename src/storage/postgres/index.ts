@@ -190,18 +190,22 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     driver: "postgres",
     accounts: {
       async create(account: Account) {
-        const r = await q("INSERT INTO accounts (jid, created_at, credentials) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-          [account.jid, account.createdAt, JSON.stringify(account.credentials)]);
+        const r = await q("INSERT INTO accounts (jid, created_at, credentials, disabled) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+          [account.jid, account.createdAt, JSON.stringify(account.credentials), account.disabled === true]);
         return r.rowCount === 1;
       },
       async get(jid) {
-        const r = await read<{ jid: string; created_at: string; credentials: Account["credentials"] }>("SELECT jid, created_at, credentials FROM accounts WHERE jid = $1", [jid]);
+        const r = await read<{ jid: string; created_at: string; credentials: Account["credentials"]; disabled: boolean }>(
+          "SELECT jid, created_at, credentials, disabled FROM accounts WHERE jid = $1", [jid]);
         const row = r.rows[0];
-        return row && { jid: row.jid, createdAt: Number(row.created_at), credentials: row.credentials };
+        return row && { jid: row.jid, createdAt: Number(row.created_at), credentials: row.credentials, disabled: row.disabled };
       },
       async exists(jid) { return ((await read("SELECT 1 FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0; },
       async setCredentials(jid, credentials) {
         return (await q("UPDATE accounts SET credentials = $1 WHERE jid = $2", [JSON.stringify(credentials), jid])).rowCount === 1;
+      },
+      async setDisabled(jid, disabled) {
+        return (await q("UPDATE accounts SET disabled = $1 WHERE jid = $2", [disabled, jid])).rowCount === 1;
       },
       async delete(jid) {
         return tx(async (c) => {
@@ -268,6 +272,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         if (ids.length) await q("DELETE FROM offline_messages WHERE owner = $1 AND id = ANY($2::bigint[])", [owner, ids]);
       },
       async count(owner) { return Number((await read<{ n: string }>("SELECT count(*) AS n FROM offline_messages WHERE owner = $1", [owner])).rows[0]!.n); },
+      async total() { return Number((await read<{ n: string }>("SELECT count(*) AS n FROM offline_messages")).rows[0]!.n); },
     },
     documents: {
       async get(owner, key) { return (await read<{ xml: string }>("SELECT xml FROM documents WHERE owner = $1 AND key = $2", [owner, key])).rows[0]?.xml; },
@@ -443,10 +448,11 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
           [r.at, r.reporter, r.reported, r.reason, r.text, JSON.stringify(r.stanzaIds)]);
       },
       async list(limit) {
-        const rows = (await read<{ at: string; reporter: string; reported: string; reason: string; text: string; stanza_ids: string }>(
-          "SELECT at, reporter, reported, reason, text, stanza_ids FROM abuse_reports ORDER BY id DESC LIMIT $1", [limit])).rows;
-        return rows.map((r) => ({ at: Number(r.at), reporter: r.reporter, reported: r.reported, reason: r.reason, text: r.text, stanzaIds: JSON.parse(r.stanza_ids) as string[] }));
+        const rows = (await read<{ id: string; at: string; reporter: string; reported: string; reason: string; text: string; stanza_ids: string }>(
+          "SELECT id, at, reporter, reported, reason, text, stanza_ids FROM abuse_reports ORDER BY id DESC LIMIT $1", [limit])).rows;
+        return rows.map((r) => ({ id: Number(r.id), at: Number(r.at), reporter: r.reporter, reported: r.reported, reason: r.reason, text: r.text, stanzaIds: JSON.parse(r.stanza_ids) as string[] }));
       },
+      async remove(id) { return (await q("DELETE FROM abuse_reports WHERE id = $1", [id])).rowCount === 1; },
     },
     async close() {
       closing = true;

@@ -13,7 +13,7 @@ import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
 import { BackgroundCheckpointer } from "./checkpointer.js";
 import { domainOf, deviceFromRow, deviceToRow } from "../index.js";
-import type { AbuseReport, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import type { StoredAbuseReport, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -51,10 +51,11 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   migrate(db);
 
   const q = {
-    accountInsert: db.prepare("INSERT OR IGNORE INTO accounts (jid, created_at, credentials) VALUES (?, ?, ?)"),
-    accountGet: db.prepare("SELECT jid, created_at, credentials FROM accounts WHERE jid = ?"),
+    accountInsert: db.prepare("INSERT OR IGNORE INTO accounts (jid, created_at, credentials, disabled) VALUES (?, ?, ?, ?)"),
+    accountGet: db.prepare("SELECT jid, created_at, credentials, disabled FROM accounts WHERE jid = ?"),
     accountExists: db.prepare("SELECT 1 FROM accounts WHERE jid = ?").pluck(),
     accountSetCred: db.prepare("UPDATE accounts SET credentials = ? WHERE jid = ?"),
+    accountSetDisabled: db.prepare("UPDATE accounts SET disabled = ? WHERE jid = ?"),
     accountList: db.prepare("SELECT jid FROM accounts ORDER BY jid").pluck(),
     accountListDomain: db.prepare("SELECT jid FROM accounts WHERE jid LIKE ? ESCAPE '\\' ORDER BY jid").pluck(),
     rosterVersion: db.prepare("SELECT version FROM roster_versions WHERE owner = ?").pluck(),
@@ -68,6 +69,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     reqHas: db.prepare("SELECT 1 FROM subscription_requests WHERE owner = ? AND contact = ?").pluck(),
     reqRemove: db.prepare("DELETE FROM subscription_requests WHERE owner = ? AND contact = ?"),
     offCount: db.prepare("SELECT count(*) FROM offline_messages WHERE owner = ?").pluck(),
+    offTotal: db.prepare("SELECT count(*) FROM offline_messages").pluck(),
     offInsert: db.prepare("INSERT INTO offline_messages (owner, stanza, stored_at) VALUES (?, ?, ?)"),
     offList: db.prepare("SELECT id, stanza, stored_at AS storedAt FROM offline_messages WHERE owner = ? ORDER BY id LIMIT ?"),
     offRemove: db.prepare("DELETE FROM offline_messages WHERE owner = ? AND id = ?"),
@@ -118,7 +120,8 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     deleteAll: db.prepare("DELETE FROM devices WHERE owner = ?"),
   };
   const reportAdd = db.prepare("INSERT INTO abuse_reports (at, reporter, reported, reason, text, stanza_ids) VALUES (?, ?, ?, ?, ?, ?)");
-  const reportList = db.prepare("SELECT at, reporter, reported, reason, text, stanza_ids AS stanzaIds FROM abuse_reports ORDER BY id DESC LIMIT ?");
+  const reportList = db.prepare("SELECT id, at, reporter, reported, reason, text, stanza_ids AS stanzaIds FROM abuse_reports ORDER BY id DESC LIMIT ?");
+  const reportRemove = db.prepare("DELETE FROM abuse_reports WHERE id = ?");
   const ITEM_COLUMNS = "item_id AS id, publisher, payload, published_at AS publishedAt";
   const ps = {
     nodes: db.prepare("SELECT node FROM pubsub_nodes WHERE owner = ? ORDER BY node").pluck(),
@@ -208,15 +211,18 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     driver: "sqlite",
     accounts: {
       async create(account: Account) {
-        return q.accountInsert.run(account.jid, account.createdAt, JSON.stringify(account.credentials)).changes === 1;
+        return q.accountInsert.run(account.jid, account.createdAt, JSON.stringify(account.credentials), account.disabled ? 1 : 0).changes === 1;
       },
       async get(jid) {
-        const row = q.accountGet.get(jid) as { jid: string; created_at: number; credentials: string } | undefined;
-        return row && { jid: row.jid, createdAt: row.created_at, credentials: JSON.parse(row.credentials) };
+        const row = q.accountGet.get(jid) as { jid: string; created_at: number; credentials: string; disabled: number } | undefined;
+        return row && { jid: row.jid, createdAt: row.created_at, credentials: JSON.parse(row.credentials), disabled: row.disabled === 1 };
       },
       async exists(jid) { return q.accountExists.get(jid) !== undefined; },
       async setCredentials(jid, credentials) {
         return q.accountSetCred.run(JSON.stringify(credentials), jid).changes === 1;
+      },
+      async setDisabled(jid, disabled) {
+        return q.accountSetDisabled.run(disabled ? 1 : 0, jid).changes === 1;
       },
       async delete(jid) { return deleteAccount(jid); },
       async list(domain) {
@@ -244,6 +250,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async list(owner, max) { return q.offList.all(owner, max ?? -1) as Array<{ id: number; stanza: string; storedAt: number }>; },
       async remove(owner, ids) { removeOffline(owner, ids); },
       async count(owner) { return q.offCount.get(owner) as number; },
+      async total() { return q.offTotal.get() as number; },
     },
     documents: {
       async get(owner, key) { return q.docGet.get(owner, key) as string | undefined; },
@@ -326,8 +333,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     reports: {
       async add(r) { reportAdd.run(r.at, r.reporter, r.reported, r.reason, r.text, JSON.stringify(r.stanzaIds)); },
       async list(limit) {
-        return (reportList.all(limit) as Array<AbuseReport & { stanzaIds: string }>).map((r) => ({ ...r, stanzaIds: JSON.parse(r.stanzaIds) as string[] }));
+        return (reportList.all(limit) as Array<StoredAbuseReport & { stanzaIds: string }>).map((r) => ({ ...r, stanzaIds: JSON.parse(r.stanzaIds) as string[] }));
       },
+      async remove(id) { return reportRemove.run(id).changes === 1; },
     },
     async close() {
       await offlineAppends.drain();

@@ -131,7 +131,11 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (room, jid)
   );
   `,
-  // 8: XEP-0388 user agents with their XEP-0484 FAST tokens (JSON, hashed)
+  // 8: disabled accounts (XEP-0133 disable-user): they keep their data but cannot log in
+  `
+  ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+  `,
+  // 9: XEP-0388 user agents with their XEP-0484 FAST tokens (JSON, hashed)
   `
   CREATE TABLE devices (
     owner TEXT NOT NULL,

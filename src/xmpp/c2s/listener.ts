@@ -8,12 +8,14 @@ import { C2SNegotiation, type C2SDeps } from "./negotiation.js";
 import { TcpTransport, normalizeAddress } from "../stream/tcp.js";
 import type { Admission } from "./admission.js";
 import { TLS_MIN_VERSION } from "../tls.js";
+import type { ConnectionMetrics } from "../../metrics/index.js";
 
 export interface ListenerOptions {
   host: string;
   port: number;
   directTls: boolean;
   tlsHandshakeTimeoutMs: number;
+  metrics?: ConnectionMetrics;
 }
 
 export interface C2SListenerDeps extends C2SDeps {
@@ -36,7 +38,11 @@ export async function listenC2S(options: ListenerOptions, deps: C2SListenerDeps)
       socket.destroy();
       return false;
     }
-    socket.once("close", release);
+    options.metrics?.opened("tcp");
+    socket.once("close", () => {
+      options.metrics?.closed("tcp");
+      release();
+    });
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
     return true;

@@ -18,6 +18,7 @@ import type { Router } from "../router.js";
 import type { HookBus } from "../../hooks.js";
 import type { Logger } from "../../log.js";
 import type { StreamEnding, StreamOwner, XmlStream } from "../stream/xml-stream.js";
+import type { TransportKind } from "../stream/transport.js";
 import { AckError, NS_SM, StreamManagement, parseH, type SmLimits } from "./sm.js";
 import { OutboundQueue, type Outgoing } from "./outbound.js";
 import type { NonzaHandler } from "./extensions.js";
@@ -68,8 +69,11 @@ export class C2SSession implements Session, StreamOwner {
   /** The end of the chain of this client's stanzas still being routed (see onStanza). */
   private routingTail: Promise<void> | undefined;
 
+  transport: TransportKind;
+
   constructor(readonly jid: Jid, stream: XmlStream, private readonly deps: C2SSessionDeps) {
     this.stream = stream;
+    this.transport = stream.transport.kind;
     this.remoteAddress = stream.transport.remoteAddress;
     stream.handTo(this);
     deps.registry.open.add(this);
@@ -81,8 +85,8 @@ export class C2SSession implements Session, StreamOwner {
     return this.stream === undefined && !this.over;
   }
 
-  get transport(): string | undefined {
-    return this.stream?.transport.kind;
+  get unacknowledged(): number | undefined {
+    return this.sm ? this.out.unacknowledged + this.out.unwritten : undefined;
   }
 
   // ── sending ────────────────────────────────────────────────────────────────────────────────
@@ -353,6 +357,7 @@ export class C2SSession implements Session, StreamOwner {
     }
     clearTimeout(this.resumeTimer);
     this.stream = fresh;
+    this.transport = fresh.transport.kind;
     fresh.handTo(this);
     const sm = this.sm!;
     announce(`<resumed xmlns='${NS_SM}' h='${sm.inboundH}' previd='${sm.id}'/>`);

@@ -6,6 +6,9 @@
 import type { Element } from "../xml.js";
 import { NS } from "../ns.js";
 
+/** XEP-0388; not imported from ./sasl2.ts, which this step comes before. */
+const NS_SASL2 = "urn:xmpp:sasl:2";
+
 export const STARTTLS_FEATURE = `<starttls xmlns='${NS.TLS}'><required/></starttls>`;
 
 /**
@@ -16,6 +19,6 @@ export const STARTTLS_FEATURE = `<starttls xmlns='${NS.TLS}'><required/></startt
 export function preTlsAnswer(element: Element): "starttls" | "encryption-required" | "policy-violation" {
   const ns = element.attrs.xmlns;
   if (element.name === "starttls" && ns === NS.TLS) return "starttls";
-  if (element.name === "auth" && ns === NS.SASL) return "encryption-required";
+  if ((element.name === "auth" && ns === NS.SASL) || (element.name === "authenticate" && ns === NS_SASL2)) return "encryption-required";
   return "policy-violation";
 }
