@@ -221,4 +221,29 @@ describe("SASL2, Bind 2 and FAST", () => {
     assert.equal(conditionOf(refused), "encryption-required");
     plain.close();
   });
+
+  it("the user lists the devices of the account and logs one out: its session ends and its token stops working", async () => {
+    const COMMANDS = "http://jabber.org/protocol/commands";
+    const NODE = "urn:parley:devices";
+    const agent = randomUUID();
+    const token = await tokenFor(server, "bob", agent);
+    const phone = await authenticate(server, { user: "bob", agent, mechanism: "HT-SHA-256-NONE", initial: htInitial("bob", token), extra: `<fast xmlns='${FAST}'/><bind xmlns='${BIND2}'><tag>phone</tag></bind>` });
+    assert.equal(phone.answer.name, "success");
+    const laptop = await connect({ port: server.ports.c2s!, username: "bob", password: "pw", resource: "laptop" });
+    const started = await laptop.iq(xml("iq", { type: "set", to: "localhost" }, xml("command", { xmlns: COMMANDS, node: NODE, action: "execute" })));
+    const command = started.getChild("command", COMMANDS)!;
+    const options = command.getChild("x", "jabber:x:data")!.getChildren("field").find((f) => f.attrs.var === "revoke")!.getChildren("option");
+    const mine = options.find((o) => o.getChildText("value") === agent);
+    assert.ok(mine, "the phone is listed");
+    assert.match(mine.attrs.label as string, /^test on box — online, fast login until /);
+    const done = await laptop.iq(xml("iq", { type: "set", to: "localhost" }, xml("command", { xmlns: COMMANDS, node: NODE, sessionid: command.attrs.sessionid, action: "complete" },
+      xml("x", { xmlns: "jabber:x:data", type: "submit" }, xml("field", { var: "FORM_TYPE", type: "hidden" }, xml("value", {}, NODE)), xml("field", { var: "revoke" }, xml("value", {}, agent))))));
+    assert.equal(done.getChild("command", COMMANDS)!.attrs.status, "completed");
+    await phone.c.closed;
+    const again = await authenticate(server, { user: "bob", agent, mechanism: "HT-SHA-256-NONE", initial: htInitial("bob", token), extra: `<fast xmlns='${FAST}'/>` });
+    assert.equal(conditionOf(again.answer), "not-authorized");
+    again.c.close();
+    assert.deepEqual(await server.storage.devices.list("bob@localhost").then((l) => l.map((d) => d.id).filter((id) => id === agent)), []);
+    await laptop.stop();
+  });
 });
