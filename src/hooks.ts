@@ -79,6 +79,14 @@ export interface Filters {
 }
 
 export type ChainHandler<K extends keyof Chains> = (payload: Chains[K]) => MaybePromise<ChainResult>;
+
+/** What happens after a chain ran: exactly one of these is called, once. */
+export interface ChainContinuation<R> {
+  handled(): R;
+  unhandled(): R;
+  /** A handler threw or rejected: the payload needs the error answer (RFC 6120 §8.3.3.8). */
+  failed(err: unknown): R;
+}
 export type EventHandler<K extends keyof Events> = (payload: Events[K]) => MaybePromise<unknown>;
 export type FilterHandler<K extends keyof Filters> = (value: Filters[K]) => Filters[K] | null;
 
@@ -115,24 +123,37 @@ export class HookBus {
   }
 
   /**
-   * Runs a chain. Stays synchronous while handlers answer synchronously, so the common path costs
-   * no promise; returns a promise only once a handler does.
+   * Runs a chain and continues with what it decided: `handled` when a handler took the payload,
+   * `unhandled` when none did, `failed` when one threw or rejected — on either path, so an
+   * exception never escapes as such. It stays synchronous while every handler answers
+   * synchronously (no promise hop on the hot path) and returns the continuation's result either
+   * way: callers never branch on which kind of handler they met.
    */
-  runChain<K extends keyof Chains>(name: K, payload: Chains[K]): MaybePromise<boolean> {
+  runChain<K extends keyof Chains, R>(name: K, payload: Chains[K], then: ChainContinuation<R>): R | Promise<Awaited<R>> {
     const list = this.chains.get(name);
-    if (!list) return false;
-    return this.runFrom(list.slice(), 0, payload);
+    if (!list || list.length === 0) return then.unhandled();
+    return this.runFrom(list.slice(), 0, payload, then);
   }
 
-  private runFrom(list: Array<Entry<ChainHandler<any>>>, start: number, payload: unknown): MaybePromise<boolean> {
+  /** The chain's decision, for callers that wait anyway; a failing handler rejects. */
+  async decide<K extends keyof Chains>(name: K, payload: Chains[K]): Promise<boolean> {
+    return this.runChain(name, payload, { handled: () => true, unhandled: () => false, failed: (err) => { throw err; } });
+  }
+
+  private runFrom<R>(list: Array<Entry<ChainHandler<any>>>, start: number, payload: unknown, then: ChainContinuation<R>): R | Promise<Awaited<R>> {
     for (let i = start; i < list.length; i++) {
-      const r = list[i]!.handler(payload);
-      if (r === HANDLED) return true;
+      let r: ChainResult | Promise<ChainResult>;
+      try {
+        r = list[i]!.handler(payload);
+      } catch (err) {
+        return then.failed(err);
+      }
+      if (r === HANDLED) return then.handled();
       if (r instanceof Promise) {
-        return r.then((res) => (res === HANDLED ? true : this.runFrom(list, i + 1, payload)));
+        return r.then((res) => (res === HANDLED ? then.handled() : this.runFrom(list, i + 1, payload, then)), (err) => then.failed(err)) as Promise<Awaited<R>>;
       }
     }
-    return false;
+    return then.unhandled();
   }
 
   /** Runs every handler; waits for async ones; a failing handler is logged and does not stop the others. */

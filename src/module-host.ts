@@ -4,6 +4,7 @@
  */
 import type { z } from "zod";
 import { ConfigError, formatIssues } from "./config.js";
+import type { ChainContinuation, Chains } from "./hooks.js";
 import type { AdHocCommand, DiscoItemsProvider, Identity, Module, ModuleContext } from "./module.js";
 import type { StreamFeatureProvider, StreamFeatureRegistry } from "./xmpp/stream/features.js";
 import type { HookBus } from "./hooks.js";
@@ -117,7 +118,8 @@ export class ModuleHost {
       on: (name, handler, priority) => track(hooks.on(name, handler, priority)),
       filter: (name, handler, priority) => track(hooks.filter(name, handler, priority)),
       emit: (name, payload) => hooks.emit(name, payload),
-      runChain: (name, payload) => hooks.runChain(name, payload),
+      runChain: (<K extends keyof Chains>(name: K, payload: Chains[K], then?: ChainContinuation<unknown>) =>
+        (then ? hooks.runChain(name, payload, then) : hooks.decide(name, payload))) as ModuleContext<unknown>["runChain"],
       iq: (target, type, ns, handler) => track(router.registerIq(target, type, ns, handler)),
       feature(target, ns) {
         host.features[target].add(ns);

@@ -3,7 +3,7 @@
  * its ModuleContext, so stopping the module removes all of it.
  */
 import type { z } from "zod";
-import type { Chains, ChainHandler, EventHandler, Events, FilterHandler, Filters, HookBus } from "./hooks.js";
+import type { Chains, ChainContinuation, ChainHandler, EventHandler, Events, FilterHandler, Filters, HookBus } from "./hooks.js";
 import type { IqHandler, IqTarget, IqType, Router } from "./xmpp/router.js";
 import type { SessionView } from "./xmpp/sessions.js";
 import type { Storage } from "./storage/index.js";
@@ -68,8 +68,13 @@ export interface ModuleContext<Options> {
   on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority?: number): void;
   filter<K extends keyof Filters>(name: K, handler: FilterHandler<K>, priority?: number): void;
   emit: HookBus["emit"];
-  /** Runs a chain (for modules that define a delivery stage of their own, like message/offline). */
-  runChain: HookBus["runChain"];
+  /**
+   * Runs a chain (for modules that define a delivery stage of their own, like message/offline):
+   * its decision, or — with a continuation — what the continuation makes of it, synchronously
+   * when every handler is (HookBus.runChain).
+   */
+  runChain<K extends keyof Chains>(name: K, payload: Chains[K]): Promise<boolean>;
+  runChain<K extends keyof Chains, R>(name: K, payload: Chains[K], then: ChainContinuation<R>): R | Promise<Awaited<R>>;
   /** An IQ handler; errors follow the central rules (StanzaError → that error, else internal-server-error). */
   iq(target: IqTarget, type: IqType, ns: string, handler: IqHandler): void;
   /** A disco#info feature advertised by the server (target host) or by every account (target account). */

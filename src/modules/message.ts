@@ -75,15 +75,14 @@ export const message = defineModule({
         void ctx.emit("message/delivered", { routed, sessions: targets });
         return HANDLED;
       };
-      const taken = ctx.runChain("message/live", { ...routed, sessions: targets });
-      if (taken instanceof Promise) {
-        return taken.then((done) => {
-          if (!done) for (const s of targets) router.deliver(s, routed.stanza);
+      return ctx.runChain("message/live", { ...routed, sessions: targets }, {
+        handled: delivered,
+        unhandled: () => {
+          for (const s of targets) router.deliver(s, routed.stanza);
           return delivered();
-        });
-      }
-      if (!taken) for (const s of targets) router.deliver(s, routed.stanza);
-      return delivered();
+        },
+        failed: (err) => { throw err; },
+      });
     };
 
     const toBare = (routed: Routed): typeof HANDLED | Promise<typeof HANDLED> => {

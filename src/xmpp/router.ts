@@ -197,14 +197,15 @@ export class Router {
       return;
     }
     if (!this.localDomains.has(to.domain)) {
-      const ran = this.hooks.runChain(`${kind}/remote`, filtered);
-      const noRoute = () => {
-        // No federation yet: RFC 6120 §10.4.3 remote-server-not-found is what a server without a route answers.
-        this.log.debug({ stage: "route", tag: kind, domain: to.domain }, "no route to remote domain");
-        return this.bounce(stanza, new StanzaError("remote-server-not-found"), filtered.origin);
-      };
-      if (ran instanceof Promise) return ran.then((handled) => (handled ? undefined : noRoute()), (err) => this.handlerFailed(filtered, err));
-      return ran ? undefined : noRoute();
+      return this.hooks.runChain(`${kind}/remote`, filtered, {
+        handled: () => undefined,
+        unhandled: () => {
+          // No federation yet: RFC 6120 §10.4.3 remote-server-not-found is what a server without a route answers.
+          this.log.debug({ stage: "route", tag: kind, domain: to.domain }, "no route to remote domain");
+          return this.bounce(stanza, new StanzaError("remote-server-not-found"), filtered.origin);
+        },
+        failed: (err) => this.handlerFailed(filtered, err),
+      });
     }
 
     if (kind === "iq") {
@@ -216,12 +217,11 @@ export class Router {
     const chain = `${kind}/${scope}` as keyof Chains;
     const effective = kind === "presence" && implicitTo ? "presence/broadcast" : chain;
     if (this.log.isLevelEnabled("debug")) this.log.debug({ stage: "route", tag: kind, type: stanza.attrs.type, chain: effective }, "routing");
-    const ran = this.hooks.runChain(effective, filtered);
-    if (ran instanceof Promise) {
-      return ran.then((handled) => (handled ? undefined : this.fallback(filtered, kind, scope)),
-        (err) => this.handlerFailed(filtered, err));
-    }
-    if (!ran) return this.fallback(filtered, kind, scope);
+    return this.hooks.runChain(effective, filtered, {
+      handled: () => undefined,
+      unhandled: () => this.fallback(filtered, kind, scope),
+      failed: (err) => this.handlerFailed(filtered, err),
+    });
   }
 
   private fallback(routed: Routed, kind: string, scope: "host" | "bare" | "full"): void | Promise<void> {

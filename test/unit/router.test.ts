@@ -159,15 +159,28 @@ describe("hooks", () => {
     bus.chain("message/bare", async () => { order.push(5); return undefined; }, 5);
     bus.chain("message/bare", () => { order.push(0); return HANDLED; }, 0);
     bus.chain("message/bare", () => { order.push(-1); return HANDLED; }, -1);
-    const r = await bus.runChain("message/bare", {} as never);
+    const r = await bus.decide("message/bare", {} as never);
     assert.equal(r, true);
     assert.deepEqual(order, [5, 1, 0]);
   });
+  const outcome = { handled: () => "handled", unhandled: () => "unhandled", failed: (err: unknown) => `failed: ${(err as Error).message}` };
   it("a synchronous chain stays synchronous", () => {
     const bus = new HookBus(silentLogger());
     bus.chain("message/full", () => HANDLED);
-    assert.equal(bus.runChain("message/full", {} as never), true);
-    assert.equal(bus.runChain("message/host", {} as never), false);
+    assert.equal(bus.runChain("message/full", {} as never, outcome), "handled");
+    assert.equal(bus.runChain("message/host", {} as never, outcome), "unhandled");
+  });
+  it("a handler that throws or rejects reaches the continuation's failed, on either path, and stops the chain", async () => {
+    const bus = new HookBus(silentLogger());
+    let later = 0;
+    bus.chain("message/full", () => { throw new Error("sync"); }, 1);
+    bus.chain("message/full", () => { later++; return HANDLED; }, 0);
+    assert.equal(bus.runChain("message/full", {} as never, outcome), "failed: sync");
+    bus.chain("message/bare", () => Promise.reject(new Error("async")), 1);
+    bus.chain("message/bare", () => { later++; return HANDLED; }, 0);
+    assert.equal(await bus.runChain("message/bare", {} as never, outcome), "failed: async");
+    assert.equal(later, 0);
+    await assert.rejects(bus.decide("message/bare", {} as never), /async/);
   });
   it("events run every handler even when one fails; filters fold and can drop", async () => {
     const bus = new HookBus(silentLogger());
