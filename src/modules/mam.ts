@@ -170,9 +170,18 @@ export const mam = defineModule({
       return pending?.catch((err) => { ctx.log.error({ err, stage: "mam" }, "archive preferences failed"); return undefined; });
     };
 
+    /**
+     * The last archive write of each owner still in flight. Messages do not wait for their archive
+     * write (that would let later, unarchived stanzas overtake them), so a client can hold a
+     * stanza-id before it is committed: its queries wait for the owner's writes first, and an id it
+     * has seen is always found. Group commits settle in order, so the last write stands for all.
+     */
+    const writing = new Map<string, Promise<void>>();
     const append = (owner: string, other: Jid, stanza: string, id = nextId()) => {
       const message: ArchivedMessage = { id, withBare: other.bare, withResource: other.resource, stanza };
-      storage.archive.append(owner, message).catch((err) => ctx.log.error({ err, stage: "mam", tag: "message" }, "archiving failed"));
+      const write = storage.archive.append(owner, message).catch((err) => ctx.log.error({ err, stage: "mam", tag: "message" }, "archiving failed"));
+      writing.set(owner, write);
+      void write.then(() => { if (writing.get(owner) === write) writing.delete(owner); });
     };
 
     // ── archiving ────────────────────────────────────────────────────────────────────────────
@@ -207,12 +216,13 @@ export const mam = defineModule({
     // XEP-0313 §4: a user queries their own archive at their bare JID (or with no 'to'). Sent to the
     // user's own server, where MAM is advertised as well, the query means the same archive (ejabberd's
     // reading); nobody reaches another user's archive either way (§8: forbidden).
-    const ownArchive = ({ origin, self, from, to }: IqRequest): Session => {
+    const ownArchive = async ({ origin, self, from, to }: IqRequest): Promise<Session> => {
       if (!origin || !(self || (!to.local && to.domain === from.domain))) throw new StanzaError("forbidden");
+      await writing.get(from.bare);
       return origin;
     };
     const querySet = async (request: IqRequest) => {
-      const origin = ownArchive(request);
+      const origin = await ownArchive(request);
       const { payload, from } = request;
       if (payload.name === "prefs") {
         const prefs = readPrefs(payload);
@@ -224,7 +234,7 @@ export const mam = defineModule({
       return answerArchiveQuery({ storage, log: ctx.log, pageSize: ctx.options }, from.bare, payload, (m) => router.deliver(origin, m), origin.jid.full);
     };
     const queryGet = async (request: IqRequest) => {
-      ownArchive(request);
+      await ownArchive(request);
       const { payload, from } = request;
       if (payload.name === "query") return el("query", { xmlns: MAM }, archiveQueryForm());
       if (payload.name === "prefs") return prefsElement(await loadPrefs(from.bare));

@@ -56,11 +56,12 @@ export interface Actor { affiliation: Affiliation; role: Role }
  * undefined when no occupant has the nick asked for.
  *
  * - Only moderators change roles at all (§8: "MUST be denied if … not … one of the moderators", forbidden).
+ * - Nobody changes the role of an occupant of higher affiliation (§8.2 not-allowed: "a moderator who
+ *   is a member attempts to kick an admin, or a moderator who is a member or admin attempts to kick
+ *   an owner"; §5.1.3 footnote *).
  * - Granting or revoking moderator status is for admins and owners (§5.1.3, §5.2.1 "Assign and
  *   Remove Moderator Role", §9.6, §9.7; §9: anyone else gets forbidden). That covers kicking a
  *   moderator too: §5.1.3 "Moderator → None: … be kicked by an admin or owner".
- * - Nobody kicks an occupant of higher affiliation (§8.2 not-allowed; "a moderator who is a member
- *   attempts to kick an admin, or a moderator who is a member or admin attempts to kick an owner").
  * - The voice and moderator status of admins and owners is never removed, short of a kick (§8.4 "a
  *   service MUST NOT allow the voice privileges of an admin or owner to be removed by anyone",
  *   §9.7 "MUST NOT be allowed to revoke moderator status from a user whose affiliation is owner or admin").
@@ -73,10 +74,10 @@ export function roleChange(actor: Actor, target: Actor | undefined, role: Role):
   // Only now: who may not change roles does not learn which nicks are in the room.
   if (!target) return new StanzaError("item-not-found", "No such occupant", "cancel");
   if (role === target.role) return undefined;
+  if (RANK[target.affiliation] > RANK[actor.affiliation]) return new StanzaError("not-allowed", "That occupant's affiliation is higher than yours", "cancel");
   if ((role === "moderator" || target.role === "moderator") && !isAdmin(actor.affiliation)) {
     return new StanzaError("forbidden", "Only admins and owners grant or revoke moderator status", "auth");
   }
-  if (RANK[target.affiliation] > RANK[actor.affiliation]) return new StanzaError("not-allowed", "That occupant's affiliation is higher than yours", "cancel");
   if (role !== "none" && role !== "moderator" && isAdmin(target.affiliation)) {
     return new StanzaError("not-allowed", "Admins and owners keep their voice and moderator status", "cancel");
   }

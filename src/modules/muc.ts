@@ -255,9 +255,12 @@ export const muc = defineModule({
       let chars = 0;
       const out: Element[] = [];
       for (const row of [...rows].reverse()) {
+        const m = parseElement(row.stanza);
+        // Subject changes are archived, but the join ends with the current subject: one in the
+        // history would look to clients like the end of the join (§7.2.15).
+        if (m.getChild("subject") && !m.getChild("body")) continue;
         chars += row.stanza.length;
         if (chars > maxChars) break;
-        const m = parseElement(row.stanza);
         m.attrs.to = occupant.jid.full;
         m.cnode(el("delay", { xmlns: NS.DELAY, from: room.jid, stamp: new Date(timeOfId(row.id)).toISOString() }));
         out.push(m);
