@@ -1,6 +1,7 @@
 /**
  * XEP-0045 Multi-User Chat 1.35 on conference.<host>, with XEP-0421 occupant ids, XEP-0359 stanza
- * ids stamped by the room, XEP-0313 archives on room JIDs and XEP-0410 self-ping.
+ * ids stamped by the room, XEP-0313 archives on room JIDs, XEP-0410 self-ping, XEP-0425 moderation
+ * and XEP-0486 room avatars. Who may do what is decided in muc-rules.ts.
  *
  * Rooms live in memory while they have occupants; persistent rooms (and their affiliations) are in
  * storage and loaded when addressed, so an idle room costs nothing. A new room is locked (status
@@ -83,7 +84,8 @@ export const muc = defineModule({
   name: "muc",
   implements: [
     { spec: "XEP-0045", version: "1.35", note: "no voice requests, no registration, no room nick reservation" },
-    { spec: "XEP-0421", version: "1.0.1" }, { spec: "XEP-0410", version: "1.1.0" }, { spec: "XEP-0425", version: "0.3.0" },
+    { spec: "XEP-0421", version: "1.0.1" }, { spec: "XEP-0410", version: "1.1.0" }, { spec: "XEP-0425", version: "0.3.0", note: "retraction only; offered in rooms with an archive" },
+    { spec: "XEP-0486", version: "0.1.0" },
   ],
   dependsOn: ["disco", "mam"],
   options: z.strictObject({
