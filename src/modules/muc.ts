@@ -499,13 +499,16 @@ export const muc = defineModule({
         if (record.affiliation === "none") room.affiliations.delete(jid);
         else room.affiliations.set(jid, record as RoomAffiliation);
         if (room.config.persistent) await storage.rooms.setAffiliation(room.jid, record);
-        for (const occupant of [...room.occupants.values()].filter((x) => x.jid.bare === jid)) {
-          if (affiliation === "outcast") {
+        // The user's occupants, and for a banned domain every occupant from it without an affiliation of its own.
+        const affected = [...room.occupants.values()].filter((x) => x.jid.bare === jid || (x.jid.domain === jid && affiliationOf(room, x.jid.bare) === "outcast"));
+        for (const occupant of affected) {
+          const now = affiliationOf(room, occupant.jid.bare);
+          if (now === "outcast") {
             await leave(room, occupant, undefined, [301], { affiliation: "outcast", role: "none" }, [actorElement(), ...reasonElements]);
-          } else if (room.config.membersOnly && RANK[affiliation] < RANK.member) {
-            await leave(room, occupant, undefined, [321], { affiliation, role: "none" });
+          } else if (room.config.membersOnly && RANK[now] < RANK.member) {
+            await leave(room, occupant, undefined, [321], { affiliation: now, role: "none" });
           } else {
-            occupant.role = defaultRole(affiliation, room.config.moderated);
+            occupant.role = defaultRole(now, room.config.moderated);
             broadcastPresence(room, occupant);
           }
         }

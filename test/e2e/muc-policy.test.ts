@@ -173,8 +173,12 @@ describe("multi-user chat policy", () => {
     // Banned: out of the room and out of its archive.
     await adminSet(owner, room, { jid: "outsider@localhost", affiliation: "outcast" });
     assert.equal(await conditionOf(mamQuery(otherResource, room, "banned")), "forbidden");
-    // A banned domain bans its users (§9.1 "<domain> … matches … any user@domain").
+    // A banned domain bans its users (§9.1 "<domain> … matches … any user@domain"): out they go, and they stay out.
+    const guest = clients.find((c) => c.jid.startsWith("guest@"))!;
+    await join(guest, room, "guest", [xml("password", {}, "sesame")]);
     await adminSet(owner, room, { jid: "localhost", affiliation: "outcast" });
+    const out = await guest.waitFor((s) => s.attrs.from === `${room}/guest` && s.attrs.type === "unavailable");
+    assert.ok(codes(out).includes(301));
     const refused = await join(member, room, "member", [xml("password", {}, "sesame")]);
     assert.ok(refused[0]!.getChild("error")?.getChild("forbidden", "urn:ietf:params:xml:ns:xmpp-stanzas"));
   });
