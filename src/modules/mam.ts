@@ -14,12 +14,14 @@ import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el, childElements, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
-import { tryParseJid, type Jid } from "../xmpp/jid.js";
+import { sameJid, tryParseJid, type Jid } from "../xmpp/jid.js";
 import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import { buildForm, readForm, singleValue } from "../xmpp/forms.js";
-import type { ArchivedMessage, Storage } from "../storage/index.js";
+import type { ArchivedMessage, ArchiveQuery, Storage } from "../storage/index.js";
 import type { Logger } from "../log.js";
+import type { IqRequest } from "../xmpp/router.js";
+import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
 
 export const MAM = "urn:xmpp:mam:2";
@@ -108,14 +110,19 @@ export const mam = defineModule({
       // Archive results come only from this server (HARDENING §5, the MAM variant of CVE-2020-26547).
       if (origin && stanza.name === "message") for (const forged of stanza.getChildren("result", MAM)) stanza.remove(forged);
       if (stanza.name === "message" && to.local && router.isLocalDomain(to.domain)) {
-        for (const sid of stanza.getChildren("stanza-id", STANZA_ID)) if (sid.attrs.by === to.bare && !stamped.has(sid)) stanza.remove(sid);
+        // Compared as JIDs (RFC 7622): 'USER@LOCALHOST' and 'user@localhost.' are this archive too.
+        for (const sid of stanza.getChildren("stanza-id", STANZA_ID)) if (!stamped.has(sid) && sameJid(sid.attrs.by, to.bare)) stanza.remove(sid);
       }
       return routed;
     });
     ctx.feature("account", STANZA_ID);
     if (retentionDays === 0) return;
-    ctx.feature("account", MAM);
-    ctx.feature("account", MAM_EXTENDED);
+    // XEP-0313 §7 asks for the account's bare JID; clients such as Profanity look at the server's own
+    // disco#info instead, and Prosody and ejabberd answer there too.
+    for (const target of ["account", "host"] as const) {
+      ctx.feature(target, MAM);
+      ctx.feature(target, MAM_EXTENDED);
+    }
 
     // ── preferences (XEP-0441) ───────────────────────────────────────────────────────────────
     const prefsCache = new BoundedMap<string, Prefs>(PREFS_CACHE_LIMIT);
@@ -163,9 +170,18 @@ export const mam = defineModule({
       return pending?.catch((err) => { ctx.log.error({ err, stage: "mam" }, "archive preferences failed"); return undefined; });
     };
 
+    /**
+     * The last archive write of each owner still in flight. Messages do not wait for their archive
+     * write (that would let later, unarchived stanzas overtake them), so a client can hold a
+     * stanza-id before it is committed: its queries wait for the owner's writes first, and an id it
+     * has seen is always found. Group commits settle in order, so the last write stands for all.
+     */
+    const writing = new Map<string, Promise<void>>();
     const append = (owner: string, other: Jid, stanza: string, id = nextId()) => {
       const message: ArchivedMessage = { id, withBare: other.bare, withResource: other.resource, stanza };
-      storage.archive.append(owner, message).catch((err) => ctx.log.error({ err, stage: "mam", tag: "message" }, "archiving failed"));
+      const write = storage.archive.append(owner, message).catch((err) => ctx.log.error({ err, stage: "mam", tag: "message" }, "archiving failed"));
+      writing.set(owner, write);
+      void write.then(() => { if (writing.get(owner) === write) writing.delete(owner); });
     };
 
     // ── archiving ────────────────────────────────────────────────────────────────────────────
@@ -197,9 +213,17 @@ export const mam = defineModule({
     ctx.chain("message/offline", receive, 10);
 
     // ── queries ──────────────────────────────────────────────────────────────────────────────
-    ctx.iq("account", "set", MAM, async ({ payload, origin, self, from }) => {
-      // XEP-0313 §5.1.2: only the owner may query a user's archive.
-      if (!self || !origin) throw new StanzaError("forbidden");
+    // XEP-0313 §4: a user queries their own archive at their bare JID (or with no 'to'). Sent to the
+    // user's own server, where MAM is advertised as well, the query means the same archive (ejabberd's
+    // reading); nobody reaches another user's archive either way (§8: forbidden).
+    const ownArchive = async ({ origin, self, from, to }: IqRequest): Promise<Session> => {
+      if (!origin || !(self || (!to.local && to.domain === from.domain))) throw new StanzaError("forbidden");
+      await writing.get(from.bare);
+      return origin;
+    };
+    const querySet = async (request: IqRequest) => {
+      const origin = await ownArchive(request);
+      const { payload, from } = request;
       if (payload.name === "prefs") {
         const prefs = readPrefs(payload);
         await storage.documents.set(from.bare, PREFS_KEY, prefsElement(prefs).toString());
@@ -208,20 +232,24 @@ export const mam = defineModule({
       }
       if (payload.name !== "query") throw new StanzaError("bad-request");
       return answerArchiveQuery({ storage, log: ctx.log, pageSize: ctx.options }, from.bare, payload, (m) => router.deliver(origin, m), origin.jid.full);
-    });
-
-    ctx.iq("account", "get", MAM, async ({ payload, self, origin, from }) => {
-      if (!self || !origin) throw new StanzaError("forbidden");
+    };
+    const queryGet = async (request: IqRequest) => {
+      await ownArchive(request);
+      const { payload, from } = request;
       if (payload.name === "query") return el("query", { xmlns: MAM }, archiveQueryForm());
       if (payload.name === "prefs") return prefsElement(await loadPrefs(from.bare));
       if (payload.name === "metadata") {
-        // XEP-0313 §6.1: the first and last message of the archive, for a client to plan its sync.
+        // XEP-0313 §5: the first and last message of the archive, for a client to plan its sync.
         const bounds = await storage.archive.bounds(from.bare);
         const mark = (name: string, id: number) => el(name, { id: String(id), timestamp: new Date(timeOfId(id)).toISOString() });
         return el("metadata", { xmlns: MAM }, bounds && mark("start", bounds.first), bounds && mark("end", bounds.last));
       }
       throw new StanzaError("bad-request");
-    });
+    };
+    for (const target of ["account", "host"] as const) {
+      ctx.iq(target, "set", MAM, querySet);
+      ctx.iq(target, "get", MAM, queryGet);
+    }
 
     ctx.on("user/deleted", ({ jid }) => { prefsCache.delete(jid.bare); });
 
@@ -253,14 +281,21 @@ export const mam = defineModule({
 });
 
 /** XEP-0313 §4.1.1: the fields a query may use. */
-export const archiveQueryForm = () => buildForm("form", MAM, [
-  { var: "with", type: "jid-single" },
-  { var: "start", type: "text-single" },
-  { var: "end", type: "text-single" },
-  { var: "before-id", type: "text-single" },
-  { var: "after-id", type: "text-single" },
-  { var: "ids", type: "text-multi" },
-]);
+export const archiveQueryForm = () => {
+  const form = buildForm("form", MAM, [
+    { var: "with", type: "jid-single" },
+    { var: "start", type: "text-single" },
+    { var: "end", type: "text-single" },
+    { var: "before-id", type: "text-single" },
+    { var: "after-id", type: "text-single" },
+    { var: "ids", type: "list-multi" },
+  ]);
+  // §4.1.5: 'ids' "is of type 'list-multi' … the server MUST include a XEP-0122 <validate/>
+  // element that signals the list is open to arbitrary values provided by the client".
+  form.getChildren("field").find((f) => f.attrs.var === "ids")!
+    .cnode(el("validate", { xmlns: "http://jabber.org/protocol/xdata-validate", datatype: "xs:string" }, el("open")));
+  return form;
+};
 
 const parseId = (value: string): number => {
   // Anything that is not one of our ids cannot be in the archive.
@@ -271,7 +306,7 @@ const mustExist = async (storage: Storage, user: string, ids: Array<number | und
   const wanted = ids.filter((id): id is number => id !== undefined);
   if (wanted.length === 0) return;
   const found = new Set((await storage.archive.get(user, wanted)).map((m) => m.id));
-  // XEP-0313 §4.1.2 / XEP-0059 §2.5: an id that is not in the archive is item-not-found.
+  // XEP-0313 §4.1.3 / XEP-0059 §2.5: an id that is not in the archive is item-not-found.
   const missing = wanted.find((id) => !found.has(id));
   if (missing !== undefined) throw new StanzaError("item-not-found", `No message with id '${missing}' in the archive`);
 };
@@ -283,6 +318,32 @@ const upper = (...bounds: Array<number | undefined>) => {
   const set = bounds.filter((b): b is number => b !== undefined);
   return set.length ? Math.min(...set) : undefined;
 };
+
+type Range = Omit<ArchiveQuery, "newestFirst" | "limit">;
+const inRange = (m: ArchivedMessage, r: Range) => (r.afterId === undefined || m.id > r.afterId) && (r.beforeId === undefined || m.id < r.beforeId)
+  && (r.withBare === undefined || (m.withBare === r.withBare && (r.withResource === undefined || m.withResource === r.withResource)));
+
+/**
+ * The messages named in a query's 'ids' field that are also in its range, at most `limit` of them
+ * (the newest when paging backwards), oldest first. §4.1.3: "If any UID requested by the client in
+ * any of the 'before-id', 'after-id' or 'ids' form fields is not present in the archive, the server
+ * MUST return an item-not-found error". The ids are checked `batch` at a time, so a long list never
+ * holds more than one batch of messages in memory.
+ */
+async function pickIds(storage: Storage, owner: string, ids: number[], range: Range, newestFirst: boolean, limit: number, batch: number): Promise<ArchivedMessage[]> {
+  const wanted = [...new Set(ids)].sort((a, b) => a - b);
+  const matching: number[] = [];
+  for (let i = 0; i < wanted.length; i += batch) {
+    const part = wanted.slice(i, i + batch);
+    const found = await storage.archive.get(owner, part);
+    const have = new Set(found.map((m) => m.id));
+    const missing = part.find((id) => !have.has(id));
+    if (missing !== undefined) throw new StanzaError("item-not-found", `No message with id '${missing}' in the archive`);
+    for (const m of found) if (inRange(m, range)) matching.push(m.id);
+  }
+  const pageIds = newestFirst ? matching.slice(-limit) : matching.slice(0, limit);
+  return pageIds.length === 0 ? [] : storage.archive.get(owner, pageIds);
+}
 
 /**
  * Runs one XEP-0313 query against `owner`'s archive (a user's or a room's): sends each result
@@ -317,30 +378,25 @@ export async function answerArchiveQuery(
   const afterText = set?.getChildText("after") ?? undefined;
   const beforeText = beforeNode?.text() || undefined;
 
-  let page: ArchivedMessage[];
-  let complete: boolean;
+  const rsmAfter = afterText === undefined ? undefined : parseId(afterText);
+  const rsmBefore = beforeText === undefined ? undefined : parseId(beforeText);
+  const afterId = afterField === undefined ? undefined : parseId(afterField);
+  const beforeId = beforeField === undefined ? undefined : parseId(beforeField);
+  await mustExist(storage, user, [rsmAfter, rsmBefore, afterId, beforeId]);
+  const range: Range = {
+    ...(withJid ? { withBare: withJid.bare, ...(withJid.resource ? { withResource: withJid.resource } : {}) } : {}),
+    afterId: lower(start === undefined ? undefined : idAt(parseDateTime(start, "start")) - 1, afterId, rsmAfter),
+    beforeId: upper(end === undefined ? undefined : idAt(parseDateTime(end, "end") + 1), beforeId, rsmBefore),
+  };
+  const newestFirst = beforeNode !== undefined;
+  // One more than the page, to know whether the page is the last one. Every way of asking is paged
+  // alike: the 'ids' field narrows the query, it does not lift the page limit.
   const ids = form.fields.get("ids");
-  if (ids && ids.length > 0) {
-    page = await storage.archive.get(user, ids.filter((id) => /^\d{1,16}$/.test(id)).map(Number));
-    complete = true;
-  } else {
-    const rsmAfter = afterText === undefined ? undefined : parseId(afterText);
-    const rsmBefore = beforeText === undefined ? undefined : parseId(beforeText);
-    const afterId = afterField === undefined ? undefined : parseId(afterField);
-    const beforeId = beforeField === undefined ? undefined : parseId(beforeField);
-    await mustExist(storage, user, [rsmAfter, rsmBefore, afterId, beforeId]);
-    const newestFirst = beforeNode !== undefined;
-    const rows = await storage.archive.query(user, {
-      ...(withJid ? { withBare: withJid.bare, ...(withJid.resource ? { withResource: withJid.resource } : {}) } : {}),
-      afterId: lower(start === undefined ? undefined : idAt(parseDateTime(start, "start")) - 1, afterId, rsmAfter),
-      beforeId: upper(end === undefined ? undefined : idAt(parseDateTime(end, "end") + 1), beforeId, rsmBefore),
-      newestFirst,
-      // One more than the page, to know whether the page is the last one.
-      limit: pageSize + 1,
-    });
-    complete = rows.length <= pageSize;
-    page = complete ? rows : newestFirst ? rows.slice(1) : rows.slice(0, pageSize);
-  }
+  const rows = ids && ids.length > 0
+    ? await pickIds(storage, user, ids.map(parseId), range, newestFirst, pageSize + 1, deps.pageSize.maxPageSize)
+    : await storage.archive.query(user, { ...range, newestFirst, limit: pageSize + 1 });
+  const complete = rows.length <= pageSize;
+  const page = complete ? rows : newestFirst ? rows.slice(1) : rows.slice(0, pageSize);
 
   const queryid = payload.attrs.queryid;
   const results = page.map((m) => {

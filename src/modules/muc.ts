@@ -1,6 +1,7 @@
 /**
  * XEP-0045 Multi-User Chat 1.35 on conference.<host>, with XEP-0421 occupant ids, XEP-0359 stanza
- * ids stamped by the room, XEP-0313 archives on room JIDs and XEP-0410 self-ping.
+ * ids stamped by the room, XEP-0313 archives on room JIDs, XEP-0410 self-ping, XEP-0425 moderation
+ * and XEP-0486 room avatars. Who may do what is decided in muc-rules.ts.
  *
  * Rooms live in memory while they have occupants; persistent rooms (and their affiliations) are in
  * storage and loaded when addressed, so an idle room costs nothing. A new room is locked (status
@@ -20,6 +21,7 @@ import { parseElement } from "../xmpp/xml-parse.js";
 import type { RoomAffiliation } from "../storage/index.js";
 import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm, idAt, timeOfId } from "./mam.js";
 import { VCARD_KEY, vcardPhoto } from "./vcard.js";
+import { AFFILIATIONS, RANK, ROLES, admission, affiliationChange, defaultRole, listAccess, roleChange, type Actor, type Affiliation, type Role } from "./muc-rules.js";
 
 const MUC = "http://jabber.org/protocol/muc";
 const MUC_USER = `${MUC}#user`;
@@ -29,9 +31,6 @@ const OCCUPANT_ID = "urn:xmpp:occupant-id:0";
 const ROOMCONFIG = `${MUC}#roomconfig`;
 const MODERATE = "urn:xmpp:message-moderate:1";
 const RETRACT = "urn:xmpp:message-retract:1";
-
-type Affiliation = "owner" | "admin" | "member" | "outcast" | "none";
-type Role = "moderator" | "participant" | "visitor" | "none";
 
 interface RoomConfig {
   name: string;
@@ -74,8 +73,6 @@ interface Room {
   avatarHash: string;
 }
 
-const RANK: Record<Affiliation, number> = { owner: 4, admin: 3, member: 2, none: 1, outcast: 0 };
-
 declare module "../hooks.js" {
   interface Events {
     /** A room message for a member who is not in the room (push wakes their phone). */
@@ -87,7 +84,8 @@ export const muc = defineModule({
   name: "muc",
   implements: [
     { spec: "XEP-0045", version: "1.35", note: "no voice requests, no registration, no room nick reservation" },
-    { spec: "XEP-0421", version: "1.0.1" }, { spec: "XEP-0410", version: "1.1.0" }, { spec: "XEP-0425", version: "0.3.0" },
+    { spec: "XEP-0421", version: "1.0.1" }, { spec: "XEP-0410", version: "1.1.0" }, { spec: "XEP-0425", version: "0.3.0", note: "retraction only; offered in rooms with an archive" },
+    { spec: "XEP-0486", version: "0.1.0" },
   ],
   dependsOn: ["disco", "mam"],
   options: z.strictObject({
@@ -97,6 +95,7 @@ export const muc = defineModule({
     maxOccupants: z.number().int().min(2).default(1000),
     /** Beyond this many occupants, presence changes of others are not broadcast (joins and leaves of moderators still are). */
     presenceBroadcastLimit: z.number().int().min(2).default(256),
+    /** Messages of history a join gets, and the most a client's <history maxstanzas/> can ask for. */
     historyMessages: z.number().int().min(0).default(20),
     defaultPageSize: z.number().int().min(1).default(50),
     maxPageSize: z.number().int().min(1).default(250),
@@ -151,9 +150,15 @@ export const muc = defineModule({
     };
 
     const photoHash = (vcard: string | undefined): string => (vcard ? vcardPhoto(parseElement(vcard))?.hash : undefined) ?? "";
-    const affiliationOf = (room: Room, user: string): Affiliation => room.affiliations.get(user)?.affiliation ?? "none";
-    const defaultRole = (room: Room, a: Affiliation): Role =>
-      a === "owner" || a === "admin" ? "moderator" : room.config.moderated && a !== "member" ? "visitor" : "participant";
+    /** §9.1 "an implementation SHOULD match JIDs in the following order: <user@domain>, <domain>": a banned domain bans its users. */
+    const affiliationOf = (room: Room, user: string): Affiliation => room.affiliations.get(user)?.affiliation
+      ?? (room.affiliations.get(user.slice(user.indexOf("@") + 1))?.affiliation === "outcast" ? "outcast" : "none");
+    const actorIn = (room: Room, from: Jid): Actor => {
+      const nick = room.nicks.get(from.full);
+      return { affiliation: affiliationOf(room, from.bare), role: (nick && room.occupants.get(nick)?.role) || "none" };
+    };
+    /** Someone of this user, on any of their resources, is in the room (and so gave its password). */
+    const isPresent = (room: Room, user: string) => [...room.occupants.values()].some((x) => x.jid.bare === user);
     /** XEP-0421 §3: stable per room and real bare JID, opaque. */
     const occupantId = (room: Room, real: Jid) => createHmac("sha256", idKey).update(`${room.jid}\n${real.bare}`).digest("base64url").slice(0, 22);
     const seesJids = (room: Room, viewer: Occupant | undefined) => room.config.whois === "anyone" || viewer?.role === "moderator";
@@ -212,18 +217,14 @@ export const muc = defineModule({
         created = true;
       }
       const affiliation = affiliationOf(room, from.bare);
-      // XEP-0045 §7.2: the checks, in the order the XEP gives their errors.
-      if (room.locked && !created && affiliation !== "owner") throw new StanzaError("item-not-found", "The room is locked until its owner configures it", "cancel");
-      if (affiliation === "outcast") throw new StanzaError("forbidden", "You are banned from this room", "auth");
-      if (room.config.membersOnly && RANK[affiliation] < RANK.member) throw new StanzaError("registration-required", "This room is for members only", "auth");
+      const denied = admission({ locked: room.locked && !created, membersOnly: room.config.membersOnly, password: room.config.password }, affiliation, x?.getChildText("password") ?? undefined);
+      if (denied) throw denied;
+      // After admission: who may not enter does not learn which nicks are in use (HARDENING: no occupant enumeration).
       const taken = room.occupants.get(nick);
       if (taken && taken.jid.bare !== from.bare) throw new StanzaError("conflict", "That nickname is taken", "cancel");
-      if (room.config.password && RANK[affiliation] < RANK.admin && x?.getChildText("password") !== room.config.password) {
-        throw new StanzaError("not-authorized", "A password is required", "auth");
-      }
       if (room.occupants.size >= room.config.maxUsers && RANK[affiliation] < RANK.admin) throw new StanzaError("service-unavailable", "The room is full", "wait");
 
-      const occupant: Occupant = { nick, jid: from, role: defaultRole(room, affiliation), presence: ownPresence(stanza), occupantId: occupantId(room, from) };
+      const occupant: Occupant = { nick, jid: from, role: defaultRole(affiliation, room.config.moderated), presence: ownPresence(stanza), occupantId: occupantId(room, from) };
       room.occupants.set(nick, occupant);
       room.nicks.set(from.full, nick);
       // Existing occupants first, to the newcomer; then the newcomer to everyone (itself last, with 110).
@@ -231,9 +232,12 @@ export const muc = defineModule({
       const codes = [...(room.config.whois === "anyone" ? [100] : []), ...(room.config.archiving ? [170] : []), ...(created ? [201] : [])];
       for (const viewer of room.occupants.values()) if (viewer !== occupant && sees(room, viewer, occupant)) send(presenceOf(room, occupant, viewer));
       send(presenceOf(room, occupant, occupant, codes));
-      if (created) return; // §10.1.2: a locked new room has no history or subject yet
-      await sendHistory(room, occupant, x?.getChild("history"));
-      // §7.2.15: the subject (possibly empty) comes last.
+      // A new room has no history yet, but it still ends the join with its (empty) subject: clients
+      // such as slixmpp's join_muc_wait() take the subject as the sign that the join is complete.
+      if (!created) await sendHistory(room, occupant, x?.getChild("history"));
+      // §7.2.15 "After the room has optionally sent the discussion history to the new occupant, it
+      // SHALL send the current room subject … If there is no subject set, the room MUST return an
+      // empty <subject/> element."
       const subject = room.subject ? cloneElement(room.subject) : el("message", { type: "groupchat", from: room.jid }, el("subject"));
       subject.attrs.to = from.full;
       send(subject);
@@ -241,20 +245,24 @@ export const muc = defineModule({
 
     const sendHistory = async (room: Room, occupant: Occupant, history: Element | undefined) => {
       if (!room.config.archiving) return;
-      const maxStanzas = history?.attrs.maxstanzas !== undefined ? Number(history.attrs.maxstanzas) : o.historyMessages;
+      // The client may ask for less history than the room keeps, never more (Prosody's max_history_messages).
+      const maxStanzas = Math.min(history?.attrs.maxstanzas !== undefined ? Number(history.attrs.maxstanzas) : o.historyMessages, o.historyMessages);
       const maxChars = history?.attrs.maxchars !== undefined ? Number(history.attrs.maxchars) : Infinity;
       const seconds = history?.attrs.seconds !== undefined ? Number(history.attrs.seconds) : undefined;
       const since = history?.attrs.since !== undefined ? Date.parse(history.attrs.since) : undefined;
       if (!(maxStanzas > 0) || maxChars === 0) return;
       const after = Math.max(seconds !== undefined ? Date.now() - seconds * 1000 : 0, since !== undefined && !Number.isNaN(since) ? since : 0);
-      const rows = await storage.archive.query(room.jid, { afterId: after > 0 ? idAt(after) : undefined, newestFirst: true, limit: Math.min(maxStanzas, 1000) });
+      const rows = await storage.archive.query(room.jid, { afterId: after > 0 ? idAt(after) : undefined, newestFirst: true, limit: maxStanzas });
       // §7.2.14 maxchars: the newest messages that fit, sent oldest first.
       let chars = 0;
       const out: Element[] = [];
       for (const row of [...rows].reverse()) {
+        const m = parseElement(row.stanza);
+        // Subject changes are archived, but the join ends with the current subject: one in the
+        // history would look to clients like the end of the join (§7.2.15).
+        if (m.getChild("subject") && !m.getChild("body")) continue;
         chars += row.stanza.length;
         if (chars > maxChars) break;
-        const m = parseElement(row.stanza);
         m.attrs.to = occupant.jid.full;
         m.cnode(el("delay", { xmlns: NS.DELAY, from: room.jid, stamp: new Date(timeOfId(row.id)).toISOString() }));
         out.push(m);
@@ -337,7 +345,11 @@ export const muc = defineModule({
         const pm = cloneElement(stanza);
         pm.attrs.from = `${room.jid}/${sender.nick}`;
         pm.attrs.to = target.jid.full;
+        // XEP-0421 §4: "The <occupant-id> element MUST be attached to every message … sent by a MUC",
+        // replacing one the sender made up; likewise the muc#user element is the room's.
+        for (const c of [...pm.getChildren("occupant-id", OCCUPANT_ID), ...pm.getChildren("x", MUC_USER)]) pm.remove(c);
         pm.cnode(el("x", { xmlns: MUC_USER }));
+        pm.cnode(el("occupant-id", { xmlns: OCCUPANT_ID, id: sender.occupantId }));
         send(pm);
         return;
       }
@@ -355,7 +367,10 @@ export const muc = defineModule({
       for (const c of [...message.getChildren("stanza-id", STANZA_ID), ...message.getChildren("occupant-id", OCCUPANT_ID), ...message.getChildren("x", MUC_USER)]) message.remove(c);
       message.cnode(el("occupant-id", { xmlns: OCCUPANT_ID, id: sender.occupantId }));
       if (subject && !stanza.getChild("body")) {
+        // §7.2.15: the subject a newcomer gets "SHOULD be stamped with XEP-0203 information … its
+        // 'from' attribute MUST be set to the JID of the room itself" — the time it was set.
         room.subject = cloneElement(message);
+        room.subject.cnode(el("delay", { xmlns: NS.DELAY, from: room.jid, stamp: new Date().toISOString() }));
         await save(room);
       }
       if (room.config.archiving && (message.getChild("body") || message.getChild("subject"))) {
@@ -403,71 +418,97 @@ export const muc = defineModule({
     };
 
     // ── admin and owner ──────────────────────────────────────────────────────────────────────
+    /** A nick from an attribute, prepared as the room keeps nicks (RFC 7622 resourcepart). */
+    const nickOf = (raw: string | undefined) => {
+      try { return raw === undefined ? undefined : prepResource(raw); } catch { return undefined; }
+    };
     const itemsOfAffiliation = (room: Room, affiliation: Affiliation) => [...room.affiliations.values()].filter((a) => a.affiliation === affiliation)
       .map((a) => el("item", { affiliation: a.affiliation, jid: a.jid, nick: a.nick || undefined }, a.reason ? el("reason", {}, a.reason) : undefined));
 
     const admin = async (room: Room, from: Jid, type: "get" | "set", query: Element) => {
-      const actor = room.nicks.get(from.full) ? room.occupants.get(room.nicks.get(from.full)!) : undefined;
-      const actorAff = affiliationOf(room, from.bare);
+      const actor = actorIn(room, from);
+      const actorNick = room.nicks.get(from.full);
       const items = query.getChildren("item");
       if (type === "get") {
         const wanted = items[0];
-        if (wanted?.attrs.affiliation) {
-          const aff = wanted.attrs.affiliation as Affiliation;
-          // §9.5 / CVE-2021-37601 class: lists are for admins and owners.
-          if (RANK[actorAff] < RANK.admin || (aff === "owner" || aff === "admin") && RANK[actorAff] < RANK.admin) throw new StanzaError("forbidden", undefined, "auth");
-          return el("query", { xmlns: MUC_ADMIN }, ...itemsOfAffiliation(room, aff));
+        const affiliation = AFFILIATIONS.find((a) => a === wanted?.attrs.affiliation);
+        const role = ROLES.find((r) => r === wanted?.attrs.role);
+        if (affiliation) {
+          const denied = listAccess(actor, { affiliation });
+          if (denied) throw denied;
+          return el("query", { xmlns: MUC_ADMIN }, ...itemsOfAffiliation(room, affiliation));
         }
-        if (wanted?.attrs.role) {
-          if (actor?.role !== "moderator") throw new StanzaError("forbidden", undefined, "auth");
-          return el("query", { xmlns: MUC_ADMIN }, ...[...room.occupants.values()].filter((x) => x.role === wanted.attrs.role)
+        if (role) {
+          const denied = listAccess(actor, { role });
+          if (denied) throw denied;
+          return el("query", { xmlns: MUC_ADMIN }, ...[...room.occupants.values()].filter((x) => x.role === role)
             .map((x) => el("item", { nick: x.nick, role: x.role, affiliation: affiliationOf(room, x.jid.bare), jid: x.jid.full })));
         }
         throw new StanzaError("bad-request");
       }
+      // Every item is checked before any is applied — "the service SHOULD NOT apply any of the
+      // requested changes" when one is refused (§9.2) — each against the room as the items before it leave it.
+      type Change = { target: Occupant; role: Role; reason: Element | undefined } | { jid: string; affiliation: Affiliation; nick: string; reason: Element | undefined };
+      const changes: Change[] = [];
+      const newRoles = new Map<Occupant, Role>();
+      const newAffiliations = new Map<string, Affiliation>();
+      const affiliationNow = (jid: string) => newAffiliations.get(jid) ?? affiliationOf(room, jid);
+      const ownersBesides = (jid: string) => [...new Set([...room.affiliations.keys(), ...newAffiliations.keys()])]
+        .filter((j) => j !== jid && affiliationNow(j) === "owner").length;
       for (const item of items) {
         const reason = item.getChild("reason") ?? undefined;
+        const actorNow: Actor = { affiliation: affiliationNow(from.bare), role: actor.role };
+        // §17.4 "if a moderator, admin, or owner attempts to modify both the affiliation and role of
+        // the same item in the same IQ set, the service MUST return a bad-request error".
+        if ((item.attrs.role === undefined) === (item.attrs.affiliation === undefined)) throw new StanzaError("bad-request", "An item changes either a role or an affiliation");
         if (item.attrs.role !== undefined) {
-          const target = item.attrs.nick ? room.occupants.get(item.attrs.nick) : undefined;
-          if (!target) throw new StanzaError("item-not-found", "No such occupant", "cancel");
-          if (actor?.role !== "moderator") throw new StanzaError("forbidden", undefined, "auth");
-          const targetAff = affiliationOf(room, target.jid.bare);
-          // §8.2: nobody kicks someone of equal or higher affiliation than an admin.
-          if (RANK[targetAff] >= RANK.admin && RANK[actorAff] <= RANK[targetAff]) throw new StanzaError("not-allowed", undefined, "cancel");
-          const role = item.attrs.role as Role;
+          const role = ROLES.find((r) => r === item.attrs.role);
+          if (!role) throw new StanzaError("bad-request", "Unknown role");
+          const nick = nickOf(item.attrs.nick);
+          const target = nick === undefined ? undefined : room.occupants.get(nick);
+          const denied = roleChange(actorNow, target && { affiliation: affiliationNow(target.jid.bare), role: newRoles.get(target) ?? target.role }, role);
+          if (denied) throw denied;
+          newRoles.set(target!, role);
+          changes.push({ target: target!, role, reason });
+          continue;
+        }
+        const affiliation = AFFILIATIONS.find((a) => a === item.attrs.affiliation);
+        const jid = tryParseJid(item.attrs.jid);
+        if (!affiliation || !jid) throw new StanzaError("bad-request");
+        const denied = affiliationChange(actorNow.affiliation, { affiliation: affiliationNow(jid.bare), self: jid.bare === from.bare }, affiliation, ownersBesides(jid.bare));
+        if (denied) throw denied;
+        newAffiliations.set(jid.bare, affiliation);
+        changes.push({ jid: jid.bare, affiliation, nick: item.attrs.nick ?? "", reason });
+      }
+      const actorElement = () => el("actor", { nick: actorNick });
+      for (const change of changes) {
+        const reasonElements = change.reason ? [cloneElement(change.reason)] : [];
+        if ("target" in change) {
+          const { target, role } = change;
+          if (room.occupants.get(target.nick) !== target) continue; // gone meanwhile (kicked by an earlier item)
           if (role === "none") {
-            await leave(room, target, undefined, [307], { role: "none", affiliation: targetAff, jid: undefined }, [
-              el("actor", { nick: actor.nick }), ...(reason ? [cloneElement(reason)] : [])]);
-          } else if (role === "participant" || role === "visitor" || role === "moderator") {
+            await leave(room, target, undefined, [307], { role: "none", affiliation: affiliationOf(room, target.jid.bare), jid: undefined }, [actorElement(), ...reasonElements]);
+          } else {
             target.role = role;
             broadcastPresence(room, target);
-          } else {
-            throw new StanzaError("bad-request");
           }
           continue;
         }
-        const affiliation = item.attrs.affiliation as Affiliation | undefined;
-        const jid = tryParseJid(item.attrs.jid);
-        if (!affiliation || !(affiliation in RANK) || !jid) throw new StanzaError("bad-request");
-        const current = affiliationOf(room, jid.bare);
-        // §9 / §10: admins manage members and outcasts below them; owners manage everything.
-        const mayChange = actorAff === "owner" || (actorAff === "admin" && RANK[current] < RANK.admin && RANK[affiliation] < RANK.admin);
-        if (!mayChange) throw new StanzaError("forbidden", undefined, "auth");
-        if (current === "owner" && affiliation !== "owner" && [...room.affiliations.values()].filter((a) => a.affiliation === "owner").length === 1) {
-          throw new StanzaError("conflict", "A room needs an owner", "cancel");
-        }
-        const record = affiliation === "none" ? { jid: jid.bare, affiliation: "none" as const } : { jid: jid.bare, affiliation, nick: item.attrs.nick ?? "", reason: reason?.text() ?? "" };
-        if (record.affiliation === "none") room.affiliations.delete(jid.bare);
-        else room.affiliations.set(jid.bare, record as RoomAffiliation);
+        const { jid, affiliation } = change;
+        const record = affiliation === "none" ? { jid, affiliation: "none" as const } : { jid, affiliation, nick: change.nick, reason: change.reason?.text() ?? "" };
+        if (record.affiliation === "none") room.affiliations.delete(jid);
+        else room.affiliations.set(jid, record as RoomAffiliation);
         if (room.config.persistent) await storage.rooms.setAffiliation(room.jid, record);
-        for (const occupant of [...room.occupants.values()].filter((x) => x.jid.bare === jid.bare)) {
-          if (affiliation === "outcast") {
-            await leave(room, occupant, undefined, [301], { affiliation: "outcast", role: "none" }, [
-              el("actor", { nick: actor?.nick }), ...(reason ? [cloneElement(reason)] : [])]);
-          } else if (room.config.membersOnly && RANK[affiliation] < RANK.member) {
-            await leave(room, occupant, undefined, [321], { affiliation, role: "none" });
+        // The user's occupants, and for a banned domain every occupant from it without an affiliation of its own.
+        const affected = [...room.occupants.values()].filter((x) => x.jid.bare === jid || (x.jid.domain === jid && affiliationOf(room, x.jid.bare) === "outcast"));
+        for (const occupant of affected) {
+          const now = affiliationOf(room, occupant.jid.bare);
+          if (now === "outcast") {
+            await leave(room, occupant, undefined, [301], { affiliation: "outcast", role: "none" }, [actorElement(), ...reasonElements]);
+          } else if (room.config.membersOnly && RANK[now] < RANK.member) {
+            await leave(room, occupant, undefined, [321], { affiliation: now, role: "none" });
           } else {
-            occupant.role = defaultRole(room, affiliation);
+            occupant.role = defaultRole(now, room.config.moderated);
             broadcastPresence(room, occupant);
           }
         }
@@ -627,7 +668,8 @@ export const muc = defineModule({
         room.config.persistent ? "muc_persistent" : "muc_temporary", room.config.public ? "muc_public" : "muc_hidden",
         room.config.membersOnly ? "muc_membersonly" : "muc_open", room.config.moderated ? "muc_moderated" : "muc_unmoderated",
         room.config.password ? "muc_passwordprotected" : "muc_unsecured", room.config.whois === "anyone" ? "muc_nonanonymous" : "muc_semianonymous",
-      ].filter((f) => f !== MAM || room.config.archiving).map((v) => el("feature", { var: v })),
+      // Moderation names messages by the stanza-ids the archive gives them: without one, nothing to moderate.
+      ].filter((f) => (f !== MAM && f !== MODERATE) || room.config.archiving).map((v) => el("feature", { var: v })),
       buildForm("result", `${MUC}#roominfo`, [
         // XEP-0486 §3: the avatar's hash, so clients know when to fetch the room's vCard.
         ...(room.avatarHash ? [{ var: "muc#roominfo_avatarhash", values: [room.avatarHash] }] : []),
@@ -658,15 +700,18 @@ export const muc = defineModule({
       }
       const room = await load(to.bare);
       if (to.resource) {
-        // §7.x / XEP-0410: IQs to an occupant; a ping to one's own occupant JID is answered by the room.
-        const occupant = room?.occupants.get(to.resource);
+        // §17.4 / XEP-0410: IQs to an occupant are passed on for occupants only; a ping to one's own
+        // occupant JID is answered by the room. Who is not in the room gets the same answer whether
+        // or not the nick is taken, so it cannot find out who is there (§6.6: disco "MUST return a
+        // bad-request error" to a non-occupant).
         const self = room?.nicks.get(from.full);
-        if (ns === "urn:xmpp:ping" && type === "get") {
-          if (!room || !self) throw new StanzaError("not-acceptable", "Not an occupant", "cancel");
-          if (self === to.resource) return undefined;
+        if (!room || !self) {
+          if (ns === NS.DISCO_INFO || ns === NS.DISCO_ITEMS) throw new StanzaError("bad-request", "Not an occupant", "modify");
+          throw new StanzaError("not-acceptable", "Only occupants may send IQs to occupants", "cancel");
         }
-        if (!room || !occupant) throw new StanzaError("item-not-found", undefined, "cancel");
-        if (!self) throw new StanzaError("not-acceptable", "Only occupants may send IQs to occupants", "cancel");
+        if (ns === "urn:xmpp:ping" && type === "get" && self === to.resource) return undefined;
+        const occupant = room.occupants.get(to.resource);
+        if (!occupant) throw new StanzaError("item-not-found", undefined, "cancel");
         const forwarded = cloneElement(stanza);
         forwarded.attrs.from = `${room.jid}/${self}`;
         forwarded.attrs.to = occupant.jid.full;
@@ -686,9 +731,13 @@ export const muc = defineModule({
       if (ns === MUC_ADMIN) return admin(room, from, type, payload);
       if (ns === MUC_OWNER) return owner(room, from, type, payload);
       if (ns === MAM) {
-        // XEP-0313 §5: a room archive is for those allowed in; never for outcasts.
-        const aff = affiliationOf(room, from.bare);
-        if (aff === "outcast" || (room.config.membersOnly && RANK[aff] < RANK.member) || !room.config.archiving) throw new StanzaError("forbidden", undefined, "auth");
+        // XEP-0313 §6.1.2: "A MUC archive MUST check that the user requesting the archive has the right
+        // to enter it at the time of the query": the rules of joining, where being in the room (on
+        // any resource) proves the password, as a query carries none. §8: the error "SHOULD be 'forbidden'".
+        const denied = admission({ locked: room.locked, membersOnly: room.config.membersOnly, password: room.config.password },
+          affiliationOf(room, from.bare), isPresent(room, from.bare) || undefined);
+        if (denied) throw new StanzaError("forbidden", denied.text, "auth");
+        if (!room.config.archiving) throw new StanzaError("forbidden", "This room keeps no archive", "auth");
         if (type === "get") return el("query", { xmlns: MAM }, archiveQueryForm());
         if (payload.name !== "query") throw new StanzaError("bad-request");
         return answerArchiveQuery({ storage, log: ctx.log, pageSize: o }, room.jid, payload, (m) => send(m), from.full);

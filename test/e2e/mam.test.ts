@@ -127,7 +127,7 @@ describe("message archive (XEP-0313)", () => {
     assert.equal(clamped.messages.length, 120, "under the 250 clamp everything fits");
 
     const all = await query(carol, { max: 200 });
-    const picked = await query(carol, { fields: { ids: [idOf(all.messages[7]!), idOf(all.messages[3]!), "999"] } });
+    const picked = await query(carol, { fields: { ids: [idOf(all.messages[7]!), idOf(all.messages[3]!)] } });
     assert.deepEqual(picked.messages.map(bodyOf), ["m3", "m7"]);
 
     const between = await query(carol, { fields: { "after-id": idOf(all.messages[9]!), "before-id": idOf(all.messages[13]!) } });
@@ -191,6 +191,91 @@ describe("message archive (XEP-0313)", () => {
     await erin.waitFor((s) => s.attrs.id === "kept");
     const page = await query(erin, {});
     assert.deepEqual(page.messages.map(bodyOf), ["hi", "kept"]);
+  });
+
+  it("strips forged stanza-ids whose 'by' names the recipient in another spelling (RFC 7622: case, trailing dot)", async () => {
+    const bob = await login("bob", "spelling");
+    const alice = await login("alice", "spelling");
+    await bob.xmpp.send(xml("message", { to: "alice@localhost/spelling", type: "chat", id: "respelled" }, xml("body", {}, "look, an archive id"),
+      xml("stanza-id", { xmlns: "urn:xmpp:sid:0", id: "fake-upper", by: "ALICE@LOCALHOST" }),
+      xml("stanza-id", { xmlns: "urn:xmpp:sid:0", id: "fake-dot", by: "alice@localhost." }),
+      xml("stanza-id", { xmlns: "urn:xmpp:sid:0", id: "fake-both", by: "Alice@LocalHost." })));
+    const got = await alice.waitFor((s) => s.attrs.id === "respelled");
+    const ids = got.getChildren("stanza-id", "urn:xmpp:sid:0").map((s) => s.attrs.id);
+    for (const fake of ["fake-upper", "fake-dot", "fake-both"]) assert.ok(!ids.includes(fake), `${fake} was stripped`);
+    assert.equal(ids.length, 1, "only the archive's own id is left");
+  });
+
+  it("an 'ids' query is paged like any other: at most the page limit per page, the rest with RSM; a missing id is item-not-found", async () => {
+    const carol = await login("carol", "ids");
+    // 400 archived messages, written straight to storage with archive-clock ids (ms × 1024, increasing).
+    const base = (Date.now() - 60_000) * 1024;
+    const seeded = Array.from({ length: 400 }, (_, i) => base + i * 2);
+    for (const [i, id] of seeded.entries()) {
+      await server.storage.archive.append("carol@localhost", { id, withBare: "dave@localhost", withResource: "d", stanza: `<message xmlns="jabber:client" type="chat" from="dave@localhost/d" to="carol@localhost"><body>seed ${i}</body></message>` });
+    }
+    const ids = seeded.map(String);
+    const first = await query(carol, { fields: { ids }, max: 100_000 });
+    assert.equal(first.messages.length, 250, "clamped to maxPageSize");
+    assert.equal(first.fin.attrs.complete, undefined);
+    assert.deepEqual(first.messages.map(bodyOf), Array.from({ length: 250 }, (_, i) => `seed ${i}`));
+    const rest = await query(carol, { fields: { ids }, max: 250, after: rsm(first.fin, "last")! });
+    assert.equal(rest.messages.length, 150);
+    assert.equal(rest.fin.attrs.complete, "true");
+    assert.equal(bodyOf(rest.messages[0]!), "seed 250");
+    // The default page size applies too, and paging backwards gives the newest ids.
+    const byDefault = await query(carol, { fields: { ids } });
+    assert.equal(byDefault.messages.length, 50);
+    const newest = await query(carol, { fields: { ids }, max: 3, before: "" });
+    assert.deepEqual(newest.messages.map(bodyOf), ["seed 397", "seed 398", "seed 399"]);
+    // XEP-0313 §4.1.3: any id not in the archive fails the whole query.
+    await assert.rejects(query(carol, { fields: { ids: [ids[0]!, String(base + 1)] } }), (err: { condition?: string }) => err.condition === "item-not-found");
+    await assert.rejects(query(carol, { fields: { ids: [ids[0]!, "not-an-id"] } }), (err: { condition?: string }) => err.condition === "item-not-found");
+  });
+
+  it("a stanza-id a client has seen is in its archive when it asks, even while the archive write is still committing", async () => {
+    const alice = await login("alice", "slow-disk");
+    const bob = await login("bob", "slow-disk");
+    // A slow disk: archive commits wait until the test lets them through.
+    const archive = server.storage.archive;
+    const append = archive.append.bind(archive);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    archive.append = async (owner, message) => { await gate; return append(owner, message); };
+    try {
+      await bob.xmpp.send(xml("message", { to: "alice@localhost/slow-disk", type: "chat", id: "fresh" }, xml("body", {}, "just now")));
+      const got = await alice.waitFor((s) => s.attrs.id === "fresh");
+      const seen = got.getChild("stanza-id", "urn:xmpp:sid:0")!.attrs.id as string;
+      // The client pages on from the id it just saw (RSM <after/>, as clients catch up). The disk
+      // lets the write through a moment after the query has reached the server: a server that does
+      // not wait for it answers item-not-found, or a page without the message.
+      const pending = query(alice, { after: seen });
+      const behind = query(alice, { max: 250, before: "" });
+      setTimeout(release, 300);
+      const page = await pending;
+      assert.equal(page.messages.length, 0);
+      assert.equal(page.fin.attrs.complete, "true");
+      assert.ok((await behind).messages.map(idOf).includes(seen), "the id delivered live is found");
+    } finally {
+      release();
+      archive.append = append;
+    }
+  });
+
+  it("advertises and answers MAM on the server domain too, for clients that look there (Profanity)", async () => {
+    const dave = await login("dave", "domain", false);
+    const info = await dave.iq(xml("iq", { type: "get", to: "localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
+    const features = info.getChild("query")!.getChildren("feature").map((f) => f.attrs.var);
+    for (const f of [MAM, `${MAM}#extended`]) assert.ok(features.includes(f), f);
+    const form = await dave.iq(xml("iq", { type: "get", to: "localhost" }, xml("query", { xmlns: MAM })));
+    const ids = form.getChild("query")!.getChild("x", "jabber:x:data")!.getChildren("field").find((f) => f.attrs.var === "ids")!;
+    assert.equal(ids.attrs.type, "list-multi");
+    assert.ok(ids.getChild("validate", "http://jabber.org/protocol/xdata-validate")?.getChild("open"), "§4.1.5: an open list");
+    // Sent to the domain, a query reads the sender's own archive — the same page as at the bare JID.
+    const atDomain = await query(dave, { to: "localhost", max: 5 });
+    const atAccount = await query(dave, { max: 5 });
+    assert.ok(atAccount.messages.length > 0);
+    assert.deepEqual(atDomain.messages.map(idOf), atAccount.messages.map(idOf));
   });
 
   it("archives messages stored offline and delivers them with their stanza-id; chat states are not archived", async () => {

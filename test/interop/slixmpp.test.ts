@@ -70,4 +70,24 @@ describe("interop: slixmpp", { skip: available ? false : "python3-slixmpp not in
     assert.deepEqual(result.muc_roster, ["alice", "bob"]);
     assert.equal(result.muc_message, "hello room");
   });
+
+  it("join_muc_wait() returns for a room slixmpp creates and for one it joins later: every join ends with the subject (XEP-0045 §7.2.15)", async () => {
+    const script = fileURLToPath(new URL("./slixmpp_muc.py", import.meta.url));
+    const child = spawn(PYTHON, [script, String(server.ports.c2s), "pw-a", "pw-b"]);
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.stderr.on("data", (d) => { err += d; });
+    const timer = setTimeout(() => child.kill(), 45_000);
+    const code = await new Promise<number | null>((r) => child.on("close", r));
+    clearTimeout(timer);
+    assert.equal(code, 0, `slixmpp failed (a join that never ends is a TimeoutError): ${err.slice(-2000)}`);
+    const result = JSON.parse(out.trim().split("\n").pop() ?? "{}") as Record<string, unknown>;
+    console.log(`# slixmpp MUC joins: ${JSON.stringify(result)}`);
+    assert.deepEqual(result.created_codes, [110, 170, 201]);
+    assert.equal(result.created_subject, "", "a new room's subject is empty");
+    assert.equal(result.joined_subject, "Fresh paint");
+    assert.deepEqual(result.joined_history, ["first", "second"], "history before the subject, the subject change itself not among it");
+    assert.deepEqual(result.joined_occupants, ["alice", "bob"], "slixmpp counts its own presence among the occupants");
+  });
 });
