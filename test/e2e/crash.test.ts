@@ -22,7 +22,8 @@ async function startChild(config: string): Promise<{ child: ChildProcess; port: 
   const child = spawn(BIN, ["start", "--config", config], { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 20_000);
+    // A child that did not come up in time is killed, so it cannot keep the test runner waiting.
+    const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`server did not start: ${out}`)); }, 60_000);
     child.stdout!.on("data", (d) => {
       out += d;
       const m = /"port":(\d+),"directTls":true/.exec(out);
