@@ -13,7 +13,7 @@ import { NS } from "../ns.js";
 import { Jid, prepResource } from "../jid.js";
 import { StanzaError, StreamError, errorReply } from "../../errors.js";
 import { createMechanism, MECHANISMS, type ChannelBindingType, type MechanismName, type SaslMechanism } from "../../auth/sasl.js";
-import { serverEndPoint, TLS_MIN_VERSION, type HostTls } from "../tls.js";
+import { serverEndPoint, serverTlsOptions, type HostTls } from "../tls.js";
 import type { Session, SessionTable } from "../sessions.js";
 import type { Router } from "../router.js";
 import type { HookBus } from "../../hooks.js";
@@ -346,12 +346,7 @@ export class C2SConnection implements Session {
     this.detach(plain);
     plain.uncork();
     this.corked = false;
-    const secure = new TLSSocket(plain, {
-      isServer: true,
-      secureContext: this.deps.defaultTls,
-      SNICallback: this.deps.sniCallback,
-      minVersion: TLS_MIN_VERSION,
-    } as ConstructorParameters<typeof TLSSocket>[1]);
+    const secure = new TLSSocket(plain, serverTlsOptions(this.deps));
     this.socket = secure;
     this.attach(secure);
     // Only decrypted application data reaches 'data' on the TLS socket, so the new stream can start

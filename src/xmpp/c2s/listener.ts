@@ -1,11 +1,13 @@
 /**
  * c2s listeners: STARTTLS on the plain port (RFC 6120 §5) and direct TLS (XEP-0368, ALPN
- * "xmpp-client"). Banned addresses are refused at accept; TLS handshakes have their own deadline.
+ * "xmpp-client"; "acme-tls/1" while a TLS-ALPN-01 validation runs). Banned addresses are refused
+ * at accept; TLS handshakes have their own deadline; failed ones are logged at info.
  */
 import { createServer as createTcpServer, type Server, type Socket, type AddressInfo } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { C2SConnection, type C2SDeps } from "./connection.js";
-import { TLS_MIN_VERSION } from "../tls.js";
+import { ACME_TLS_ALPN, type TlsListenerSource } from "../../tls/store.js";
+import { handshakeFailureLog } from "../../tls/handshake-log.js";
 
 export interface ListenerOptions {
   host: string;
@@ -13,6 +15,8 @@ export interface ListenerOptions {
   directTls: boolean;
   tlsHandshakeTimeoutMs: number;
   maxConnectionsPerAddress: number;
+  /** Certificates and TLS policy, for direct TLS. */
+  tls: TlsListenerSource;
 }
 
 export interface C2SListener {
@@ -43,20 +47,22 @@ export async function listenC2S(options: ListenerOptions, deps: C2SDeps): Promis
   let server: Server;
   if (options.directTls) {
     const tlsServer = createTlsServer({
-      cert: deps.defaultCert.cert,
-      key: deps.defaultCert.key,
-      SNICallback: deps.sniCallback,
-      minVersion: TLS_MIN_VERSION,
-      ALPNProtocols: ["xmpp-client"],
+      ...options.tls.serverOptions("xmpp-client"),
       handshakeTimeout: options.tlsHandshakeTimeoutMs,
-    } as Parameters<typeof createTlsServer>[0]);
+    });
+    // A new default certificate applies to new handshakes; open connections keep theirs.
+    const unwatch = options.tls.onChange(() => tlsServer.setSecureContext(options.tls.contextOptions()));
+    tlsServer.once("close", unwatch);
+    const handshakeFailed = handshakeFailureLog(deps.log, "c2s-direct-tls");
     tlsServer.on("connection", (raw: Socket) => { admit(raw); });
     tlsServer.on("secureConnection", (socket: TLSSocket) => {
       if (socket.destroyed) return;
+      // RFC 8737 §3: a TLS-ALPN-01 validation ends with the handshake; no stream follows.
+      if (socket.alpnProtocol === ACME_TLS_ALPN) return void socket.end();
       new C2SConnection(socket, true, deps);
     });
     tlsServer.on("tlsClientError", (err, socket) => {
-      deps.log.debug({ stage: "tls", err: err.message }, "TLS handshake failed");
+      handshakeFailed(err, socket);
       socket.destroy();
     });
     server = tlsServer;
