@@ -89,6 +89,8 @@ export class CertificateStore implements TlsServing, TlsListenerSource {
   private readonly hostOfName = new Map<string, string>();
   private readonly changeListeners = new Set<() => void>();
   private readonly alpnChallenges = new Map<string, SecureContext>();
+  /** Handshakes that chose acme-tls/1, and the validation certificate they get. */
+  private readonly validating = new WeakMap<TLSSocket, SecureContext>();
   private readonly watchers: FSWatcher[] = [];
   private readonly pendingReloads = new Map<string, NodeJS.Timeout>();
   private readonly defaultHost: string;
@@ -121,8 +123,16 @@ export class CertificateStore implements TlsServing, TlsListenerSource {
     return { cert: t.cert, key: t.key };
   }
 
-  /** RFC 6125 / RFC 7590: the certificate of the host (or service domain) the client names. */
-  readonly sniCallback: SniCallback = (servername, cb) => cb(null, this.contextFor(servername));
+  /**
+   * RFC 6125 / RFC 7590: the certificate of the host (or service domain) the client names. Node
+   * calls it on the socket; one whose ALPN callback chose acme-tls/1 gets the validation certificate.
+   */
+  readonly sniCallback: SniCallback = (() => {
+    const store = this;
+    return function (this: TLSSocket | undefined, servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) {
+      cb(null, (this && store.validating.get(this)) ?? store.contextFor(servername));
+    };
+  })();
 
   contextFor(servername: string | undefined): SecureContext {
     const name = (servername ?? "").toLowerCase();
@@ -151,6 +161,9 @@ export class CertificateStore implements TlsServing, TlsListenerSource {
     return function (this: TLSSocket, { servername, protocols }: { servername?: string; protocols: string[] }): string | undefined {
       const challenge = servername ? store.alpnChallenges.get(servername.toLowerCase()) : undefined;
       if (challenge && protocols.includes(ACME_TLS_ALPN)) {
+        // TLS 1.3 (OpenSSL) asks for the certificate after ALPN, through the SNI callback; TLS 1.2
+        // asked before, so the certificate is replaced here too.
+        store.validating.set(this, challenge);
         this.setKeyCert(challenge);
         return ACME_TLS_ALPN;
       }
