@@ -29,6 +29,7 @@ async function acmeServer(dataDir: string, hosts: string[], pebble: Pebble, list
     hosts, dataDir, storage: { driver: "memory" }, auth: { scramIterations: 4096 },
     listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: 0, http: null, ...listen },
     tls: { acme: { enabled: true, directoryUrl: pebble.directoryUrl, caFile: pebble.caFile, challenges, email: "ops@example.org" } },
+    modules: { extdisco: { stun: false } },
   }), { log: capture.log });
   return { server, lines: capture.lines };
 }
