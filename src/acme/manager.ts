@@ -142,6 +142,9 @@ export class AcmeManager {
       log.info({ stage: "acme", host, notAfter: new Date(store.notAfter(host)).toISOString() }, "certificate obtained");
     } catch (err) {
       const message = (err as Error).message;
+      // RFC 8555 §7.3.1: a CA that no longer knows the account (a reset staging or test CA)
+      // answers accountDoesNotExist; the next attempt registers again.
+      if (/accountDoesNotExist|account.*(does not exist|not found)/i.test(message)) this.forgetAccount();
       const delay = Math.min((this.retry.get(host)?.delay ?? FIRST_RETRY_MS / 2) * 2, DAY_MS);
       this.retry.set(host, { at: Date.now() + delay, delay });
       store.noteAcme(host, { attemptAt, error: message, renewAt: this.renewAt(host) });
@@ -206,6 +209,12 @@ export class AcmeManager {
   private accountUrls(): Record<string, string> {
     const path = join(this.dir, "account.json");
     return existsSync(path) ? JSON.parse(readFileSync(path, "utf8")) as Record<string, string> : {};
+  }
+
+  private forgetAccount(): void {
+    const urls = this.accountUrls();
+    delete urls[this.deps.settings.directoryUrl];
+    writeAtomically(join(this.dir, "account.json"), JSON.stringify(urls, null, 2) + "\n", 0o600);
   }
 
   private rememberAccount(client: acme.Client): void {
