@@ -178,7 +178,7 @@ describe("SIGHUP", () => {
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
     try {
-      await eventually(`server started (${stderr})`, () => logLines.find((l) => l.msg === "Parley started"), 30_000);
+      await eventually(`server started (${stderr})`, () => logLines.find((l) => l.msg === "Parley started"), 90_000);
       const next = await generateSelfSigned("localhost", NAMES);
       writeFileSync(join(elsewhere, "key.pem"), next.key);
       writeFileSync(join(elsewhere, "cert.pem"), next.cert);
