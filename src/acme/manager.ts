@@ -99,10 +99,16 @@ export class AcmeManager {
     this.timer.unref();
   }
 
+  /** When the host's ACME certificate is due for renewal; 0 (now) when it has none yet. */
   private renewAt(host: string): number {
     const { store } = this.deps;
     if (store.sourceOf(host) !== "acme") return 0;
     return store.notAfter(host) - this.deps.settings.renewDaysBeforeExpiry * DAY_MS;
+  }
+
+  /** What the status page shows: renewal time of an ACME certificate, and the next retry after a failure. */
+  private schedulingOf(host: string): { renewAt?: number; retryAt?: number } {
+    return { renewAt: this.renewAt(host) || undefined, retryAt: this.retry.get(host)?.at };
   }
 
   private run(): Promise<void> {
@@ -112,7 +118,7 @@ export class AcmeManager {
           if (this.stopped) return;
           const due = Math.max(this.renewAt(host), this.retry.get(host)?.at ?? 0);
           if (due > Date.now()) {
-            this.deps.store.noteAcme(host, { renewAt: this.renewAt(host) });
+            this.deps.store.noteAcme(host, this.schedulingOf(host));
             continue;
           }
           await this.renew(host);
@@ -138,7 +144,7 @@ export class AcmeManager {
       writeAtomically(files.cert, pem.cert, 0o644);
       store.install(host, files, "acme", pem);
       this.retry.delete(host);
-      store.noteAcme(host, { attemptAt, successAt: Date.now(), renewAt: this.renewAt(host) });
+      store.noteAcme(host, { attemptAt, successAt: Date.now(), ...this.schedulingOf(host) });
       log.info({ stage: "acme", host, notAfter: new Date(store.notAfter(host)).toISOString() }, "certificate obtained");
     } catch (err) {
       const message = (err as Error).message;
@@ -147,7 +153,7 @@ export class AcmeManager {
       if (/accountDoesNotExist|account.*(does not exist|not found)/i.test(message)) this.forgetAccount();
       const delay = Math.min((this.retry.get(host)?.delay ?? FIRST_RETRY_MS / 2) * 2, DAY_MS);
       this.retry.set(host, { at: Date.now() + delay, delay });
-      store.noteAcme(host, { attemptAt, error: message, renewAt: this.renewAt(host) });
+      store.noteAcme(host, { attemptAt, error: message, ...this.schedulingOf(host) });
       log.error({ stage: "acme", host, err: message, retryInMinutes: Math.round(delay / 60_000) }, "certificate order failed; the current certificate stays in use");
     }
   }

@@ -38,7 +38,7 @@ export interface CertificateStatus {
   files: CertificateFiles;
   loadedAt: string;
   /** ACME-managed hosts: when renewal is due, the last attempt and its outcome. */
-  acme?: { renewAt?: string; lastAttemptAt?: string; lastSuccessAt?: string };
+  acme?: { renewAt?: string; nextRetryAt?: string; lastAttemptAt?: string; lastSuccessAt?: string };
   /** The last failure (loading the files, or an ACME order), until a later success. */
   lastError?: { at: string; stage: "load" | "acme"; message: string };
 }
@@ -213,12 +213,14 @@ export class CertificateStore implements TlsServing, TlsListenerSource {
   }
 
   /** Records ACME progress or failure for the status page (the certificate itself is unchanged). */
-  noteAcme(host: string, update: { renewAt?: number; attemptAt?: number; successAt?: number; error?: string }): void {
+  noteAcme(host: string, update: { renewAt?: number; retryAt?: number; attemptAt?: number; successAt?: number; error?: string }): void {
     const e = this.entries.get(host);
     if (!e) return;
     const iso = (t: number | undefined) => (t === undefined ? undefined : new Date(t).toISOString());
     e.acme = {
-      renewAt: iso(update.renewAt) ?? e.acme?.renewAt,
+      // Scheduling is stated afresh each time; history is kept.
+      renewAt: iso(update.renewAt),
+      nextRetryAt: iso(update.retryAt),
       lastAttemptAt: iso(update.attemptAt) ?? e.acme?.lastAttemptAt,
       lastSuccessAt: iso(update.successAt) ?? e.acme?.lastSuccessAt,
     };

@@ -64,6 +64,8 @@ describe("ACME (RFC 8555) against Pebble", { skip: missing ?? false }, () => {
       assert.equal(after.source, "self-signed");
       assert.equal(after.fingerprint, before.fingerprint, "the old certificate stays");
       assert.ok(after.acme?.lastAttemptAt);
+      assert.equal(after.acme?.renewAt, undefined, "nothing to renew yet");
+      assert.ok(Date.parse(after.acme!.nextRetryAt!) > Date.now() + 30 * 60_000, "tried again in an hour");
       const logged = lines.find((l) => l.msg === "certificate order failed; the current certificate stays in use");
       assert.ok(logged && logged.level === 50 && logged.stage === "acme" && logged.host === "chat.test");
       const stillServed = await handshake("direct-tls", server.ports.c2sDirectTls!, { servername: "chat.test" });
