@@ -21,6 +21,7 @@ RUN mkdir -p /data /app/config /app/data && chown -R node:node /data /app/config
 USER node
 VOLUME ["/data", "/app/config"]
 ENV PARLEY_CONFIG=/app/config/parley.yaml
-EXPOSE 5222 5223 5443
+# XMPP (STARTTLS, direct TLS), HTTPS upload, built-in STUN.
+EXPOSE 5222 5223 5443 3478/udp
 # Mount a config at /app/config/parley.yaml with `dataDir: /data`; without one the example is used.
 CMD ["sh", "-c", "[ -f \"$PARLEY_CONFIG\" ] || PARLEY_CONFIG=/app/config/parley.example.yaml; exec node dist/main.js start --config \"$PARLEY_CONFIG\""]

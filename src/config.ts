@@ -7,6 +7,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { cidrSchema } from "./address-list.js";
 import { tryParseJid } from "./xmpp/jid.js";
+import { cipherListProblem, DEFAULT_TLS_POLICY } from "./xmpp/tls.js";
 
 const port = z.number().int().min(0).max(65535);
 
@@ -85,6 +86,25 @@ export const ConfigSchema = z.strictObject({
     /** Per host: PEM certificate chain and key files. Hosts without one get a self-signed certificate. */
     certificates: z.record(z.string(), z.strictObject({ cert: z.string(), key: z.string() })).default({}),
     handshakeTimeoutSeconds: z.number().positive().default(10),
+    /** Lowest protocol version accepted, everywhere TLS is served (STARTTLS, direct TLS, HTTPS). */
+    minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default(DEFAULT_TLS_POLICY.minVersion),
+    /** OpenSSL cipher list (TLS 1.3 suites by their TLS_ names); default: Mozilla "intermediate", ECDHE + AEAD only. */
+    ciphers: z.string().min(1).default(DEFAULT_TLS_POLICY.ciphers).superRefine((ciphers, ctx) => {
+      const problem = cipherListProblem(ciphers);
+      if (problem) ctx.addIssue({ code: "custom", message: `OpenSSL refuses this cipher list (${problem})` });
+    }),
+    /** Automatic certificates (RFC 8555) for the hosts without tls.certificates entries. */
+    acme: z.strictObject({
+      /** Enabling it means agreeing to the CA's terms of service. */
+      enabled: z.boolean().default(false),
+      directoryUrl: z.url().default("https://acme-v02.api.letsencrypt.org/directory"),
+      email: z.email().optional(),
+      /** Which challenge to answer, by preference: http-01 needs port 80 on the plain HTTP listener, tls-alpn-01 port 443 on HTTPS or direct TLS. */
+      challenges: z.array(z.enum(["http-01", "tls-alpn-01"])).min(1).default(["http-01", "tls-alpn-01"]),
+      renewDaysBeforeExpiry: z.number().int().min(1).max(60).default(30),
+      /** PEM file trusted for the directory's HTTPS, for a private ACME CA. */
+      caFile: z.string().optional(),
+    }).prefault({}),
   }).prefault({}),
   storage: z.discriminatedUnion("driver", [
     z.strictObject({

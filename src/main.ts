@@ -22,7 +22,8 @@ import { describeDevice } from "./modules/devices.js";
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
 
 Usage:
-  parley start [--config FILE]                 run in the foreground (SIGTERM/SIGINT stop it gracefully)
+  parley start [--config FILE]                 run in the foreground (SIGTERM/SIGINT stop it gracefully,
+                                               SIGHUP reloads certificates)
   parley check-config [--config FILE]          validate the configuration and exit
   parley user add JID [--password-file F]      create an account (password prompted, or read from stdin)
   parley user passwd JID [--password-file F]   change a password
@@ -93,6 +94,11 @@ async function run(argv: string[]): Promise<number> {
         };
         process.once("SIGTERM", () => stop("SIGTERM"));
         process.once("SIGINT", () => stop("SIGINT"));
+        // SIGHUP: take renewed certificate files (certbot's deploy hook) and run due ACME orders.
+        process.on("SIGHUP", () => {
+          server.log.info({ signal: "SIGHUP" }, "signal received: reloading certificates");
+          server.reloadCertificates().catch((err) => server.log.error({ err, stage: "tls" }, "certificate reload failed"));
+        });
       });
       return EXIT.ok;
     }

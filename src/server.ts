@@ -17,7 +17,9 @@ import { createMemoryStorage } from "./storage/memory/index.js";
 import { createSqliteStorage } from "./storage/sqlite/index.js";
 import { createPostgresStorage } from "./storage/postgres/index.js";
 import type { Storage } from "./storage/index.js";
-import { loadHostTls, serverEndPoint } from "./xmpp/tls.js";
+import { standardServiceNames } from "./xmpp/tls.js";
+import { CertificateStore, type CertificateStatus } from "./tls/store.js";
+import { AcmeManager, ACME_CHALLENGE_PREFIX } from "./acme/manager.js";
 import { listenC2S, type C2SListener, type C2SListenerDeps } from "./xmpp/c2s/listener.js";
 import { listenComponents, type ComponentListener } from "./xmpp/component.js";
 import { HttpRoutes, listenHttp, type HttpListener } from "./http/server.js";
@@ -44,6 +46,10 @@ export interface Server {
   /** undefined when metrics.enabled is false. */
   readonly metrics: Metrics | undefined;
   readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number; https?: number; http?: number };
+  /** Each host's certificate: names, expiry, where it comes from, the last failure (read-only). */
+  certificates(): CertificateStatus[];
+  /** Re-reads certificate files and runs due ACME orders now (SIGHUP). */
+  reloadCertificates(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -101,13 +107,33 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const secret = loadSecret(dataDir);
   const httpRoutes = new HttpRoutes(log);
   const ports: Server["ports"] = {};
+  // Service domains (upload.<host>, …) are reached at their host's address by default, as in
+  // ejabberd: it resolves wherever `npm start` ran, while upload.localhost does not.
+  const hostOf = (domain: string) => config.hosts.find((h) => domain === h || domain.endsWith(`.${h}`)) ?? domain;
   const publicHttpUrl = (domain: string) => config.http.publicUrl?.replace(/\/+$/, "")
-    ?? (ports.https !== undefined ? `https://${domain}:${ports.https}` : `http://${domain}:${ports.http ?? 80}`);
+    ?? (ports.https !== undefined ? `https://${hostOf(domain)}:${ports.https}` : `http://${hostOf(domain)}:${ports.http ?? 80}`);
   const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl, admins: new Set(config.admins) });
   await host.start(modules);
 
-  const tls = await loadHostTls(config.hosts, config.tls.certificates, dataDir);
-  const defaultTls = tls.get(config.hosts[0]!)!;
+  // Certificates cover each host and the service domains its modules serve.
+  const moduleDomains = Object.values(config.modules).flatMap((o) => (o && typeof o.domain === "string" ? [o.domain] : []));
+  const certificateNames = (h: string) => [h, ...new Set([...standardServiceNames(h), ...moduleDomains.map((d) => d.replace("{host}", h))])]
+    .filter((d) => d === h || router.isLocalDomain(d));
+  const acmeHosts = new Set(config.tls.acme.enabled ? config.hosts.filter((h) => !config.tls.certificates[h]) : []);
+  let certificates: CertificateStore;
+  try {
+    certificates = await CertificateStore.open({
+      hosts: config.hosts, names: certificateNames, configured: config.tls.certificates, acmeHosts, dataDir, log,
+      policy: { minVersion: config.tls.minVersion, ciphers: config.tls.ciphers },
+    });
+  } catch (err) {
+    await host.stop();
+    await storage.close();
+    throw err;
+  }
+  certificates.watchConfiguredFiles();
+  const acme = acmeHosts.size ? new AcmeManager({ settings: config.tls.acme, hosts: [...acmeHosts], store: certificates, dataDir, log }) : undefined;
+  if (acme) httpRoutes.add(ACME_CHALLENGE_PREFIX, acme.httpChallenge);
   const registry = new C2SRegistry();
   const fast = new FastTokens(storage.devices, {
     ttlMs: config.auth.fast.tokenTtlDays * 86_400_000,
@@ -128,15 +154,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   }
   const deps: C2SListenerDeps = {
     hosts: config.hosts,
-    defaultTls: defaultTls.context,
-    defaultCert: { cert: defaultTls.cert, key: defaultTls.key },
-    sniCallback: (servername, cb) => {
-      // RFC 7590 / RFC 6125: the certificate of the virtual host the client names via SNI.
-      const name = servername.toLowerCase();
-      const exact = tls.get(name);
-      const parent = exact ?? tls.get(name.slice(name.indexOf(".") + 1));
-      cb(null, (parent ?? defaultTls).context);
-    },
+    // Live views of the certificate store: a reloaded certificate serves the next handshake.
+    get defaultTls() { return certificates.defaultTls; },
+    get defaultCert() { return certificates.defaultCert; },
+    sniCallback: certificates.sniCallback,
     limits: {
       preAuth: config.limits.preAuth,
       postAuth: config.limits.postAuth,
@@ -156,10 +177,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     admission: new Admission(throttle, config.limits.maxConnectionsPerAddress),
     saslSecret: secret,
     scramIterations: config.auth.scramIterations,
-    serverEndPoint: (servername, host) => {
-      const served = (servername && tls.get(servername)) || tls.get(host) || defaultTls;
-      return serverEndPoint(served.cert);
-    },
     features: host.streamFeatures,
     unauthenticatedIq: host.unauthenticatedIq,
     nonzas: host.nonzas,
@@ -177,14 +194,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   if (config.webAdmin.enabled) {
     httpRoutes.add("/admin", createWebAdmin({
       config, log, storage, sessions, accounts, router, metrics, modules, dataDir, secret,
-      certificates: certificatesFromPem(tls.values()),
+      certificates: { certificates: () => certificatesFromPem(certificates.byHost.values()).certificates() },
     }));
   }
 
   // Listeners last: nothing reaches the server before every module is ready.
   const listeners: Array<C2SListener | ComponentListener | HttpListener> = [];
   const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
-  const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, ...(metrics ? { metrics } : {}) };
+  const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, tls: certificates, ...(metrics ? { metrics } : {}) };
   try {
     if (config.listen.c2s !== null) {
       const l = await listenC2S({ ...listenOpts, port: config.listen.c2s, directTls: false }, deps);
@@ -199,7 +216,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const httpOpts = { routes: httpRoutes, log, requestTimeoutMs: config.http.requestTimeoutSeconds * 1000, headersTimeoutMs: config.http.headersTimeoutSeconds * 1000 };
     if (config.listen.https !== null) {
       const l = await listenHttp({ ...httpOpts, host: config.listen.address, port: config.listen.https,
-        tls: { cert: defaultTls.cert, key: defaultTls.key, SNICallback: deps.sniCallback } });
+        tls: certificates });
       listeners.push(l);
       ports.https = l.port;
     }
@@ -219,20 +236,30 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
+    certificates.close();
     await host.stop();
     metrics?.stop();
     await storage.close();
     throw err;
   }
   log.info({ hosts: config.hosts, storage: storage.driver, modules: host.loaded.map((m) => m.name) }, "Parley started");
+  // Challenges are answered by the listeners, so orders start once they listen.
+  acme?.start();
 
   let stopping: Promise<void> | undefined;
   return {
     config, log, storage, accounts, sessions, metrics, ports,
+    certificates: () => certificates.certificates(),
+    async reloadCertificates() {
+      await certificates.reload();
+      await acme?.checkNow();
+    },
     stop() {
       stopping ??= (async () => {
         log.info("stopping");
         await hooks.emit("server/stopping", {});
+        await acme?.stop();
+        certificates.close();
         const closing = Promise.all(listeners.map((l) => l.close()));
         // RFC 6120 §4.9.3.20: clients learn the server is going down. Their sessions end, so
         // unacknowledged messages go to offline storage (P5) before storage closes.

@@ -4,12 +4,13 @@
  * upload today; WebSocket, BOSH and admin endpoints later.
  */
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
-import type { SecureContext } from "node:tls";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import type { TLSSocket } from "node:tls";
 import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log.js";
-import { TLS_MIN_VERSION } from "../xmpp/tls.js";
+import { ACME_TLS_ALPN, type TlsListenerSource } from "../tls/store.js";
+import { handshakeFailureLog } from "../tls/handshake-log.js";
 
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>;
 /** An HTTP/1.1 Upgrade request (RFC 9110 §7.8), e.g. a WebSocket handshake (RFC 6455 §4). */
@@ -84,8 +85,8 @@ export function plain(res: ServerResponse, status: number, text: string, headers
 export interface HttpListenerOptions {
   host: string;
   port: number;
-  /** HTTPS when given. */
-  tls?: { cert: string; key: string; SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void };
+  /** HTTPS when given: the certificates (SNI per host, reloaded live) and the TLS policy. */
+  tls?: TlsListenerSource;
   routes: HttpRoutes;
   log: Logger;
   /** Whole request, body included (a 100 MiB upload on a slow link needs minutes). */
@@ -101,16 +102,20 @@ export interface HttpListener {
 
 export async function listenHttp(opts: HttpListenerOptions): Promise<HttpListener> {
   const handler = (req: IncomingMessage, res: ServerResponse) => opts.routes.handle(req, res);
-  const server: Server = opts.tls
-    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key, SNICallback: opts.tls.SNICallback, minVersion: TLS_MIN_VERSION }, handler)
-    : createHttpServer(handler);
+  const server: Server = opts.tls ? createHttpsServer(opts.tls.serverOptions("http/1.1"), handler) : createHttpServer(handler);
+  const tlsSource = opts.tls;
+  // A new default certificate applies to new handshakes; open connections keep theirs.
+  const unwatch = tlsSource?.onChange(() => (server as HttpsServer).setSecureContext(tlsSource.contextOptions()));
   server.requestTimeout = opts.requestTimeoutMs;
   server.headersTimeout = opts.headersTimeoutMs;
   server.keepAliveTimeout = 5000;
   const sockets = new Set<Socket>();
   server.on("connection", (s: Socket) => { sockets.add(s); s.once("close", () => sockets.delete(s)); });
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => opts.routes.handleUpgrade(req, socket, head));
-  server.on("tlsClientError", (err: Error, s: Socket) => { opts.log.debug({ stage: "http", err: err.message }, "TLS handshake failed"); s.destroy(); });
+  const handshakeFailed = handshakeFailureLog(opts.log, "https");
+  server.on("tlsClientError", (err: Error, s: Socket) => { handshakeFailed(err, s); s.destroy(); });
+  // RFC 8737 §3: a TLS-ALPN-01 validation ends with the handshake; no HTTP follows.
+  if (opts.tls) server.on("secureConnection", (s: TLSSocket) => { if (s.alpnProtocol === ACME_TLS_ALPN) s.end(); });
   server.on("clientError", (_err: Error, s: Socket) => { if (s.writable) s.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"); else s.destroy(); });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -123,6 +128,7 @@ export async function listenHttp(opts: HttpListenerOptions): Promise<HttpListene
     port,
     secure: !!opts.tls,
     close: () => new Promise<void>((resolve) => {
+      unwatch?.();
       server.close(() => resolve());
       for (const s of sockets) s.destroy();
     }),

@@ -11,7 +11,7 @@ describe("external services (XEP-0215)", () => {
   let server: TestServer;
   let alice: Connected;
   before(async () => {
-    server = await startTestServer({ modules: { extdisco: { services: [
+    server = await startTestServer({ modules: { extdisco: { stun: false, services: [
       { type: "stun", host: "stun.example.net", port: 3478, transport: "udp" },
       { type: "turn", host: "turn.example.net", port: 3478, transport: "udp", secret: "s3cret", ttlSeconds: 3600 },
       { type: "turns", host: "turn.example.net", port: 5349, transport: "tcp", secret: "s3cret" },

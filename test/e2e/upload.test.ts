@@ -71,7 +71,7 @@ describe("HTTP file upload (XEP-0363)", () => {
   it("slot → PUT → GET returns the same bytes, with the right headers, ranges and conditional GET", async () => {
     const bytes = randomBytes(300_000);
     const s = await slot("holiday photo.jpg", bytes.length);
-    assert.match(s.get, /^https:\/\/upload\.localhost:\d+\/upload\/[A-Za-z0-9_-]{22}\/holiday%20photo\.jpg$/);
+    assert.match(s.get, /^https:\/\/localhost:\d+\/upload\/[A-Za-z0-9_-]{22}\/holiday%20photo\.jpg$/);
     const getUrl = s.get.replace("upload.localhost", "127.0.0.1");
     const created = await put(s.put.replace("upload.localhost", "127.0.0.1"), bytes, { "content-type": "image/jpeg", "content-length": String(bytes.length) });
     assert.equal(created.status, 201);

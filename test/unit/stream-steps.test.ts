@@ -155,14 +155,13 @@ describe("the SASL step (RFC 6120 §6)", () => {
     const credentials = await deriveCredentials("secret", 4096);
     return new SaslStep({
       host: "localhost", remoteAddress: "192.0.2.1", tls,
-      serverEndPoint: () => Buffer.alloc(32, 1),
       lookup: async (jid) => (jid === user ? { jid, createdAt: 0, credentials } : undefined),
       secret: Buffer.alloc(32), iterations: 4096,
       throttle: new AuthThrottle({ banAfter: 100, banSeconds: 60, freeFailures: 100, maxDelayMs: 0 }),
       maxAuthFailures: 2, log: silentLogger(),
     });
   }
-  const tlsFacts = (version: string) => ({ version, servername: "localhost", exportKeyingMaterial: () => Buffer.alloc(32), tlsUnique: () => Buffer.alloc(12) });
+  const tlsFacts = (version: string) => ({ version, servername: "localhost", exportKeyingMaterial: () => Buffer.alloc(32), tlsUnique: () => Buffer.alloc(12), serverCertificate: () => undefined });
   const plain = (password: string) => Buffer.from(`\0u\0${password}`);
 
   it("offers -PLUS mechanisms and channel-binding types only on TLS: tls-exporter on TLS 1.3, tls-unique below it", async () => {

@@ -1,14 +1,16 @@
 /**
  * c2s listeners: STARTTLS on the plain port (RFC 6120 §5) and direct TLS (XEP-0368, ALPN
- * "xmpp-client"). Banned addresses are refused at accept; TLS handshakes have their own deadline.
+ * "xmpp-client"; "acme-tls/1" while a TLS-ALPN-01 validation runs). Banned addresses are refused
+ * at accept; TLS handshakes have their own deadline; failed ones are logged at info.
  */
 import { createServer as createTcpServer, type Server, type Socket, type AddressInfo } from "node:net";
 import { createServer as createTlsServer, type SecureContext, type TLSSocket } from "node:tls";
 import { C2SNegotiation, type C2SDeps } from "./negotiation.js";
 import { TcpTransport, normalizeAddress } from "../stream/tcp.js";
 import type { Admission } from "./admission.js";
-import { TLS_MIN_VERSION } from "../tls.js";
 import type { ConnectionMetrics } from "../../metrics/index.js";
+import { ACME_TLS_ALPN, type TlsListenerSource } from "../../tls/store.js";
+import { handshakeFailureLog } from "../../tls/handshake-log.js";
 
 export interface ListenerOptions {
   host: string;
@@ -16,12 +18,15 @@ export interface ListenerOptions {
   directTls: boolean;
   tlsHandshakeTimeoutMs: number;
   metrics?: ConnectionMetrics;
+  /** Certificates and TLS policy, for direct TLS. */
+  tls: TlsListenerSource;
 }
 
 export interface C2SListenerDeps extends C2SDeps {
-  defaultTls: SecureContext;
-  /** PEM of the default host, for the direct-TLS server (tls.createServer takes no ready context). */
-  defaultCert: { cert: string; key: string };
+  /** The default host's context, for STARTTLS (read at each upgrade: certificates reload). */
+  readonly defaultTls: SecureContext;
+  /** PEM of the default host. */
+  readonly defaultCert: { cert: string; key: string };
   sniCallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
   admission: Admission;
 }
@@ -51,20 +56,22 @@ export async function listenC2S(options: ListenerOptions, deps: C2SListenerDeps)
   let server: Server;
   if (options.directTls) {
     const tlsServer = createTlsServer({
-      cert: deps.defaultCert.cert,
-      key: deps.defaultCert.key,
-      SNICallback: deps.sniCallback,
-      minVersion: TLS_MIN_VERSION,
-      ALPNProtocols: ["xmpp-client"],
+      ...options.tls.serverOptions("xmpp-client"),
       handshakeTimeout: options.tlsHandshakeTimeoutMs,
-    } as Parameters<typeof createTlsServer>[0]);
+    });
+    // A new default certificate applies to new handshakes; open connections keep theirs.
+    const unwatch = options.tls.onChange(() => tlsServer.setSecureContext(options.tls.contextOptions()));
+    tlsServer.once("close", unwatch);
+    const handshakeFailed = handshakeFailureLog(deps.log, "c2s-direct-tls");
     tlsServer.on("connection", (raw: Socket) => { admit(raw); });
     tlsServer.on("secureConnection", (socket: TLSSocket) => {
       if (socket.destroyed) return;
+      // RFC 8737 §3: a TLS-ALPN-01 validation ends with the handshake; no stream follows.
+      if (socket.alpnProtocol === ACME_TLS_ALPN) return void socket.end();
       new C2SNegotiation(new TcpTransport(socket, deps.limits.preAuth, undefined), deps);
     });
     tlsServer.on("tlsClientError", (err, socket) => {
-      deps.log.debug({ stage: "tls", err: err.message }, "TLS handshake failed");
+      handshakeFailed(err, socket);
       socket.destroy();
     });
     server = tlsServer;

@@ -60,8 +60,6 @@ export interface C2SDeps {
   throttle: AuthThrottle;
   saslSecret: Buffer;
   scramIterations: number;
-  /** RFC 5929 tls-server-end-point data for the certificate served to `servername` (or the host's). */
-  serverEndPoint(servername: string | undefined, host: string): Buffer | undefined;
   features: StreamFeatureRegistry;
   unauthenticatedIq: ReadonlyMap<string, UnauthenticatedIqHandler>;
   /** Nonza handlers by namespace. */
@@ -213,7 +211,6 @@ export class C2SNegotiation implements StreamOwner {
       host: this.host!,
       remoteAddress: transport.remoteAddress,
       tls: transport.tls,
-      serverEndPoint: (servername) => deps.serverEndPoint(servername, this.host!),
       lookup: (jid) => deps.storage.accounts.get(jid),
       secret: deps.saslSecret,
       iterations: deps.scramIterations,

@@ -9,6 +9,7 @@ import { StreamError } from "../../errors.js";
 import { createMechanism, MECHANISMS, type ChannelBindingType, type MechanismName, type SaslMechanism } from "../../auth/sasl.js";
 import type { Account } from "../../storage/index.js";
 import type { TlsFacts } from "../stream/transport.js";
+import { serverEndPoint } from "../tls.js";
 import type { AuthThrottle } from "./throttle.js";
 import type { Logger } from "../../log.js";
 
@@ -19,8 +20,6 @@ export interface SaslStepDeps {
   host: string;
   remoteAddress: string;
   tls: TlsFacts | undefined;
-  /** RFC 5929 tls-server-end-point data of the certificate this stream was served with. */
-  serverEndPoint(servername: string | undefined): Buffer | undefined;
   lookup(bareJid: string): Promise<Account | undefined>;
   secret: Buffer;
   iterations: number;
@@ -165,6 +164,7 @@ export class SaslStep {
     // RFC 9266 §2: label "EXPORTER-Channel-Binding", no context value, 32 bytes.
     if (type === "tls-exporter") return tls.exportKeyingMaterial(32, "EXPORTER-Channel-Binding");
     if (type === "tls-unique") return tls.tlsUnique();
-    return this.deps.serverEndPoint(tls.servername);
+    const served = tls.serverCertificate();
+    return served && serverEndPoint(served);
   }
 }

@@ -8,7 +8,6 @@ import type { Socket } from "node:net";
 import { StreamParser, type ParserLimits } from "../parser.js";
 import { escapeXML } from "../xml.js";
 import { NS_STREAMS, type FrameReceiver, type StreamOpen, type TlsFacts, type Transport } from "./transport.js";
-import { TLS_MIN_VERSION } from "../tls.js";
 
 const STREAM_CLOSE = "</stream:stream>";
 /** RFC 6120 §4.4: how long we wait for the peer's closing tag after sending ours. */
@@ -54,6 +53,8 @@ export class TcpTransport implements Transport {
       servername: (socket as TLSSocket & { servername?: string | false }).servername || undefined,
       // RFC 9266 §2 asks for no context value: Node's binding leaves it out when none is passed.
       exportKeyingMaterial: (length, label) => (socket.exportKeyingMaterial as (length: number, label: string) => Buffer)(length, label),
+      // The certificate actually served, not the host's current one: it may have been reloaded since.
+      serverCertificate: () => (socket.getCertificate() as { raw?: Buffer } | null)?.raw,
       // In a full handshake the client's Finished comes first; in an abbreviated one, the server's.
       tlsUnique: () => (socket.getProtocol() === "TLSv1.3" ? undefined : (socket.isSessionReused() ? socket.getFinished() : socket.getPeerFinished())),
     };
@@ -121,12 +122,8 @@ export class TcpTransport implements Transport {
     this.detach(plain);
     plain.uncork();
     this.corked = false;
-    const secure = new TLSSocket(plain, {
-      isServer: true,
-      secureContext: this.startTlsOptions.secureContext,
-      SNICallback: this.startTlsOptions.SNICallback,
-      minVersion: TLS_MIN_VERSION,
-    } as ConstructorParameters<typeof TLSSocket>[1]);
+    // The TLS policy (versions, ciphers) is part of the secure contexts.
+    const secure = new TLSSocket(plain, { isServer: true, ...this.startTlsOptions });
     this.socket = secure;
     // Only decrypted application data reaches 'data' on the TLS socket, so the new stream can
     // start now; waiting for 'secure' would lose a header sent in the same flight as Finished.

@@ -20,6 +20,8 @@ export interface TlsFacts {
   /** The name the client asked for with SNI. */
   readonly servername: string | undefined;
   exportKeyingMaterial(length: number, label: string): Buffer;
+  /** The certificate this TLS session presented (DER), for tls-server-end-point (RFC 5929 §4). */
+  serverCertificate(): Buffer | undefined;
   /** RFC 5929 §3: the first Finished message of the handshake; undefined on TLS 1.3, which has no tls-unique (RFC 9266). */
   tlsUnique(): Buffer | undefined;
 }
