@@ -28,6 +28,8 @@ export async function startTestServer(overrides: Record<string, unknown> = {}, o
     storage: { driver: "sqlite" },
     auth: { scramIterations: 4096 },
     ...overrides,
+    // Each test server's built-in STUN listens on a free port, so parallel servers do not race for 3478.
+    modules: { extdisco: { stun: { port: 0, address: "127.0.0.1" } }, ...(overrides.modules as Record<string, unknown> | undefined) },
   });
   const log = options.log ?? (process.env.PARLEY_TEST_LOG ? createLogger({ level: process.env.PARLEY_TEST_LOG, pretty: false }) : silentLogger());
   const server = await startServer(config, { log, modules: options.modules });
