@@ -280,7 +280,7 @@ export class C2SNegotiation implements StreamOwner {
         this.sasl2 = parsed.request;
         const { mechanism } = parsed.request;
         outcome = isHtMechanism(mechanism)
-          ? await sasl.settle(this.fastAuthenticate(parsed.request, mechanism))
+          ? await sasl.settle(this.fastAuthenticate(parsed.request, mechanism), mechanism)
           : await sasl.start(mechanism, parsed.request.initialResponse, sasl.offeredMechanisms());
       }
     }

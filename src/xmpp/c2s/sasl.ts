@@ -53,6 +53,8 @@ export type SaslOutcome =
 /** The exchange of one stream, whatever its framing: mechanisms offered, steps, failures counted and slowed. */
 export class SaslStep {
   private mechanism: SaslMechanism | undefined;
+  /** The mechanism of the exchange under way, for the log. */
+  private mechanismName = "";
   private busy = false;
   private authFailures = 0;
   private failures = 0;
@@ -95,6 +97,7 @@ export class SaslStep {
 
   /** <auth/> or <authenticate/>: a new exchange with `mechanism` (one of `offeredMechanisms`). */
   start(name: string, initialResponse: Buffer | undefined, ssdpMechanisms: readonly string[]): Promise<SaslOutcome> {
+    this.mechanismName = name;
     if (!(this.offeredMechanisms() as string[]).includes(name)) return Promise.resolve({ kind: "failure", condition: "invalid-mechanism" });
     this.mechanism = createMechanism(name as MechanismName, {
       domain: this.deps.host,
@@ -115,7 +118,8 @@ export class SaslStep {
   }
 
   /** A mechanism that authenticates by other means (XEP-0484 tokens): its outcome is counted and slowed like the rest. */
-  async settle(outcome: Promise<SaslOutcome>): Promise<SaslOutcome> {
+  async settle(outcome: Promise<SaslOutcome>, mechanism = this.mechanismName): Promise<SaslOutcome> {
+    this.mechanismName = mechanism;
     if (this.busy) return { kind: "stream-error", error: new StreamError("policy-violation", "SASL messages must wait for the server's answer") };
     this.busy = true;
     try {
@@ -139,13 +143,13 @@ export class SaslStep {
     const { remoteAddress, throttle, log } = this.deps;
     if (outcome.kind === "success") {
       throttle.succeed(remoteAddress);
-      log.info({ stage: "sasl", user: outcome.username }, "authenticated");
+      log.info({ stage: "sasl", user: outcome.username, mechanism: this.mechanismName }, "authenticated");
       return outcome;
     }
     if (outcome.kind !== "failure") return outcome;
     const delay = outcome.condition === "not-authorized" ? throttle.fail(remoteAddress) : 0;
     if (delay) await new Promise((r) => setTimeout(r, delay));
-    log.info({ stage: "sasl", condition: outcome.condition, address: remoteAddress }, "authentication failed");
+    log.info({ stage: "sasl", condition: outcome.condition, mechanism: this.mechanismName, text: outcome.text, address: remoteAddress }, "authentication failed");
     // RFC 6120 §6.4.5: after a reasonable number of retries the server closes the stream.
     // Only wrong credentials count as retries: clients walk down their mechanism list and
     // may fail several times on channel binding first (slixmpp 1.8 tries tls-unique, which
