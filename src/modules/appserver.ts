@@ -24,6 +24,7 @@ import { ApnsClient, type PushOutcome } from "../push/apns.js";
 import { FcmClient, type ServiceAccount } from "../push/fcm.js";
 import { serveDomainIqs } from "./domain-iq.js";
 import { WebPushClient } from "../push/webpush.js";
+import { DEFAULT_PUSH_SERVICE_HOSTS, OutboundRefused } from "../push/outbound.js";
 
 const COMMANDS = "http://jabber.org/protocol/commands";
 const PUBSUB = "http://jabber.org/protocol/pubsub";
@@ -49,6 +50,10 @@ export const appserver = defineModule({
     /** VAPID keys (base64url) and contact; the private key may instead be read from privateKeyFile. */
     webpush: z.strictObject({
       publicKey: z.string(), privateKeyFile: z.string(), subject: z.string().regex(/^(mailto:|https:)/),
+      /** Push services a subscription endpoint may point at: exact host names or "*.suffix". */
+      allowedHosts: z.array(z.string().min(1)).min(1).default([...DEFAULT_PUSH_SERVICE_HOSTS]),
+      /** Only for tests with a local push service: let endpoints resolve to loopback and private addresses. */
+      allowPrivateAddresses: z.boolean().default(false),
       insecureTls: z.boolean().default(false),
     }).optional(),
     /** Put the message text into pushes when the user's server sends it (it then passes through Apple/Google). */
@@ -68,6 +73,7 @@ export const appserver = defineModule({
     const web = o.webpush && new WebPushClient({
       publicKey: o.webpush.publicKey, privateKey: readFileSync(o.webpush.privateKeyFile, "utf8").trim(), subject: o.webpush.subject,
       insecureTls: o.webpush.insecureTls,
+      policy: { allowedHosts: o.webpush.allowedHosts, allowPrivateAddresses: o.webpush.allowPrivateAddresses },
     });
     ctx.onStop(() => { apns?.close(); web?.close(); });
     if (!apns && !fcm && !web) return; // nothing to push through: no service
@@ -106,7 +112,14 @@ export const appserver = defineModule({
       if (command.type === "webpush") {
         device.p256dh = singleValue(values, "p256dh");
         device.auth = singleValue(values, "auth");
-        if (!/^https:\/\//.test(token) || !device.p256dh || !device.auth) throw new StanzaError("bad-request", "An https endpoint, p256dh and auth are required");
+        if (!device.p256dh || !device.auth) throw new StanzaError("bad-request", "The subscription's p256dh and auth are required");
+        try {
+          await web!.checkEndpoint(token);
+        } catch (err) {
+          if (!(err instanceof OutboundRefused)) throw err;
+          ctx.log.info({ stage: "appserver", type: command.type, reason: err.message }, "push endpoint refused");
+          throw new StanzaError("not-acceptable", `The endpoint is not usable: ${err.message}`);
+        }
       }
       const node = randomBytes(18).toString("base64url");
       await store(service, node, device);
