@@ -247,6 +247,7 @@ describe("push app server: APNs, FCM and Web Push", () => {
     await alice.xmpp.send(xml("message", { to: "bob@localhost", type: "chat", id: "f3" }, xml("body", {}, "gone?")));
     await new Promise((r) => setTimeout(r, 600));
     assert.equal(await server.storage.documents.get("push.localhost", `push-device:${reg.node}`), undefined, "the app server dropped the device");
+    assert.ok(!(await server.storage.pubsub.items("push.localhost", "bob@localhost")).some((i) => i.id === reg.node), "and its place in the account's devices");
   });
 
   it("a publish with the wrong secret, or from another user, is refused and pushes nothing", async () => {
@@ -425,3 +426,76 @@ describe("push app server: Web Push endpoints cannot point the server at itself 
   });
 });
 
+
+describe("push app server: registrations per account are bounded and expire", () => {
+  let dir: string;
+  let server: TestServer;
+  const clients: Connected[] = [];
+  const fcmKey = generateKeyPairSync("rsa", { modulusLength: 2048 });
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "parley-devices-"));
+    writeFileSync(join(dir, "service-account.json"), JSON.stringify({
+      type: "service_account", project_id: "parley-test", private_key: fcmKey.privateKey.export({ type: "pkcs8", format: "pem" }),
+      client_email: "push@parley-test.iam.gserviceaccount.com", token_uri: "http://127.0.0.1:9/token",
+    }));
+    server = await startTestServer({ modules: { appserver: {
+      fcm: { serviceAccountFile: join(dir, "service-account.json"), endpoint: "http://127.0.0.1:9" },
+      maxDevicesPerAccount: 10, deviceExpiryDays: 30, expiryCheckMinutes: 0.005,
+    } } });
+    for (const u of ["carol", "dora", "ed"]) await server.accounts.create(`${u}@localhost`, "pw");
+  });
+  after(async () => {
+    for (const c of clients) await c.stop();
+    await server.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const login = async (user: string) => {
+    const c = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: user, password: "pw", resource: "r" });
+    clients.push(c);
+    return c;
+  };
+  const register = async (c: Connected, token: string) => {
+    const reply = await c.iq(xml("iq", { type: "set", to: "push.localhost" }, xml("command", { xmlns: COMMANDS, node: "register-push-fcm", action: "execute" },
+      xml("x", { xmlns: "jabber:x:data", type: "submit" }, xml("field", { var: "token" }, xml("value", {}, token))))));
+    const fields = reply.getChild("command", COMMANDS)!.getChild("x", "jabber:x:data")!.getChildren("field");
+    return Object.fromEntries(fields.map((f) => [f.attrs.var, f.getChildText("value")])) as { node: string; secret: string };
+  };
+  const stored = (node: string) => server.storage.documents.get("push.localhost", `push-device:${node}`);
+  const devices = async (user: string) => (await server.storage.pubsub.items("push.localhost", `${user}@localhost`)).map((i) => i.id);
+
+  it("60 registrations from one account leave the 10 most recent; the same device registering again keeps its node and secret", async () => {
+    const carol = await login("carol");
+    const regs = [];
+    for (let i = 0; i < 60; i++) regs.push(await register(carol, `fcm-token-${i}`));
+    for (const r of regs.slice(0, 50)) assert.equal(await stored(r.node), undefined, "replaced registrations are gone");
+    for (const r of regs.slice(50)) assert.ok(await stored(r.node));
+    assert.deepEqual(new Set(await devices("carol")), new Set(regs.slice(50).map((r) => r.node)));
+    // A publish to a replaced node is item-not-found: the user's server then disables it (XEP-0357 §7).
+    await assert.rejects(carol.iq(xml("iq", { type: "set", to: "push.localhost" }, xml("pubsub", { xmlns: "http://jabber.org/protocol/pubsub" },
+      xml("publish", { node: regs[0]!.node }, xml("item", {}, xml("notification", { xmlns: PUSH })))))), (err: { condition?: string }) => err.condition === "item-not-found");
+    const again = await register(carol, "fcm-token-55");
+    assert.deepEqual(again, regs[55]);
+    assert.equal((await devices("carol")).length, 10);
+  });
+
+  it("a device inactive for longer than deviceExpiryDays is removed; an active one stays; a deleted account's devices go", async () => {
+    const dora = await login("dora");
+    const old = await register(dora, "dora-old-phone");
+    const current = await register(dora, "dora-phone");
+    // Last active 31 days ago, as a device that stopped registering and was never pushed to since.
+    await server.storage.pubsub.publish("push.localhost", "dora@localhost", { id: old.node, publisher: "push.localhost", payload: "", publishedAt: Date.now() - 31 * 86_400_000 }, 10);
+    for (let i = 0; i < 200 && await stored(old.node); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(await stored(old.node), undefined, "expired");
+    assert.ok(await stored(current.node), "still registered");
+    assert.deepEqual(await devices("dora"), [current.node]);
+
+    const ed = await login("ed");
+    const reg = await register(ed, "ed-phone");
+    await ed.stop();
+    await server.accounts.remove("ed@localhost");
+    for (let i = 0; i < 100 && await stored(reg.node); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(await stored(reg.node), undefined);
+    assert.deepEqual(await devices("ed"), []);
+  });
+});
