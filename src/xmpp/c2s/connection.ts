@@ -437,7 +437,7 @@ export class C2SConnection implements Session {
     if (step.kind === "challenge") return this.write(`<challenge xmlns='${NS.SASL}'>${step.data.toString("base64") || "="}</challenge>`);
     this.sasl = undefined;
     if (step.kind === "failure") {
-      const delay = step.condition === "not-authorized" ? this.deps.throttle.fail(this.remoteAddress) : 0;
+      const delay = step.condition === "not-authorized" ? this.deps.throttle.fail(this.remoteAddress, step.username) : 0;
       if (delay) await sleep(delay);
       if (this.phase !== "pre-auth") return;
       failure(step.condition, step.text);
@@ -452,7 +452,7 @@ export class C2SConnection implements Session {
       }
       return;
     }
-    this.deps.throttle.succeed(this.remoteAddress);
+    this.deps.throttle.succeed(this.remoteAddress, step.username);
     this.user = step.username;
     this.phase = "authenticated";
     // RFC 6120 §6.4.6: after <success/> both sides restart the stream with a fresh parser.
