@@ -132,10 +132,10 @@ function checkAddresses(host: string, addresses: readonly LookupAddress[], polic
 }
 
 /**
- * Checks a URL a user gave: https, no credentials in it, an allowed push service that resolves to
- * public addresses only. Returns it normalised (WHATWG URL), the form to send to.
+ * Checks the form of a URL a user gave: https, no credentials in it, an allowed push service (an
+ * IP literal must be public). Returns it normalised (WHATWG URL), the form to send to.
  */
-export async function checkPushEndpoint(endpoint: string, policy: OutboundPolicy, resolve: Resolver = systemResolver): Promise<URL> {
+export function parsePushEndpoint(endpoint: string, policy: OutboundPolicy): URL {
   let url: URL;
   try {
     url = new URL(endpoint);
@@ -145,6 +145,12 @@ export async function checkPushEndpoint(endpoint: string, policy: OutboundPolicy
   if (url.protocol !== "https:") throw new OutboundRefused("the endpoint must be https");
   if (url.username || url.password) throw new OutboundRefused("credentials in the endpoint");
   checkHost(url.hostname, policy);
+  return url;
+}
+
+/** parsePushEndpoint, and the host resolves to public addresses only (what a registration is told). */
+export async function checkPushEndpoint(endpoint: string, policy: OutboundPolicy, resolve: Resolver = systemResolver): Promise<URL> {
+  const url = parsePushEndpoint(endpoint, policy);
   const literal = normalHost(url.hostname);
   if (!isIP(literal)) {
     let addresses: LookupAddress[];

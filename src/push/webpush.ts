@@ -6,7 +6,7 @@
  */
 import webpush from "web-push";
 import type { PushOutcome } from "./apns.js";
-import { GuardedAgent, OutboundRefused, checkPushEndpoint, systemResolver, type OutboundPolicy, type Resolver } from "./outbound.js";
+import { GuardedAgent, OutboundRefused, checkPushEndpoint, parsePushEndpoint, systemResolver, type OutboundPolicy, type Resolver } from "./outbound.js";
 
 export interface WebPushOptions {
   /** VAPID key pair, base64url (as `npx web-push generate-vapid-keys` prints them). */
@@ -37,9 +37,9 @@ export class WebPushClient {
 
   async send(subscription: WebPushSubscription, payload: Record<string, string>): Promise<PushOutcome> {
     try {
-      // Checked again: the policy may have changed since the registration, and the agent checks
-      // the connection itself (the library parses the URL with another parser than ours).
-      const endpoint = (await this.checkEndpoint(subscription.endpoint)).href;
+      // Checked again (the policy may have changed since the registration); the addresses are
+      // checked by the agent on the connection itself, whatever URL parser the library uses.
+      const endpoint = parsePushEndpoint(subscription.endpoint, this.options.policy).href;
       await webpush.sendNotification(
         { endpoint, keys: { p256dh: subscription.p256dh, auth: subscription.auth } },
         JSON.stringify(payload),
