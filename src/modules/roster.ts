@@ -77,7 +77,8 @@ export const roster = defineModule({
     // bare JID as sender (errors came from the domain). The router is where this belongs; it is
     // here, with the account's most basic service, until the router's rewrite takes it.
     ctx.filter("stanza/in", (routed) => {
-      if (routed.origin && routed.stanza.name === "iq" && routed.stanza.attrs.to === undefined) routed.stanza.attrs.to = routed.to.bare;
+      const { stanza, origin, to } = routed;
+      if (origin && stanza.name === "iq" && stanza.attrs.to === undefined && (stanza.attrs.type === "get" || stanza.attrs.type === "set")) stanza.attrs.to = to.bare;
       return routed;
     });
     ctx.streamFeature("post-auth", () => el("ver", { xmlns: NS.ROSTER_VER_FEATURE }));
