@@ -10,8 +10,8 @@
  * <enable/> is refused unless the app server answers disco#info as one (XEP-0357 §3 shows it with
  * the pubsub/push identity and the urn:xmpp:push:0 feature): a registration with an address that
  * cannot be reached — push.<host> when the built-in app server has no credentials, a typo, a
- * remote server while there is no federation — would be accepted and never push. Clients
- * (Conversations, Monal) log a refused enable and carry on; the answer names the reason.
+ * remote server while there is no federation — would be accepted and never push. Conversations
+ * registers with the app server first and only logs a refused enable; the answer names the reason.
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
