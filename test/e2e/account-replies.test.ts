@@ -19,8 +19,8 @@ describe("replies to IQs addressed to the own account without 'to'", () => {
     alice = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "alice", password: "pw", resource: "r" });
   });
   after(async () => {
-    await alice.stop();
-    await server.cleanup();
+    await alice?.stop();
+    await server?.cleanup();
   });
   /** Sends an IQ without 'to' and returns the reply as received (result or error). */
   const ask = async (id: string, type: "get" | "set", payload: ReturnType<typeof xml>) => {
