@@ -102,6 +102,8 @@ async function startParley(o: TargetOptions): Promise<Target> {
     storage,
     // The generator logs in thousands of users from one address.
     limits: { maxConnectionsPerAddress: 1_000_000 },
+    // S4's senders are not in the recipients' rosters; the peers have no strangers' share either.
+    modules: { offline: { maxFromStrangers: 10_000, maxPerStranger: 10_000 } },
   };
   const configFile = join(dataDir, "parley.json.yaml");
   writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML

@@ -18,7 +18,11 @@ export type ChannelBindingType = "tls-exporter" | "tls-server-end-point" | "tls-
 export type SaslStep =
   | { kind: "challenge"; data: Buffer }
   | { kind: "success"; data?: Buffer; username: string }
-  | { kind: "failure"; condition: SaslFailureCondition; text?: string };
+  /**
+   * `username`: the bare JID the client tried, when it got that far — whether or not the account
+   * exists, so the per-account throttle treats both alike and reveals nothing.
+   */
+  | { kind: "failure"; condition: SaslFailureCondition; text?: string; username?: string };
 
 export interface SaslEnvironment {
   domain: string;
@@ -98,7 +102,7 @@ class Plain implements SaslMechanism {
     const account = bare ? await this.env.lookup(bare) : undefined;
     const credential = account?.credentials["SHA-256"] ?? fakeCredential(this.env, "SHA-256", authcid);
     const ok = await verifyPassword(credential, "SHA-256", password);
-    if (!account || !ok) return fail("not-authorized");
+    if (!account || !ok) return { ...fail("not-authorized"), ...(bare ? { username: bare } : {}) };
     if (authzid !== "" && authzid !== bare) return fail("invalid-authzid");
     if (account.disabled) return disabled();
     return { kind: "success", username: bare! };
@@ -114,6 +118,8 @@ class Scram implements SaslMechanism {
   private nonce = "";
   private credential: ScramCredential | undefined;
   private bare: string | undefined;
+  /** The account tried, existing or not. */
+  private attempted: string | undefined;
   private authzid: string | undefined;
   private disabled = false;
 
@@ -161,7 +167,7 @@ class Scram implements SaslMechanism {
     const username = decodeSaslName(rawUser);
     if (username === undefined || username === "") return fail("malformed-request", "Invalid username encoding");
     this.clientFirstBare = bareMessage;
-    this.bare = localToBare(username, this.env.domain);
+    this.bare = this.attempted = localToBare(username, this.env.domain);
     const account = this.bare ? await this.env.lookup(this.bare) : undefined;
     if (!account) this.bare = undefined;
     this.disabled = account?.disabled === true;
@@ -194,9 +200,10 @@ class Scram implements SaslMechanism {
     const credential = this.credential!;
     const storedKey = Buffer.from(credential.storedKey, "base64");
     const clientSignature = HMAC(this.hash, storedKey, authMessage);
-    if (proof.length !== clientSignature.length) return fail("not-authorized");
+    const wrong = (): SaslStep => ({ ...fail("not-authorized"), ...(this.attempted ? { username: this.attempted } : {}) });
+    if (proof.length !== clientSignature.length) return wrong();
     const clientKey = xor(proof, clientSignature);
-    if (!safeEqual(H(this.hash, clientKey), storedKey) || !this.bare) return fail("not-authorized");
+    if (!safeEqual(H(this.hash, clientKey), storedKey) || !this.bare) return wrong();
     if (this.authzid !== undefined && this.authzid !== this.bare) return fail("invalid-authzid");
     if (this.disabled) return disabled();
     const serverSignature = HMAC(this.hash, Buffer.from(credential.serverKey, "base64"), authMessage);

@@ -10,6 +10,11 @@
  * UNREGISTERED/INVALID_ARGUMENT, Web Push 404/410) removes the registration and the publish is
  * answered item-not-found, so the user's server disables it too. Credentials come from files named
  * in the config; none of them is logged.
+ *
+ * Registrations are bounded: a device registered again (same account, service and token) keeps
+ * its node and secret; an account has at most maxDevicesPerAccount, and registering one more
+ * replaces the least recently active (registered, or pushed to with the provider's acceptance);
+ * devices inactive for deviceExpiryDays are removed, as are those of a deleted account.
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -24,6 +29,7 @@ import { ApnsClient, type PushOutcome } from "../push/apns.js";
 import { FcmClient, type ServiceAccount } from "../push/fcm.js";
 import { serveDomainIqs } from "./domain-iq.js";
 import { WebPushClient } from "../push/webpush.js";
+import { DEFAULT_PUSH_SERVICE_HOSTS, OutboundRefused } from "../push/outbound.js";
 
 const COMMANDS = "http://jabber.org/protocol/commands";
 const PUBSUB = "http://jabber.org/protocol/pubsub";
@@ -49,10 +55,19 @@ export const appserver = defineModule({
     /** VAPID keys (base64url) and contact; the private key may instead be read from privateKeyFile. */
     webpush: z.strictObject({
       publicKey: z.string(), privateKeyFile: z.string(), subject: z.string().regex(/^(mailto:|https:)/),
+      /** Push services a subscription endpoint may point at: exact host names or "*.suffix". */
+      allowedHosts: z.array(z.string().min(1)).min(1).default([...DEFAULT_PUSH_SERVICE_HOSTS]),
+      /** Only for tests with a local push service: let endpoints resolve to loopback and private addresses. */
+      allowPrivateAddresses: z.boolean().default(false),
       insecureTls: z.boolean().default(false),
     }).optional(),
     /** Put the message text into pushes when the user's server sends it (it then passes through Apple/Google). */
     includeBody: z.boolean().default(true),
+    /** Devices one account may have registered; one more replaces the least recently active. */
+    maxDevicesPerAccount: z.number().int().min(1).default(10),
+    /** A device neither registered again nor successfully pushed to for this long is removed. */
+    deviceExpiryDays: z.number().positive().default(90),
+    expiryCheckMinutes: z.number().positive().default(60),
   }),
   start(ctx) {
     const o = ctx.options;
@@ -68,6 +83,7 @@ export const appserver = defineModule({
     const web = o.webpush && new WebPushClient({
       publicKey: o.webpush.publicKey, privateKey: readFileSync(o.webpush.privateKeyFile, "utf8").trim(), subject: o.webpush.subject,
       insecureTls: o.webpush.insecureTls,
+      policy: { allowedHosts: o.webpush.allowedHosts, allowPrivateAddresses: o.webpush.allowPrivateAddresses },
     });
     ctx.onStop(() => { apns?.close(); web?.close(); });
     if (!apns && !fcm && !web) return; // nothing to push through: no service
@@ -95,6 +111,24 @@ export const appserver = defineModule({
     const store = (service: string, node: string, d: Device) => ctx.storage.documents.set(service, keyOf(node),
       el("device", { xmlns: PUSH, type: d.type, owner: d.owner, secret: d.secret, token: d.token, sandbox: String(d.sandbox), p256dh: d.p256dh, auth: d.auth }).toString());
 
+    // Each device is a document of the service, found by the node a publish names. Per account the
+    // service also keeps a pubsub node named after the account, whose items are the account's
+    // device nodes in order of last activity (the store moves a republished item to the newest):
+    // publishing with maxItems keeps the limit, and nodes() lists the accounts for the expiry sweep.
+    const INDEX_CONFIG = JSON.stringify({ appserver: "devices of an account" });
+    const devicesOf = (service: string, owner: string) => ctx.storage.pubsub.items(service, owner);
+    const forget = async (service: string, owner: string, node: string) => {
+      await ctx.storage.documents.delete(service, keyOf(node));
+      await ctx.storage.pubsub.retract(service, owner, node);
+    };
+    /** Marks a device active now; the least recently active beyond the limit are removed. */
+    const touch = async (service: string, owner: string, node: string) => {
+      await ctx.storage.pubsub.createNode(service, owner, INDEX_CONFIG);
+      const evicted = await ctx.storage.pubsub.publish(service, owner, { id: node, publisher: service, payload: "", publishedAt: Date.now() }, o.maxDevicesPerAccount);
+      for (const old of evicted) await ctx.storage.documents.delete(service, keyOf(old));
+      if (evicted.length) ctx.log.info({ stage: "appserver", replaced: evicted.length }, "device limit reached; least recently active registration removed");
+    };
+
     const register = async (service: string, owner: string, command: (typeof commands)[number], form: Element) => {
       const values = readForm(form);
       // A Web Push subscription's endpoint plays the part of the token.
@@ -106,11 +140,31 @@ export const appserver = defineModule({
       if (command.type === "webpush") {
         device.p256dh = singleValue(values, "p256dh");
         device.auth = singleValue(values, "auth");
-        if (!/^https:\/\//.test(token) || !device.p256dh || !device.auth) throw new StanzaError("bad-request", "An https endpoint, p256dh and auth are required");
+        if (!device.p256dh || !device.auth) throw new StanzaError("bad-request", "The subscription's p256dh and auth are required");
+        try {
+          await web!.checkEndpoint(token);
+        } catch (err) {
+          if (!(err instanceof OutboundRefused)) throw err;
+          ctx.log.info({ stage: "appserver", type: command.type, reason: err.message }, "push endpoint refused");
+          throw new StanzaError("not-acceptable", `The endpoint is not usable: ${err.message}`);
+        }
       }
-      const node = randomBytes(18).toString("base64url");
+      // The same device registering again (Conversations does on every connect) keeps its node and
+      // secret, so the registration the user's server holds stays valid.
+      let node: string | undefined;
+      for (const item of await devicesOf(service, owner)) {
+        const known = await load(service, item.id);
+        if (known && known.type === device.type && known.token === device.token) {
+          node = item.id;
+          device.secret = known.secret;
+          break;
+        }
+      }
+      const fresh = node === undefined;
+      node ??= randomBytes(18).toString("base64url");
       await store(service, node, device);
-      ctx.log.info({ stage: "appserver", type: command.type }, "device registered");
+      await touch(service, owner, node);
+      ctx.log.info({ stage: "appserver", type: command.type, fresh }, "device registered");
       return buildForm("result", PUSH, [{ var: "jid", values: [service] }, { var: "node", values: [node] }, { var: "secret", values: [device.secret] }]);
     };
 
@@ -152,8 +206,9 @@ export const appserver = defineModule({
       const summary: Record<string, string> = {};
       for (const f of form?.getChildren("field") ?? []) if (f.attrs.var) summary[f.attrs.var] = f.getChildText("value") ?? "";
       const outcome = await deliver(device, node, summary);
+      if (outcome.status === "sent") await touch(service, device.owner, node);
       if (outcome.status === "unregistered") {
-        await ctx.storage.documents.delete(service, keyOf(node));
+        await forget(service, device.owner, node);
         ctx.log.info({ stage: "appserver", type: device.type, reason: outcome.reason }, "device unregistered by the provider; registration removed");
         throw new StanzaError("item-not-found", "The device is no longer registered");
       }
@@ -195,6 +250,41 @@ export const appserver = defineModule({
           await register(service, from.bare, command, form));
       }
       throw new StanzaError("service-unavailable");
+    });
+
+    ctx.on("user/deleted", async ({ jid }) => {
+      for (const service of domains) {
+        for (const item of await devicesOf(service, jid.bare)) await ctx.storage.documents.delete(service, keyOf(item.id));
+        await ctx.storage.pubsub.deleteNode(service, jid.bare);
+      }
+    });
+
+    let sweeping: Promise<void> | undefined;
+    let stopping = false;
+    const expire = () => {
+      if (sweeping) return;
+      sweeping = (async () => {
+        const cutoff = Date.now() - o.deviceExpiryDays * 86_400_000;
+        let removed = 0;
+        for (const service of domains) {
+          for (const owner of await ctx.storage.pubsub.nodes(service)) {
+            if (stopping) return;
+            const devices = await devicesOf(service, owner);
+            const stale = devices.filter((d) => d.publishedAt < cutoff);
+            for (const d of stale) await forget(service, owner, d.id);
+            if (stale.length === devices.length) await ctx.storage.pubsub.deleteNode(service, owner);
+            removed += stale.length;
+            await new Promise((r) => setImmediate(r));
+          }
+        }
+        if (removed) ctx.log.info({ stage: "appserver", removed }, "inactive device registrations removed");
+      })().catch((err) => ctx.log.error({ err, stage: "appserver" }, "device expiry failed")).finally(() => { sweeping = undefined; });
+    };
+    expire();
+    ctx.interval(o.expiryCheckMinutes * 60_000, expire);
+    ctx.onStop(async () => {
+      stopping = true;
+      await sweeping;
     });
   },
 });

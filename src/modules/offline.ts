@@ -4,16 +4,31 @@
  * (HARDENING §1.3 P2): with stream management, when its <a h/> covers them; without, when it
  * answers a XEP-0199 ping sent after them (the stream is ordered). A session that ends first gets
  * them again at its next login — a duplicate at worst, never a loss.
+ *
+ * Strangers (senders not in the recipient's roster) share a small part of the queue, and each of
+ * them a smaller part of that, so nobody outside the roster can fill it and make contacts'
+ * messages bounce (ejabberd, Prosody and Openfire have one per-user limit only). A message that
+ * does not fit gets service-unavailable back to its sender (XEP-0160 §3) — never a silent drop.
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el, cloneElement, type Element } from "../xmpp/xml.js";
-import type { Jid } from "../xmpp/jid.js";
+import { tryParseJid, type Jid } from "../xmpp/jid.js";
 import { NS } from "../xmpp/ns.js";
 import { HANDLED } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { Session } from "../xmpp/sessions.js";
+import { BoundedMap } from "../bounded-map.js";
+
+/** What strangers have in one user's queue; rebuilt from storage when not cached. */
+interface StrangerTally {
+  total: number;
+  bySender: Map<string, number>;
+}
+const TALLY_CACHE_LIMIT = 10_000;
+const TALLY_KEY = "offline-strangers";
+const TALLY_NS = "urn:parley:offline:strangers";
 
 declare module "../hooks.js" {
   interface Events {
@@ -29,6 +44,10 @@ export const offline = defineModule({
   options: z.strictObject({
     /** Per-user queue limit; over it the sender gets service-unavailable (XEP-0160 §3). */
     maxPerUser: z.number().int().min(1).default(10000),
+    /** Of those, how many may come from senders not in the recipient's roster, all together. */
+    maxFromStrangers: z.number().int().min(0).default(1000),
+    /** And how many from any one of them. */
+    maxPerStranger: z.number().int().min(0).default(100),
     /** Messages per flush batch. */
     flushBatch: z.number().int().min(1).default(500),
     ackTimeoutSeconds: z.number().positive().default(60),
@@ -60,10 +79,97 @@ export const offline = defineModule({
       return copy.toString();
     };
 
-    ctx.chain("message/offline", async ({ stanza, to, origin }) => {
+    // ── the strangers' share ─────────────────────────────────────────────────────────────────
+    // Kept as a document of the user (counts per stranger), so a restart or a cache eviction does
+    // not hand strangers a fresh share; the cache saves reading it for every message. A cached
+    // tally is reset to zero whenever the user's queue is found empty, so drift heals at a drain.
+    const tallies = new BoundedMap<string, StrangerTally>(TALLY_CACHE_LIMIT);
+    const loading = new Map<string, Promise<StrangerTally>>();
+    const writing = new Map<string, { dirty: boolean }>();
+    /** Whether `sender` is outside `user`'s roster (the user itself and servers are not strangers). */
+    const isStranger = async (user: string, sender: Jid): Promise<boolean> =>
+      sender.local !== "" && sender.bare !== user && (await storage.roster.getItem(user, sender.bare)) === undefined;
+    const tallyOf = (user: string): Promise<StrangerTally> => {
+      const known = tallies.get(user);
+      if (known) return Promise.resolve(known);
+      let pending = loading.get(user);
+      if (!pending) {
+        pending = (async () => {
+          const xml = await storage.documents.get(user, TALLY_KEY);
+          const tally: StrangerTally = { total: 0, bySender: new Map() };
+          for (const s of xml ? parseElement(xml).getChildren("sender") : []) count(tally, s.attrs.jid ?? "", Number(s.attrs.count) || 0);
+          tallies.set(user, tally);
+          return tally;
+        })().finally(() => loading.delete(user));
+        loading.set(user, pending);
+      }
+      return pending;
+    };
+    const count = (tally: StrangerTally, sender: string, delta: number) => {
+      const before = tally.bySender.get(sender) ?? 0;
+      const n = Math.max(0, before + delta);
+      tally.total += n - before;
+      if (n === 0) tally.bySender.delete(sender);
+      else tally.bySender.set(sender, n);
+    };
+    /** Writes the user's tally; one write at a time per user, the last state wins. */
+    const persist = (user: string, tally: StrangerTally) => {
+      const inFlight = writing.get(user);
+      if (inFlight) {
+        inFlight.dirty = true;
+        return;
+      }
+      const state = { dirty: false };
+      writing.set(user, state);
+      void (async () => {
+        do {
+          state.dirty = false;
+          if (tally.total === 0) await storage.documents.delete(user, TALLY_KEY);
+          else await storage.documents.set(user, TALLY_KEY, el("strangers", { xmlns: TALLY_NS },
+            ...[...tally.bySender].map(([jid, n]) => el("sender", { jid, count: n }))).toString());
+        } while (state.dirty);
+      })().catch((err) => ctx.log.error({ err, stage: "offline" }, "saving the strangers' share failed")).finally(() => writing.delete(user));
+    };
+    /** Rows left the queue: what strangers had there shrinks (rows of senders not counted change nothing). */
+    const forgetRows = async (user: string, senders: readonly string[]) => {
+      const tally = await tallyOf(user);
+      const counted = senders.filter((sender) => tally.bySender.has(sender));
+      for (const sender of counted) count(tally, sender, -1);
+      if (counted.length) persist(user, tally);
+    };
+    /** Heals drift (a crash between a removal and its count): a cached tally of an empty queue is zero. */
+    const queueEmpty = (user: string) => {
+      const tally = tallies.get(user);
+      if (!tally || tally.total === 0) return;
+      tally.bySender.clear();
+      tally.total = 0;
+      persist(user, tally);
+    };
+    ctx.on("user/deleted", ({ jid }) => { tallies.delete(jid.bare); });
+
+    ctx.chain("message/offline", async ({ stanza, from, to, origin }) => {
       if (!storable(stanza)) return undefined;
+      const user = to.bare;
+      // Checked and counted in one synchronous step after the lookups, so concurrent messages
+      // cannot all squeeze into the last place.
+      const tally = (await isStranger(user, from)) ? await tallyOf(user) : undefined;
+      if (tally) {
+        const mine = tally.bySender.get(from.bare) ?? 0;
+        if (mine >= ctx.options.maxPerStranger || tally.total >= ctx.options.maxFromStrangers) {
+          ctx.log.debug({ stage: "offline", tag: "message" }, "strangers' share of the offline queue full");
+          await router.bounce(stanza, new StanzaError("service-unavailable", "The recipient's offline storage has no room for more messages from you"), origin);
+          return HANDLED;
+        }
+        count(tally, from.bare, 1);
+      }
       const now = new Date();
-      const id = await storage.offline.append(to.bare, storedForm(stanza, to, now), now.getTime(), ctx.options.maxPerUser);
+      let id: number | undefined;
+      try {
+        id = await storage.offline.append(user, storedForm(stanza, to, now), now.getTime(), ctx.options.maxPerUser);
+      } finally {
+        if (tally && id === undefined) count(tally, from.bare, -1);
+      }
+      if (tally && id !== undefined) persist(user, tally);
       if (id === undefined) {
         await router.bounce(stanza, new StanzaError("service-unavailable", "The recipient's offline queue is full"), origin);
       } else {
@@ -123,9 +229,12 @@ export const offline = defineModule({
       if (session.priority < 0 || !live(session)) return;
       const user = session.jid.bare;
       const taken = takenFor(user);
-      const rows = (await storage.offline.list(user, ctx.options.flushBatch + taken.size)).filter((r) => !taken.has(r.id)).slice(0, ctx.options.flushBatch);
+      const listed = await storage.offline.list(user, ctx.options.flushBatch + taken.size);
+      if (listed.length === 0) return queueEmpty(user);
+      const rows = listed.filter((r) => !taken.has(r.id)).slice(0, ctx.options.flushBatch);
       if (rows.length === 0) return;
       const ids: number[] = [];
+      const senders = new Map<number, string>();
       const confirmations: Array<Promise<boolean> | undefined> = [];
       for (const row of rows) {
         let stanza;
@@ -135,6 +244,7 @@ export const offline = defineModule({
           ctx.log.error({ err, stage: "offline", id: row.id }, "stored stanza does not parse; left in storage");
           continue;
         }
+        senders.set(row.id, tryParseJid(stanza.attrs.from)?.bare ?? "");
         stanza.attrs.to = session.jid.full;
         taken.add(row.id);
         ids.push(row.id);
@@ -147,6 +257,7 @@ export const offline = defineModule({
       try {
         read = await readByClient(session, ids, confirmations);
         await storage.offline.remove(user, read);
+        await forgetRows(user, read.map((id) => senders.get(id)!));
       } catch (err) {
         ctx.log.error({ err, stage: "offline" }, "removing delivered offline messages failed");
       } finally {

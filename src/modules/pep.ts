@@ -22,18 +22,21 @@ import { StanzaError } from "../errors.js";
 import { buildForm, parseBoolean, readForm, type FieldSpec, type SubmittedForm } from "../xmpp/forms.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { Session } from "../xmpp/sessions.js";
-import type { PubSubItem } from "../storage/index.js";
+import type { PubSubItem, Storage } from "../storage/index.js";
 
 declare module "../hooks.js" {
   interface Chains {
     /** The server publishes on a user's behalf (avatar conversion, bookmarks); options as publish-options fields. */
-    "pep/publish": { owner: string; node: string; id: string; payload: Element; options: Record<string, string> };
+    "pep/publish": { owner: string; node: string; id: string; payload: Element; options: Record<string, string | readonly string[]> };
     "pep/retract": { owner: string; node: string; id: string };
   }
   interface Events {
     /** `byServer`: published through "pep/publish", not by a client. */
     "pep/published": { owner: string; node: string; id: string; payload: Element; byServer: boolean };
     "pep/retracted": { owner: string; node: string; ids: string[] };
+    /** A node was created, or its owner changed its configuration (the access model, among others). */
+    "pep/configured": { owner: string; node: string };
+    "pep/deleted": { owner: string; node: string };
   }
 }
 
@@ -62,6 +65,42 @@ export interface NodeConfig {
 const pubsubError = (condition: ConstructorParameters<typeof StanzaError>[0], app: string, text?: string, extra: Record<string, string> = {}) =>
   new StanzaError(condition, text, undefined, el(app, { xmlns: ERRORS, ...extra }));
 
+const defaults = (): NodeConfig => ({
+  access_model: "presence", roster_groups_allowed: [], persist_items: true, max_items: 1,
+  send_last_published_item: "on_sub_and_presence", notify_retract: true, notify_delete: true, title: "",
+});
+
+/** A node's configuration, undefined when the node does not exist. */
+export async function loadNodeConfig(storage: Storage, owner: string, node: string): Promise<NodeConfig | undefined> {
+  const json = await storage.pubsub.getConfig(owner, node);
+  return json === undefined ? undefined : { ...defaults(), ...(JSON.parse(json) as Partial<NodeConfig>) };
+}
+
+/**
+ * XEP-0060 §4.5 and §6.5.9: undefined when `requester` (a bare JID) may read the node's items,
+ * else the error to answer. Every reader of PEP data — PEP itself, and the modules that show it
+ * through another protocol (avatars in vCards) — asks here.
+ */
+export async function nodeReadError(storage: Storage, owner: string, requester: string, config: NodeConfig): Promise<StanzaError | undefined> {
+  if (requester === owner) return undefined;
+  switch (config.access_model) {
+    case "open":
+      return undefined;
+    case "presence": {
+      const item = await storage.roster.getItem(owner, requester);
+      if (item?.subscription === "from" || item?.subscription === "both") return undefined;
+      return pubsubError("not-authorized", "presence-subscription-required");
+    }
+    case "roster": {
+      const item = await storage.roster.getItem(owner, requester);
+      if (item && item.groups.some((g) => config.roster_groups_allowed.includes(g))) return undefined;
+      return pubsubError("not-authorized", "not-in-roster-group");
+    }
+    case "whitelist":
+      return pubsubError("not-allowed", "closed-node");
+  }
+}
+
 export const pep = defineModule({
   name: "pep",
   implements: [
@@ -89,10 +128,6 @@ export const pep = defineModule({
     }
 
     // ── configuration ────────────────────────────────────────────────────────────────────────
-    const defaults = (): NodeConfig => ({
-      access_model: "presence", roster_groups_allowed: [], persist_items: true, max_items: 1,
-      send_last_published_item: "on_sub_and_presence", notify_retract: true, notify_delete: true, title: "",
-    });
     /** Applies the known pubsub#* fields of a form; bad values are not-acceptable (XEP-0060 §8.2.5). */
     const applyForm = (config: NodeConfig, form: SubmittedForm): NodeConfig => {
       const next = { ...config };
@@ -143,35 +178,12 @@ export const pep = defineModule({
       { var: "pubsub#deliver_payloads", type: "boolean", values: ["true"] },
       { var: "pubsub#deliver_notifications", type: "boolean", values: ["true"] },
     ] satisfies FieldSpec[]);
-    const loadConfig = async (owner: string, node: string): Promise<NodeConfig | undefined> => {
-      const json = await storage.pubsub.getConfig(owner, node);
-      return json === undefined ? undefined : { ...defaults(), ...(JSON.parse(json) as Partial<NodeConfig>) };
-    };
+    const loadConfig = (owner: string, node: string) => loadNodeConfig(storage, owner, node);
+    const readError = (owner: string, requester: string, config: NodeConfig) => nodeReadError(storage, owner, requester, config);
     const mustExist = async (owner: string, node: string) => {
       const config = await loadConfig(owner, node);
       if (!config) throw new StanzaError("item-not-found", "No such node");
       return config;
-    };
-
-    // ── access (XEP-0060 §4.5, §6.5.9) ──────────────────────────────────────────────────────
-    const readError = async (owner: string, requester: string, config: NodeConfig): Promise<StanzaError | undefined> => {
-      if (requester === owner) return undefined;
-      switch (config.access_model) {
-        case "open":
-          return undefined;
-        case "presence": {
-          const item = await storage.roster.getItem(owner, requester);
-          if (item?.subscription === "from" || item?.subscription === "both") return undefined;
-          return pubsubError("not-authorized", "presence-subscription-required");
-        }
-        case "roster": {
-          const item = await storage.roster.getItem(owner, requester);
-          if (item && item.groups.some((g) => config.roster_groups_allowed.includes(g))) return undefined;
-          return pubsubError("not-authorized", "not-in-roster-group");
-        }
-        case "whitelist":
-          return pubsubError("not-allowed", "closed-node");
-      }
     };
 
     // ── notifications ────────────────────────────────────────────────────────────────────────
@@ -245,7 +257,10 @@ export const pep = defineModule({
     };
     const createNode = async (owner: string, node: string, config: NodeConfig) => {
       if ((await storage.pubsub.nodes(owner)).length >= ctx.options.maxNodes) throw new StanzaError("not-allowed", "Too many nodes", "cancel");
-      return storage.pubsub.createNode(owner, node, JSON.stringify(config));
+      const created = await storage.pubsub.createNode(owner, node, JSON.stringify(config));
+      // Awaited, so what depends on a node's access model knows it before the request is answered.
+      if (created) await ctx.emit("pep/configured", { owner, node });
+      return created;
     };
 
     const publish = async (owner: string, publisher: Jid, action: Element, publishOptions: SubmittedForm | undefined, byServer = false) => {
@@ -300,7 +315,7 @@ export const pep = defineModule({
 
     ctx.chain("pep/publish", async ({ owner, node, id, payload, options }) => {
       const action = el("publish", { node }, el("item", { id }, payload));
-      const form = readForm(buildForm("submit", PUBLISH_OPTIONS, Object.entries(options).map(([name, value]) => ({ var: name, values: [value] }))));
+      const form = readForm(buildForm("submit", PUBLISH_OPTIONS, Object.entries(options).map(([name, value]) => ({ var: name, values: typeof value === "string" ? [value] : value }))));
       await publish(owner, parseJid(owner), action, form, true);
       return HANDLED;
     });
@@ -373,12 +388,14 @@ export const pep = defineModule({
           const kept = await storage.pubsub.items(owner, node);
           for (const extra of kept.slice(next.max_items)) await storage.pubsub.retract(owner, node, extra.id);
           if (!next.persist_items) await storage.pubsub.purge(owner, node);
+          await ctx.emit("pep/configured", { owner, node });
           return undefined;
         }
         case "delete": {
           const targets = config.notify_delete ? await recipients(owner, node, config) : [];
           await storage.pubsub.deleteNode(owner, node);
           notify(owner, targets, el("delete", { node }));
+          await ctx.emit("pep/deleted", { owner, node });
           return undefined;
         }
         case "purge": {

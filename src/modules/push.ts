@@ -6,12 +6,18 @@
  * the app server like a pubsub item. Bursts are coalesced: one push at once, then at most one per
  * `coalesceSeconds` carrying the count. An app server that fails `maxFailures` times in a row
  * loses the registration. Presence, chat states, receipts and markers never push.
+ *
+ * <enable/> is refused unless the app server answers disco#info as one (XEP-0357 §3 shows it with
+ * the pubsub/push identity and the urn:xmpp:push:0 feature): a registration with an address that
+ * cannot be reached — push.<host> when the built-in app server has no credentials, a typo, a
+ * remote server while there is no federation — would be accepted and never push. Conversations
+ * registers with the app server first and only logs a refused enable; the answer names the reason.
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el, childElements, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
-import { tryParseJid } from "../xmpp/jid.js";
+import { tryParseJid, type Jid } from "../xmpp/jid.js";
 import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import { buildForm, readForm } from "../xmpp/forms.js";
@@ -23,6 +29,8 @@ const PUBSUB = "http://jabber.org/protocol/pubsub";
 const PUBLISH_OPTIONS = `${PUBSUB}#publish-options`;
 const KEY = "push:registrations";
 const REGISTRATION_CACHE_LIMIT = 10_000;
+/** How long an app server that answered as one is believed (clients enable on every connect). */
+const APP_SERVER_CHECK_MS = 10 * 60_000;
 
 interface Registration { jid: string; node: string; options: Record<string, string> }
 interface Pending {
@@ -106,12 +114,29 @@ export const push = defineModule({
     };
 
     // ── enable / disable (XEP-0357 §5, §6) ───────────────────────────────────────────────────
+    const appServers = new BoundedMap<string, number>(REGISTRATION_CACHE_LIMIT);
+    /** Throws the error to answer an enable with, unless `jid` answers disco#info as a XEP-0357 app server. */
+    const checkAppServer = async (user: string, jid: Jid) => {
+      if ((appServers.get(jid.full) ?? 0) > Date.now()) return;
+      let reply: Element;
+      try {
+        reply = await router.request(el("iq", { type: "get", from: user, to: jid.full }, el("query", { xmlns: NS.DISCO_INFO })), ctx.options.requestTimeoutSeconds * 1000);
+      } catch (err) {
+        if (err instanceof StanzaError && err.condition === "remote-server-timeout") throw new StanzaError("remote-server-timeout", `The app server ${jid.full} did not answer`);
+        throw new StanzaError("remote-server-not-found", `The app server ${jid.full} cannot be reached`);
+      }
+      const info = reply.getChild("query", NS.DISCO_INFO);
+      const announced = info?.getChildren("feature").some((f) => f.attrs.var === PUSH)
+        || info?.getChildren("identity").some((i) => i.attrs.category === "pubsub" && i.attrs.type === "push");
+      if (!announced) throw new StanzaError("not-acceptable", `${jid.full} is not a push app server (no ${PUSH} in its disco#info)`);
+      appServers.set(jid.full, Date.now() + APP_SERVER_CHECK_MS);
+    };
+
     ctx.iq("account", "set", PUSH, async ({ payload, self, origin, from }) => {
       if (!self || !origin) throw new StanzaError("forbidden", "Only the account owner manages its push registrations");
       const jid = tryParseJid(payload.attrs.jid);
       if (!jid) throw new StanzaError(payload.attrs.jid ? "jid-malformed" : "bad-request", "The app server's 'jid' is required");
       const user = from.bare;
-      const regs = await load(user);
       if (payload.name === "enable") {
         const node = payload.attrs.node;
         if (!node) throw new StanzaError("bad-request", "A 'node' is required");
@@ -119,7 +144,9 @@ export const push = defineModule({
         const form = x ? readForm(x) : undefined;
         if (form && form.formType !== PUBLISH_OPTIONS) throw new StanzaError("bad-request", `FORM_TYPE must be ${PUBLISH_OPTIONS}`);
         const options = Object.fromEntries([...(form?.fields ?? new Map<string, string[]>())].map(([k, v]) => [k, v[0] ?? ""]));
-        const others = regs.filter((r) => !(r.jid === jid.full && r.node === node));
+        await checkAppServer(user, jid);
+        // Read after the check (it may wait for the app server): what another request saved meanwhile stays.
+        const others = (await load(user)).filter((r) => !(r.jid === jid.full && r.node === node));
         if (others.length >= ctx.options.maxRegistrationsPerUser) throw new StanzaError("not-allowed", "Too many push registrations", "cancel");
         await save(user, [...others, { jid: jid.full, node, options }]);
         ctx.log.info({ stage: "push", appServer: jid.domain }, "push enabled");
@@ -128,7 +155,7 @@ export const push = defineModule({
       if (payload.name === "disable") {
         // §6: without a node, every registration with that app server goes.
         const node = payload.attrs.node;
-        await save(user, regs.filter((r) => !(r.jid === jid.full && (node === undefined || r.node === node))));
+        await save(user, (await load(user)).filter((r) => !(r.jid === jid.full && (node === undefined || r.node === node))));
         return undefined;
       }
       throw new StanzaError("bad-request");

@@ -11,6 +11,7 @@ import { StanzaError, StreamError } from "../errors.js";
 import { AccountError } from "../accounts.js";
 import { firstChildElement } from "../xmpp/xml.js";
 import { BoundedMap } from "../bounded-map.js";
+import { sameJid } from "../xmpp/jid.js";
 
 export const register = defineModule({
   name: "register",
@@ -86,8 +87,9 @@ export const register = defineModule({
       const username = payload.getChildText("username");
       const password = payload.getChildText("password");
       if (!password) throw new StanzaError("bad-request", "A password is required");
-      // XEP-0077 §3.3: the username in a password change must be the user's own.
-      if (username !== null && username.toLowerCase() !== from.local) throw new StanzaError("not-allowed", "Not your username");
+      // XEP-0077 §3.3: the username in a password change must be the user's own — compared as
+      // localparts (RFC 7622 UsernameCaseMapped: width, case and NFC), not as typed.
+      if (username !== null && !sameJid(`${username}@${from.domain}`, from.toBare())) throw new StanzaError("not-allowed", "Not your username");
       try {
         await ctx.accounts.setPassword(from.bare, password);
       } catch (err) {

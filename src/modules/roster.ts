@@ -69,6 +69,18 @@ export const roster = defineModule({
     maxItems: z.number().int().min(1).default(2000),
   }),
   start(ctx) {
+    // RFC 6120 §10.3.3: an IQ without 'to' is handled on behalf of the sender's account, and
+    // §8.1.2.1 (rule 3): a stanza the server generates on behalf of the account "MUST either (a)
+    // not include a 'from' attribute or (b) include a 'from' attribute whose value is the
+    // account's bare JID". Making the implicit address explicit before any handler runs gives
+    // every answer — result or error, from whichever module or from the router's own rules — the
+    // bare JID as sender (errors came from the domain). The router is where this belongs; it is
+    // here, with the account's most basic service, until the router's rewrite takes it.
+    ctx.filter("stanza/in", (routed) => {
+      const { stanza, origin, to } = routed;
+      if (origin && stanza.name === "iq" && stanza.attrs.to === undefined && (stanza.attrs.type === "get" || stanza.attrs.type === "set")) stanza.attrs.to = to.bare;
+      return routed;
+    });
     ctx.streamFeature("post-auth", () => el("ver", { xmlns: NS.ROSTER_VER_FEATURE }));
     ctx.streamFeature("post-auth", () => el("sub", { xmlns: "urn:xmpp:features:pre-approval" }));
 

@@ -1,4 +1,8 @@
-/** XEP-0054 vcard-temp 1.2: anyone may read an account's vCard; only its owner may change it. */
+/**
+ * XEP-0054 vcard-temp 1.2: anyone may read an account's vCard; only its owner may change it. What
+ * another module mirrors into the vCard from access-controlled data (the PEP avatar, XEP-0398) it
+ * takes out again per requester, on the "vcard/read" chain.
+ */
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { defineModule } from "../module.js";
@@ -6,6 +10,7 @@ import { el, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
+import type { Jid } from "../xmpp/jid.js";
 
 export const VCARD_KEY = "vcard-temp";
 
@@ -19,6 +24,10 @@ export function vcardPhoto(vcard: Element | undefined): { bytes: Buffer; type: s
 }
 
 declare module "../hooks.js" {
+  interface Chains {
+    /** A vCard about to be answered to `requester`: handlers remove what it may not see (none returns HANDLED). */
+    "vcard/read": { owner: string; requester: Jid; vcard: Element };
+  }
   interface Events {
     /** The owner stored a new vCard (XEP-0398 converts its photo). */
     "vcard/set": { owner: string; vcard: Element };
@@ -32,10 +41,13 @@ export const vcard = defineModule({
   start(ctx) {
     ctx.feature("host", NS.VCARD);
     ctx.feature("account", NS.VCARD);
-    ctx.iq("account", "get", NS.VCARD, async ({ to }) => {
+    ctx.iq("account", "get", NS.VCARD, async ({ to, from }) => {
       const stored = await ctx.storage.documents.get(to.bare, VCARD_KEY);
       // XEP-0054 §3.1: with no vCard, an empty one is a valid answer.
-      return stored ? parseElement(stored) : el("vCard", { xmlns: NS.VCARD });
+      const vcard = stored ? parseElement(stored) : el("vCard", { xmlns: NS.VCARD });
+      // A failing handler fails the request: nothing is answered that a policy did not see.
+      await ctx.runChain("vcard/read", { owner: to.bare, requester: from, vcard });
+      return vcard;
     });
     ctx.iq("account", "set", NS.VCARD, async ({ self, to, payload }) => {
       if (!self) throw new StanzaError("forbidden", "Only the owner may change a vCard");

@@ -133,7 +133,9 @@ describe("push app server: APNs, FCM and Web Push", () => {
         apns: { keyFile: join(dir, "AuthKey_TESTKEY123.p8"), keyId: "TESTKEY123", teamId: "TEAM123456", topic: "chat.parley.app",
           production: apnsBase, sandbox: apnsBase, insecureTls: true },
         fcm: { serviceAccountFile: join(dir, "service-account.json"), endpoint: fcmBase },
-        webpush: { publicKey: vapid.publicKey, privateKeyFile: join(dir, "vapid.key"), subject: "mailto:ops@parley.test", insecureTls: true },
+        // The local push service is on loopback: only this test may allow that.
+        webpush: { publicKey: vapid.publicKey, privateKeyFile: join(dir, "vapid.key"), subject: "mailto:ops@parley.test", insecureTls: true,
+          allowedHosts: ["127.0.0.1"], allowPrivateAddresses: true },
       },
     } });
     for (const u of ["alice", "bob"]) await server.accounts.create(`${u}@localhost`, "pw");
@@ -245,6 +247,7 @@ describe("push app server: APNs, FCM and Web Push", () => {
     await alice.xmpp.send(xml("message", { to: "bob@localhost", type: "chat", id: "f3" }, xml("body", {}, "gone?")));
     await new Promise((r) => setTimeout(r, 600));
     assert.equal(await server.storage.documents.get("push.localhost", `push-device:${reg.node}`), undefined, "the app server dropped the device");
+    assert.ok(!(await server.storage.pubsub.items("push.localhost", "bob@localhost")).some((i) => i.id === reg.node), "and its place in the account's devices");
   });
 
   it("a publish with the wrong secret, or from another user, is refused and pushes nothing", async () => {
@@ -301,5 +304,198 @@ describe("push app server: APNs, FCM and Web Push", () => {
     await waitFor(() => webSeen.length > before + 1);
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(await server.storage.documents.get("push.localhost", `push-device:${reg.node}`), undefined);
+  });
+});
+
+describe("push app server: Web Push endpoints cannot point the server at itself or the LAN (SSRF)", () => {
+  let dir: string;
+  let victim: HttpsServer;
+  let victimPort: number;
+  let connections = 0;
+  const servers: TestServer[] = [];
+  const clients: Connected[] = [];
+  const vapid = webpush.generateVAPIDKeys();
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "parley-ssrf-"));
+    writeFileSync(join(dir, "vapid.key"), vapid.privateKey);
+    const tls = (await loadHostTls(["localhost"], {}, dir)).get("localhost")!;
+    // Stands for anything on the server's own machine or network: it must never see a connection.
+    victim = createHttpsServer({ cert: tls.cert, key: tls.key }, (_req, res) => { res.writeHead(201); res.end(); });
+    victim.on("connection", () => { connections++; });
+    await new Promise<void>((r) => victim.listen(0, "127.0.0.1", r));
+    victimPort = (victim.address() as AddressInfo).port;
+  });
+  after(async () => {
+    for (const c of clients) await c.stop();
+    for (const s of servers) await s.cleanup();
+    victim.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const start = async (webpushOptions: Record<string, unknown> = {}) => {
+    const server = await startTestServer({ modules: { appserver: {
+      webpush: { publicKey: vapid.publicKey, privateKeyFile: join(dir, "vapid.key"), subject: "mailto:ops@parley.test", insecureTls: true, ...webpushOptions },
+    } } });
+    servers.push(server);
+    await server.accounts.create("mallory@localhost", "pw");
+    const c = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "mallory", password: "pw", resource: "r" });
+    clients.push(c);
+    return c;
+  };
+  const register = (c: Connected, endpoint: string) => c.iq(xml("iq", { type: "set", to: "push.localhost" },
+    xml("command", { xmlns: COMMANDS, node: "register-push-webpush", action: "execute" },
+      xml("x", { xmlns: "jabber:x:data", type: "submit" },
+        ...Object.entries({ endpoint, p256dh: createECDH("prime256v1").generateKeys().toString("base64url"), auth: randomBytes(16).toString("base64url") })
+          .map(([k, v]) => xml("field", { var: k }, xml("value", {}, v)))))));
+  const refused = async (c: Connected, endpoint: string) => {
+    await assert.rejects(register(c, endpoint), (err: { condition?: string }) => err.condition === "not-acceptable", endpoint);
+  };
+
+  it("with the default allowlist, loopback, metadata and private endpoints (any spelling), plain http and credentials are refused at registration, and nothing is contacted", async () => {
+    const mallory = await start();
+    for (const endpoint of [
+      `https://127.0.0.1:${victimPort}/push/x`, `https://localhost:${victimPort}/push/x`, `https://[::1]:${victimPort}/x`,
+      `https://[::ffff:127.0.0.1]:${victimPort}/x`, `https://2130706433:${victimPort}/x`, `https://0x7f.1:${victimPort}/x`,
+      "https://169.254.169.254/latest/meta-data/", "https://[fd00:ec2::254]/latest/meta-data/", "https://10.0.0.1/x",
+      "https://example.com/push", "http://fcm.googleapis.com/fcm/send/x", "https://user:pw@fcm.googleapis.com/fcm/send/x", "not a url",
+    ]) await refused(mallory, endpoint);
+    assert.equal(connections, 0);
+  });
+
+  it("a stored registration that points at loopback (made before the policy) is never contacted when a push is due, and is dropped", async () => {
+    const mallory = await start();
+    const server = servers.at(-1)!;
+    await server.accounts.create("victor@localhost", "pw");
+    const node = "legacy-node";
+    await server.storage.documents.set("push.localhost", `push-device:${node}`, xml("device", { xmlns: PUSH, type: "webpush", owner: "mallory@localhost",
+      secret: "s3cret", token: `https://127.0.0.1:${victimPort}/push/x`, sandbox: "false",
+      p256dh: createECDH("prime256v1").generateKeys().toString("base64url"), auth: randomBytes(16).toString("base64url") }).toString());
+    await mallory.iq(xml("iq", { type: "set" }, xml("enable", { xmlns: PUSH, jid: "push.localhost", node },
+      xml("x", { xmlns: "jabber:x:data", type: "submit" },
+        xml("field", { var: "FORM_TYPE" }, xml("value", {}, "http://jabber.org/protocol/pubsub#publish-options")),
+        xml("field", { var: "secret" }, xml("value", {}, "s3cret"))))));
+    await mallory.stop();
+    const victor = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "victor", password: "pw", resource: "v" });
+    clients.push(victor);
+    await victor.xmpp.send(xml("message", { to: "mallory@localhost", type: "chat", id: "ssrf" }, xml("body", {}, "wake up")));
+    for (let i = 0; i < 100 && await server.storage.documents.get("push.localhost", `push-device:${node}`); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(connections, 0, "the endpoint was not contacted");
+    assert.equal(await server.storage.documents.get("push.localhost", `push-device:${node}`), undefined, "the registration is dropped");
+  });
+
+  it("redirects are not followed: a push service answering 307 to a local address does not make the server go there", async () => {
+    const tls = (await loadHostTls(["localhost"], {}, dir)).get("localhost")!;
+    let redirected = 0;
+    const redirector = createHttpsServer({ cert: tls.cert, key: tls.key }, (req, res) => {
+      req.resume();
+      redirected++;
+      res.writeHead(307, { location: `https://127.0.0.1:${victimPort}/stolen` });
+      res.end();
+    });
+    await new Promise<void>((r) => redirector.listen(0, "127.0.0.1", r));
+    try {
+      const mallory = await start({ allowedHosts: ["127.0.0.1"], allowPrivateAddresses: true });
+      const server = servers.at(-1)!;
+      const endpoint = `https://127.0.0.1:${(redirector.address() as AddressInfo).port}/push/r`;
+      const reply = await register(mallory, endpoint);
+      const values = Object.fromEntries(reply.getChild("command", COMMANDS)!.getChild("x", "jabber:x:data")!.getChildren("field").map((f) => [f.attrs.var, f.getChildText("value")]));
+      await mallory.iq(xml("iq", { type: "set" }, xml("enable", { xmlns: PUSH, jid: values.jid!, node: values.node! },
+        xml("x", { xmlns: "jabber:x:data", type: "submit" },
+          xml("field", { var: "FORM_TYPE" }, xml("value", {}, "http://jabber.org/protocol/pubsub#publish-options")),
+          xml("field", { var: "secret" }, xml("value", {}, values.secret!))))));
+      await mallory.stop();
+      await server.accounts.create("rita@localhost", "pw");
+      const rita = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "rita", password: "pw", resource: "r" });
+      clients.push(rita);
+      await rita.xmpp.send(xml("message", { to: "mallory@localhost", type: "chat", id: "redir" }, xml("body", {}, "hi")));
+      for (let i = 0; i < 100 && redirected === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(redirected, 1, "the push went to the push service");
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(connections, 0, "and not on to where it redirected");
+    } finally {
+      redirector.close();
+    }
+  });
+
+  it("an allowed host name is still refused when it resolves to a non-public address; an allowed IP literal likewise", async () => {
+    const mallory = await start({ allowedHosts: ["localhost", "127.0.0.1", "fcm.googleapis.com"] });
+    await refused(mallory, `https://localhost:${victimPort}/push/x`);
+    await refused(mallory, `https://127.0.0.1:${victimPort}/push/x`);
+    await refused(mallory, `https://LOCALHOST.:${victimPort}/push/x`);
+    assert.equal(connections, 0);
+  });
+});
+
+
+describe("push app server: registrations per account are bounded and expire", () => {
+  let dir: string;
+  let server: TestServer;
+  const clients: Connected[] = [];
+  const fcmKey = generateKeyPairSync("rsa", { modulusLength: 2048 });
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "parley-devices-"));
+    writeFileSync(join(dir, "service-account.json"), JSON.stringify({
+      type: "service_account", project_id: "parley-test", private_key: fcmKey.privateKey.export({ type: "pkcs8", format: "pem" }),
+      client_email: "push@parley-test.iam.gserviceaccount.com", token_uri: "http://127.0.0.1:9/token",
+    }));
+    server = await startTestServer({ modules: { appserver: {
+      fcm: { serviceAccountFile: join(dir, "service-account.json"), endpoint: "http://127.0.0.1:9" },
+      maxDevicesPerAccount: 10, deviceExpiryDays: 30, expiryCheckMinutes: 0.005,
+    } } });
+    for (const u of ["carol", "dora", "ed"]) await server.accounts.create(`${u}@localhost`, "pw");
+  });
+  after(async () => {
+    for (const c of clients) await c.stop();
+    await server.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const login = async (user: string) => {
+    const c = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: user, password: "pw", resource: "r" });
+    clients.push(c);
+    return c;
+  };
+  const register = async (c: Connected, token: string) => {
+    const reply = await c.iq(xml("iq", { type: "set", to: "push.localhost" }, xml("command", { xmlns: COMMANDS, node: "register-push-fcm", action: "execute" },
+      xml("x", { xmlns: "jabber:x:data", type: "submit" }, xml("field", { var: "token" }, xml("value", {}, token))))));
+    const fields = reply.getChild("command", COMMANDS)!.getChild("x", "jabber:x:data")!.getChildren("field");
+    return Object.fromEntries(fields.map((f) => [f.attrs.var, f.getChildText("value")])) as { node: string; secret: string };
+  };
+  const stored = (node: string) => server.storage.documents.get("push.localhost", `push-device:${node}`);
+  const devices = async (user: string) => (await server.storage.pubsub.items("push.localhost", `${user}@localhost`)).map((i) => i.id);
+
+  it("60 registrations from one account leave the 10 most recent; the same device registering again keeps its node and secret", async () => {
+    const carol = await login("carol");
+    const regs = [];
+    for (let i = 0; i < 60; i++) regs.push(await register(carol, `fcm-token-${i}`));
+    for (const r of regs.slice(0, 50)) assert.equal(await stored(r.node), undefined, "replaced registrations are gone");
+    for (const r of regs.slice(50)) assert.ok(await stored(r.node));
+    assert.deepEqual(new Set(await devices("carol")), new Set(regs.slice(50).map((r) => r.node)));
+    // A publish to a replaced node is item-not-found: the user's server then disables it (XEP-0357 §7).
+    await assert.rejects(carol.iq(xml("iq", { type: "set", to: "push.localhost" }, xml("pubsub", { xmlns: "http://jabber.org/protocol/pubsub" },
+      xml("publish", { node: regs[0]!.node }, xml("item", {}, xml("notification", { xmlns: PUSH })))))), (err: { condition?: string }) => err.condition === "item-not-found");
+    const again = await register(carol, "fcm-token-55");
+    assert.deepEqual(again, regs[55]);
+    assert.equal((await devices("carol")).length, 10);
+  });
+
+  it("a device inactive for longer than deviceExpiryDays is removed; an active one stays; a deleted account's devices go", async () => {
+    const dora = await login("dora");
+    const old = await register(dora, "dora-old-phone");
+    const current = await register(dora, "dora-phone");
+    // Last active 31 days ago, as a device that stopped registering and was never pushed to since.
+    await server.storage.pubsub.publish("push.localhost", "dora@localhost", { id: old.node, publisher: "push.localhost", payload: "", publishedAt: Date.now() - 31 * 86_400_000 }, 10);
+    for (let i = 0; i < 200 && await stored(old.node); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(await stored(old.node), undefined, "expired");
+    assert.ok(await stored(current.node), "still registered");
+    assert.deepEqual(await devices("dora"), [current.node]);
+
+    const ed = await login("ed");
+    const reg = await register(ed, "ed-phone");
+    await ed.stop();
+    await server.accounts.remove("ed@localhost");
+    for (let i = 0; i < 100 && await stored(reg.node); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(await stored(reg.node), undefined);
+    assert.deepEqual(await devices("ed"), []);
   });
 });

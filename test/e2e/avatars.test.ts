@@ -11,6 +11,13 @@ const METADATA = "urn:xmpp:avatar:metadata";
 const publish = (node: string, id: string, payload: ReturnType<typeof xml>) =>
   xml("iq", { type: "set" }, xml("pubsub", { xmlns: PUBSUB }, xml("publish", { node }, xml("item", { id }, payload))));
 const photoHash = (s: { getChild(n: string, ns?: string): any }) => s.getChild("x", "vcard-temp:x:update")?.getChildText("photo");
+/** A publish with publish-options (XEP-0060 §7.1.5), e.g. the node's access model. */
+const publishWith = (node: string, id: string, payload: ReturnType<typeof xml>, options: Record<string, string>) =>
+  xml("iq", { type: "set" }, xml("pubsub", { xmlns: PUBSUB }, xml("publish", { node }, xml("item", { id }, payload)),
+    xml("publish-options", {}, xml("x", { xmlns: "jabber:x:data", type: "submit" },
+      xml("field", { var: "FORM_TYPE", type: "hidden" }, xml("value", {}, `${PUBSUB}#publish-options`)),
+      ...Object.entries(options).map(([k, v]) => xml("field", { var: k }, xml("value", {}, v)))))));
+const vcardOf = (c: Connected, jid: string) => c.iq(xml("iq", { type: "get", to: jid }, xml("vCard", { xmlns: "vcard-temp" }))).then((r) => r.getChild("vCard")!);
 
 describe("avatars (XEP-0084, XEP-0153, XEP-0398)", () => {
   let server: TestServer;
@@ -22,8 +29,8 @@ describe("avatars (XEP-0084, XEP-0153, XEP-0398)", () => {
   };
   before(async () => {
     server = await startTestServer();
-    for (const u of ["alice", "bob", "carol", "dave"]) await server.accounts.create(`${u}@localhost`, "pw");
-    for (const [a, b] of [["alice", "bob"], ["bob", "alice"], ["carol", "bob"], ["bob", "carol"]]) {
+    for (const u of ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "ivan"]) await server.accounts.create(`${u}@localhost`, "pw");
+    for (const [a, b] of [["alice", "bob"], ["bob", "alice"], ["carol", "bob"], ["bob", "carol"], ["erin", "frank"], ["frank", "erin"], ["ivan", "frank"], ["frank", "ivan"]]) {
       await server.storage.roster.put(`${a}@localhost`, { jid: `${b}@localhost`, groups: [], subscription: "both", ask: false, approved: false });
     }
   });
@@ -94,5 +101,64 @@ describe("avatars (XEP-0084, XEP-0153, XEP-0398)", () => {
     const dave = await login("dave", "profile");
     await assert.rejects(dave.iq(xml("iq", { type: "get", to: "alice@localhost" }, xml("pubsub", { xmlns: PUBSUB }, xml("items", { node: "urn:xmpp:vcard4" })))),
       (err: { condition?: string }) => err.condition === "not-authorized");
+  });
+
+  it("an avatar restricted to a whitelist stays out of the vCard others read and out of presence; a legacy vCard save does not open it; deleting it empties the vCard", async () => {
+    const erin = await login("erin", "modern");
+    const frank = await login("frank", "f");
+    await frank.xmpp.send(xml("presence"));
+    await erin.xmpp.send(xml("presence"));
+    const image = randomBytes(1200);
+    const id = createHash("sha1").update(image).digest("hex");
+    const whitelist = { "pubsub#access_model": "whitelist" };
+    await erin.iq(publishWith(DATA, id, xml("data", { xmlns: DATA }, image.toString("base64")), whitelist));
+    await erin.iq(publishWith(METADATA, id, xml("metadata", { xmlns: METADATA }, xml("info", { id, bytes: String(image.length), type: "image/png" })), whitelist));
+    const gina = await login("gina", "g");
+    assert.equal((await vcardOf(gina, "erin@localhost")).getChild("PHOTO"), undefined, "a stranger gets no photo");
+    assert.equal((await vcardOf(frank, "erin@localhost")).getChild("PHOTO"), undefined, "a subscriber outside the whitelist gets no photo");
+    assert.deepEqual(Buffer.from((await vcardOf(erin, "erin@localhost")).getChild("PHOTO")!.getChildText("BINVAL")!, "base64"), image, "the owner sees it");
+    await erin.xmpp.send(xml("presence", {}, xml("show", {}, "away")));
+    const presence = await frank.waitFor((s) => s.name === "presence" && s.attrs.from === "erin@localhost/modern" && s.getChildText("show") === "away");
+    const update = presence.getChild("x", "vcard-temp:x:update");
+    assert.ok(update, "an update element that says nothing (XEP-0153 §4.3)");
+    assert.equal(update.getChild("photo"), undefined, "no hash for a subscriber who cannot fetch the image");
+
+    // A legacy client saves the vCard with a new photo: it reaches PEP, and PEP stays restricted.
+    const legacy = await login("erin", "legacy");
+    const other = randomBytes(900);
+    const otherId = createHash("sha1").update(other).digest("hex");
+    await legacy.iq(xml("iq", { type: "set" }, xml("vCard", { xmlns: "vcard-temp" }, xml("FN", {}, "Erin"),
+      xml("PHOTO", {}, xml("TYPE", {}, "image/jpeg"), xml("BINVAL", {}, other.toString("base64"))))));
+    const mine = await erin.iq(xml("iq", { type: "get" }, xml("pubsub", { xmlns: PUBSUB }, xml("items", { node: METADATA }))));
+    assert.equal(mine.getChild("pubsub")!.getChild("items")!.getChild("item")!.attrs.id, otherId, "converted to PEP");
+    const config = await erin.iq(xml("iq", { type: "get" }, xml("pubsub", { xmlns: `${PUBSUB}#owner` }, xml("configure", { node: DATA }))));
+    const access = config.getChild("pubsub")!.getChild("configure")!.getChild("x")!.getChildren("field").find((f) => f.attrs.var === "pubsub#access_model");
+    assert.equal(access!.getChildText("value"), "whitelist");
+    assert.equal((await vcardOf(gina, "erin@localhost")).getChild("PHOTO"), undefined, "still no photo for a stranger");
+    await assert.rejects(gina.iq(xml("iq", { type: "get", to: "erin@localhost" }, xml("pubsub", { xmlns: PUBSUB }, xml("items", { node: DATA })))),
+      (err: { condition?: string }) => err.condition === "not-allowed");
+
+    // The owner deletes the avatar nodes: no photo is left behind in the vCard for anyone.
+    for (const node of [DATA, METADATA]) {
+      await erin.iq(xml("iq", { type: "set" }, xml("pubsub", { xmlns: `${PUBSUB}#owner` }, xml("delete", { node }))));
+    }
+    assert.equal((await vcardOf(gina, "erin@localhost")).getChild("PHOTO"), undefined);
+    assert.equal((await vcardOf(erin, "erin@localhost")).getChild("PHOTO"), undefined);
+  });
+
+  it("an avatar under the presence access model (the default): subscribers get photo and hash, strangers not the photo", async () => {
+    const ivan = await login("ivan", "i");
+    const frank = await login("frank", "f2");
+    await frank.xmpp.send(xml("presence"));
+    const image = randomBytes(800);
+    const id = createHash("sha1").update(image).digest("hex");
+    await ivan.iq(publish(DATA, id, xml("data", { xmlns: DATA }, image.toString("base64"))));
+    await ivan.iq(publish(METADATA, id, xml("metadata", { xmlns: METADATA }, xml("info", { id, bytes: String(image.length), type: "image/png" }))));
+    const gina = await login("gina", "g2");
+    assert.equal((await vcardOf(gina, "ivan@localhost")).getChild("PHOTO"), undefined, "a stranger gets no photo");
+    assert.deepEqual(Buffer.from((await vcardOf(frank, "ivan@localhost")).getChild("PHOTO")!.getChildText("BINVAL")!, "base64"), image);
+    await ivan.xmpp.send(xml("presence"));
+    const presence = await frank.waitFor((s) => s.name === "presence" && s.attrs.from === "ivan@localhost/i");
+    assert.equal(photoHash(presence), id, "broadcast presence reaches only subscribers, who may fetch it");
   });
 });

@@ -144,6 +144,8 @@ describe("fault 5: Postgres connections killed during traffic", { skip: pgMissin
     try {
       await server.accounts.create("s5@localhost", "pw");
       await server.accounts.create("r5@localhost", "pw");
+      // Contacts: 300 messages from a stranger would meet the strangers' share of the offline queue.
+      await server.storage.roster.put("r5@localhost", { jid: "s5@localhost", groups: [], subscription: "both", ask: false, approved: false });
       const sender = new Sender(await rawSession(server.ports.c2sDirectTls!, "s5", "pw", "x"), "f5");
       await enable(sender.client, false);
       let killed = 0;

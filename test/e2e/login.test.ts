@@ -103,6 +103,23 @@ describe("login and registration (e2e over TLS)", () => {
     await x.stop();
   });
 
+  it("a password change names the user's own username in any form that prepares to it (RFC 7622), and no other", async () => {
+    await server.accounts.create("bob@localhost", "bob-pw");
+    const bob = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "bob", password: "bob-pw" });
+    try {
+      const change = (username: string, password: string) =>
+        bob.iq(xml("iq", { type: "set" }, xml("query", { xmlns: "jabber:iq:register" }, xml("username", {}, username), xml("password", {}, password))));
+      // Fullwidth and upper case: UsernameCaseMapped maps both to "bob".
+      await change("\uFF22\uFF2F\uFF22", "bob-pw-2");
+      assert.equal(await server.accounts.checkPassword("bob@localhost", "bob-pw-2"), true);
+      await assert.rejects(change("alice", "stolen"), (err: { condition?: string }) => err.condition === "not-allowed");
+      await assert.rejects(change("bob@localhost", "x"), (err: { condition?: string }) => err.condition === "not-allowed");
+      assert.equal(await server.accounts.checkPassword("bob@localhost", "bob-pw-2"), true);
+    } finally {
+      await bob.stop();
+    }
+  });
+
   it("a second session with the same resource replaces the first, which gets <conflict/>", async () => {
     const first = await rawSession(server.ports.c2sDirectTls!, "alice", "alice-pw", "same");
     const second = await rawSession(server.ports.c2sDirectTls!, "alice", "alice-pw", "same");

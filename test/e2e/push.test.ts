@@ -8,19 +8,33 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import { Component } from "../helpers/component.js";
 import { rawSession } from "../helpers/raw.js";
+import { parseElement } from "../../src/xmpp/xml-parse.js";
 
 const PUSH = "urn:xmpp:push:0";
 const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
 
-/** The app server: answers every publish with a result (or an error while `failing`), and keeps them. */
+/**
+ * The app server: answers disco#info as a XEP-0357 app server, every publish with a result (or an
+ * error while `failing`), and keeps the publishes.
+ */
 class AppServer {
   failing = false;
   readonly pushes: string[] = [];
   private seen = 0;
+  private seenGets = 0;
   constructor(readonly component: Component) {
     component.socket.on("data", () => this.scan());
   }
   private scan() {
+    const gets = [...this.component.text.matchAll(/<iq[^>]*type="get"[^>]*>.*?<\/iq>/gs)].map((m) => m[0]);
+    for (const iq of gets.slice(this.seenGets)) {
+      const id = /id="([^"]+)"/.exec(iq)![1];
+      const from = /from="([^"]+)"/.exec(iq)![1];
+      const to = /to="([^"]+)"/.exec(iq)![1];
+      this.component.socket.write(`<iq type='result' id='${id}' from='${to}' to='${from}'><query xmlns='http://jabber.org/protocol/disco#info'>`
+        + `<identity category='pubsub' type='push'/><feature var='${PUSH}'/></query></iq>`);
+    }
+    this.seenGets = gets.length;
     const all = [...this.component.text.matchAll(/<iq[^>]*type="set"[^>]*>.*?<\/iq>/gs)].map((m) => m[0]);
     for (const iq of all.slice(this.seen)) {
       this.pushes.push(iq);
@@ -165,6 +179,27 @@ describe("push notifications (XEP-0357)", () => {
     await assert.rejects(bob.iq(xml("iq", { type: "set", to: "alice@localhost" }, xml("enable", { xmlns: PUSH, jid: "push.example.net", node: "x" }))),
       (err: { condition?: string }) => err.condition === "forbidden");
     await assert.rejects(bob.iq(xml("iq", { type: "set" }, xml("enable", { xmlns: PUSH, node: "x" }))), (err: { condition?: string }) => err.condition === "bad-request");
+  });
+
+  it("enable is refused, with the reason, for an app server that is not there or is no app server; push.<host> is not announced without credentials", async () => {
+    const carol = await login("carol", "enable-check");
+    const items = await carol.iq(xml("iq", { type: "get", to: "localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#items" })));
+    assert.ok(!items.getChild("query")!.getChildren("item").some((i) => i.attrs.jid === "push.localhost"), "no app server announced");
+    const refusal = async (jid: string) => {
+      try {
+        await carol.iq(xml("iq", { type: "set" }, xml("enable", { xmlns: PUSH, jid, node: "n1" })));
+      } catch (err) {
+        return err as { condition?: string; text?: string };
+      }
+      throw new Error(`enable with ${jid} was accepted`);
+    };
+    const unreachable = await refusal("push.localhost");
+    assert.equal(unreachable.condition, "remote-server-not-found");
+    assert.match(unreachable.text ?? "", /push\.localhost/);
+    assert.equal((await refusal("localhost")).condition, "not-acceptable", "the server itself is no app server");
+    const stored = await server.storage.documents.get("carol@localhost", "push:registrations");
+    const nodes = stored ? parseElement(stored).getChildren("registration").map((r) => r.attrs.node) : [];
+    assert.ok(!nodes.includes("n1"), "nothing was registered");
   });
 
   it("a member who is not in a room gets a push for its messages", async () => {

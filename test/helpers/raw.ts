@@ -57,10 +57,11 @@ export class RawClient {
     });
   }
 
-  static async open(port: number, directTls: boolean): Promise<RawClient> {
+  /** `localAddress`: another loopback address (127.0.0.2, …) to look like another client machine. */
+  static async open(port: number, directTls: boolean, localAddress?: string): Promise<RawClient> {
     const socket = directTls
-      ? tlsConnect({ port, host: "127.0.0.1", servername: "localhost", rejectUnauthorized: false, ALPNProtocols: ["xmpp-client"] })
-      : tcpConnect({ port, host: "127.0.0.1" });
+      ? tlsConnect({ port, host: "127.0.0.1", servername: "localhost", rejectUnauthorized: false, ALPNProtocols: ["xmpp-client"], ...(localAddress ? { localAddress } : {}) })
+      : tcpConnect({ port, host: "127.0.0.1", ...(localAddress ? { localAddress } : {}) });
     await new Promise<void>((resolve, reject) => {
       socket.once(directTls ? "secureConnect" : "connect", () => resolve());
       socket.once("error", reject);
@@ -132,8 +133,8 @@ export async function scramLogin(c: RawClient, mechanism: string, user: string, 
 }
 
 /** Opens a direct-TLS stream and returns once the pre-auth features have arrived. */
-export async function openStream(port: number, directTls = true): Promise<RawClient> {
-  const c = await RawClient.open(port, directTls);
+export async function openStream(port: number, directTls = true, localAddress?: string): Promise<RawClient> {
+  const c = await RawClient.open(port, directTls, localAddress);
   c.send(header());
   await c.waitFor(/<\/stream:features>/);
   return c;

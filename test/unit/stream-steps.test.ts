@@ -189,7 +189,7 @@ describe("the SASL step (RFC 6120 §6)", () => {
 
   it("wrong credentials count: at the limit the stream is closed with policy-violation", async () => {
     const sasl = await step();
-    assert.deepEqual(await sasl.start("PLAIN", plain("wrong"), []), { kind: "failure", condition: "not-authorized" });
+    assert.deepEqual(await sasl.start("PLAIN", plain("wrong"), []), { kind: "failure", condition: "not-authorized", username: user }, "the account tried, for the per-account slow-down");
     const second = await sasl.start("PLAIN", plain("wrong"), []);
     assert.equal(second.kind, "failure");
     assert.equal((second as { thenClose?: StreamError }).thenClose?.condition, "policy-violation");

@@ -317,7 +317,8 @@ export class C2SNegotiation implements StreamOwner {
     const cb = cbType === undefined ? Buffer.alloc(0) : this.saslStep().channelBinding(cbType);
     if (!cb) return failed("not-authorized");
     const result = await this.deps.fast.authenticate(bare, request.userAgent.id, mechanism, initial.proof, cb, request.fast.count);
-    if (!result.ok) return failed(result.condition);
+    // A wrong token counts against the account tried, like a wrong password.
+    if (!result.ok) return { kind: "failure", condition: result.condition, username: bare };
     this.fastRotate = result.rotate;
     return { kind: "success", username: bare, additionalData: result.responder };
   }

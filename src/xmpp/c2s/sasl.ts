@@ -45,7 +45,7 @@ export function decodeSaslData(text: string, equalsIsEmpty: boolean): Buffer | u
 export type SaslOutcome =
   | { kind: "challenge"; data: Buffer }
   /** With `thenClose`, the stream ends after the failure (RFC 6120 §6.4.5: too many retries). */
-  | { kind: "failure"; condition: string; text?: string; thenClose?: StreamError }
+  | { kind: "failure"; condition: string; text?: string; thenClose?: StreamError; username?: string }
   /** Too many failures, or a protocol violation: the stream ends with this error. */
   | { kind: "stream-error"; error: StreamError }
   | { kind: "success"; username: string; additionalData?: Buffer };
@@ -134,7 +134,8 @@ export class SaslStep {
     return this.settle(mechanism.step(data).then((step): SaslOutcome => {
       if (step.kind === "challenge") return { kind: "challenge", data: step.data };
       this.mechanism = undefined;
-      if (step.kind === "failure") return { kind: "failure", condition: step.condition, ...(step.text ? { text: step.text } : {}) };
+      // The account tried rides along (existing or not) for the per-account slow-down.
+      if (step.kind === "failure") return { kind: "failure", condition: step.condition, ...(step.text ? { text: step.text } : {}), ...(step.username ? { username: step.username } : {}) };
       return { kind: "success", username: step.username, ...(step.data ? { additionalData: step.data } : {}) };
     }));
   }
@@ -142,12 +143,12 @@ export class SaslStep {
   private async conclude(outcome: SaslOutcome): Promise<SaslOutcome> {
     const { remoteAddress, throttle, log } = this.deps;
     if (outcome.kind === "success") {
-      throttle.succeed(remoteAddress);
+      throttle.succeed(remoteAddress, outcome.username);
       log.info({ stage: "sasl", user: outcome.username, mechanism: this.mechanismName }, "authenticated");
       return outcome;
     }
     if (outcome.kind !== "failure") return outcome;
-    const delay = outcome.condition === "not-authorized" ? throttle.fail(remoteAddress) : 0;
+    const delay = outcome.condition === "not-authorized" ? throttle.fail(remoteAddress, outcome.username) : 0;
     if (delay) await new Promise((r) => setTimeout(r, delay));
     log.info({ stage: "sasl", condition: outcome.condition, mechanism: this.mechanismName, text: outcome.text, address: remoteAddress }, "authentication failed");
     // RFC 6120 §6.4.5: after a reasonable number of retries the server closes the stream.
