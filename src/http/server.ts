@@ -109,7 +109,12 @@ export async function listenHttp(opts: HttpListenerOptions): Promise<HttpListene
   server.keepAliveTimeout = 5000;
   const sockets = new Set<Socket>();
   server.on("connection", (s: Socket) => { sockets.add(s); s.once("close", () => sockets.delete(s)); });
-  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => opts.routes.handleUpgrade(req, socket, head));
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // An upgraded connection belongs to its handler (a WebSocket stream is closed by the c2s
+    // shutdown with system-shutdown, like a TCP one), not cut when the listener closes.
+    sockets.delete(socket as Socket);
+    opts.routes.handleUpgrade(req, socket, head);
+  });
   server.on("tlsClientError", (err: Error, s: Socket) => { opts.log.debug({ stage: "http", err: err.message }, "TLS handshake failed"); s.destroy(); });
   server.on("clientError", (_err: Error, s: Socket) => { if (s.writable) s.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"); else s.destroy(); });
   await new Promise<void>((resolve, reject) => {

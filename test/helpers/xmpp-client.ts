@@ -19,9 +19,10 @@ export interface Connected {
   stop(): Promise<void>;
 }
 
-export async function connect(opts: { port: number; username: string; password: string; resource?: string; mechanism?: string; directTls?: boolean; domain?: string }): Promise<Connected> {
+export async function connect(opts: { port: number; username: string; password: string; resource?: string; mechanism?: string; directTls?: boolean; domain?: string; service?: string }): Promise<Connected> {
   const xmpp = client({
-    service: `${opts.directTls ? "xmpps" : "xmpp"}://127.0.0.1:${opts.port}`,
+    // `service` overrides the TCP address, e.g. wss://127.0.0.1:PORT/xmpp-websocket (RFC 7395).
+    service: opts.service ?? `${opts.directTls ? "xmpps" : "xmpp"}://127.0.0.1:${opts.port}`,
     domain: opts.domain ?? "localhost",
     username: opts.username,
     password: opts.password,

@@ -191,6 +191,7 @@ export class C2SNegotiation implements StreamOwner {
     this.sasl ??= new SaslStep({
       host: this.host!,
       remoteAddress: transport.remoteAddress,
+      secure: transport.secure,
       tls: transport.tls,
       serverEndPoint: (servername) => deps.serverEndPoint(servername, this.host!),
       lookup: (jid) => deps.storage.accounts.get(jid),

@@ -19,6 +19,8 @@ const MAX_SASL_FAILURES = 10;
 export interface SaslStepDeps {
   host: string;
   remoteAddress: string;
+  /** The channel is encrypted (TLS, or HTTPS in front of a web transport). */
+  secure: boolean;
   tls: TlsFacts | undefined;
   /** RFC 5929 tls-server-end-point data of the certificate this stream was served with. */
   serverEndPoint(servername: string | undefined): Buffer | undefined;
@@ -53,9 +55,14 @@ export class SaslStep {
     return tls.version === "TLSv1.3" ? ["tls-exporter", "tls-server-end-point"] : ["tls-server-end-point"];
   }
 
+  /**
+   * RFC 4616 §6: "By default, implementations SHOULD advertise and make use of the PLAIN mechanism
+   * only when adequate data security services are in place." TCP streams are encrypted before SASL
+   * (STARTTLS is required); a WebSocket over plain HTTP that no trusted proxy vouches for is not.
+   */
   offeredMechanisms(): MechanismName[] {
     const plus = this.channelBindingTypes().length > 0;
-    return MECHANISMS.filter((m) => plus || !m.endsWith("-PLUS"));
+    return MECHANISMS.filter((m) => (plus || !m.endsWith("-PLUS")) && (this.deps.secure || m !== "PLAIN"));
   }
 
   features(): string {
@@ -78,6 +85,11 @@ export class SaslStep {
     }
     if (element.name === "auth") {
       const name = element.attrs.mechanism as MechanismName;
+      // RFC 6120 §6.5.4: <encryption-required/> when the mechanism needs a protected stream.
+      if (name === "PLAIN" && !this.deps.secure) {
+        this.failure("encryption-required");
+        return undefined;
+      }
       if (!this.offeredMechanisms().includes(name)) {
         this.failure("invalid-mechanism");
         return undefined;
