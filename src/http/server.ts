@@ -102,19 +102,13 @@ export interface HttpListener {
 export async function listenHttp(opts: HttpListenerOptions): Promise<HttpListener> {
   const handler = (req: IncomingMessage, res: ServerResponse) => opts.routes.handle(req, res);
   const server: Server = opts.tls
-    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key, SNICallback: opts.tls.SNICallback, minVersion: TLS_MIN_VERSION }, handler)
+    // A TLS handshake gets no longer than the request headers would (Node's default is 120 s).
+    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key, SNICallback: opts.tls.SNICallback, minVersion: TLS_MIN_VERSION, handshakeTimeout: opts.headersTimeoutMs }, handler)
     : createHttpServer(handler);
   server.requestTimeout = opts.requestTimeoutMs;
   server.headersTimeout = opts.headersTimeoutMs;
   server.keepAliveTimeout = 5000;
-  const sockets = new Set<Socket>();
-  server.on("connection", (s: Socket) => { sockets.add(s); s.once("close", () => sockets.delete(s)); });
-  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    // An upgraded connection belongs to its handler (a WebSocket stream is closed by the c2s
-    // shutdown with system-shutdown, like a TCP one), not cut when the listener closes.
-    sockets.delete(socket as Socket);
-    opts.routes.handleUpgrade(req, socket, head);
-  });
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => opts.routes.handleUpgrade(req, socket, head));
   server.on("tlsClientError", (err: Error, s: Socket) => { opts.log.debug({ stage: "http", err: err.message }, "TLS handshake failed"); s.destroy(); });
   server.on("clientError", (_err: Error, s: Socket) => { if (s.writable) s.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"); else s.destroy(); });
   await new Promise<void>((resolve, reject) => {
@@ -129,7 +123,9 @@ export async function listenHttp(opts: HttpListenerOptions): Promise<HttpListene
     secure: !!opts.tls,
     close: () => new Promise<void>((resolve) => {
       server.close(() => resolve());
-      for (const s of sockets) s.destroy();
+      // Every HTTP connection, busy or idle — but not the upgraded ones (WebSocket): they belong to
+      // their streams, which the c2s shutdown closes with system-shutdown like TCP ones.
+      server.closeAllConnections();
     }),
   };
 }

@@ -15,6 +15,9 @@ const SM = "urn:xmpp:sm:3";
 const SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 installGlobalWebSocket();
 
+/** Which transport a session is on now (C2SSession.transport). */
+const transportOf = (server: TestServer, jid: string) => (server.sessions.get(jid) as unknown as { transport?: string } | undefined)?.transport;
+
 const chat = (from: string, id: string) => (s: Element) => s.is("message") && s.attrs.id === id && (s.attrs.from as string).startsWith(from);
 
 /** A raw TCP client authenticated with PLAIN, not bound: ready for <resume/>. */
@@ -49,8 +52,8 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
     const tcp = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "bob", password: "pw", resource: "phone" });
     open.push(ws, tcp);
     assert.equal(ws.jid, "alice@localhost/web");
-    assert.equal(server.sessions.get("alice@localhost/web")?.transport, "websocket");
-    assert.equal(server.sessions.get("bob@localhost/phone")?.transport, "tcp");
+    assert.equal(transportOf(server, "alice@localhost/web"), "websocket");
+    assert.equal(transportOf(server, "bob@localhost/phone"), "tcp");
     await ws.xmpp.send(xml("message", { to: "bob@localhost/phone", type: "chat", id: "w1" }, xml("body", {}, "from the browser")));
     const got = await tcp.waitFor(chat("alice@localhost/web", "w1"));
     assert.equal(got.getChildText("body"), "from the browser");
@@ -128,7 +131,7 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
     const resumed = new Promise<void>((resolve) => sm.on("resumed", resolve));
     const session = server.sessions.get("alice@localhost/resumer")!;
     // The network drops under the client: it never sent <close/>.
-    ws.xmpp.reconnect.start();
+    (ws.xmpp.reconnect as unknown as { start(): void }).start();
     (ws.xmpp as unknown as { socket: { socket: { _socket: { destroy(): void } } } }).socket.socket._socket.destroy();
     await tcp.xmpp.send(xml("message", { to: "alice@localhost/resumer", type: "chat", id: "gap1" }, xml("body", {}, "while you were away")));
     await resumed;
@@ -165,7 +168,7 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
       const m = await back.waitForElement((e) => e.is("message") && e.attrs.id === id, 5000, from);
       assert.equal(m.attrs.from, "dave@localhost/sender");
     }
-    assert.equal(server.sessions.get("carol@localhost/roaming")?.transport, "tcp");
+    assert.equal(transportOf(server, "carol@localhost/roaming"), "tcp");
     back.close();
     sender.close();
   });
@@ -191,7 +194,7 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
     const m = await c.waitForElement((e) => e.is("message") && e.attrs.id === "y1", 5000, from);
     assert.equal(m.getChildText("body"), "hello web");
     assert.equal(m.attrs.xmlns, "jabber:client");
-    assert.equal(server.sessions.get("erin@localhost/desk")?.transport, "websocket");
+    assert.equal(transportOf(server, "erin@localhost/desk"), "websocket");
     c.close();
     sender.close();
   });

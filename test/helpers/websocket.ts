@@ -18,6 +18,8 @@ export interface WsOptions {
   protocols?: string[];
   origin?: string;
   headers?: Record<string, string>;
+  /** Answer the server's pings (ws does by default); false plays a peer that is gone. */
+  autoPong?: boolean;
 }
 
 /** The HTTP answer to a refused handshake. */
@@ -63,7 +65,7 @@ export class WsClient {
 
   /** Connects, or resolves with the HTTP status the server refused the handshake with. */
   static attempt(url: string, options: WsOptions = {}): Promise<WsClient | Refused> {
-    const clientOptions: ClientOptions = { rejectUnauthorized: false, headers: options.headers ?? {} };
+    const clientOptions: ClientOptions = { rejectUnauthorized: false, headers: options.headers ?? {}, autoPong: options.autoPong ?? true };
     if (options.origin !== undefined) clientOptions.origin = options.origin;
     const ws = new WebSocket(url, options.protocols ?? ["xmpp"], clientOptions);
     return new Promise((resolve, reject) => {
