@@ -50,14 +50,21 @@ export interface ChatDeps {
 }
 
 /**
- * Runs in the page after Converse is loaded: Converse's fullscreen footer shows its sponsors'
- * logos from conversejs.org, so it renders nothing here; then Converse starts with the settings
- * the server put in the page.
+ * A classic script, so it runs before Converse's module: Converse's fullscreen footer shows its
+ * sponsors' logos from conversejs.org, so the footer element is made to render nothing as Converse
+ * defines it. Once Converse is loaded (module scripts run before DOMContentLoaded), it starts with
+ * the settings the server put in the page.
  */
-const PAGE_SCRIPT = `const footer = customElements.get("converse-footer");
-if (footer) footer.prototype.render = () => "";
-const settings = JSON.parse(document.getElementById("parley-chat-settings").textContent);
-window.converse.initialize(settings);
+const PAGE_SCRIPT = `"use strict";
+const define = customElements.define.bind(customElements);
+customElements.define = (name, constructor, options) => {
+  if (name === "converse-footer") constructor.prototype.render = () => "";
+  define(name, constructor, options);
+};
+document.addEventListener("DOMContentLoaded", () => {
+  const settings = JSON.parse(document.getElementById("parley-chat-settings").textContent);
+  window.converse.initialize(settings);
+});
 `;
 
 export function mountChat(deps: ChatDeps): () => void {
@@ -119,6 +126,8 @@ export function mountChat(deps: ChatDeps): () => void {
       xmpp_providers_url: "",
       autocomplete_providers_url: "",
       auto_reconnect: true,
+      // Group chat nicknames default to the account name instead of a question on every join.
+      muc_nickname_from_jid: true,
       loglevel: "warn",
     };
     // Where the page may connect and load media from: this server under any of its names (uploads
@@ -150,8 +159,8 @@ export function mountChat(deps: ChatDeps): () => void {
 <link rel="icon" href="${ASSETS_PATH}/images/favicon.ico">
 <link rel="stylesheet" href="${ASSETS_PATH}/converse.min.css">
 <script type="application/json" id="parley-chat-settings">${JSON.stringify(settings).replace(/</g, "\\u003c")}</script>
+<script src="${CHAT_PATH}/parley-chat.js"></script>
 <script type="module" src="${ASSETS_PATH}/converse.min.js"></script>
-<script type="module" src="${CHAT_PATH}/parley-chat.js"></script>
 </head>
 <body class="converse-fullscreen"></body>
 </html>
