@@ -4,12 +4,30 @@
  */
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
+import { isIP } from "node:net";
 import { z } from "zod";
 import { cidrSchema } from "./address-list.js";
 import { tryParseJid } from "./xmpp/jid.js";
 import { cipherListProblem, DEFAULT_TLS_POLICY } from "./xmpp/tls.js";
 
 const port = z.number().int().min(0).max(65535);
+
+/** An IP address or a CIDR block (10.0.0.0/8, fd00::/8). */
+const network = z.string().refine((v) => {
+  const [address, bits] = v.split("/");
+  const family = isIP(address ?? "");
+  return family !== 0 && (bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (family === 6 ? 128 : 32)));
+}, "not an IP address or CIDR block");
+
+/** A browser origin (RFC 6454): scheme://host[:port], nothing after it. */
+const origin = z.string().refine((v) => {
+  try {
+    const url = new URL(v);
+    return (url.protocol === "https:" || url.protocol === "http:") && url.origin === v.replace(/\/$/, "");
+  } catch {
+    return false;
+  }
+}, "not an origin like https://chat.example.org");
 
 const ParserLimitsSchema = (stanzaBytes: number, elements: number) => z.strictObject({
   maxStanzaBytes: z.number().int().min(1024).default(stanzaBytes),
@@ -51,6 +69,31 @@ export const ConfigSchema = z.strictObject({
     /** Whole-request limit; a 100 MiB upload on a slow link takes minutes. */
     requestTimeoutSeconds: z.number().positive().default(900),
     headersTimeoutSeconds: z.number().positive().default(20),
+    /**
+     * Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (the client's
+     * address for limits, bans and logs; whether the client's side was HTTPS). Prosody's
+     * trusted_proxies default.
+     */
+    trustedProxies: z.array(network).default(["127.0.0.1", "::1"]),
+  }).prefault({}),
+  /** XMPP over WebSocket (RFC 7395) at /xmpp-websocket on the HTTPS and HTTP listeners. */
+  websocket: z.strictObject({
+    enabled: z.boolean().default(true),
+    /**
+     * Browser origins allowed to open a WebSocket besides the server's own (its public URL and
+     * the built-in chat page); ["*"] allows any page on the web to connect its visitors.
+     */
+    origins: z.array(z.union([z.literal("*"), origin])).default([]),
+    /** Refuse handshakes without an Origin header (every browser sends one; other clients do not). */
+    requireOrigin: z.boolean().default(false),
+    /** WebSocket ping after this much silence; a peer that has not answered by the next one is gone. */
+    pingIntervalSeconds: z.number().min(1).default(25),
+    /** RFC 7395 §3.6.1: answer every <open/> with <close see-other-uri=…/>, moving clients to this endpoint. */
+    seeOtherUri: z.url({ protocol: /^(wss|https)$/ }).optional(),
+  }).prefault({}),
+  /** The built-in web chat (Converse.js) at /chat/ on HTTPS. */
+  chat: z.strictObject({
+    enabled: z.boolean().default(true),
   }).prefault({}),
   /**
    * Server administrators (bare JIDs of local accounts): they may run the XEP-0133 commands and

@@ -27,6 +27,12 @@ import { C2SRegistry } from "./xmpp/c2s/registry.js";
 import { FastTokens } from "./auth/fast.js";
 import { AuthThrottle } from "./xmpp/c2s/throttle.js";
 import { Admission } from "./xmpp/c2s/admission.js";
+import { C2SNegotiation } from "./xmpp/c2s/negotiation.js";
+import { TrustedProxies } from "./http/forwarded.js";
+import { mountWebSocket, WEBSOCKET_PATH } from "./http/websocket.js";
+import { mountDiscovery, WEBSOCKET_LINK_REL, type ConnectionEndpoint } from "./http/discovery.js";
+import { mountChat } from "./http/chat.js";
+import { NS } from "./xmpp/ns.js";
 import { StreamError } from "./errors.js";
 import type { Module } from "./module.js";
 import { Metrics } from "./metrics/index.js";
@@ -197,6 +203,35 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       certificates: { certificates: () => certificatesFromPem(certificates.byHost.values()).certificates() },
     }));
   }
+  // The web endpoints (RFC 7395 WebSocket, XEP-0156 discovery, the chat page) on the HTTP listeners.
+  const proxies = new TrustedProxies(config.http.trustedProxies);
+  const ownOrigins = () => {
+    const origins = new Set<string>();
+    if (config.http.publicUrl) origins.add(new URL(config.http.publicUrl).origin);
+    if (ports.https !== undefined) for (const h of config.hosts) origins.add(new URL(`https://${h}:${ports.https}`).origin);
+    return [...origins];
+  };
+  const web = config.websocket.enabled
+    ? mountWebSocket({
+      origins: config.websocket.origins,
+      requireOrigin: config.websocket.requireOrigin,
+      pingIntervalMs: config.websocket.pingIntervalSeconds * 1000,
+      seeOtherUri: config.websocket.seeOtherUri,
+      preAuth: config.limits.preAuth,
+      postAuth: config.limits.postAuth,
+    }, { routes: httpRoutes, proxies, admission: deps.admission, throttle, log, ownOrigins, startStream: (transport) => new C2SNegotiation(transport, deps), ...(metrics ? { metrics } : {}) })
+    : undefined;
+  const endpoints: ConnectionEndpoint[] = [];
+  if (web) endpoints.push({ rel: WEBSOCKET_LINK_REL, path: WEBSOCKET_PATH, scheme: "wss" });
+  mountDiscovery({ routes: httpRoutes, hosts: config.hosts, publicHttpUrl, endpoints });
+  if (config.chat.enabled) {
+    mountChat({
+      routes: httpRoutes, proxies, hosts: config.hosts, publicHttpUrl, websocket: web !== undefined,
+      // What the register module offers a stream from this address (XEP-0077 stream feature).
+      registrationOffered: (address) => host.streamFeatures.preAuth.some((offer) =>
+        offer({ secure: true, remoteAddress: address, transport: "websocket" })?.is("register", NS.REGISTER_FEATURE)),
+    });
+  }
 
   // Listeners last: nothing reaches the server before every module is ready.
   const listeners: Array<C2SListener | ComponentListener | HttpListener> = [];
@@ -235,6 +270,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       ports.component = l.port;
     }
   } catch (err) {
+    web?.close();
     await Promise.all(listeners.map((l) => l.close()));
     certificates.close();
     await host.stop();
@@ -265,6 +301,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         // unacknowledged messages go to offline storage (P5) before storage closes.
         await registry.closeAll(new StreamError("system-shutdown"));
         await closing;
+        web?.close();
         await host.stop();
         metrics?.stop();
         await storage.close();

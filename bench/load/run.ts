@@ -2,9 +2,11 @@
  * npm run bench -- <scenario> [options]: Parley's load generator, for any XMPP server.
  *
  *   scenarios  s0 (machine limits: bare Node TLS relay), s1 (idle sessions), s2 (login storm),
- *              s3 (1:1 messaging), s4 (offline store and drain), s5 (256-occupant room), all
+ *              s3 (1:1 messaging), s4 (offline store and drain), s5 (256-occupant room), all;
+ *              s6 (Parley over WebSocket next to TCP: S3, S1 and S2 on each, one fresh server each)
  *   --target   parley (started here, pinned to CPU 0) | prosody | ejabberd (../shared/peers) | host:port
  *   --domain D --tls direct|starttls --sasl scram-sha-1|plain --storage sqlite|postgres|memory (parley)
+ *   --transport tcp|websocket   (parley: XMPP over WebSocket, RFC 7395, on its HTTPS port)
  *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
  *   --server-pid PID   (host:port targets: the process to read CPU and memory from)
  *   --prefix P         account names P0, P1, ... (default "lt"), password "pw-" + name
@@ -20,11 +22,14 @@ import { canPin, pin } from "./proc.js";
 import { resolveTarget, type TargetOptions } from "./targets.js";
 import { s0, s1, s2, s3, s4, s5, type ScenarioOptions, type ScenarioResult } from "./scenarios.js";
 import { log } from "./common.js";
+import { s6 } from "./websocket.js";
 
 export const SCENARIOS = ["s0", "s1", "s2", "s3", "s4", "s5"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
+/** S6 runs other scenarios over both transports; it is not part of `all`. */
+export type RunnableScenario = Scenario | "s6";
 
-export interface Args { scenarios: Scenario[]; target: TargetOptions; scenario: ScenarioOptions; runs: number }
+export interface Args { scenarios: RunnableScenario[]; target: TargetOptions; scenario: ScenarioOptions; runs: number }
 
 export function parseArgs(argv: string[]): Args {
   const args = [...argv];
@@ -44,6 +49,7 @@ export function parseArgs(argv: string[]): Args {
       target: take("target") ?? "parley", domain: take("domain"),
       tls: (take("tls") ?? "direct") as "direct" | "starttls", sasl: (take("sasl") ?? "scram-sha-1") as "scram-sha-1" | "plain",
       storage: (take("storage") ?? "sqlite") as "sqlite" | "postgres" | "memory", serverPid: num("server-pid"), mucDomain: take("muc-domain"),
+      transport: (take("transport") ?? "tcp") as "tcp" | "websocket",
     },
     scenario: {
       users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
@@ -54,11 +60,12 @@ export function parseArgs(argv: string[]): Args {
   };
   for (const a of args) {
     if (a === "all") parsed.scenarios.push(...SCENARIOS);
-    else if ((SCENARIOS as readonly string[]).includes(a)) parsed.scenarios.push(a as Scenario);
+    else if ((SCENARIOS as readonly string[]).includes(a) || a === "s6") parsed.scenarios.push(a as RunnableScenario);
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!parsed.scenarios.length) throw new Error(`name a scenario: ${SCENARIOS.join(", ")} or all`);
+  if (!parsed.scenarios.length) throw new Error(`name a scenario: ${SCENARIOS.join(", ")}, s6 or all`);
   if (!["direct", "starttls"].includes(parsed.target.tls)) throw new Error("--tls is direct or starttls");
+  if (!["tcp", "websocket"].includes(parsed.target.transport!)) throw new Error("--transport is tcp or websocket");
   return parsed;
 }
 
@@ -66,11 +73,12 @@ export function parseArgs(argv: string[]): Args {
 export const TARGET_SCENARIOS = { s1, s2, s3, s4, s5 } as const;
 
 /** One scenario against one target, started fresh (Parley) or as it runs (peers). */
-export async function runScenario(scenario: Scenario, targetOptions: TargetOptions, options: ScenarioOptions): Promise<ScenarioResult> {
+export async function runScenario(scenario: RunnableScenario, targetOptions: TargetOptions, options: ScenarioOptions): Promise<ScenarioResult> {
   if (scenario === "s0") return s0(options);
+  if (scenario === "s6") return s6(targetOptions, options, (s, t, o) => runScenario(s, t, o));
   const target = await resolveTarget(targetOptions);
   try {
-    log(`${scenario} against ${target.name} ${target.version} at ${target.endpoint.host}:${target.endpoint.port} (${target.endpoint.tls} TLS, ${target.endpoint.sasl})`);
+    log(`${scenario} against ${target.name} ${target.version} at ${target.endpoint.host}:${target.endpoint.port} (${target.endpoint.transport === "websocket" ? "WebSocket" : `${target.endpoint.tls} TLS`}, ${target.endpoint.sasl})`);
     return await TARGET_SCENARIOS[scenario](target, options);
   } finally {
     await target.stop();

@@ -30,6 +30,8 @@ export interface TargetOptions {
   domain?: string;
   tls: "direct" | "starttls";
   sasl: "scram-sha-1" | "plain";
+  /** tcp, or websocket (RFC 7395 on Parley's HTTPS port; Parley targets only). */
+  transport?: "tcp" | "websocket";
   storage: "sqlite" | "postgres" | "memory";
   serverPid?: number;
   mucDomain?: string;
@@ -90,14 +92,16 @@ function compiledParley(): string {
 async function startParley(o: TargetOptions): Promise<Target> {
   const domain = o.domain ?? "parley.test";
   const dataDir = mkdtempSync(join(tmpdir(), "parley-load-"));
-  const [c2s, direct] = [await freePort(), await freePort()];
+  const [c2s, direct, https] = [await freePort(), await freePort(), await freePort()];
   const kit = domain === "parley.test" ? kitParleyCertificate() : undefined;
   const schema = `load_${process.pid}_${Date.now()}`;
   const pgUrl = process.env.PARLEY_BENCH_PG_URL ?? "postgres://root@127.0.0.1:5432/test";
   const storage = o.storage === "postgres" ? { driver: "postgres", url: pgUrl, schema } : { driver: o.storage };
   const config = {
     hosts: [domain], dataDir, log: { level: "warn" },
-    listen: { address: "127.0.0.1", c2s, c2sDirectTls: direct, https: null, http: null },
+    // HTTPS serves the WebSocket endpoint (--transport websocket); the chat page is not needed.
+    listen: { address: "127.0.0.1", c2s, c2sDirectTls: direct, https, http: null },
+    chat: { enabled: false },
     tls: { certificates: kit ? { [domain]: { cert: kit.cert, key: kit.key } } : {} },
     storage,
     // The generator logs in thousands of users from one address.
@@ -117,10 +121,12 @@ async function startParley(o: TargetOptions): Promise<Target> {
   let exited = false;
   child.once("exit", () => { exited = true; });
   if (canPin()) pin(child.pid!, 0);
-  await waitForPort(o.tls === "direct" ? direct : c2s);
+  const websocket = o.transport === "websocket";
+  const port = websocket ? https : o.tls === "direct" ? direct : c2s;
+  await waitForPort(port);
   return {
-    name: "parley", version: `${PARLEY_VERSION} (${o.storage})`,
-    endpoint: { host: "127.0.0.1", port: o.tls === "direct" ? direct : c2s, domain, tls: o.tls, sasl: o.sasl, ca: kit ? readFileSync(kit.ca) : undefined },
+    name: websocket ? "parley-websocket" : "parley", version: `${PARLEY_VERSION} (${o.storage})`,
+    endpoint: { host: "127.0.0.1", port, domain, tls: o.tls, sasl: o.sasl, transport: o.transport, ca: kit ? readFileSync(kit.ca) : undefined },
     mucDomain: `conference.${domain}`,
     pid: child.pid,
     async stop() {
@@ -164,6 +170,7 @@ function peerVersion(name: string): string {
 
 export async function resolveTarget(o: TargetOptions): Promise<Target> {
   if (o.target === "parley") return startParley(o);
+  if (o.transport === "websocket") throw new Error("--transport websocket is for --target parley");
   if (o.target === "prosody" || o.target === "ejabberd") return peerTarget(o.target, o);
   const [host, port] = o.target.split(":");
   if (!host || !port || !o.domain) throw new Error("--target host:port needs --domain");

@@ -12,6 +12,7 @@ import { once } from "node:events";
 import { connect as tcpConnect, type Socket } from "node:net";
 import { connect as tlsConnect, createSecureContext, type SecureContext, type TLSSocket } from "node:tls";
 import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
+import { WebSocket, type ClientOptions } from "ws";
 
 export interface Endpoint {
   host: string;
@@ -21,7 +22,11 @@ export interface Endpoint {
   /** CA to verify the server against; without one, certificates are not checked. */
   ca?: Buffer;
   sasl: "scram-sha-1" | "plain";
+  /** TCP (RFC 6120) or XMPP over WebSocket (RFC 7395) at wss://host:port/xmpp-websocket. */
+  transport?: "tcp" | "websocket";
 }
+
+const FRAMING = "urn:ietf:params:xml:ns:xmpp-framing";
 
 /** Bodies that carry this prefix are the generator's own messages: `<body>` + MARK + send time. */
 export const MARK = "<body>~lt~";
@@ -50,6 +55,8 @@ export interface LoginOptions {
 
 export class Connection {
   socket!: Socket | TLSSocket;
+  /** The WebSocket, in WebSocket mode: one element per message, the same text as over TCP. */
+  private ws: WebSocket | undefined;
   jid = "";
   private buffer = "";
   private waiter: { pattern: RegExp; resolve: (m: RegExpExecArray) => void; reject: (e: Error) => void } | undefined;
@@ -103,10 +110,13 @@ export class Connection {
   }
 
   send(text: string): void {
-    if (!this.closed) this.socket.write(text);
+    if (this.closed) return;
+    if (this.ws) this.ws.send(text);
+    else this.socket.write(text);
   }
 
   private header(): string {
+    if (this.ws) return `<open xmlns='${FRAMING}' to='${this.endpoint.domain}' version='1.0'/>`;
     return `<?xml version='1.0'?><stream:stream to='${this.endpoint.domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>`;
   }
 
@@ -127,7 +137,9 @@ export class Connection {
 
   /** TCP + TLS (direct, or STARTTLS after the first features) + the stream header; resolves on features. */
   async open(): Promise<string> {
-    if (this.endpoint.tls === "direct") {
+    if (this.endpoint.transport === "websocket") {
+      await this.connectWebSocket();
+    } else if (this.endpoint.tls === "direct") {
       await this.connectTls(["xmpp-client"]);
     } else {
       const plain = tcpConnect({ host: this.endpoint.host, port: this.endpoint.port });
@@ -223,6 +235,20 @@ export class Connection {
     this.startTraffic();
   }
 
+  /** RFC 7395: wss with the 'xmpp' subprotocol; each message's text goes to the same matcher/scanner as TCP's. */
+  private async connectWebSocket(): Promise<void> {
+    const { host, port, domain, ca } = this.endpoint;
+    // ws hands these to tls.connect: SNI and verification for the domain, as the TCP connections do.
+    const options = { servername: domain, ca, rejectUnauthorized: ca !== undefined, perMessageDeflate: false } as ClientOptions;
+    const ws = new WebSocket(`wss://${host}:${port}/xmpp-websocket`, ["xmpp"], options);
+    this.ws = ws;
+    ws.on("message", (data) => this.onData(data.toString()));
+    ws.on("error", (e) => this.fail(e));
+    ws.on("close", () => { this.closed = true; this.fail(new XmppError("connection closed")); });
+    await once(ws, "open");
+    (ws as unknown as { _socket: Socket })._socket.setNoDelay(true);
+  }
+
   private async connectTls(ALPNProtocols?: string[]): Promise<void> {
     const socket = tlsConnect({ host: this.endpoint.host, port: this.endpoint.port, ...tlsOptionsFor(this.endpoint), ALPNProtocols });
     this.attach(socket);
@@ -284,6 +310,15 @@ export class Connection {
 
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
+    const ws = this.ws;
+    if (ws) {
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => { ws.terminate(); resolve(); }, 2000);
+        ws.once("close", () => { clearTimeout(timer); resolve(); });
+        ws.send(`<close xmlns='${FRAMING}'/>`);
+        ws.close(1000);
+      });
+    }
     return new Promise((resolve) => {
       const timer = setTimeout(() => { this.socket.destroy(); resolve(); }, 2000);
       this.socket.once("close", () => { clearTimeout(timer); resolve(); });
@@ -293,6 +328,7 @@ export class Connection {
 
   destroy(): void {
     this.closed = true;
+    this.ws?.terminate();
     this.socket?.destroy();
   }
 }

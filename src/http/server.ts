@@ -102,15 +102,16 @@ export interface HttpListener {
 
 export async function listenHttp(opts: HttpListenerOptions): Promise<HttpListener> {
   const handler = (req: IncomingMessage, res: ServerResponse) => opts.routes.handle(req, res);
-  const server: Server = opts.tls ? createHttpsServer(opts.tls.serverOptions("http/1.1"), handler) : createHttpServer(handler);
+  const server: Server = opts.tls
+    // A TLS handshake gets no longer than the request headers would (Node's default is 120 s).
+    ? createHttpsServer({ ...opts.tls.serverOptions("http/1.1"), handshakeTimeout: opts.headersTimeoutMs }, handler)
+    : createHttpServer(handler);
   const tlsSource = opts.tls;
   // A new default certificate applies to new handshakes; open connections keep theirs.
   const unwatch = tlsSource?.onChange(() => (server as HttpsServer).setSecureContext(tlsSource.contextOptions()));
   server.requestTimeout = opts.requestTimeoutMs;
   server.headersTimeout = opts.headersTimeoutMs;
   server.keepAliveTimeout = 5000;
-  const sockets = new Set<Socket>();
-  server.on("connection", (s: Socket) => { sockets.add(s); s.once("close", () => sockets.delete(s)); });
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => opts.routes.handleUpgrade(req, socket, head));
   const handshakeFailed = handshakeFailureLog(opts.log, "https");
   server.on("tlsClientError", (err: Error, s: Socket) => { handshakeFailed(err, s); s.destroy(); });
@@ -130,7 +131,9 @@ export async function listenHttp(opts: HttpListenerOptions): Promise<HttpListene
     close: () => new Promise<void>((resolve) => {
       unwatch?.();
       server.close(() => resolve());
-      for (const s of sockets) s.destroy();
+      // Every HTTP connection, busy or idle — but not the upgraded ones (WebSocket): they belong to
+      // their streams, which the c2s shutdown closes with system-shutdown like TCP ones.
+      server.closeAllConnections();
     }),
   };
 }

@@ -92,6 +92,16 @@ export class StreamParser {
     return this.stopped;
   }
 
+  /** The input so far ends between top-level elements: no stanza is half-parsed (RFC 7395 framing checks this per message). */
+  get betweenElements(): boolean {
+    return this.depth === 1;
+  }
+
+  /** Character data read since the last tag and not reported yet: saxes reports text when the next tag starts. */
+  get pendingText(): string {
+    return (this.sax as unknown as { text: string }).text;
+  }
+
   write(bytes: Uint8Array): void {
     if (this.stopped) return;
     let text: string;

@@ -27,6 +27,8 @@ export interface ConnectOptions {
   mechanism?: string;
   directTls?: boolean;
   domain?: string;
+  /** A full service URL (e.g. wss://127.0.0.1:PORT/xmpp-websocket) instead of port/directTls. */
+  service?: string;
   /**
    * Log in with XEP-0388 SASL2 and XEP-0386 Bind 2, as xmpp.js does when the server offers them
    * (the resource then becomes "<resource>/<id>"). Off by default: most tests speak RFC 6120
@@ -39,7 +41,8 @@ const NS_STREAMS = "http://etherx.jabber.org/streams";
 
 export async function connect(opts: ConnectOptions): Promise<Connected> {
   const xmpp = client({
-    service: `${opts.directTls ? "xmpps" : "xmpp"}://127.0.0.1:${opts.port}`,
+    // `service` overrides the TCP address, e.g. wss://127.0.0.1:PORT/xmpp-websocket (RFC 7395).
+    service: opts.service ?? `${opts.directTls ? "xmpps" : "xmpp"}://127.0.0.1:${opts.port}`,
     domain: opts.domain ?? "localhost",
     username: opts.username,
     password: opts.password,

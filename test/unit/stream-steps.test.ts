@@ -154,7 +154,7 @@ describe("the SASL step (RFC 6120 §6)", () => {
   async function step(tls?: SaslStepDeps["tls"]) {
     const credentials = await deriveCredentials("secret", 4096);
     return new SaslStep({
-      host: "localhost", remoteAddress: "192.0.2.1", tls,
+      host: "localhost", remoteAddress: "192.0.2.1", tls, secure: true,
       lookup: async (jid) => (jid === user ? { jid, createdAt: 0, credentials } : undefined),
       secret: Buffer.alloc(32), iterations: 4096,
       throttle: new AuthThrottle({ banAfter: 100, banSeconds: 60, freeFailures: 100, maxDelayMs: 0 }),

@@ -210,6 +210,7 @@ export class C2SNegotiation implements StreamOwner {
     this.sasl ??= new SaslStep({
       host: this.host!,
       remoteAddress: transport.remoteAddress,
+      secure: transport.secure,
       tls: transport.tls,
       lookup: (jid) => deps.storage.accounts.get(jid),
       secret: deps.saslSecret,

@@ -19,6 +19,8 @@ const MAX_SASL_FAILURES = 10;
 export interface SaslStepDeps {
   host: string;
   remoteAddress: string;
+  /** The channel is encrypted (TLS, or HTTPS in front of a web transport). */
+  secure: boolean;
   tls: TlsFacts | undefined;
   lookup(bareJid: string): Promise<Account | undefined>;
   secret: Buffer;
@@ -72,9 +74,14 @@ export class SaslStep {
     return tls.version === "TLSv1.3" ? ["tls-exporter", "tls-server-end-point"] : ["tls-server-end-point", "tls-unique"];
   }
 
+  /**
+   * RFC 4616 §6: "By default, implementations SHOULD advertise and make use of the PLAIN mechanism
+   * only when adequate data security services are in place." TCP streams are encrypted before SASL
+   * (STARTTLS is required); a WebSocket over plain HTTP that no trusted proxy vouches for is not.
+   */
   offeredMechanisms(): MechanismName[] {
     const plus = this.channelBindingTypes().length > 0;
-    return MECHANISMS.filter((m) => plus || !m.endsWith("-PLUS"));
+    return MECHANISMS.filter((m) => (plus || !m.endsWith("-PLUS")) && (this.deps.secure || m !== "PLAIN"));
   }
 
   /** XEP-0440: the channel-binding types, as a stream feature. */
@@ -98,6 +105,8 @@ export class SaslStep {
   /** <auth/> or <authenticate/>: a new exchange with `mechanism` (one of `offeredMechanisms`). */
   start(name: string, initialResponse: Buffer | undefined, ssdpMechanisms: readonly string[]): Promise<SaslOutcome> {
     this.mechanismName = name;
+    // RFC 6120 §6.5.4: <encryption-required/> when the mechanism needs a protected stream.
+    if (name === "PLAIN" && !this.deps.secure) return Promise.resolve({ kind: "failure", condition: "encryption-required" });
     if (!(this.offeredMechanisms() as string[]).includes(name)) return Promise.resolve({ kind: "failure", condition: "invalid-mechanism" });
     this.mechanism = createMechanism(name as MechanismName, {
       domain: this.deps.host,

@@ -7,6 +7,7 @@ import { TLSSocket, type SecureContext } from "node:tls";
 import type { Socket } from "node:net";
 import { StreamParser, type ParserLimits } from "../parser.js";
 import { escapeXML } from "../xml.js";
+import { tlsFactsOf } from "./tls-facts.js";
 import { NS_STREAMS, type FrameReceiver, type StreamOpen, type TlsFacts, type Transport } from "./transport.js";
 
 const STREAM_CLOSE = "</stream:stream>";
@@ -46,18 +47,7 @@ export class TcpTransport implements Transport {
   }
 
   get tls(): TlsFacts | undefined {
-    const socket = this.socket;
-    if (!(socket instanceof TLSSocket)) return undefined;
-    return {
-      version: socket.getProtocol() ?? undefined,
-      servername: (socket as TLSSocket & { servername?: string | false }).servername || undefined,
-      // RFC 9266 §2 asks for no context value: Node's binding leaves it out when none is passed.
-      exportKeyingMaterial: (length, label) => (socket.exportKeyingMaterial as (length: number, label: string) => Buffer)(length, label),
-      // The certificate actually served, not the host's current one: it may have been reloaded since.
-      serverCertificate: () => (socket.getCertificate() as { raw?: Buffer } | null)?.raw,
-      // In a full handshake the client's Finished comes first; in an abbreviated one, the server's.
-      tlsUnique: () => (socket.getProtocol() === "TLSv1.3" ? undefined : (socket.isSessionReused() ? socket.getFinished() : socket.getPeerFinished())),
-    };
+    return this.socket instanceof TLSSocket ? tlsFactsOf(this.socket) : undefined;
   }
 
   get buffered(): number {
