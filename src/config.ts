@@ -4,7 +4,6 @@
  */
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
-import { isIP } from "node:net";
 import { z } from "zod";
 import { cidrSchema } from "./address-list.js";
 import { tryParseJid } from "./xmpp/jid.js";
@@ -13,11 +12,7 @@ import { cipherListProblem, DEFAULT_TLS_POLICY } from "./xmpp/tls.js";
 const port = z.number().int().min(0).max(65535);
 
 /** An IP address or a CIDR block (10.0.0.0/8, fd00::/8). */
-const network = z.string().refine((v) => {
-  const [address, bits] = v.split("/");
-  const family = isIP(address ?? "");
-  return family !== 0 && (bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (family === 6 ? 128 : 32)));
-}, "not an IP address or CIDR block");
+const network = cidrSchema;
 
 /** A browser origin (RFC 6454): scheme://host[:port], nothing after it. */
 const origin = z.string().refine((v) => {
@@ -75,21 +70,38 @@ export const ConfigSchema = z.strictObject({
      * trusted_proxies default.
      */
     trustedProxies: z.array(network).default(["127.0.0.1", "::1"]),
+    /**
+     * Browser origins whose pages may use the web transports (WebSocket, BOSH) besides the
+     * server's own (its public URL and the built-in chat page); ["*"] allows any page on the web
+     * to connect its visitors.
+     */
+    origins: z.array(z.union([z.literal("*"), origin])).default([]),
   }).prefault({}),
   /** XMPP over WebSocket (RFC 7395) at /xmpp-websocket on the HTTPS and HTTP listeners. */
   websocket: z.strictObject({
     enabled: z.boolean().default(true),
-    /**
-     * Browser origins allowed to open a WebSocket besides the server's own (its public URL and
-     * the built-in chat page); ["*"] allows any page on the web to connect its visitors.
-     */
-    origins: z.array(z.union([z.literal("*"), origin])).default([]),
     /** Refuse handshakes without an Origin header (every browser sends one; other clients do not). */
     requireOrigin: z.boolean().default(false),
     /** WebSocket ping after this much silence; a peer that has not answered by the next one is gone. */
     pingIntervalSeconds: z.number().min(1).default(25),
     /** RFC 7395 §3.6.1: answer every <open/> with <close see-other-uri=…/>, moving clients to this endpoint. */
     seeOtherUri: z.url({ protocol: /^(wss|https)$/ }).optional(),
+  }).prefault({}),
+  /** XMPP over BOSH (XEP-0124, XEP-0206) at /http-bind on the HTTPS and HTTP listeners. */
+  bosh: z.strictObject({
+    enabled: z.boolean().default(true),
+    /** The longest a request is held waiting for something to send (the client's 'wait' is lowered to this). */
+    maxWaitSeconds: z.number().int().min(1).max(300).default(60),
+    /** The most requests held at once per session (the client's 'hold' is lowered to this). */
+    maxHold: z.number().int().min(1).max(5).default(1),
+    /** How long a session may go without a request before its connection counts as lost. */
+    inactivitySeconds: z.number().int().min(1).max(600).default(60),
+    /** The shortest interval between empty requests (XEP-0124 'polling'); faster ones end the session. */
+    pollingSeconds: z.number().int().min(0).max(60).default(2),
+    /** The longest pause (XEP-0124 §10) a client may ask for; 0 turns pauses off. */
+    maxPauseSeconds: z.number().int().min(0).max(3600).default(120),
+    /** Time a request body may take to arrive once its headers are in. */
+    bodyTimeoutSeconds: z.number().positive().max(300).default(10),
   }).prefault({}),
   /** The built-in web chat (Converse.js) at /chat/ on HTTPS. */
   chat: z.strictObject({

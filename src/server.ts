@@ -30,9 +30,11 @@ import { Admission } from "./xmpp/c2s/admission.js";
 import { C2SNegotiation } from "./xmpp/c2s/negotiation.js";
 import { TrustedProxies } from "./http/forwarded.js";
 import { mountWebSocket, WEBSOCKET_PATH } from "./http/websocket.js";
-import { mountDiscovery, WEBSOCKET_LINK_REL, type ConnectionEndpoint } from "./http/discovery.js";
+import { mountDiscovery, BOSH_LINK_REL, WEBSOCKET_LINK_REL, type ConnectionEndpoint } from "./http/discovery.js";
 import { mountChat } from "./http/chat.js";
 import { NS } from "./xmpp/ns.js";
+import { BoshService } from "./xmpp/stream/bosh.js";
+import { BOSH_BODY_OVERHEAD, mountBosh } from "./http/bosh.js";
 import { StreamError } from "./errors.js";
 import type { Module } from "./module.js";
 import { Metrics } from "./metrics/index.js";
@@ -56,6 +58,8 @@ export interface Server {
   certificates(): CertificateStatus[];
   /** Re-reads certificate files and runs due ACME orders now (SIGHUP). */
   reloadCertificates(): Promise<void>;
+  /** The BOSH sessions (undefined when BOSH is off). */
+  readonly bosh: BoshService | undefined;
   stop(): Promise<void>;
 }
 
@@ -205,7 +209,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   }
   // The web endpoints (RFC 7395 WebSocket, XEP-0156 discovery, the chat page) on the HTTP listeners.
   const proxies = new TrustedProxies(config.http.trustedProxies);
-  const ownOrigins = () => {
+  const ownOrigins = (): string[] => {
     const origins = new Set<string>();
     if (config.http.publicUrl) origins.add(new URL(config.http.publicUrl).origin);
     if (ports.https !== undefined) for (const h of config.hosts) origins.add(new URL(`https://${h}:${ports.https}`).origin);
@@ -213,7 +217,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   };
   const web = config.websocket.enabled
     ? mountWebSocket({
-      origins: config.websocket.origins,
+      origins: config.http.origins,
       requireOrigin: config.websocket.requireOrigin,
       pingIntervalMs: config.websocket.pingIntervalSeconds * 1000,
       seeOtherUri: config.websocket.seeOtherUri,
@@ -221,8 +225,27 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       postAuth: config.limits.postAuth,
     }, { routes: httpRoutes, proxies, admission: deps.admission, throttle, log, ownOrigins, startStream: (transport) => new C2SNegotiation(transport, deps), ...(metrics ? { metrics } : {}) })
     : undefined;
+  // XEP-0206 at /http-bind on both HTTP listeners: client streams like the c2s listeners' ones.
+  const bosh = config.bosh.enabled ? new BoshService({
+    hosts: config.hosts, limits: config.bosh, preAuth: config.limits.preAuth, log,
+    // A BOSH session holds an admission slot (and counts as a connection) while it lives.
+    admit: (address) => {
+      const release = deps.admission.admit(address);
+      if (!release) return undefined;
+      metrics?.opened("bosh");
+      return () => { metrics?.closed("bosh"); release(); };
+    },
+    startStream: (transport) => { new C2SNegotiation(transport, deps); },
+  }) : undefined;
+  const boshEndpoint = bosh && mountBosh(httpRoutes, bosh, {
+    origins: config.http.origins,
+    ownOrigins,
+    clientOf: (req) => proxies.clientOf(req),
+    maxBodyBytes: config.limits.postAuth.maxStanzaBytes + BOSH_BODY_OVERHEAD, bodyTimeoutMs: config.bosh.bodyTimeoutSeconds * 1000,
+  });
   const endpoints: ConnectionEndpoint[] = [];
   if (web) endpoints.push({ rel: WEBSOCKET_LINK_REL, path: WEBSOCKET_PATH, scheme: "wss" });
+  if (boshEndpoint) endpoints.push({ rel: BOSH_LINK_REL, path: "/http-bind", scheme: "https" });
   mountDiscovery({ routes: httpRoutes, hosts: config.hosts, publicHttpUrl, endpoints });
   if (config.chat.enabled) {
     mountChat({
@@ -284,7 +307,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
   let stopping: Promise<void> | undefined;
   return {
-    config, log, storage, accounts, sessions, metrics, ports,
+    config, log, storage, accounts, sessions, metrics, ports, bosh,
     certificates: () => certificates.certificates(),
     async reloadCertificates() {
       await certificates.reload();
@@ -296,6 +319,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         await hooks.emit("server/stopping", {});
         await acme?.stop();
         certificates.close();
+        // Before the HTTP listeners drop their connections: BOSH clients learn of the shutdown
+        // on the requests they have open.
+        bosh?.shutdown();
+        await boshEndpoint?.flushed();
         const closing = Promise.all(listeners.map((l) => l.close()));
         // RFC 6120 §4.9.3.20: clients learn the server is going down. Their sessions end, so
         // unacknowledged messages go to offline storage (P5) before storage closes.

@@ -144,7 +144,7 @@ describe("instant messaging (e2e over TLS with xmpp.js)", () => {
     const info = await a.iq(xml("iq", { type: "get", to: "localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
     const features = info.getChild("query")!.getChildren("feature").map((f: { attrs: Record<string, string> }) => f.attrs.var).sort();
     assert.deepEqual(features, ["http://jabber.org/protocol/commands", "http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items", "jabber:iq:last", "jabber:iq:register",
-      "jabber:iq:version", "msgoffline", "urn:xmpp:blocking", "urn:xmpp:carbons:2", "urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", "urn:xmpp:ping", "urn:xmpp:time", "vcard-temp"].sort());
+      "jabber:iq:version", "msgoffline", "urn:xmpp:blocking", "urn:xmpp:carbons:2", "urn:xmpp:extdisco:2", "urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", "urn:xmpp:ping", "urn:xmpp:time", "vcard-temp"].sort());
     assert.ok(await a.iq(xml("iq", { type: "get", to: "localhost" }, xml("ping", { xmlns: "urn:xmpp:ping" }))));
     const v = await a.iq(xml("iq", { type: "get", to: "localhost" }, xml("query", { xmlns: "jabber:iq:version" })));
     assert.equal(v.getChild("query")!.getChildText("name"), "Parley");

@@ -303,7 +303,8 @@ describe("WebSocket: keepalive, negotiation timeout, any origin", () => {
   let wss: string;
   before(async () => {
     server = await startTestServer({
-      websocket: { pingIntervalSeconds: 1, origins: ["*"], requireOrigin: true },
+      websocket: { pingIntervalSeconds: 1, requireOrigin: true },
+      http: { origins: ["*"] },
       limits: { negotiationTimeoutSeconds: 3 },
       streamManagement: { resumeTimeoutSeconds: 30 },
     });
