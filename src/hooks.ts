@@ -16,6 +16,31 @@ import type { Session } from "./xmpp/sessions.js";
 import type { Logger } from "./log.js";
 
 export const HANDLED = true as const;
+
+/**
+ * Where a handler sits in its hook: higher runs first, equal ones in registration order. Every
+ * registration names one of these, so who runs before whom is read here, and `HookBus.table()`
+ * (docs/routing.md, "Handler table") prints it per hook.
+ */
+export const Priority = {
+  /** Observers that must see every stanza before anyone changes or drops it: metrics. */
+  FIRST: 10_000,
+  /** Policy that may refuse a stanza before anyone acts on it: blocking (XEP-0191). */
+  POLICY: 100,
+  /** Entities that own an address outright and answer for it: MUC services and rooms. */
+  ADDRESSEE: 90,
+  /** Handlers that add to a stanza or act on it and let it go on: caps, avatar hashes, push. */
+  AMEND: 50,
+  /** Handlers that stamp and record a stanza before it is delivered or stored: MAM. */
+  RECORD: 10,
+  /** Delivery to the user's resources or storage, and everything else. */
+  DELIVERY: 0,
+  /** Output filters that hold stanzas back once every other filter has had its say: CSI. */
+  HOLD: -1000,
+  /** Observers that must see what finally leaves: metrics. */
+  LAST: -10_000,
+} as const;
+export type PriorityLevel = (typeof Priority)[keyof typeof Priority];
 export type ChainResult = typeof HANDLED | false | undefined | void;
 type MaybePromise<T> = T | Promise<T>;
 
@@ -90,7 +115,24 @@ export interface ChainContinuation<R> {
 export type EventHandler<K extends keyof Events> = (payload: Events[K]) => MaybePromise<unknown>;
 export type FilterHandler<K extends keyof Filters> = (value: Filters[K]) => Filters[K] | null;
 
-interface Entry<H> { handler: H; priority: number }
+interface Entry<H> { handler: H; priority: number; owner: string }
+
+/** One registration, as `HookBus.table()` lists it. */
+export interface HandlerRow {
+  kind: "chain" | "event" | "filter";
+  hook: string;
+  priority: number;
+  /** The module that registered it, or "core". */
+  owner: string;
+}
+
+const PRIORITY_NAMES = new Map<number, string>(Object.entries(Priority).map(([name, value]) => [value, name]));
+
+/** "POLICY (100)" for a named level, the bare number otherwise. */
+export function priorityName(priority: number): string {
+  const name = PRIORITY_NAMES.get(priority);
+  return name ? `${name} (${priority})` : String(priority);
+}
 
 function insertByPriority<H>(list: Array<Entry<H>>, entry: Entry<H>): () => void {
   // Higher priority first; equal priorities keep registration order.
@@ -110,16 +152,30 @@ export class HookBus {
 
   constructor(private readonly log: Logger) {}
 
-  chain<K extends keyof Chains>(name: K, handler: ChainHandler<K>, priority = 0): () => void {
-    return insertByPriority(this.listOf(this.chains, name), { handler, priority });
+  chain<K extends keyof Chains>(name: K, handler: ChainHandler<K>, priority: PriorityLevel = Priority.DELIVERY, owner = "core"): () => void {
+    return insertByPriority(this.listOf(this.chains, name), { handler, priority, owner });
   }
 
-  on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority = 0): () => void {
-    return insertByPriority(this.listOf(this.events, name), { handler, priority });
+  on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority: PriorityLevel = Priority.DELIVERY, owner = "core"): () => void {
+    return insertByPriority(this.listOf(this.events, name), { handler, priority, owner });
   }
 
-  filter<K extends keyof Filters>(name: K, handler: FilterHandler<K>, priority = 0): () => void {
-    return insertByPriority(this.listOf(this.filters, name), { handler, priority });
+  filter<K extends keyof Filters>(name: K, handler: FilterHandler<K>, priority: PriorityLevel = Priority.DELIVERY, owner = "core"): () => void {
+    return insertByPriority(this.listOf(this.filters, name), { handler, priority, owner });
+  }
+
+  /** Every registration in the order it runs: by kind, then hook name, then as the runner calls them. */
+  table(): HandlerRow[] {
+    const rows: HandlerRow[] = [];
+    const add = (kind: HandlerRow["kind"], map: Map<string, Array<Entry<unknown>>>) => {
+      for (const hook of [...map.keys()].sort()) {
+        for (const { priority, owner } of map.get(hook)!) rows.push({ kind, hook, priority, owner });
+      }
+    };
+    add("chain", this.chains);
+    add("filter", this.filters);
+    add("event", this.events);
+    return rows;
   }
 
   /**

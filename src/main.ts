@@ -18,6 +18,7 @@ import { createUploadAdmin } from "./admin/sources.js";
 import { resolve } from "node:path";
 import { tryParseJid } from "./xmpp/jid.js";
 import { describeDevice } from "./modules/devices.js";
+import { handlerTableMarkdown, startHarness } from "./module-harness.js";
 
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
 
@@ -25,6 +26,7 @@ Usage:
   parley start [--config FILE]                 run in the foreground (SIGTERM/SIGINT stop it gracefully,
                                                SIGHUP reloads certificates)
   parley check-config [--config FILE]          validate the configuration and exit
+  parley hooks [--config FILE]                 the configured modules' hook handlers, in the order they run
   parley user add JID [--password-file F]      create an account (password prompted, or read from stdin)
   parley user passwd JID [--password-file F]   change a password
   parley user del JID                          delete an account and all its data
@@ -100,6 +102,17 @@ async function run(argv: string[]): Promise<number> {
           server.reloadCertificates().catch((err) => server.log.error({ err, stage: "tls" }, "certificate reload failed"));
         });
       });
+      return EXIT.ok;
+    }
+    case "hooks": {
+      // The modules run in-process on memory storage: nothing of the installation is opened.
+      const c = config();
+      const harness = await startHarness({ modules: defaultModules, config: c.modules, hosts: c.hosts });
+      try {
+        process.stdout.write(handlerTableMarkdown(harness.hooks.table()));
+      } finally {
+        await harness.stop();
+      }
       return EXIT.ok;
     }
     case "check-config": {

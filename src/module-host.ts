@@ -114,9 +114,9 @@ export class ModuleHost {
         request: (iq, t) => router.request(iq, t),
         isLocalDomain: (d) => router.isLocalDomain(d),
       },
-      chain: (name, handler, priority) => track(hooks.chain(name, handler, priority)),
-      on: (name, handler, priority) => track(hooks.on(name, handler, priority)),
-      filter: (name, handler, priority) => track(hooks.filter(name, handler, priority)),
+      chain: (name, handler, priority) => track(hooks.chain(name, handler, priority, module.name)),
+      on: (name, handler, priority) => track(hooks.on(name, handler, priority, module.name)),
+      filter: (name, handler, priority) => track(hooks.filter(name, handler, priority, module.name)),
       emit: (name, payload) => hooks.emit(name, payload),
       runChain: (<K extends keyof Chains>(name: K, payload: Chains[K], then?: ChainContinuation<unknown>) =>
         (then ? hooks.runChain(name, payload, then) : hooks.decide(name, payload))) as ModuleContext<unknown>["runChain"],

@@ -3,7 +3,7 @@
  * its ModuleContext, so stopping the module removes all of it.
  */
 import type { z } from "zod";
-import type { Chains, ChainContinuation, ChainHandler, EventHandler, Events, FilterHandler, Filters, HookBus } from "./hooks.js";
+import type { Chains, ChainContinuation, ChainHandler, EventHandler, Events, FilterHandler, Filters, HookBus, PriorityLevel } from "./hooks.js";
 import type { IqHandler, IqTarget, IqType, Router } from "./xmpp/router.js";
 import type { SessionView } from "./xmpp/sessions.js";
 import type { Storage } from "./storage/index.js";
@@ -64,9 +64,10 @@ export interface ModuleContext<Options> {
   /** Whether this JID's account is one of the server administrators (config `admins`). */
   isAdmin(jid: Jid): boolean;
   readonly router: Pick<Router, "route" | "deliver" | "deliverConfirmed" | "bounce" | "request" | "isLocalDomain">;
-  chain<K extends keyof Chains>(name: K, handler: ChainHandler<K>, priority?: number): void;
-  on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority?: number): void;
-  filter<K extends keyof Filters>(name: K, handler: FilterHandler<K>, priority?: number): void;
+  /** Handlers run by Priority (hooks.ts), DELIVERY when none is given. */
+  chain<K extends keyof Chains>(name: K, handler: ChainHandler<K>, priority?: PriorityLevel): void;
+  on<K extends keyof Events>(name: K, handler: EventHandler<K>, priority?: PriorityLevel): void;
+  filter<K extends keyof Filters>(name: K, handler: FilterHandler<K>, priority?: PriorityLevel): void;
   emit: HookBus["emit"];
   /**
    * Runs a chain (for modules that define a delivery stage of their own, like message/offline):

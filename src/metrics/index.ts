@@ -7,7 +7,7 @@
  * management queues, stored offline messages) are read when scraped, so they never drift.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { HookBus } from "../hooks.js";
+import { Priority, type HookBus } from "../hooks.js";
 import type { Session, SessionView } from "../xmpp/sessions.js";
 import type { Element } from "../xmpp/xml.js";
 import { BoundedMap } from "../bounded-map.js";
@@ -161,7 +161,7 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
         if (stanza.name === "iq" && !routed.origin) this.watchPush(stanza);
       }
       return routed;
-    }, 10_000));
+    }, Priority.FIRST));
     // Counted last, after CSI has held back what it holds (held stanzas it releases later bypass the filters).
     this.stops.push(hooks.filter("stanza/out", (out) => {
       const counter = this.stanzasOut[out.stanza.name as Kind];
@@ -170,7 +170,7 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
         this.totals.out++;
       }
       return out;
-    }, -10_000));
+    }, Priority.LAST));
     this.stops.push(hooks.on("offline/stored", () => { this.outcomes.offline.message.inc(); }));
     this.stops.push(hooks.on("push/sent", () => { this.pushes.labels("sent").inc(); }));
     const sampler = setInterval(() => this.sample(), SAMPLE_MS);

@@ -23,6 +23,7 @@ import { parseElement } from "../xmpp/xml-parse.js";
 import { VCARD_KEY, vcardPhoto } from "./vcard.js";
 import { loadNodeConfig, nodeReadError, type NodeConfig } from "./pep.js";
 import { BoundedMap } from "../bounded-map.js";
+import { Priority } from "../hooks.js";
 
 const DATA = "urn:xmpp:avatar:data";
 const METADATA = "urn:xmpp:avatar:metadata";
@@ -83,7 +84,7 @@ export const avatars = defineModule({
       for (const x of stanza.getChildren("x", UPDATE)) stanza.remove(x);
       stanza.cnode(el("x", { xmlns: UPDATE }, shown ? el("photo", {}, hash || undefined) : undefined));
       return undefined;
-    }, 40);
+    }, Priority.AMEND);
 
     // The vCard's PHOTO is the avatar: only those who may read the avatar nodes get it.
     ctx.chain("vcard/read", async ({ owner, requester, vcard }) => {

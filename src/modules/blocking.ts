@@ -9,7 +9,7 @@ import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el, childElements, type Element } from "../xmpp/xml.js";
 import { tryParseJid, type Jid } from "../xmpp/jid.js";
-import { HANDLED, type Routed } from "../hooks.js";
+import { Priority, HANDLED, type Routed } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
@@ -40,14 +40,22 @@ export const blocking = defineModule({
     const cache = new BoundedMap<string, Set<string>>(CACHE_LIMIT);
     const requested = new WeakSet<Session>();
 
+    // The lists of users with a session stay loaded, so the output check below never waits.
+    const online = new Map<string, Set<string>>();
+
     const load = (user: string): Set<string> | Promise<Set<string>> => {
-      const hit = cache.get(user);
+      const hit = online.get(user) ?? cache.get(user);
       if (hit) return hit;
       return storage.blocklist.list(user).then((jids) => {
         const set = new Set(jids);
         cache.set(user, set);
         return set;
       });
+    };
+    const refresh = async (user: string) => {
+      const set = new Set(await storage.blocklist.list(user));
+      cache.set(user, set);
+      if (online.has(user)) online.set(user, set);
     };
     const blocks = (list: Set<string>, jid: Jid) => list.size > 0 && matchKeys(jid).some((k) => list.has(k));
 
@@ -73,8 +81,29 @@ export const blocking = defineModule({
     };
     for (const chain of ["message/bare", "message/full", "presence/bare", "presence/full", "iq/bare", "iq/full", "message/remote", "presence/remote", "iq/remote"] as const) {
       // Before delivery and before subscription handling.
-      ctx.chain(chain, enforce, 100);
+      ctx.chain(chain, enforce, Priority.POLICY);
     }
+
+    ctx.on("session/bound", async ({ session }) => {
+      const user = session.jid.bare;
+      if (!online.has(user)) online.set(user, new Set(await storage.blocklist.list(user)));
+    });
+    ctx.on("session/closed", ({ session }) => {
+      if (sessions.ofUser(session.jid.bare).length === 0) online.delete(session.jid.bare);
+    });
+    // §3.4: "the user's server MUST NOT deliver any stanzas from the blocked entity to the user".
+    // The chains above see what is routed; modules also write to sessions themselves (MUC traffic,
+    // offline messages flushed at login), so the rule is enforced again where every stanza leaves.
+    ctx.filter("stanza/out", (out) => {
+      const { stanza, session } = out;
+      const list = online.get(session.jid.bare);
+      // Errors reaching the user answer the user's own stanzas (a blocked entity's are refused
+      // on the way in); the user's own account and server are never blocked from the user.
+      if (!list || list.size === 0 || stanza.attrs.type === "error") return out;
+      const from = tryParseJid(stanza.attrs.from);
+      if (!from || from.bare === session.jid.bare || from.full === session.jid.domain) return out;
+      return blocks(list, from) ? null : out;
+    }, Priority.POLICY);
 
     const push = (user: string, payload: Element) => {
       for (const s of sessions.ofUser(user)) {
@@ -118,7 +147,7 @@ export const blocking = defineModule({
           await storage.reports.add(report);
           ctx.log.warn({ stage: "blocking", reason: report.reason }, "abuse report filed (XEP-0377)");
         }
-        cache.delete(user);
+        await refresh(user);
         // XEP-0191 §3.3: contacts that are now blocked see the user go offline.
         for (const jid of jids) {
           const target = tryParseJid(jid)!;
@@ -134,13 +163,13 @@ export const blocking = defineModule({
         const jids = items(payload);
         // XEP-0191 §3.5: an unblock without items unblocks everyone.
         await storage.blocklist.remove(user, jids.length ? jids : undefined);
-        cache.delete(user);
+        await refresh(user);
         push(user, el("unblock", { xmlns: BLOCKING }, ...jids.map((jid) => el("item", { jid }))));
         return undefined;
       }
       throw new StanzaError("bad-request");
     });
 
-    ctx.on("user/deleted", ({ jid }) => { cache.delete(jid.bare); });
+    ctx.on("user/deleted", ({ jid }) => { cache.delete(jid.bare); online.delete(jid.bare); });
   },
 });

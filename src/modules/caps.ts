@@ -12,6 +12,7 @@ import { NS } from "../xmpp/ns.js";
 import { CAPS, capsVerification, readDiscoInfo } from "../xmpp/caps.js";
 import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
+import { Priority } from "../hooks.js";
 
 declare module "../hooks.js" {
   interface Events {
@@ -81,6 +82,6 @@ export const caps = defineModule({
         if (features && shown.get(origin) === key) await ctx.emit("session/caps", { session: origin, features });
       });
       return undefined;
-    }, 50);
+    }, Priority.AMEND);
   },
 });

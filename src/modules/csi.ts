@@ -12,6 +12,7 @@ import { el, childElements, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import type { Session } from "../xmpp/sessions.js";
 import { StreamError } from "../errors.js";
+import { Priority } from "../hooks.js";
 
 const CSI = "urn:xmpp:csi:0";
 const PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event";
@@ -92,7 +93,6 @@ export const csi = defineModule({
       return undefined;
     });
 
-    // Lowest priority: runs after every other filter has had its say.
     ctx.filter("stanza/out", (out) => {
       const held = inactive.get(out.session);
       if (!held) return out;
@@ -105,6 +105,6 @@ export const csi = defineModule({
       }
       release(out.session);
       return out;
-    }, -1000);
+    }, Priority.HOLD);
   },
 });

@@ -4,7 +4,7 @@
  * internal-server-error. Answers come from the domain that was addressed.
  */
 import { el, childElements, type Element } from "../xmpp/xml.js";
-import { HANDLED } from "../hooks.js";
+import { HANDLED, Priority } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import type { ModuleContext } from "../module.js";
 import type { Jid } from "../xmpp/jid.js";
@@ -21,7 +21,7 @@ export interface DomainIq {
 }
 
 export function serveDomainIqs(ctx: ModuleContext<unknown>, domains: ReadonlySet<string>, handler: (iq: DomainIq) => Promise<Element | undefined>): void {
-  // Above the server's own host handlers, which would answer for the main domain.
+  // The domain is the component's own: it answers for it, before the server's host handlers.
   ctx.chain("iq/host", async ({ stanza, to, from, origin }) => {
     if (!domains.has(to.domain)) return undefined;
     const type = stanza.attrs.type;
@@ -36,5 +36,5 @@ export function serveDomainIqs(ctx: ModuleContext<unknown>, domains: ReadonlySet
       await ctx.router.bounce(stanza, err instanceof StanzaError ? err : new StanzaError("internal-server-error"), origin);
     }
     return HANDLED;
-  }, 100);
+  }, Priority.ADDRESSEE);
 }

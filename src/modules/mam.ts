@@ -23,6 +23,7 @@ import type { Logger } from "../log.js";
 import type { IqRequest } from "../xmpp/router.js";
 import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
+import { Priority } from "../hooks.js";
 
 export const MAM = "urn:xmpp:mam:2";
 const MAM_EXTENDED = "urn:xmpp:mam:2#extended";
@@ -208,9 +209,9 @@ export const mam = defineModule({
         stanza.cnode(sid);
       });
     };
-    // Above offline's handlers (priority 0), which store the stamped stanza.
-    ctx.chain("message/live", receive, 10);
-    ctx.chain("message/offline", receive, 10);
+    // Before offline's handlers, which store the stamped stanza.
+    ctx.chain("message/live", receive, Priority.RECORD);
+    ctx.chain("message/offline", receive, Priority.RECORD);
 
     // ── queries ──────────────────────────────────────────────────────────────────────────────
     // XEP-0313 §4: a user queries their own archive at their bare JID (or with no 'to'). Sent to the

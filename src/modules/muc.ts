@@ -14,7 +14,7 @@ import { defineModule } from "../module.js";
 import { el, childElements, cloneElement, shareChildren, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { tryParseJid, prepResource, type Jid } from "../xmpp/jid.js";
-import { HANDLED, type Routed } from "../hooks.js";
+import { Priority, HANDLED, type Routed } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js";
 import { parseElement } from "../xmpp/xml-parse.js";
@@ -763,9 +763,9 @@ export const muc = defineModule({
       if (type === "result" || type === "error") return undefined; // answers to the room's own requests are settled by the router
       return handle(onIq, true)(routed);
     };
-    for (const chain of ["presence/bare", "presence/full"] as const) ctx.chain(chain, handle(async (r) => onPresence(r)), 90);
-    for (const chain of ["message/bare", "message/full"] as const) ctx.chain(chain, handle(async (r) => onMessage(r)), 90);
-    for (const chain of ["iq/bare", "iq/full", "iq/host"] as const) ctx.chain(chain, iqHandler, 90);
+    for (const chain of ["presence/bare", "presence/full"] as const) ctx.chain(chain, handle(async (r) => onPresence(r)), Priority.ADDRESSEE);
+    for (const chain of ["message/bare", "message/full"] as const) ctx.chain(chain, handle(async (r) => onMessage(r)), Priority.ADDRESSEE);
+    for (const chain of ["iq/bare", "iq/full", "iq/host"] as const) ctx.chain(chain, iqHandler, Priority.ADDRESSEE);
 
     ctx.discoItems("host", ({ owner: host, node }) => {
       if (node !== undefined) return undefined;

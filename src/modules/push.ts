@@ -23,6 +23,7 @@ import { parseElement } from "../xmpp/xml-parse.js";
 import { buildForm, readForm } from "../xmpp/forms.js";
 import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
+import { Priority } from "../hooks.js";
 
 const PUSH = "urn:xmpp:push:0";
 const PUBSUB = "http://jabber.org/protocol/pubsub";
@@ -234,7 +235,7 @@ export const push = defineModule({
     ctx.chain("message/offline", ({ stanza, to, from }) => {
       trigger(stanza, to.bare, from.full);
       return undefined;
-    }, 20);
+    }, Priority.AMEND);
     // Sessions exist but none can read it now.
     ctx.on("message/delivered", ({ routed, sessions }) => {
       if (sessions.every((s) => s.hibernating || inactive.has(s))) trigger(routed.stanza, routed.to.bare, routed.from.full);

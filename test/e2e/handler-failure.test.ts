@@ -11,6 +11,7 @@ import { rawSession, type RawClient } from "../helpers/raw.js";
 import { defineModule } from "../../src/module.js";
 import { defaultModules } from "../../src/modules/index.js";
 import type { Element } from "@xmpp/xml";
+import { Priority } from "../../src/hooks.js";
 
 const thrower = defineModule({
   name: "thrower",
@@ -21,11 +22,11 @@ const thrower = defineModule({
       if (stanza.getChildText("body") === "sync") throw new Error("thrown synchronously");
       if (stanza.getChildText("body") === "async") return Promise.reject(new Error("rejected"));
       return undefined;
-    }, 1000);
+    }, Priority.FIRST);
     ctx.chain("iq/host", ({ stanza }) => {
       if (stanza.getChild("boom", "urn:example:boom")) throw new Error("thrown synchronously");
       return undefined;
-    }, 1000);
+    }, Priority.FIRST);
   },
 });
 

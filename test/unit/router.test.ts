@@ -2,7 +2,7 @@
 import { describe, it, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import { Router } from "../../src/xmpp/router.js";
-import { HookBus, HANDLED } from "../../src/hooks.js";
+import { HookBus, HANDLED, Priority } from "../../src/hooks.js";
 import { SessionTable, type Session } from "../../src/xmpp/sessions.js";
 import { parseJid } from "../../src/xmpp/jid.js";
 import { Element, el } from "../../src/xmpp/xml.js";
@@ -155,13 +155,13 @@ describe("hooks", () => {
   it("chains run by priority and stop at HANDLED; async handlers keep the order", async () => {
     const bus = new HookBus(silentLogger());
     const order: number[] = [];
-    bus.chain("message/bare", () => { order.push(1); return undefined; }, 1);
-    bus.chain("message/bare", async () => { order.push(5); return undefined; }, 5);
-    bus.chain("message/bare", () => { order.push(0); return HANDLED; }, 0);
-    bus.chain("message/bare", () => { order.push(-1); return HANDLED; }, -1);
+    bus.chain("message/bare", () => { order.push(Priority.RECORD); return undefined; }, Priority.RECORD);
+    bus.chain("message/bare", async () => { order.push(Priority.POLICY); return undefined; }, Priority.POLICY);
+    bus.chain("message/bare", () => { order.push(Priority.DELIVERY); return HANDLED; });
+    bus.chain("message/bare", () => { order.push(Priority.HOLD); return HANDLED; }, Priority.HOLD);
     const r = await bus.decide("message/bare", {} as never);
     assert.equal(r, true);
-    assert.deepEqual(order, [5, 1, 0]);
+    assert.deepEqual(order, [Priority.POLICY, Priority.RECORD, Priority.DELIVERY]);
   });
   const outcome = { handled: () => "handled", unhandled: () => "unhandled", failed: (err: unknown) => `failed: ${(err as Error).message}` };
   it("a synchronous chain stays synchronous", () => {
@@ -173,11 +173,11 @@ describe("hooks", () => {
   it("a handler that throws or rejects reaches the continuation's failed, on either path, and stops the chain", async () => {
     const bus = new HookBus(silentLogger());
     let later = 0;
-    bus.chain("message/full", () => { throw new Error("sync"); }, 1);
-    bus.chain("message/full", () => { later++; return HANDLED; }, 0);
+    bus.chain("message/full", () => { throw new Error("sync"); }, Priority.POLICY);
+    bus.chain("message/full", () => { later++; return HANDLED; });
     assert.equal(bus.runChain("message/full", {} as never, outcome), "failed: sync");
-    bus.chain("message/bare", () => Promise.reject(new Error("async")), 1);
-    bus.chain("message/bare", () => { later++; return HANDLED; }, 0);
+    bus.chain("message/bare", () => Promise.reject(new Error("async")), Priority.POLICY);
+    bus.chain("message/bare", () => { later++; return HANDLED; });
     assert.equal(await bus.runChain("message/bare", {} as never, outcome), "failed: async");
     assert.equal(later, 0);
     await assert.rejects(bus.decide("message/bare", {} as never), /async/);
