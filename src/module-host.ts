@@ -121,6 +121,7 @@ export class ModuleHost {
       runChain: (<K extends keyof Chains>(name: K, payload: Chains[K], then?: ChainContinuation<unknown>) =>
         (then ? hooks.runChain(name, payload, then) : hooks.decide(name, payload))) as ModuleContext<unknown>["runChain"],
       iq: (target, type, ns, handler) => track(router.registerIq(target, type, ns, handler)),
+      iqEntity: (name, claims) => track(router.addIqEntity(name, claims)),
       feature(target, ns) {
         host.features[target].add(ns);
         track(() => { host.features[target].delete(ns); });

@@ -4,7 +4,7 @@
  */
 import type { z } from "zod";
 import type { Chains, ChainContinuation, ChainHandler, EventHandler, Events, FilterHandler, Filters, HookBus, PriorityLevel } from "./hooks.js";
-import type { IqHandler, IqTarget, IqType, Router } from "./xmpp/router.js";
+import type { IqEntity, IqHandler, IqTarget, IqType, Router } from "./xmpp/router.js";
 import type { SessionView } from "./xmpp/sessions.js";
 import type { Storage } from "./storage/index.js";
 import type { Logger } from "./log.js";
@@ -77,7 +77,13 @@ export interface ModuleContext<Options> {
   runChain<K extends keyof Chains>(name: K, payload: Chains[K]): Promise<boolean>;
   runChain<K extends keyof Chains, R>(name: K, payload: Chains[K], then: ChainContinuation<R>): R | Promise<Awaited<R>>;
   /** An IQ handler; errors follow the central rules (StanzaError → that error, else internal-server-error). */
-  iq(target: IqTarget, type: IqType, ns: string, handler: IqHandler): void;
+  iq(target: IqEntity, type: IqType, ns: string, handler: IqHandler): void;
+  /**
+   * Declares an entity this module answers IQs for (a service domain, the rooms on it): IQs to
+   * the addresses `claims` accepts go to the handlers registered with `iq(name, …)`, under the
+   * same rules as the server's and accounts' (docs/MODULES.md, "IQs").
+   */
+  iqEntity(name: string, claims: (to: Jid) => boolean): void;
   /** A disco#info feature advertised by the server (target host) or by every account (target account). */
   feature(target: IqTarget, ns: string): void;
   streamFeature(stage: StreamFeatureStage, provider: StreamFeatureProvider): void;

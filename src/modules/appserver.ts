@@ -27,7 +27,6 @@ import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js
 import { parseElement } from "../xmpp/xml-parse.js";
 import { ApnsClient, type PushOutcome } from "../push/apns.js";
 import { FcmClient, type ServiceAccount } from "../push/fcm.js";
-import { serveDomainIqs } from "./domain-iq.js";
 import { WebPushClient } from "../push/webpush.js";
 import { DEFAULT_PUSH_SERVICE_HOSTS, OutboundRefused } from "../push/outbound.js";
 
@@ -223,33 +222,35 @@ export const appserver = defineModule({
       el("identity", { category: "pubsub", type: "push", name: "Push notifications" }),
       el("feature", { var: PUSH }), el("feature", { var: COMMANDS }), el("feature", { var: NS.DISCO_INFO }));
 
-    serveDomainIqs(ctx, domains, async ({ type, payload, from, domain: service, origin }) => {
-      const ns = payload.getNS();
-      if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) return info();
-      if (type === "get" && ns === NS.DISCO_ITEMS) {
-        const list = payload.attrs.node === COMMANDS ? commands.map((c) => el("item", { jid: service, node: c.node, name: c.name })) : [];
-        return el("query", { xmlns: NS.DISCO_ITEMS, node: payload.attrs.node }, ...list);
+    ctx.iqEntity("push-service", (to) => domains.has(to.domain) && !to.local);
+    ctx.iq("push-service", "get", NS.DISCO_INFO, ({ payload }) => {
+      if (payload.attrs.node !== undefined) throw new StanzaError("service-unavailable");
+      return info();
+    });
+    ctx.iq("push-service", "get", NS.DISCO_ITEMS, ({ payload, to }) => {
+      const list = payload.attrs.node === COMMANDS ? commands.map((c) => el("item", { jid: to.domain, node: c.node, name: c.name })) : [];
+      return el("query", { xmlns: NS.DISCO_ITEMS, node: payload.attrs.node }, ...list);
+    });
+    ctx.iq("push-service", "set", PUBSUB, ({ payload, from, to }) => publish(to.domain, from.bare, payload));
+    ctx.iq("push-service", "set", COMMANDS, async ({ payload, from, to, origin }) => {
+      const service = to.domain;
+      if (payload.name !== "command") throw new StanzaError("bad-request");
+      const command = commands.find((c) => c.node === payload.attrs.node);
+      if (!command) throw new StanzaError("item-not-found", "No such command");
+      if (!origin) throw new StanzaError("forbidden", "Devices register through their own account on this server");
+      const form = payload.getChild("x", NS.DATA_FORMS);
+      if (payload.attrs.action === "cancel") {
+        return el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid, status: "canceled" });
       }
-      if (type === "set" && ns === PUBSUB) return publish(service, from.bare, payload);
-      if (type === "set" && ns === COMMANDS && payload.name === "command") {
-        const command = commands.find((c) => c.node === payload.attrs.node);
-        if (!command) throw new StanzaError("item-not-found", "No such command");
-        if (!origin) throw new StanzaError("forbidden", "Devices register through their own account on this server");
-        const form = payload.getChild("x", NS.DATA_FORMS);
-        if (payload.attrs.action === "cancel") {
-          return el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid, status: "canceled" });
-        }
-        if (!form) {
-          // Two steps: the form first.
-          return el("command", { xmlns: COMMANDS, node: command.node, sessionid: randomBytes(9).toString("base64url"), status: "executing" },
-            el("actions", { execute: "complete" }, el("complete")),
-            buildForm("form", PUSH, command.fields.map((f) => ({ var: f, type: f === "sandbox" ? "boolean" as const : "text-single" as const }))));
-        }
-        // One step (Conversations sends the filled form with execute), or the submitted form.
-        return el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid ?? randomBytes(9).toString("base64url"), status: "completed" },
-          await register(service, from.bare, command, form));
+      if (!form) {
+        // Two steps: the form first.
+        return el("command", { xmlns: COMMANDS, node: command.node, sessionid: randomBytes(9).toString("base64url"), status: "executing" },
+          el("actions", { execute: "complete" }, el("complete")),
+          buildForm("form", PUSH, command.fields.map((f) => ({ var: f, type: f === "sandbox" ? "boolean" as const : "text-single" as const }))));
       }
-      throw new StanzaError("service-unavailable");
+      // One step (Conversations sends the filled form with execute), or the submitted form.
+      return el("command", { xmlns: COMMANDS, node: command.node, sessionid: payload.attrs.sessionid ?? randomBytes(9).toString("base64url"), status: "completed" },
+        await register(service, from.bare, command, form));
     });
 
     ctx.on("user/deleted", async ({ jid }) => {

@@ -19,6 +19,7 @@ import { StanzaError } from "../errors.js";
 import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { RoomAffiliation } from "../storage/index.js";
+import type { IqRequest } from "../xmpp/router.js";
 import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm, idAt, timeOfId } from "./mam.js";
 import { VCARD_KEY, vcardPhoto } from "./vcard.js";
 import { AFFILIATIONS, RANK, ROLES, admission, affiliationChange, defaultRole, listAccess, roleChange, type Actor, type Affiliation, type Role } from "./muc-rules.js";
@@ -678,59 +679,35 @@ export const muc = defineModule({
         { var: "muc#roomconfig_roomname", values: [room.config.name] },
       ]));
 
-    const onIq = async (routed: Routed): Promise<Element | undefined> => {
-      const { stanza, from, to } = routed;
-      const type = stanza.attrs.type as "get" | "set";
-      const payload = childElements(stanza)[0];
-      if (!payload) throw new StanzaError("bad-request");
-      const ns = payload.getNS();
-      if (!to.local) {
-        // The service itself.
-        if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) {
-          return el("query", { xmlns: NS.DISCO_INFO }, el("identity", { category: "conference", type: "text", name: "Chatrooms" }),
-            ...[MUC, NS.DISCO_INFO, NS.DISCO_ITEMS, OCCUPANT_ID, STANZA_ID].map((v) => el("feature", { var: v })));
-        }
-        if (type === "get" && ns === NS.DISCO_ITEMS && payload.attrs.node === undefined) {
-          const listed = (await storage.rooms.list(to.domain)).map((r) => ({ jid: r.jid, config: { ...defaults(), ...(JSON.parse(r.config) as Partial<RoomConfig>) } }));
-          for (const r of rooms.values()) if (r.jid.endsWith(`@${to.domain}`) && !listed.some((l) => l.jid === r.jid)) listed.push({ jid: r.jid, config: r.config });
-          return el("query", { xmlns: NS.DISCO_ITEMS }, ...listed.filter((r) => r.config.public && !rooms.get(r.jid)?.locked)
-            .map((r) => el("item", { jid: r.jid, name: r.config.name || undefined })));
-        }
-        throw new StanzaError("service-unavailable");
-      }
-      const room = await load(to.bare);
-      if (to.resource) {
-        // §17.4 / XEP-0410: IQs to an occupant are passed on for occupants only; a ping to one's own
-        // occupant JID is answered by the room. Who is not in the room gets the same answer whether
-        // or not the nick is taken, so it cannot find out who is there (§6.6: disco "MUST return a
-        // bad-request error" to a non-occupant).
-        const self = room?.nicks.get(from.full);
-        if (!room || !self) {
-          if (ns === NS.DISCO_INFO || ns === NS.DISCO_ITEMS) throw new StanzaError("bad-request", "Not an occupant", "modify");
-          throw new StanzaError("not-acceptable", "Only occupants may send IQs to occupants", "cancel");
-        }
-        if (ns === "urn:xmpp:ping" && type === "get" && self === to.resource) return undefined;
-        const occupant = room.occupants.get(to.resource);
-        if (!occupant) throw new StanzaError("item-not-found", undefined, "cancel");
-        const forwarded = cloneElement(stanza);
-        forwarded.attrs.from = `${room.jid}/${self}`;
-        forwarded.attrs.to = occupant.jid.full;
-        const reply = await router.request(forwarded, 30_000);
-        const answer = childElements(reply)[0];
-        if (reply.attrs.type === "error") throw new StanzaError("service-unavailable");
-        return answer;
-      }
-      if (!room) {
-        if (type === "get" && ns === NS.DISCO_INFO) throw new StanzaError("item-not-found", "No such room", "cancel");
-        throw new StanzaError("item-not-found", "No such room", "cancel");
-      }
-      if (type === "get" && ns === NS.DISCO_INFO) return roomInfo(room);
-      if (ns === NS.VCARD) return roomVcard(room, from, type, payload);
-      if (ns === MODERATE && type === "set" && payload.name === "moderate") return moderate(room, from, payload);
-      if (type === "get" && ns === NS.DISCO_ITEMS) return el("query", { xmlns: NS.DISCO_ITEMS });
-      if (ns === MUC_ADMIN) return admin(room, from, type, payload);
-      if (ns === MUC_OWNER) return owner(room, from, type, payload);
-      if (ns === MAM) {
+    // ── IQs: the service and its rooms answer through the server's IQ dispatcher ─────────────
+    ctx.iqEntity("muc-service", (to) => services.has(to.domain) && !to.local);
+    ctx.iqEntity("muc-room", (to) => services.has(to.domain) && !!to.local && to.isBare);
+    ctx.iq("muc-service", "get", NS.DISCO_INFO, ({ payload }) => {
+      if (payload.attrs.node !== undefined) throw new StanzaError("service-unavailable");
+      return el("query", { xmlns: NS.DISCO_INFO }, el("identity", { category: "conference", type: "text", name: "Chatrooms" }),
+        ...[MUC, NS.DISCO_INFO, NS.DISCO_ITEMS, OCCUPANT_ID, STANZA_ID].map((v) => el("feature", { var: v })));
+    });
+    ctx.iq("muc-service", "get", NS.DISCO_ITEMS, async ({ payload, to }) => {
+      if (payload.attrs.node !== undefined) throw new StanzaError("service-unavailable");
+      const listed = (await storage.rooms.list(to.domain)).map((r) => ({ jid: r.jid, config: { ...defaults(), ...(JSON.parse(r.config) as Partial<RoomConfig>) } }));
+      for (const r of rooms.values()) if (r.jid.endsWith(`@${to.domain}`) && !listed.some((l) => l.jid === r.jid)) listed.push({ jid: r.jid, config: r.config });
+      return el("query", { xmlns: NS.DISCO_ITEMS }, ...listed.filter((r) => r.config.public && !rooms.get(r.jid)?.locked)
+        .map((r) => el("item", { jid: r.jid, name: r.config.name || undefined })));
+    });
+
+    /** A room IQ handler: the room addressed, loaded, or item-not-found. */
+    const inRoom = (handler: (room: Room, request: IqRequest) => Element | undefined | Promise<Element | undefined>) => async (request: IqRequest) => {
+      const room = await load(request.to.bare);
+      if (!room) throw new StanzaError("item-not-found", "No such room", "cancel");
+      return handler(room, request);
+    };
+    ctx.iq("muc-room", "get", NS.DISCO_INFO, inRoom((room) => roomInfo(room)));
+    ctx.iq("muc-room", "get", NS.DISCO_ITEMS, inRoom(() => el("query", { xmlns: NS.DISCO_ITEMS })));
+    for (const type of ["get", "set"] as const) {
+      ctx.iq("muc-room", type, NS.VCARD, inRoom((room, { from, payload }) => roomVcard(room, from, type, payload)));
+      ctx.iq("muc-room", type, MUC_ADMIN, inRoom((room, { from, payload }) => admin(room, from, type, payload)));
+      ctx.iq("muc-room", type, MUC_OWNER, inRoom((room, { from, payload }) => owner(room, from, type, payload)));
+      ctx.iq("muc-room", type, MAM, inRoom((room, { from, payload }) => {
         // XEP-0313 §6.1.2: "A MUC archive MUST check that the user requesting the archive has the right
         // to enter it at the time of the query": the rules of joining, where being in the room (on
         // any resource) proves the password, as a query carries none. §8: the error "SHOULD be 'forbidden'".
@@ -741,8 +718,37 @@ export const muc = defineModule({
         if (type === "get") return el("query", { xmlns: MAM }, archiveQueryForm());
         if (payload.name !== "query") throw new StanzaError("bad-request");
         return answerArchiveQuery({ storage, log: ctx.log, pageSize: o }, room.jid, payload, (m) => send(m), from.full);
+      }));
+    }
+    ctx.iq("muc-room", "set", MODERATE, inRoom((room, { from, payload }) => {
+      if (payload.name !== "moderate") throw new StanzaError("bad-request");
+      return moderate(room, from, payload);
+    }));
+
+    /**
+     * §17.4 / XEP-0410: IQs to an occupant are passed on, for occupants only; a ping to one's own
+     * occupant JID is answered by the room. Who is not in the room gets the same answer whether or
+     * not the nick is taken, so it cannot find out who is there (§6.6: disco "MUST return a
+     * bad-request error" to a non-occupant). This is routing, not answering: the occupant's
+     * client answers, and the sender's routing does not wait for it.
+     */
+    const toOccupant = async ({ stanza, from, to }: Routed): Promise<Element | undefined> => {
+      const ns = childElements(stanza)[0]?.getNS();
+      const room = await load(to.bare);
+      const self = room?.nicks.get(from.full);
+      if (!room || !self) {
+        if (ns === NS.DISCO_INFO || ns === NS.DISCO_ITEMS) throw new StanzaError("bad-request", "Not an occupant", "modify");
+        throw new StanzaError("not-acceptable", "Only occupants may send IQs to occupants", "cancel");
       }
-      throw new StanzaError("service-unavailable");
+      if (ns === "urn:xmpp:ping" && stanza.attrs.type === "get" && self === to.resource) return undefined;
+      const occupant = room.occupants.get(to.resource);
+      if (!occupant) throw new StanzaError("item-not-found", undefined, "cancel");
+      const forwarded = cloneElement(stanza);
+      forwarded.attrs.from = `${room.jid}/${self}`;
+      forwarded.attrs.to = occupant.jid.full;
+      const reply = await router.request(forwarded, 30_000);
+      if (reply.attrs.type === "error") throw new StanzaError("service-unavailable");
+      return childElements(reply)[0];
     };
 
     // ── routing ──────────────────────────────────────────────────────────────────────────────
@@ -757,15 +763,17 @@ export const muc = defineModule({
         return HANDLED;
       });
     };
-    const iqHandler = (routed: Routed) => {
+    const occupantIq = (routed: Routed) => {
       const type = routed.stanza.attrs.type;
       if (!services.has(routed.to.domain)) return undefined;
       if (type === "result" || type === "error") return undefined; // answers to the room's own requests are settled by the router
-      return handle(onIq, true)(routed);
+      // Not awaited: the occupant may take up to the request timeout to answer.
+      void handle(toOccupant, true)(routed);
+      return HANDLED;
     };
     for (const chain of ["presence/bare", "presence/full"] as const) ctx.chain(chain, handle(async (r) => onPresence(r)), Priority.ADDRESSEE);
     for (const chain of ["message/bare", "message/full"] as const) ctx.chain(chain, handle(async (r) => onMessage(r)), Priority.ADDRESSEE);
-    for (const chain of ["iq/bare", "iq/full", "iq/host"] as const) ctx.chain(chain, iqHandler, Priority.ADDRESSEE);
+    ctx.chain("iq/full", occupantIq, Priority.ADDRESSEE);
 
     ctx.discoItems("host", ({ owner: host, node }) => {
       if (node !== undefined) return undefined;

@@ -15,6 +15,11 @@ import type { Logger } from "../log.js";
 import type { RoutingMetrics } from "../metrics/index.js";
 
 export type IqTarget = "host" | "account";
+/**
+ * Who an IQ get/set is addressed to: the server ("host"), an account ("account"), or an entity a
+ * module declared with `addIqEntity` (a MUC service or room, the upload service, …).
+ */
+export type IqEntity = IqTarget | (string & {});
 export type IqType = "get" | "set";
 
 export interface IqRequest extends Routed {
@@ -35,6 +40,7 @@ export class Router {
   private readonly localDomains = new Set<string>();
   private readonly components = new Map<string, (stanza: Element) => void>();
   private readonly iqHandlers = new Map<string, IqHandler>();
+  private readonly iqEntities: Array<{ name: string; claims: (to: Jid) => boolean }> = [];
   private readonly pendingIqs = new Map<string, { to: string; resolve: (e: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
   constructor(
@@ -68,7 +74,20 @@ export class Router {
     return () => this.localDomains.delete(domain);
   }
 
-  registerIq(target: IqTarget, type: IqType, ns: string, handler: IqHandler): () => void {
+  /**
+   * Declares an entity that answers IQs for the addresses `claims` accepts (on a served domain),
+   * ahead of the server and accounts. Its IQs get the same rules as theirs: the handler registered
+   * for (entity, type, namespace) answers, anything else gets service-unavailable.
+   */
+  addIqEntity(name: string, claims: (to: Jid) => boolean): () => void {
+    if (name === "host" || name === "account" || this.iqEntities.some((e) => e.name === name)) throw new Error(`IQ entity already declared: ${name}`);
+    const entity = { name, claims };
+    this.iqEntities.push(entity);
+    return () => { this.iqEntities.splice(this.iqEntities.indexOf(entity), 1); };
+  }
+
+  registerIq(target: IqEntity, type: IqType, ns: string, handler: IqHandler): () => void {
+    if (target !== "host" && target !== "account" && !this.iqEntities.some((e) => e.name === target)) throw new Error(`IQ entity not declared: ${target}`);
     const key = `${target} ${type} ${ns}`;
     if (this.iqHandlers.has(key)) throw new Error(`IQ handler already registered: ${key}`);
     this.iqHandlers.set(key, handler);
@@ -228,7 +247,7 @@ export class Router {
     const { stanza } = routed;
     const type = stanza.attrs.type;
     if (kind === "iq") {
-      if (type === "get" || type === "set") return this.dispatchIq(routed, scope);
+      if (type === "get" || type === "set") return this.dispatchIq(routed);
       // RFC 6121 §8.5.3.1: a result or error for a connected resource is delivered to it (the
       // answer to another entity's request); §8.5.3.2.1: for no such resource, silently ignored.
       if (scope === "full") {
@@ -244,9 +263,18 @@ export class Router {
     // Presence nobody handles is dropped (RFC 6121 §8.5.2.2.2, §8.5.3.2.2).
   }
 
-  private dispatchIq(routed: Routed, scope: "host" | "bare" | "full"): void | Promise<void> {
+  /** The entity answering IQs for an address; undefined for a full JID of an account (its resource answers). */
+  private iqEntityOf(to: Jid): IqEntity | undefined {
+    for (const entity of this.iqEntities) if (entity.claims(to)) return entity.name;
+    if (to.local === "") return "host";
+    return to.isBare ? "account" : undefined;
+  }
+
+  /** The one IQ rule for every entity the server answers for (RFC 6120 §8.2.3, RFC 6121 §8.5). */
+  private dispatchIq(routed: Routed): void | Promise<void> {
     const { stanza, from, to, origin } = routed;
-    if (scope === "full") {
+    const entity = this.iqEntityOf(to);
+    if (entity === undefined) {
       // RFC 6121 §8.5.3.2.1: an IQ for a resource that is not connected gets service-unavailable.
       const session = this.sessions.get(to.full);
       if (session) return this.deliver(session, stanza);
@@ -254,13 +282,14 @@ export class Router {
     }
     const payload = firstChildElement(stanza)!;
     const ns = payload.getNS() ?? "";
-    const handler = this.iqHandlers.get(`${scope === "host" ? "host" : "account"} ${stanza.attrs.type} ${ns}`);
-    const self = scope === "bare" && from.bare === to.bare;
+    const handler = this.iqHandlers.get(`${entity} ${stanza.attrs.type} ${ns}`);
+    const self = entity === "account" && from.bare === to.bare;
+    // RFC 6120 §8.4: an entity that does not understand the payload returns service-unavailable.
     if (!handler) return this.bounce(stanza, new StanzaError("service-unavailable"), origin);
     const request: IqRequest = { ...routed, payload, self };
     const run = async () => {
       // RFC 6121 §8.5.1: an IQ for a user that does not exist gets service-unavailable.
-      if (scope === "bare" && !self && !(await this.accounts.exists(to.bare))) throw new StanzaError("service-unavailable");
+      if (entity === "account" && !self && !(await this.accounts.exists(to.bare))) throw new StanzaError("service-unavailable");
       return handler(request);
     };
     return run().then(

@@ -262,6 +262,28 @@ describe("multi-user chat (XEP-0045)", () => {
     assert.match(String(direct.attrs.from), /^owner@localhost\//);
   });
 
+  it("an IQ to an occupant whose client does not answer does not hold up the sender's next stanzas (§17.4)", async () => {
+    const room = "quiet@conference.localhost";
+    const owner = await login("erin", "iq");
+    await join(owner, "erin", room);
+    await configure(owner, {}, room);
+    // A raw client: it reads what it is sent and answers nothing.
+    const silent = await rawSession(server.ports.c2sDirectTls!, "dave", "pw", "silent");
+    try {
+      silent.send(`<presence to='${room}/dave'><x xmlns='${MUC}'/></presence>`);
+      await owner.waitFor((s) => s.name === "presence" && s.attrs.from === `${room}/dave`);
+      const mark = owner.inbox.length;
+      await owner.xmpp.send(xml("iq", { type: "get", id: "to-silent", to: `${room}/dave` }, xml("query", { xmlns: "jabber:iq:version" })));
+      await owner.xmpp.send(xml("message", { type: "groupchat", to: room }, xml("body", {}, "after the iq")));
+      await silent.waitForElement((e) => e.name === "iq" && e.attrs.from === `${room}/erin`);
+      await owner.waitFor((s) => owner.inbox.indexOf(s) >= mark && s.name === "message" && s.getChildText("body") === "after the iq");
+      // The room passed the message on while the IQ still waits for the occupant's answer.
+      assert.equal(owner.inbox.slice(mark).some((s) => s.name === "iq" && s.attrs.id === "to-silent"), false);
+    } finally {
+      silent.close();
+    }
+  });
+
   it("a persistent room survives a restart with its configuration, members and archive", async () => {
     for (const c of clients.splice(0)) await c.stop();
     await server.stop();
