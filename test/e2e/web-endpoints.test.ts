@@ -53,7 +53,7 @@ describe("XEP-0156 discovery and the chat page", () => {
   });
   after(() => server.cleanup());
 
-  it("/.well-known/host-meta (XRD) announces the WebSocket endpoint of the requested domain, with CORS", async () => {
+  it("/.well-known/host-meta (XRD) announces the WebSocket and BOSH endpoints of the requested domain, with CORS", async () => {
     const r = await get(`${https}/.well-known/host-meta`, { Host: `localhost:${server.ports.https}` });
     assert.equal(r.status, 200);
     assert.match(r.headers["content-type"]!, /^application\/xrd\+xml/);
@@ -62,7 +62,10 @@ describe("XEP-0156 discovery and the chat page", () => {
     assert.equal(xrd.name, "XRD");
     assert.equal(xrd.attrs.xmlns, "http://docs.oasis-open.org/ns/xri/xrd-1.0");
     const links = xrd.getChildren("Link").map((l) => ({ rel: l.attrs.rel, href: l.attrs.href }));
-    assert.deepEqual(links, [{ rel: "urn:xmpp:alt-connections:websocket", href: `wss://localhost:${server.ports.https}/xmpp-websocket` }]);
+    assert.deepEqual(links, [
+      { rel: "urn:xmpp:alt-connections:websocket", href: `wss://localhost:${server.ports.https}/xmpp-websocket` },
+      { rel: "urn:xmpp:alt-connections:xbosh", href: `https://localhost:${server.ports.https}/http-bind` },
+    ]);
     // The announced endpoint works.
     const c = await WsClient.connect(links[0]!.href.replace("localhost", "127.0.0.1"));
     const features = await c.openStream();
@@ -75,7 +78,10 @@ describe("XEP-0156 discovery and the chat page", () => {
     assert.equal(r.status, 200);
     assert.match(r.headers["content-type"]!, /^application\/json/);
     assert.equal(r.headers["access-control-allow-origin"], "*");
-    assert.deepEqual(JSON.parse(r.body), { links: [{ rel: "urn:xmpp:alt-connections:websocket", href: `wss://localhost:${server.ports.https}/xmpp-websocket` }] });
+    assert.deepEqual(JSON.parse(r.body), { links: [
+      { rel: "urn:xmpp:alt-connections:websocket", href: `wss://localhost:${server.ports.https}/xmpp-websocket` },
+      { rel: "urn:xmpp:alt-connections:xbosh", href: `https://localhost:${server.ports.https}/http-bind` },
+    ] });
     const preflight = await new Promise<number>((resolve, reject) => {
       const req = httpsRequest(`${https}/.well-known/host-meta.json`, { method: "OPTIONS", rejectUnauthorized: false }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
       req.on("error", reject);
@@ -133,7 +139,7 @@ describe("discovery and the chat page behind a public URL, without registration"
   it("announces and uses the public URL; no registration link when in-band registration is off", async () => {
     const https = `https://127.0.0.1:${server.ports.https}`;
     const meta = JSON.parse((await get(`${https}/.well-known/host-meta.json`)).body) as { links: Array<{ href: string }> };
-    assert.deepEqual(meta.links.map((l) => l.href), ["wss://xmpp.example.org/base/xmpp-websocket"]);
+    assert.deepEqual(meta.links.map((l) => l.href), ["wss://xmpp.example.org/base/xmpp-websocket", "https://xmpp.example.org/base/http-bind"]);
     const settings = settingsOf((await get(`${https}/chat/`)).body);
     assert.equal(settings.websocket_url, "wss://xmpp.example.org/base/xmpp-websocket");
     assert.equal(settings.allow_registration, false);
@@ -143,18 +149,19 @@ describe("discovery and the chat page behind a public URL, without registration"
   });
 });
 
-describe("WebSocket and the chat page switched off", () => {
+describe("WebSocket, BOSH and the chat page switched off", () => {
   let server: TestServer;
   before(async () => {
-    server = await startTestServer({ websocket: { enabled: false }, chat: { enabled: false } });
+    server = await startTestServer({ websocket: { enabled: false }, bosh: { enabled: false }, chat: { enabled: false } });
   });
   after(() => server.cleanup());
 
-  it("host-meta lists nothing, /chat/ and /xmpp-websocket are not there", async () => {
+  it("host-meta lists nothing, /chat/, /xmpp-websocket and /http-bind are not there", async () => {
     const https = `https://127.0.0.1:${server.ports.https}`;
     assert.deepEqual(JSON.parse((await get(`${https}/.well-known/host-meta.json`)).body), { links: [] });
     assert.equal((await get(`${https}/chat/`)).status, 404);
     const refused = await WsClient.attempt(`wss://127.0.0.1:${server.ports.https}/xmpp-websocket`);
     assert.ok(!(refused instanceof WsClient) && refused.status === 404);
+    assert.equal((await get(`${https}/http-bind`)).status, 404);
   });
 });
