@@ -14,7 +14,7 @@ import type { Router } from "../xmpp/router.js";
 import type { Metrics } from "../metrics/index.js";
 import type { Module } from "../module.js";
 import type { HttpHandler } from "../http/server.js";
-import { muc } from "../modules/muc.js";
+import { muc } from "../modules/muc/index.js";
 import { upload, uploadDir } from "../modules/upload.js";
 import { createLocalFileStore } from "../storage/files/index.js";
 import { createAdminActions } from "./actions.js";

@@ -25,7 +25,7 @@ import { bookmarks } from "./bookmarks.js";
 import { upload } from "./upload.js";
 import { push } from "./push.js";
 import { appserver } from "./appserver.js";
-import { muc } from "./muc.js";
+import { muc } from "./muc/index.js";
 import { admin } from "./admin.js";
 import { devices } from "./devices.js";
 

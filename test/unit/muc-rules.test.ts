@@ -1,11 +1,11 @@
 /**
- * XEP-0045 1.35's privilege tables, walked cell by cell against src/modules/muc-rules.ts. The
+ * XEP-0045 1.35's privilege tables, walked cell by cell against src/modules/muc/rules.ts. The
  * tables are written here as data, as the XEP prints them; the expectations come from them and
  * from the rules the XEP states beside them, not from the code under test.
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { AFFILIATIONS, ROLES, admission, affiliationChange, defaultRole, listAccess, roleChange, type Affiliation, type Role } from "../../src/modules/muc-rules.js";
+import { AFFILIATIONS, ROLES, admission, affiliationChange, defaultRole, listAccess, roleChange, type Affiliation, type Role } from "../../src/modules/muc/rules.js";
 
 const RANK: Record<Affiliation, number> = { outcast: 0, none: 1, member: 2, admin: 3, owner: 4 };
 const adminOrOwner = (a: Affiliation) => a === "admin" || a === "owner";

@@ -1,80 +1,33 @@
 /**
  * XEP-0045 Multi-User Chat 1.35 on conference.<host>, with XEP-0421 occupant ids, XEP-0359 stanza
  * ids stamped by the room, XEP-0313 archives on room JIDs, XEP-0410 self-ping, XEP-0425 moderation
- * and XEP-0486 room avatars. Who may do what is decided in muc-rules.ts.
+ * and XEP-0486 room avatars: the handlers. Room state is in room.ts, who may do what in rules.ts
+ * (XEP-0045's tables as pure functions), the presence about an occupant in occupant-presence.ts
+ * and the configuration form in config-form.ts.
  *
- * Rooms live in memory while they have occupants; persistent rooms (and their affiliations) are in
- * storage and loaded when addressed, so an idle room costs nothing. A new room is locked (status
- * 201) until its owner accepts the default configuration or submits one. Every room message is
- * archived before it is broadcast and serialized once for all occupants.
+ * A new room is locked (status 201) until its owner accepts the default configuration or submits
+ * one. Every room message is archived before it is broadcast and serialized once for all occupants.
  */
 import { createHmac } from "node:crypto";
 import { z } from "zod";
-import { defineModule } from "../module.js";
-import { el, childElements, cloneElement, shareChildren, type Element } from "../xmpp/xml.js";
-import { NS } from "../xmpp/ns.js";
-import { tryParseJid, prepResource, type Jid } from "../xmpp/jid.js";
-import { Priority, HANDLED, type Routed } from "../hooks.js";
-import { StanzaError } from "../errors.js";
-import { buildForm, readForm, singleValue, parseBoolean } from "../xmpp/forms.js";
-import { parseElement } from "../xmpp/xml-parse.js";
-import type { RoomAffiliation } from "../storage/index.js";
-import type { IqRequest } from "../xmpp/router.js";
-import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm, idAt, timeOfId } from "./mam.js";
-import { VCARD_KEY, vcardPhoto } from "./vcard.js";
-import { AFFILIATIONS, RANK, ROLES, admission, affiliationChange, defaultRole, listAccess, roleChange, type Actor, type Affiliation, type Role } from "./muc-rules.js";
+import { defineModule } from "../../module.js";
+import { el, childElements, cloneElement, shareChildren, type Element } from "../../xmpp/xml.js";
+import { NS } from "../../xmpp/ns.js";
+import { tryParseJid, prepResource, type Jid } from "../../xmpp/jid.js";
+import { Priority, HANDLED, type Routed } from "../../hooks.js";
+import { StanzaError } from "../../errors.js";
+import { buildForm } from "../../xmpp/forms.js";
+import { parseElement } from "../../xmpp/xml-parse.js";
+import type { RoomAffiliation } from "../../storage/index.js";
+import type { IqRequest } from "../../xmpp/router.js";
+import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm, idAt, timeOfId } from "../mam.js";
+import { VCARD_KEY } from "../vcard.js";
+import { AFFILIATIONS, RANK, ROLES, admission, affiliationChange, defaultRole, listAccess, roleChange, type Actor, type Affiliation, type Role } from "./rules.js";
+import { MUC, MUC_ADMIN, MUC_OWNER, MUC_USER, MODERATE, OCCUPANT_ID, RETRACT, RoomDirectory, actorIn, affiliationOf, isPresent, occupantOf, photoHash, type Occupant, type Room } from "./room.js";
+import { occupantPresence, ownPresence, seesPresence, type PresenceExtras } from "./occupant-presence.js";
+import { applyConfigForm, configForm } from "./config-form.js";
 
-const MUC = "http://jabber.org/protocol/muc";
-const MUC_USER = `${MUC}#user`;
-const MUC_ADMIN = `${MUC}#admin`;
-const MUC_OWNER = `${MUC}#owner`;
-const OCCUPANT_ID = "urn:xmpp:occupant-id:0";
-const ROOMCONFIG = `${MUC}#roomconfig`;
-const MODERATE = "urn:xmpp:message-moderate:1";
-const RETRACT = "urn:xmpp:message-retract:1";
-
-interface RoomConfig {
-  name: string;
-  description: string;
-  persistent: boolean;
-  public: boolean;
-  membersOnly: boolean;
-  moderated: boolean;
-  password: string;
-  /** Who sees occupants' real JIDs. */
-  whois: "anyone" | "moderators";
-  maxUsers: number;
-  /** Participants (not only moderators) may change the subject. */
-  changeSubject: boolean;
-  allowInvites: boolean;
-  archiving: boolean;
-}
-
-interface Occupant {
-  nick: string;
-  /** Real full JID. */
-  jid: Jid;
-  role: Role;
-  /** The occupant's last presence, without its muc elements. */
-  presence: Element;
-  occupantId: string;
-}
-
-interface Room {
-  jid: string;
-  config: RoomConfig;
-  subject: Element | undefined;
-  locked: boolean;
-  createdAt: number;
-  occupants: Map<string, Occupant>;
-  /** Real full JID → nick. */
-  nicks: Map<string, string>;
-  affiliations: Map<string, RoomAffiliation>;
-  /** SHA-1 (hex) of the room avatar, "" for none (XEP-0486). */
-  avatarHash: string;
-}
-
-declare module "../hooks.js" {
+declare module "../../hooks.js" {
   interface Events {
     /** A room message for a member who is not in the room (push wakes their phone). */
     "muc/missed": { user: string; room: string; sender: string; message: Element };
@@ -106,95 +59,20 @@ export const muc = defineModule({
     const { storage, router } = ctx;
     const services = new Set(ctx.hosts.map((h) => o.domain.replace("{host}", h)));
     for (const d of services) ctx.addDomain(d);
-    const rooms = new Map<string, Room>();
+    const rooms = new RoomDirectory(storage, o.maxOccupants);
     const nextId = archiveClock(1);
     const idKey = ctx.secret("occupant ids");
-
-    const defaults = (): RoomConfig => ({
-      name: "", description: "", persistent: false, public: true, membersOnly: false, moderated: false, password: "",
-      whois: "moderators", maxUsers: o.maxOccupants, changeSubject: false, allowInvites: true, archiving: true,
-    });
-
-    // ── rooms in memory and in storage ────────────────────────────────────────────────────────
-    const load = async (jid: string): Promise<Room | undefined> => {
-      const live = rooms.get(jid);
-      if (live) return live;
-      const stored = await storage.rooms.get(jid);
-      if (!stored) return undefined;
-      const again = rooms.get(jid); // loaded meanwhile
-      if (again) return again;
-      const room: Room = {
-        jid, config: { ...defaults(), ...(JSON.parse(stored.config) as Partial<RoomConfig>) },
-        subject: stored.subject ? parseElement(stored.subject) : undefined, locked: false, createdAt: stored.createdAt,
-        occupants: new Map(), nicks: new Map(),
-        affiliations: new Map((await storage.rooms.affiliations(jid)).map((a) => [a.jid, a])),
-        avatarHash: photoHash(await storage.documents.get(jid, VCARD_KEY)),
-      };
-      rooms.set(jid, room);
-      return room;
-    };
-    const save = async (room: Room) => {
-      if (!room.config.persistent) return;
-      await storage.rooms.put({ jid: room.jid, config: JSON.stringify(room.config), subject: room.subject?.toString() ?? "", createdAt: room.createdAt });
-    };
-    /** Everything stored for a room that ends: a new room of the same name starts empty. */
-    const forget = async (jid: string) => {
-      await storage.rooms.delete(jid);
-      await storage.archive.removeOwner(jid);
-      await storage.documents.delete(jid, VCARD_KEY);
-    };
-    /** A room nobody is in leaves memory; a temporary one is gone. */
-    const unloadIfEmpty = async (room: Room) => {
-      if (room.occupants.size > 0) return;
-      rooms.delete(room.jid);
-      if (!room.config.persistent) await forget(room.jid);
-    };
-
-    const photoHash = (vcard: string | undefined): string => (vcard ? vcardPhoto(parseElement(vcard))?.hash : undefined) ?? "";
-    /** §9.1 "an implementation SHOULD match JIDs in the following order: <user@domain>, <domain>": a banned domain bans its users. */
-    const affiliationOf = (room: Room, user: string): Affiliation => room.affiliations.get(user)?.affiliation
-      ?? (room.affiliations.get(user.slice(user.indexOf("@") + 1))?.affiliation === "outcast" ? "outcast" : "none");
-    const actorIn = (room: Room, from: Jid): Actor => {
-      const nick = room.nicks.get(from.full);
-      return { affiliation: affiliationOf(room, from.bare), role: (nick && room.occupants.get(nick)?.role) || "none" };
-    };
-    /** Someone of this user, on any of their resources, is in the room (and so gave its password). */
-    const isPresent = (room: Room, user: string) => [...room.occupants.values()].some((x) => x.jid.bare === user);
     /** XEP-0421 §3: stable per room and real bare JID, opaque. */
     const occupantId = (room: Room, real: Jid) => createHmac("sha256", idKey).update(`${room.jid}\n${real.bare}`).digest("base64url").slice(0, 22);
-    const seesJids = (room: Room, viewer: Occupant | undefined) => room.config.whois === "anyone" || viewer?.role === "moderator";
 
     // ── sending ──────────────────────────────────────────────────────────────────────────────
     const send = (stanza: Element) => void router.route(stanza);
-    const mucUser = (room: Room, subject: Occupant, viewer: Occupant | undefined, extra: { codes?: number[]; item?: Record<string, string | undefined>; children?: Element[] } = {}) =>
-      el("x", { xmlns: MUC_USER },
-        el("item", {
-          affiliation: affiliationOf(room, subject.jid.bare), role: subject.role,
-          jid: seesJids(room, viewer) ? subject.jid.full : undefined, ...extra.item,
-        }, ...(extra.children ?? [])),
-        ...(extra.codes ?? []).map((code) => el("status", { code })));
-    const presenceOf = (room: Room, subject: Occupant, viewer: Occupant, codes: number[] = [], type?: string, item?: Record<string, string | undefined>, children: Element[] = []) => {
-      const p = type ? el("presence", { type }) : cloneElement(subject.presence);
-      p.attrs.from = `${room.jid}/${subject.nick}`;
-      p.attrs.to = viewer.jid.full;
-      if (type) delete p.attrs.id;
-      p.cnode(mucUser(room, subject, viewer, { codes: viewer === subject ? [...codes, 110] : codes, ...(item ? { item } : {}), children }));
-      p.cnode(el("occupant-id", { xmlns: OCCUPANT_ID, id: subject.occupantId }));
-      return p;
-    };
-    /** Large rooms: only the occupant itself and moderators see ordinary occupants' presence changes. */
-    const sees = (room: Room, viewer: Occupant, subject: Occupant) => viewer === subject
-      || room.occupants.size <= o.presenceBroadcastLimit || viewer.role === "moderator" || subject.role === "moderator";
-    const broadcastPresence = (room: Room, subject: Occupant, codes: number[] = [], type?: string, item?: Record<string, string | undefined>, children: Element[] = []) => {
+    const sees = (room: Room, viewer: Occupant, subject: Occupant) => seesPresence(room, viewer, subject, o.presenceBroadcastLimit);
+    /** The presence about `subject` to every occupant who sees it. */
+    const broadcastPresence = (room: Room, subject: Occupant, extras: PresenceExtras = {}) => {
       for (const viewer of room.occupants.values()) {
-        if (sees(room, viewer, subject)) send(presenceOf(room, subject, viewer, codes, type, item, children));
+        if (sees(room, viewer, subject)) send(occupantPresence(room, subject, viewer, extras));
       }
-    };
-    /** The occupant's own presence as the room keeps it: without the muc elements the room adds itself. */
-    const ownPresence = (stanza: Element) => {
-      const presence = cloneElement(stanza);
-      for (const child of [...presence.getChildren("x", MUC), ...presence.getChildren("occupant-id", OCCUPANT_ID)]) presence.remove(child);
-      return presence;
     };
     /** One copy per occupant, routed. */
     const toOccupants = (room: Room, stanza: Element) => {
@@ -212,9 +90,7 @@ export const muc = defineModule({
       let created = false;
       if (!room) {
         if (o.createRooms === "local" && !ctx.hosts.includes(from.domain)) throw new StanzaError("not-allowed", "Only users of this server may create rooms", "cancel");
-        room = { jid: to.bare, config: defaults(), subject: undefined, locked: true, createdAt: Date.now(), occupants: new Map(), nicks: new Map(), affiliations: new Map(), avatarHash: "" };
-        room.affiliations.set(from.bare, { jid: from.bare, affiliation: "owner", nick: "", reason: "" });
-        rooms.set(room.jid, room);
+        room = rooms.create(to.bare, from.bare);
         created = true;
       }
       const affiliation = affiliationOf(room, from.bare);
@@ -229,10 +105,10 @@ export const muc = defineModule({
       room.occupants.set(nick, occupant);
       room.nicks.set(from.full, nick);
       // Existing occupants first, to the newcomer; then the newcomer to everyone (itself last, with 110).
-      for (const other of room.occupants.values()) if (other !== occupant && sees(room, occupant, other)) send(presenceOf(room, other, occupant));
+      for (const other of room.occupants.values()) if (other !== occupant && sees(room, occupant, other)) send(occupantPresence(room, other, occupant));
       const codes = [...(room.config.whois === "anyone" ? [100] : []), ...(room.config.archiving ? [170] : []), ...(created ? [201] : [])];
-      for (const viewer of room.occupants.values()) if (viewer !== occupant && sees(room, viewer, occupant)) send(presenceOf(room, occupant, viewer));
-      send(presenceOf(room, occupant, occupant, codes));
+      for (const viewer of room.occupants.values()) if (viewer !== occupant && sees(room, viewer, occupant)) send(occupantPresence(room, occupant, viewer));
+      send(occupantPresence(room, occupant, occupant, { codes }));
       // A new room has no history yet, but it still ends the join with its (empty) subject: clients
       // such as slixmpp's join_muc_wait() take the subject as the sign that the join is complete.
       if (!created) await sendHistory(room, occupant, x?.getChild("history"));
@@ -271,16 +147,18 @@ export const muc = defineModule({
       for (const m of out.reverse()) send(m);
     };
 
-    const leave = async (room: Room, occupant: Occupant, status?: Element, codes: number[] = [], item?: Record<string, string | undefined>, children: Element[] = []) => {
+    /** The occupant is out (left, kicked, banned); `status` is the <status/> text it left with. */
+    const leave = async (room: Room, occupant: Occupant, why: { status?: Element; codes?: number[]; item?: Record<string, string | undefined>; children?: Element[] } = {}) => {
+      const { status, ...extras } = why;
       const unavailable = (viewer: Occupant) => {
-        const p = presenceOf(room, occupant, viewer, codes, "unavailable", item, children);
+        const p = occupantPresence(room, occupant, viewer, { ...extras, type: "unavailable" });
         if (status) p.cnode(cloneElement(status));
         return p;
       };
       for (const viewer of room.occupants.values()) if (sees(room, viewer, occupant)) send(unavailable(viewer));
       room.occupants.delete(occupant.nick);
       room.nicks.delete(occupant.jid.full);
-      await unloadIfEmpty(room);
+      await rooms.unloadIfEmpty(room);
     };
 
     const onPresence = async (routed: Routed) => {
@@ -290,7 +168,7 @@ export const muc = defineModule({
       const type = stanza.attrs.type;
       if (type === "error") {
         // §7.2.x: an occupant whose client bounces presence is gone.
-        const room = rooms.get(to.bare);
+        const room = rooms.inMemory(to.bare);
         const current = room?.nicks.get(from.full);
         if (room && current) await leave(room, room.occupants.get(current)!);
         return;
@@ -305,10 +183,10 @@ export const muc = defineModule({
       } catch {
         throw new StanzaError("jid-malformed", "Not a valid nickname", "modify");
       }
-      const room = await load(to.bare);
+      const room = await rooms.load(to.bare);
       const current = room?.nicks.get(from.full);
       if (type === "unavailable") {
-        if (room && current) await leave(room, room.occupants.get(current)!, stanza.getChild("status") ?? undefined);
+        if (room && current) await leave(room, room.occupants.get(current)!, { status: stanza.getChild("status") ?? undefined });
         return;
       }
       if (type !== undefined) return;
@@ -317,7 +195,7 @@ export const muc = defineModule({
       if (current !== safeNick) {
         // §7.6: nickname change — unavailable with 303 and the new nick, then available under it.
         if (room.occupants.has(safeNick)) throw new StanzaError("conflict", "That nickname is taken", "cancel");
-        for (const viewer of room.occupants.values()) send(presenceOf(room, occupant, viewer, [303], "unavailable", { nick: safeNick }));
+        for (const viewer of room.occupants.values()) send(occupantPresence(room, occupant, viewer, { codes: [303], type: "unavailable", item: { nick: safeNick } }));
         room.occupants.delete(current);
         occupant.nick = safeNick;
         room.occupants.set(safeNick, occupant);
@@ -331,10 +209,9 @@ export const muc = defineModule({
     const onMessage = async (routed: Routed) => {
       const { stanza, from, to } = routed;
       if (stanza.attrs.type === "error") return;
-      const room = await load(to.bare);
+      const room = await rooms.load(to.bare);
       if (!room) throw new StanzaError("item-not-found", "No such room", "cancel");
-      const nick = room.nicks.get(from.full);
-      const sender = nick ? room.occupants.get(nick) : undefined;
+      const sender = occupantOf(room, from);
       const invite = stanza.getChild("x", MUC_USER)?.getChild("invite");
       if (invite && !to.resource) return mediatedInvite(room, sender, from, invite);
       if (!sender) throw new StanzaError("not-acceptable", "Only occupants may send messages to the room", "cancel");
@@ -372,7 +249,7 @@ export const muc = defineModule({
         // 'from' attribute MUST be set to the JID of the room itself" — the time it was set.
         room.subject = cloneElement(message);
         room.subject.cnode(el("delay", { xmlns: NS.DELAY, from: room.jid, stamp: new Date().toISOString() }));
-        await save(room);
+        await rooms.save(room);
       }
       if (room.config.archiving && (message.getChild("body") || message.getChild("subject"))) {
         const id = nextId();
@@ -488,7 +365,7 @@ export const muc = defineModule({
           const { target, role } = change;
           if (room.occupants.get(target.nick) !== target) continue; // gone meanwhile (kicked by an earlier item)
           if (role === "none") {
-            await leave(room, target, undefined, [307], { role: "none", affiliation: affiliationOf(room, target.jid.bare), jid: undefined }, [actorElement(), ...reasonElements]);
+            await leave(room, target, { codes: [307], item: { role: "none", affiliation: affiliationOf(room, target.jid.bare), jid: undefined }, children: [actorElement(), ...reasonElements] });
           } else {
             target.role = role;
             broadcastPresence(room, target);
@@ -505,9 +382,9 @@ export const muc = defineModule({
         for (const occupant of affected) {
           const now = affiliationOf(room, occupant.jid.bare);
           if (now === "outcast") {
-            await leave(room, occupant, undefined, [301], { affiliation: "outcast", role: "none" }, [actorElement(), ...reasonElements]);
+            await leave(room, occupant, { codes: [301], item: { affiliation: "outcast", role: "none" }, children: [actorElement(), ...reasonElements] });
           } else if (room.config.membersOnly && RANK[now] < RANK.member) {
-            await leave(room, occupant, undefined, [321], { affiliation: now, role: "none" });
+            await leave(room, occupant, { codes: [321], item: { affiliation: now, role: "none" } });
           } else {
             occupant.role = defaultRole(now, room.config.moderated);
             broadcastPresence(room, occupant);
@@ -517,75 +394,21 @@ export const muc = defineModule({
       return undefined;
     };
 
-    const configForm = (room: Room) => buildForm("form", ROOMCONFIG, [
-      { var: "muc#roomconfig_roomname", type: "text-single", label: "Name", values: [room.config.name] },
-      { var: "muc#roomconfig_roomdesc", type: "text-single", label: "Description", values: [room.config.description] },
-      { var: "muc#roomconfig_persistentroom", type: "boolean", label: "Persistent", values: [String(room.config.persistent)] },
-      { var: "muc#roomconfig_publicroom", type: "boolean", label: "Listed in the directory", values: [String(room.config.public)] },
-      { var: "muc#roomconfig_membersonly", type: "boolean", label: "Members only", values: [String(room.config.membersOnly)] },
-      { var: "muc#roomconfig_moderatedroom", type: "boolean", label: "Moderated", values: [String(room.config.moderated)] },
-      { var: "muc#roomconfig_passwordprotectedroom", type: "boolean", label: "Password protected", values: [String(room.config.password !== "")] },
-      { var: "muc#roomconfig_roomsecret", type: "text-private", label: "Password", values: [room.config.password] },
-      { var: "muc#roomconfig_whois", type: "list-single", label: "Who sees real JIDs", values: [room.config.whois],
-        options: [{ label: "Moderators", value: "moderators" }, { label: "Anyone", value: "anyone" }] },
-      { var: "muc#roomconfig_maxusers", type: "text-single", label: "Maximum occupants", values: [String(room.config.maxUsers)] },
-      { var: "muc#roomconfig_changesubject", type: "boolean", label: "Participants may change the subject", values: [String(room.config.changeSubject)] },
-      { var: "muc#roomconfig_allowinvites", type: "boolean", label: "Members may invite", values: [String(room.config.allowInvites)] },
-      { var: "mam", type: "boolean", label: "Archive messages", values: [String(room.config.archiving)] },
-    ]);
-    const applyConfig = (room: Room, form: Element): string[] => {
-      const f = readForm(form);
-      if (f.formType !== undefined && f.formType !== ROOMCONFIG) throw new StanzaError("bad-request", `FORM_TYPE must be ${ROOMCONFIG}`);
-      const c = { ...room.config };
-      const bool = (name: string) => { const v = singleValue(f, name); return v === undefined ? undefined : parseBoolean(v, name); };
-      const changes: string[] = [];
-      c.name = singleValue(f, "muc#roomconfig_roomname") ?? c.name;
-      c.description = singleValue(f, "muc#roomconfig_roomdesc") ?? c.description;
-      c.persistent = bool("muc#roomconfig_persistentroom") ?? c.persistent;
-      c.public = bool("muc#roomconfig_publicroom") ?? c.public;
-      c.membersOnly = bool("muc#roomconfig_membersonly") ?? c.membersOnly;
-      c.moderated = bool("muc#roomconfig_moderatedroom") ?? c.moderated;
-      const secret = singleValue(f, "muc#roomconfig_roomsecret");
-      const protectedRoom = bool("muc#roomconfig_passwordprotectedroom");
-      if (secret !== undefined) c.password = secret;
-      if (protectedRoom === false) c.password = "";
-      const whois = singleValue(f, "muc#roomconfig_whois");
-      if (whois !== undefined) {
-        if (whois !== "anyone" && whois !== "moderators") throw new StanzaError("not-acceptable", "whois is anyone or moderators");
-        if (whois !== c.whois) changes.push(whois === "anyone" ? "172" : "173");
-        c.whois = whois;
-      }
-      const max = singleValue(f, "muc#roomconfig_maxusers");
-      if (max !== undefined) {
-        const n = Number(max);
-        if (!Number.isInteger(n) || n < 1) throw new StanzaError("not-acceptable", "maxusers must be a positive integer");
-        c.maxUsers = Math.min(n, o.maxOccupants);
-      }
-      c.changeSubject = bool("muc#roomconfig_changesubject") ?? c.changeSubject;
-      c.allowInvites = bool("muc#roomconfig_allowinvites") ?? c.allowInvites;
-      const archiving = bool("mam") ?? bool("muc#roomconfig_enablearchiving");
-      if (archiving !== undefined && archiving !== c.archiving) changes.push(archiving ? "170" : "171");
-      c.archiving = archiving ?? c.archiving;
-      room.config = c;
-      return changes;
-    };
-
     const owner = async (room: Room, from: Jid, type: "get" | "set", query: Element) => {
       if (affiliationOf(room, from.bare) !== "owner") throw new StanzaError("forbidden", "Only owners configure the room", "auth");
-      if (type === "get") return el("query", { xmlns: MUC_OWNER }, configForm(room));
+      if (type === "get") return el("query", { xmlns: MUC_OWNER }, configForm(room.config));
       const destroy = query.getChild("destroy");
       if (destroy) {
         // §10.9: every occupant gets unavailable with the destroy element (alternate venue, reason).
         for (const occupant of [...room.occupants.values()]) {
-          send(presenceOf(room, occupant, occupant, [], "unavailable", { affiliation: "none", role: "none" }));
+          send(occupantPresence(room, occupant, occupant, { type: "unavailable", item: { affiliation: "none", role: "none" } }));
           const p = el("presence", { type: "unavailable", from: `${room.jid}/${occupant.nick}`, to: occupant.jid.full },
             el("x", { xmlns: MUC_USER }, el("item", { affiliation: "none", role: "none" }), cloneElement(destroy)));
           send(p);
         }
         room.occupants.clear();
         room.nicks.clear();
-        rooms.delete(room.jid);
-        await forget(room.jid);
+        await rooms.forget(room.jid);
         return undefined;
       }
       const x = query.getChild("x", NS.DATA_FORMS);
@@ -594,14 +417,15 @@ export const muc = defineModule({
         // §10.1.3: cancelling the configuration of a new room destroys it.
         if (room.locked) {
           for (const occupant of [...room.occupants.values()]) await leave(room, occupant);
-          rooms.delete(room.jid);
+          rooms.drop(room);
         }
         return undefined;
       }
       const wasMembersOnly = room.config.membersOnly;
-      const changes = applyConfig(room, x);
+      const { config, changes } = applyConfigForm(room.config, x, o.maxOccupants);
+      room.config = config;
       room.locked = false;
-      await save(room);
+      await rooms.save(room);
       if (room.config.persistent) for (const a of room.affiliations.values()) await storage.rooms.setAffiliation(room.jid, a);
       else await storage.rooms.delete(room.jid);
       if (changes.length) {
@@ -609,7 +433,7 @@ export const muc = defineModule({
       }
       if (!wasMembersOnly && room.config.membersOnly) {
         for (const occupant of [...room.occupants.values()]) {
-          if (RANK[affiliationOf(room, occupant.jid.bare)] < RANK.member) await leave(room, occupant, undefined, [322], { role: "none" });
+          if (RANK[affiliationOf(room, occupant.jid.bare)] < RANK.member) await leave(room, occupant, { codes: [322], item: { role: "none" } });
         }
       }
       return undefined;
@@ -635,8 +459,7 @@ export const muc = defineModule({
 
     // ── XEP-0425: a moderator retracts a message for everyone, and the archive keeps a tombstone ─
     const moderate = async (room: Room, from: Jid, request: Element) => {
-      const nick = room.nicks.get(from.full);
-      const moderator = nick ? room.occupants.get(nick) : undefined;
+      const moderator = occupantOf(room, from);
       if (moderator?.role !== "moderator") throw new StanzaError("forbidden", "Only moderators retract messages", "auth");
       if (!request.getChild("retract", RETRACT)) throw new StanzaError("bad-request", "Only retraction is supported");
       const id = request.attrs.id ?? "";
@@ -689,15 +512,14 @@ export const muc = defineModule({
     });
     ctx.iq("muc-service", "get", NS.DISCO_ITEMS, async ({ payload, to }) => {
       if (payload.attrs.node !== undefined) throw new StanzaError("service-unavailable");
-      const listed = (await storage.rooms.list(to.domain)).map((r) => ({ jid: r.jid, config: { ...defaults(), ...(JSON.parse(r.config) as Partial<RoomConfig>) } }));
-      for (const r of rooms.values()) if (r.jid.endsWith(`@${to.domain}`) && !listed.some((l) => l.jid === r.jid)) listed.push({ jid: r.jid, config: r.config });
-      return el("query", { xmlns: NS.DISCO_ITEMS }, ...listed.filter((r) => r.config.public && !rooms.get(r.jid)?.locked)
+      const listed = await rooms.list(to.domain);
+      return el("query", { xmlns: NS.DISCO_ITEMS }, ...listed.filter((r) => r.config.public && !r.locked)
         .map((r) => el("item", { jid: r.jid, name: r.config.name || undefined })));
     });
 
     /** A room IQ handler: the room addressed, loaded, or item-not-found. */
     const inRoom = (handler: (room: Room, request: IqRequest) => Element | undefined | Promise<Element | undefined>) => async (request: IqRequest) => {
-      const room = await load(request.to.bare);
+      const room = await rooms.load(request.to.bare);
       if (!room) throw new StanzaError("item-not-found", "No such room", "cancel");
       return handler(room, request);
     };
@@ -734,7 +556,7 @@ export const muc = defineModule({
      */
     const toOccupant = async ({ stanza, from, to }: Routed): Promise<Element | undefined> => {
       const ns = childElements(stanza)[0]?.getNS();
-      const room = await load(to.bare);
+      const room = await rooms.load(to.bare);
       const self = room?.nicks.get(from.full);
       if (!room || !self) {
         if (ns === NS.DISCO_INFO || ns === NS.DISCO_ITEMS) throw new StanzaError("bad-request", "Not an occupant", "modify");
@@ -783,8 +605,8 @@ export const muc = defineModule({
 
     // §7.2 status 332: the service is going down; everyone is out, told why.
     ctx.on("server/stopping", () => {
-      for (const room of rooms.values()) {
-        for (const occupant of room.occupants.values()) send(presenceOf(room, occupant, occupant, [332], "unavailable", { role: "none" }));
+      for (const room of rooms.occupied()) {
+        for (const occupant of room.occupants.values()) send(occupantPresence(room, occupant, occupant, { codes: [332], type: "unavailable", item: { role: "none" } }));
         room.occupants.clear();
         room.nicks.clear();
       }
@@ -792,7 +614,7 @@ export const muc = defineModule({
     });
     // A client that goes away leaves its rooms.
     ctx.on("session/closed", async ({ session }) => {
-      for (const room of [...rooms.values()]) {
+      for (const room of rooms.occupied()) {
         const nick = room.nicks.get(session.jid.full);
         if (nick) await leave(room, room.occupants.get(nick)!);
       }

@@ -5,7 +5,7 @@
  * (role changes), §5.2.1 (affiliation privileges), §5.2.2 (affiliation changes), and the rules
  * of §7.2 (entering), §8.2–§8.5 (moderators), §9.1–§9.8 (admins) and §10.6–§10.8 (owners).
  */
-import { StanzaError } from "../errors.js";
+import { StanzaError } from "../../errors.js";
 
 export type Affiliation = "owner" | "admin" | "member" | "none" | "outcast";
 export type Role = "moderator" | "participant" | "visitor" | "none";
