@@ -14,6 +14,7 @@ import type { Element } from "./xmpp/xml.js";
 import type { Jid } from "./xmpp/jid.js";
 import type { Session } from "./xmpp/sessions.js";
 import type { Logger } from "./log.js";
+import type { MaybePromise } from "./maybe-async.js";
 
 export const HANDLED = true as const;
 
@@ -42,7 +43,6 @@ export const Priority = {
 } as const;
 export type PriorityLevel = (typeof Priority)[keyof typeof Priority];
 export type ChainResult = typeof HANDLED | false | undefined | void;
-type MaybePromise<T> = T | Promise<T>;
 
 /** A stanza on its way through the router: 'from' stamped, 'to' parsed and normalised. */
 export interface Routed {

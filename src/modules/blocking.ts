@@ -13,6 +13,7 @@ import { Priority, HANDLED, type Routed } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
+import { andThen, both } from "../maybe-async.js";
 
 const BLOCKING = "urn:xmpp:blocking";
 const BLOCKING_ERRORS = "urn:xmpp:blocking:errors";
@@ -74,10 +75,7 @@ export const blocking = defineModule({
       };
       const sender = origin ? load(from.bare) : undefined;
       const recipient = router.isLocalDomain(to.domain) && to.local ? load(to.bare) : undefined;
-      if (sender instanceof Promise || recipient instanceof Promise) {
-        return Promise.all([sender, recipient]).then(([s, r]) => decide(s, r));
-      }
-      return decide(sender, recipient);
+      return andThen(both(sender, recipient), ([s, r]) => decide(s, r));
     };
     for (const chain of ["message/bare", "message/full", "presence/bare", "presence/full", "iq/bare", "iq/full", "message/remote", "presence/remote", "iq/remote"] as const) {
       // Before delivery and before subscription handling.

@@ -24,6 +24,7 @@ import type { IqRequest } from "../xmpp/router.js";
 import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
 import { Priority } from "../hooks.js";
+import { andThen } from "../maybe-async.js";
 
 export const MAM = "urn:xmpp:mam:2";
 const MAM_EXTENDED = "urn:xmpp:mam:2#extended";
@@ -159,14 +160,7 @@ export const mam = defineModule({
     };
     /** Runs `archive` at once when the preferences are at hand, else once they are loaded. */
     const whenKept = (user: string, other: string, archive: () => void): undefined | Promise<undefined> => {
-      const decide = (prefs: Prefs): undefined | Promise<undefined> => {
-        const kept = keeps(user, other, prefs);
-        if (kept instanceof Promise) return kept.then((k) => { if (k) archive(); return undefined; });
-        if (kept) archive();
-        return undefined;
-      };
-      const prefs = loadPrefs(user);
-      const pending = prefs instanceof Promise ? prefs.then(decide) : decide(prefs);
+      const pending = andThen(andThen(loadPrefs(user), (prefs) => keeps(user, other, prefs)), (kept) => { if (kept) archive(); return undefined; });
       // Archiving is a copy: when it fails, delivery goes on.
       return pending?.catch((err) => { ctx.log.error({ err, stage: "mam" }, "archive preferences failed"); return undefined; });
     };
