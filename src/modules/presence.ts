@@ -10,6 +10,7 @@ import { HANDLED, type Routed } from "../hooks.js";
 import type { Session } from "../xmpp/sessions.js";
 import type { RosterItem, Subscription } from "../storage/index.js";
 import { updateRosterItem } from "./roster.js";
+import { NO_SUBSCRIPTION, inbound, outbound, type SubscriptionState, type SubscriptionType } from "./subscription.js";
 
 const SUBSCRIPTION_TYPES = new Set(["subscribe", "subscribed", "unsubscribe", "unsubscribed"]);
 const hasFrom = (s: Subscription | undefined) => s === "from" || s === "both";
@@ -49,91 +50,42 @@ export const presence = defineModule({
       for (const s of sessions.available(owner)) void router.route(el("presence", { type: "unavailable", from: s.jid.full, to }));
     };
 
-    // ── outbound subscription stanzas from a local user (RFC 6121 §3.1.2, §3.1.5, §3.2.2, §3.3.2) ──
-    const outboundSubscription = async (user: string, contact: string, type: string): Promise<boolean> => {
-      switch (type) {
-        case "subscribe":
-          await updateRosterItem(ctx, user, contact, (item) =>
-            hasTo(item?.subscription) ? undefined : { ...(item ?? blankItem(contact)), ask: true });
-          return true;
-        case "subscribed": {
-          const pending = await storage.subscriptionRequests.has(user, contact);
-          if (!pending) {
-            const item = await storage.roster.getItem(user, contact);
-            if (hasFrom(item?.subscription)) return false;
-            // RFC 6121 §3.4: no request is pending, so this is a pre-approval; nothing is sent.
-            await updateRosterItem(ctx, user, contact, (i) => ({ ...(i ?? blankItem(contact)), approved: true }));
-            return false;
-          }
-          await storage.subscriptionRequests.remove(user, contact);
-          await updateRosterItem(ctx, user, contact, (item) => {
-            const base = item ?? blankItem(contact);
-            return { ...base, subscription: base.subscription === "to" ? "both" : "from", approved: false };
-          });
-          return true;
-        }
-        case "unsubscribe":
-          await updateRosterItem(ctx, user, contact, (item) => {
-            if (!item || (!hasTo(item.subscription) && !item.ask)) return undefined;
-            return { ...item, subscription: item.subscription === "both" ? "from" : item.subscription === "to" ? "none" : item.subscription, ask: false };
-          });
-          return true;
-        case "unsubscribed": {
-          const pending = await storage.subscriptionRequests.has(user, contact);
-          if (pending) await storage.subscriptionRequests.remove(user, contact);
-          const item = await storage.roster.getItem(user, contact);
-          if (!pending && !hasFrom(item?.subscription) && !item?.approved) return false;
-          await updateRosterItem(ctx, user, contact, (i) => {
-            if (!i) return undefined;
-            return { ...i, subscription: i.subscription === "both" ? "to" : i.subscription === "from" ? "none" : i.subscription, approved: false };
-          });
-          return true;
-        }
-      }
-      return false;
+    // ── subscriptions (RFC 6121 §3): the transitions are in subscription.ts ──────────────────
+    const stateOf = async (user: string, contact: string): Promise<SubscriptionState> => {
+      const [item, pendingIn] = await Promise.all([storage.roster.getItem(user, contact), storage.subscriptionRequests.has(user, contact)]);
+      return item ? { subscription: item.subscription, ask: item.ask, approved: item.approved, pendingIn } : { ...NO_SUBSCRIPTION, pendingIn };
+    };
+    /** Stores a step's next state: the roster item (pushed when it changed; none made for nothing) and the pending request. */
+    const apply = async (user: string, contact: string, before: SubscriptionState, next: SubscriptionState, request?: Element) => {
+      if (next.pendingIn && request) await storage.subscriptionRequests.put(user, contact, request.toString());
+      else if (before.pendingIn && !next.pendingIn) await storage.subscriptionRequests.remove(user, contact);
+      await updateRosterItem(ctx, user, contact, (item) => {
+        const changed = { ...(item ?? blankItem(contact)), subscription: next.subscription, ask: next.ask, approved: next.approved };
+        return !item && changed.subscription === "none" && !changed.ask && !changed.approved ? undefined : changed;
+      });
     };
 
-    // ── inbound subscription stanzas for a local user (RFC 6121 §3.1.3, §3.1.6, §3.2.3, §3.3.3) ──
-    const inboundSubscription = async (stanza: Element, user: string, contact: string, type: string): Promise<void> => {
+    /** A subscription stanza a local user sent; true when it goes on to the contact. */
+    const outboundSubscription = async (user: string, contact: string, type: SubscriptionType): Promise<boolean> => {
+      const before = await stateOf(user, contact);
+      const step = outbound(before, type);
+      await apply(user, contact, before, step.next);
+      return step.send;
+    };
+
+    /** A subscription stanza for a local user. */
+    const inboundSubscription = async (stanza: Element, user: string, contact: string, type: SubscriptionType): Promise<void> => {
       if (!(await isAccount(user))) {
         // RFC 6121 §3.1.3: a request to a user that does not exist is answered with 'unsubscribed'.
         if (type === "subscribe") await router.route(el("presence", { type: "unsubscribed", from: user, to: contact }));
         return;
       }
-      const item = await storage.roster.getItem(user, contact);
-      switch (type) {
-        case "subscribe":
-          if (hasFrom(item?.subscription)) {
-            await router.route(el("presence", { type: "subscribed", from: user, to: contact }));
-            return;
-          }
-          if (item?.approved) {
-            await updateRosterItem(ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "to" ? "both" : "from", approved: false }));
-            await router.route(el("presence", { type: "subscribed", from: user, to: contact }));
-            sendCurrentPresence(user, contact);
-            return;
-          }
-          await storage.subscriptionRequests.put(user, contact, stanza.toString());
-          deliverToAvailable(user, stanza, true);
-          return;
-        case "subscribed":
-          // RFC 6121 §3.1.6: without a pending outbound request the stanza is ignored.
-          if (!item?.ask) return;
-          await updateRosterItem(ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "from" ? "both" : "to", ask: false }));
-          deliverToAvailable(user, stanza, true);
-          return;
-        case "unsubscribe":
-          await storage.subscriptionRequests.remove(user, contact);
-          if (!hasFrom(item?.subscription)) return;
-          await updateRosterItem(ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "both" ? "to" : "none" }));
-          deliverToAvailable(user, stanza, true);
-          return;
-        case "unsubscribed":
-          if (!hasTo(item?.subscription) && !item?.ask) return;
-          await updateRosterItem(ctx, user, contact, (i) => ({ ...i!, subscription: i!.subscription === "both" ? "from" : "none", ask: false }));
-          deliverToAvailable(user, stanza, true);
-          return;
-      }
+      const before = await stateOf(user, contact);
+      const step = inbound(before, type);
+      await apply(user, contact, before, step.next, type === "subscribe" ? stanza : undefined);
+      if (step.confirm) await router.route(el("presence", { type: "subscribed", from: user, to: contact }));
+      if (step.sharePresence) sendCurrentPresence(user, contact);
+      if (step.deliver) deliverToAvailable(user, stanza, true);
     };
 
     const answerProbe = async (user: string, prober: string) => {
@@ -154,8 +106,9 @@ export const presence = defineModule({
         const contact = to.bare;
         stanza.attrs.from = user;
         stanza.attrs.to = contact;
-        if (origin && !(await outboundSubscription(user, contact, type!))) return HANDLED;
-        if (ctx.router.isLocalDomain(to.domain)) await inboundSubscription(stanza, contact, user, type!);
+        const subscriptionType = type as SubscriptionType;
+        if (origin && !(await outboundSubscription(user, contact, subscriptionType))) return HANDLED;
+        if (ctx.router.isLocalDomain(to.domain)) await inboundSubscription(stanza, contact, user, subscriptionType);
         // RFC 6121 §3.1.5 / §3.2.2: after approving, the contact gets the user's presence;
         // after cancelling, an unavailable presence from each resource.
         if (origin && type === "subscribed") sendCurrentPresence(user, contact);
