@@ -5,9 +5,12 @@
  * - A slot is <slot id>/<file name>; the id is 128 random bits, so GET URLs cannot be guessed.
  * - The PUT URL carries an expiring HMAC token bound to the path, size and content type; the PUT
  *   must match all three. Bytes stream to a temporary file and appear only when complete.
- * - Quotas per user (total and per day) are checked when a slot is requested
- *   (resource-constraint + <retry/>); files expire (default 30 days) unless their XEP-0363 §4
- *   purpose is "profile" or "permanent"; a deleted account's files go with it.
+ * - Quotas per user (total and per day) count stored files and outstanding slots (granted, not
+ *   yet used, not expired). They are checked when a slot is requested (resource-constraint +
+ *   <retry/>) and again when its PUT starts, so neither a burst of slot requests nor a slot the
+ *   server has forgotten (a restart) can push a user past them.
+ * - Files expire (default 30 days) unless their XEP-0363 §4 purpose is "profile" or "permanent";
+ *   a deleted account's files go with it.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { isAbsolute, join } from "node:path";
@@ -53,6 +56,8 @@ export const uploadOptions = z.strictObject({
   cleanupIntervalMinutes: z.number().positive().default(60),
   /** A PUT whose body stalls this long is cut off (slow-body attacks). */
   bodyIdleSeconds: z.number().positive().default(30),
+  /** Outstanding slots per user; bounds what the server holds for slots nobody uses. */
+  maxOpenSlots: z.number().int().min(1).default(50),
 });
 
 export const uploadDir = (dataDir: string, path: string) => (isAbsolute(path) ? path : join(dataDir, path));
@@ -86,6 +91,53 @@ export const upload = defineModule({
     const sign = (slot: Slot) => createHmac("sha256", key)
       .update([slot.path, slot.size, slot.type, slot.expires, slot.owner, slot.purpose].join("\n")).digest("base64url");
 
+    // ── quotas ───────────────────────────────────────────────────────────────────────────────
+    /**
+     * Granted slots not yet used, per owner (slot id → size and expiry in seconds). They count
+     * against the quotas until their PUT is stored or they expire. Held in memory: a restart or
+     * another node forgets them, which is why every PUT checks the quota again.
+     */
+    const outstanding = new Map<string, Map<string, { size: number; expires: number }>>();
+    const openSlots = (owner: string) => {
+      const slots = outstanding.get(owner);
+      if (!slots) return undefined;
+      const now = Date.now() / 1000;
+      for (const [id, s] of slots) if (now > s.expires) slots.delete(id);
+      if (slots.size === 0) outstanding.delete(owner);
+      return slots.size ? slots : undefined;
+    };
+    const reserve = (owner: string, id: string, size: number, expires: number) => {
+      const slots = outstanding.get(owner) ?? new Map<string, { size: number; expires: number }>();
+      slots.set(id, { size, expires });
+      outstanding.set(owner, slots);
+    };
+    const release = (owner: string, id: string) => {
+      outstanding.get(owner)?.delete(id);
+      openSlots(owner);
+    };
+    /**
+     * One quota decision per owner at a time: reading the usage and reserving the slot must not
+     * interleave with another request's, or two requests could each see room for themselves.
+     */
+    const queues = new Map<string, Promise<unknown>>();
+    const exclusive = <T>(owner: string, fn: () => Promise<T>): Promise<T> => {
+      const run = (queues.get(owner) ?? Promise.resolve()).then(fn);
+      const tail = run.catch(() => {});
+      queues.set(owner, tail);
+      void tail.then(() => { if (queues.get(owner) === tail) queues.delete(owner); });
+      return run;
+    };
+    /** Which quota `size` more bytes would break, counting stored files and open slots other than `except`. */
+    const overQuota = async (owner: string, size: number, except?: string): Promise<"total" | "daily" | undefined> => {
+      const usage = await ctx.storage.uploads.usage(owner, Date.now() - DAY_MS);
+      let pending = 0;
+      for (const [id, s] of openSlots(owner) ?? []) if (id !== except) pending += s.size;
+      if (o.quotaBytes && usage.bytes + pending + size > o.quotaBytes) return "total";
+      // Open slots are about to be uploaded, so they belong to today's window.
+      if (o.dailyQuotaBytes && usage.bytesSince + pending + size > o.dailyQuotaBytes) return "daily";
+      return undefined;
+    };
+
     const requestSlot = async (request: IncomingSlot) => {
       const { filename, size, contentType, user, domain, purpose } = request;
       if (!filename || /[\/\\\0]/.test(filename) || filename === "." || filename === ".." || filename.length > 255) {
@@ -98,18 +150,24 @@ export const upload = defineModule({
           el("file-too-large", { xmlns: UPLOAD }, el("max-file-size", {}, String(o.maxFileSize))));
       }
       const now = Date.now();
-      const dayStart = now - DAY_MS;
-      const usage = await ctx.storage.uploads.usage(user, dayStart);
-      if ((o.quotaBytes && usage.bytes + size > o.quotaBytes) || (o.dailyQuotaBytes && usage.bytesSince + size > o.dailyQuotaBytes)) {
-        // XEP-0363 §4: resource-constraint (wait) with <retry stamp/> — when the daily window moves on.
-        const overTotal = o.quotaBytes > 0 && usage.bytes + size > o.quotaBytes;
-        const retry = overTotal ? undefined : el("retry", { xmlns: UPLOAD, stamp: xmppDateTime(now + DAY_MS) });
-        throw new StanzaError("resource-constraint", overTotal ? "Upload quota used up" : "Daily upload quota used up", "wait", retry);
-      }
       const id = randomBytes(16).toString("base64url");
+      const expires = Math.floor(now / 1000) + o.slotSeconds;
+      await exclusive(user, async () => {
+        const open = openSlots(user);
+        if (open && open.size >= o.maxOpenSlots) {
+          const first = Math.min(...[...open.values()].map((s) => s.expires));
+          throw new StanzaError("resource-constraint", "Too many unused upload slots", "wait", el("retry", { xmlns: UPLOAD, stamp: xmppDateTime(first * 1000) }));
+        }
+        const over = await overQuota(user, size);
+        if (over) {
+          // XEP-0363 §4: resource-constraint (wait) with <retry stamp/> — when the daily window moves on.
+          const retry = over === "total" ? undefined : el("retry", { xmlns: UPLOAD, stamp: xmppDateTime(now + DAY_MS) });
+          throw new StanzaError("resource-constraint", over === "total" ? "Upload quota used up" : "Daily upload quota used up", "wait", retry);
+        }
+        reserve(user, id, size, expires);
+      });
       const path = `${PREFIX}${id}/${encodeURIComponent(filename)}`;
       const type = contentType || "application/octet-stream";
-      const expires = Math.floor(now / 1000) + o.slotSeconds;
       const base = ctx.publicHttpUrl(domain);
       const slot: Slot = { path, size, type, expires, owner: user, purpose };
       const query = new URLSearchParams({ size: String(size), type, expires: String(expires), owner: user, purpose, token: sign(slot) });
@@ -153,7 +211,7 @@ export const upload = defineModule({
       const q = url.searchParams;
       const slot: Slot = { path: target.path, size: Number(q.get("size")), type: q.get("type") ?? "", expires: Number(q.get("expires")),
         owner: q.get("owner") ?? "", purpose: q.get("purpose") ?? "" };
-      const { size, type } = slot;
+      const { size, type, owner } = slot;
       const token = Buffer.from(q.get("token") ?? "");
       const expected = Buffer.from(sign(slot));
       if (token.length !== expected.length || !timingSafeEqual(token, expected)) return plain(res, 403, "Invalid upload token", CORS);
@@ -164,11 +222,22 @@ export const upload = defineModule({
       if (Number(length) !== size) return plain(res, 400, "Content-Length does not match the slot", CORS);
       const sentType = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
       if (sentType && sentType !== type.toLowerCase() && type !== "application/octet-stream") return plain(res, 400, "Content-Type does not match the slot", CORS);
+      // The quota again, counting every other open slot: the one checked at slot time may be
+      // forgotten (restart, another node), and this one counts until its bytes are stored.
+      const refusal = await exclusive(owner, async () => {
+        if (await ctx.storage.uploads.get(target.id)) return { status: 409, reason: "Already uploaded" };
+        // The status WebDAV gives an exceeded quota (RFC 4331).
+        if (await overQuota(owner, size, target.id)) return { status: 507, reason: "Upload quota used up" };
+        reserve(owner, target.id, size, slot.expires);
+        return undefined;
+      });
+      if (refusal) return plain(res, refusal.status, refusal.reason, CORS);
       // A stalled body is cut off, and nothing is kept.
       req.setTimeout(o.bodyIdleSeconds * 1000, () => req.destroy(new Error("body timeout")));
       try {
         await files.write(target.id, req, size);
       } catch (err) {
+        // The slot stays open (and counted) until it expires: the client may try again.
         const code = (err as NodeJS.ErrnoException).code;
         if (err instanceof SizeMismatchError) return plain(res, err.tooLarge ? 413 : 400, err.message, CORS);
         if (code === "EEXIST") return plain(res, 409, "Already uploaded", CORS);
@@ -183,8 +252,11 @@ export const upload = defineModule({
         }
         throw err;
       }
-      await ctx.storage.uploads.add({ id: target.id, owner: slot.owner, filename: target.filename, size, contentType: type, createdAt: Date.now(),
-        expires: slot.purpose !== "profile" && slot.purpose !== "permanent" });
+      await exclusive(owner, async () => {
+        await ctx.storage.uploads.add({ id: target.id, owner, filename: target.filename, size, contentType: type, createdAt: Date.now(),
+          expires: slot.purpose !== "profile" && slot.purpose !== "permanent" });
+        release(owner, target.id);
+      });
       res.writeHead(201, { ...CORS, "Content-Length": 0 });
       res.end();
     };
@@ -256,7 +328,10 @@ export const upload = defineModule({
         await ctx.storage.uploads.remove(r.id);
       }
     };
-    ctx.on("user/deleting", async ({ jid }) => remove(await ctx.storage.uploads.ofOwner(jid.bare)));
+    ctx.on("user/deleting", async ({ jid }) => {
+      outstanding.delete(jid.bare);
+      await remove(await ctx.storage.uploads.ofOwner(jid.bare));
+    });
     let cleaning: Promise<void> | undefined;
     let stopping = false;
     const expire = () => {
@@ -275,7 +350,11 @@ export const upload = defineModule({
       })().catch((err) => ctx.log.error({ err, stage: "upload" }, "upload expiry failed")).finally(() => { cleaning = undefined; });
     };
     expire();
-    ctx.interval(o.cleanupIntervalMinutes * 60_000, expire);
+    ctx.interval(o.cleanupIntervalMinutes * 60_000, () => {
+      // Owners who never come back would otherwise keep their expired slots here.
+      for (const owner of outstanding.keys()) openSlots(owner);
+      expire();
+    });
     ctx.onStop(async () => {
       stopping = true;
       await cleaning;
