@@ -9,12 +9,14 @@
  *   yet used, not expired). They are checked when a slot is requested (resource-constraint +
  *   <retry/>) and again when its PUT starts, so neither a burst of slot requests nor a slot the
  *   server has forgotten (a restart) can push a user past them.
+ * - Content types are RFC 9110 media types, checked at slot time: the GET echoes them in a header.
  * - Files expire (default 30 days) unless their XEP-0363 §4 purpose is "profile" or "permanent";
  *   a deleted account's files go with it.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { isAbsolute, join } from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import { defineModule } from "../module.js";
 import { el } from "../xmpp/xml.js";
@@ -24,14 +26,16 @@ import { buildForm } from "../xmpp/forms.js";
 import { plain } from "../http/server.js";
 import { serveDomainIqs } from "./domain-iq.js";
 import { createLocalFileStore, SizeMismatchError } from "../storage/files/index.js";
+import { parseMediaType, formatMediaType, type MediaType } from "../http/media-type.js";
 import type { UploadRecord } from "../storage/index.js";
 import { xmppDateTime } from "../xmpp/datetime.js";
 
 export const UPLOAD = "urn:xmpp:http:upload:0";
 const PREFIX = "/upload/";
 const DAY_MS = 86_400_000;
-/** Types a browser may show inline; everything else is served as an attachment. */
+/** Essences a browser may show inline; everything else is served as an attachment. */
 const INLINE = /^(image\/(png|jpeg|gif|webp|avif|heic|heif)|audio\/[\w.+-]+|video\/[\w.+-]+|text\/plain)$/;
+const OCTET_STREAM: MediaType = { essence: "application/octet-stream", parameters: new Map() };
 const CORS = {
   "Access-Control-Allow-Origin": "*",
   "Access-Control-Allow-Methods": "GET, HEAD, PUT, OPTIONS",
@@ -144,6 +148,9 @@ export const upload = defineModule({
         throw new StanzaError("bad-request", "A plain file name is required");
       }
       if (!Number.isSafeInteger(size) || size < 1) throw new StanzaError("bad-request", "size must be a positive integer");
+      const media = contentType ? parseMediaType(contentType) : OCTET_STREAM;
+      // XEP-0363 §4 answers a bad request with the error type modify; the type goes into a header at GET time.
+      if (!media) throw new StanzaError("bad-request", "content-type must be a media type (RFC 9110 §8.3.1)", "modify");
       if (size > o.maxFileSize) {
         // XEP-0363 §4: not-acceptable with <file-too-large/> and the limit.
         throw new StanzaError("not-acceptable", `File too large; the limit is ${o.maxFileSize} bytes`, "modify",
@@ -167,7 +174,7 @@ export const upload = defineModule({
         reserve(user, id, size, expires);
       });
       const path = `${PREFIX}${id}/${encodeURIComponent(filename)}`;
-      const type = contentType || "application/octet-stream";
+      const type = formatMediaType(media);
       const base = ctx.publicHttpUrl(domain);
       const slot: Slot = { path, size, type, expires, owner: user, purpose };
       const query = new URLSearchParams({ size: String(size), type, expires: String(expires), owner: user, purpose, token: sign(slot) });
@@ -220,6 +227,9 @@ export const upload = defineModule({
       if (length === undefined) return plain(res, 411, "Content-Length required", CORS);
       if (Number(length) > size) return plain(res, 413, "Larger than the slot", CORS);
       if (Number(length) !== size) return plain(res, 400, "Content-Length does not match the slot", CORS);
+      // Signed, but a slot granted before content types were validated may carry anything.
+      const slotType = parseMediaType(type);
+      if (!slotType) return plain(res, 400, "The slot's content type is not a media type", CORS);
       const sentType = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
       if (sentType && sentType !== type.toLowerCase() && type !== "application/octet-stream") return plain(res, 400, "Content-Type does not match the slot", CORS);
       // The quota again, counting every other open slot: the one checked at slot time may be
@@ -268,43 +278,49 @@ export const upload = defineModule({
       // Opened before anything is sent: an expiry that deletes the file now cannot cut the download.
       const file = await files.open(record.id);
       if (!file) return plain(res, 404, "Not found", CORS);
-      const stat = { size: file.size };
-      const etag = `"${record.id}"`;
-      const inline = INLINE.test(record.contentType);
-      const headers: Record<string, string | number> = {
-        ...CORS,
-        "Content-Type": record.contentType,
-        ETag: etag,
-        "Last-Modified": new Date(record.createdAt).toUTCString(),
-        "Accept-Ranges": "bytes",
-        "Cache-Control": "public, max-age=31536000, immutable",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-        "Content-Disposition": `${inline ? "inline" : "attachment"}; filename*=UTF-8''${encodeURIComponent(record.filename)}`,
-      };
-      if (req.headers["if-none-match"] === etag) {
-        await file.close();
-        res.writeHead(304, headers);
-        return void res.end();
+      // Until the body stream owns the file, every way out of here (a throw included) closes it.
+      let streaming = false;
+      try {
+        const size = file.size;
+        // Records stored before content types were validated may hold anything, even CR LF; such a
+        // value must not reach a header, so it is served as opaque bytes.
+        const media = parseMediaType(record.contentType);
+        const etag = `"${record.id}"`;
+        const headers: Record<string, string | number> = {
+          ...CORS,
+          "Content-Type": media ? formatMediaType(media) : OCTET_STREAM.essence,
+          ETag: etag,
+          "Last-Modified": new Date(record.createdAt).toUTCString(),
+          "Accept-Ranges": "bytes",
+          "Cache-Control": "public, max-age=31536000, immutable",
+          "X-Content-Type-Options": "nosniff",
+          "Content-Security-Policy": "default-src 'none'; sandbox",
+          "Content-Disposition": `${media && INLINE.test(media.essence) ? "inline" : "attachment"}; filename*=UTF-8''${encodeURIComponent(record.filename)}`,
+        };
+        if (req.headers["if-none-match"] === etag) {
+          res.writeHead(304, headers);
+          return void res.end();
+        }
+        const range = parseRange(req.headers.range, size);
+        if (range === "invalid") {
+          res.writeHead(416, { ...headers, "Content-Range": `bytes */${size}` });
+          return void res.end();
+        }
+        if (range) {
+          res.writeHead(206, { ...headers, "Content-Range": `bytes ${range.start}-${range.end}/${size}`, "Content-Length": range.end - range.start + 1 });
+        } else {
+          res.writeHead(200, { ...headers, "Content-Length": size });
+        }
+        if (req.method === "HEAD") return void res.end();
+        const body = file.stream(range ?? undefined);
+        streaming = true;
+        // pipeline, not pipe: a client that goes away destroys the file stream, which closes the file.
+        await pipeline(body, res).catch((err: unknown) => {
+          ctx.log.debug({ stage: "upload", err }, "download ended early");
+        });
+      } finally {
+        if (!streaming) await file.close();
       }
-      const range = parseRange(req.headers.range, stat.size);
-      if (range === "invalid") {
-        await file.close();
-        res.writeHead(416, { ...headers, "Content-Range": `bytes */${stat.size}` });
-        return void res.end();
-      }
-      if (range) {
-        res.writeHead(206, { ...headers, "Content-Range": `bytes ${range.start}-${range.end}/${stat.size}`, "Content-Length": range.end - range.start + 1 });
-      } else {
-        res.writeHead(200, { ...headers, "Content-Length": stat.size });
-      }
-      if (req.method === "HEAD") {
-        await file.close();
-        return void res.end();
-      }
-      const body = file.stream(range ?? undefined);
-      body.on("error", () => res.destroy());
-      body.pipe(res);
     };
 
     ctx.http(PREFIX, (req, res, url) => {

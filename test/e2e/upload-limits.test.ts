@@ -1,13 +1,17 @@
 /**
  * XEP-0363 upload limits and validated inputs, end to end (issues 21 and 22): outstanding slots
- * count against the quota, and the PUT checks it again.
+ * count against the quota, and the PUT checks it again; content types follow RFC 9110 from the
+ * slot request to the GET response; file handles are closed on every path.
  */
-import { describe, it } from "node:test";
+import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { readdirSync, readlinkSync, realpathSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Agent, request } from "undici";
 import type { Element } from "@xmpp/xml";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
+import { rawSession } from "../helpers/raw.js";
 
 const UPLOAD = "urn:xmpp:http:upload:0";
 const STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -48,6 +52,22 @@ const put = (url: string, body: Buffer, headers: Record<string, string>) =>
     .then(async (r) => ({ status: r.statusCode, text: await r.body.text() }));
 const get = (url: string) =>
   request(url, { dispatcher }).then(async (r) => ({ status: r.statusCode, headers: r.headers, body: Buffer.from(await r.body.arrayBuffer()) }));
+/** File descriptors of this process (the server runs in it) open on something under `dir`. */
+const openFdsUnder = (dir: string) => {
+  const root = realpathSync(dir);
+  return readdirSync("/proc/self/fd").filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(root);
+    } catch {
+      return false;
+    }
+  }).length;
+};
+const eventually = async (check: () => boolean, ms = 3000) => {
+  for (const end = Date.now() + ms; Date.now() < end && !check();) await new Promise((r) => setTimeout(r, 50));
+  return check();
+};
+
 describe("upload quota counts outstanding slots (issue 21 item 2)", () => {
   const slotSize = 528_384;
 
@@ -150,5 +170,62 @@ describe("upload quota counts outstanding slots (issue 21 item 2)", () => {
     } finally {
       await server.cleanup();
     }
+  });
+});
+
+describe("upload content types (issue 21 item 11)", () => {
+  let server: TestServer;
+  let alice: Connected;
+
+  before(async () => {
+    server = await startTestServer();
+    await server.accounts.create("alice@localhost", "pw");
+    alice = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "alice", password: "pw" });
+  });
+  after(async () => {
+    await alice.stop();
+    await server.cleanup();
+  });
+
+  it("a content type with CRLF, a control character or a non-Latin-1 character is bad-request (modify)", async () => {
+    // Character references: a literal CR LF in an attribute would be normalised to spaces by any XML parser.
+    const raw = await rawSession(server.ports.c2sDirectTls!, "alice", "pw");
+    try {
+      const cases = ["text/plain&#13;&#10;X-Injected: yes", "text/plain&#9;x", "text/pl&#x101;in", "text/plain; charset=&#x20AC;", "text", "text/plain; x"];
+      for (const [i, ct] of cases.entries()) {
+        raw.send(`<iq type='get' id='ct${i}' to='upload.localhost'><request xmlns='${UPLOAD}' filename='a.txt' size='5' content-type='${ct}'/></iq>`);
+        const reply = await raw.waitForElement((e) => e.attrs.id === `ct${i}`);
+        assert.equal(reply.attrs.type, "error", ct);
+        const error = reply.getChild("error")!;
+        assert.equal(error.attrs.type, "modify", ct);
+        assert.ok(error.getChild("bad-request", STANZAS), ct);
+      }
+    } finally {
+      raw.socket.destroy();
+    }
+  });
+
+  it("a stored record whose content type is not a valid header value (from before validation) is served as an octet-stream attachment, and its file is closed", async () => {
+    const id = "Zq".repeat(11);
+    const dir = join(server.dataDir, "uploads", id.slice(0, 2));
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, id), "hello");
+    await server.storage.uploads.add({ id, owner: "alice@localhost", filename: "old.txt", size: 5, contentType: "text/plain\r\nX-Injected: yes", createdAt: Date.now(), expires: true });
+    const got = await get(`https://127.0.0.1:${server.ports.https}/upload/${id}/old.txt`);
+    assert.equal(got.status, 200);
+    assert.equal(got.headers["content-type"], "application/octet-stream");
+    assert.equal(got.headers["x-injected"], undefined);
+    assert.match(String(got.headers["content-disposition"]), /^attachment;/);
+    assert.deepEqual(got.body, Buffer.from("hello"));
+    assert.ok(await eventually(() => openFdsUnder(join(server.dataDir, "uploads")) === 0), "no file handle left open");
+  });
+
+  it("a download the client abandons halfway closes the file", async () => {
+    const size = 32 * MiB;
+    const s = granted(await ask(alice, "big.bin", size, "application/octet-stream"));
+    assert.equal((await put(local(s.put, server), Buffer.alloc(size), {})).status, 201);
+    const r = await request(local(s.get, server), { dispatcher });
+    for await (const _ of r.body) break; // one chunk, then the client goes away
+    assert.ok(await eventually(() => openFdsUnder(join(server.dataDir, "uploads")) === 0), "no file handle left open");
   });
 });
