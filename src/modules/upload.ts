@@ -26,7 +26,7 @@ import { buildForm } from "../xmpp/forms.js";
 import { plain } from "../http/server.js";
 import { serveDomainIqs } from "./domain-iq.js";
 import { createLocalFileStore, SizeMismatchError } from "../storage/files/index.js";
-import { parseMediaType, formatMediaType, type MediaType } from "../http/media-type.js";
+import { parseMediaType, formatMediaType, mediaTypesMatch, type MediaType } from "../http/media-type.js";
 import type { UploadRecord } from "../storage/index.js";
 import { xmppDateTime } from "../xmpp/datetime.js";
 
@@ -212,26 +212,39 @@ export const upload = defineModule({
       return { id: m[1]!, filename, path: url.pathname };
     };
 
+    /** A PUT refused: the client is told why, and so is the operator — never the URL, which holds the slot id and token. */
+    const refuse = (res: ServerResponse, status: number, reason: string, detail: Record<string, string> = {}) => {
+      ctx.log.info({ stage: "upload", status, reason, ...detail }, "upload refused");
+      plain(res, status, reason, CORS);
+    };
+
     const put = async (req: IncomingMessage, res: ServerResponse, url: URL) => {
       const target = parsePath(url);
-      if (!target) return plain(res, 404, "Not found", CORS);
+      if (!target) return refuse(res, 404, "Not found");
       const q = url.searchParams;
       const slot: Slot = { path: target.path, size: Number(q.get("size")), type: q.get("type") ?? "", expires: Number(q.get("expires")),
         owner: q.get("owner") ?? "", purpose: q.get("purpose") ?? "" };
       const { size, type, owner } = slot;
       const token = Buffer.from(q.get("token") ?? "");
       const expected = Buffer.from(sign(slot));
-      if (token.length !== expected.length || !timingSafeEqual(token, expected)) return plain(res, 403, "Invalid upload token", CORS);
-      if (Date.now() / 1000 > slot.expires) return plain(res, 403, "Upload slot expired", CORS);
+      if (token.length !== expected.length || !timingSafeEqual(token, expected)) return refuse(res, 403, "Invalid upload token");
+      if (Date.now() / 1000 > slot.expires) return refuse(res, 403, "Upload slot expired");
       const length = req.headers["content-length"];
-      if (length === undefined) return plain(res, 411, "Content-Length required", CORS);
-      if (Number(length) > size) return plain(res, 413, "Larger than the slot", CORS);
-      if (Number(length) !== size) return plain(res, 400, "Content-Length does not match the slot", CORS);
+      if (length === undefined) return refuse(res, 411, "Content-Length required");
+      if (Number(length) > size) return refuse(res, 413, "Larger than the slot");
+      if (Number(length) !== size) return refuse(res, 400, "Content-Length does not match the slot");
       // Signed, but a slot granted before content types were validated may carry anything.
       const slotType = parseMediaType(type);
-      if (!slotType) return plain(res, 400, "The slot's content type is not a media type", CORS);
-      const sentType = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
-      if (sentType && sentType !== type.toLowerCase() && type !== "application/octet-stream") return plain(res, 400, "Content-Type does not match the slot", CORS);
+      if (!slotType) return refuse(res, 400, "The slot's content type is not a media type");
+      // XEP-0363 §5: "The service SHOULD reject the file if the Content-Type has been specified
+      // beforehand and does not match." A slot without a type (octet-stream) takes any.
+      const header = req.headers["content-type"];
+      if (header && slotType.essence !== OCTET_STREAM.essence) {
+        const sent = parseMediaType(header);
+        if (!sent || !mediaTypesMatch(slotType, sent)) {
+          return refuse(res, 400, "Content-Type does not match the slot", { expected: type, sent: sent ? formatMediaType(sent) : "(not a media type)" });
+        }
+      }
       // The quota again, counting every other open slot: the one checked at slot time may be
       // forgotten (restart, another node), and this one counts until its bytes are stored.
       const refusal = await exclusive(owner, async () => {
@@ -241,7 +254,7 @@ export const upload = defineModule({
         reserve(owner, target.id, size, slot.expires);
         return undefined;
       });
-      if (refusal) return plain(res, refusal.status, refusal.reason, CORS);
+      if (refusal) return refuse(res, refusal.status, refusal.reason);
       // A stalled body is cut off, and nothing is kept.
       req.setTimeout(o.bodyIdleSeconds * 1000, () => req.destroy(new Error("body timeout")));
       try {
@@ -249,8 +262,8 @@ export const upload = defineModule({
       } catch (err) {
         // The slot stays open (and counted) until it expires: the client may try again.
         const code = (err as NodeJS.ErrnoException).code;
-        if (err instanceof SizeMismatchError) return plain(res, err.tooLarge ? 413 : 400, err.message, CORS);
-        if (code === "EEXIST") return plain(res, 409, "Already uploaded", CORS);
+        if (err instanceof SizeMismatchError) return refuse(res, err.tooLarge ? 413 : 400, err.message);
+        if (code === "EEXIST") return refuse(res, 409, "Already uploaded");
         if (code === "ENOSPC" || code === "EDQUOT") {
           ctx.log.error({ stage: "upload", code }, "upload storage is full");
           return plain(res, 507, "Insufficient storage", CORS);

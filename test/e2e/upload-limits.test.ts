@@ -9,7 +9,7 @@ import { readdirSync, readlinkSync, realpathSync, mkdirSync, writeFileSync } fro
 import { join } from "node:path";
 import { Agent, request } from "undici";
 import type { Element } from "@xmpp/xml";
-import { startTestServer, type TestServer } from "../helpers/server.js";
+import { startTestServer, capturingLogger, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import { rawSession } from "../helpers/raw.js";
 
@@ -173,12 +173,13 @@ describe("upload quota counts outstanding slots (issue 21 item 2)", () => {
   });
 });
 
-describe("upload content types (issue 21 item 11)", () => {
+describe("upload content types (issue 21 item 11, issue 22 item 2)", () => {
   let server: TestServer;
   let alice: Connected;
+  const capture = capturingLogger("info");
 
   before(async () => {
-    server = await startTestServer();
+    server = await startTestServer({}, { log: capture.log });
     await server.accounts.create("alice@localhost", "pw");
     alice = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "alice", password: "pw" });
   });
@@ -203,6 +204,40 @@ describe("upload content types (issue 21 item 11)", () => {
     } finally {
       raw.socket.destroy();
     }
+  });
+
+  it("a content type with parameters is accepted, and a PUT with exactly that header succeeds; GET serves it", async () => {
+    const body = Buffer.from("<p>hi</p>");
+    const s = granted(await ask(alice, "page.html", body.length, "text/html; charset=utf-8"));
+    const created = await put(local(s.put, server), body, { "content-type": "text/html; charset=utf-8" });
+    assert.equal(created.status, 201, created.text);
+    const got = await get(local(s.get, server));
+    assert.equal(got.status, 200);
+    assert.equal(got.headers["content-type"], "text/html; charset=utf-8");
+    assert.match(String(got.headers["content-disposition"]), /^attachment;/);
+    assert.deepEqual(got.body, body);
+  });
+
+  it("PUT Content-Type is compared as a media type: case-insensitive essence and charset, bare essence accepted, a conflicting charset refused and logged", async () => {
+    const body = Buffer.from("hello");
+    for (const sent of ["text/plain; charset=utf-8", "TEXT/Plain;Charset=\"UTF-8\"", "text/plain"]) {
+      const s = granted(await ask(alice, "a.txt", body.length, "text/plain; charset=utf-8"));
+      const r = await put(local(s.put, server), body, { "content-type": sent });
+      assert.equal(r.status, 201, `${sent}: ${r.text}`);
+      // text/plain is shown inline whatever its parameters.
+      assert.match(String((await get(local(s.get, server))).headers["content-disposition"]), /^inline;/);
+    }
+    const s = granted(await ask(alice, "b.txt", body.length, "text/plain; charset=utf-8"));
+    const before = capture.records.length;
+    const refused = await put(local(s.put, server), body, { "content-type": "text/plain; charset=iso-8859-1" });
+    assert.equal(refused.status, 400);
+    assert.equal(refused.text, "Content-Type does not match the slot");
+    const logged = capture.records.slice(before).filter((r) => r.stage === "upload" && r.level === 30);
+    assert.equal(logged.length, 1, JSON.stringify(capture.records.slice(before)));
+    assert.equal(logged[0]!.reason, "Content-Type does not match the slot");
+    const id = new URL(s.get).pathname.split("/")[2]!;
+    const token = new URL(s.put).searchParams.get("token")!;
+    assert.ok(!JSON.stringify(logged[0]).includes(id) && !JSON.stringify(logged[0]).includes(token), "no slot id or token in the log");
   });
 
   it("a stored record whose content type is not a valid header value (from before validation) is served as an octet-stream attachment, and its file is closed", async () => {
