@@ -26,7 +26,7 @@ import { buildForm } from "../xmpp/forms.js";
 import { plain } from "../http/server.js";
 import { serveDomainIqs } from "./domain-iq.js";
 import { createLocalFileStore, SizeMismatchError } from "../storage/files/index.js";
-import { parseMediaType, formatMediaType, mediaTypesMatch, type MediaType } from "../http/media-type.js";
+import { parseMediaType, formatMediaType, mediaTypesMatch, contentDisposition, type MediaType } from "../http/media-type.js";
 import type { UploadRecord } from "../storage/index.js";
 import { xmppDateTime } from "../xmpp/datetime.js";
 
@@ -143,10 +143,13 @@ export const upload = defineModule({
     };
 
     const requestSlot = async (request: IncomingSlot) => {
-      const { filename, size, contentType, user, domain, purpose } = request;
-      if (!filename || /[\/\\\0]/.test(filename) || filename === "." || filename === ".." || filename.length > 255) {
+      const { filename, contentType, user, domain, purpose } = request;
+      // Control characters too (HARDENING §4.10): the name is echoed in URLs and a response header.
+      if (!filename || /[\/\\\0-\x1f\x7f]/.test(filename) || filename === "." || filename === ".." || filename.length > 255) {
         throw new StanzaError("bad-request", "A plain file name is required");
       }
+      // Digits only: Number() would also take "1e3", "0x10" or " 5".
+      const size = /^[0-9]{1,16}$/.test(request.size) ? Number(request.size) : NaN;
       if (!Number.isSafeInteger(size) || size < 1) throw new StanzaError("bad-request", "size must be a positive integer");
       const media = contentType ? parseMediaType(contentType) : OCTET_STREAM;
       // XEP-0363 §4 answers a bad request with the error type modify; the type goes into a header at GET time.
@@ -191,7 +194,7 @@ export const upload = defineModule({
         // Uploads are for this server's users.
         if (!origin || !ctx.hosts.includes(from.domain)) throw new StanzaError("forbidden", "Only local users may upload");
         return requestSlot({
-          filename: payload.attrs.filename ?? "", size: Number(payload.attrs.size), contentType: payload.attrs["content-type"] ?? "",
+          filename: payload.attrs.filename ?? "", size: payload.attrs.size ?? "", contentType: payload.attrs["content-type"] ?? "",
           user: from.bare, domain, purpose: payload.getChild("purpose")?.text() ?? "",
         });
       }
@@ -308,7 +311,7 @@ export const upload = defineModule({
           "Cache-Control": "public, max-age=31536000, immutable",
           "X-Content-Type-Options": "nosniff",
           "Content-Security-Policy": "default-src 'none'; sandbox",
-          "Content-Disposition": `${media && INLINE.test(media.essence) ? "inline" : "attachment"}; filename*=UTF-8''${encodeURIComponent(record.filename)}`,
+          "Content-Disposition": contentDisposition(media && INLINE.test(media.essence) ? "inline" : "attachment", record.filename),
         };
         if (req.headers["if-none-match"] === etag) {
           res.writeHead(304, headers);
@@ -391,7 +394,7 @@ export const upload = defineModule({
   },
 });
 
-interface IncomingSlot { filename: string; size: number; contentType: string; user: string; domain: string; purpose: string }
+interface IncomingSlot { filename: string; size: string; contentType: string; user: string; domain: string; purpose: string }
 
 /** RFC 9110 §14.2, one range: "bytes=a-b", "a-" or "-n"; undefined when absent or not a single byte range. */
 function parseRange(header: string | undefined, size: number): { start: number; end: number } | "invalid" | undefined {

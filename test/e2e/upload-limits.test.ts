@@ -263,4 +263,26 @@ describe("upload content types (issue 21 item 11, issue 22 item 2)", () => {
     for await (const _ of r.body) break; // one chunk, then the client goes away
     assert.ok(await eventually(() => openFdsUnder(join(server.dataDir, "uploads")) === 0), "no file handle left open");
   });
+
+  it("a file name is echoed only as a well-formed RFC 6266 Content-Disposition; control characters are refused at slot time", async () => {
+    const name = `it's "x" (1).txt`;
+    const s = granted(await ask(alice, name, 2, "text/plain"));
+    assert.equal((await put(local(s.put, server), Buffer.from("hi"), { "content-type": "text/plain" })).status, 201);
+    const got = await get(local(s.get, server));
+    assert.equal(got.headers["content-disposition"], `inline; filename="it's _x_ (1).txt"; filename*=UTF-8''it%27s%20%22x%22%20%281%29.txt`);
+    const raw = await rawSession(server.ports.c2sDirectTls!, "alice", "pw");
+    try {
+      raw.send(`<iq type='get' id='fn' to='upload.localhost'><request xmlns='${UPLOAD}' filename='a&#13;&#10;b.txt' size='5'/></iq>`);
+      const reply = await raw.waitForElement((e) => e.attrs.id === "fn");
+      assert.ok(reply.getChild("error")?.getChild("bad-request", STANZAS), reply.toString());
+    } finally {
+      raw.socket.destroy();
+    }
+  });
+
+  it("size must be a plain decimal integer", async () => {
+    for (const size of ["1e3", "0x10", " 5", "5.0", "+5"]) {
+      assert.deepEqual(await ask(alice, "s.bin", size), { condition: "bad-request", type: "modify", retry: undefined }, size);
+    }
+  });
 });
