@@ -10,7 +10,7 @@
  *   <retry/>) and again when its PUT starts, so neither a burst of slot requests nor a slot the
  *   server has forgotten (a restart) can push a user past them.
  * - Content types are RFC 9110 media types, checked at slot time: the GET echoes them in a header.
- * - Files expire (default 30 days) unless their XEP-0363 §4 purpose is "profile" or "permanent";
+ * - Files expire (default 30 days) unless their XEP-0363 §5 purpose is "profile" or "permanent";
  *   a deleted account's files go with it.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
@@ -19,7 +19,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el } from "../xmpp/xml.js";
+import { el, childElements, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { StanzaError } from "../errors.js";
 import { buildForm } from "../xmpp/forms.js";
@@ -31,6 +31,12 @@ import type { UploadRecord } from "../storage/index.js";
 import { xmppDateTime } from "../xmpp/datetime.js";
 
 export const UPLOAD = "urn:xmpp:http:upload:0";
+const PURPOSE = "urn:xmpp:http:upload:purpose:0";
+/**
+ * XEP-0363 §5 purposes kept apart: message files expire, profile and permanent ones do not.
+ * "ephemeral" is not offered: its expire-before is a MUST this service's retention cannot keep.
+ */
+const PURPOSES = new Set(["message", "profile", "permanent"]);
 const PREFIX = "/upload/";
 const DAY_MS = 86_400_000;
 /** Essences a browser may show inline; everything else is served as an attachment. */
@@ -87,6 +93,7 @@ export const upload = defineModule({
     const info = () => el("query", { xmlns: NS.DISCO_INFO },
       el("identity", { category: "store", type: "file", name: "HTTP File Upload" }),
       el("feature", { var: UPLOAD }), el("feature", { var: NS.DISCO_INFO }),
+      ...[...PURPOSES].map((p) => el("feature", { var: `${PURPOSE}#${p}` })),
       // XEP-0363 §3: the size limit, as an extended disco form.
       buildForm("result", UPLOAD, [{ var: "max-file-size", values: [String(o.maxFileSize)] }]));
 
@@ -152,10 +159,10 @@ export const upload = defineModule({
       const size = /^[0-9]{1,16}$/.test(request.size) ? Number(request.size) : NaN;
       if (!Number.isSafeInteger(size) || size < 1) throw new StanzaError("bad-request", "size must be a positive integer");
       const media = contentType ? parseMediaType(contentType) : OCTET_STREAM;
-      // XEP-0363 §4 answers a bad request with the error type modify; the type goes into a header at GET time.
+      // XEP-0363 §6 errors carry their type (modify here); the type goes into a header at GET time.
       if (!media) throw new StanzaError("bad-request", "content-type must be a media type (RFC 9110 §8.3.1)", "modify");
       if (size > o.maxFileSize) {
-        // XEP-0363 §4: not-acceptable with <file-too-large/> and the limit.
+        // XEP-0363 §6: not-acceptable with <file-too-large/> and the limit.
         throw new StanzaError("not-acceptable", `File too large; the limit is ${o.maxFileSize} bytes`, "modify",
           el("file-too-large", { xmlns: UPLOAD }, el("max-file-size", {}, String(o.maxFileSize))));
       }
@@ -170,7 +177,7 @@ export const upload = defineModule({
         }
         const over = await overQuota(user, size);
         if (over) {
-          // XEP-0363 §4: resource-constraint (wait) with <retry stamp/> — when the daily window moves on.
+          // XEP-0363 §6: resource-constraint (wait) with <retry stamp/> — when the daily window moves on.
           const retry = over === "total" ? undefined : el("retry", { xmlns: UPLOAD, stamp: xmppDateTime(now + DAY_MS) });
           throw new StanzaError("resource-constraint", over === "total" ? "Upload quota used up" : "Daily upload quota used up", "wait", retry);
         }
@@ -195,7 +202,7 @@ export const upload = defineModule({
         if (!origin || !ctx.hosts.includes(from.domain)) throw new StanzaError("forbidden", "Only local users may upload");
         return requestSlot({
           filename: payload.attrs.filename ?? "", size: payload.attrs.size ?? "", contentType: payload.attrs["content-type"] ?? "",
-          user: from.bare, domain, purpose: payload.getChild("purpose")?.text() ?? "",
+          user: from.bare, domain, purpose: purposeOf(payload),
         });
       }
       throw new StanzaError("service-unavailable");
@@ -239,7 +246,7 @@ export const upload = defineModule({
       // Signed, but a slot granted before content types were validated may carry anything.
       const slotType = parseMediaType(type);
       if (!slotType) return refuse(res, 400, "The slot's content type is not a media type");
-      // XEP-0363 §5: "The service SHOULD reject the file if the Content-Type has been specified
+      // XEP-0363 §7: "The service SHOULD reject the file if the Content-Type has been specified
       // beforehand and does not match." A slot without a type (octet-stream) takes any.
       const header = req.headers["content-type"];
       if (header && slotType.essence !== OCTET_STREAM.essence) {
@@ -393,6 +400,19 @@ export const upload = defineModule({
     });
   },
 });
+
+/**
+ * XEP-0363 §5: the purpose is an element named after it in the purpose namespace; "If no purpose
+ * is specified, the service MUST assume 'message' as the default purpose."
+ */
+function purposeOf(request: Element): string {
+  const named = childElements(request).filter((c) => c.getNS() === PURPOSE);
+  if (named.length === 0) return "message";
+  if (named.length > 1) throw new StanzaError("bad-request", "At most one purpose");
+  const purpose = named[0]!.name;
+  if (!PURPOSES.has(purpose)) throw new StanzaError("feature-not-implemented", `Purpose ${purpose} is not supported`);
+  return purpose;
+}
 
 interface IncomingSlot { filename: string; size: string; contentType: string; user: string; domain: string; purpose: string }
 

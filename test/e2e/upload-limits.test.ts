@@ -14,6 +14,7 @@ import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import { rawSession } from "../helpers/raw.js";
 
 const UPLOAD = "urn:xmpp:http:upload:0";
+const PURPOSE = "urn:xmpp:http:upload:purpose:0";
 const STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
 const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
 const MiB = 1024 * 1024;
@@ -173,7 +174,7 @@ describe("upload quota counts outstanding slots (issue 21 item 2)", () => {
   });
 });
 
-describe("upload content types (issue 21 item 11, issue 22 item 2)", () => {
+describe("upload slot inputs and downloads (issue 21 item 11, issue 22 item 2)", () => {
   let server: TestServer;
   let alice: Connected;
   const capture = capturingLogger("info");
@@ -278,6 +279,20 @@ describe("upload content types (issue 21 item 11, issue 22 item 2)", () => {
     } finally {
       raw.socket.destroy();
     }
+  });
+
+  it("XEP-0363 §5 purposes: advertised, one at most, ephemeral (an expiry this service cannot promise) refused", async () => {
+    const info = await alice.iq(xml("iq", { type: "get", to: "upload.localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
+    const features = info.getChild("query")!.getChildren("feature").map((f) => f.attrs.var as string);
+    for (const p of ["message", "profile", "permanent"]) assert.ok(features.includes(`${PURPOSE}#${p}`), p);
+    assert.ok(!features.includes(`${PURPOSE}#ephemeral`));
+    const request = (...purposes: Element[]) => alice.iq(xml("iq", { type: "get", to: "upload.localhost" },
+      xml("request", { xmlns: UPLOAD, filename: "p.jpg", size: "5", "content-type": "image/jpeg" }, ...purposes)));
+    const condition = (err: unknown) => (err as { condition?: string }).condition;
+    await assert.rejects(request(xml("ephemeral", { xmlns: PURPOSE, "expire-before": "2030-01-01T00:00:00Z" })), (err) => condition(err) === "feature-not-implemented");
+    await assert.rejects(request(xml("profile", { xmlns: PURPOSE }), xml("permanent", { xmlns: PURPOSE })), (err) => condition(err) === "bad-request");
+    const slot = (await request(xml("profile", { xmlns: PURPOSE }))).getChild("slot", UPLOAD)!;
+    assert.equal(new URL(slot.getChild("put")!.attrs.url as string).searchParams.get("purpose"), "profile");
   });
 
   it("size must be a plain decimal integer", async () => {
