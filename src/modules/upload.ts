@@ -259,6 +259,8 @@ export const upload = defineModule({
       // forgotten (restart, another node), and this one counts until its bytes are stored.
       const refusal = await exclusive(owner, async () => {
         if (await ctx.storage.uploads.get(target.id)) return { status: 409, reason: "Already uploaded" };
+        // A slot outlives a deleted account by up to slotSeconds; its bytes would be nobody's.
+        if (!(await ctx.storage.accounts.exists(owner))) return { status: 403, reason: "The slot's account is gone" };
         // The status WebDAV gives an exceeded quota (RFC 4331).
         if (await overQuota(owner, size, target.id)) return { status: 507, reason: "Upload quota used up" };
         reserve(owner, target.id, size, slot.expires);

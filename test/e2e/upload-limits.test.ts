@@ -148,6 +148,22 @@ describe("upload quota counts outstanding slots (issue 21 item 2)", () => {
     }
   });
 
+  it("a slot whose account was deleted cannot store anything", async () => {
+    const server = await startTestServer();
+    try {
+      await server.accounts.create("ann@localhost", "pw");
+      const c = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: "ann", password: "pw" });
+      const s = granted(await ask(c, "late.bin", 3));
+      await c.stop();
+      await server.accounts.remove("ann@localhost");
+      assert.equal((await put(local(s.put, server), Buffer.from("abc"), {})).status, 403);
+      assert.deepEqual(await server.storage.uploads.ofOwner("ann@localhost"), []);
+      assert.equal((await get(local(s.get, server))).status, 404);
+    } finally {
+      await server.cleanup();
+    }
+  });
+
   it("the PUT checks the quota again: a slot the server no longer knows of (restart) cannot push the stored bytes over it", async () => {
     const options = { modules: { upload: { quotaBytes: MiB } } };
     const first = await startTestServer(options);
