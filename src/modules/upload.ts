@@ -159,7 +159,8 @@ export const upload = defineModule({
       const size = /^[0-9]{1,16}$/.test(request.size) ? Number(request.size) : NaN;
       if (!Number.isSafeInteger(size) || size < 1) throw new StanzaError("bad-request", "size must be a positive integer");
       const media = contentType ? parseMediaType(contentType) : OCTET_STREAM;
-      // XEP-0363 §6 errors carry their type (modify here); the type goes into a header at GET time.
+      // The type reaches a response header at GET time, so only the RFC 9110 grammar gets through
+      // (no CR LF, no non-ASCII); XEP-0363 §6 leaves the condition to the service: bad-request, modify.
       if (!media) throw new StanzaError("bad-request", "content-type must be a media type (RFC 9110 §8.3.1)", "modify");
       if (size > o.maxFileSize) {
         // XEP-0363 §6: not-acceptable with <file-too-large/> and the limit.
