@@ -12,6 +12,7 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 
 const UPLOAD = "urn:xmpp:http:upload:0";
+const PURPOSE = "urn:xmpp:http:upload:purpose:0";
 const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
 const MiB = 1024 * 1024;
 
@@ -34,7 +35,7 @@ describe("HTTP file upload (XEP-0363)", () => {
   let alice: Connected;
   const slot = async (filename: string, size: number, contentType = "image/jpeg", purpose?: string) => {
     const reply = await alice.iq(xml("iq", { type: "get", to: "upload.localhost" },
-      xml("request", { xmlns: UPLOAD, filename, size: String(size), "content-type": contentType }, ...(purpose ? [xml("purpose", {}, purpose)] : []))));
+      xml("request", { xmlns: UPLOAD, filename, size: String(size), "content-type": contentType }, ...(purpose ? [xml(purpose, { xmlns: PURPOSE })] : []))));
     const s = reply.getChild("slot", UPLOAD)!;
     return { put: s.getChild("put")!.attrs.url as string, get: s.getChild("get")!.attrs.url as string };
   };
@@ -81,7 +82,7 @@ describe("HTTP file upload (XEP-0363)", () => {
     assert.equal(got.headers["content-type"], "image/jpeg");
     assert.equal(got.headers["content-length"], String(bytes.length));
     assert.equal(got.headers["x-content-type-options"], "nosniff");
-    assert.match(String(got.headers["content-disposition"]), /^inline; filename\*=UTF-8''holiday%20photo\.jpg$/);
+    assert.equal(got.headers["content-disposition"], `inline; filename="holiday photo.jpg"; filename*=UTF-8''holiday%20photo.jpg`);
     assert.equal(got.headers["access-control-allow-origin"], "*");
     assert.ok(got.headers.etag && got.headers["last-modified"]);
     const part = await get(getUrl, { range: "bytes=1000-1999" });
@@ -193,7 +194,7 @@ describe("HTTP file upload lifecycle", () => {
       const upload = async (user: string, purpose?: string) => {
         const c = await connect({ port: server.ports.c2sDirectTls!, directTls: true, username: user, password: "pw" });
         const reply = await c.iq(xml("iq", { type: "get", to: "upload.localhost" },
-          xml("request", { xmlns: UPLOAD, filename: "f.txt", size: "3", "content-type": "text/plain" }, ...(purpose ? [xml("purpose", {}, purpose)] : []))));
+          xml("request", { xmlns: UPLOAD, filename: "f.txt", size: "3", "content-type": "text/plain" }, ...(purpose ? [xml(purpose, { xmlns: PURPOSE })] : []))));
         await c.stop();
         const s = reply.getChild("slot", UPLOAD)!;
         const r = await request((s.getChild("put")!.attrs.url as string).replace("upload.localhost", "127.0.0.1"),
@@ -206,6 +207,9 @@ describe("HTTP file upload lifecycle", () => {
       const ephemeral = await upload("ann");
       const profile = await upload("ann", "profile");
       const bens = await upload("ben", "permanent");
+      const idOf = (url: string) => new URL(url).pathname.split("/")[2]!;
+      assert.equal((await server.storage.uploads.get(idOf(profile)))?.expires, false, "a profile upload is kept");
+      assert.equal((await server.storage.uploads.get(idOf(bens)))?.expires, false, "a permanent upload is kept");
       let gone = false;
       for (let i = 0; i < 50 && !gone; i++) {
         await new Promise((r) => setTimeout(r, 200));

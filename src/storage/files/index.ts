@@ -74,7 +74,14 @@ export function createLocalFileStore(dir: string): FileStore {
       } catch {
         return undefined;
       }
-      const { size } = await handle.stat();
+      let size: number;
+      try {
+        ({ size } = await handle.stat());
+      } catch (err) {
+        // The caller never sees this handle, so nobody else would close it.
+        await handle.close();
+        throw err;
+      }
       return {
         size,
         stream: (range) => handle.createReadStream(range ? { start: range.start, end: range.end } : {}),
