@@ -28,7 +28,7 @@ export const Priority = {
   FIRST: 10_000,
   /** Policy that may refuse a stanza before anyone acts on it: blocking (XEP-0191). */
   POLICY: 100,
-  /** Entities that own an address outright and answer for it: MUC services and rooms. */
+  /** Entities that own an address and take what is sent to it: MUC rooms and occupants. */
   ADDRESSEE: 90,
   /** Handlers that add to a stanza or act on it and let it go on: caps, avatar hashes, push. */
   AMEND: 50,

@@ -24,7 +24,6 @@ import { NS } from "../xmpp/ns.js";
 import { StanzaError } from "../errors.js";
 import { buildForm } from "../xmpp/forms.js";
 import { plain } from "../http/server.js";
-import { serveDomainIqs } from "./domain-iq.js";
 import { createLocalFileStore, SizeMismatchError } from "../storage/files/index.js";
 import { parseMediaType, formatMediaType, mediaTypesMatch, contentDisposition, type MediaType } from "../http/media-type.js";
 import type { UploadRecord } from "../storage/index.js";
@@ -194,19 +193,20 @@ export const upload = defineModule({
         el("get", { url: `${base}${path}` }));
     };
 
-    serveDomainIqs(ctx, new Set(domains.keys()), async ({ type, payload, from, domain, origin }) => {
-      const ns = payload.getNS();
-      if (type === "get" && ns === NS.DISCO_INFO && payload.attrs.node === undefined) return info();
-      if (type === "get" && ns === NS.DISCO_ITEMS) return el("query", { xmlns: NS.DISCO_ITEMS });
-      if (type === "get" && ns === UPLOAD && payload.name === "request") {
-        // Uploads are for this server's users.
-        if (!origin || !ctx.hosts.includes(from.domain)) throw new StanzaError("forbidden", "Only local users may upload");
-        return requestSlot({
-          filename: payload.attrs.filename ?? "", size: payload.attrs.size ?? "", contentType: payload.attrs["content-type"] ?? "",
-          user: from.bare, domain, purpose: purposeOf(payload),
-        });
-      }
-      throw new StanzaError("service-unavailable");
+    ctx.iqEntity("upload-service", (to) => domains.has(to.domain) && !to.local);
+    ctx.iq("upload-service", "get", NS.DISCO_INFO, ({ payload }) => {
+      if (payload.attrs.node !== undefined) throw new StanzaError("service-unavailable");
+      return info();
+    });
+    ctx.iq("upload-service", "get", NS.DISCO_ITEMS, () => el("query", { xmlns: NS.DISCO_ITEMS }));
+    ctx.iq("upload-service", "get", UPLOAD, ({ payload, from, to, origin }) => {
+      if (payload.name !== "request") throw new StanzaError("bad-request");
+      // Uploads are for this server's users.
+      if (!origin || !ctx.hosts.includes(from.domain)) throw new StanzaError("forbidden", "Only local users may upload");
+      return requestSlot({
+        filename: payload.attrs.filename ?? "", size: payload.attrs.size ?? "", contentType: payload.attrs["content-type"] ?? "",
+        user: from.bare, domain: to.domain, purpose: purposeOf(payload),
+      });
     });
 
     // ── HTTP side ────────────────────────────────────────────────────────────────────────────
