@@ -21,7 +21,7 @@ import { el } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import { VCARD_KEY, vcardPhoto } from "./vcard.js";
-import { loadNodeConfig, nodeReadError, type NodeConfig } from "./pep.js";
+import { loadNodeConfig, nodeReadError, type NodeConfig } from "./pep-config.js";
 import { BoundedMap } from "../bounded-map.js";
 import { Priority } from "../hooks.js";
 

@@ -19,10 +19,11 @@ import { NS } from "../xmpp/ns.js";
 import { parseJid, type Jid } from "../xmpp/jid.js";
 import { HANDLED } from "../hooks.js";
 import { StanzaError } from "../errors.js";
-import { buildForm, parseBoolean, readForm, type FieldSpec, type SubmittedForm } from "../xmpp/forms.js";
+import { buildForm, readForm, type SubmittedForm } from "../xmpp/forms.js";
+import { NODE_CONFIG, PUBSUB, applyNodeConfigForm, defaultNodeConfig, loadNodeConfig, nodeConfigForm, nodeReadError, pubsubError, type NodeConfig } from "./pep-config.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { Session } from "../xmpp/sessions.js";
-import type { PubSubItem, Storage } from "../storage/index.js";
+import type { PubSubItem } from "../storage/index.js";
 
 declare module "../hooks.js" {
   interface Chains {
@@ -40,66 +41,9 @@ declare module "../hooks.js" {
   }
 }
 
-export const PUBSUB = "http://jabber.org/protocol/pubsub";
 const OWNER = `${PUBSUB}#owner`;
 export const PUBSUB_EVENT = `${PUBSUB}#event`;
-const ERRORS = `${PUBSUB}#errors`;
-const NODE_CONFIG = `${PUBSUB}#node_config`;
 const PUBLISH_OPTIONS = `${PUBSUB}#publish-options`;
-
-const ACCESS_MODELS = ["open", "presence", "roster", "whitelist"] as const;
-type AccessModel = (typeof ACCESS_MODELS)[number];
-const SEND_LAST = ["never", "on_sub", "on_sub_and_presence"] as const;
-
-export interface NodeConfig {
-  access_model: AccessModel;
-  roster_groups_allowed: string[];
-  persist_items: boolean;
-  max_items: number;
-  send_last_published_item: (typeof SEND_LAST)[number];
-  notify_retract: boolean;
-  notify_delete: boolean;
-  title: string;
-}
-
-const pubsubError = (condition: ConstructorParameters<typeof StanzaError>[0], app: string, text?: string, extra: Record<string, string> = {}) =>
-  new StanzaError(condition, text, undefined, el(app, { xmlns: ERRORS, ...extra }));
-
-const defaults = (): NodeConfig => ({
-  access_model: "presence", roster_groups_allowed: [], persist_items: true, max_items: 1,
-  send_last_published_item: "on_sub_and_presence", notify_retract: true, notify_delete: true, title: "",
-});
-
-/** A node's configuration, undefined when the node does not exist. */
-export async function loadNodeConfig(storage: Storage, owner: string, node: string): Promise<NodeConfig | undefined> {
-  const json = await storage.pubsub.getConfig(owner, node);
-  return json === undefined ? undefined : { ...defaults(), ...(JSON.parse(json) as Partial<NodeConfig>) };
-}
-
-/**
- * XEP-0060 §4.5 and §6.5.9: undefined when `requester` (a bare JID) may read the node's items,
- * else the error to answer. Every reader of PEP data — PEP itself, and the modules that show it
- * through another protocol (avatars in vCards) — asks here.
- */
-export async function nodeReadError(storage: Storage, owner: string, requester: string, config: NodeConfig): Promise<StanzaError | undefined> {
-  if (requester === owner) return undefined;
-  switch (config.access_model) {
-    case "open":
-      return undefined;
-    case "presence": {
-      const item = await storage.roster.getItem(owner, requester);
-      if (item?.subscription === "from" || item?.subscription === "both") return undefined;
-      return pubsubError("not-authorized", "presence-subscription-required");
-    }
-    case "roster": {
-      const item = await storage.roster.getItem(owner, requester);
-      if (item && item.groups.some((g) => config.roster_groups_allowed.includes(g))) return undefined;
-      return pubsubError("not-authorized", "not-in-roster-group");
-    }
-    case "whitelist":
-      return pubsubError("not-allowed", "closed-node");
-  }
-}
 
 export const pep = defineModule({
   name: "pep",
@@ -128,56 +72,6 @@ export const pep = defineModule({
     }
 
     // ── configuration ────────────────────────────────────────────────────────────────────────
-    /** Applies the known pubsub#* fields of a form; bad values are not-acceptable (XEP-0060 §8.2.5). */
-    const applyForm = (config: NodeConfig, form: SubmittedForm): NodeConfig => {
-      const next = { ...config };
-      for (const [name, values] of form.fields) {
-        const value = values[0] ?? "";
-        const bad = () => new StanzaError("not-acceptable", `Unsupported value for ${name}`);
-        switch (name) {
-          case "pubsub#access_model":
-            if (!(ACCESS_MODELS as readonly string[]).includes(value)) throw pubsubError("not-acceptable", "unsupported-access-model");
-            next.access_model = value as AccessModel;
-            break;
-          case "pubsub#roster_groups_allowed": next.roster_groups_allowed = [...values]; break;
-          case "pubsub#persist_items": next.persist_items = parseBoolean(value, name); break;
-          case "pubsub#max_items": {
-            const n = value === "max" ? ctx.options.maxItems : Number(value);
-            if (!Number.isInteger(n) || n < 1 || n > ctx.options.maxItems) throw bad();
-            next.max_items = n;
-            break;
-          }
-          case "pubsub#send_last_published_item":
-            if (!(SEND_LAST as readonly string[]).includes(value)) throw bad();
-            next.send_last_published_item = value as NodeConfig["send_last_published_item"];
-            break;
-          case "pubsub#notify_retract": next.notify_retract = parseBoolean(value, name); break;
-          case "pubsub#notify_delete": next.notify_delete = parseBoolean(value, name); break;
-          case "pubsub#title": next.title = value; break;
-          // Fields that only have one possible value here.
-          case "pubsub#deliver_payloads": case "pubsub#deliver_notifications": case "pubsub#presence_based_delivery":
-            if (!parseBoolean(value, name)) throw bad();
-            break;
-          default:
-            break; // XEP-0060 §16.4: unknown configuration fields are ignored.
-        }
-      }
-      return next;
-    };
-    const configForm = (type: "form" | "result", config: NodeConfig) => buildForm(type, NODE_CONFIG, [
-      { var: "pubsub#title", type: "text-single", label: "A friendly name for the node", values: [config.title] },
-      { var: "pubsub#access_model", type: "list-single", label: "Who may read items", values: [config.access_model],
-        options: ACCESS_MODELS.map((value) => ({ value })) },
-      { var: "pubsub#roster_groups_allowed", type: "list-multi", label: "Roster groups allowed to read", values: config.roster_groups_allowed },
-      { var: "pubsub#persist_items", type: "boolean", label: "Persist items to storage", values: [config.persist_items ? "true" : "false"] },
-      { var: "pubsub#max_items", type: "text-single", label: "Max number of items to persist", values: [String(config.max_items)] },
-      { var: "pubsub#send_last_published_item", type: "list-single", label: "When to send the last published item",
-        values: [config.send_last_published_item], options: SEND_LAST.map((value) => ({ value })) },
-      { var: "pubsub#notify_retract", type: "boolean", label: "Notify when items are removed", values: [config.notify_retract ? "true" : "false"] },
-      { var: "pubsub#notify_delete", type: "boolean", label: "Notify when the node is deleted", values: [config.notify_delete ? "true" : "false"] },
-      { var: "pubsub#deliver_payloads", type: "boolean", values: ["true"] },
-      { var: "pubsub#deliver_notifications", type: "boolean", values: ["true"] },
-    ] satisfies FieldSpec[]);
     const loadConfig = (owner: string, node: string) => loadNodeConfig(storage, owner, node);
     const readError = (owner: string, requester: string, config: NodeConfig) => nodeReadError(storage, owner, requester, config);
     const mustExist = async (owner: string, node: string) => {
@@ -272,10 +166,10 @@ export const pep = defineModule({
       let config = await loadConfig(owner, node);
       if (!config) {
         // XEP-0060 §7.1.4 auto-create, configured by the publish-options.
-        config = publishOptions ? applyForm(defaults(), publishOptions) : defaults();
+        config = publishOptions ? applyNodeConfigForm(defaultNodeConfig(), publishOptions, ctx.options.maxItems) : defaultNodeConfig();
         await createNode(owner, node, config);
       } else if (publishOptions) {
-        const wanted = applyForm(config, publishOptions);
+        const wanted = applyNodeConfigForm(config, publishOptions, ctx.options.maxItems);
         if (JSON.stringify(wanted) !== JSON.stringify(config)) {
           // XEP-0060 §7.1.5: "the service MUST reject the publication with a <conflict/> error condition".
           throw pubsubError("conflict", "precondition-not-met", "The node's configuration differs from the publish options");
@@ -339,7 +233,7 @@ export const pep = defineModule({
         case "create": {
           const node = nodeOf(action);
           const form = optionsOf(payload.getChild("configure"), NODE_CONFIG);
-          if (!(await createNode(owner, node, form ? applyForm(defaults(), form) : defaults()))) throw new StanzaError("conflict", "The node exists");
+          if (!(await createNode(owner, node, form ? applyNodeConfigForm(defaultNodeConfig(), form, ctx.options.maxItems) : defaultNodeConfig()))) throw new StanzaError("conflict", "The node exists");
           return undefined;
         }
         case "subscribe": case "unsubscribe": case "options":
@@ -363,10 +257,10 @@ export const pep = defineModule({
       const action = firstChildElement(payload);
       if (payload.name !== "pubsub" || !action) throw new StanzaError("bad-request");
       if (!self || !origin) throw new StanzaError("forbidden");
-      if (action.name === "default") return el("pubsub", { xmlns: OWNER }, el("default", {}, configForm("form", defaults())));
+      if (action.name === "default") return el("pubsub", { xmlns: OWNER }, el("default", {}, nodeConfigForm("form", defaultNodeConfig())));
       if (action.name === "configure") {
         const node = nodeOf(action);
-        return el("pubsub", { xmlns: OWNER }, el("configure", { node }, configForm("form", await mustExist(to.bare, node))));
+        return el("pubsub", { xmlns: OWNER }, el("configure", { node }, nodeConfigForm("form", await mustExist(to.bare, node))));
       }
       throw new StanzaError("feature-not-implemented");
     });
@@ -382,7 +276,7 @@ export const pep = defineModule({
         case "configure": {
           const form = optionsOf(action, NODE_CONFIG);
           if (!form) throw new StanzaError("bad-request", "A configuration form is required");
-          const next = applyForm(config, form);
+          const next = applyNodeConfigForm(config, form, ctx.options.maxItems);
           await storage.pubsub.setConfig(owner, node, JSON.stringify(next));
           // Fewer items allowed: trim now, as a publish would.
           const kept = await storage.pubsub.items(owner, node);
