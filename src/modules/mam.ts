@@ -17,7 +17,10 @@ import { NS } from "../xmpp/ns.js";
 import { sameJid, tryParseJid, type Jid } from "../xmpp/jid.js";
 import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
-import { buildForm, readForm, singleValue } from "../xmpp/forms.js";
+import { buildForm } from "../xmpp/forms.js";
+import { MAM, RSM, idAt, parseArchiveQuery, timeOfId } from "./mam-query.js";
+
+export { MAM, idAt, timeOfId };
 import type { ArchivedMessage, ArchiveQuery, Storage } from "../storage/index.js";
 import type { Logger } from "../log.js";
 import type { IqRequest } from "../xmpp/router.js";
@@ -26,18 +29,13 @@ import { BoundedMap } from "../bounded-map.js";
 import { Priority } from "../hooks.js";
 import { andThen } from "../maybe-async.js";
 
-export const MAM = "urn:xmpp:mam:2";
 const MAM_EXTENDED = "urn:xmpp:mam:2#extended";
 export const STANZA_ID = "urn:xmpp:sid:0";
-const RSM = "http://jabber.org/protocol/rsm";
 const FORWARD = "urn:xmpp:forward:0";
 const PREFS_KEY = "mam:prefs";
 const PREFS_CACHE_LIMIT = 50_000;
 const PRUNE_BATCH = 1000;
 const DAY_MS = 86_400_000;
-/** The archive id of the first message at or after `ms`. */
-export const idAt = (ms: number) => ms * 1024;
-export const timeOfId = (id: number) => Math.floor(id / 1024);
 
 type DefaultRule = "always" | "never" | "roster";
 interface Prefs { default: DefaultRule; always: Set<string>; never: Set<string> }
@@ -70,13 +68,6 @@ function archivable(stanza: Element): boolean {
       || ns === "urn:xmpp:jingle-message:1" || ns === "eu.siacs.conversations.axolotl" || ns === "urn:xmpp:omemo:2"
       || (c.name === "x" && ns === "http://jabber.org/protocol/muc#user" && c.getChild("invite") !== undefined);
   });
-}
-
-/** XEP-0082 date-time → ms; bad-request when it is not one. */
-function parseDateTime(value: string, field: string): number {
-  const ms = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(value) ? Date.parse(value) : NaN;
-  if (Number.isNaN(ms)) throw new StanzaError("bad-request", `Field '${field}' is not a XEP-0082 date-time`);
-  return ms;
 }
 
 export const mam = defineModule({
@@ -292,11 +283,6 @@ export const archiveQueryForm = () => {
   return form;
 };
 
-const parseId = (value: string): number => {
-  // Anything that is not one of our ids cannot be in the archive.
-  if (!/^\d{1,16}$/.test(value)) throw new StanzaError("item-not-found", `No message with id '${value}' in the archive`);
-  return Number(value);
-};
 const mustExist = async (storage: Storage, user: string, ids: Array<number | undefined>) => {
   const wanted = ids.filter((id): id is number => id !== undefined);
   if (wanted.length === 0) return;
@@ -305,15 +291,6 @@ const mustExist = async (storage: Storage, user: string, ids: Array<number | und
   const missing = wanted.find((id) => !found.has(id));
   if (missing !== undefined) throw new StanzaError("item-not-found", `No message with id '${missing}' in the archive`);
 };
-const lower = (...bounds: Array<number | undefined>) => {
-  const set = bounds.filter((b): b is number => b !== undefined);
-  return set.length ? Math.max(...set) : undefined;
-};
-const upper = (...bounds: Array<number | undefined>) => {
-  const set = bounds.filter((b): b is number => b !== undefined);
-  return set.length ? Math.min(...set) : undefined;
-};
-
 type Range = Omit<ArchiveQuery, "newestFirst" | "limit">;
 const inRange = (m: ArchivedMessage, r: Range) => (r.afterId === undefined || m.id > r.afterId) && (r.beforeId === undefined || m.id < r.beforeId)
   && (r.withBare === undefined || (m.withBare === r.withBare && (r.withResource === undefined || m.withResource === r.withResource)));
@@ -350,45 +327,13 @@ export async function answerArchiveQuery(
 ): Promise<Element> {
   const { storage } = deps;
   const user = owner;
-  const formNode = payload.getChild("x", NS.DATA_FORMS);
-  const form = formNode ? readForm(formNode) : { fields: new Map<string, string[]>() };
-  if (formNode && form.formType !== MAM) throw new StanzaError("bad-request", `FORM_TYPE must be '${MAM}'`);
-  for (const name of form.fields.keys()) {
-    if (!["with", "start", "end", "before-id", "after-id", "ids"].includes(name)) throw new StanzaError("bad-request", `Unknown field '${name}'`);
-  }
-  const withValue = singleValue(form, "with");
-  const withJid = withValue === undefined ? undefined : tryParseJid(withValue);
-  if (withValue !== undefined && !withJid) throw new StanzaError("jid-malformed", "Field 'with' is not a JID");
-  const start = singleValue(form, "start");
-  const end = singleValue(form, "end");
-  const beforeField = singleValue(form, "before-id");
-  const afterField = singleValue(form, "after-id");
-
-  const set = payload.getChild("set", RSM);
-  const maxText = set?.getChildText("max");
-  const max = maxText == null ? deps.pageSize.defaultPageSize : Number(maxText);
-  if (!Number.isInteger(max) || max < 0) throw new StanzaError("bad-request", "RSM <max/> must be a non-negative integer");
-  const pageSize = Math.min(max, deps.pageSize.maxPageSize);
-  const beforeNode = set?.getChild("before");
-  const afterText = set?.getChildText("after") ?? undefined;
-  const beforeText = beforeNode?.text() || undefined;
-
-  const rsmAfter = afterText === undefined ? undefined : parseId(afterText);
-  const rsmBefore = beforeText === undefined ? undefined : parseId(beforeText);
-  const afterId = afterField === undefined ? undefined : parseId(afterField);
-  const beforeId = beforeField === undefined ? undefined : parseId(beforeField);
-  await mustExist(storage, user, [rsmAfter, rsmBefore, afterId, beforeId]);
-  const range: Range = {
-    ...(withJid ? { withBare: withJid.bare, ...(withJid.resource ? { withResource: withJid.resource } : {}) } : {}),
-    afterId: lower(start === undefined ? undefined : idAt(parseDateTime(start, "start")) - 1, afterId, rsmAfter),
-    beforeId: upper(end === undefined ? undefined : idAt(parseDateTime(end, "end") + 1), beforeId, rsmBefore),
-  };
-  const newestFirst = beforeNode !== undefined;
+  const query = parseArchiveQuery(payload, deps.pageSize);
+  await mustExist(storage, user, query.referencedIds);
+  const { range, newestFirst, pageSize } = query;
   // One more than the page, to know whether the page is the last one. Every way of asking is paged
   // alike: the 'ids' field narrows the query, it does not lift the page limit.
-  const ids = form.fields.get("ids");
-  const rows = ids && ids.length > 0
-    ? await pickIds(storage, user, ids.map(parseId), range, newestFirst, pageSize + 1, deps.pageSize.maxPageSize)
+  const rows = query.ids
+    ? await pickIds(storage, user, query.ids, range, newestFirst, pageSize + 1, deps.pageSize.maxPageSize)
     : await storage.archive.query(user, { ...range, newestFirst, limit: pageSize + 1 });
   const complete = rows.length <= pageSize;
   const page = complete ? rows : newestFirst ? rows.slice(1) : rows.slice(0, pageSize);
@@ -410,7 +355,7 @@ export async function answerArchiveQuery(
           forwarded)));
   });
   // XEP-0313 §4.3 <flip-page/>: the page's messages in reverse order.
-  if (payload.getChild("flip-page")) results.reverse();
+  if (query.flipPage) results.reverse();
   // The results go out before the IQ result, on the same ordered stream.
   for (const r of results) if (r) deliver(r);
   const first = page[0];
