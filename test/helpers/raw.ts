@@ -10,6 +10,30 @@ import { xml, type Element } from "@xmpp/xml";
 export const header = (to = "localhost", extra = "") =>
   `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${to}' version='1.0'${extra}>`;
 
+export const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/** The element and every element nested in it, depth first. */
+export function descendants(e: Element): Element[] {
+  return [e, ...e.getChildElements().flatMap(descendants)];
+}
+
+export type Tree = { name: string; attrs: Record<string, string>; children: Array<Tree | string> };
+
+/**
+ * An element as plain data (name, attributes, children in order), to compare a whole stanza with
+ * `assert.deepEqual(tree(got), tree(xml(...)))`: exact, but blind to attribute order and quoting.
+ */
+export function tree(e: Element): Tree {
+  return { name: e.name, attrs: { ...e.attrs }, children: e.children.map((c) => (typeof c === "string" ? c : tree(c as Element))) };
+}
+
+/** An IQ result answering `id`. */
+export const iqResult = (id: string) => (e: Element): boolean => e.is("iq") && e.attrs.type === "result" && e.attrs.id === id;
+
+/** A stanza error answering `id` whose <error/> carries `condition` (RFC 6120 §8.3; other namespaces for application conditions). */
+export const errorReply = (id: string, condition: string, ns = NS_STANZAS) => (e: Element): boolean =>
+  e.attrs.id === id && e.attrs.type === "error" && !!e.getChild("error")?.getChild(condition, ns);
+
 export class RawClient {
   text = "";
   /** Top-level elements received, parsed by xmpp.js's parser (independent of the server's). */
@@ -55,6 +79,11 @@ export class RawClient {
       const e = find();
       if (e) { done(); resolve(e); } else this.listeners.push(listener);
     });
+  }
+
+  /** Whether a received element, or an element nested in one, matches: for "this never arrived" checks. */
+  anyElement(pred: (e: Element) => boolean, from = 0): boolean {
+    return this.elements.slice(from).some((e) => descendants(e).some(pred));
   }
 
   /** `localAddress`: another loopback address (127.0.0.2, …) to look like another client machine. */
