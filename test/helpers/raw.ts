@@ -11,6 +11,11 @@ export const header = (to = "localhost", extra = "") =>
   `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${to}' version='1.0'${extra}>`;
 
 export const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
+export const NS_STREAMS = "http://etherx.jabber.org/streams";
+
+/** A <stream:error/> carrying `condition` (RFC 6120 §4.9.3). */
+export const streamError = (condition: string) => (e: Element): boolean =>
+  e.is("error", NS_STREAMS) && !!e.getChild(condition, "urn:ietf:params:xml:ns:xmpp-streams");
 
 /** The element and every element nested in it, depth first. */
 export function descendants(e: Element): Element[] {
