@@ -48,9 +48,6 @@ export class Component {
       await new Promise((r) => setTimeout(r, 10));
     }
   }
-  waitFor(re: RegExp, ms = 5000): Promise<RegExpMatchArray> {
-    return this.poll(() => this.text.match(re) ?? undefined, String(re), ms);
-  }
   /** Waits for a top-level element that matches. */
   waitForElement(pred: (e: Element) => boolean, ms = 5000): Promise<Element> {
     return this.poll(() => this.elements.find(pred), "an element", ms);
