@@ -105,7 +105,11 @@ export class RawClient {
 
   send(data: string | Buffer): void { this.socket.write(data); }
 
-  /** Waits until the received text (from `from` on) matches; returns the match. */
+  /**
+   * Waits until the received text (from `from` on) matches; returns the match. Only for what is
+   * about the bytes themselves (the closing </stream:stream>, framing); stanzas and nonzas are
+   * checked on `elements` with waitForElement.
+   */
   waitFor(pattern: RegExp, timeoutMs = 5000, from = 0): Promise<RegExpMatchArray> {
     return new Promise((resolve, reject) => {
       const check = () => {
