@@ -31,9 +31,10 @@ describe("authentication throttle per account", () => {
     return s;
   };
   const attempt = async (s: RawClient, user: string, password: string) => {
-    const mark = s.text.length;
+    const mark = s.elements.length;
     s.send(plain(user, password));
-    return (await s.waitFor(/<(success|failure)[ >]/, 40_000, mark))[1];
+    const outcome = await s.waitForElement((e) => (e.is("success") || e.is("failure")) && e.getNS() === "urn:ietf:params:xml:ns:xmpp-sasl", 40_000, mark);
+    return outcome.getName();
   };
 
   it("after guesses on an account from several addresses, a wrong password for it is answered after one for another account sent later; the right one succeeds at once", async () => {

@@ -37,7 +37,7 @@ async function startChild(config: string): Promise<{ child: ChildProcess; port: 
 async function smSession(port: number, user: string, resource: string): Promise<RawClient> {
   const c = await rawSession(port, user, "pw", resource);
   c.send(`<enable xmlns='${SM}'/>`);
-  await c.waitFor(/<enabled xmlns='urn:xmpp:sm:3'/);
+  await c.waitForElement((e) => e.is("enabled", SM));
   return c;
 }
 
@@ -50,7 +50,7 @@ async function smSession(port: number, user: string, resource: string): Promise<
 function autoAck(c: RawClient, upTo: number): () => number {
   let lastH = 0;
   const timer = setInterval(() => {
-    lastH = Math.min(upTo, (c.text.match(/<(message|presence|iq) /g) ?? []).length - 1); // minus the bind result
+    lastH = Math.min(upTo, c.elements.filter((e) => e.is("message") || e.is("presence") || e.is("iq")).length - 1); // minus the bind result
     c.send(`<a xmlns='${SM}' h='${lastH}'/>`);
   }, 100);
   return () => { clearInterval(timer); return lastH; };
@@ -95,7 +95,7 @@ for (const driver of ["sqlite", "postgres"] as const) {
         // reflection came first); what it had received but not acknowledged does not — a phone
         // that died with the server would never have shown it.
         const ackedByReceiver = stopAck() - 1;
-        const handledBeforeCrash = deliveries([receiver.text], "f4").slice(0, Math.max(0, ackedByReceiver));
+        const handledBeforeCrash = deliveries([receiver.elements], "f4").slice(0, Math.max(0, ackedByReceiver));
         receiver.close();
         sender.client.close();
         const ackedAtCrash = sender.acked;
@@ -105,11 +105,11 @@ for (const driver of ["sqlite", "postgres"] as const) {
         again.send("<presence/>");
         // Wait until the flush is complete: no new message for 1 s.
         let last = -1;
-        while (last !== again.text.length) {
-          last = again.text.length;
+        while (last !== again.elements.length) {
+          last = again.elements.length;
           await new Promise((r) => setTimeout(r, 1000));
         }
-        const afterRestart = deliveries([again.text], "f4");
+        const afterRestart = deliveries([again.elements], "f4");
         const figures = check(sender, [...handledBeforeCrash, ...afterRestart]);
         console.log(`# fault 4 kill -9 (${driver}): ${JSON.stringify({ ...figures, ackedAtCrash, acknowledgedByReceiverBeforeCrash: handledBeforeCrash.length, deliveredAfterRestart: afterRestart.length })}`);
         assert.ok(ackedAtCrash > 50, `traffic was flowing and acknowledged before the crash (acked ${ackedAtCrash})`);

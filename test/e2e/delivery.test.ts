@@ -2,7 +2,15 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
-import { rawSession, type RawClient } from "../helpers/raw.js";
+import { isDeepStrictEqual } from "node:util";
+import { xml, type Element } from "@xmpp/xml";
+import { rawSession, errorReply, iqResult, NS_STANZAS, tree, type RawClient } from "../helpers/raw.js";
+
+const withId = (id: string) => (e: Element) => e.attrs.id === id;
+/** A roster result or push carrying exactly this item. */
+const rosterItem = (attrs: Record<string, string>) => (e: Element) =>
+  e.is("iq") && !!e.getChild("query", "jabber:iq:roster")?.getChildren("item").some((i) => isDeepStrictEqual(tree(i), tree(xml("item", attrs))));
+const presence = (from: string, type?: string) => (e: Element) => e.is("presence") && e.attrs.from === from && e.attrs.type === type;
 
 describe("delivery rules (e2e)", () => {
   let server: TestServer;
@@ -24,9 +32,9 @@ describe("delivery rules (e2e)", () => {
   it("a full offline queue answers service-unavailable (XEP-0160), never a silent drop", async () => {
     const a = await session("alice", "q");
     for (const id of ["o1", "o2", "o3"]) a.send(`<message to='bob@localhost' type='chat' id='${id}'><body>${id}</body></message>`);
-    await a.waitFor(/id="o3"[^>]*type="error"|type="error"[^>]*id="o3"/);
-    assert.match(a.text, /<service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"\/><text xmlns="urn:ietf:params:xml:ns:xmpp-stanzas">The recipient(?:'|&apos;)s offline queue is full<\/text>/);
-    assert.doesNotMatch(a.text, /id="o1"[^>]*type="error"/);
+    const full = await a.waitForElement(errorReply("o3", "service-unavailable"));
+    assert.equal(full.getChild("error")!.getChildText("text", NS_STANZAS), "The recipient's offline queue is full");
+    assert.ok(!a.anyElement((e) => e.attrs.id === "o1" && e.attrs.type === "error"));
     assert.equal(await server.storage.offline.count("bob@localhost"), 2);
   });
 
@@ -42,14 +50,14 @@ describe("delivery rules (e2e)", () => {
     await new Promise((r) => setTimeout(r, 200));
     const a = await session("alice", "s");
     a.send("<message to='carol@localhost' type='chat' id='prio'><body>x</body></message>");
-    await high1.waitFor(/id="prio"/);
-    await high2.waitFor(/id="prio"/);
+    await high1.waitForElement(withId("prio"));
+    await high2.waitForElement(withId("prio"));
     await new Promise((r) => setTimeout(r, 200));
-    assert.doesNotMatch(low.text, /id="prio"/);
-    assert.doesNotMatch(neg.text, /id="prio"/);
+    assert.ok(!low.anyElement(withId("prio")));
+    assert.ok(!neg.anyElement(withId("prio")));
     // A message to a full JID that is gone falls back to the bare JID (RFC 6121 §8.5.3.2.1).
     a.send("<message to='carol@localhost/gone' type='chat' id='fallback'><body>x</body></message>");
-    await high1.waitFor(/id="fallback"/);
+    await high1.waitForElement(withId("fallback"));
   });
 });
 
@@ -59,7 +67,7 @@ describe("presence details (e2e)", () => {
   const session = async (user: string, resource: string) => {
     const c = await rawSession(server.ports.c2sDirectTls!, user, "pw", resource);
     c.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
-    await c.waitFor(/id="roster"/);
+    await c.waitForElement(iqResult("roster"));
     open.push(c);
     return c;
   };
@@ -75,15 +83,15 @@ describe("presence details (e2e)", () => {
   it("pre-approval (RFC 6121 §3.4): a later request is approved without asking the user", async () => {
     const ann = await session("ann", "a");
     ann.send("<presence to='ben@localhost' type='subscribed'/>");
-    await ann.waitFor(/<item jid="ben@localhost" subscription="none" approved="true"\/>/);
+    await ann.waitForElement(rosterItem({ jid: "ben@localhost", subscription: "none", approved: "true" }));
     const ben = await session("ben", "b");
     ben.send("<presence/>");
     ann.send("<presence/>");
     ben.send("<presence to='ann@localhost' type='subscribe'/>");
-    await ben.waitFor(/<presence[^>]*type="subscribed"[^>]*from="ann@localhost"|<presence[^>]*from="ann@localhost"[^>]*type="subscribed"/);
-    await ben.waitFor(/<presence[^>]*from="ann@localhost\/a"/);
-    assert.doesNotMatch(ann.text, /type="subscribe"/, "ann was not asked");
-    await ann.waitFor(/<item jid="ben@localhost" subscription="from"\/>/);
+    await ben.waitForElement(presence("ann@localhost", "subscribed"));
+    await ben.waitForElement((e) => e.is("presence") && e.attrs.from === "ann@localhost/a");
+    assert.ok(!ann.anyElement((e) => e.attrs.type === "subscribe"), "ann was not asked");
+    await ann.waitForElement(rosterItem({ jid: "ben@localhost", subscription: "from" }));
   });
 
   it("a subscription request to an offline user is delivered when they come online", async () => {
@@ -93,10 +101,10 @@ describe("presence details (e2e)", () => {
     assert.equal((await server.storage.subscriptionRequests.list("cat@localhost")).length, 1);
     const cat = await session("cat", "c");
     cat.send("<presence/>");
-    await cat.waitFor(/<presence type="subscribe" from="ann@localhost"/);
+    await cat.waitForElement(presence("ann@localhost", "subscribe"));
     // Denying it removes the request and tells ann.
     cat.send("<presence to='ann@localhost' type='unsubscribed'/>");
-    await ann.waitFor(/<item jid="cat@localhost" subscription="none"\/>/);
+    await ann.waitForElement(rosterItem({ jid: "cat@localhost", subscription: "none" }));
     assert.equal((await server.storage.subscriptionRequests.list("cat@localhost")).length, 0);
   });
 
@@ -104,10 +112,10 @@ describe("presence details (e2e)", () => {
     const cat = await session("cat", "d");
     cat.send("<presence/>");
     const ben = await session("ben", "d");
-    const mark = cat.text.length;
+    const mark = cat.elements.length;
     ben.send("<presence to='cat@localhost/d'><status>hi</status></presence>");
-    await cat.waitFor(/<presence[^>]*from="ben@localhost\/d"[^>]*>.*<status>hi<\/status>/s, 5000, mark);
+    await cat.waitForElement((e) => presence("ben@localhost/d")(e) && e.getChildText("status") === "hi", 5000, mark);
     ben.close();
-    await cat.waitFor(/<presence type="unavailable" from="ben@localhost\/d"/, 5000, mark);
+    await cat.waitForElement(presence("ben@localhost/d", "unavailable"), 5000, mark);
   });
 });

@@ -5,30 +5,33 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
-import { header, openStream, rawSession, type RawClient } from "../helpers/raw.js";
+import { header, openStream, rawSession, NS_STREAMS, type RawClient } from "../helpers/raw.js";
 import { Sender, check, deliveries } from "../helpers/traffic.js";
 
 const SM = "urn:xmpp:sm:3";
 
 async function enable(c: RawClient, resume: boolean): Promise<string> {
-  const mark = c.text.length;
+  const mark = c.elements.length;
   c.send(`<enable xmlns='${SM}'${resume ? " resume='true'" : ""}/>`);
-  return (await c.waitFor(/<enabled xmlns='urn:xmpp:sm:3'(?: id='([^']+)')?/, 5000, mark))[1] ?? "";
+  return (await c.waitForElement((e) => e.is("enabled", SM), 5000, mark)).attrs.id ?? "";
 }
 
 async function resume(port: number, user: string, previd: string, h: number): Promise<RawClient> {
   const c = await openStream(port);
   c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0pw`).toString("base64")}</auth>`);
-  await c.waitFor(/<success/);
-  const mark = c.text.length;
+  await c.waitForElement((e) => e.is("success", "urn:ietf:params:xml:ns:xmpp-sasl"));
+  c.restartParser();
+  const mark = c.elements.length;
   c.send(header());
-  await c.waitFor(/<\/stream:features>/, 5000, mark);
+  await c.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
   c.send(`<resume xmlns='${SM}' previd='${previd}' h='${h}'/>`);
-  await c.waitFor(/<resumed /, 5000, mark);
+  await c.waitForElement((e) => e.is("resumed", SM), 5000, mark);
   return c;
 }
 
-const countMessages = (text: string) => (text.match(/<message /g) ?? []).length;
+const countMessages = (c: RawClient) => c.elements.filter((e) => e.is("message")).length;
+/** Waits until `c` has received the message with this id. */
+const received = (c: RawClient, id: string) => c.waitForElement((e) => e.is("message") && e.attrs.id === id);
 const report = (name: string, f: object) => console.log(`# fault ${name}: ${JSON.stringify(f)}`);
 
 describe("fault tests: nothing acknowledged is lost", () => {
@@ -47,9 +50,9 @@ describe("fault tests: nothing acknowledged is lost", () => {
     const sender = new Sender(await rawSession(port(), "s1", "pw", "x"), "f1");
     await enable(sender.client, false);
     for (let n = 0; n < 100; n++) sender.send("r1@localhost/phone", n);
-    await receiver.waitFor(/id="f1-99"/);
+    await received(receiver, "f1-99");
     // The client handled (and acknowledges) the presence reflection and the first 50 messages; then the network drops.
-    const handledBeforeDrop = deliveries([receiver.text], "f1").slice(0, 50);
+    const handledBeforeDrop = deliveries([receiver.elements], "f1").slice(0, 50);
     assert.deepEqual(handledBeforeDrop, Array.from({ length: 50 }, (_, n) => `f1-${n}`));
     const handled = 1 + handledBeforeDrop.length;
     receiver.send(`<a xmlns='${SM}' h='${handled}'/>`);
@@ -58,8 +61,8 @@ describe("fault tests: nothing acknowledged is lost", () => {
     for (let n = 100; n < 200; n++) sender.send("r1@localhost/phone", n);
     await sender.settle();
     const back = await resume(port(), "r1", previd, handled);
-    await back.waitFor(/id="f1-199"/);
-    const figures = check(sender, [...handledBeforeDrop, ...deliveries([back.text], "f1")]);
+    await received(back, "f1-199");
+    const figures = check(sender, [...handledBeforeDrop, ...deliveries([back.elements], "f1")]);
     report("1 resume", figures);
     assert.equal(figures.lost, 0);
     assert.equal(figures.acked, 200);
@@ -77,17 +80,17 @@ describe("fault tests: nothing acknowledged is lost", () => {
     const sender = new Sender(await rawSession(port(), "s2", "pw", "x"), "f2");
     await enable(sender.client, false);
     for (let n = 0; n < 50; n++) sender.send("r2@localhost", n);
-    await receiver.waitFor(/id="f2-49"/);
+    await received(receiver, "f2-49");
     receiver.socket.destroy();
     for (let n = 50; n < 100; n++) sender.send("r2@localhost", n);
     await sender.settle();
     await new Promise((r) => setTimeout(r, 1500)); // resumeTimeoutSeconds: 1
     const next = await rawSession(port(), "r2", "pw", "laptop");
     next.send("<presence/>");
-    await next.waitFor(/id="f2-99"/);
-    const delivered = deliveries([next.text], "f2");
+    await received(next, "f2-99");
+    const delivered = deliveries([next.elements], "f2");
     const figures = check(sender, delivered);
-    report("2 resume timeout", { ...figures, deliveredBeforeTheDrop: deliveries([receiver.text], "f2").length });
+    report("2 resume timeout", { ...figures, deliveredBeforeTheDrop: deliveries([receiver.elements], "f2").length });
     assert.equal(figures.lost, 0);
     assert.equal(figures.acked, 100);
     assert.equal(figures.delivered, 100, "the unacknowledged first 50 and the later 50 all arrive");
@@ -105,17 +108,17 @@ describe("fault tests: nothing acknowledged is lost", () => {
     const dying = await rawSession(port(), "r3", "pw", "a");
     await enable(dying, false);
     dying.send("<presence/>");
-    await dying.waitFor(/id="f3-29"/);
+    await received(dying, "f3-29");
     dying.socket.destroy();
     await new Promise((r) => setTimeout(r, 200));
     const rowsAfterDeath = await server.storage.offline.count("r3@localhost");
     const next = await rawSession(port(), "r3", "pw", "b");
     await enable(next, false);
     next.send("<presence/>");
-    await next.waitFor(/id="f3-29"/);
-    next.send(`<a xmlns='${SM}' h='${countMessages(next.text) + 1}'/>`);
+    await received(next, "f3-29");
+    next.send(`<a xmlns='${SM}' h='${countMessages(next) + 1}'/>`);
     for (let i = 0; i < 100 && (await server.storage.offline.count("r3@localhost")) > 0; i++) await new Promise((r) => setTimeout(r, 20));
-    const figures = check(sender, deliveries([next.text], "f3"));
+    const figures = check(sender, deliveries([next.elements], "f3"));
     report("3 offline flush", { ...figures, rowsAfterDeath, rowsAfterAck: await server.storage.offline.count("r3@localhost") });
     assert.equal(rowsAfterDeath, 30);
     assert.equal(figures.lost, 0);
@@ -161,9 +164,9 @@ describe("fault 5: Postgres connections killed during traffic", { skip: pgMissin
       const stored = await server.storage.offline.count("r5@localhost");
       const receiver = await rawSession(server.ports.c2sDirectTls!, "r5", "pw", "r");
       receiver.send("<presence/>");
-      if (stored > 0) await receiver.waitFor(new RegExp(`id="f5-\\d+"`));
+      if (stored > 0) await receiver.waitForElement((e) => e.is("message") && /^f5-\d+$/.test(e.attrs.id ?? ""));
       await new Promise((r) => setTimeout(r, 500));
-      const figures = check(sender, deliveries([receiver.text], "f5"));
+      const figures = check(sender, deliveries([receiver.elements], "f5"));
       report("5 pg_terminate_backend", { ...figures, backendsKilled: killed, stored });
       assert.ok(killed > 0, "the fault was injected");
       assert.equal(figures.acked, 300, "every message got an answer");

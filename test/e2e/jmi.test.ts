@@ -2,7 +2,14 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
-import { rawSession, type RawClient } from "../helpers/raw.js";
+import type { Element } from "@xmpp/xml";
+import { rawSession, iqResult, type RawClient } from "../helpers/raw.js";
+
+const NS_JMI = "urn:xmpp:jingle-message:0";
+/** A message with this id carrying a JMI <propose/> (or another JMI element). */
+const jmi = (id: string, name = "propose") => (e: Element) => e.is("message") && e.attrs.id === id && !!e.getChild(name, NS_JMI);
+/** The message forwarded inside `e`'s <wrapper xmlns=ns/> child. */
+const forwarded = (e: Element, wrapper: string, ns: string) => e.getChild(wrapper, ns)?.getChild("forwarded", "urn:xmpp:forward:0")?.getChild("message");
 
 const propose = (id: string) => `<message to='alice@localhost' type='chat' id='${id}'><propose xmlns='urn:xmpp:jingle-message:0' id='call-${id}'>`
   + "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose><store xmlns='urn:xmpp:hints'/></message>";
@@ -14,7 +21,7 @@ describe("jingle message initiation (XEP-0353)", () => {
     const c = await rawSession(server.ports.c2sDirectTls!, user, "pw", resource);
     c.send("<presence/>");
     c.send(`<iq type='set' id='carbons-${resource}'><enable xmlns='urn:xmpp:carbons:2'/></iq>`);
-    await c.waitFor(new RegExp(`id="carbons-${resource}"`));
+    await c.waitForElement(iqResult(`carbons-${resource}`));
     open.push(c);
     return c;
   };
@@ -32,17 +39,18 @@ describe("jingle message initiation (XEP-0353)", () => {
     const laptop = await session("alice", "laptop");
     const bob = await session("bob", "b");
     bob.send(propose("ring"));
-    await phone.waitFor(/<message[^>]*id="ring"[^>]*><propose xmlns="urn:xmpp:jingle-message:0"/);
-    await laptop.waitFor(/<message[^>]*id="ring"[^>]*><propose xmlns="urn:xmpp:jingle-message:0"/);
+    await phone.waitForElement(jmi("ring"));
+    await laptop.waitForElement(jmi("ring"));
     phone.send("<message to='bob@localhost/b' type='chat' id='answer'><proceed xmlns='urn:xmpp:jingle-message:0' id='call-ring'/><store xmlns='urn:xmpp:hints'/></message>");
-    await bob.waitFor(/id="answer"[^>]*><proceed xmlns="urn:xmpp:jingle-message:0"/);
-    await laptop.waitFor(/<sent xmlns="urn:xmpp:carbons:2"><forwarded xmlns="urn:xmpp:forward:0"><message[^>]*id="answer"/);
-    const mark = phone.text.length;
+    await bob.waitForElement(jmi("answer", "proceed"));
+    await laptop.waitForElement((e) => e.is("message") && forwarded(e, "sent", "urn:xmpp:carbons:2")?.attrs.id === "answer");
+    const mark = phone.elements.length;
     phone.send("<iq type='set' id='mam'><query xmlns='urn:xmpp:mam:2'/></iq>");
-    await phone.waitFor(/<iq[^>]*id="mam"/, 5000, mark);
-    const results = phone.text.slice(mark);
-    assert.match(results, /<result xmlns="urn:xmpp:mam:2"[^>]*>.*?<propose xmlns="urn:xmpp:jingle-message:0" id="call-ring"/s);
-    assert.match(results, /<result xmlns="urn:xmpp:mam:2"[^>]*>.*?<proceed xmlns="urn:xmpp:jingle-message:0" id="call-ring"/s);
+    await phone.waitForElement((e) => e.is("iq") && e.attrs.id === "mam", 5000, mark);
+    const archived = phone.elements.slice(mark).map((e) => forwarded(e, "result", "urn:xmpp:mam:2")).filter((m) => m !== undefined);
+    for (const name of ["propose", "proceed"]) {
+      assert.ok(archived.some((m) => m.getChild(name, NS_JMI)?.attrs.id === "call-ring"), `${name} archived`);
+    }
   });
 
   it("a proposal to a user who is offline is stored and delivered at the next login", async () => {
@@ -54,6 +62,6 @@ describe("jingle message initiation (XEP-0353)", () => {
     const phone = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "phone2");
     open.push(phone);
     phone.send("<presence/>");
-    await phone.waitFor(/<message[^>]*id="missed"[^>]*><propose xmlns="urn:xmpp:jingle-message:0"[^]*?<delay xmlns="urn:xmpp:delay"/);
+    await phone.waitForElement((e) => jmi("missed")(e) && !!e.getChild("delay", "urn:xmpp:delay"));
   });
 });

@@ -7,11 +7,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { startTestServer } from "../helpers/server.js";
-import { openStream, rawSession } from "../helpers/raw.js";
+import { xml, type Element } from "@xmpp/xml";
+import { openStream, rawSession, streamError, tree } from "../helpers/raw.js";
 import { ConfigError, parseConfig } from "../../src/config.js";
 import { resolveModules } from "../../src/module-host.js";
 import { defaultModules } from "../../src/modules/index.js";
 import { AuthThrottle } from "../../src/xmpp/c2s/throttle.js";
+
+/** The server's keepalive ping to alice@localhost/raw. */
+const isPing = (e: Element) => e.is("iq") && e.attrs.type === "get" && e.attrs.from === "localhost" && e.attrs.to === "alice@localhost/raw";
 
 describe("lifecycle and operations", () => {
   it("stopping the server sends <system-shutdown/> to connected clients", async () => {
@@ -19,15 +23,22 @@ describe("lifecycle and operations", () => {
     await server.accounts.create("alice@localhost", "pw");
     const c = await rawSession(server.ports.c2sDirectTls!, "alice", "pw");
     await server.cleanup();
-    await c.waitFor(/<stream:error><system-shutdown xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/><\/stream:error><\/stream:stream>/);
+    const error = await c.waitForElement(streamError("system-shutdown"));
+    assert.deepEqual(tree(error).children, [tree(xml("system-shutdown", { xmlns: "urn:ietf:params:xml:ns:xmpp-streams" }))]);
+    // Bytes here: </stream:stream> is no element, the parser only ends the root on it. The stream
+    // is closed right after the error, with nothing between them.
+    await c.waitFor(/<\/stream:stream>$/);
+    assert.equal(c.elements.at(-1), error, "the error is the last thing before the close");
   });
 
   it("a client that stops answering is pinged and then closed with connection-timeout", async () => {
     const server = await startTestServer({ limits: { idleSeconds: 1, pingTimeoutSeconds: 1 } });
     await server.accounts.create("alice@localhost", "pw");
     const c = await rawSession(server.ports.c2sDirectTls!, "alice", "pw");
-    await c.waitFor(/<iq type="get" from="localhost" to="alice@localhost\/raw" id="[^"]+"><ping xmlns="urn:xmpp:ping"\/><\/iq>/, 5000);
-    await c.waitFor(/<connection-timeout xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/, 5000);
+    const ping = await c.waitForElement(isPing, 5000);
+    assert.ok(ping.attrs.id, "the ping has an id");
+    assert.deepEqual(tree(ping).children, [tree(xml("ping", { xmlns: "urn:xmpp:ping" }))]);
+    await c.waitForElement(streamError("connection-timeout"), 5000);
     await c.closed;
     await server.cleanup();
   });
@@ -36,8 +47,8 @@ describe("lifecycle and operations", () => {
     const server = await startTestServer({ limits: { idleSeconds: 1, pingTimeoutSeconds: 1 } });
     await server.accounts.create("alice@localhost", "pw");
     const c = await rawSession(server.ports.c2sDirectTls!, "alice", "pw");
-    const m = await c.waitFor(/<iq type="get" from="localhost" to="alice@localhost\/raw" id="([^"]+)">/, 5000);
-    c.send(`<iq type='result' id='${m[1]}' to='localhost'/>`);
+    const ping = await c.waitForElement(isPing, 5000);
+    c.send(`<iq type='result' id='${ping.attrs.id}' to='localhost'/>`);
     await new Promise((r) => setTimeout(r, 1500));
     assert.ok(server.sessions.get("alice@localhost/raw"));
     c.close();
@@ -110,7 +121,7 @@ describe("lifecycle and operations", () => {
     server.storage.accounts.get = async () => { throw new Error("disk on fire"); };
     const c = await openStream(server.ports.c2sDirectTls!);
     c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from("\0alice\0pw").toString("base64")}</auth>`);
-    await c.waitFor(/<internal-server-error xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    await c.waitForElement(streamError("internal-server-error"));
     await c.closed;
     server.storage.accounts.get = real;
     const ok = await rawSession(server.ports.c2sDirectTls!, "alice", "pw");

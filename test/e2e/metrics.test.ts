@@ -12,7 +12,7 @@ import { getMetricsFromIterator, type PromMetrics, type PromData, type PromHisto
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import { RawClient, rawSession } from "../helpers/raw.js";
-import { Component } from "../helpers/component.js";
+import { Component, handshakeAccepted } from "../helpers/component.js";
 
 const PUSH = "urn:xmpp:push:0";
 const TOKEN = "a-long-enough-metrics-token";
@@ -91,22 +91,17 @@ describe("metrics (Prometheus text at /metrics)", () => {
     // "n" and refuses those for node "gone" (a device it no longer knows).
     component = await Component.open(server.ports.component!, "push.example.net");
     await component.handshake("app-server-secret");
-    await component.waitFor(/<handshake\/>/);
-    let answered = 0;
-    component.socket.on("data", () => {
-      const iqs = [...component.text.matchAll(/<iq[^>]*type="(?:get|set)"[^>]*>.*?<\/iq>/gs)].map((m) => m[0]);
-      for (const iq of iqs.slice(answered)) {
-        const attr = (n: string) => new RegExp(`${n}="([^"]+)"`).exec(iq)![1];
-        const head = `id='${attr("id")}' from='${attr("to")}' to='${attr("from")}'`;
-        if (iq.includes("disco#info")) {
-          component.socket.write(`<iq type='result' ${head}><query xmlns='http://jabber.org/protocol/disco#info'><identity category='pubsub' type='push'/><feature var='${PUSH}'/></query></iq>`);
-        } else if (iq.includes(`node="gone"`)) {
-          component.socket.write(`<iq type='error' ${head}><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`);
-        } else {
-          component.socket.write(`<iq type='result' ${head}/>`);
-        }
+    await component.waitForElement(handshakeAccepted);
+    component.onElement((iq) => {
+      if (!iq.is("iq") || (iq.attrs.type !== "get" && iq.attrs.type !== "set")) return;
+      if (iq.getChild("query", "http://jabber.org/protocol/disco#info")) {
+        component.reply(iq, "result", xml("query", { xmlns: "http://jabber.org/protocol/disco#info" },
+          xml("identity", { category: "pubsub", type: "push" }), xml("feature", { var: PUSH })));
+      } else if (iq.getChild("pubsub", "http://jabber.org/protocol/pubsub")?.getChild("publish")?.attrs.node === "gone") {
+        component.reply(iq, "error", xml("error", { type: "cancel" }, xml("item-not-found", { xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas" })));
+      } else {
+        component.reply(iq, "result");
       }
-      answered = iqs.length;
     });
   });
   after(async () => {
@@ -142,11 +137,11 @@ describe("metrics (Prometheus text at /metrics)", () => {
 
     // A session with stream management that never acknowledges: three stanzas stay in its queue.
     const raw = await rawSession(server.ports.c2sDirectTls!, "raw", "pw");
-    const mark = raw.text.length;
+    const mark = raw.elements.length;
     raw.send("<enable xmlns='urn:xmpp:sm:3'/>");
-    await raw.waitFor(/<enabled/, 5000, mark);
+    await raw.waitForElement((e) => e.is("enabled", "urn:xmpp:sm:3"), 5000, mark);
     for (const n of [1, 2, 3]) await alice.xmpp.send(xml("message", { to: "raw@localhost/raw", type: "chat", id: `q${n}` }, xml("body", {}, "unacked")));
-    await raw.waitFor(/id="q3"/, 5000, mark);
+    await raw.waitForElement((e) => e.is("message") && e.attrs.id === "q3", 5000, mark);
 
     // An upload of 1234 bytes through a XEP-0363 slot and a real HTTPS PUT.
     const reply = await alice.iq(xml("iq", { type: "get", to: "upload.localhost" },

@@ -5,12 +5,14 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import type { Element } from "@xmpp/xml";
 import { createHash } from "node:crypto";
-import { rawSession, type RawClient } from "../helpers/raw.js";
+import { rawSession, iqResult, type RawClient } from "../helpers/raw.js";
 
 const MUC = "http://jabber.org/protocol/muc";
 const MUC_USER = `${MUC}#user`;
 const ROOM = "team@conference.localhost";
 const codes = (p: Element) => p.getChild("x", MUC_USER)?.getChildren("status").map((s) => Number(s.attrs.code)) ?? [];
+/** A room presence carrying this status code. */
+const mucStatus = (code: string) => (e: Element) => e.is("presence") && codes(e).includes(Number(code));
 
 describe("multi-user chat (XEP-0045)", () => {
   let server: TestServer;
@@ -324,23 +326,23 @@ describe("a large room", () => {
       }
       const owner = clients[0]!;
       owner.send("<presence to='big@conference.localhost/u0'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
-      await owner.waitFor(/status code="201"/);
+      await owner.waitForElement(mucStatus("201"));
       owner.send("<iq type='set' id='cfg' to='big@conference.localhost'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>");
-      await owner.waitFor(/id="cfg"/);
+      await owner.waitForElement(iqResult("cfg"));
       const started = performance.now();
       for (let i = 1; i < n; i++) {
         clients[i]!.send(`<presence to='big@conference.localhost/u${i}'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`);
-        await clients[i]!.waitFor(/status code="110"/, 20_000);
+        await clients[i]!.waitForElement(mucStatus("110"), 20_000);
       }
       const joinMs = performance.now() - started;
-      const marks = clients.map((c) => c.text.length);
+      const marks = clients.map((c) => c.elements.length);
       owner.send("<message to='big@conference.localhost' type='groupchat' id='all'><body>hello everyone</body></message>");
-      await Promise.all(clients.map((c, i) => c.waitFor(/<message[^>]*id="all"[^>]*>.*?<body>hello everyone<\/body>/s, 20_000, marks[i])));
-      const presences = (clients[n - 1]!.text.match(/<presence[^>]*from="big@conference\.localhost\//g) ?? []).length;
+      await Promise.all(clients.map((c, i) => c.waitForElement((e) => e.is("message") && e.attrs.id === "all" && e.getChildText("body") === "hello everyone", 20_000, marks[i])));
+      const presences = clients[n - 1]!.elements.filter((e) => e.is("presence") && String(e.attrs.from).startsWith("big@conference.localhost/")).length;
       console.log(`# 256-occupant room: 255 joins one after another in ${joinMs.toFixed(0)} ms; all 256 got the message; the last joiner saw ${presences} presences`);
       // Shutdown: occupants are told why they are out (status 332).
       const stopping = server.stop();
-      await clients[1]!.waitFor(/<presence[^>]*type="unavailable"[^>]*>.*?<status code="332"\/>/s, 10_000);
+      await clients[1]!.waitForElement((e) => mucStatus("332")(e) && e.attrs.type === "unavailable", 10_000);
       await stopping;
     } finally {
       for (const c of clients) c.close();

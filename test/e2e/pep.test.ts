@@ -61,13 +61,17 @@ describe("personal eventing (XEP-0163)", () => {
     for (const f of [PUBSUB, `${PUBSUB}#publish`, `${PUBSUB}#publish-options`, `${PUBSUB}#access-open`, `${PUBSUB}#auto-create`, `${PUBSUB}#last-published`]) assert.ok(features.includes(f), f);
     // The <c/> the server put in its stream features must name a node#ver its disco#info answers.
     const raw = await rawSession(server.ports.c2sDirectTls!, "dave", "pw", "caps");
-    const caps = raw.text.match(/<c xmlns="http:\/\/jabber.org\/protocol\/caps" hash="sha-1" node="([^"]+)" ver="([^"]+)"\/>/);
+    const c = raw.elements.filter((e) => e.is("features", "http://etherx.jabber.org/streams"))
+      .map((f) => f.getChild("c", "http://jabber.org/protocol/caps")).find((e) => e !== undefined);
     raw.close();
-    assert.ok(caps, "caps in stream features");
-    const byNode = await alice.iq(xml("iq", { type: "get", to: "localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info", node: `${caps[1]}#${caps[2]}` })));
+    assert.ok(c, "caps in stream features");
+    assert.equal(c.attrs.hash, "sha-1");
+    const { node, ver } = c.attrs as { node: string; ver: string };
+    assert.ok(node && ver, c.toString());
+    const byNode = await alice.iq(xml("iq", { type: "get", to: "localhost" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info", node: `${node}#${ver}` })));
     const answered = byNode.getChild("query")!;
     assert.equal(capsVerification(answered.getChildren("identity").map((i) => ({ category: i.attrs.category, type: i.attrs.type, name: i.attrs.name })),
-      answered.getChildren("feature").map((f) => f.attrs.var)), caps[2], "the advertised ver hashes the server's disco#info");
+      answered.getChildren("feature").map((f) => f.attrs.var)), ver, "the advertised ver hashes the server's disco#info");
   });
 
   it("OMEMO: device list and bundle published with access_model=open are fetched by a non-contact", async () => {

@@ -34,7 +34,7 @@ describe("server on postgres (e2e)", { skip: missing ? `Postgres unreachable: ${
     assert.equal(await server.storage.offline.count("bob@localhost"), 1);
     const b = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "pg");
     b.send("<presence/>");
-    await b.waitFor(/<message[^>]*id="pg1"[^>]*>.*stored in postgres.*<delay xmlns="urn:xmpp:delay"/s);
+    await b.waitForElement((e) => e.is("message") && e.attrs.id === "pg1" && e.getChildText("body") === "stored in postgres" && !!e.getChild("delay", "urn:xmpp:delay"));
     a.close();
     b.close();
   });

@@ -6,8 +6,9 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
-import { Component } from "../helpers/component.js";
-import { rawSession } from "../helpers/raw.js";
+import type { Element } from "@xmpp/xml";
+import { Component, handshakeAccepted } from "../helpers/component.js";
+import { rawSession, iqResult } from "../helpers/raw.js";
 import { parseElement } from "../../src/xmpp/xml-parse.js";
 
 const PUSH = "urn:xmpp:push:0";
@@ -19,36 +20,28 @@ const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
  */
 class AppServer {
   failing = false;
-  readonly pushes: string[] = [];
-  private seen = 0;
-  private seenGets = 0;
+  readonly pushes: Element[] = [];
   constructor(readonly component: Component) {
-    component.socket.on("data", () => this.scan());
-  }
-  private scan() {
-    const gets = [...this.component.text.matchAll(/<iq[^>]*type="get"[^>]*>.*?<\/iq>/gs)].map((m) => m[0]);
-    for (const iq of gets.slice(this.seenGets)) {
-      const id = /id="([^"]+)"/.exec(iq)![1];
-      const from = /from="([^"]+)"/.exec(iq)![1];
-      const to = /to="([^"]+)"/.exec(iq)![1];
-      this.component.socket.write(`<iq type='result' id='${id}' from='${to}' to='${from}'><query xmlns='http://jabber.org/protocol/disco#info'>`
-        + `<identity category='pubsub' type='push'/><feature var='${PUSH}'/></query></iq>`);
-    }
-    this.seenGets = gets.length;
-    const all = [...this.component.text.matchAll(/<iq[^>]*type="set"[^>]*>.*?<\/iq>/gs)].map((m) => m[0]);
-    for (const iq of all.slice(this.seen)) {
-      this.pushes.push(iq);
-      const id = /id="([^"]+)"/.exec(iq)![1];
-      const from = /from="([^"]+)"/.exec(iq)![1];
-      const to = /to="([^"]+)"/.exec(iq)![1];
-      this.component.socket.write(this.failing
-        ? `<iq type='error' id='${id}' from='${to}' to='${from}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`
-        : `<iq type='result' id='${id}' from='${to}' to='${from}'/>`);
-    }
-    this.seen = all.length;
+    component.onElement((iq) => {
+      if (!iq.is("iq")) return;
+      if (iq.attrs.type === "get") {
+        component.reply(iq, "result", xml("query", { xmlns: "http://jabber.org/protocol/disco#info" },
+          xml("identity", { category: "pubsub", type: "push" }), xml("feature", { var: PUSH })));
+      } else if (iq.attrs.type === "set") {
+        this.pushes.push(iq);
+        if (this.failing) component.reply(iq, "error", xml("error", { type: "cancel" }, xml("item-not-found", { xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas" })));
+        else component.reply(iq, "result");
+      }
+    });
   }
 }
-const field = (iq: string, name: string) => new RegExp(`<field var="${name}"[^>]*><value>([^<]*)</value></field>`).exec(iq)?.[1];
+const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
+const publish = (iq: Element) => iq.getChild("pubsub", NS_PUBSUB)?.getChild("publish");
+/** The value of a field in the push's summary form (`<notification/>`), or in its publish-options. */
+const field = (iq: Element, name: string, where: "summary" | "publish-options" = "summary") => {
+  const holder = where === "summary" ? publish(iq)?.getChild("item")?.getChild("notification", PUSH) : iq.getChild("pubsub", NS_PUBSUB)?.getChild("publish-options");
+  return holder?.getChild("x", "jabber:x:data")?.getChildren("field").find((f) => f.attrs.var === name)?.getChildText("value") ?? undefined;
+};
 
 describe("push notifications (XEP-0357)", () => {
   let server: TestServer;
@@ -63,7 +56,7 @@ describe("push notifications (XEP-0357)", () => {
     for (const u of ["alice", "bob", "carol"]) await server.accounts.create(`${u}@localhost`, "pw");
     const component = await Component.open(server.ports.component!, "push.example.net");
     await component.handshake("app-server-secret");
-    await component.waitFor(/<handshake\/>/);
+    await component.waitForElement(handshakeAccepted);
     app = new AppServer(component);
   });
   after(async () => {
@@ -95,13 +88,14 @@ describe("push notifications (XEP-0357)", () => {
     const got = app.pushes.slice(before);
     assert.equal(got.length, 1, "exactly one push");
     const push = got[0]!;
-    assert.match(push, /from="alice@localhost"/);
-    assert.match(push, /<publish node="node-alice"><item><notification xmlns="urn:xmpp:push:0">/);
+    assert.equal(push.attrs.from, "alice@localhost");
+    assert.equal(publish(push)?.attrs.node, "node-alice");
+    assert.ok(publish(push)!.getChild("item")?.getChild("notification", PUSH), push.toString());
     assert.equal(field(push, "FORM_TYPE"), "urn:xmpp:push:summary");
     assert.equal(field(push, "message-count"), "1");
     assert.equal(field(push, "last-message-sender"), "bob@localhost/b");
     assert.equal(field(push, "last-message-body"), undefined, "no body unless the operator allows it");
-    assert.match(push, /<publish-options>.*<field var="secret"><value>s3cr3t<\/value><\/field>/s);
+    assert.equal(field(push, "secret", "publish-options"), "s3cr3t");
 
     // No push for presence or chat states.
     const n = app.pushes.length;
@@ -135,22 +129,22 @@ describe("push notifications (XEP-0357)", () => {
     const raw = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "sm");
     raw.send("<presence/>");
     raw.send(`<iq type='set' id='en'><enable xmlns='${PUSH}' jid='push.example.net' node='node-sm'/></iq>`);
-    await raw.waitFor(/id="en"/);
+    await raw.waitForElement(iqResult("en"));
     raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
-    await raw.waitFor(/<enabled /);
+    await raw.waitForElement((e) => e.is("enabled", "urn:xmpp:sm:3"));
     raw.send("<inactive xmlns='urn:xmpp:csi:0'/>");
     await settle(100);
     const bob = await login("bob", "sm");
     let before = app.pushes.length;
     await bob.xmpp.send(xml("message", { to: "alice@localhost/sm", type: "chat", id: "inactive" }, xml("body", {}, "while inactive")));
     await settle(1500);
-    assert.ok(app.pushes.slice(before).some((p) => /node="node-sm"/.test(p)), "pushed while inactive");
+    assert.ok(app.pushes.slice(before).some((p) => publish(p)?.attrs.node === "node-sm"), "pushed while inactive");
     raw.socket.destroy(); // no </stream>: the session hibernates
     await settle(300);
     before = app.pushes.length;
     await bob.xmpp.send(xml("message", { to: "alice@localhost/sm", type: "chat", id: "hibernated" }, xml("body", {}, "while asleep")));
     await settle(1500);
-    assert.ok(app.pushes.slice(before).some((p) => /node="node-sm"/.test(p)), "pushed while hibernated");
+    assert.ok(app.pushes.slice(before).some((p) => publish(p)?.attrs.node === "node-sm"), "pushed while hibernated");
   });
 
   it("an app server that keeps failing loses the registration; disable stops pushes", async () => {
@@ -218,7 +212,7 @@ describe("push notifications (XEP-0357)", () => {
     const before = app.pushes.length;
     await owner.xmpp.send(xml("message", { to: "club@conference.localhost", type: "groupchat" }, xml("body", {}, "meeting at 5")));
     await settle(800);
-    const got = app.pushes.slice(before).filter((p) => /node="node-room"/.test(p));
+    const got = app.pushes.slice(before).filter((p) => publish(p)?.attrs.node === "node-room");
     assert.equal(got.length, 1);
     assert.equal(field(got[0]!, "last-message-sender"), "club@conference.localhost/bob");
   });

@@ -2,30 +2,48 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
-import { RawClient, header, openStream, rawSession } from "../helpers/raw.js";
+import { isDeepStrictEqual } from "node:util";
+import type { Element } from "@xmpp/xml";
+import { RawClient, header, openStream, rawSession, descendants, iqResult, streamError, tree, NS_STANZAS, NS_STREAMS } from "../helpers/raw.js";
 import { connect, xml } from "../helpers/xmpp-client.js";
+import { parseElement } from "../../src/xmpp/xml-parse.js";
 
 const SM = "urn:xmpp:sm:3";
+const message = (id: string) => (e: Element) => e.is("message") && e.attrs.id === id;
+const presenceFrom = (from: string) => (e: Element) => e.is("presence") && e.attrs.from === from;
+/** An SM <failed/> with exactly this stanza error condition in it. */
+const failedWith = (condition: string) => (e: Element) =>
+  e.is("failed", SM) && isDeepStrictEqual(tree(e).children, [tree(xml(condition, { xmlns: NS_STANZAS }))]);
 
 /** Authenticated, not yet bound: ready for <resume/> or bind. */
 async function authenticated(port: number, user: string): Promise<RawClient> {
   const c = await openStream(port);
-  const mark = c.text.length;
+  const mark = c.elements.length;
   c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0pw`).toString("base64")}</auth>`);
-  await c.waitFor(/<success/, 5000, mark);
+  await c.waitForElement((e) => e.is("success", "urn:ietf:params:xml:ns:xmpp-sasl"), 5000, mark);
+  c.restartParser();
   c.send(header());
-  await c.waitFor(/<sm xmlns='urn:xmpp:sm:3'\/>/, 5000, mark);
+  const features = await c.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
+  assert.equal(features.getChild("sm", SM)?.children.length, 0, features.toString());
   return c;
 }
 
 async function enable(c: RawClient, resume = true): Promise<string> {
-  const mark = c.text.length;
+  const mark = c.elements.length;
   c.send(`<enable xmlns='${SM}'${resume ? " resume='true'" : ""}/>`);
-  const m = await c.waitFor(/<enabled xmlns='urn:xmpp:sm:3'(?: id='([^']+)' resume='true' max='(\d+)')?\/>/, 5000, mark);
-  return m[1] ?? "";
+  const enabled = await c.waitForElement((e) => e.is("enabled", SM), 5000, mark);
+  assert.equal(enabled.children.length, 0);
+  const { id, max, ...rest } = enabled.attrs as Record<string, string>;
+  if (resume) {
+    assert.ok(id, "a resumption id");
+    assert.match(max ?? "", /^\d+$/, "the longest resumption wait, in seconds");
+    assert.deepEqual(rest, { xmlns: SM, resume: "true" });
+  } else {
+    assert.deepEqual(enabled.attrs, { xmlns: SM }, "no resumption offered when none was asked for");
+  }
+  return id ?? "";
 }
 
-const countMessages = (text: string, id: string) => text.split(`id="${id}"`).length - 1;
 
 describe("stream management (XEP-0198) and the delivery guarantee", () => {
   let server: TestServer;
@@ -38,13 +56,13 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
   it("advertises sm; enable before bind and enable twice are unexpected requests", async () => {
     const c = await authenticated(server.ports.c2sDirectTls!, "alice");
     c.send(`<enable xmlns='${SM}'/>`);
-    await c.waitFor(/<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'\/><\/failed>/);
+    await c.waitForElement(failedWith("unexpected-request"));
     c.close();
     const b = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "twice");
     await enable(b, false);
-    const mark = b.text.length;
+    const mark = b.elements.length;
     b.send(`<enable xmlns='${SM}'/>`);
-    await b.waitFor(/<failed xmlns='urn:xmpp:sm:3'><unexpected-request/, 5000, mark);
+    await b.waitForElement(failedWith("unexpected-request"), 5000, mark);
     b.close();
   });
 
@@ -52,9 +70,9 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     const bob = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "sm");
     await enable(bob, false);
     bob.send("<presence/><iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq><r xmlns='urn:xmpp:sm:3'/>");
-    await bob.waitFor(/<a xmlns='urn:xmpp:sm:3' h='2'\/>/);
+    await bob.waitForElement((e) => e.is("a", SM) && e.attrs.h === "2");
     // The server asks for an ack of what it sent (presence reflection + ping result).
-    await bob.waitFor(/<r xmlns='urn:xmpp:sm:3'\/>/);
+    await bob.waitForElement((e) => e.is("r", SM));
     const session = server.sessions.get("bob@localhost/sm") as unknown as { out: { unacknowledged: number } };
     assert.equal(session.out.unacknowledged, 2);
     bob.send("<a xmlns='urn:xmpp:sm:3' h='2'/>");
@@ -67,12 +85,13 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     const c = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "high");
     await enable(c, false);
     c.send("<a xmlns='urn:xmpp:sm:3' h='5'/>");
-    await c.waitFor(/<undefined-condition xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>.*<handled-count-too-high xmlns="urn:xmpp:sm:3" h="5" send-count="0"\/>/s);
+    const error = await c.waitForElement(streamError("undefined-condition"));
+    assert.deepEqual(tree(error.getChild("handled-count-too-high", SM)!), tree(xml("handled-count-too-high", { xmlns: SM, h: "5", "send-count": "0" })));
     await c.closed;
     const d = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "bad-h");
     await enable(d, false);
     d.send("<a xmlns='urn:xmpp:sm:3' h='-1'/>");
-    await d.waitFor(/<undefined-condition xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    await d.waitForElement(streamError("undefined-condition"));
     await d.closed;
   });
 
@@ -80,7 +99,7 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     const dave = await rawSession(server.ports.c2sDirectTls!, "dave", "pw", "phone");
     const id = await enable(dave);
     dave.send("<presence/>");
-    await dave.waitFor(/<presence[^>]*from="dave@localhost\/phone"/);
+    await dave.waitForElement(presenceFrom("dave@localhost/phone"));
     dave.send("<a xmlns='urn:xmpp:sm:3' h='1'/>");
     dave.socket.destroy(); // no </stream:stream>: the network dropped
     await new Promise((r) => setTimeout(r, 100));
@@ -90,21 +109,24 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     assert.ok(server.sessions.get("dave@localhost/phone"), "the session waits, hibernated");
 
     const back = await authenticated(server.ports.c2sDirectTls!, "dave");
-    const mark = back.text.length;
+    const mark = back.elements.length;
     back.send(`<resume xmlns='${SM}' previd='${id}' h='1'/>`);
-    await back.waitFor(/<resumed xmlns='urn:xmpp:sm:3' h='1' previd='[^']+'\/>/, 5000, mark);
-    const m = await back.waitFor(/id="r1".*id="r2".*id="r3"/s, 5000, mark);
-    assert.ok(m);
+    const resumed = await back.waitForElement((e) => e.is("resumed", SM), 5000, mark);
+    assert.deepEqual(tree(resumed), tree(xml("resumed", { xmlns: SM, h: "1", previd: id })));
+    await back.waitForElement(message("r3"), 5000, mark);
+    const resent = () => back.elements.slice(mark).filter((e) => e.is("message")).map((e) => e.attrs.id);
+    assert.deepEqual(resent(), ["r1", "r2", "r3"]);
     // The session is the same one: its presence is still there.
     assert.ok(server.sessions.get("dave@localhost/phone")?.presence);
     back.send("<a xmlns='urn:xmpp:sm:3' h='4'/>");
     back.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
-    await back.waitFor(/<iq type="result" id="alive"/, 5000, mark);
-    assert.equal(countMessages(back.text.slice(mark), "r2"), 1, "no duplicates from the server's side");
+    await back.waitForElement(iqResult("alive"), 5000, mark);
+    assert.equal(back.elements.slice(mark).flatMap(descendants).filter((e) => e.attrs.id === "r2").length, 1, "no duplicates from the server's side");
+    assert.deepEqual(resent(), ["r1", "r2", "r3"]);
     // A second resume of the same id while it is live → still resumable only by its owner.
     const intruder = await authenticated(server.ports.c2sDirectTls!, "erin");
     intruder.send(`<resume xmlns='${SM}' previd='${id}' h='0'/>`);
-    await intruder.waitFor(/<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'\/><\/failed>/);
+    await intruder.waitForElement(failedWith("item-not-found"));
     intruder.close();
     back.close();
     erin.close();
@@ -115,11 +137,11 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     const id = await enable(old);
     const back = await authenticated(server.ports.c2sDirectTls!, "alice");
     back.send(`<resume xmlns='${SM}' previd='${id}' h='0'/>`);
-    await back.waitFor(/<resumed xmlns='urn:xmpp:sm:3' h='0' previd=/);
+    await back.waitForElement((e) => e.is("resumed", SM) && e.attrs.h === "0" && e.attrs.previd === id);
     await old.closed;
-    const mark = back.text.length;
+    const mark = back.elements.length;
     back.send("<iq type='get' id='still-me' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
-    await back.waitFor(/<iq type="result" id="still-me"/, 5000, mark);
+    await back.waitForElement(iqResult("still-me"), 5000, mark);
     back.close();
   });
 
@@ -129,11 +151,11 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     first.send("<presence/>");
     const alice = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "rp");
     alice.send("<message to='erin@localhost/same' type='chat' id='repl1'><body>x</body></message>");
-    await first.waitFor(/id="repl1"/);
+    await first.waitForElement(message("repl1"));
     const second = await rawSession(server.ports.c2sDirectTls!, "erin", "pw", "same");
-    await first.waitFor(/<conflict xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    await first.waitForElement(streamError("conflict"));
     second.send("<presence/>");
-    await second.waitFor(/<message[^>]*id="repl1"/);
+    await second.waitForElement(message("repl1"));
     second.close();
     alice.close();
   });
@@ -141,9 +163,10 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
   it("an unknown or expired resumption → <failed><item-not-found/></failed>, and the client can bind instead", async () => {
     const c = await authenticated(server.ports.c2sDirectTls!, "alice");
     c.send(`<resume xmlns='${SM}' previd='nope' h='0'/>`);
-    await c.waitFor(/<failed xmlns='urn:xmpp:sm:3'><item-not-found/);
+    await c.waitForElement(failedWith("item-not-found"));
     c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
-    await c.waitFor(/<jid>alice@localhost\//);
+    const bound = await c.waitForElement(iqResult("b"));
+    assert.match(bound.getChild("bind", "urn:ietf:params:xml:ns:xmpp-bind")?.getChildText("jid") ?? "", /^alice@localhost\//);
     c.close();
   });
 
@@ -151,10 +174,10 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     const bob = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "flaky");
     await enable(bob);
     bob.send("<presence/>");
-    await bob.waitFor(/<presence[^>]*from="bob@localhost\/flaky"/);
+    await bob.waitForElement(presenceFrom("bob@localhost/flaky"));
     const carol = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "c");
     carol.send("<message to='bob@localhost' type='chat' id='lost1'><body>do not lose me</body></message>");
-    await bob.waitFor(/id="lost1"/); // written to the socket, but bob never acks it
+    await bob.waitForElement(message("lost1")); // written to the socket, but bob never acks it
     bob.socket.destroy();
     // resumeTimeoutSeconds is 1 here.
     for (let i = 0; i < 100 && server.sessions.get("bob@localhost/flaky"); i++) await new Promise((r) => setTimeout(r, 50));
@@ -162,10 +185,15 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     await new Promise((r) => setTimeout(r, 100));
     const rows = await server.storage.offline.list("bob@localhost");
     assert.equal(rows.length, 1, "exactly one stored copy");
-    assert.match(rows[0]!.stanza, /id="lost1".*do not lose me.*<delay xmlns="urn:xmpp:delay" from="localhost" stamp="/s);
+    const stored = parseElement(rows[0]!.stanza);
+    assert.equal(stored.attrs.id, "lost1");
+    assert.equal(stored.getChildText("body"), "do not lose me");
+    const delay = stored.getChild("delay", "urn:xmpp:delay");
+    assert.equal(delay?.attrs.from, "localhost");
+    assert.ok(delay?.attrs.stamp, rows[0]!.stanza);
     const again = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "new");
     again.send("<presence/>");
-    await again.waitFor(/id="lost1"/);
+    await again.waitForElement(message("lost1"));
     again.close();
     carol.close();
   });
@@ -179,9 +207,9 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     await new Promise((r) => setTimeout(r, 100));
     const alice = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "x");
     alice.send("<message to='erin@localhost/phone' type='chat' id='move1'><body>x</body></message>");
-    await phone.waitFor(/id="move1"/);
+    await phone.waitForElement(message("move1"));
     phone.socket.destroy();
-    await laptop.waitFor(/<message[^>]*id="move1"[^>]*>.*<delay xmlns="urn:xmpp:delay"/s);
+    await laptop.waitForElement((e) => message("move1")(e) && !!e.getChild("delay", "urn:xmpp:delay"));
     laptop.close();
     alice.close();
   });
@@ -191,11 +219,11 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     await enable(slow, false);
     const erin = await rawSession(server.ports.c2sDirectTls!, "erin", "pw", "flood");
     for (let n = 0; n < 12; n++) erin.send(`<message to='dave@localhost/slow' type='chat' id='f${n}'><body>${n}</body></message>`);
-    await slow.waitFor(/<resource-constraint xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    await slow.waitForElement(streamError("resource-constraint"));
     // Every message is in custody: delivered-and-queued ones went to offline storage, none vanished.
     for (let i = 0; i < 100 && (await server.storage.offline.count("dave@localhost")) < 11; i++) await new Promise((r) => setTimeout(r, 50));
     const rows = await server.storage.offline.list("dave@localhost");
-    const stored = rows.map((r) => /id="(f\d+)"/.exec(r.stanza)?.[1] ?? r.stanza);
+    const stored = rows.map((r) => parseElement(r.stanza).attrs.id ?? r.stanza);
     assert.deepEqual(stored.slice(0, 11), Array.from({ length: 11 }, (_, n) => `f${n}`));
     erin.close();
   });
@@ -208,7 +236,7 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     const first = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "o1");
     await enable(first, false);
     first.send("<presence/>");
-    await first.waitFor(/id="off-sm"/);
+    await first.waitForElement(message("off-sm"));
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(await server.storage.offline.count("carol@localhost"), 1, "not acknowledged: still stored");
     first.socket.destroy();
@@ -218,7 +246,7 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     const second = await rawSession(server.ports.c2sDirectTls!, "carol", "pw", "o2");
     await enable(second, false);
     second.send("<presence/>");
-    await second.waitFor(/id="off-sm"/);
+    await second.waitForElement(message("off-sm"));
     second.send("<a xmlns='urn:xmpp:sm:3' h='2'/>");
     for (let i = 0; i < 100 && (await server.storage.offline.count("carol@localhost")) > 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(await server.storage.offline.count("carol@localhost"), 0);
@@ -245,10 +273,10 @@ describe("graceful shutdown (P5)", () => {
     const bob = await rawSession(server.ports.c2sDirectTls!, "bob", "pw", "b");
     await enable(bob);
     bob.send("<presence/>");
-    await bob.waitFor(/<presence[^>]*from="bob@localhost\/b"/);
+    await bob.waitForElement(presenceFrom("bob@localhost/b"));
     const alice = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "a");
     alice.send("<message to='bob@localhost/b' type='chat' id='sd1'><body>before shutdown</body></message>");
-    await bob.waitFor(/id="sd1"/);
+    await bob.waitForElement(message("sd1"));
     const storage = server.storage;
     const rows: string[] = [];
     const close = storage.close.bind(storage);
@@ -257,8 +285,8 @@ describe("graceful shutdown (P5)", () => {
       await close();
     };
     await server.cleanup();
-    await bob.waitFor(/<system-shutdown/);
+    await bob.waitForElement(streamError("system-shutdown"));
     assert.equal(rows.length, 1);
-    assert.match(rows[0]!, /id="sd1"/);
+    assert.equal(parseElement(rows[0]!).attrs.id, "sd1");
   });
 });

@@ -1,12 +1,34 @@
-/** A raw XEP-0114 external component for tests: a TCP socket, the handshake, and text to match. */
+/** A raw XEP-0114 external component for tests: a TCP socket, the handshake, and what arrives, parsed. */
 import { connect as tcpConnect, type Socket } from "node:net";
 import { createHash } from "node:crypto";
+import { StringDecoder } from "node:string_decoder";
+import { xml, type Element } from "@xmpp/xml";
+
+/** The server's empty <handshake/>: the component is accepted. */
+export const handshakeAccepted = (e: Element): boolean => e.is("handshake") && e.children.length === 0;
 
 export class Component {
   text = "";
+  /** The server's stream header, parsed by xmpp.js's parser (independent of the server's). */
+  header: Element | undefined;
+  /** Top-level elements received, parsed the same way. */
+  readonly elements: Element[] = [];
   readonly closed: Promise<void>;
+  private readonly listeners: Array<(e: Element) => void> = [];
   private constructor(readonly socket: Socket) {
-    socket.on("data", (d: Buffer) => { this.text += d.toString("utf8"); });
+    const decoder = new StringDecoder("utf8");
+    const parser = new xml.Parser();
+    parser.on("start", (e) => { this.header = e; });
+    parser.on("element", (e) => {
+      this.elements.push(e);
+      for (const l of [...this.listeners]) l(e);
+    });
+    parser.on("error", () => {});
+    socket.on("data", (d: Buffer) => {
+      const chunk = decoder.write(d);
+      this.text += chunk;
+      parser.write(chunk);
+    });
     socket.on("error", () => {});
     this.closed = new Promise((r) => socket.once("close", () => r()));
   }
@@ -17,17 +39,32 @@ export class Component {
     socket.write(`<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='${domain}'>`);
     return c;
   }
-  async waitFor(re: RegExp, ms = 5000): Promise<RegExpMatchArray> {
+  private async poll<T>(find: () => T | undefined, what: string, ms: number): Promise<T> {
     const end = Date.now() + ms;
     for (;;) {
-      const m = this.text.match(re);
-      if (m) return m;
-      if (Date.now() > end) throw new Error(`timed out waiting for ${re}; got ${this.text.slice(-400)}`);
+      const found = find();
+      if (found !== undefined) return found;
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; got ${this.text.slice(-400)}`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }
+  /** Waits for a top-level element that matches. */
+  waitForElement(pred: (e: Element) => boolean, ms = 5000): Promise<Element> {
+    return this.poll(() => this.elements.find(pred), "an element", ms);
+  }
+  waitForHeader(ms = 5000): Promise<Element> {
+    return this.poll(() => this.header, "the stream header", ms);
+  }
+  /** Calls `listener` with each top-level element that arrives from now on. */
+  onElement(listener: (e: Element) => void): void {
+    this.listeners.push(listener);
+  }
+  /** Answers `iq` (from its `to`, to its `from`, same id). */
+  reply(iq: Element, type: "result" | "error", ...children: Element[]): void {
+    this.socket.write(xml("iq", { type, id: iq.attrs.id, from: iq.attrs.to, to: iq.attrs.from }, ...children).toString());
+  }
   async handshake(secret: string): Promise<void> {
-    const id = (await this.waitFor(/<stream:stream[^>]* id='([^']+)'/))[1]!;
+    const id = (await this.waitForHeader()).attrs.id as string;
     this.socket.write(`<handshake>${createHash("sha1").update(id + secret).digest("hex")}</handshake>`);
   }
 }

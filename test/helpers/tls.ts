@@ -3,7 +3,7 @@ import { connect as tlsConnect, type ConnectionOptions, type PeerCertificate, ty
 import { Writable } from "node:stream";
 import pino from "pino";
 import type { Logger } from "../../src/log.js";
-import { RawClient, header } from "./raw.js";
+import { RawClient, header, NS_STREAMS } from "./raw.js";
 
 export type Outcome =
   | { ok: true; protocol: string; cipher: string; alpn: string | false; cert: PeerCertificate; authorized: boolean; authorizationError?: string }
@@ -34,10 +34,10 @@ export async function handshake(entry: TlsEntry, port: number, options: Connecti
   if (entry === "https") return settle(tlsConnect({ port, ALPNProtocols: ["http/1.1"], ...base }));
   const raw = await RawClient.open(port, false);
   raw.send(header(typeof base.servername === "string" ? base.servername : "localhost"));
-  await raw.waitFor(/<\/stream:features>/);
-  const mark = raw.text.length;
+  await raw.waitForElement((e) => e.is("features", NS_STREAMS));
+  const mark = raw.elements.length;
   raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-  await raw.waitFor(/<proceed[^>]*\/>/, 5000, mark);
+  await raw.waitForElement((e) => e.is("proceed", "urn:ietf:params:xml:ns:xmpp-tls"), 5000, mark);
   return settle(tlsConnect({ socket: raw.socket, ...base }));
 }
 

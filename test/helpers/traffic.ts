@@ -3,6 +3,7 @@
  * (XEP-0198 <a h/>) or refused; receivers log every delivery. The checker computes
  * lost = acked ∧ ¬delivered ∧ ¬errored, duplicates and ordering violations.
  */
+import type { Element } from "@xmpp/xml";
 import type { RawClient } from "./raw.js";
 
 export class Sender {
@@ -15,13 +16,11 @@ export class Sender {
 
   private scanned = 0;
   private scan(): void {
-    const text = this.client.text.slice(this.scanned);
-    for (const m of text.matchAll(/<a xmlns='urn:xmpp:sm:3' h='(\d+)'\/>/g)) this.acked = Math.max(this.acked, Number(m[1]));
-    for (const m of text.matchAll(/<message[^>]*type="error"[^>]*>/g)) {
-      const id = /id="([^"]+)"/.exec(m[0]);
-      if (id) this.errored.add(id[1]!);
+    for (const e of this.client.elements.slice(this.scanned)) {
+      if (e.is("a", "urn:xmpp:sm:3")) this.acked = Math.max(this.acked, Number(e.attrs.h));
+      if (e.is("message") && e.attrs.type === "error" && e.attrs.id) this.errored.add(e.attrs.id);
     }
-    this.scanned = this.client.text.lastIndexOf(">") + 1;
+    this.scanned = this.client.elements.length;
   }
 
   send(to: string, n: number): void {
@@ -41,12 +40,10 @@ export class Sender {
   }
 }
 
-/** Deliveries of message ids with a given prefix, across every stream of one receiver. */
-export function deliveries(streams: readonly string[], prefix: string): string[] {
-  const out: string[] = [];
-  const re = new RegExp(`<message[^>]*id="(${prefix}-\\d+)"[^>]*>`, "g");
-  for (const text of streams) for (const m of text.matchAll(re)) if (!/type="error"/.test(m[0])) out.push(m[1]!);
-  return out;
+/** Deliveries of message ids with a given prefix, across every stream (its received elements) of one receiver. */
+export function deliveries(streams: ReadonlyArray<readonly Element[]>, prefix: string): string[] {
+  const id = new RegExp(`^${prefix}-\\d+$`);
+  return streams.flat().filter((e) => e.is("message") && e.attrs.type !== "error" && id.test(e.attrs.id ?? "")).map((e) => e.attrs.id as string);
 }
 
 export interface Figures {
