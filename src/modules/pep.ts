@@ -65,7 +65,8 @@ export interface NodeConfig {
 const pubsubError = (condition: ConstructorParameters<typeof StanzaError>[0], app: string, text?: string, extra: Record<string, string> = {}) =>
   new StanzaError(condition, text, undefined, el(app, { xmlns: ERRORS, ...extra }));
 
-const defaults = (): NodeConfig => ({
+/** A node's configuration before any form changed it. */
+export const defaultNodeConfig = (): NodeConfig => ({
   access_model: "presence", roster_groups_allowed: [], persist_items: true, max_items: 1,
   send_last_published_item: "on_sub_and_presence", notify_retract: true, notify_delete: true, title: "",
 });
@@ -73,7 +74,7 @@ const defaults = (): NodeConfig => ({
 /** A node's configuration, undefined when the node does not exist. */
 export async function loadNodeConfig(storage: Storage, owner: string, node: string): Promise<NodeConfig | undefined> {
   const json = await storage.pubsub.getConfig(owner, node);
-  return json === undefined ? undefined : { ...defaults(), ...(JSON.parse(json) as Partial<NodeConfig>) };
+  return json === undefined ? undefined : { ...defaultNodeConfig(), ...(JSON.parse(json) as Partial<NodeConfig>) };
 }
 
 /**
@@ -272,7 +273,7 @@ export const pep = defineModule({
       let config = await loadConfig(owner, node);
       if (!config) {
         // XEP-0060 §7.1.4 auto-create, configured by the publish-options.
-        config = publishOptions ? applyForm(defaults(), publishOptions) : defaults();
+        config = publishOptions ? applyForm(defaultNodeConfig(), publishOptions) : defaultNodeConfig();
         await createNode(owner, node, config);
       } else if (publishOptions) {
         const wanted = applyForm(config, publishOptions);
@@ -339,7 +340,7 @@ export const pep = defineModule({
         case "create": {
           const node = nodeOf(action);
           const form = optionsOf(payload.getChild("configure"), NODE_CONFIG);
-          if (!(await createNode(owner, node, form ? applyForm(defaults(), form) : defaults()))) throw new StanzaError("conflict", "The node exists");
+          if (!(await createNode(owner, node, form ? applyForm(defaultNodeConfig(), form) : defaultNodeConfig()))) throw new StanzaError("conflict", "The node exists");
           return undefined;
         }
         case "subscribe": case "unsubscribe": case "options":
@@ -363,7 +364,7 @@ export const pep = defineModule({
       const action = firstChildElement(payload);
       if (payload.name !== "pubsub" || !action) throw new StanzaError("bad-request");
       if (!self || !origin) throw new StanzaError("forbidden");
-      if (action.name === "default") return el("pubsub", { xmlns: OWNER }, el("default", {}, configForm("form", defaults())));
+      if (action.name === "default") return el("pubsub", { xmlns: OWNER }, el("default", {}, configForm("form", defaultNodeConfig())));
       if (action.name === "configure") {
         const node = nodeOf(action);
         return el("pubsub", { xmlns: OWNER }, el("configure", { node }, configForm("form", await mustExist(to.bare, node))));
