@@ -25,7 +25,7 @@ const form = (fields: Record<string, string>) =>
 const publish = (c: Connected, node: string, id: string, payload: ReturnType<typeof xml>, options?: Record<string, string>) =>
   c.iq(xml("iq", { type: "set" }, xml("pubsub", { xmlns: "http://jabber.org/protocol/pubsub" },
     xml("publish", { node }, xml("item", { id }, payload)),
-    options ? xml("publish-options", {}, form(options)) : undefined)));
+    ...(options ? [xml("publish-options", {}, form(options))] : []))));
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
