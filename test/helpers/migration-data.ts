@@ -29,21 +29,28 @@ const publish = (c: Connected, node: string, id: string, payload: ReturnType<typ
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Populates `domain` on the server at `port`; the accounts exist already. */
-export async function populate(port: number, domain: string): Promise<void> {
-  const alice = await connect({ port, domain, username: "alice", password: USERS.alice, resource: "migrate" });
-  const bob = await connect({ port, domain, username: "bob", password: USERS.bob, resource: "migrate" });
+/**
+ * Populates `domain` on the server at `port`; the accounts exist already. `prefix` starts each
+ * user name (alice becomes `${prefix}alice`), so a live peer gets fresh accounts each run.
+ */
+export async function populate(port: number, domain: string, prefix = ""): Promise<void> {
+  const alice = await connect({ port, domain, username: `${prefix}alice`, password: USERS.alice, resource: "migrate" });
+  const bob = await connect({ port, domain, username: `${prefix}bob`, password: USERS.bob, resource: "migrate" });
   try {
-    const aliceJid = `alice@${domain}`, bobJid = `bob@${domain}`, carolJid = `carol@${domain}`;
+    const aliceJid = `${prefix}alice@${domain}`, bobJid = `${prefix}bob@${domain}`, carolJid = `${prefix}carol@${domain}`;
     await alice.iq(xml("iq", { type: "set" }, xml("query", { xmlns: "jabber:iq:roster" },
       xml("item", { jid: bobJid, name: "Bob" }, xml("group", {}, "Friends"), xml("group", {}, "Work")))));
     await alice.iq(xml("iq", { type: "set" }, xml("query", { xmlns: "jabber:iq:roster" }, xml("item", { jid: carolJid, name: "Carol" }))));
     await alice.xmpp.send(xml("presence"));
     await bob.xmpp.send(xml("presence"));
     // Mutual subscription alice <-> bob; alice's request to carol stays pending (carol is offline).
+    // Each answer waits for the request to arrive: a server ignores 'subscribed' with no request pending.
+    const request = (c: Connected, from: string) => c.waitFor((st) => st.is("presence") && st.attrs.type === "subscribe" && st.attrs.from?.split("/")[0] === from, 10_000);
     await alice.xmpp.send(xml("presence", { to: bobJid, type: "subscribe" }));
+    await request(bob, aliceJid);
     await bob.xmpp.send(xml("presence", { to: aliceJid, type: "subscribed" }));
     await bob.xmpp.send(xml("presence", { to: aliceJid, type: "subscribe" }));
+    await request(alice, bobJid);
     await alice.xmpp.send(xml("presence", { to: bobJid, type: "subscribed" }));
     await alice.xmpp.send(xml("presence", { to: carolJid, type: "subscribe" }));
     await alice.iq(xml("iq", { type: "set" }, xml("vCard", { xmlns: "vcard-temp" }, xml("FN", {}, EXPECTED.vcardFn), xml("NICKNAME", {}, "alice"))));
