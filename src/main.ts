@@ -57,6 +57,10 @@ function takeOption(args: string[], name: string): string | undefined {
 
 class UsageError extends Error {}
 
+/** The MUC service domain of a host, as the muc module's `domain` option makes it. */
+const mucService = (c: Config) => (host: string) =>
+  ((c.modules as Record<string, { domain?: string } | undefined>).muc?.domain ?? "conference.{host}").replace("{host}", host);
+
 function configPath(explicit: string | undefined): string {
   if (explicit) return explicit;
   if (process.env.PARLEY_CONFIG) return process.env.PARLEY_CONFIG;
@@ -173,8 +177,8 @@ async function run(argv: string[]): Promise<number> {
       const c = config();
       const file = args[1];
       if (!file || args.length > 2) throw new UsageError("parley export FILE");
-      const { users } = await withAccounts(c, (_a, s) => exportPie(s, c.hosts, file));
-      console.log(`exported ${users} accounts to ${file}`);
+      const { users, rooms } = await withAccounts(c, (_a, s) => exportPie(s, c.hosts, file, mucService(c)));
+      console.log(`exported ${users} accounts and ${rooms} rooms to ${file}`);
       return EXIT.ok;
     }
     case "import": {
@@ -184,10 +188,10 @@ async function run(argv: string[]): Promise<number> {
       if (files.length === 0) throw new UsageError("parley import FILE... [--skip-unknown]");
       const pep = (c.modules as Record<string, { maxItems?: number } | undefined>).pep;
       const report = await withAccounts(c, (_a, s) => importPie(s, files, {
-        hosts: c.hosts, iterations: c.auth.scramIterations, skipUnknown, maxPepItems: pep?.maxItems ?? 256,
+        hosts: c.hosts, mucServices: c.hosts.map(mucService(c)), iterations: c.auth.scramIterations, skipUnknown, maxPepItems: pep?.maxItems ?? 256,
       }));
       for (const line of report.skipped) console.error(`skipped ${line}`);
-      console.log(`imported ${report.users} accounts, ${report.rosterItems} roster items, ${report.offlineMessages} offline messages, ${report.pepNodes} PEP nodes`);
+      console.log(`imported ${report.users} accounts, ${report.rosterItems} roster items, ${report.offlineMessages} offline messages, ${report.pepNodes} PEP nodes, ${report.rooms} rooms`);
       return EXIT.ok;
     }
     case "reports": {

@@ -18,16 +18,22 @@ import { defaultNodeConfig, type NodeConfig } from "../modules/pep.js";
 import { buildForm } from "../xmpp/forms.js";
 import { NS_PIE } from "./reader.js";
 import { NS_PIE_SCRAM, NS_PUBSUB, NS_PUBSUB_OWNER } from "./import.js";
+import { NS_PARLEY_MUC, roomElement } from "./muc.js";
 
 export interface ExportReport {
   users: number;
+  rooms: number;
 }
 
-/** Writes every account of `hosts` to `path`. */
-export async function exportPie(storage: Storage, hosts: readonly string[], path: string): Promise<ExportReport> {
+/**
+ * Writes every account of `hosts` to `path`, and the persistent rooms of each host's MUC
+ * service (`mucService(host)`) in Parley's extension (see muc.ts).
+ */
+export async function exportPie(storage: Storage, hosts: readonly string[], path: string, mucService: (host: string) => string): Promise<ExportReport> {
   const temp = `${path}.partial`;
   const file = await open(temp, "wx", 0o600);
   let users = 0;
+  let rooms = 0;
   try {
     await file.write(`<?xml version='1.0' encoding='UTF-8'?>\n<server-data xmlns='${NS_PIE}'>\n`);
     for (const host of hosts) {
@@ -37,6 +43,13 @@ export async function exportPie(storage: Storage, hosts: readonly string[], path
         if (!user) continue; // deleted while we read
         await file.write(`${user.toString()}\n`);
         users++;
+      }
+      const list = await storage.rooms.list(mucService(host));
+      if (list.length) {
+        const element = el("rooms", { xmlns: NS_PARLEY_MUC });
+        for (const room of list) element.cnode(roomElement(room, await storage.rooms.affiliations(room.jid)));
+        await file.write(`${element.toString()}\n`);
+        rooms += list.length;
       }
       await file.write("</host>\n");
     }
@@ -49,7 +62,7 @@ export async function exportPie(storage: Storage, hosts: readonly string[], path
     await unlink(temp).catch(() => {});
     throw err;
   }
-  return { users };
+  return { users, rooms };
 }
 
 async function exportUser(storage: Storage, jid: string): Promise<Element | undefined> {

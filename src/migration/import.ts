@@ -22,6 +22,7 @@ import { VCARD_KEY } from "../modules/vcard.js";
 import { privateKey } from "../modules/private.js";
 import { defaultNodeConfig, type NodeConfig } from "../modules/pep.js";
 import { ImportError, NS_PIE, NS_PIE_OLD, readPieFiles, type ReadLimits, type ReadResult } from "./reader.js";
+import { NS_PARLEY_MUC, roomPlans, type RoomPlan } from "./muc.js";
 
 export const NS_PIE_SCRAM = "urn:xmpp:pie:0#scram";
 export const NS_PIE_MAM = "urn:xmpp:pie:0#mam";
@@ -34,6 +35,8 @@ const SUBSCRIPTIONS: readonly Subscription[] = ["none", "to", "from", "both"];
 
 export interface ImportOptions {
   hosts: readonly string[];
+  /** The MUC service domains of this server (rooms may only come for these). */
+  mucServices: readonly string[];
   iterations: number;
   /** Ignore (and report) elements of unknown namespaces instead of refusing the file. */
   skipUnknown: boolean;
@@ -58,6 +61,7 @@ export interface ImportReport {
   rosterItems: number;
   offlineMessages: number;
   pepNodes: number;
+  rooms: number;
   /** What was read but not imported, each with where it was. */
   skipped: string[];
 }
@@ -66,22 +70,27 @@ export interface ImportReport {
 export async function importPie(storage: Storage, paths: readonly string[], options: ImportOptions): Promise<ImportReport> {
   const read = await readPieFiles(paths, options.limits);
   const skipped: string[] = [];
-  const plans = await plan(read, options, skipped);
+  const { users: plans, rooms } = await plan(read, options, skipped);
   for (const p of plans) {
     if (await storage.accounts.exists(p.jid)) throw new ImportError(p.where, `${p.jid} exists already on this server: nothing was imported`);
   }
-  await write(storage, plans);
+  for (const r of rooms) {
+    if (await storage.rooms.get(r.record.jid)) throw new ImportError(r.where, `room ${r.record.jid} exists already on this server: nothing was imported`);
+  }
+  await write(storage, plans, rooms);
   return {
     users: plans.length,
     rosterItems: plans.reduce((n, p) => n + p.roster.length, 0),
     offlineMessages: plans.reduce((n, p) => n + p.offline.length, 0),
     pepNodes: plans.reduce((n, p) => n + p.nodes.size, 0),
+    rooms: rooms.length,
     skipped,
   };
 }
 
-async function write(storage: Storage, plans: readonly UserPlan[]): Promise<void> {
+async function write(storage: Storage, plans: readonly UserPlan[], rooms: readonly RoomPlan[]): Promise<void> {
   const created: string[] = [];
+  const createdRooms: string[] = [];
   try {
     for (const p of plans) {
       if (!(await storage.accounts.create({ jid: p.jid, createdAt: Date.now(), credentials: p.credentials }))) {
@@ -98,13 +107,19 @@ async function write(storage: Storage, plans: readonly UserPlan[]): Promise<void
         for (const item of [...items].reverse()) await storage.pubsub.publish(p.jid, node, item, config.max_items);
       }
     }
+    for (const r of rooms) {
+      createdRooms.push(r.record.jid);
+      await storage.rooms.put(r.record);
+      for (const a of r.affiliations) await storage.rooms.setAffiliation(r.record.jid, a);
+    }
   } catch (err) {
     for (const jid of created) await storage.accounts.delete(jid);
+    for (const jid of createdRooms) await storage.rooms.delete(jid);
     throw err;
   }
 }
 
-async function plan(read: ReadResult, options: ImportOptions, skipped: string[]): Promise<UserPlan[]> {
+async function plan(read: ReadResult, options: ImportOptions, skipped: string[]): Promise<{ users: UserPlan[]; rooms: RoomPlan[] }> {
   const at = (unit: { file: string }, e: Element) => `${unit.file}:${read.lines.get(e) ?? "?"} ${label(e)}`;
   for (const [host, where] of read.hosts) {
     // XEP-0227 §4.1: "An importing server MAY automatically adjust its list of virtual hosts to fit
@@ -122,10 +137,18 @@ async function plan(read: ReadResult, options: ImportOptions, skipped: string[])
     }
   }
   const plans = new Map<string, UserPlan>();
+  const rooms = new Map<string, RoomPlan>();
   for (const unit of read.units) {
     const e = unit.element;
     const where = at(unit, e);
     const ns = e.getNS();
+    if (ns === NS_PARLEY_MUC && e.name === "rooms") {
+      for (const r of roomPlans(e, options.mucServices, (x) => at(unit, x))) {
+        if (rooms.has(r.record.jid)) throw new ImportError(r.where, `room ${r.record.jid} appears twice`);
+        rooms.set(r.record.jid, r);
+      }
+      continue;
+    }
     if (!(ns === NS_PIE || ns === NS_PIE_OLD) || e.name !== "user") {
       unknown(where, `<${e.name} xmlns='${ns}'> in a host`, options, skipped);
       continue;
@@ -135,7 +158,7 @@ async function plan(read: ReadResult, options: ImportOptions, skipped: string[])
     if (plans.has(p.jid)) throw new ImportError(where, `${p.jid} appears twice`);
     plans.set(p.jid, p);
   }
-  return [...plans.values()];
+  return { users: [...plans.values()], rooms: [...rooms.values()] };
 }
 
 function unknown(where: string, what: string, options: ImportOptions, skipped: string[]): void {

@@ -32,7 +32,8 @@ const ROOMCONFIG = `${MUC}#roomconfig`;
 const MODERATE = "urn:xmpp:message-moderate:1";
 const RETRACT = "urn:xmpp:message-retract:1";
 
-interface RoomConfig {
+/** A room's configuration as stored (the JSON of RoomRecord.config); exported for XEP-0227 import and export. */
+export interface RoomConfig {
   name: string;
   description: string;
   persistent: boolean;

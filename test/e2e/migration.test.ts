@@ -21,7 +21,7 @@ import { populate, USERS, EXPECTED } from "../helpers/migration-data.js";
 import type { Storage } from "../../src/storage/index.js";
 
 const FIXTURES = join(import.meta.dirname, "../fixtures/xep0227");
-const options = (hosts: string[], extra: Partial<ImportOptions> = {}): ImportOptions => ({ hosts, iterations: 4096, skipUnknown: false, maxPepItems: 256, ...extra });
+const options = (hosts: string[], extra: Partial<ImportOptions> = {}): ImportOptions => ({ hosts, mucServices: hosts.map((h) => `conference.${h}`), iterations: 4096, skipUnknown: false, maxPepItems: 256, ...extra });
 /** XML compared as parsed trees: attribute order and quoting are not data. */
 const canon = (xml: string): unknown => {
   const walk = (e: ReturnType<typeof parseElement>): unknown => [e.name, Object.entries(e.attrs).sort(), e.children.map((c) => (typeof c === "string" ? c : walk(c)))];
@@ -162,6 +162,23 @@ describe("round trip: Parley → XEP-0227 file → fresh Parley", () => {
     b = await startTestServer();
     for (const [u, p] of Object.entries(USERS)) await a.accounts.create(`${u}@localhost`, p);
     await populate(a.ports.c2s!, "localhost");
+    // A persistent room with a member, made the XEP-0045 way (§10.1.3 configuration, §9.3 affiliation).
+    const alice = await connect({ port: a.ports.c2s!, username: "alice", password: USERS.alice, resource: "room" });
+    try {
+      const room = "team@conference.localhost";
+      await alice.xmpp.send(xml("presence", { to: `${room}/alice` }, xml("x", { xmlns: "http://jabber.org/protocol/muc" })));
+      await alice.waitFor((st) => st.is("presence") && st.attrs.from === `${room}/alice`);
+      await alice.iq(xml("iq", { type: "set", to: room }, xml("query", { xmlns: "http://jabber.org/protocol/muc#owner" },
+        xml("x", { xmlns: "jabber:x:data", type: "submit" },
+          xml("field", { var: "FORM_TYPE" }, xml("value", {}, "http://jabber.org/protocol/muc#roomconfig")),
+          xml("field", { var: "muc#roomconfig_roomname" }, xml("value", {}, "The Team")),
+          xml("field", { var: "muc#roomconfig_persistentroom" }, xml("value", {}, "1")),
+          xml("field", { var: "muc#roomconfig_membersonly" }, xml("value", {}, "1"))))));
+      await alice.iq(xml("iq", { type: "set", to: room }, xml("query", { xmlns: "http://jabber.org/protocol/muc#admin" },
+        xml("item", { jid: "bob@localhost", affiliation: "member", nick: "bobby" }))));
+    } finally {
+      await alice.stop();
+    }
   });
   after(async () => {
     await a?.cleanup();
@@ -171,7 +188,7 @@ describe("round trip: Parley → XEP-0227 file → fresh Parley", () => {
 
   it("the file holds SCRAM keys (no password), the roster and PEP; the import reproduces storage", async () => {
     const file = join(dir, "parley.xml");
-    assert.equal((await exportPie(a.storage, ["localhost"], file)).users, 3);
+    assert.deepEqual(await exportPie(a.storage, ["localhost"], file, (h) => `conference.${h}`), { users: 3, rooms: 1 });
     const doc = parseElement(readFileSync(file, "utf8").replace(/^<\?xml[^>]*\?>/, ""));
     assert.equal(doc.name, "server-data");
     const alice = doc.getChild("host")!.getChildren("user").find((u) => u.attrs.name === "alice")!;
@@ -199,6 +216,12 @@ describe("round trip: Parley → XEP-0227 file → fresh Parley", () => {
       }
       return out;
     };
+    const rooms = async (s: Storage) => Promise.all((await s.rooms.list("conference.localhost")).map(async (r) => ({
+      ...r, config: JSON.parse(r.config), affiliations: (await s.rooms.affiliations(r.jid)).sort((x, y) => x.jid.localeCompare(y.jid)),
+    })));
+    const snapshotRooms = await rooms(a.storage);
+    assert.equal(snapshotRooms[0]?.config.name, "The Team");
+    assert.deepEqual(await rooms(b.storage), snapshotRooms);
     const [before, after] = [await snapshot(a.storage), await snapshot(b.storage)];
     assert.deepEqual(after, before);
     assert.deepEqual((before["carol@localhost"] as { offline: string[] }).offline, [EXPECTED.offlineBody]);
@@ -231,6 +254,7 @@ describe("hostile and broken files are refused, naming the line or element, and 
     });
     assert.deepEqual(await server.storage.accounts.list(), [], "no account was written");
     assert.deepEqual((await server.storage.roster.get("first@localhost")).items, []);
+    assert.deepEqual(await server.storage.rooms.list("conference.localhost"), []);
   };
 
   it("a DOCTYPE with entities (billion laughs) at its line", () =>
@@ -274,6 +298,10 @@ describe("hostile and broken files are refused, naming the line or element, and 
 
   it("an XInclude that leaves the directory", () =>
     refused("include.xml", `<server-data xmlns='urn:xmpp:pie:0' xmlns:xi='http://www.w3.org/2001/XInclude'>\n<xi:include href='../../etc/passwd'/>\n</server-data>`, /include\.xml:2.*points outside/));
+
+  it("a room at a MUC service this server does not run (Parley's rooms extension)", () =>
+    refused("room.xml", good(ok + `<rooms xmlns='urn:parley:pie:muc:0'>\n<room jid='team@conference.localhost'/>\n<room jid='x@muc.elsewhere.example'/>\n</rooms>\n`),
+      /room\.xml:7 <room jid='x@muc.elsewhere.example'>: muc.elsewhere.example is not a MUC service of this server/));
 
   it("a user without any credentials", () => refused("nocred.xml", good(`<user name='a'/>\n`), /nocred\.xml:4 <user name='a'.*no password and no SCRAM/));
 

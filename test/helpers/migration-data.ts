@@ -41,6 +41,8 @@ export async function populate(port: number, domain: string, prefix = ""): Promi
     await alice.iq(xml("iq", { type: "set" }, xml("query", { xmlns: "jabber:iq:roster" },
       xml("item", { jid: bobJid, name: "Bob" }, xml("group", {}, "Friends"), xml("group", {}, "Work")))));
     await alice.iq(xml("iq", { type: "set" }, xml("query", { xmlns: "jabber:iq:roster" }, xml("item", { jid: carolJid, name: "Carol" }))));
+    // RFC 6121 §3.1.3: subscription requests go to "interested resources", those that asked for the roster.
+    for (const c of [alice, bob]) await c.iq(xml("iq", { type: "get" }, xml("query", { xmlns: "jabber:iq:roster" })));
     await alice.xmpp.send(xml("presence"));
     await bob.xmpp.send(xml("presence"));
     // Mutual subscription alice <-> bob; alice's request to carol stays pending (carol is offline).

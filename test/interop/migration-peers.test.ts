@@ -48,7 +48,7 @@ const names = Object.keys(USERS).map((u) => `${prefix}${u}`);
 async function checkOnParley(domain: string, files: string[], expectOffline: boolean): Promise<void> {
   const server: TestServer = await startTestServer({ hosts: [domain] });
   try {
-    await importPie(server.storage, files, { hosts: [domain], iterations: 4096, skipUnknown: false, maxPepItems: 256 });
+    await importPie(server.storage, files, { hosts: [domain], mucServices: [], iterations: 4096, skipUnknown: false, maxPepItems: 256 });
     const alice = await connect({ port: server.ports.c2s!, domain, username: `${prefix}alice`, password: USERS.alice });
     const roster = (await alice.iq(xml("iq", { type: "get" }, xml("query", { xmlns: "jabber:iq:roster" })))).getChild("query")!.getChildren("item");
     await alice.stop();
