@@ -7,7 +7,8 @@
  */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, createWriteStream } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, createWriteStream } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -308,4 +309,38 @@ describe("hostile and broken files are refused, naming the line or element, and 
   it("SCRAM keys of the wrong size", () =>
     refused("scram.xml", good(`<user name='a'><scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-1'><iter-count>4096</iter-count><salt>c2FsdA==</salt><server-key>AAAA</server-key><stored-key>AAAA</stored-key></scram-credentials></user>\n`),
       /scram\.xml:4 <scram-credentials mechanism='SCRAM-SHA-1'.*must be 20 bytes/));
+});
+
+describe("the parley import / parley export commands", () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "parley-cli-migration-"));
+    writeFileSync(join(dir, "parley.yaml"), [
+      "hosts: [ejabberd.test]", `dataDir: ${join(dir, "data")}`, "storage: { driver: sqlite }", "auth: { scramIterations: 4096 }", "",
+    ].join("\n"));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const parley = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", ...args, "--config", join(dir, "parley.yaml")], { encoding: "utf8" });
+
+  it("a refused file exits 4 naming the element and writes nothing; a good one imports; export writes a 0600 file", () => {
+    const bad = join(dir, "bad.xml");
+    writeFileSync(bad, "<server-data xmlns='urn:xmpp:pie:0'>\n<host jid='ejabberd.test'>\n<user name='a' password='p'><query xmlns='jabber:iq:roster'><item jid='@bad'/></query></user>\n</host></server-data>\n");
+    const refusedRun = parley("import", bad);
+    assert.equal(refusedRun.status, 4, refusedRun.stderr);
+    assert.match(refusedRun.stderr, /import refused, nothing was written: .*bad\.xml:3 <item jid='@bad'>/);
+    assert.equal(parley("user", "list").stdout, "");
+
+    const imported = parley("import", join(FIXTURES, "ejabberd-23.01/20261201-225847.xml"));
+    assert.equal(imported.status, 0, imported.stderr);
+    assert.match(imported.stdout, /imported 3 accounts, 3 roster items, 1 offline messages, 0 PEP nodes, 0 rooms/);
+    assert.deepEqual(parley("user", "list").stdout.trim().split("\n"), ["alice@ejabberd.test", "bob@ejabberd.test", "carol@ejabberd.test"]);
+
+    const out = join(dir, "out.xml");
+    const exported = parley("export", out);
+    assert.equal(exported.status, 0, exported.stderr);
+    assert.equal(statSync(out).mode & 0o777, 0o600);
+    const users = parseElement(readFileSync(out, "utf8").replace(/^<\?xml[^>]*\?>/, "")).getChild("host")!.getChildren("user");
+    assert.deepEqual(users.map((u) => u.attrs.name), ["alice", "bob", "carol"]);
+    assert.ok(users.every((u) => u.attrs.password === undefined), "no password in the export");
+  });
 });
