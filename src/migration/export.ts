@@ -3,7 +3,7 @@
  * Servers) 1.1 file — per host its users with SCRAM keys (never a password: Parley keeps none),
  * roster, pending subscription requests, vCard, private XML, offline messages and PEP nodes.
  *
- * XEP-0227 §7: "An exporting server SHOULD make sure that the generated file is not accessible
+ * XEP-0227, Security Considerations: "An exporting server SHOULD make sure that the generated file is not accessible
  * to unauthorized persons, e.g. by enforcing strict file permissions." The file is created with
  * mode 0600, written beside its final name and renamed into place when complete.
  */
@@ -69,7 +69,7 @@ async function exportUser(storage: Storage, jid: string): Promise<Element | unde
   const account = await storage.accounts.get(jid);
   if (!account) return undefined;
   const user = el("user", { name: jid.slice(0, jid.indexOf("@")) });
-  // XEP-0227 1.1 §4.2.1: one <scram-credentials/> per mechanism the account has keys for.
+  // XEP-0227 1.1 SCRAM data: one <scram-credentials/> per mechanism the account has keys for.
   for (const hash of SCRAM_HASHES) {
     const c = account.credentials[hash];
     if (!c) continue;

@@ -6,7 +6,7 @@
  * that exists already refuses the import; and if a write fails half-way, the accounts written so
  * far are deleted again (the account store's delete removes every row any store keeps for them).
  *
- * XEP-0227 §4: "An importing server that encounters a namespace that it doesn't understand, or
+ * XEP-0227, File format: "An importing server that encounters a namespace that it doesn't understand, or
  * otherwise is unable to import all given data, SHOULD ignore the unknown data, SHOULD notify the
  * operator, and MAY offer to terminate the process." Parley terminates — a migration that drops
  * data silently is worse than one that stops — naming the element; `skipUnknown` ignores such
@@ -122,7 +122,7 @@ async function write(storage: Storage, plans: readonly UserPlan[], rooms: readon
 async function plan(read: ReadResult, options: ImportOptions, skipped: string[]): Promise<{ users: UserPlan[]; rooms: RoomPlan[] }> {
   const at = (unit: { file: string }, e: Element) => `${unit.file}:${read.lines.get(e) ?? "?"} ${label(e)}`;
   for (const [host, where] of read.hosts) {
-    // XEP-0227 §4.1: "An importing server MAY automatically adjust its list of virtual hosts to fit
+    // XEP-0227, Hosts: "An importing server MAY automatically adjust its list of virtual hosts to fit
     // the ones present in the data being imported. If it does not, it SHOULD notify the operator
     // about any mismatch." Parley does not: a host it does not serve stops the import.
     let domain: Jid;
@@ -264,7 +264,7 @@ async function userPlan(user: Element, host: string, options: ImportOptions, ski
   return p;
 }
 
-/** XEP-0227 1.1 §4.2.1: <scram-credentials mechanism='SCRAM-SHA-1'> with iter-count, salt, server-key, stored-key (base64). */
+/** XEP-0227 1.1 SCRAM data: <scram-credentials mechanism='SCRAM-SHA-1'> with iter-count, salt, server-key, stored-key (base64). */
 function scram(e: Element, where: string): [ScramHash, { iterations: number; salt: string; storedKey: string; serverKey: string }] {
   const mechanism = e.attrs.mechanism;
   const hash: ScramHash | undefined = mechanism === "SCRAM-SHA-1" ? "SHA-1" : mechanism === "SCRAM-SHA-256" ? "SHA-256" : undefined;
@@ -292,7 +292,7 @@ function scram(e: Element, where: string): [ScramHash, { iterations: number; sal
   return [hash, { iterations, salt: b64("salt"), storedKey: b64("stored-key", size), serverKey: b64("server-key", size) }];
 }
 
-/** RFC 6121 §2.1.2 items, as a roster get returns them (XEP-0227 §4.3). */
+/** XEP-0227, Rosters: "in the same format as when retrieving the roster from the server" (RFC 6121 §2.1.2 items). */
 function roster(query: Element, owner: string, at: (e: Element) => string): RosterItem[] {
   const out = new Map<string, RosterItem>();
   for (const item of childElements(query)) {
@@ -318,7 +318,7 @@ function roster(query: Element, owner: string, at: (e: Element) => string): Rost
   return [...out.values()];
 }
 
-/** XEP-0227 §4.4: "<message/> elements qualified by the 'jabber:client' namespace, starting with the oldest". */
+/** XEP-0227, Offline Messages: "<message/> elements qualified by the 'jabber:client' namespace, starting with the oldest". */
 function offlineMessage(m: Element, owner: string, where: string): { stanza: string; storedAt: number } {
   if (m.name !== "message" || m.getNS() !== NS.CLIENT) throw new ImportError(where, `<${m.name} xmlns='${m.getNS()}'> in offline messages (only jabber:client messages)`);
   if (m.attrs.from !== undefined) parseOrFail(m.attrs.from, where, "from");
@@ -394,7 +394,7 @@ function nodeConfig(configure: Element, options: ImportOptions, at: (e: Element)
   return config;
 }
 
-/** <items node='…'><item id='…' publisher='…'>payload</item></items> (XEP-0227 1.1 §4.7), newest first as a pubsub items result lists them. */
+/** XEP-0227 1.1 PEP data: <items node='…'><item id='…' publisher='…'>payload</item></items>, newest first as a pubsub items result lists them. */
 function pubsubItems(list: Element, owner: string, at: (e: Element) => string): PubSubItem[] {
   const out: PubSubItem[] = [];
   const ids = new Set<string>();

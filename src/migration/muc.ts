@@ -1,13 +1,13 @@
 /**
  * Persistent MUC rooms (XEP-0045 1.35) in a XEP-0227 file. XEP-0227 1.1 has no format for
  * rooms and neither ejabberd 23.01's export_piefxis nor Prosody 0.12's xep0227 store writes any,
- * so this is Parley's extension, in XEP-0045's own vocabulary — XEP-0227 §4: "At any point in the
+ * so this is Parley's extension, in XEP-0045's own vocabulary — XEP-0227, File format: "At any point in the
  * file, an exporting server may put elements qualified by a namespace not mentioned in this
  * specification." A <host/> may hold:
  *
  *   <rooms xmlns='urn:parley:pie:muc:0'>
  *     <room jid='team@conference.example.org' created='2026-12-01T10:00:00Z'>
- *       <x xmlns='jabber:x:data' type='submit'>…muc#roomconfig fields (XEP-0045 §15.5.3)…</x>
+ *       <x xmlns='jabber:x:data' type='submit'>…the muc#roomconfig fields of a room configuration form…</x>
  *       <item xmlns='http://jabber.org/protocol/muc#admin' jid='…' affiliation='owner' nick='…'><reason/></item>
  *       <subject><message xmlns='jabber:client' …><subject>…</subject></message></subject>
  *     </room>

@@ -1,7 +1,7 @@
 /**
  * Reading XEP-0227 (Portable Import/Export Format for XMPP-IM Servers) 1.1 files: a bounded
  * streaming parse that yields each <user/> (and each other child of a <host/>) as one element,
- * with the file and line it started at, following XInclude the way §5 asks.
+ * with the file and line it started at, following XInclude as its "Use of XInclude" section asks.
  *
  * The files come from another server and may be hostile: like the network parser (parser.ts,
  * RFC 6120 §11 restricted XML) this refuses DTDs — so no entity can be declared or expanded —
@@ -40,11 +40,9 @@ export class ImportError extends Error {
   }
 }
 
-/** One child of a <host/>: a user, or an extension. Lines of its descendants are in `lines`. */
+/** One child of a <host/>: a user, or an extension. Lines of its elements are in `ReadResult.lines`. */
 export interface Unit {
   host: string;
-  /** "file:line" of the <host/>, for errors about the host itself. */
-  hostWhere: string;
   element: Element;
   file: string;
 }
@@ -64,9 +62,12 @@ const isPie = (uri: string) => uri === NS_PIE || uri === NS_PIE_OLD;
 /** Reads the given files (each a <server-data/>, or a host or user file) as one data set. */
 export async function readPieFiles(paths: readonly string[], limits: ReadLimits = DEFAULT_READ_LIMITS): Promise<ReadResult> {
   const result: ReadResult = { units: [], hosts: new Map(), lines: new WeakMap() };
-  let files = 0;
+  const seen = new Set<string>();
   const read = async (path: string, expect: Expect, host: { jid: string; where: string } | undefined, root: string): Promise<void> => {
-    if (++files > limits.maxFiles) throw new ImportError(path, `more than ${limits.maxFiles} files`);
+    const real = realpathOr(path);
+    if (seen.has(real)) throw new ImportError(path, "this file is read twice (an XInclude loop, or given twice)");
+    seen.add(real);
+    if (seen.size > limits.maxFiles) throw new ImportError(path, `more than ${limits.maxFiles} files`);
     const includes: Array<{ href: string; where: string; expect: Expect; host: { jid: string; where: string } | undefined }> = [];
     await parseFile(path, expect, host, limits, result, includes);
     for (const inc of includes) await read(resolveInclude(path, inc.href, root, inc.where), inc.expect, inc.host, root);
@@ -84,7 +85,7 @@ function realpathOr(path: string): string {
 }
 
 /**
- * XEP-0227 §5: "An importing server MUST support <include/> elements having an 'href' attribute
+ * XEP-0227, Use of XInclude: "An importing server MUST support <include/> elements having an 'href' attribute
  * containing a relative URI, having no 'parse' attribute, and having no 'xpointer' attribute".
  * Only those: a relative path that stays inside the main file's directory (no URL, no absolute
  * path, no way out through '..' or a symbolic link).
@@ -93,7 +94,13 @@ function resolveInclude(from: string, href: string, root: string, where: string)
   if (/^[a-z][a-z0-9+.-]*:/i.test(href) || isAbsolute(href) || href.includes("\0")) {
     throw new ImportError(where, `<xi:include href='${href}'>: only relative file names are followed`);
   }
-  const target = resolve(dirname(from), decodeURIComponent(href));
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(href);
+  } catch {
+    throw new ImportError(where, `<xi:include href='${href}'>: not a valid URI reference`);
+  }
+  const target = resolve(dirname(from), decoded);
   const real = realpathOr(target);
   const rel = relative(root, real);
   if (rel.startsWith(`..${sep}`) || rel === ".." || isAbsolute(rel)) {
@@ -155,7 +162,7 @@ function parseFile(
         return;
       }
       const frame = frames[frames.length - 1];
-      // XInclude in a frame: followed after this file (XEP-0227 §5).
+      // XInclude in a frame: followed after this file.
       if (tag.uri === NS_XINCLUDE && tag.local === "include") {
         if (!rootSeen) return fail("a file must start with a XEP-0227 element", label);
         const href = tag.attributes.href?.value;
@@ -205,7 +212,7 @@ function parseFile(
         stack = [];
         boundary = sax.position;
         if (node.name !== "include" || node.attrs.xmlns !== undefined) {
-          result.units.push({ host: unitHost!.jid, hostWhere: unitHost!.where, element: node, file: path });
+          result.units.push({ host: unitHost!.jid, element: node, file: path });
         }
         if (!frames.length) frames.push({ kind: "host", host: unitHost }); // a user file: its root was the unit
         return;

@@ -304,6 +304,9 @@ describe("hostile and broken files are refused, naming the line or element, and 
     refused("room.xml", good(ok + `<rooms xmlns='urn:parley:pie:muc:0'>\n<room jid='team@conference.localhost'/>\n<room jid='x@muc.elsewhere.example'/>\n</rooms>\n`),
       /room\.xml:7 <room jid='x@muc.elsewhere.example'>: muc.elsewhere.example is not a MUC service of this server/));
 
+  it("an XInclude loop", () =>
+    refused("loop.xml", `<server-data xmlns='urn:xmpp:pie:0' xmlns:xi='http://www.w3.org/2001/XInclude'>\n<xi:include href='loop.xml'/>\n</server-data>`, /loop\.xml.*read twice/));
+
   it("a user without any credentials", () => refused("nocred.xml", good(`<user name='a'/>\n`), /nocred\.xml:4 <user name='a'.*no password and no SCRAM/));
 
   it("SCRAM keys of the wrong size", () =>
