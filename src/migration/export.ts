@@ -17,7 +17,7 @@ import { VCARD_KEY } from "../modules/vcard.js";
 import { defaultNodeConfig, type NodeConfig } from "../modules/pep.js";
 import { buildForm } from "../xmpp/forms.js";
 import { NS_PIE } from "./reader.js";
-import { NS_PIE_SCRAM, NS_PUBSUB, NS_PUBSUB_OWNER } from "./import.js";
+import { NS_PARLEY_ACCOUNT, NS_PIE_SCRAM, NS_PUBSUB, NS_PUBSUB_OWNER } from "./import.js";
 import { NS_PARLEY_MUC, roomElement } from "./muc.js";
 
 export interface ExportReport {
@@ -76,6 +76,7 @@ async function exportUser(storage: Storage, jid: string): Promise<Element | unde
     user.cnode(el("scram-credentials", { xmlns: NS_PIE_SCRAM, mechanism: `SCRAM-${hash}` },
       el("iter-count", {}, String(c.iterations)), el("salt", {}, c.salt), el("server-key", {}, c.serverKey), el("stored-key", {}, c.storedKey)));
   }
+  if (account.disabled) user.cnode(el("disabled", { xmlns: NS_PARLEY_ACCOUNT }));
   const roster = await storage.roster.get(jid);
   user.cnode(el("query", { xmlns: NS.ROSTER },
     ...roster.items.map((i) => el("item", { jid: i.jid, name: i.name, subscription: i.subscription, ask: i.ask ? "subscribe" : undefined, approved: i.approved ? "true" : undefined },

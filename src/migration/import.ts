@@ -28,6 +28,8 @@ export const NS_PIE_SCRAM = "urn:xmpp:pie:0#scram";
 export const NS_PIE_MAM = "urn:xmpp:pie:0#mam";
 export const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
 export const NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner";
+/** Parley's extension: <disabled/> in a user marks an account that cannot log in (XEP-0133 "disable user"). */
+export const NS_PARLEY_ACCOUNT = "urn:parley:pie:account:0";
 const NS_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config";
 /** Ids another server's archive gave a message: meaningless here, so they are not kept. */
 const FOREIGN_IDS = new Set(["urn:xmpp:sid:0", "urn:xmpp:mam:tmp"]);
@@ -49,6 +51,7 @@ interface UserPlan {
   jid: string;
   where: string;
   credentials: ScramCredentials;
+  disabled: boolean;
   roster: RosterItem[];
   pendingIn: Array<{ contact: string; stanza: string }>;
   documents: Array<{ key: string; xml: string }>;
@@ -93,7 +96,7 @@ async function write(storage: Storage, plans: readonly UserPlan[], rooms: readon
   const createdRooms: string[] = [];
   try {
     for (const p of plans) {
-      if (!(await storage.accounts.create({ jid: p.jid, createdAt: Date.now(), credentials: p.credentials }))) {
+      if (!(await storage.accounts.create({ jid: p.jid, createdAt: Date.now(), credentials: p.credentials, disabled: p.disabled }))) {
         throw new ImportError(p.where, `${p.jid} was created meanwhile by someone else`);
       }
       created.push(p.jid);
@@ -192,7 +195,7 @@ async function userPlan(user: Element, host: string, options: ImportOptions, ski
   }
   if (!local) throw new ImportError(where, "a <user> needs a name");
   const jid = `${local}@${host}`;
-  const p: UserPlan = { jid, where, credentials: {}, roster: [], pendingIn: [], documents: [], offline: [], nodes: new Map() };
+  const p: UserPlan = { jid, where, credentials: {}, disabled: false, roster: [], pendingIn: [], documents: [], offline: [], nodes: new Map() };
   const password = user.attrs.password;
   if (password !== undefined) {
     try {
@@ -210,6 +213,8 @@ async function userPlan(user: Element, host: string, options: ImportOptions, ski
       const [hash, credential] = scram(child, w);
       // Keys derived from a plain password are as good; keys given explicitly win for their hash.
       p.credentials[hash] = credential;
+    } else if (ns === NS_PARLEY_ACCOUNT && child.name === "disabled") {
+      p.disabled = true;
     } else if (ns === NS.ROSTER && child.name === "query") {
       p.roster = roster(child, jid, at);
     } else if (child.name === "presence" && (ns === NS.CLIENT || ns === NS_PIE)) {

@@ -189,6 +189,7 @@ describe("round trip: Parley → XEP-0227 file → fresh Parley", () => {
 
   it("the file holds SCRAM keys (no password), the roster and PEP; the import reproduces storage", async () => {
     const file = join(dir, "parley.xml");
+    await a.storage.accounts.setDisabled("bob@localhost", true); // a disabled account stays disabled
     assert.deepEqual(await exportPie(a.storage, ["localhost"], file, (h) => `conference.${h}`), { users: 3, rooms: 1 });
     const doc = parseElement(readFileSync(file, "utf8").replace(/^<\?xml[^>]*\?>/, ""));
     assert.equal(doc.name, "server-data");
@@ -206,6 +207,7 @@ describe("round trip: Parley → XEP-0227 file → fresh Parley", () => {
         for (const n of await s.pubsub.nodes(jid)) nodes[n] = { config: JSON.parse((await s.pubsub.getConfig(jid, n))!), items: (await s.pubsub.items(jid, n)).map((i) => [i.id, canon(i.payload)]) };
         out[jid] = {
           credentials: (await s.accounts.get(jid))!.credentials,
+          disabled: (await s.accounts.get(jid))!.disabled,
           roster: (await s.roster.get(jid)).items.sort((x, y) => x.jid.localeCompare(y.jid)),
           // The stored request keeps what a pending request is: from, to, type (not the old stanza's id).
           pending: (await s.subscriptionRequests.list(jid)).map((r) => { const e = parseElement(r.stanza); return [r.contact, e.attrs.from, e.attrs.to, e.attrs.type]; }),
@@ -226,6 +228,7 @@ describe("round trip: Parley → XEP-0227 file → fresh Parley", () => {
     const [before, after] = [await snapshot(a.storage), await snapshot(b.storage)];
     assert.deepEqual(after, before);
     assert.deepEqual((before["carol@localhost"] as { offline: string[] }).offline, [EXPECTED.offlineBody]);
+    assert.equal((after["bob@localhost"] as { disabled: boolean }).disabled, true);
     // The same password works on the new server: the keys came over as they were.
     const carol = await connect({ port: b.ports.c2s!, username: "carol", password: USERS.carol });
     await carol.stop();
