@@ -262,8 +262,16 @@ async function userPlan(user: Element, host: string, options: ImportOptions, ski
   }
   for (const node of new Set([...configs.keys(), ...items.keys()])) {
     const config = configs.get(node) ?? defaultNodeConfig();
-    const list = items.get(node) ?? [];
-    if (list.length > config.max_items) config.max_items = Math.min(list.length, options.maxPepItems);
+    let list = items.get(node) ?? [];
+    if (!config.persist_items && list.length) {
+      skipped.push(`${where}: ${list.length} items of PEP node ${node}, which does not persist items`);
+      list = [];
+    }
+    if (list.length > options.maxPepItems) {
+      skipped.push(`${where}: the oldest ${list.length - options.maxPepItems} items of PEP node ${node} (this server keeps ${options.maxPepItems} per node)`);
+      list = list.slice(0, options.maxPepItems);
+    }
+    if (list.length > config.max_items) config.max_items = list.length;
     p.nodes.set(node, { config, items: list });
   }
   return p;
