@@ -35,8 +35,10 @@ Usage:
   parley devices list JID                      devices logged in to an account (XEP-0388 user agents, FAST tokens)
   parley devices revoke JID ID                 forget a device and its tokens; it logs in with the password again
   parley export FILE                           write every account's data to FILE (XEP-0227; SCRAM keys, no passwords)
-  parley import FILE... [--skip-unknown]       read XEP-0227 files (ejabberd export_piefxis, prosody-migrator, parley export);
-                                               all checked before anything is written; existing accounts refuse it
+  parley import FILE... [--skip-unknown] [--check]
+                                               read XEP-0227 files (ejabberd export_piefxis, prosody-migrator, parley export);
+                                               all checked before anything is written; existing accounts refuse it;
+                                               --check only checks
   parley reports [--limit N]                   abuse reports users filed while blocking (XEP-0377), newest first
   parley uploads usage                         uploaded files and bytes per user (XEP-0363)
   parley uploads prune --older-than DAYS       delete uploads older than DAYS now (any purpose)
@@ -183,15 +185,16 @@ async function run(argv: string[]): Promise<number> {
     }
     case "import": {
       const skipUnknown = args.includes("--skip-unknown");
+      const checkOnly = args.includes("--check");
       const c = config();
-      const files = args.slice(1).filter((a) => a !== "--skip-unknown");
-      if (files.length === 0) throw new UsageError("parley import FILE... [--skip-unknown]");
+      const files = args.slice(1).filter((a) => a !== "--skip-unknown" && a !== "--check");
+      if (files.length === 0) throw new UsageError("parley import FILE... [--skip-unknown] [--check]");
       const pep = (c.modules as Record<string, { maxItems?: number } | undefined>).pep;
       const report = await withAccounts(c, (_a, s) => importPie(s, files, {
-        hosts: c.hosts, mucServices: c.hosts.map(mucService(c)), iterations: c.auth.scramIterations, skipUnknown, maxPepItems: pep?.maxItems ?? 256,
+        hosts: c.hosts, mucServices: c.hosts.map(mucService(c)), iterations: c.auth.scramIterations, skipUnknown, checkOnly, maxPepItems: pep?.maxItems ?? 256,
       }));
       for (const line of report.skipped) console.error(`skipped ${line}`);
-      console.log(`imported ${report.users} accounts, ${report.rosterItems} roster items, ${report.offlineMessages} offline messages, ${report.pepNodes} PEP nodes, ${report.rooms} rooms`);
+      console.log(`${checkOnly ? "checked, nothing written:" : "imported"} ${report.users} accounts, ${report.rosterItems} roster items, ${report.offlineMessages} offline messages, ${report.pepNodes} PEP nodes, ${report.rooms} rooms`);
       return EXIT.ok;
     }
     case "reports": {

@@ -42,6 +42,8 @@ export interface ImportOptions {
   iterations: number;
   /** Ignore (and report) elements of unknown namespaces instead of refusing the file. */
   skipUnknown: boolean;
+  /** Read and check everything, including accounts that exist already, but write nothing. */
+  checkOnly?: boolean;
   /** The largest PEP node Parley keeps (pep's maxItems). */
   maxPepItems: number;
   limits?: ReadLimits;
@@ -80,7 +82,7 @@ export async function importPie(storage: Storage, paths: readonly string[], opti
   for (const r of rooms) {
     if (await storage.rooms.get(r.record.jid)) throw new ImportError(r.where, `room ${r.record.jid} exists already on this server: nothing was imported`);
   }
-  await write(storage, plans, rooms);
+  if (!options.checkOnly) await write(storage, plans, rooms);
   return {
     users: plans.length,
     rosterItems: plans.reduce((n, p) => n + p.roster.length, 0),

@@ -336,6 +336,11 @@ describe("the parley import / parley export commands", () => {
     assert.match(refusedRun.stderr, /import refused, nothing was written: .*bad\.xml:3 <item jid='@bad'>/);
     assert.equal(parley("user", "list").stdout, "");
 
+    const checked = parley("import", "--check", join(FIXTURES, "ejabberd-23.01/20261201-225847.xml"));
+    assert.equal(checked.status, 0, checked.stderr);
+    assert.match(checked.stdout, /checked, nothing written: 3 accounts/);
+    assert.equal(parley("user", "list").stdout, "");
+
     const imported = parley("import", join(FIXTURES, "ejabberd-23.01/20261201-225847.xml"));
     assert.equal(imported.status, 0, imported.stderr);
     assert.match(imported.stdout, /imported 3 accounts, 3 roster items, 1 offline messages, 0 PEP nodes, 0 rooms/);
