@@ -284,6 +284,11 @@ function scram(e: Element, where: string): [ScramHash, { iterations: number; sal
   const mechanism = e.attrs.mechanism;
   const hash: ScramHash | undefined = mechanism === "SCRAM-SHA-1" ? "SHA-1" : mechanism === "SCRAM-SHA-256" ? "SHA-256" : undefined;
   if (!hash) throw new ImportError(where, `SCRAM mechanism '${mechanism ?? ""}' is not one Parley offers (SCRAM-SHA-1, SCRAM-SHA-256)`);
+  for (const c of childElements(e)) {
+    if (!["iter-count", "salt", "server-key", "stored-key"].includes(c.name) || c.getNS() !== NS_PIE_SCRAM) {
+      throw new ImportError(where, `<${c.name} xmlns='${c.getNS()}'> in scram-credentials`);
+    }
+  }
   const text = (name: string) => {
     const c = e.getChild(name);
     if (!c) throw new ImportError(where, `<${name}> is missing`);
