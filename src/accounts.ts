@@ -3,7 +3,7 @@
  * SCRAM keys are stored (RFC 5802 §5.1 SaltedPassword material for SHA-1 and SHA-256).
  */
 import type { Storage } from "./storage/index.js";
-import { deriveCredentials, verifyPassword } from "./auth/scram.js";
+import { deriveCredentials, strongestCredential, verifyPassword } from "./auth/scram.js";
 import { parseJid, type Jid } from "./xmpp/jid.js";
 import type { HookBus } from "./hooks.js";
 import { invalidateTokens } from "./auth/fast.js";
@@ -56,7 +56,8 @@ export function createAccounts(storage: Storage, hosts: readonly string[], itera
     },
     async checkPassword(input, password) {
       const account = await storage.accounts.get(parse(input).bare);
-      return account !== undefined && verifyPassword(account.credentials["SHA-256"], "SHA-256", password);
+      const stored = account && strongestCredential(account.credentials);
+      return stored !== undefined && verifyPassword(stored.credential, stored.hash, password);
     },
     async remove(input) {
       const jid = parse(input);

@@ -19,6 +19,9 @@ import { resolve } from "node:path";
 import { tryParseJid } from "./xmpp/jid.js";
 import { describeDevice } from "./modules/devices.js";
 import { handlerTableMarkdown, startHarness } from "./module-harness.js";
+import { importPie } from "./migration/import.js";
+import { exportPie } from "./migration/export.js";
+import { ImportError } from "./migration/reader.js";
 
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
 
@@ -33,6 +36,11 @@ Usage:
   parley user list [HOST]                      list accounts
   parley devices list JID                      devices logged in to an account (XEP-0388 user agents, FAST tokens)
   parley devices revoke JID ID                 forget a device and its tokens; it logs in with the password again
+  parley export FILE                           write every account's data to FILE (XEP-0227; SCRAM keys, no passwords)
+  parley import FILE... [--skip-unknown] [--check]
+                                               read XEP-0227 files (ejabberd export_piefxis, prosody-migrator, parley export);
+                                               all checked before anything is written; existing accounts refuse it;
+                                               --check only checks
   parley reports [--limit N]                   abuse reports users filed while blocking (XEP-0377), newest first
   parley uploads usage                         uploaded files and bytes per user (XEP-0363)
   parley uploads prune --older-than DAYS       delete uploads older than DAYS now (any purpose)
@@ -52,6 +60,10 @@ function takeOption(args: string[], name: string): string | undefined {
 }
 
 class UsageError extends Error {}
+
+/** The MUC service domain of a host, as the muc module's `domain` option makes it. */
+const mucService = (c: Config) => (host: string) =>
+  ((c.modules as Record<string, { domain?: string } | undefined>).muc?.domain ?? "conference.{host}").replace("{host}", host);
 
 function configPath(explicit: string | undefined): string {
   if (explicit) return explicit;
@@ -176,6 +188,28 @@ async function run(argv: string[]): Promise<number> {
       console.log(`revoked ${id}: its tokens no longer work`);
       return EXIT.ok;
     }
+    case "export": {
+      const c = config();
+      const file = args[1];
+      if (!file || args.length > 2) throw new UsageError("parley export FILE");
+      const { users, rooms } = await withAccounts(c, (_a, s) => exportPie(s, c.hosts, file, mucService(c)));
+      console.log(`exported ${users} accounts and ${rooms} rooms to ${file}`);
+      return EXIT.ok;
+    }
+    case "import": {
+      const skipUnknown = args.includes("--skip-unknown");
+      const checkOnly = args.includes("--check");
+      const c = config();
+      const files = args.slice(1).filter((a) => a !== "--skip-unknown" && a !== "--check");
+      if (files.length === 0) throw new UsageError("parley import FILE... [--skip-unknown] [--check]");
+      const pep = (c.modules as Record<string, { maxItems?: number } | undefined>).pep;
+      const report = await withAccounts(c, (_a, s) => importPie(s, files, {
+        hosts: c.hosts, mucServices: c.hosts.map(mucService(c)), iterations: c.auth.scramIterations, skipUnknown, checkOnly, maxPepItems: pep?.maxItems ?? 256,
+      }));
+      for (const line of report.skipped) console.error(`skipped ${line}`);
+      console.log(`${checkOnly ? "checked, nothing written:" : "imported"} ${report.users} accounts, ${report.rosterItems} roster items, ${report.offlineMessages} offline messages, ${report.pepNodes} PEP nodes, ${report.rooms} rooms`);
+      return EXIT.ok;
+    }
     case "reports": {
       const limit = Number(takeOption(args, "--limit") ?? 50);
       if (!Number.isInteger(limit) || limit < 1) throw new UsageError("--limit takes a positive integer");
@@ -225,6 +259,7 @@ run(process.argv.slice(2)).then(
     if (err instanceof UsageError) { console.error(`parley: ${err.message}\n\n${USAGE}`); process.exitCode = EXIT.usage; }
     else if (err instanceof ConfigError) { console.error(`parley: ${err.message}`); process.exitCode = EXIT.config; }
     else if (err instanceof AccountError) { console.error(`parley: ${err.message}`); process.exitCode = EXIT.user; }
+    else if (err instanceof ImportError) { console.error(`parley: import refused, nothing was written: ${err.message}`); process.exitCode = EXIT.user; }
     else { console.error("parley: fatal:", err); process.exitCode = EXIT.failure; }
   },
 );

@@ -6,7 +6,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { BoundedMap } from "../bounded-map.js";
-import { deriveCredential, verifyPassword } from "../auth/scram.js";
+import { deriveCredential, strongestCredential, verifyPassword } from "../auth/scram.js";
 import { tryParseJid } from "../xmpp/jid.js";
 import type { ScramCredential, Storage } from "../storage/index.js";
 
@@ -92,8 +92,9 @@ export class AdminLogins {
     const account = jid && jid.local && !jid.resource && this.o.hosts.includes(jid.domain) ? jid.bare : input.trim().toLowerCase();
     if (this.byAddress.blocked(address) || this.byAccount.blocked(account)) return { ok: false, reason: "throttled" };
     const stored = jid ? await this.o.storage.accounts.get(account) : undefined;
-    const credential = stored?.credentials["SHA-256"] ?? await (this.decoy ??= deriveCredential("SHA-256", randomBytes(16).toString("hex"), this.o.scramIterations));
-    const passwordOk = await verifyPassword(credential, "SHA-256", password);
+    const strongest = stored && strongestCredential(stored.credentials);
+    const { hash, credential } = strongest ?? { hash: "SHA-256" as const, credential: await (this.decoy ??= deriveCredential("SHA-256", randomBytes(16).toString("hex"), this.o.scramIterations)) };
+    const passwordOk = await verifyPassword(credential, hash, password);
     // One answer for a wrong password, an unknown account, a disabled one and a non-admin.
     if (!stored || !passwordOk || stored.disabled || !this.o.admins.has(account)) {
       this.byAddress.fail(address);

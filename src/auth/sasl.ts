@@ -4,9 +4,9 @@
  * ones of RFC 6120 §6.5; they are the stable error codes the tests assert on.
  */
 import { createHmac, randomBytes } from "node:crypto";
-import { H, HMAC, decodeSaslName, parseAttributes, safeEqual, verifyPassword, xor, MIN_ITERATIONS } from "./scram.js";
+import { H, HMAC, decodeSaslName, missingCredentials, parseAttributes, safeEqual, strongestCredential, verifyPassword, xor, MIN_ITERATIONS } from "./scram.js";
 import { prepLocal } from "../xmpp/jid.js";
-import type { Account, ScramCredential, ScramHash } from "../storage/index.js";
+import type { Account, ScramCredential, ScramCredentials, ScramHash } from "../storage/index.js";
 
 export type SaslFailureCondition =
   | "aborted" | "account-disabled" | "credentials-expired" | "encryption-required" | "incorrect-encoding"
@@ -31,6 +31,8 @@ export interface SaslEnvironment {
   /** Whether -PLUS mechanisms were offered on this stream (a 'y' flag is then a downgrade). */
   plusOffered: boolean;
   lookup(bareJid: string): Promise<Account | undefined>;
+  /** Stores keys PLAIN derived for an account that lacked some (one imported with SCRAM-SHA-1 keys only). */
+  storeCredentials(bareJid: string, credentials: ScramCredentials): Promise<void>;
   /** Server secret for deterministic fake salts, so unknown users look like real ones. */
   secret: Buffer;
   iterations: number;
@@ -89,7 +91,11 @@ function fakeCredential(env: SaslEnvironment, hash: ScramHash, username: string)
   return { iterations: env.iterations, salt: salt.toString("base64"), storedKey: randomBytes(32).toString("base64"), serverKey: randomBytes(32).toString("base64") };
 }
 
-/** RFC 4616: [authzid] NUL authcid NUL passwd. Verified against the stored SCRAM-SHA-256 keys. */
+/**
+ * RFC 4616: [authzid] NUL authcid NUL passwd. Verified against the strongest stored keys —
+ * SCRAM-SHA-256, or SCRAM-SHA-1 for an account imported with only those — and an account that
+ * lacks keys for a hash gets them from the password it just proved (XEP-0227 imports).
+ */
 class Plain implements SaslMechanism {
   constructor(private readonly env: SaslEnvironment) {}
 
@@ -100,11 +106,14 @@ class Plain implements SaslMechanism {
     const [authzid, authcid, password] = parts as [string, string, string];
     const bare = localToBare(authcid, this.env.domain);
     const account = bare ? await this.env.lookup(bare) : undefined;
-    const credential = account?.credentials["SHA-256"] ?? fakeCredential(this.env, "SHA-256", authcid);
-    const ok = await verifyPassword(credential, "SHA-256", password);
-    if (!account || !ok) return { ...fail("not-authorized"), ...(bare ? { username: bare } : {}) };
+    const stored = account && strongestCredential(account.credentials);
+    const { hash, credential } = stored ?? { hash: "SHA-256" as const, credential: fakeCredential(this.env, "SHA-256", authcid) };
+    const ok = await verifyPassword(credential, hash, password);
+    if (!account || !stored || !ok) return { ...fail("not-authorized"), ...(bare ? { username: bare } : {}) };
     if (authzid !== "" && authzid !== bare) return fail("invalid-authzid");
     if (account.disabled) return disabled();
+    const completed = await missingCredentials(account.credentials, password, this.env.iterations);
+    if (completed) await this.env.storeCredentials(bare!, completed);
     return { kind: "success", username: bare! };
   }
 }
@@ -172,7 +181,9 @@ class Scram implements SaslMechanism {
     if (!account) this.bare = undefined;
     this.disabled = account?.disabled === true;
     // Unknown users get a deterministic fake salt and fail only at the proof, like real users
-    // with a wrong password: no username oracle (HARDENING §4.7).
+    // with a wrong password: no username oracle (HARDENING §4.7). An account without keys for
+    // this hash (imported with SCRAM-SHA-1 keys only, not yet upgraded by a PLAIN login) fails
+    // the same way: SCRAM cannot be done without them, and saying why would tell who exists.
     this.credential = account?.credentials[this.hash] ?? fakeCredential(this.env, this.hash, username);
     if (this.credential.iterations < MIN_ITERATIONS) return fail("temporary-auth-failure");
     this.nonce = clientNonce + randomBytes(18).toString("base64");

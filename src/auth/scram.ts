@@ -5,7 +5,7 @@
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from "node:crypto";
 import { promisify } from "node:util";
 import { saslprep } from "@mongodb-js/saslprep";
-import type { ScramCredential, ScramHash } from "../storage/index.js";
+import type { ScramCredential, ScramCredentials, ScramHash } from "../storage/index.js";
 
 const pbkdf2Async = promisify(pbkdf2);
 
@@ -41,6 +41,32 @@ export async function deriveCredential(hash: ScramHash, password: string, iterat
 export async function deriveCredentials(password: string, iterations: number): Promise<Record<ScramHash, ScramCredential>> {
   const [sha1, sha256] = await Promise.all(SCRAM_HASHES.map((h) => deriveCredential(h, password, iterations)));
   return { "SHA-1": sha1!, "SHA-256": sha256! };
+}
+
+/**
+ * The strongest keys an account has: SHA-256 for accounts made here, SHA-1 for one imported with
+ * only SCRAM-SHA-1 keys (XEP-0227 from ejabberd or Prosody). A password checks against these.
+ */
+export function strongestCredential(credentials: ScramCredentials): { hash: ScramHash; credential: ScramCredential } | undefined {
+  for (const hash of [...SCRAM_HASHES].reverse()) {
+    const credential = credentials[hash];
+    if (credential) return { hash, credential };
+  }
+  return undefined;
+}
+
+/**
+ * The keys an account lacks, derived from its password once that password proved right (the
+ * next PLAIN login of an imported account). undefined when nothing is missing. The stored
+ * iteration count is kept when it is above ours.
+ */
+export async function missingCredentials(credentials: ScramCredentials, password: string, iterations: number): Promise<ScramCredentials | undefined> {
+  const missing = SCRAM_HASHES.filter((h) => !credentials[h]);
+  if (missing.length === 0) return undefined;
+  const count = Math.max(iterations, ...SCRAM_HASHES.map((h) => credentials[h]?.iterations ?? 0));
+  const out: ScramCredentials = { ...credentials };
+  for (const h of missing) out[h] = await deriveCredential(h, password, count);
+  return out;
 }
 
 /** Verifies a plaintext password (SASL PLAIN, password change) against stored SCRAM keys, in constant time. */

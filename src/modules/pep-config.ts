@@ -31,6 +31,7 @@ export interface NodeConfig {
 export const pubsubError = (condition: ConstructorParameters<typeof StanzaError>[0], app: string, text?: string, extra: Record<string, string> = {}) =>
   new StanzaError(condition, text, undefined, el(app, { xmlns: ERRORS, ...extra }));
 
+/** A node's configuration before any form changed it. */
 export const defaultNodeConfig = (): NodeConfig => ({
   access_model: "presence", roster_groups_allowed: [], persist_items: true, max_items: 1,
   send_last_published_item: "on_sub_and_presence", notify_retract: true, notify_delete: true, title: "",
@@ -104,8 +105,8 @@ export function applyNodeConfigForm(config: NodeConfig, form: SubmittedForm, max
   return next;
 }
 
-/** The node configuration form (XEP-0060 §8.2), showing `config`. */
-export function nodeConfigForm(type: "form" | "result", config: NodeConfig): Element {
+/** The node configuration form (XEP-0060 §8.2) showing `config`; submitted as such in a XEP-0227 export. */
+export function nodeConfigForm(type: "form" | "result" | "submit", config: NodeConfig): Element {
   return buildForm(type, NODE_CONFIG, [
     { var: "pubsub#title", type: "text-single", label: "A friendly name for the node", values: [config.title] },
     { var: "pubsub#access_model", type: "list-single", label: "Who may read items", values: [config.access_model],

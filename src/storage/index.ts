@@ -17,10 +17,16 @@ export interface ScramCredential {
 
 export type ScramHash = "SHA-1" | "SHA-256";
 
+/**
+ * Keys per SCRAM hash. Accounts made here have both; an account imported from another server
+ * (XEP-0227) may have only SCRAM-SHA-1 keys until its next PLAIN login derives the rest.
+ */
+export type ScramCredentials = Partial<Record<ScramHash, ScramCredential>>;
+
 export interface Account {
   jid: string;
   createdAt: number;
-  credentials: Record<ScramHash, ScramCredential>;
+  credentials: ScramCredentials;
   /**
    * A disabled account keeps its data but cannot log in (XEP-0133 "disable user"; SASL answers
    * account-disabled). Absent on creation means enabled; `get` always says which.
@@ -34,7 +40,7 @@ export interface AccountStore {
   get(jid: string): Promise<Account | undefined>;
   exists(jid: string): Promise<boolean>;
   /** false when there is no such account. */
-  setCredentials(jid: string, credentials: Record<ScramHash, ScramCredential>): Promise<boolean>;
+  setCredentials(jid: string, credentials: ScramCredentials): Promise<boolean>;
   /** false when there is no such account. */
   setDisabled(jid: string, disabled: boolean): Promise<boolean>;
   /** Removes the account and every row any store keeps for it; false when there was none. */
@@ -102,6 +108,8 @@ export interface DocumentStore {
   get(owner: string, key: string): Promise<string | undefined>;
   set(owner: string, key: string, xml: string): Promise<void>;
   delete(owner: string, key: string): Promise<void>;
+  /** The owner's keys that start with `prefix`, sorted (export walks private XML this way). */
+  keys(owner: string, prefix: string): Promise<string[]>;
 }
 
 export interface LastActivity {

@@ -298,6 +298,11 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal(await s.documents.get("alice@a.test", "private:x"), "<a xmlns='x'>2</a>");
       await s.documents.delete("alice@a.test", "private:x");
       assert.equal(await s.documents.get("alice@a.test", "private:x"), undefined);
+      for (const key of ["private:b 100%_", "vcard-temp", "private:a x", "privateer"]) await s.documents.set("alice@a.test", key, "<a/>");
+      await s.documents.set("bob@a.test", "private:c", "<a/>");
+      assert.deepEqual(await s.documents.keys("alice@a.test", "private:"), ["private:a x", "private:b 100%_"]);
+      assert.deepEqual(await s.documents.keys("alice@a.test", "private:b 100%"), ["private:b 100%_"]);
+      assert.deepEqual(await s.documents.keys("carol@a.test", "private:"), []);
       await s.lastActivity.set("alice@a.test", { at: 123, status: "bye" });
       assert.deepEqual(await s.lastActivity.get("alice@a.test"), { at: 123, status: "bye" });
     });

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { H, HMAC, deriveCredential, deriveCredentials, verifyPassword, xor } from "../../src/auth/scram.js";
 import { createMechanism, type MechanismName, type SaslEnvironment } from "../../src/auth/sasl.js";
-import type { Account, ScramHash } from "../../src/storage/index.js";
+import type { Account, ScramCredentials, ScramHash } from "../../src/storage/index.js";
 
 const VECTORS = [
   { hash: "SHA-1" as ScramHash, salt: "QSXCR+Q6sek8bf92", cnonce: "fyko+d2lbbFgONRv9qkxdawL", snonce: "3rfcNHYJY1ZVvWVs7j", proof: "v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=", server: "rmF9pqV8S7suAoZWja4dJRkFsKQ=" },
@@ -69,6 +69,7 @@ describe("SCRAM server mechanism", async () => {
     channelBinding: (t) => (t === "tls-exporter" ? cb : undefined),
     plusOffered,
     lookup: async (jid) => (jid === account.jid ? account : undefined),
+    storeCredentials: async () => { throw new Error("an account made here has every key"); },
     secret: Buffer.alloc(32, 7),
     iterations: 4096,
   });
@@ -115,5 +116,35 @@ describe("SCRAM server mechanism", async () => {
     assert.equal(((await plain("\0ghost\0pencil")) as { condition: string }).condition, "not-authorized");
     assert.equal(((await plain("other@localhost\0user\0pencil")) as { condition: string }).condition, "invalid-authzid");
     assert.equal(((await plain("garbage")) as { condition: string }).condition, "malformed-request");
+  });
+});
+
+describe("an account imported with SCRAM-SHA-1 keys only (XEP-0227)", async () => {
+  const sha1 = await deriveCredential("SHA-1", "pencil", 4096);
+  const stored: Array<{ jid: string; credentials: ScramCredentials }> = [];
+  const account = (): Account => ({ jid: "old@localhost", createdAt: 0, credentials: { "SHA-1": sha1 } });
+  const env = (): SaslEnvironment => ({
+    domain: "localhost", channelBinding: () => undefined, plusOffered: false,
+    lookup: async (jid) => (jid === "old@localhost" ? account() : undefined),
+    storeCredentials: async (jid, credentials) => { stored.push({ jid, credentials }); },
+    secret: Buffer.alloc(32, 7), iterations: 4096,
+  });
+
+  it("logs in with SCRAM-SHA-1", async () => {
+    assert.equal((await scramClient("SCRAM-SHA-1", env(), "old", "pencil")).kind, "success");
+    assert.equal(stored.length, 0);
+  });
+  it("SCRAM-SHA-256 fails like a wrong password: there are no keys to do it with, and no oracle", async () => {
+    const r = await scramClient("SCRAM-SHA-256", env(), "old", "pencil");
+    assert.equal((r as { condition: string }).condition, "not-authorized");
+  });
+  it("PLAIN checks the SHA-1 keys, then stores SHA-256 keys derived from the proven password", async () => {
+    assert.equal(((await createMechanism("PLAIN", env()).step(Buffer.from("\0old\0wrong"))) as { condition: string }).condition, "not-authorized");
+    assert.equal(stored.length, 0);
+    assert.equal((await createMechanism("PLAIN", env()).step(Buffer.from("\0old\0pencil"))).kind, "success");
+    assert.equal(stored.length, 1);
+    const upgraded = stored[0]!.credentials;
+    assert.deepEqual(upgraded["SHA-1"], sha1);
+    assert.equal(await verifyPassword(upgraded["SHA-256"]!, "SHA-256", "pencil"), true);
   });
 });

@@ -156,6 +156,7 @@ describe("the SASL step (RFC 6120 §6)", () => {
     return new SaslStep({
       host: "localhost", remoteAddress: "192.0.2.1", tls, secure: true,
       lookup: async (jid) => (jid === user ? { jid, createdAt: 0, credentials } : undefined),
+      storeCredentials: async () => {},
       secret: Buffer.alloc(32), iterations: 4096,
       throttle: new AuthThrottle({ banAfter: 100, banSeconds: 60, freeFailures: 100, maxDelayMs: 0 }),
       maxAuthFailures: 2, log: silentLogger(),

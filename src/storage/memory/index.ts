@@ -133,6 +133,7 @@ export function createMemoryStorage(): Storage {
         m.set(key, xml);
       },
       async delete(owner, key) { documents.get(owner)?.delete(key); },
+      async keys(owner, prefix) { return [...(documents.get(owner)?.keys() ?? [])].filter((k) => k.startsWith(prefix)).sort(); },
     },
     lastActivity: {
       async set(owner, activity) { last.set(owner, { ...activity }); },

@@ -280,6 +280,11 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         await q("INSERT INTO documents (owner, key, xml) VALUES ($1, $2, $3) ON CONFLICT (owner, key) DO UPDATE SET xml = EXCLUDED.xml", [owner, key, xml]);
       },
       async delete(owner, key) { await q("DELETE FROM documents WHERE owner = $1 AND key = $2", [owner, key]); },
+      async keys(owner, prefix) {
+        // left(), not LIKE: a key may hold '%' or '_'; COLLATE "C" sorts by code point, as the other drivers do.
+        const r = await read<{ key: string }>(`SELECT key FROM documents WHERE owner = $1 AND left(key, length($2)) = $2 ORDER BY key COLLATE "C"`, [owner, prefix]);
+        return r.rows.map((row) => row.key);
+      },
     },
     lastActivity: {
       async set(owner, activity) {

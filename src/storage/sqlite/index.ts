@@ -76,6 +76,8 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     docGet: db.prepare("SELECT xml FROM documents WHERE owner = ? AND key = ?").pluck(),
     docSet: db.prepare("INSERT OR REPLACE INTO documents (owner, key, xml) VALUES (?, ?, ?)"),
     docDelete: db.prepare("DELETE FROM documents WHERE owner = ? AND key = ?"),
+    // substr, not LIKE: a key may hold '%' or '_'.
+    docKeys: db.prepare("SELECT key FROM documents WHERE owner = ? AND substr(key, 1, length(?)) = ? ORDER BY key").pluck(),
     lastSet: db.prepare("INSERT OR REPLACE INTO last_activity (owner, at, status) VALUES (?, ?, ?)"),
     lastGet: db.prepare("SELECT at, status FROM last_activity WHERE owner = ?"),
     blockList: db.prepare("SELECT jid FROM blocklist WHERE owner = ? ORDER BY jid").pluck(),
@@ -256,6 +258,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async get(owner, key) { return q.docGet.get(owner, key) as string | undefined; },
       async set(owner, key, xml) { q.docSet.run(owner, key, xml); },
       async delete(owner, key) { q.docDelete.run(owner, key); },
+      async keys(owner, prefix) { return q.docKeys.all(owner, prefix, prefix) as string[]; },
     },
     lastActivity: {
       async set(owner, activity) { q.lastSet.run(owner, activity.at, activity.status); },

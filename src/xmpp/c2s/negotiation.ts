@@ -213,6 +213,7 @@ export class C2SNegotiation implements StreamOwner {
       secure: transport.secure,
       tls: transport.tls,
       lookup: (jid) => deps.storage.accounts.get(jid),
+      storeCredentials: async (jid, credentials) => { await deps.storage.accounts.setCredentials(jid, credentials); },
       secret: deps.saslSecret,
       iterations: deps.scramIterations,
       throttle: deps.throttle,

@@ -7,7 +7,7 @@
 import { NS } from "../ns.js";
 import { StreamError } from "../../errors.js";
 import { createMechanism, MECHANISMS, type ChannelBindingType, type MechanismName, type SaslMechanism } from "../../auth/sasl.js";
-import type { Account } from "../../storage/index.js";
+import type { Account, ScramCredentials } from "../../storage/index.js";
 import type { TlsFacts } from "../stream/transport.js";
 import { serverEndPoint } from "../tls.js";
 import type { AuthThrottle } from "./throttle.js";
@@ -23,6 +23,7 @@ export interface SaslStepDeps {
   secure: boolean;
   tls: TlsFacts | undefined;
   lookup(bareJid: string): Promise<Account | undefined>;
+  storeCredentials(bareJid: string, credentials: ScramCredentials): Promise<void>;
   secret: Buffer;
   iterations: number;
   throttle: AuthThrottle;
@@ -113,6 +114,7 @@ export class SaslStep {
       channelBinding: (t) => this.channelBinding(t),
       plusOffered: this.channelBindingTypes().length > 0,
       lookup: this.deps.lookup,
+      storeCredentials: this.deps.storeCredentials,
       secret: this.deps.secret,
       iterations: this.deps.iterations,
       downgradeProtection: { mechanisms: ssdpMechanisms, channelBindings: this.channelBindingTypes() },
