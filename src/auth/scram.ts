@@ -14,7 +14,8 @@ export const SCRAM_HASHES: readonly ScramHash[] = ["SHA-1", "SHA-256"];
 export const MIN_ITERATIONS = 4096;
 
 const nodeHash = (h: ScramHash) => (h === "SHA-1" ? "sha1" : "sha256");
-const hashLen = (h: ScramHash) => (h === "SHA-1" ? 20 : 32);
+/** The output length of the hash: the size of a SaltedPassword. */
+export const hashLength = (h: ScramHash) => (h === "SHA-1" ? 20 : 32);
 export const H = (h: ScramHash, data: Buffer) => createHash(nodeHash(h)).update(data).digest();
 export const HMAC = (h: ScramHash, key: Buffer, data: string | Buffer) => createHmac(nodeHash(h), key).update(data).digest();
 
@@ -24,12 +25,16 @@ export function prepPassword(password: string): string {
 }
 
 export async function saltedPassword(hash: ScramHash, password: string, salt: Buffer, iterations: number): Promise<Buffer> {
-  return pbkdf2Async(prepPassword(password), salt, iterations, hashLen(hash), nodeHash(hash));
+  return pbkdf2Async(prepPassword(password), salt, iterations, hashLength(hash), nodeHash(hash));
 }
 
 export async function deriveCredential(hash: ScramHash, password: string, iterations: number, salt = randomBytes(16)): Promise<ScramCredential> {
   if (iterations < MIN_ITERATIONS) throw new Error(`SCRAM iteration count must be at least ${MIN_ITERATIONS}`);
-  const salted = await saltedPassword(hash, password, salt, iterations);
+  return credentialFromSalted(hash, await saltedPassword(hash, password, salt, iterations), salt, iterations);
+}
+
+/** RFC 5802 §3: the keys the server stores, from a SaltedPassword (ours, or a client's in a XEP-0480 upgrade). */
+export function credentialFromSalted(hash: ScramHash, salted: Buffer, salt: Buffer, iterations: number): ScramCredential {
   return {
     iterations,
     salt: salt.toString("base64"),

@@ -24,8 +24,9 @@ import type { BindFeatureHandler, NonzaHandler, UnauthenticatedIqHandler } from 
 import { SaslStep, decodeSaslData, type SaslOutcome } from "./sasl.js";
 import {
   NS_BIND2, NS_SASL2, authenticationFeature, bind2Resource, challenge as sasl2Challenge, failure as sasl2Failure, fastToken,
-  parseAuthenticate, success as sasl2Success, type Sasl2Offer, type Sasl2Request,
+  parseAuthenticate, success as sasl2Success, continueWith, scramUpgradeSalt, type Sasl2Offer, type Sasl2Request,
 } from "./sasl2.js";
+import { NS_SCRAM_UPGRADE, UPGRADE_TASKS, neededUpgrades, upgradeChallenge, upgradedCredential, type UpgradeChallenge } from "../../auth/upgrade.js";
 import { HT_MECHANISMS, htChannelBinding, isHtMechanism, parseHtInitial, type HtMechanism } from "../../auth/ht.js";
 import type { FastTokens } from "../../auth/fast.js";
 import { STARTTLS_FEATURE, preTlsAnswer } from "./starttls.js";
@@ -81,6 +82,8 @@ export class C2SNegotiation implements StreamOwner {
   private lang = "en";
   private user: string | undefined;
   private sasl: SaslStep | undefined;
+  /** A XEP-0480 upgrade after a successful exchange: the tasks left (the first is under way). */
+  private upgrade: { user: string; tasks: string[]; challenge: UpgradeChallenge | undefined } | undefined;
   /** The XEP-0388 request of the exchange under way. */
   private sasl2: Sasl2Request | undefined;
   /** The FAST token just used is due for rotation. */
@@ -132,6 +135,7 @@ export class C2SNegotiation implements StreamOwner {
       case "pre-auth":
         if (ns === NS.SASL && (name === "auth" || name === "response" || name === "abort")) return this.guard(this.onSasl(element));
         if (ns === NS_SASL2 && (name === "authenticate" || name === "response" || name === "abort")) return this.guard(this.onSasl2(element));
+        if (ns === NS_SASL2 && (name === "next" || name === "task-data")) return this.guard(this.onUpgradeTask(element));
         if (name === "iq" && ns === NS.CLIENT) return this.guard(this.onUnauthenticatedIq(element));
         if (isStanza(name, ns)) return this.stream.error(new StreamError("not-authorized", "Authenticate first"));
         return this.stream.error(new StreamError("unsupported-stanza-type"));
@@ -265,10 +269,15 @@ export class C2SNegotiation implements StreamOwner {
       const needs = htChannelBinding(m);
       return needs === undefined || (cb as string[]).includes(needs);
     });
-    return { mechanisms: sasl.offeredMechanisms(), bindFeatures: [NS_SM, ...this.deps.bindFeatures.keys()], fastMechanisms };
+    return { mechanisms: sasl.offeredMechanisms(), bindFeatures: [NS_SM, ...this.deps.bindFeatures.keys()], fastMechanisms, upgrades: UPGRADE_TASKS };
   }
 
   private async onSasl2(element: Element): Promise<void> {
+    if (this.upgrade) {
+      // XEP-0388 §2.6.3: the client may abort while a task runs; nothing else is expected then.
+      this.upgrade = undefined;
+      return this.stream.send(sasl2Failure(element.name === "abort" ? "aborted" : "malformed-request", element.name === "abort" ? undefined : "An upgrade task is under way"));
+    }
     const sasl = this.saslStep();
     let outcome: SaslOutcome;
     if (element.name === "abort") outcome = sasl.abort();
@@ -296,9 +305,47 @@ export class C2SNegotiation implements StreamOwner {
         return;
       case "stream-error":
         return this.stream.error(outcome.error, this.host);
-      case "success":
-        return this.sasl2Success(this.sasl2!, outcome.username, outcome.additionalData);
+      case "success": {
+        // Only a client that offers tasks costs the account lookup.
+        const account = this.sasl2!.upgrades.length > 0 ? await this.deps.storage.accounts.get(outcome.username) : undefined;
+        const tasks = account ? neededUpgrades(this.sasl2!.upgrades, account.credentials) : [];
+        if (tasks.length === 0) return this.sasl2Success(this.sasl2!, outcome.username, outcome.additionalData);
+        // XEP-0480 §2.2: "before the final <success/> would be sent, the server sends a <continue/>
+        // element, which MUST contain a single task".
+        this.upgrade = { user: outcome.username, tasks, challenge: undefined };
+        return this.stream.send(continueWith(tasks[0]!, outcome.additionalData));
+      }
     }
+  }
+
+  /** XEP-0480: the client starts the task it was given (<next/>), then answers it (<task-data/>). */
+  private async onUpgradeTask(element: Element): Promise<void> {
+    const upgrade = this.upgrade;
+    const refuse = (text: string) => {
+      this.upgrade = undefined;
+      this.stream.send(sasl2Failure("malformed-request", text));
+    };
+    if (!upgrade) return refuse("No task is under way");
+    const task = upgrade.tasks[0]!;
+    if (element.name === "next") {
+      if (upgrade.challenge || element.attrs.task !== task) return refuse(`The task to start is ${task}`);
+      upgrade.challenge = upgradeChallenge(task, this.deps.scramIterations);
+      return this.stream.send(scramUpgradeSalt(upgrade.challenge.salt, upgrade.challenge.iterations));
+    }
+    const hash = element.getChild("hash", NS_SCRAM_UPGRADE);
+    if (!upgrade.challenge || !hash) return refuse("Expected the SaltedPassword of the task");
+    const credential = upgradedCredential(upgrade.challenge, hash.getText());
+    if (!credential) return refuse("Not a SaltedPassword of this hash");
+    const account = await this.deps.storage.accounts.get(upgrade.user);
+    if (!this.stillNegotiating()) return;
+    if (!account) return refuse("The account is gone");
+    await this.deps.storage.accounts.setCredentials(upgrade.user, { ...account.credentials, [upgrade.challenge.hash]: credential });
+    this.deps.log.info({ stage: "sasl", user: upgrade.user, task }, "SCRAM keys added by an upgrade task (XEP-0480)");
+    upgrade.tasks.shift();
+    upgrade.challenge = undefined;
+    if (upgrade.tasks.length > 0) return this.stream.send(continueWith(upgrade.tasks[0]!, undefined));
+    this.upgrade = undefined;
+    return this.sasl2Success(this.sasl2!, upgrade.user, undefined);
   }
 
   /** XEP-0484 §4.4: one round trip with a token instead of a password. */

@@ -11,6 +11,7 @@ import { prepResource } from "../jid.js";
 import { decodeSaslData } from "./sasl.js";
 import { NS_SM, parseH } from "./sm.js";
 import type { UserAgent } from "../../auth/fast.js";
+import { NS_SASL_UPGRADE, NS_SCRAM_UPGRADE } from "../../auth/upgrade.js";
 
 export const NS_SASL2 = "urn:xmpp:sasl:2";
 export const NS_BIND2 = "urn:xmpp:bind:0";
@@ -33,6 +34,8 @@ export interface Sasl2Request {
   fast: { count: number | undefined; invalidate: boolean } | undefined;
   /** XEP-0484 §4.2: a token for this mechanism, please. */
   requestToken: string | undefined;
+  /** XEP-0480 §2.2: the upgrade tasks the client is ready to perform. */
+  upgrades: string[];
 }
 
 export type Sasl2Parsed = { ok: true; request: Sasl2Request } | { ok: false; condition: string; text: string };
@@ -76,7 +79,8 @@ export function parseAuthenticate(element: Element): Sasl2Parsed {
     fast = { count: rawCount === undefined ? undefined : Number(rawCount), invalidate: fastElement.attrs.invalidate === "true" || fastElement.attrs.invalidate === "1" };
   }
   const requestToken = element.getChild("request-token", NS_FAST)?.attrs.mechanism as string | undefined;
-  return { ok: true, request: { mechanism, initialResponse, userAgent, bind, resume, fast, requestToken } };
+  const upgrades = element.getChildren("upgrade", NS_SASL_UPGRADE).map((u) => u.getText().trim()).filter(Boolean);
+  return { ok: true, request: { mechanism, initialResponse, userAgent, bind, resume, fast, requestToken, upgrades } };
 }
 
 function short(text: string | null | undefined): string {
@@ -89,15 +93,29 @@ export interface Sasl2Offer {
   bindFeatures: readonly string[];
   /** XEP-0484: the token mechanisms usable on this stream. */
   fastMechanisms: readonly string[];
+  /** XEP-0480 §2.1: upgrade tasks, listed in <authentication/>. */
+  upgrades: readonly string[];
 }
 
-/** XEP-0388 §2.1 stream feature, with XEP-0386, XEP-0484 and XEP-0198 as inline features. */
+/** XEP-0388 §2.1 stream feature, with XEP-0386, XEP-0484 and XEP-0198 as inline features and XEP-0480 upgrade tasks. */
 export function authenticationFeature(offer: Sasl2Offer): string {
   const mechanisms = offer.mechanisms.map((m) => `<mechanism>${m}</mechanism>`).join("");
   const bindFeatures = offer.bindFeatures.map((ns) => `<feature var='${escapeXML(ns)}'/>`).join("");
   const fast = offer.fastMechanisms.length
     ? `<fast xmlns='${NS_FAST}'>${offer.fastMechanisms.map((m) => `<mechanism>${m}</mechanism>`).join("")}</fast>` : "";
-  return `<authentication xmlns='${NS_SASL2}'>${mechanisms}<inline><bind xmlns='${NS_BIND2}'><inline>${bindFeatures}</inline></bind>${fast}<sm xmlns='${NS_SM}'/></inline></authentication>`;
+  const upgrades = offer.upgrades.map((task) => `<upgrade xmlns='${NS_SASL_UPGRADE}'>${task}</upgrade>`).join("");
+  return `<authentication xmlns='${NS_SASL2}'>${mechanisms}<inline><bind xmlns='${NS_BIND2}'><inline>${bindFeatures}</inline></bind>${fast}<sm xmlns='${NS_SM}'/></inline>${upgrades}</authentication>`;
+}
+
+/** XEP-0480 §2.2: after the exchange succeeded, before <success/>: one task for the client to start. */
+export function continueWith(task: string, additionalData: Buffer | undefined): string {
+  const data = additionalData ? `<additional-data>${additionalData.toString("base64")}</additional-data>` : "";
+  return `<continue xmlns='${NS_SASL2}'>${data}<tasks><task>${escapeXML(task)}</task></tasks></continue>`;
+}
+
+/** XEP-0480 §3: the salt and iteration count the client derives its SaltedPassword with. */
+export function scramUpgradeSalt(salt: Buffer, iterations: number): string {
+  return `<task-data xmlns='${NS_SASL2}'><salt xmlns='${NS_SCRAM_UPGRADE}' iterations='${iterations}'>${salt.toString("base64")}</salt></task-data>`;
 }
 
 export function challenge(data: Buffer): string {
