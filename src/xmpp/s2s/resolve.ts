@@ -1,0 +1,106 @@
+/**
+ * Where a remote XMPP server listens: RFC 6120 §3.2 (version of March 2011) with RFC 2782 SRV
+ * ordering.
+ *
+ * RFC 6120 §3.2.1: "The preferred process for FQDN resolution is to use [DNS-SRV] records", of
+ * service "xmpp-server" over TCP; §3.2.2: "If the initiating entity has received a response to
+ * its SRV query but it does not contain any SRV records, or if the SRV lookup fails, ... the
+ * initiating entity SHOULD ... [fall back] to a normal IPv4/IPv6 address record resolution to
+ * determine the IP address, using the "xmpp-server" port of 5269". A single SRV record whose
+ * target is "." means the service is decidedly not available (RFC 2782): no fallback then.
+ *
+ * Static routes (configuration) come first; a configured DNS server replaces the system's.
+ */
+import { Resolver, lookup } from "node:dns/promises";
+
+export const XMPP_SERVER_PORT = 5269;
+
+export interface SrvRecord {
+  name: string;
+  port: number;
+  priority: number;
+  weight: number;
+}
+
+/** A host and port to try, in order. */
+export interface Target {
+  host: string;
+  port: number;
+}
+
+/** The DNS questions s2s asks; tests and the peers kit pass their own server. */
+export interface S2SDns {
+  srv(name: string): Promise<SrvRecord[]>;
+  /** IPv4 and IPv6 addresses of a host. */
+  addresses(host: string): Promise<string[]>;
+}
+
+/** The system resolver, or the DNS server at `server` ("127.0.0.1:16253"). */
+export function createDns(server?: string): S2SDns {
+  const resolver = new Resolver({ timeout: 3000, tries: 2 });
+  if (server) resolver.setServers([server]);
+  return {
+    srv: (name) => resolver.resolveSrv(name),
+    addresses: server
+      ? async (host) => {
+        const [v4, v6] = await Promise.allSettled([resolver.resolve4(host), resolver.resolve6(host)]);
+        return [...(v4.status === "fulfilled" ? v4.value : []), ...(v6.status === "fulfilled" ? v6.value : [])];
+      }
+      // getaddrinfo: /etc/hosts and the system's configuration.
+      : async (host) => (await lookup(host, { all: true })).map((a) => a.address),
+  };
+}
+
+/**
+ * RFC 2782: lowest priority first; within a priority, a weighted random order ("the sum of all
+ * weights ... a random number between 0 and the sum ... select the first record whose running
+ * sum is greater than or equal to the random number"). `random` returns [0, 1).
+ */
+export function orderSrv(records: readonly SrvRecord[], random: () => number = Math.random): SrvRecord[] {
+  const byPriority = new Map<number, SrvRecord[]>();
+  for (const r of records) byPriority.set(r.priority, [...(byPriority.get(r.priority) ?? []), r]);
+  const out: SrvRecord[] = [];
+  for (const priority of [...byPriority.keys()].sort((a, b) => a - b)) {
+    // Zero-weight records first, so they have a small chance of being picked (RFC 2782).
+    const left = byPriority.get(priority)!.sort((a, b) => a.weight - b.weight);
+    while (left.length) {
+      const total = left.reduce((sum, r) => sum + r.weight, 0);
+      const pick = Math.floor(random() * (total + 1));
+      let running = 0;
+      let index = left.findIndex((r) => (running += r.weight) >= pick);
+      if (index < 0) index = left.length - 1;
+      out.push(left.splice(index, 1)[0]!);
+    }
+  }
+  return out;
+}
+
+export type Resolution = { targets: Target[] } | { unavailable: string };
+
+/** The targets for a remote domain: a static route, SRV records, or the domain itself on 5269. */
+export async function resolveServer(domain: string, dns: S2SDns, routes: ReadonlyMap<string, Target>): Promise<Resolution> {
+  const route = routes.get(domain);
+  if (route) return { targets: [route] };
+  let records: SrvRecord[] = [];
+  try {
+    records = await dns.srv(`_xmpp-server._tcp.${domain}`);
+  } catch {
+    // NXDOMAIN, no records, or a failed lookup: all fall back (§3.2.2).
+  }
+  if (records.length === 1 && records[0]!.name === ".") return { unavailable: "SRV says the service is not available" };
+  const hosts: Target[] = records.length
+    ? orderSrv(records).map((r) => ({ host: r.name.replace(/\.$/, ""), port: r.port }))
+    : [{ host: domain, port: XMPP_SERVER_PORT }];
+  // Each host's addresses, in order; a host without any is skipped.
+  const targets: Target[] = [];
+  for (const { host, port } of hosts) {
+    let addresses: string[] = [];
+    try {
+      addresses = await dns.addresses(host);
+    } catch {
+      // Skipped like a host without records.
+    }
+    for (const address of addresses) targets.push({ host: address, port });
+  }
+  return targets.length ? { targets } : { unavailable: `no address for ${domain}` };
+}
