@@ -186,6 +186,23 @@ export const presence = defineModule({
       return HANDLED;
     };
 
+    /**
+     * A local user's subscription stanza for a contact on another server: the user's side of the
+     * state machine here (RFC 6121 §3.1.2: "the user's server MUST ... stamp the outbound
+     * subscription request with the bare JID"), then the router sends it on (chain unhandled).
+     */
+    ctx.chain("presence/remote", async ({ stanza, from, to, origin }) => {
+      const type = stanza.attrs.type as string | undefined;
+      if (!origin || !SUBSCRIPTION_TYPES.has(type!)) return undefined;
+      stanza.attrs.from = from.bare;
+      stanza.attrs.to = to.bare;
+      if (!(await outboundSubscription(from.bare, to.bare, type!))) return HANDLED;
+      // After the subscription stanza has gone on (it goes when this chain finishes): presence
+      // after approval, unavailable after cancelling (RFC 6121 §3.1.5, §3.2.2).
+      if (type === "subscribed") setImmediate(() => sendCurrentPresence(from.bare, to.bare));
+      if (type === "unsubscribed") setImmediate(() => sendUnavailableFromAll(from.bare, to.bare));
+      return undefined;
+    });
     ctx.chain("presence/bare", handleAddressed);
     ctx.chain("presence/full", handleAddressed);
     // Presence to the server itself: nothing to do (probes of the server are not answered).

@@ -1,0 +1,189 @@
+/**
+ * Federation between two Parley servers on loopback (RFC 6120 server-to-server): static routes on
+ * free ports, a DNS server that answers nothing, certificates from a throwaway CA (SASL EXTERNAL)
+ * or self-signed ones (XEP-0220 dialback). Hostile peers talk over raw sockets.
+ */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
+import { RawClient } from "../helpers/raw.js";
+import { freePort, makePki, pem, type Pki } from "../helpers/s2s.js";
+import type { Element } from "@xmpp/xml";
+
+const NS_STREAMS = "http://etherx.jabber.org/streams";
+const NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
+const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_ROSTER = "jabber:iq:roster";
+
+const s2sHeader = (to: string, from?: string) =>
+  `<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='${NS_STREAMS}' xmlns:db='jabber:server:dialback' to='${to}'${from ? ` from='${from}'` : ""} version='1.0'>`;
+
+const streamErrorOf = (e: Element) => e.children.find((c): c is Element => typeof c !== "string" && c.attrs.xmlns === NS_STREAM_ERRORS && c.name !== "text")?.name;
+
+interface Pair { a: TestServer; b: TestServer }
+
+/** A raw s2s stream to `port` up to the features after STARTTLS (with the TLS options given). */
+async function rawS2S(port: number, to: string, from: string, tls: Parameters<RawClient["startTls"]>[0] = {}): Promise<{ raw: RawClient; features: Element }> {
+  const raw = await RawClient.open(port, false);
+  raw.send(s2sHeader(to, from));
+  await raw.waitForElement((e) => e.is("features", NS_STREAMS));
+  await raw.startTls({ servername: to, ...tls });
+  const mark = raw.elements.length;
+  raw.send(s2sHeader(to, from));
+  return { raw, features: await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark) };
+}
+
+/** Two servers, a.test and b.test, routed to each other; `pki` gives them CA-signed certificates. */
+async function startPair(pki: Pki | undefined, trustCa: string): Promise<Pair> {
+  const [portA, portB, noDns, down] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const start = (host: string, port: number, peer: string, peerPort: number) => startTestServer({
+    hosts: [host],
+    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: port },
+    ...(pki ? { tls: { certificates: { [host]: pki.files[host]! } } } : {}),
+    // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
+    s2s: { caFiles: [trustCa], routes: { [peer]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10 },
+  });
+  const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
+  await a.accounts.create("alice@a.test", "pw");
+  await b.accounts.create("bob@b.test", "pw");
+  return { a, b };
+}
+
+async function login(server: TestServer, user: string, domain: string): Promise<Connected> {
+  const c = await connect({ port: server.ports.c2s!, domain, username: user, password: "pw", resource: "r" });
+  // Roster first (RFC 6121 §2.1.6: an interested resource), then initial presence.
+  await c.iq(xml("iq", { type: "get" }, xml("query", { xmlns: NS_ROSTER })));
+  await c.xmpp.send(xml("presence"));
+  return c;
+}
+
+async function chatBothWays(alice: Connected, bob: Connected, tag: string): Promise<void> {
+  await alice.xmpp.send(xml("message", { to: "bob@b.test", type: "chat", id: `${tag}-1` }, xml("body", {}, "hello from a")));
+  const got = await bob.waitFor((s) => s.is("message") && s.attrs.id === `${tag}-1`, 10_000);
+  assert.equal(got.attrs.from, "alice@a.test/r");
+  assert.equal(got.attrs.to, "bob@b.test");
+  assert.equal(got.getChildText("body"), "hello from a");
+  await bob.xmpp.send(xml("message", { to: "alice@a.test/r", type: "chat", id: `${tag}-2` }, xml("body", {}, "hello from b")));
+  const back = await alice.waitFor((s) => s.is("message") && s.attrs.id === `${tag}-2`, 10_000);
+  assert.equal(back.attrs.from, "bob@b.test/r");
+  assert.equal(back.getChildText("body"), "hello from b");
+}
+
+describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", () => {
+  let pki: Pki;
+  let pair: Pair;
+  let alice: Connected;
+  let bob: Connected;
+  before(async () => {
+    pki = makePki(["a.test", "b.test", "evil.test"]);
+    pair = await startPair(pki, pki.caFile);
+    alice = await login(pair.a, "alice", "a.test");
+    bob = await login(pair.b, "bob", "b.test");
+  });
+  after(async () => {
+    await alice?.stop();
+    await bob?.stop();
+    await pair?.a.cleanup();
+    await pair?.b.cleanup();
+  });
+
+  it("chat both ways; both streams authenticate with SASL EXTERNAL", async () => {
+    await chatBothWays(alice, bob, "ext");
+    assert.deepEqual(pair.a.s2s().outgoing.map((o) => [o.remote, o.state, o.method]), [["b.test", "ready", "sasl-external"]]);
+    assert.deepEqual(pair.b.s2s().outgoing.map((o) => [o.remote, o.state, o.method]), [["a.test", "ready", "sasl-external"]]);
+    assert.deepEqual(pair.b.s2s().incoming.flatMap((i) => i.domains), [{ domain: "a.test", method: "sasl-external" }]);
+  });
+
+  it("a presence subscription across servers (RFC 6121 §3.1)", async () => {
+    const pushed = alice.waitFor((s) => s.is("iq") && s.attrs.type === "set" && s.getChild("query", NS_ROSTER)?.getChild("item")?.attrs.subscription === "to", 10_000);
+    await alice.xmpp.send(xml("presence", { to: "bob@b.test", type: "subscribe" }));
+    const request = await bob.waitFor((s) => s.is("presence") && s.attrs.type === "subscribe", 10_000);
+    assert.equal(request.attrs.from, "alice@a.test");
+    await bob.xmpp.send(xml("presence", { to: "alice@a.test", type: "subscribed" }));
+    const item = (await pushed).getChild("query", NS_ROSTER)!.getChild("item")!;
+    assert.equal(item.attrs.jid, "bob@b.test");
+    // RFC 6121 §3.1.5: once approved, the contact's presence follows.
+    const presence = await alice.waitFor((s) => s.is("presence") && s.attrs.from === "bob@b.test/r" && s.attrs.type === undefined, 10_000);
+    assert.equal(presence.attrs.to, "alice@a.test/r");
+    const bobSide = await pair.b.storage.roster.getItem("bob@b.test", "alice@a.test");
+    assert.equal(bobSide?.subscription, "from");
+  });
+
+  it("a domain that cannot be resolved bounces with remote-server-not-found, a server that is down with remote-server-timeout", async () => {
+    await alice.xmpp.send(xml("message", { to: "x@nowhere.test", id: "nf" }, xml("body", {}, "?")));
+    const notFound = await alice.waitFor((s) => s.attrs.id === "nf" && s.attrs.type === "error", 10_000);
+    assert.ok(notFound.getChild("error")!.getChild("remote-server-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    assert.equal(notFound.attrs.from, "x@nowhere.test");
+    await alice.xmpp.send(xml("message", { to: "x@down.test", id: "down" }, xml("body", {}, "?")));
+    const timeout = await alice.waitFor((s) => s.attrs.id === "down" && s.attrs.type === "error", 10_000);
+    assert.ok(timeout.getChild("error")!.getChild("remote-server-timeout", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    const counted = await pair.a.metrics!.render();
+    assert.match(counted.body, /parley_s2s_stanzas_out_total\{outcome="bounced",kind="message"\} 2/);
+  });
+
+  it("a stream that has not authenticated sends a stanza: not-authorized", async () => {
+    const { raw, features } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test");
+    assert.ok(features.getChild("dialback", "urn:xmpp:features:dialback"), "dialback offered");
+    assert.equal(features.getChild("mechanisms", NS_SASL), undefined, "no certificate, no EXTERNAL");
+    raw.send("<message from='mallory@evil.test' to='bob@b.test' id='unauth'><body>spam</body></message>");
+    const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS));
+    assert.equal(streamErrorOf(error), "not-authorized");
+    await raw.closed;
+    assert.ok(!bob.inbox.some((s) => s.attrs.id === "unauth"), "bob sees nothing");
+  });
+
+  it("an authenticated peer forging another domain in 'from': invalid-from", async () => {
+    const { raw, features } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
+    assert.deepEqual(features.getChild("mechanisms", NS_SASL)?.getChildren("mechanism").map((m) => m.text()), ["EXTERNAL"]);
+    raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>${Buffer.from("evil.test").toString("base64")}</auth>`);
+    await raw.waitForElement((e) => e.is("success", NS_SASL));
+    raw.restartParser();
+    const mark = raw.elements.length;
+    raw.send(s2sHeader("b.test", "evil.test"));
+    await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
+    // Its own domain is fine (bob gets it) …
+    raw.send("<message from='eve@evil.test' to='bob@b.test' id='own'><body>hi</body></message>");
+    await bob.waitFor((s) => s.attrs.id === "own", 5000);
+    // … another one is not.
+    raw.send("<message from='alice@a.test' to='bob@b.test' id='forged'><body>it is me</body></message>");
+    const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS));
+    assert.equal(streamErrorOf(error), "invalid-from");
+    await raw.closed;
+    assert.ok(!bob.inbox.some((s) => s.attrs.id === "forged"), "bob sees nothing forged");
+  });
+
+  it("dialback with a key the authoritative server did not give: invalid", async () => {
+    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "a.test");
+    // a.test is reachable, and is asked: it never gave this key.
+    raw.send(`<db:result from='a.test' to='b.test'>${"0".repeat(64)}</db:result>`);
+    const answer = await raw.waitForElement((e) => e.is("result", "jabber:server:dialback"), 10_000);
+    assert.equal(answer.attrs.type, "invalid");
+    raw.send("<message from='alice@a.test' to='bob@b.test' id='after-invalid'><body>x</body></message>");
+    assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS))), "not-authorized");
+  });
+});
+
+describe("s2s between two Parleys, certificates that do not verify (dialback, XEP-0220)", () => {
+  let pair: Pair;
+  let alice: Connected;
+  let bob: Connected;
+  before(async () => {
+    // Self-signed certificates, and a CA that signed neither.
+    pair = await startPair(undefined, makePki([]).caFile);
+    alice = await login(pair.a, "alice", "a.test");
+    bob = await login(pair.b, "bob", "b.test");
+  });
+  after(async () => {
+    await alice?.stop();
+    await bob?.stop();
+    await pair?.a.cleanup();
+    await pair?.b.cleanup();
+  });
+
+  it("chat both ways; both streams authenticate with dialback", async () => {
+    await chatBothWays(alice, bob, "db");
+    assert.deepEqual(pair.a.s2s().outgoing.map((o) => [o.remote, o.method]), [["b.test", "dialback"]]);
+    assert.deepEqual(pair.a.s2s().incoming.flatMap((i) => i.domains), [{ domain: "b.test", method: "dialback" }]);
+  });
+});
