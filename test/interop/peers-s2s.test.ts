@@ -1,0 +1,124 @@
+/**
+ * Interop over federation with the real Prosody 0.12 and ejabberd 23.01 of ../shared/peers: a
+ * Parley server for parley.test (the kit's certificate and CA, its DNS server for the SRV records)
+ * and users on each side exchange chat messages both ways and subscribe to each other's presence
+ * (RFC 6121 §3). Where the kit, root or the servers are missing, the test says SKIPPED and why.
+ */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
+import { freePort } from "../helpers/s2s.js";
+
+const KIT = resolve(process.env.PEERS_KIT_DIR ?? "../shared/peers", "peers");
+const NS_ROSTER = "jabber:iq:roster";
+const PEERS = ["prosody", "ejabberd"] as const;
+
+function readEnv(): Record<string, string> {
+  const out = execFileSync(KIT, ["env"], { encoding: "utf8" });
+  return Object.fromEntries([...out.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!.replace(/^'|'$/g, "")]));
+}
+
+/** Starts the peers with Parley's s2s port in the kit's DNS zone; the reason when it cannot. */
+function startPeers(parleyPort: number): string | undefined {
+  if (!existsSync(KIT)) return `the peers kit is not at ${KIT}`;
+  if (process.getuid?.() !== 0) return "starting the peers needs root";
+  if (spawnSync("sh", ["-c", "command -v prosody && command -v ejabberdctl"]).status !== 0) return "Prosody/ejabberd are not installed (../shared/peers/peers install)";
+  const started = spawnSync(KIT, ["start", "all"], { env: { ...process.env, PARLEY_S2S_PORT: String(parleyPort) }, encoding: "utf8", timeout: 120_000 });
+  if (started.status !== 0) return `peers start all failed: ${(started.stderr || started.stdout).trim().split("\n").pop()}`;
+  return undefined;
+}
+
+const port = await freePort();
+const skipped = startPeers(port);
+if (skipped) console.log(`# SKIPPED interop/peers-s2s: ${skipped}`);
+
+describe("interop: federation with Prosody and ejabberd (peers kit)", { skip: skipped ?? false }, () => {
+  let env: Record<string, string>;
+  let server: TestServer;
+  let alice: Connected;
+  before(async () => {
+    env = readEnv();
+    server = await startTestServer({
+      hosts: ["parley.test"],
+      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: port },
+      tls: { certificates: { "parley.test": { cert: env.PEERS_PARLEY_FULLCHAIN, key: env.PEERS_PARLEY_KEY } } },
+      s2s: { caFiles: [env.PEERS_CA_FILE], dnsServer: `127.0.0.1:${env.PEERS_DNS_PORT}`, queueTimeoutSeconds: 20 },
+    });
+    await server.accounts.create("alice@parley.test", "pw");
+    alice = await connect({ port: server.ports.c2s!, domain: "parley.test", username: "alice", password: "pw", resource: "r" });
+    await alice.iq(xml("iq", { type: "get" }, xml("query", { xmlns: NS_ROSTER })));
+    await alice.xmpp.send(xml("presence"));
+  });
+  after(async () => {
+    await alice?.stop();
+    await server?.cleanup();
+  });
+
+  for (const peer of PEERS) {
+    describe(peer, () => {
+      let friend: Connected;
+      let domain: string;
+      before(async () => {
+        domain = env[`PEERS_${peer.toUpperCase()}_DOMAIN`]!;
+        execFileSync(KIT, ["adduser", peer, "s2sfriend", "friend-pw"], { stdio: "ignore" });
+        friend = await connect({ port: Number(env[`PEERS_${peer.toUpperCase()}_C2S_PORT`]), domain, username: "s2sfriend", password: "friend-pw", resource: "r" });
+        // A clean start on the peer's side: no subscription left from an earlier run.
+        await friend.iq(xml("iq", { type: "set" }, xml("query", { xmlns: NS_ROSTER }, xml("item", { jid: "alice@parley.test", subscription: "remove" }))))
+          // Prosody answers item-not-found when there was nothing to remove.
+          .catch((err: { condition?: string }) => { if (err.condition !== "item-not-found") throw err; });
+        await friend.iq(xml("iq", { type: "get" }, xml("query", { xmlns: NS_ROSTER })));
+        await friend.xmpp.send(xml("presence"));
+      });
+      after(async () => {
+        await friend?.stop();
+      });
+
+      it("chat both ways", async () => {
+        const friendJid = `s2sfriend@${domain}`;
+        await alice.xmpp.send(xml("message", { to: friendJid, type: "chat", id: `${peer}-out` }, xml("body", {}, `to ${peer}`)));
+        const got = await friend.waitFor((s) => s.is("message") && s.attrs.id === `${peer}-out`, 20_000);
+        assert.equal(got.attrs.from, "alice@parley.test/r");
+        assert.equal(got.getChildText("body"), `to ${peer}`);
+        await friend.xmpp.send(xml("message", { to: "alice@parley.test", type: "chat", id: `${peer}-in` }, xml("body", {}, `from ${peer}`)));
+        const back = await alice.waitFor((s) => s.is("message") && s.attrs.id === `${peer}-in`, 20_000);
+        assert.equal(back.attrs.from, `${friendJid}/r`);
+        assert.equal(back.getChildText("body"), `from ${peer}`);
+        const out = server.s2s().outgoing.find((o) => o.remote === domain);
+        assert.equal(out?.method, "sasl-external", "Parley authenticated to the peer with its certificate");
+        const incoming = server.s2s().incoming.flatMap((i) => i.domains).find((d) => d.domain === domain);
+        assert.equal(incoming?.method, "sasl-external", "the peer authenticated to Parley with its certificate");
+      });
+
+      it("presence subscription from the Parley user, approved on the other server", async () => {
+        const friendJid = `s2sfriend@${domain}`;
+        const pushed = alice.waitFor((s) => s.is("iq") && s.attrs.type === "set" && s.getChild("query", NS_ROSTER)?.getChild("item")?.attrs.jid === friendJid
+          && ["to", "both"].includes(s.getChild("query", NS_ROSTER)!.getChild("item")!.attrs.subscription), 20_000);
+        await alice.xmpp.send(xml("presence", { to: friendJid, type: "subscribe" }));
+        const request = await friend.waitFor((s) => s.is("presence") && s.attrs.type === "subscribe" && s.attrs.from === "alice@parley.test", 20_000);
+        assert.ok(request);
+        await friend.xmpp.send(xml("presence", { to: "alice@parley.test", type: "subscribed" }));
+        await pushed;
+        // RFC 6121 §3.1.5: the contact's server sends its presence once it approved.
+        await alice.waitFor((s) => s.is("presence") && s.attrs.from === `${friendJid}/r` && s.attrs.type === undefined, 20_000);
+      });
+
+      it("presence subscription from the other server's user, approved on Parley", async () => {
+        const friendJid = `s2sfriend@${domain}`;
+        const request = alice.waitFor((s) => s.is("presence") && s.attrs.type === "subscribe" && s.attrs.from === friendJid, 20_000);
+        await friend.xmpp.send(xml("presence", { to: "alice@parley.test", type: "subscribe" }));
+        await request;
+        const pushed = friend.waitFor((s) => s.is("iq") && s.attrs.type === "set" && s.getChild("query", NS_ROSTER)?.getChild("item")?.attrs.jid === "alice@parley.test"
+          && ["to", "both"].includes(s.getChild("query", NS_ROSTER)!.getChild("item")!.attrs.subscription), 20_000);
+        await alice.xmpp.send(xml("presence", { to: friendJid, type: "subscribed" }));
+        await pushed;
+        await friend.waitFor((s) => s.is("presence") && s.attrs.from === "alice@parley.test/r" && s.attrs.type === undefined, 20_000);
+        const item = await server.storage.roster.getItem("alice@parley.test", friendJid);
+        assert.equal(item?.subscription, "both");
+      });
+    });
+  }
+});
