@@ -47,7 +47,7 @@ async function startPair(pki: Pki | undefined): Promise<Pair> {
     ...(pki ? { tls: { certificates: { [host]: pki.files[host]! } } } : {}),
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
-    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10 },
+    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10 },
   });
   const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
   await a.accounts.create("alice@a.test", "pw");
@@ -113,6 +113,32 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.equal(presence.attrs.to, "alice@a.test/r");
     const bobSide = await pair.b.storage.roster.getItem("bob@b.test", "alice@a.test");
     assert.equal(bobSide?.subscription, "from");
+  });
+
+  it("disco#info on the remote server and a remote user's vCard (IQs both ways)", async () => {
+    const info = await alice.iq(xml("iq", { type: "get", to: "b.test" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
+    assert.equal(info.attrs.from, "b.test");
+    assert.ok(info.getChild("query")!.getChildren("identity").some((i) => i.attrs.category === "server"));
+    await bob.iq(xml("iq", { type: "set" }, xml("vCard", { xmlns: "vcard-temp" }, xml("FN", {}, "Bob of B"))));
+    const card = await alice.iq(xml("iq", { type: "get", to: "bob@b.test" }, xml("vCard", { xmlns: "vcard-temp" })));
+    assert.equal(card.attrs.from, "bob@b.test");
+    assert.equal(card.getChild("vCard", "vcard-temp")!.getChildText("FN"), "Bob of B");
+  });
+
+  it("a user of a.test joins a room on conference.b.test and talks (XEP-0045)", async () => {
+    const room = "team@conference.b.test";
+    const MUC = "http://jabber.org/protocol/muc";
+    await bob.xmpp.send(xml("presence", { to: `${room}/bob` }, xml("x", { xmlns: MUC })));
+    await bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/bob`, 10_000);
+    await bob.iq(xml("iq", { type: "set", to: room }, xml("query", { xmlns: `${MUC}#owner` }, xml("x", { xmlns: "jabber:x:data", type: "submit" }))));
+    await alice.xmpp.send(xml("presence", { to: `${room}/alice` }, xml("x", { xmlns: MUC })));
+    const self = await alice.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/alice` && s.attrs.type === undefined, 10_000);
+    assert.ok(self.getChild("x", `${MUC}#user`)!.getChildren("status").some((st) => st.attrs.code === "110"), "self-presence");
+    await bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/alice`, 10_000);
+    await alice.xmpp.send(xml("message", { to: room, type: "groupchat", id: "gc" }, xml("body", {}, "hi room")));
+    const got = await bob.waitFor((s) => s.is("message") && s.attrs.type === "groupchat" && s.attrs.from === `${room}/alice`, 10_000);
+    assert.equal(got.getChildText("body"), "hi room");
+    await alice.waitFor((s) => s.is("message") && s.attrs.type === "groupchat" && s.attrs.from === `${room}/alice` && s.getChildText("body") === "hi room", 10_000);
   });
 
   it("a domain that cannot be resolved bounces with remote-server-not-found, a server that is down with remote-server-timeout", async () => {
