@@ -25,7 +25,7 @@ const s2sHeader = (to: string, from?: string) =>
 
 const streamErrorOf = (e: Element) => e.children.find((c): c is Element => typeof c !== "string" && c.attrs.xmlns === NS_STREAM_ERRORS && c.name !== "text")?.name;
 
-interface Pair { a: TestServer; b: TestServer }
+interface Pair { a: TestServer; b: TestServer; ports: { a: number; late: number } }
 
 /** A raw s2s stream to `port` up to the features after STARTTLS (with the TLS options given). */
 async function rawS2S(port: number, to: string, from: string, tls: Parameters<RawClient["startTls"]>[0] = {}): Promise<{ raw: RawClient; features: Element }> {
@@ -40,19 +40,19 @@ async function rawS2S(port: number, to: string, from: string, tls: Parameters<Ra
 
 /** Two servers, a.test and b.test, routed to each other; `pki` gives them CA-signed certificates, trusted. */
 async function startPair(pki: Pki | undefined): Promise<Pair> {
-  const [portA, portB, noDns, down] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const [portA, portB, noDns, down, late] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const start = (host: string, port: number, peer: string, peerPort: number) => startTestServer({
     hosts: [host],
     listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: port },
     ...(pki ? { tls: { certificates: { [host]: pki.files[host]! } } } : {}),
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
-    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10 },
+    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 6 },
   });
   const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
   await a.accounts.create("alice@a.test", "pw");
   await b.accounts.create("bob@b.test", "pw");
-  return { a, b };
+  return { a, b, ports: { a: portA, late } };
 }
 
 async function login(server: TestServer, user: string, domain: string): Promise<Connected> {
@@ -81,7 +81,7 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
   let alice: Connected;
   let bob: Connected;
   before(async () => {
-    pki = makePki(["a.test", "b.test", "evil.test"]);
+    pki = makePki(["a.test", "b.test", "evil.test", "late.test"]);
     pair = await startPair(pki);
     alice = await login(pair.a, "alice", "a.test");
     bob = await login(pair.b, "bob", "b.test");
@@ -151,6 +151,27 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.ok(timeout.getChild("error")!.getChild("remote-server-timeout", "urn:ietf:params:xml:ns:xmpp-stanzas"));
     const counted = await pair.a.metrics!.render();
     assert.match(counted.body, /parley_s2s_stanzas_out_total\{outcome="bounced",kind="message"\} 2/);
+  });
+
+  it("a server that comes back within the queue's time gets what waited for it", async () => {
+    await alice.xmpp.send(xml("message", { to: "carol@late.test", type: "chat", id: "late" }, xml("body", {}, "are you there?")));
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.deepEqual(pair.a.s2s().outgoing.filter((o) => o.remote === "late.test").map((o) => [o.state, o.queued]), [["connecting", 1]]);
+    const late = await startTestServer({
+      hosts: ["late.test"],
+      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: pair.ports.late },
+      tls: { certificates: { "late.test": pki.files["late.test"]! } },
+      s2s: { caFiles: [pki.caFile], routes: { "a.test": `127.0.0.1:${pair.ports.a}` } },
+    });
+    try {
+      await late.accounts.create("carol@late.test", "pw");
+      const carol = await login(late, "carol", "late.test");
+      const got = await carol.waitFor((s) => s.is("message") && s.attrs.id === "late", 10_000);
+      assert.equal(got.getChildText("body"), "are you there?");
+      await carol.stop();
+    } finally {
+      await late.cleanup();
+    }
   });
 
   it("a stream that has not authenticated sends a stanza: not-authorized", async () => {

@@ -4,7 +4,9 @@
  * §8.3.3.15 remote-server-not-found ("a remote server or service specified as part or all of the
  * JID of the intended recipient does not exist or cannot be resolved") when the domain has no
  * address, §8.3.3.16 remote-server-timeout ("could not be contacted within a reasonable amount of
- * time") otherwise. Nothing is dropped silently. An idle stream is closed.
+ * time") otherwise, once a stream could not be set up before the queue's deadline — until then
+ * a failed attempt is retried with a growing delay, so a server that comes back gets what waited.
+ * Nothing is dropped silently. An idle stream is closed.
  *
  * What is delivered where is not decided here: the router hands over stanzas for remote domains
  * and takes back the bounces.
@@ -19,6 +21,10 @@ import type { ParserLimits } from "../parser.js";
 import type { TlsPolicy } from "../tls.js";
 import { OutgoingStream, type AuthMethod } from "./outgoing.js";
 import { resolveServer, type S2SDns, type Target } from "./resolve.js";
+
+/** Delays between attempts to reach a remote server: 1 s, 2 s, 4 s, … up to 30 s. */
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30_000;
 
 export interface S2SCounters {
   /** An outgoing stream authenticated, or failed before it did. */
@@ -65,6 +71,9 @@ interface Route {
   queue: Element[];
   /** Bounds the wait of the queue (while connecting) or the idle time (while ready). */
   timer: NodeJS.Timeout | undefined;
+  /** The next attempt after a failed one. */
+  retry: NodeJS.Timeout | undefined;
+  lastFailure: string | undefined;
   since: number;
 }
 
@@ -83,9 +92,11 @@ export class S2SPool {
     const key = `${from.domain} ${to.domain}`;
     let route = this.routes.get(key);
     if (!route) {
-      route = { local: from.domain, remote: to.domain, stream: undefined, queue: [], timer: undefined, since: Date.now() };
+      route = { local: from.domain, remote: to.domain, stream: undefined, queue: [], timer: undefined, retry: undefined, lastFailure: undefined, since: Date.now() };
       this.routes.set(key, route);
-      void this.connect(route);
+      route.timer = setTimeout(() => this.fail(route!, "remote-server-timeout", route!.lastFailure ?? "timed out"), this.opts.queueTimeoutMs);
+      route.timer.unref();
+      void this.connect(route, 0);
     }
     if (route.stream?.isReady) return this.write(route, stanza);
     if (route.queue.length >= this.opts.maxQueued) return this.bounce(stanza, "resource-constraint");
@@ -134,11 +145,9 @@ export class S2SPool {
     };
   }
 
-  private async connect(route: Route): Promise<void> {
-    route.timer = setTimeout(() => this.fail(route, "remote-server-timeout", "timed out"), this.opts.queueTimeoutMs);
-    route.timer.unref();
+  private async connect(route: Route, attempt: number): Promise<void> {
     const resolution = await resolveServer(route.remote, this.opts.dns, this.opts.routes);
-    if (this.routes.get(`${route.local} ${route.remote}`) !== route) return;
+    if (!this.current(route)) return;
     if ("unavailable" in resolution) return this.fail(route, "remote-server-not-found", resolution.unavailable);
     route.stream = new OutgoingStream(this.streamOptions(route.local, route.remote, resolution.targets), {
       ready: (method) => {
@@ -151,7 +160,14 @@ export class S2SPool {
       closed: (failure) => {
         if (failure !== undefined) {
           this.opts.counters?.outgoing("failed");
-          return this.fail(route, "remote-server-timeout", failure);
+          if (!this.current(route)) return;
+          route.stream = undefined;
+          route.lastFailure = failure;
+          const delay = Math.min(RETRY_FIRST_MS * 2 ** attempt, RETRY_MAX_MS);
+          this.opts.log.info({ stage: "s2s-out", domain: route.remote, reason: failure, retryInMs: delay, queued: route.queue.length }, "s2s outgoing stream failed");
+          route.retry = setTimeout(() => void this.connect(route, attempt + 1), delay);
+          route.retry.unref();
+          return;
         }
         this.forget(route);
         this.opts.log.info({ stage: "s2s-out", domain: route.remote, local: route.local }, "s2s outgoing stream closed");
@@ -191,12 +207,16 @@ export class S2SPool {
     for (const stanza of queued) this.bounce(stanza, condition);
   }
 
+  private current(route: Route): boolean {
+    return this.routes.get(`${route.local} ${route.remote}`) === route;
+  }
+
   /** Removes the route; false when it was already gone. */
   private forget(route: Route): boolean {
     clearTimeout(route.timer);
-    const key = `${route.local} ${route.remote}`;
-    if (this.routes.get(key) !== route) return false;
-    this.routes.delete(key);
+    clearTimeout(route.retry);
+    if (!this.current(route)) return false;
+    this.routes.delete(`${route.local} ${route.remote}`);
     return true;
   }
 
