@@ -152,6 +152,8 @@ export const ConfigSchema = z.strictObject({
     /** Refuse outgoing streams to servers whose certificate does not verify (no dialback then). */
     requireValidCertificates: z.boolean().default(false),
     connectTimeoutSeconds: z.number().positive().default(10),
+    /** An incoming stream that has authenticated no domain by then is closed (connection-timeout). */
+    authTimeoutSeconds: z.number().positive().default(30),
     /** The longest a stanza waits for a remote server before it bounces (remote-server-timeout). */
     queueTimeoutSeconds: z.number().positive().default(60),
     /** Stanzas waiting per remote domain; more bounce. */

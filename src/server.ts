@@ -335,7 +335,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       s2sListener = await listenS2S({
         host: config.listen.address, port: config.listen.s2s, tls: certificates, trust: s2sTrust,
         preAuth: config.limits.preAuth, postAuth: s2sPostAuth,
-        negotiationTimeoutMs: config.limits.negotiationTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
+        negotiationTimeoutMs: config.s2s.authTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
         dialback: config.s2s.dialback, isLocalDomain: (d) => router.isServed(d),
         route: (stanza) => void router.fromRemote(stanza),
         // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).

@@ -47,7 +47,8 @@ async function startPair(pki: Pki | undefined): Promise<Pair> {
     ...(pki ? { tls: { certificates: { [host]: pki.files[host]! } } } : {}),
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
-    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 6 },
+    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10,
+      authTimeoutSeconds: 2, maxStanzaBytes: 20_000 },
   });
   const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
   await a.accounts.create("alice@a.test", "pw");
@@ -147,7 +148,7 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.ok(notFound.getChild("error")!.getChild("remote-server-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas"));
     assert.equal(notFound.attrs.from, "x@nowhere.test");
     await alice.xmpp.send(xml("message", { to: "x@down.test", id: "down" }, xml("body", {}, "?")));
-    const timeout = await alice.waitFor((s) => s.attrs.id === "down" && s.attrs.type === "error", 10_000);
+    const timeout = await alice.waitFor((s) => s.attrs.id === "down" && s.attrs.type === "error", 15_000);
     assert.ok(timeout.getChild("error")!.getChild("remote-server-timeout", "urn:ietf:params:xml:ns:xmpp-stanzas"));
     const counted = await pair.a.metrics!.render();
     assert.match(counted.body, /parley_s2s_stanzas_out_total\{outcome="bounced",kind="message"\} 2/);
@@ -203,6 +204,35 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.equal(streamErrorOf(error), "invalid-from");
     await raw.closed;
     assert.ok(!bob.inbox.some((s) => s.attrs.id === "forged"), "bob sees nothing forged");
+  });
+
+  it("an oversized stanza, before and after authentication: policy-violation", async () => {
+    const pre = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test");
+    pre.raw.send(`<db:result from='evil.test' to='b.test'>${"a".repeat(9000)}</db:result>`);
+    const preError = await pre.raw.waitForElement((e) => e.is("error", NS_STREAMS));
+    assert.equal(streamErrorOf(preError), "policy-violation");
+    assert.ok(preError.getChild("stanza-too-big", "urn:xmpp:errors"));
+
+    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
+    raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
+    await raw.waitForElement((e) => e.is("success", NS_SASL));
+    raw.restartParser();
+    const mark = raw.elements.length;
+    raw.send(s2sHeader("b.test", "evil.test"));
+    await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
+    raw.send(`<message from='eve@evil.test' to='bob@b.test' id='fits'><body>${"x".repeat(15_000)}</body></message>`);
+    await bob.waitFor((s) => s.attrs.id === "fits", 5000);
+    raw.send(`<message from='eve@evil.test' to='bob@b.test' id='too-big'><body>${"x".repeat(25_000)}</body></message>`);
+    assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark)), "policy-violation");
+    await raw.closed;
+    assert.ok(!bob.inbox.some((s) => s.attrs.id === "too-big"));
+  });
+
+  it("a stream that never authenticates is closed: connection-timeout", async () => {
+    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test");
+    const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000);
+    assert.equal(streamErrorOf(error), "connection-timeout");
+    await raw.closed;
   });
 
   it("dialback with a key the authoritative server did not give: invalid", async () => {
