@@ -212,6 +212,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     httpRoutes.add("/admin", createWebAdmin({
       config, log, storage, sessions, accounts, router, metrics, modules, dataDir, secret,
       certificates: { certificates: () => certificatesFromPem(certificates.byHost.values()).certificates() },
+      // Read at request time, once the s2s pool and listener below exist.
+      federation: () => federationStatus(),
     }));
   }
   // The web endpoints (RFC 7395 WebSocket, XEP-0156 discovery, the chat page) on the HTTP listeners.
@@ -294,6 +296,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   }) : undefined;
   const detachRemote = s2s && router.attachRemote((stanza) => s2s.send(stanza));
   let s2sListener: IncomingListener | undefined;
+  const federationStatus = () => ({ outgoing: s2s?.status() ?? [], incoming: s2sListener?.status() ?? [] });
 
   // Listeners last: nothing reaches the server before every module is ready.
   const listeners: Array<C2SListener | ComponentListener | HttpListener | IncomingListener> = [];
@@ -364,7 +367,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let stopping: Promise<void> | undefined;
   return {
     config, log, storage, accounts, sessions, metrics, ports, bosh,
-    s2s: () => ({ outgoing: s2s?.status() ?? [], incoming: s2sListener?.status() ?? [] }),
+    s2s: federationStatus,
     certificates: () => certificates.certificates(),
     async reloadCertificates() {
       await certificates.reload();

@@ -11,6 +11,7 @@ import { RawClient } from "../helpers/raw.js";
 import { freePort, makePki, pem, type Pki } from "../helpers/s2s.js";
 import type { Element } from "@xmpp/xml";
 import { spawnSync } from "node:child_process";
+import { Agent, request } from "undici";
 
 const openssl = spawnSync("openssl", ["version"]).status === 0;
 if (!openssl) console.log("# SKIPPED e2e/s2s SASL EXTERNAL suite: the openssl command (for the test CA) is not installed");
@@ -43,7 +44,8 @@ async function startPair(pki: Pki | undefined): Promise<Pair> {
   const [portA, portB, noDns, down, late] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const start = (host: string, port: number, peer: string, peerPort: number) => startTestServer({
     hosts: [host],
-    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: port },
+    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: 0, http: null, s2s: port },
+    admins: [`admin@${host}`],
     ...(pki ? { tls: { certificates: { [host]: pki.files[host]! } } } : {}),
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
@@ -99,6 +101,28 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.deepEqual(pair.a.s2s().outgoing.map((o) => [o.remote, o.state, o.method]), [["b.test", "ready", "sasl-external"]]);
     assert.deepEqual(pair.b.s2s().outgoing.map((o) => [o.remote, o.state, o.method]), [["a.test", "ready", "sasl-external"]]);
     assert.deepEqual(pair.b.s2s().incoming.flatMap((i) => i.domains), [{ domain: "a.test", method: "sasl-external" }]);
+  });
+
+  it("the web admin's status page lists the s2s streams and how they authenticated", async () => {
+    await pair.a.accounts.create("admin@a.test", "admin-pw");
+    const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
+    const base = `https://127.0.0.1:${pair.a.ports.https}/admin`;
+    const get = (path: string, cookie?: string) => request(`${base}${path}`, { dispatcher, headers: cookie ? { cookie } : {} });
+    const form = await get("/login");
+    const formBody = await form.body.text();
+    const nonce = ([] as string[]).concat(form.headers["set-cookie"] ?? []).find((c) => c.startsWith("__Host-parley-login="))!.split(";")[0]!;
+    const token = /name="token" value="([^"]*)"/.exec(formBody)![1]!;
+    const posted = await request(`${base}/login`, {
+      method: "POST", dispatcher, headers: { cookie: nonce, "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ token, jid: "admin@a.test", password: "admin-pw" }).toString(),
+    });
+    await posted.body.text();
+    const session = ([] as string[]).concat(posted.headers["set-cookie"] ?? []).find((c) => c.startsWith("__Host-parley-admin="))!.split(";")[0]!;
+    const page = await (await get("", session)).body.text();
+    const federation = page.slice(page.indexOf("<h2>Federation</h2>"), page.indexOf("<h2>Storage</h2>"));
+    assert.match(federation, /<td>outgoing<\/td><td>a\.test<\/td><td>b\.test<\/td><td>ready<\/td><td>sasl-external<\/td>/);
+    assert.match(federation, /<td>incoming<\/td><td>a\.test<\/td><td>b\.test \(127\.0\.0\.1\)<\/td><td>ready<\/td><td>sasl-external<\/td>/);
+    await dispatcher.close();
   });
 
   it("a presence subscription across servers (RFC 6121 §3.1)", async () => {
