@@ -147,6 +147,10 @@ export const ConfigSchema = z.strictObject({
     routes: z.record(z.string().min(1), z.string().regex(/^[^\s]+:\d+$/, "must be host:port")).default({}),
     /** PEM files of the CAs trusted for remote servers' certificates (default: Node's bundled Mozilla roots). */
     caFiles: z.array(z.string()).default([]),
+    /** Federate only with these domains (and their subdomains); empty: with every domain not blocked. */
+    allowedDomains: z.array(z.string().min(1)).default([]),
+    /** Never federate with these domains (and their subdomains). */
+    blockedDomains: z.array(z.string().min(1)).default([]),
     /** XEP-0220 Server Dialback for peers whose certificate does not verify. */
     dialback: z.boolean().default(true),
     /** Refuse outgoing streams to servers whose certificate does not verify (no dialback then). */

@@ -27,6 +27,7 @@ import { listenS2S, type IncomingListener, type IncomingStatus } from "./xmpp/s2
 import { createDns, type Target } from "./xmpp/s2s/resolve.js";
 import { loadTrustAnchors } from "./xmpp/s2s/pkix.js";
 import { dialbackKey } from "./xmpp/s2s/dialback.js";
+import { domainPolicy } from "./xmpp/s2s/policy.js";
 import { HttpRoutes, listenHttp, type HttpListener } from "./http/server.js";
 import { C2SRegistry } from "./xmpp/c2s/registry.js";
 import { FastTokens } from "./auth/fast.js";
@@ -40,7 +41,8 @@ import { mountChat } from "./http/chat.js";
 import { NS } from "./xmpp/ns.js";
 import { BoshService } from "./xmpp/stream/bosh.js";
 import { BOSH_BODY_OVERHEAD, mountBosh } from "./http/bosh.js";
-import { StreamError } from "./errors.js";
+import { StanzaError, StreamError } from "./errors.js";
+import { tryParseJid } from "./xmpp/jid.js";
 import type { Module } from "./module.js";
 import { Metrics } from "./metrics/index.js";
 import { instrumentStorage } from "./metrics/storage.js";
@@ -294,7 +296,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     log,
     ...(metrics ? { counters: metrics } : {}),
   }) : undefined;
-  const detachRemote = s2s && router.attachRemote((stanza) => s2s.send(stanza));
+  const federates = domainPolicy(config.s2s.allowedDomains, config.s2s.blockedDomains);
+  // A domain the configuration excludes gets RFC 6120 §8.3.3.9 not-allowed, never a connection.
+  const detachRemote = s2s && router.attachRemote((stanza) =>
+    federates(tryParseJid(stanza.attrs.to)!.domain) ? s2s.send(stanza) : void router.bounce(stanza, new StanzaError("not-allowed")));
   let s2sListener: IncomingListener | undefined;
   const federationStatus = () => ({ outgoing: s2s?.status() ?? [], incoming: s2sListener?.status() ?? [] });
 
@@ -339,7 +344,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         host: config.listen.address, port: config.listen.s2s, tls: certificates, trust: s2sTrust,
         preAuth: config.limits.preAuth, postAuth: s2sPostAuth,
         negotiationTimeoutMs: config.s2s.authTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
-        dialback: config.s2s.dialback, isLocalDomain: (d) => router.isServed(d),
+        dialback: config.s2s.dialback, isLocalDomain: (d) => router.isServed(d), federates,
         route: (stanza) => void router.fromRemote(stanza),
         // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).
         verifyDialback: (local, remote, id, key) => s2s ? s2s.verifyDialback(local, remote, id, key) : Promise.resolve(false),

@@ -50,7 +50,7 @@ async function startPair(pki: Pki | undefined): Promise<Pair> {
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
     s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10,
-      authTimeoutSeconds: 2, maxStanzaBytes: 20_000 },
+      authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"] },
   });
   const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
   await a.accounts.create("alice@a.test", "pw");
@@ -250,6 +250,17 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark)), "policy-violation");
     await raw.closed;
     assert.ok(!bob.inbox.some((s) => s.attrs.id === "too-big"));
+  });
+
+  it("a blocked domain: its stanzas are refused both ways", async () => {
+    await alice.xmpp.send(xml("message", { to: "x@chat.blocked.test", id: "blocked" }, xml("body", {}, "?")));
+    const refused = await alice.waitFor((s) => s.attrs.id === "blocked" && s.attrs.type === "error", 5000);
+    assert.ok(refused.getChild("error")!.getChild("not-allowed", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+    assert.ok(!pair.a.s2s().outgoing.some((o) => o.remote.endsWith("blocked.test")), "no connection was tried");
+    const raw = await RawClient.open(pair.a.ports.s2s!, false);
+    raw.send(s2sHeader("a.test", "blocked.test"));
+    assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS))), "policy-violation");
+    await raw.closed;
   });
 
   it("a stream that never authenticates is closed: connection-timeout", async () => {

@@ -9,6 +9,21 @@ import { X509Certificate } from "node:crypto";
 import { orderSrv, resolveServer, type S2SDns, type SrvRecord } from "../../src/xmpp/s2s/resolve.js";
 import { dialbackKey, keysEqual } from "../../src/xmpp/s2s/dialback.js";
 import { certificateNamesDomain, verifyServerCertificate } from "../../src/xmpp/s2s/pkix.js";
+import { domainPolicy } from "../../src/xmpp/s2s/policy.js";
+
+describe("domain policy (s2s.allowedDomains / blockedDomains)", () => {
+  it("a listed domain covers its subdomains; blocked wins; an empty allowlist allows the rest", () => {
+    const open = domainPolicy([], ["Bad.example"]);
+    assert.equal(open("bad.example"), false);
+    assert.equal(open("conference.bad.example"), false);
+    assert.equal(open("notbad.example"), true, "a suffix that is not a label boundary does not match");
+    const closed = domainPolicy(["friend.example"], ["muc.friend.example"]);
+    assert.equal(closed("friend.example"), true);
+    assert.equal(closed("upload.friend.example"), true);
+    assert.equal(closed("muc.friend.example"), false);
+    assert.equal(closed("other.example"), false);
+  });
+});
 
 const srv = (name: string, priority: number, weight: number, port = 5269): SrvRecord => ({ name, port, priority, weight });
 

@@ -29,6 +29,7 @@ import { STARTTLS_FEATURE } from "../c2s/starttls.js";
 import { NS_DIALBACK, NS_DIALBACK_FEATURE, keysEqual } from "./dialback.js";
 import { verifyServerCertificate } from "./pkix.js";
 import type { AuthMethod } from "./outgoing.js";
+import type { DomainPolicy } from "./policy.js";
 
 export interface IncomingOptions {
   host: string;
@@ -44,6 +45,8 @@ export interface IncomingOptions {
   /** Offer XEP-0220 dialback to peers whose certificate does not verify. */
   dialback: boolean;
   isLocalDomain: (domain: string) => boolean;
+  /** Remote domains we federate with (config s2s.allowedDomains / blockedDomains). */
+  federates: DomainPolicy;
   /** The router's entry for remote stanzas. */
   route: (stanza: Element) => void;
   /** XEP-0220 §2.3: ask the authoritative server about a key (./pool.ts). */
@@ -114,6 +117,7 @@ class IncomingStream implements StreamOwner {
     if (this.local !== undefined && to !== this.local) return this.stream.error(new StreamError("host-unknown", "Another domain than before the restart"), this.local);
     this.local = to;
     this.peerDomain = header.attrs.from?.toLowerCase();
+    if (this.peerDomain !== undefined && !this.opts.federates(this.peerDomain)) return this.refuse(this.peerDomain);
     this.stream.open(to, "en", true, this.peerDomain);
     this.stream.features(this.features());
   }
@@ -162,6 +166,7 @@ class IncomingStream implements StreamOwner {
     // An empty response ("=") asks for the identity of the stream header.
     const authzid = text === "" || text === "=" ? this.peerDomain : Buffer.from(text, "base64").toString("utf8").toLowerCase();
     if (!authzid || (this.peerDomain !== undefined && authzid !== this.peerDomain)) return failure("invalid-authzid");
+    if (!this.opts.federates(authzid)) return this.refuse(authzid);
     if (!this.certificateVerifies(authzid)) {
       this.opts.counters?.incoming("failed");
       this.opts.log.info({ stage: "s2s-auth", domain: authzid, method: "sasl-external" }, "s2s incoming authentication failed");
@@ -184,6 +189,7 @@ class IncomingStream implements StreamOwner {
     if (!to || !this.opts.isLocalDomain(to)) return this.stream.error(new StreamError("host-unknown"));
     const remote = from.domain;
     if (this.opts.isLocalDomain(remote)) return this.stream.error(new StreamError("invalid-from"));
+    if (!this.opts.federates(remote)) return this.refuse(remote);
     const valid = await this.opts.verifyDialback(to, remote, this.stream.id, key);
     if (this.stream.isOver) return;
     this.stream.send(el("db:result", { from: to, to: remote, type: valid ? "valid" : "invalid" }).toString());
@@ -201,6 +207,12 @@ class IncomingStream implements StreamOwner {
     if (!this.opts.isLocalDomain(local)) return this.stream.error(new StreamError("host-unknown"));
     const valid = keysEqual(verify.text(), this.opts.dialbackKey(remote, local, id));
     this.stream.send(el("db:verify", { from: local, to: remote, id, type: valid ? "valid" : "invalid" }).toString());
+  }
+
+  /** RFC 6120 §4.9.3.14 policy-violation: a domain this server does not federate with. */
+  private refuse(domain: string): void {
+    this.opts.log.info({ stage: "s2s-in", domain }, "s2s incoming stream from a domain not federated with");
+    this.stream.error(new StreamError("policy-violation", "This server does not federate with that domain"), this.local);
   }
 
   private authenticated(domain: string, method: AuthMethod): void {
