@@ -15,6 +15,8 @@ import { freePort } from "../helpers/s2s.js";
 
 const KIT = resolve(process.env.PEERS_KIT_DIR ?? "../shared/peers", "peers");
 const NS_ROSTER = "jabber:iq:roster";
+const MUC = "http://jabber.org/protocol/muc";
+const RECEIPTS = "urn:xmpp:receipts";
 const PEERS = ["prosody", "ejabberd"] as const;
 
 function readEnv(): Record<string, string> {
@@ -87,12 +89,15 @@ for (const mode of MODES) describe(`interop: federation with Prosody and ejabber
         await friend?.stop();
       });
 
-      it("chat both ways", async () => {
+      it("chat both ways, with a receipt (XEP-0184)", async () => {
         const friendJid = `s2sfriend@${domain}`;
-        await alice.xmpp.send(xml("message", { to: friendJid, type: "chat", id: `${peer}-out` }, xml("body", {}, `to ${peer}`)));
+        await alice.xmpp.send(xml("message", { to: friendJid, type: "chat", id: `${peer}-out` }, xml("body", {}, `to ${peer}`), xml("request", { xmlns: RECEIPTS })));
         const got = await friend.waitFor((s) => s.is("message") && s.attrs.id === `${peer}-out`, 20_000);
         assert.equal(got.attrs.from, "alice@parley.test/r");
         assert.equal(got.getChildText("body"), `to ${peer}`);
+        await friend.xmpp.send(xml("message", { to: got.attrs.from, id: `${peer}-rcpt` }, xml("received", { xmlns: RECEIPTS, id: `${peer}-out` })));
+        const receipt = await alice.waitFor((s) => s.is("message") && s.getChild("received", RECEIPTS)?.attrs.id === `${peer}-out`, 20_000);
+        assert.equal(receipt.attrs.from, `${friendJid}/r`);
         await friend.xmpp.send(xml("message", { to: "alice@parley.test", type: "chat", id: `${peer}-in` }, xml("body", {}, `from ${peer}`)));
         const back = await alice.waitFor((s) => s.is("message") && s.attrs.id === `${peer}-in`, 20_000);
         assert.equal(back.attrs.from, `${friendJid}/r`);
@@ -102,6 +107,43 @@ for (const mode of MODES) describe(`interop: federation with Prosody and ejabber
         const incoming = server.s2s().incoming.flatMap((i) => i.domains).find((d) => d.domain === domain);
         assert.ok((mode.incoming as readonly string[]).includes(incoming?.method ?? ""), `the peer authenticated to Parley with ${incoming?.method}`);
         console.log(`# ${peer}, ${mode.name}: outgoing ${out?.method}, incoming ${incoming?.method}`);
+      });
+
+      it("disco#info on the other server, and a vCard across servers both ways", async () => {
+        const info = await alice.iq(xml("iq", { type: "get", to: domain }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
+        assert.equal(info.attrs.from, domain);
+        assert.ok(info.getChild("query")!.getChildren("identity").some((i) => i.attrs.category === "server"));
+        await friend.iq(xml("iq", { type: "set" }, xml("vCard", { xmlns: "vcard-temp" }, xml("FN", {}, `Friend on ${peer}`))));
+        const card = await alice.iq(xml("iq", { type: "get", to: `s2sfriend@${domain}` }, xml("vCard", { xmlns: "vcard-temp" })));
+        assert.equal(card.getChild("vCard", "vcard-temp")?.getChildText("FN"), `Friend on ${peer}`);
+        await alice.iq(xml("iq", { type: "set" }, xml("vCard", { xmlns: "vcard-temp" }, xml("FN", {}, "Alice of Parley"))));
+        const mine = await friend.iq(xml("iq", { type: "get", to: "alice@parley.test" }, xml("vCard", { xmlns: "vcard-temp" })));
+        assert.equal(mine.getChild("vCard", "vcard-temp")?.getChildText("FN"), "Alice of Parley");
+      });
+
+      /** `owner` creates `room` (an instant room, XEP-0045 §10.1.2), `guest` joins, both talk. */
+      const roomTalk = async (owner: Connected, ownerNick: string, guest: Connected, guestNick: string, room: string) => {
+        await owner.xmpp.send(xml("presence", { to: `${room}/${ownerNick}` }, xml("x", { xmlns: MUC })));
+        await owner.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/${ownerNick}`, 20_000);
+        await owner.iq(xml("iq", { type: "set", to: room }, xml("query", { xmlns: `${MUC}#owner` }, xml("x", { xmlns: "jabber:x:data", type: "submit" }))));
+        await guest.xmpp.send(xml("presence", { to: `${room}/${guestNick}` }, xml("x", { xmlns: MUC })));
+        const self = await guest.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/${guestNick}` && s.attrs.type === undefined, 20_000);
+        assert.ok(self.getChild("x", `${MUC}#user`)?.getChildren("status").some((st) => st.attrs.code === "110"), "the guest's self-presence");
+        await owner.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/${guestNick}`, 20_000);
+        await guest.xmpp.send(xml("message", { to: room, type: "groupchat" }, xml("body", {}, `hello from ${guestNick}`)));
+        await owner.waitFor((s) => s.is("message") && s.attrs.from === `${room}/${guestNick}` && s.getChildText("body") === `hello from ${guestNick}`, 20_000);
+        await owner.xmpp.send(xml("message", { to: room, type: "groupchat" }, xml("body", {}, `hello from ${ownerNick}`)));
+        await guest.waitFor((s) => s.is("message") && s.attrs.from === `${room}/${ownerNick}` && s.getChildText("body") === `hello from ${ownerNick}`, 20_000);
+        await guest.xmpp.send(xml("presence", { to: `${room}/${guestNick}`, type: "unavailable" }));
+        await owner.xmpp.send(xml("presence", { to: `${room}/${ownerNick}`, type: "unavailable" }));
+      };
+
+      it("the other server's user joins a room on Parley and talks", async () => {
+        await roomTalk(alice, "alice", friend, "friend", `from-${peer}-${mode.kitCertificate ? "ext" : "db"}-${Date.now()}@conference.parley.test`);
+      });
+
+      it("the Parley user joins a room on the other server and talks", async () => {
+        await roomTalk(friend, "friend", alice, "alice", `parley-${mode.kitCertificate ? "ext" : "db"}-${Date.now()}@${env[`PEERS_${peer.toUpperCase()}_MUC_DOMAIN`]}`);
       });
 
       it("presence subscription from the Parley user, approved on the other server", async () => {

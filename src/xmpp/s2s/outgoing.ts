@@ -73,6 +73,8 @@ export class OutgoingStream implements StreamOwner {
   private method: AuthMethod | undefined;
   private certificateVerified = false;
   private dialbackOffered = false;
+  /** Bounds a peer that goes silent during negotiation. */
+  private negotiation: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: OutgoingOptions, private readonly events: OutgoingEvents, private readonly verify?: VerifyRequest) {
     this.tryTarget(0);
@@ -127,9 +129,9 @@ export class OutgoingStream implements StreamOwner {
       this.stream = new XmlStream(transport, NS.SERVER, log, this, { namespaces: { db: NS_DIALBACK }, initiating: true });
       this.state = "pre-tls";
       this.open();
-      // Negotiation is bounded as a whole by the caller's queue timeout; this bounds a silent peer.
-      const silent = setTimeout(() => { if (!this.isReady && this.state !== "closed") this.close(new StreamError("connection-timeout")); }, this.opts.connectTimeoutMs * 3);
-      silent.unref();
+      // The caller's queue deadline bounds the whole; this frees a stream whose peer went silent.
+      this.negotiation = setTimeout(() => this.close(new StreamError("connection-timeout")), this.opts.connectTimeoutMs * 3);
+      this.negotiation.unref();
     });
   }
 
@@ -242,6 +244,7 @@ export class OutgoingStream implements StreamOwner {
   }
 
   private becomeReady(): void {
+    clearTimeout(this.negotiation);
     this.state = "ready";
     this.stream!.transport.setLimits(this.opts.limits);
     this.opts.log.info({ stage: "s2s-out", domain: this.opts.remote, local: this.opts.local, method: this.method, tls: this.stream!.transport.tls?.version }, "s2s outgoing stream authenticated");
@@ -257,6 +260,7 @@ export class OutgoingStream implements StreamOwner {
   }
 
   private end(failure: string | undefined): void {
+    clearTimeout(this.negotiation);
     if (this.state === "closed") return;
     const wasReady = this.state === "ready";
     this.state = "closed";
