@@ -143,6 +143,11 @@ class IncomingStream implements StreamOwner {
     const name = element.name;
     const isStanza = (name === "message" || name === "presence" || name === "iq") && element.attrs.xmlns === NS.SERVER;
     if (isStanza) return this.stanza(element);
+    // The peer's stream error: its close follows (the condition is logged, the stream then ends).
+    if (element.is("error", NS.STREAMS)) {
+      this.opts.log.info({ stage: "s2s-in", condition: element.children.find((c) => typeof c !== "string")?.name, domains: [...this.domains.keys()] }, "s2s peer sent a stream error");
+      return;
+    }
     if (!this.stream.transport.secure) {
       if (element.is("starttls", NS.TLS)) {
         this.stream.send(`<proceed xmlns='${NS.TLS}'/>`);

@@ -157,7 +157,11 @@ export class OutgoingStream implements StreamOwner {
   element(element: Element): void {
     const stream = this.stream!;
     if (element.is("features", NS.STREAMS)) return this.features(element);
-    if (element.is("error", NS.STREAMS)) return; // the close follows
+    if (element.is("error", NS.STREAMS)) {
+      // The close follows; the condition says why, for the log and the bounces' reason.
+      this.failure = `peer stream error ${element.children.find((c) => typeof c !== "string")?.name ?? ""}`;
+      return;
+    }
     switch (this.state) {
       case "pre-tls":
         if (element.is("proceed", NS_TLS)) {
