@@ -301,6 +301,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const detachRemote = s2s && router.attachRemote((stanza) =>
     federates(tryParseJid(stanza.attrs.to)!.domain) ? s2s.send(stanza) : void router.bounce(stanza, new StanzaError("not-allowed")));
   let s2sListener: IncomingListener | undefined;
+  const s2sAdmission = new Admission(throttle, config.s2s.maxConnectionsPerAddress);
   const federationStatus = () => ({ outgoing: s2s?.status() ?? [], incoming: s2sListener?.status() ?? [] });
 
   // Listeners last: nothing reaches the server before every module is ready.
@@ -349,6 +350,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).
         verifyDialback: (local, remote, id, key) => s2s ? s2s.verifyDialback(local, remote, id, key) : Promise.resolve(false),
         dialbackKey: s2sKey, log,
+        // Its own budget: remote servers do not take the connections of clients at the same address.
+        admit: (address) => s2sAdmission.admit(address),
         ...(metrics ? { counters: metrics } : {}),
       });
       listeners.push(s2sListener);

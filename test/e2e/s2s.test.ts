@@ -50,7 +50,7 @@ async function startPair(pki: Pki | undefined): Promise<Pair> {
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
     s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10,
-      authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"] },
+      authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"], maxConnectionsPerAddress: 4 },
   });
   const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
   await a.accounts.create("alice@a.test", "pw");
@@ -261,6 +261,19 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     raw.send(s2sHeader("a.test", "blocked.test"));
     assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS))), "policy-violation");
     await raw.closed;
+  });
+
+  it("no more than s2s.maxConnectionsPerAddress incoming connections from one address", async () => {
+    const held = await Promise.all(Array.from({ length: 4 }, () => RawClient.open(pair.b.ports.s2s!, false, "127.0.0.2")));
+    for (const raw of held) raw.send(s2sHeader("b.test", "evil.test"));
+    await Promise.all(held.map((raw) => raw.waitForElement((e) => e.is("features", NS_STREAMS))));
+    const fifth = await RawClient.open(pair.b.ports.s2s!, false, "127.0.0.2");
+    await fifth.closed;
+    assert.equal(fifth.text, "", "closed before a byte was sent");
+    // Other addresses (here: the other server, on 127.0.0.1) are not affected.
+    await alice.xmpp.send(xml("message", { to: "bob@b.test", id: "still" }, xml("body", {}, "still here")));
+    await bob.waitFor((s) => s.attrs.id === "still", 10_000);
+    for (const raw of held) raw.close();
   });
 
   it("a stream that never authenticates is closed: connection-timeout", async () => {

@@ -23,7 +23,7 @@ import { tryParseJid } from "../jid.js";
 import { StreamError } from "../../errors.js";
 import type { Logger } from "../../log.js";
 import type { TlsServing } from "../tls.js";
-import { TcpTransport } from "../stream/tcp.js";
+import { TcpTransport, normalizeAddress } from "../stream/tcp.js";
 import { XmlStream, checkHeader, type StreamEnding, type StreamOwner } from "../stream/xml-stream.js";
 import { STARTTLS_FEATURE } from "../c2s/starttls.js";
 import { NS_DIALBACK, NS_DIALBACK_FEATURE, keysEqual } from "./dialback.js";
@@ -52,6 +52,8 @@ export interface IncomingOptions {
   /** XEP-0220 §2.3: ask the authoritative server about a key (./pool.ts). */
   verifyDialback: (local: string, remote: string, streamId: string, key: string) => Promise<boolean>;
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
+  /** A connection slot for a remote address (the shared per-address limit); undefined: refused. */
+  admit: (address: string) => (() => void) | undefined;
   log: Logger;
   counters?: { incoming(outcome: AuthMethod | "failed"): void };
 }
@@ -81,7 +83,7 @@ class IncomingStream implements StreamOwner {
   private readonly since = Date.now();
   private readonly timers: NodeJS.Timeout[] = [];
 
-  constructor(socket: Socket, private readonly opts: IncomingOptions, private readonly live: Set<IncomingStream>) {
+  constructor(socket: Socket, private readonly opts: IncomingOptions, private readonly live: Set<IncomingStream>, private readonly release: () => void) {
     live.add(this);
     const upgrade = (plain: Socket) => new TLSSocket(plain, {
       isServer: true, secureContext: opts.tls.defaultTls, SNICallback: opts.tls.sniCallback,
@@ -248,6 +250,7 @@ class IncomingStream implements StreamOwner {
   ended(ending: StreamEnding): void {
     for (const t of this.timers) clearTimeout(t);
     this.live.delete(this);
+    this.release();
     if (ending.kind === "closed" && ending.error) this.opts.log.info({ stage: "s2s-in", condition: ending.error.condition, domains: [...this.domains.keys()] }, "s2s incoming stream error");
     if (this.domains.size) this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], how: ending.kind }, "s2s incoming stream closed");
   }
@@ -255,7 +258,14 @@ class IncomingStream implements StreamOwner {
 
 export async function listenS2S(opts: IncomingOptions): Promise<IncomingListener> {
   const live = new Set<IncomingStream>();
-  const server: Server = createServer((socket) => new IncomingStream(socket, opts, live));
+  const server: Server = createServer((socket) => {
+    const release = opts.admit(normalizeAddress(socket.remoteAddress));
+    if (!release) {
+      opts.log.info({ stage: "s2s-in", address: normalizeAddress(socket.remoteAddress) }, "s2s connection refused: too many from this address");
+      return void socket.destroy();
+    }
+    new IncomingStream(socket, opts, live, release);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.host, () => { server.off("error", reject); resolve(); });
