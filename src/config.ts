@@ -50,6 +50,8 @@ export const ConfigSchema = z.strictObject({
     c2sDirectTls: port.nullable().default(5223),
     /** Server-to-server (RFC 6120, federation); null turns incoming federation off. */
     s2s: port.nullable().default(5269),
+    /** Server-to-server over direct TLS (XEP-0368, ALPN xmpp-server; publish an _xmpps-server SRV record); off unless a port is given. */
+    s2sDirectTls: port.nullable().default(null),
     /** XEP-0114 external components (no TLS in that protocol): off unless a port is given. */
     component: port.nullable().default(null),
     componentAddress: z.string().default("127.0.0.1"),
@@ -143,8 +145,8 @@ export const ConfigSchema = z.strictObject({
     enabled: z.boolean().default(true),
     /** A DNS server for the SRV and address lookups, "address:port" (default: the system's). */
     dnsServer: z.string().regex(/^[^\s]+:\d+$/, "must be address:port, e.g. 127.0.0.1:53").optional(),
-    /** Static routes that replace DNS: remote domain → "host:port". */
-    routes: z.record(z.string().min(1), z.string().regex(/^[^\s]+:\d+$/, "must be host:port")).default({}),
+    /** Static routes that replace DNS: remote domain → "host:port" (STARTTLS) or "xmpps://host:port" (direct TLS, XEP-0368). */
+    routes: z.record(z.string().min(1), z.string().regex(/^(xmpps?:\/\/)?[^\s/]+:\d+$/, "must be host:port or xmpps://host:port")).default({}),
     /** PEM files of the CAs trusted for remote servers' certificates (default: Node's bundled Mozilla roots). */
     caFiles: z.array(z.string()).default([]),
     /** Federate only with these domains (and their subdomains); empty: with every domain not blocked. */

@@ -24,7 +24,7 @@ import { listenC2S, type C2SListener, type C2SListenerDeps } from "./xmpp/c2s/li
 import { listenComponents, type ComponentListener } from "./xmpp/component.js";
 import { S2SPool, type OutgoingStatus } from "./xmpp/s2s/pool.js";
 import { listenS2S, type IncomingListener, type IncomingStatus } from "./xmpp/s2s/incoming.js";
-import { createDns, type Target } from "./xmpp/s2s/resolve.js";
+import { createDns, parseRoute } from "./xmpp/s2s/resolve.js";
 import { loadTrustAnchors } from "./xmpp/s2s/pkix.js";
 import { dialbackKey } from "./xmpp/s2s/dialback.js";
 import { domainPolicy } from "./xmpp/s2s/policy.js";
@@ -60,7 +60,7 @@ export interface Server {
   readonly sessions: SessionTable;
   /** undefined when metrics.enabled is false. */
   readonly metrics: Metrics | undefined;
-  readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number; https?: number; http?: number; s2s?: number };
+  readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number; https?: number; http?: number; s2s?: number; s2sDirectTls?: number };
   /** Server-to-server streams up now, and how each authenticated. */
   s2s(): { outgoing: OutgoingStatus[]; incoming: IncomingStatus[] };
   /** Each host's certificate: names, expiry, where it comes from, the last failure (read-only). */
@@ -275,10 +275,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const s2sPostAuth = { ...config.limits.postAuth, maxStanzaBytes: config.s2s.maxStanzaBytes };
   const s2s = config.s2s.enabled ? new S2SPool({
     dns: s2sDns,
-    routes: new Map(Object.entries(config.s2s.routes).map(([domain, hostPort]): [string, Target] => {
-      const at = hostPort.lastIndexOf(":");
-      return [domain.toLowerCase(), { host: hostPort.slice(0, at), port: Number(hostPort.slice(at + 1)) }];
-    })),
+    routes: new Map(Object.entries(config.s2s.routes).map(([domain, route]) => [domain.toLowerCase(), parseRoute(route)])),
     trust: s2sTrust,
     tlsPolicy: certificates.policy,
     limits: s2sPostAuth,
@@ -300,9 +297,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // A domain the configuration excludes gets RFC 6120 §8.3.3.9 not-allowed, never a connection.
   const detachRemote = s2s && router.attachRemote((stanza) =>
     federates(tryParseJid(stanza.attrs.to)!.domain) ? s2s.send(stanza) : void router.bounce(stanza, new StanzaError("not-allowed")));
-  let s2sListener: IncomingListener | undefined;
+  const s2sListeners: IncomingListener[] = [];
   const s2sAdmission = new Admission(throttle, config.s2s.maxConnectionsPerAddress);
-  const federationStatus = () => ({ outgoing: s2s?.status() ?? [], incoming: s2sListener?.status() ?? [] });
+  const federationStatus = () => ({ outgoing: s2s?.status() ?? [], incoming: s2sListeners.flatMap((l) => l.status()) });
 
   // Listeners last: nothing reaches the server before every module is ready.
   const listeners: Array<C2SListener | ComponentListener | HttpListener | IncomingListener> = [];
@@ -340,22 +337,30 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       listeners.push(l);
       ports.component = l.port;
     }
+    const s2sListen = (port: number, directTls: boolean) => listenS2S({
+      host: config.listen.address, port, directTls, tls: certificates, tlsHandshakeTimeoutMs, trust: s2sTrust,
+      preAuth: config.limits.preAuth, postAuth: s2sPostAuth,
+      negotiationTimeoutMs: config.s2s.authTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
+      dialback: config.s2s.dialback, isLocalDomain: (d) => router.isServed(d), federates,
+      route: (stanza) => void router.fromRemote(stanza),
+      // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).
+      verifyDialback: (local, remote, id, key) => s2s ? s2s.verifyDialback(local, remote, id, key) : Promise.resolve(false),
+      dialbackKey: s2sKey, log,
+      // Its own budget: remote servers do not take the connections of clients at the same address.
+      admit: (address) => s2sAdmission.admit(address),
+      ...(metrics ? { counters: metrics } : {}),
+    });
     if (config.listen.s2s !== null) {
-      s2sListener = await listenS2S({
-        host: config.listen.address, port: config.listen.s2s, tls: certificates, trust: s2sTrust,
-        preAuth: config.limits.preAuth, postAuth: s2sPostAuth,
-        negotiationTimeoutMs: config.s2s.authTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
-        dialback: config.s2s.dialback, isLocalDomain: (d) => router.isServed(d), federates,
-        route: (stanza) => void router.fromRemote(stanza),
-        // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).
-        verifyDialback: (local, remote, id, key) => s2s ? s2s.verifyDialback(local, remote, id, key) : Promise.resolve(false),
-        dialbackKey: s2sKey, log,
-        // Its own budget: remote servers do not take the connections of clients at the same address.
-        admit: (address) => s2sAdmission.admit(address),
-        ...(metrics ? { counters: metrics } : {}),
-      });
-      listeners.push(s2sListener);
-      ports.s2s = s2sListener.port;
+      const l = await s2sListen(config.listen.s2s, false);
+      s2sListeners.push(l);
+      listeners.push(l);
+      ports.s2s = l.port;
+    }
+    if (config.listen.s2sDirectTls !== null) {
+      const l = await s2sListen(config.listen.s2sDirectTls, true);
+      s2sListeners.push(l);
+      listeners.push(l);
+      ports.s2sDirectTls = l.port;
     }
   } catch (err) {
     s2s?.stop();

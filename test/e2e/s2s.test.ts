@@ -40,16 +40,17 @@ async function rawS2S(port: number, to: string, from: string, tls: Parameters<Ra
 }
 
 /** Two servers, a.test and b.test, routed to each other; `pki` gives them CA-signed certificates, trusted. */
-async function startPair(pki: Pki | undefined): Promise<Pair> {
+async function startPair(pki: Pki | undefined, directTls = false): Promise<Pair> {
   const [portA, portB, noDns, down, late] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const start = (host: string, port: number, peer: string, peerPort: number) => startTestServer({
     hosts: [host],
-    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: 0, http: null, s2s: port },
+    // Direct TLS (XEP-0368): the pre-allocated port speaks TLS from the first byte, and the routes say so.
+    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: 0, http: null, ...(directTls ? { s2s: 0, s2sDirectTls: port } : { s2s: port }) },
     admins: [`admin@${host}`],
     ...(pki ? { tls: { certificates: { [host]: pki.files[host]! } } } : {}),
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
-    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10,
+    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `${directTls ? "xmpps://" : ""}127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10,
       authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"], maxConnectionsPerAddress: 4 },
   });
   const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
@@ -314,5 +315,28 @@ describe("s2s between two Parleys, certificates that do not verify (dialback, XE
     await chatBothWays(alice, bob, "db");
     assert.deepEqual(pair.a.s2s().outgoing.map((o) => [o.remote, o.method]), [["b.test", "dialback"]]);
     assert.deepEqual(pair.a.s2s().incoming.flatMap((i) => i.domains), [{ domain: "b.test", method: "dialback" }]);
+  });
+});
+
+describe("s2s over direct TLS (XEP-0368)", () => {
+  let pair: Pair;
+  let alice: Connected;
+  let bob: Connected;
+  before(async () => {
+    pair = await startPair(openssl ? makePki(["a.test", "b.test"]) : undefined, true);
+    alice = await login(pair.a, "alice", "a.test");
+    bob = await login(pair.b, "bob", "b.test");
+  });
+  after(async () => {
+    await alice?.stop();
+    await bob?.stop();
+    await pair?.a.cleanup();
+    await pair?.b.cleanup();
+  });
+
+  it("chat both ways over streams that start with TLS", async () => {
+    await chatBothWays(alice, bob, "direct");
+    assert.deepEqual(pair.b.s2s().incoming.map((i) => [i.directTls, i.domains.map((d) => d.domain)]), [[true, ["a.test"]]]);
+    assert.deepEqual(pair.a.s2s().incoming.map((i) => [i.directTls, i.domains.map((d) => d.domain)]), [[true, ["b.test"]]]);
   });
 });

@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
-import { orderSrv, resolveServer, type S2SDns, type SrvRecord } from "../../src/xmpp/s2s/resolve.js";
+import { orderSrv, parseRoute, resolveServer, type S2SDns, type SrvRecord } from "../../src/xmpp/s2s/resolve.js";
 import { dialbackKey, keysEqual } from "../../src/xmpp/s2s/dialback.js";
 import { certificateNamesDomain, verifyServerCertificate } from "../../src/xmpp/s2s/pkix.js";
 import { domainPolicy } from "../../src/xmpp/s2s/policy.js";
@@ -50,10 +50,26 @@ describe("SRV ordering (RFC 2782) and resolution (RFC 6120 §3.2)", () => {
     const d = dns({ "_xmpp-server._tcp.example.net": [srv("x2.example.net.", 20, 0, 5270), srv("x1.example.net.", 10, 0, 5269)] },
       { "x1.example.net": ["192.0.2.1", "2001:db8::1"], "x2.example.net": ["192.0.2.2"], "plain.example": ["192.0.2.9"] });
     assert.deepEqual(await resolveServer("example.net", d, new Map()), { targets: [
-      { host: "192.0.2.1", port: 5269 }, { host: "2001:db8::1", port: 5269 }, { host: "192.0.2.2", port: 5270 }] });
+      { host: "192.0.2.1", port: 5269, directTls: false }, { host: "2001:db8::1", port: 5269, directTls: false }, { host: "192.0.2.2", port: 5270, directTls: false }] });
     assert.deepEqual(await resolveServer("example.net", d, new Map([["example.net", { host: "127.0.0.1", port: 1 }]])), { targets: [{ host: "127.0.0.1", port: 1 }] });
-    assert.deepEqual(await resolveServer("plain.example", d, new Map()), { targets: [{ host: "192.0.2.9", port: 5269 }] });
+    assert.deepEqual(await resolveServer("plain.example", d, new Map()), { targets: [{ host: "192.0.2.9", port: 5269, directTls: false }] });
     assert.ok("unavailable" in await resolveServer("nowhere.example", d, new Map()));
+  });
+
+  it("XEP-0368: _xmpps-server records join the order; at equal priority direct TLS first", async () => {
+    const d = dns({
+      "_xmpps-server._tcp.both.example": [srv("tls.both.example", 10, 0, 5270), srv("late.both.example", 30, 0, 443)],
+      "_xmpp-server._tcp.both.example": [srv("plain.both.example", 10, 0, 5269), srv("early.both.example", 5, 0, 5269)],
+    }, { "tls.both.example": ["192.0.2.10"], "late.both.example": ["192.0.2.11"], "plain.both.example": ["192.0.2.12"], "early.both.example": ["192.0.2.13"] });
+    const r = await resolveServer("both.example", d, new Map());
+    assert.deepEqual("targets" in r && r.targets.map((t) => `${t.host}:${t.port}:${t.directTls ? "tls" : "starttls"}`),
+      ["192.0.2.13:5269:starttls", "192.0.2.10:5270:tls", "192.0.2.12:5269:starttls", "192.0.2.11:443:tls"]);
+  });
+
+  it("static routes: host:port is STARTTLS, xmpps://host:port direct TLS", () => {
+    assert.deepEqual(parseRoute("127.0.0.1:5269"), { host: "127.0.0.1", port: 5269, directTls: false });
+    assert.deepEqual(parseRoute("xmpps://xmpp.example.org:5270"), { host: "xmpp.example.org", port: 5270, directTls: true });
+    assert.deepEqual(parseRoute("xmpp://[2001:db8::1]:5269"), { host: "2001:db8::1", port: 5269, directTls: false });
   });
 
   it("a single SRV record with target '.' means no service: no fallback", async () => {

@@ -1,6 +1,7 @@
 /**
  * Incoming server-to-server streams (RFC 6120 §4–§6 and §13, version of March 2011): the
- * listener on listen.s2s (5269). STARTTLS first (RFC 7590 §3.3: TLS "is REQUIRED" between
+ * listener on listen.s2s (5269), and on listen.s2sDirectTls with TLS from the first byte (XEP-0368
+ * 1.1.0, ALPN "xmpp-server"). STARTTLS first (RFC 7590 §3.3: TLS "is REQUIRED" between
  * servers), then the peer authenticates a domain with SASL EXTERNAL and its certificate (RFC 6120
  * §6.4, XEP-0178 1.2) or with Server Dialback (XEP-0220 1.1.1), verified by calling the
  * authoritative server back.
@@ -14,7 +15,7 @@
  * - its 'to' must be one of ours: the server relays nothing for third parties (host-unknown).
  */
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { TLSSocket } from "node:tls";
+import { TLSSocket, createServer as createTlsServer } from "node:tls";
 import type { X509Certificate } from "node:crypto";
 import type { ParserLimits, StreamHeader } from "../parser.js";
 import { el, type Element } from "../xml.js";
@@ -23,6 +24,7 @@ import { tryParseJid } from "../jid.js";
 import { StreamError } from "../../errors.js";
 import type { Logger } from "../../log.js";
 import type { TlsServing } from "../tls.js";
+import { ACME_TLS_ALPN, type TlsListenerSource } from "../../tls/store.js";
 import { TcpTransport, normalizeAddress } from "../stream/tcp.js";
 import { XmlStream, checkHeader, type StreamEnding, type StreamOwner } from "../stream/xml-stream.js";
 import { STARTTLS_FEATURE } from "../c2s/starttls.js";
@@ -34,7 +36,10 @@ import type { DomainPolicy } from "./policy.js";
 export interface IncomingOptions {
   host: string;
   port: number;
-  tls: TlsServing;
+  /** TLS from the first byte (XEP-0368) instead of STARTTLS. */
+  directTls: boolean;
+  tls: TlsServing & TlsListenerSource;
+  tlsHandshakeTimeoutMs: number;
   trust: readonly X509Certificate[];
   preAuth: ParserLimits;
   postAuth: ParserLimits;
@@ -61,6 +66,7 @@ export interface IncomingOptions {
 /** What operators see of one incoming stream. */
 export interface IncomingStatus {
   address: string;
+  directTls: boolean;
   local: string | undefined;
   /** Domains authenticated on the stream, and how. */
   domains: Array<{ domain: string; method: AuthMethod }>;
@@ -72,6 +78,9 @@ export interface IncomingListener {
   status(): IncomingStatus[];
   close(): Promise<void>;
 }
+
+/** The peer's certificate is asked for and judged by ./pkix.ts: one that does not verify may still do dialback. */
+const PEER_CERTIFICATE = { requestCert: true, rejectUnauthorized: false } as const;
 
 class IncomingStream implements StreamOwner {
   private readonly stream: XmlStream;
@@ -85,12 +94,8 @@ class IncomingStream implements StreamOwner {
 
   constructor(socket: Socket, private readonly opts: IncomingOptions, private readonly live: Set<IncomingStream>, private readonly release: () => void) {
     live.add(this);
-    const upgrade = (plain: Socket) => new TLSSocket(plain, {
-      isServer: true, secureContext: opts.tls.defaultTls, SNICallback: opts.tls.sniCallback,
-      // The peer's certificate is asked for and judged by ./pkix.ts: one that does not verify may still do dialback.
-      requestCert: true, rejectUnauthorized: false,
-    });
-    this.stream = new XmlStream(new TcpTransport(socket, opts.preAuth, upgrade), NS.SERVER, opts.log, this, { namespaces: { db: NS_DIALBACK } });
+    const upgrade = (plain: Socket) => new TLSSocket(plain, { isServer: true, secureContext: opts.tls.defaultTls, SNICallback: opts.tls.sniCallback, ...PEER_CERTIFICATE });
+    this.stream = new XmlStream(new TcpTransport(socket, opts.preAuth, opts.directTls ? undefined : upgrade), NS.SERVER, opts.log, this, { namespaces: { db: NS_DIALBACK } });
     const negotiation = setTimeout(() => {
       if (!this.domains.size) this.stream.error(new StreamError("connection-timeout", "No domain authenticated in time"));
     }, opts.negotiationTimeoutMs);
@@ -104,7 +109,7 @@ class IncomingStream implements StreamOwner {
 
   get status(): IncomingStatus {
     return {
-      address: this.stream.transport.remoteAddress, local: this.local,
+      address: this.stream.transport.remoteAddress, directTls: this.opts.directTls, local: this.local,
       domains: [...this.domains].map(([domain, method]) => ({ domain, method })), since: new Date(this.since).toISOString(),
     };
   }
@@ -258,21 +263,37 @@ class IncomingStream implements StreamOwner {
 
 export async function listenS2S(opts: IncomingOptions): Promise<IncomingListener> {
   const live = new Set<IncomingStream>();
-  const server: Server = createServer((socket) => {
+  const accept = (socket: Socket) => {
     const release = opts.admit(normalizeAddress(socket.remoteAddress));
     if (!release) {
       opts.log.info({ stage: "s2s-in", address: normalizeAddress(socket.remoteAddress) }, "s2s connection refused: too many from this address");
       return void socket.destroy();
     }
     new IncomingStream(socket, opts, live, release);
-  });
+  };
+  let server: Server;
+  if (opts.directTls) {
+    const tlsServer = createTlsServer({ ...opts.tls.serverOptions("xmpp-server"), ...PEER_CERTIFICATE, handshakeTimeout: opts.tlsHandshakeTimeoutMs });
+    // A new default certificate applies to new handshakes; open connections keep theirs.
+    const unwatch = opts.tls.onChange(() => tlsServer.setSecureContext(opts.tls.contextOptions()));
+    tlsServer.once("close", unwatch);
+    tlsServer.on("secureConnection", (socket: TLSSocket) => {
+      // RFC 8737 §3: a TLS-ALPN-01 validation ends with the handshake; no stream follows.
+      if (socket.alpnProtocol === ACME_TLS_ALPN) return void socket.end();
+      accept(socket);
+    });
+    tlsServer.on("tlsClientError", (_err, socket) => socket.destroy());
+    server = tlsServer;
+  } else {
+    server = createServer(accept);
+  }
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.host, () => { server.off("error", reject); resolve(); });
   });
   server.on("error", (err) => opts.log.error({ err, stage: "listen" }, "s2s listener error"));
   const port = (server.address() as AddressInfo).port;
-  opts.log.info({ stage: "listen", port }, "s2s listening");
+  opts.log.info({ stage: "listen", port, directTls: opts.directTls }, "s2s listening");
   return {
     port,
     status: () => [...live].map((s) => s.status),

@@ -110,7 +110,10 @@ export class OutgoingStream implements StreamOwner {
     if (!target) return this.end(this.failure ?? "no target answered");
     const { log, remote } = this.opts;
     log.debug({ stage: "s2s-connect", domain: remote, host: target.host, port: target.port }, "s2s connecting");
-    const socket = netConnect({ host: target.host, port: target.port });
+    // XEP-0368: TLS from the first byte, ALPN "xmpp-server"; otherwise plain TCP and STARTTLS.
+    const socket: Socket = target.directTls
+      ? tlsConnect({ host: target.host, port: target.port, ...this.tlsOptions(), ALPNProtocols: ["xmpp-server"] })
+      : netConnect({ host: target.host, port: target.port });
     this.socket = socket;
     const timer = setTimeout(() => socket.destroy(new Error("connect timeout")), this.opts.connectTimeoutMs);
     timer.unref();
@@ -121,13 +124,13 @@ export class OutgoingStream implements StreamOwner {
       this.tryTarget(index + 1);
     };
     socket.once("error", failed);
-    socket.once("connect", () => {
+    socket.once(target.directTls ? "secureConnect" : "connect", () => {
       clearTimeout(timer);
       socket.off("error", failed);
       if (this.state === "closed") return void socket.destroy();
-      const transport = new TcpTransport(socket, this.opts.limits, (plain) => this.upgrade(plain));
+      const transport = new TcpTransport(socket, this.opts.limits, target.directTls ? undefined : (plain) => this.upgrade(plain));
       this.stream = new XmlStream(transport, NS.SERVER, log, this, { namespaces: { db: NS_DIALBACK }, initiating: true });
-      this.state = "pre-tls";
+      this.state = target.directTls ? "auth" : "pre-tls";
       this.open();
       // The caller's queue deadline bounds the whole; this frees a stream whose peer went silent.
       this.negotiation = setTimeout(() => this.close(new StreamError("connection-timeout")), this.opts.connectTimeoutMs * 3);
@@ -135,10 +138,14 @@ export class OutgoingStream implements StreamOwner {
     });
   }
 
-  private upgrade(plain: Socket): TLSSocket {
+  /** Verification is ours (./pkix.ts), so that the outcome can choose dialback (XEP-0344 §2.3). */
+  private tlsOptions() {
     const { remote, clientCertificate, tlsPolicy } = this.opts;
-    // Verification is ours (./pkix.ts), so that the outcome can choose dialback (XEP-0344 §2.3).
-    return tlsConnect({ socket: plain, servername: remote, ...clientCertificate, ...policyOptions(tlsPolicy), rejectUnauthorized: false });
+    return { servername: remote, ...clientCertificate, ...policyOptions(tlsPolicy), rejectUnauthorized: false };
+  }
+
+  private upgrade(plain: Socket): TLSSocket {
+    return tlsConnect({ socket: plain, ...this.tlsOptions() });
   }
 
   private open(): void {

@@ -9,6 +9,10 @@
  * determine the IP address, using the "xmpp-server" port of 5269". A single SRV record whose
  * target is "." means the service is decidedly not available (RFC 2782): no fallback then.
  *
+ * XEP-0368 (SRV records for XMPP over TLS, version 1.1.0): "_xmpps-server._tcp" records name
+ * ports that speak TLS from the first byte. Both sets are merged into one RFC 2782 order; at equal
+ * priority the direct-TLS ones go first (no STARTTLS round trip).
+ *
  * Static routes (configuration) come first; a configured DNS server replaces the system's.
  */
 import { Resolver, lookup } from "node:dns/promises";
@@ -26,6 +30,16 @@ export interface SrvRecord {
 export interface Target {
   host: string;
   port: number;
+  /** TLS from the first byte (XEP-0368), else STARTTLS. */
+  directTls?: boolean;
+}
+
+/** A static route from the configuration: "host:port" (STARTTLS) or "xmpps://host:port" (direct TLS). */
+export function parseRoute(route: string): Target {
+  const directTls = route.startsWith("xmpps://");
+  const hostPort = route.replace(/^xmpps?:\/\//, "");
+  const at = hostPort.lastIndexOf(":");
+  return { host: hostPort.slice(0, at).replace(/^\[(.*)\]$/, "$1"), port: Number(hostPort.slice(at + 1)), directTls };
 }
 
 /** The DNS questions s2s asks; tests and the peers kit pass their own server. */
@@ -56,10 +70,10 @@ export function createDns(server?: string): S2SDns {
  * weights ... a random number between 0 and the sum ... select the first record whose running
  * sum is greater than or equal to the random number"). `random` returns [0, 1).
  */
-export function orderSrv(records: readonly SrvRecord[], random: () => number = Math.random): SrvRecord[] {
-  const byPriority = new Map<number, SrvRecord[]>();
+export function orderSrv<R extends SrvRecord>(records: readonly R[], random: () => number = Math.random): R[] {
+  const byPriority = new Map<number, R[]>();
   for (const r of records) byPriority.set(r.priority, [...(byPriority.get(r.priority) ?? []), r]);
-  const out: SrvRecord[] = [];
+  const out: R[] = [];
   for (const priority of [...byPriority.keys()].sort((a, b) => a - b)) {
     // Zero-weight records first, so they have a small chance of being picked (RFC 2782).
     const left = byPriority.get(priority)!.sort((a, b) => a.weight - b.weight);
@@ -81,26 +95,41 @@ export type Resolution = { targets: Target[] } | { unavailable: string };
 export async function resolveServer(domain: string, dns: S2SDns, routes: ReadonlyMap<string, Target>): Promise<Resolution> {
   const route = routes.get(domain);
   if (route) return { targets: [route] };
-  let records: SrvRecord[] = [];
-  try {
-    records = await dns.srv(`_xmpp-server._tcp.${domain}`);
-  } catch {
-    // NXDOMAIN, no records, or a failed lookup: all fall back (§3.2.2).
+  /** The service's records; "refused" when a single record with target "." says it is decidedly not available (RFC 2782). */
+  const lookup = async (service: string): Promise<SrvRecord[] | "refused"> => {
+    try {
+      const records = await dns.srv(`_${service}._tcp.${domain}`);
+      return records.length === 1 && records[0]!.name === "." ? "refused" : records;
+    } catch {
+      // NXDOMAIN, no records, or a failed lookup: all fall back (§3.2.2).
+      return [];
+    }
+  };
+  const [direct, starttls] = await Promise.all([lookup("xmpps-server"), lookup("xmpp-server")]);
+  const tagged = [
+    ...(direct === "refused" ? [] : direct).map((r) => ({ ...r, directTls: true })),
+    ...(starttls === "refused" ? [] : starttls).map((r) => ({ ...r, directTls: false })),
+  ];
+  let hosts: Target[];
+  if (tagged.length) {
+    // A stable sort after the RFC 2782 order: ties in priority go to direct TLS.
+    const ordered = orderSrv(tagged).sort((a, b) => a.priority - b.priority || Number(b.directTls) - Number(a.directTls));
+    hosts = ordered.map((r) => ({ host: r.name.replace(/\.$/, ""), port: r.port, directTls: r.directTls }));
+  } else if (starttls === "refused") {
+    return { unavailable: "SRV says the service is not available" };
+  } else {
+    hosts = [{ host: domain, port: XMPP_SERVER_PORT, directTls: false }];
   }
-  if (records.length === 1 && records[0]!.name === ".") return { unavailable: "SRV says the service is not available" };
-  const hosts: Target[] = records.length
-    ? orderSrv(records).map((r) => ({ host: r.name.replace(/\.$/, ""), port: r.port }))
-    : [{ host: domain, port: XMPP_SERVER_PORT }];
   // Each host's addresses, in order; a host without any is skipped.
   const targets: Target[] = [];
-  for (const { host, port } of hosts) {
+  for (const { host, port, directTls } of hosts) {
     let addresses: string[] = [];
     try {
       addresses = await dns.addresses(host);
     } catch {
       // Skipped like a host without records.
     }
-    for (const address of addresses) targets.push({ host: address, port });
+    for (const address of addresses) targets.push({ host: address, port, directTls });
   }
   return targets.length ? { targets } : { unavailable: `no address for ${domain}` };
 }
