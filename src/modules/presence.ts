@@ -188,8 +188,8 @@ export const presence = defineModule({
 
     /**
      * A local user's subscription stanza for a contact on another server: the user's side of the
-     * state machine here (RFC 6121 §3.1.2: "the user's server MUST ... stamp the outbound
-     * subscription request with the bare JID"), then the router sends it on (chain unhandled).
+     * state machine here (RFC 6121 §3.1.2: stamped with the user's bare JID, roster updated and
+     * pushed), then the router sends it on (chain unhandled).
      */
     ctx.chain("presence/remote", async ({ stanza, from, to, origin }) => {
       const type = stanza.attrs.type as string | undefined;

@@ -5,8 +5,7 @@
  *   key = HMAC-SHA256( SHA256(Secret), { Receiving Server, ' ', Originating Server, ' ', Stream ID } )
  *
  * hex-encoded. The secret is the installation's (dataDir/secret.key), so a restarted server still
- * verifies the keys it handed out before (XEP-0185 §3: the secret is shared by all of a domain's
- * servers and "MUST NOT" be disclosed).
+ * verifies the keys it handed out before; it never leaves the server.
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 

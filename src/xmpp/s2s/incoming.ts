@@ -1,17 +1,17 @@
 /**
  * Incoming server-to-server streams (RFC 6120 §4–§6 and §13, version of March 2011): the
  * listener on listen.s2s (5269), and on listen.s2sDirectTls with TLS from the first byte (XEP-0368
- * 1.1.0, ALPN "xmpp-server"). STARTTLS first (RFC 7590 §3.3: TLS "is REQUIRED" between
- * servers), then the peer authenticates a domain with SASL EXTERNAL and its certificate (RFC 6120
+ * 1.1.0, ALPN "xmpp-server"). STARTTLS first (RFC 7590, RFC 6120 §5: this server offers it as
+ * mandatory-to-negotiate), then the peer authenticates a domain with SASL EXTERNAL and its certificate (RFC 6120
  * §6.4, XEP-0178 1.2) or with Server Dialback (XEP-0220 1.1.1), verified by calling the
  * authoritative server back.
  *
  * Every stanza is checked before it reaches the router:
  * - none before a domain is authenticated: RFC 6120 §4.9.3.12 not-authorized, "the entity has
  *   attempted to send XML stanzas ... before the stream has been authenticated";
- * - its 'from' must be a domain authenticated on this stream: §4.9.3.9 invalid-from, "the JID or
- *   hostname provided in a 'from' address does not match an authorized JID or validated domain as
- *   negotiated ... via SASL or Server Dialback";
+ * - its 'from' must be a domain authenticated on this stream: §4.9.3.9 invalid-from, "the data
+ *   provided in a 'from' attribute does not match an authorized JID or validated domain as
+ *   negotiated ... between two servers using SASL or Server Dialback";
  * - its 'to' must be one of ours: the server relays nothing for third parties (host-unknown).
  */
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
@@ -161,7 +161,7 @@ class IncomingStream implements StreamOwner {
         this.stream.transport.startTls!();
         return this.stream.restart(this.opts.preAuth);
       }
-      // RFC 7590 §3.3 via RFC 6120 §5.3.1: TLS is mandatory-to-negotiate here.
+      // RFC 6120 §5.3.1: TLS is mandatory-to-negotiate here (RFC 7590).
       return this.stream.error(new StreamError("policy-violation", "STARTTLS first"));
     }
     if (element.is("auth", NS.SASL) && !this.saslDone) return this.saslExternal(element);

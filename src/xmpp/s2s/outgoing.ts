@@ -4,8 +4,9 @@
  * SASL EXTERNAL with our certificate (RFC 6120 §6.4, XEP-0178 1.2) when the receiving server offers
  * it, else Server Dialback (XEP-0220 1.1.1).
  *
- * RFC 7590 §3.3: "the use of TLS ... is REQUIRED" between servers here: a receiving server that
- * does not offer STARTTLS fails the stream. Whether a remote certificate that does not verify may
+ * TLS is required between servers here (RFC 7590, RFC 6120 §5): a receiving server that does not
+ * offer STARTTLS fails the stream. XEP-0368 1.1.0 targets speak TLS from the first byte (ALPN
+ * "xmpp-server"). Whether a remote certificate that does not verify may
  * still be used with dialback is the caller's policy (`requireValidCertificate`).
  *
  * The stream also serves XEP-0220 §2.3 verification requests (`verify`): it then sends one

@@ -3,7 +3,7 @@
  * §13.7.1.2 and RFC 7590 apply it to XMPP.
  *
  * - The chain must lead to one of the configured trust anchors, every certificate in it valid now
- *   (RFC 6120 §13.7.2: the certificate "MUST" be checked "according to the rules ... of [PKIX]").
+ *   (RFC 6120 §13.7.2 asks for PKIX validation, RFC 5280).
  * - The leaf must name the domain (RFC 6125 §6.4): a dNSName, with a wildcard only as the whole
  *   leftmost label (§6.4.3: "*.example.com" matches "im.example.com", not "a.b.example.com" or
  *   "example.com"); the subject's CN only when the certificate has no DNS names (§6.4.4).

@@ -3,8 +3,8 @@
  * pair. Stanzas wait while the stream is set up; when it cannot be, each one is bounced — RFC 6120
  * §8.3.3.15 remote-server-not-found ("a remote server or service specified as part or all of the
  * JID of the intended recipient does not exist or cannot be resolved") when the domain has no
- * address, §8.3.3.16 remote-server-timeout ("could not be contacted within a reasonable amount of
- * time") otherwise, once a stream could not be set up before the queue's deadline — until then
+ * address, §8.3.3.16 remote-server-timeout (it "was resolved but communications could not be
+ * established within a reasonable amount of time") otherwise, once a stream could not be set up before the queue's deadline — until then
  * a failed attempt is retried with a growing delay, so a server that comes back gets what waited.
  * Nothing is dropped silently. An idle stream is closed.
  *

@@ -3,11 +3,10 @@
  * ordering.
  *
  * RFC 6120 §3.2.1: "The preferred process for FQDN resolution is to use [DNS-SRV] records", of
- * service "xmpp-server" over TCP; §3.2.2: "If the initiating entity has received a response to
- * its SRV query but it does not contain any SRV records, or if the SRV lookup fails, ... the
- * initiating entity SHOULD ... [fall back] to a normal IPv4/IPv6 address record resolution to
- * determine the IP address, using the "xmpp-server" port of 5269". A single SRV record whose
- * target is "." means the service is decidedly not available (RFC 2782): no fallback then.
+ * service "xmpp-server" over TCP. §3.2.2: when there are no SRV records or the lookup fails, the
+ * initiating entity falls back to the domain's own A/AAAA records on the "xmpp-server" port 5269.
+ * A single SRV record whose target is "." means the service is decidedly not available
+ * (RFC 2782): no fallback then.
  *
  * XEP-0368 (SRV records for XMPP over TLS, version 1.1.0): "_xmpps-server._tcp" records name
  * ports that speak TLS from the first byte. Both sets are merged into one RFC 2782 order; at equal
@@ -66,9 +65,10 @@ export function createDns(server?: string): S2SDns {
 }
 
 /**
- * RFC 2782: lowest priority first; within a priority, a weighted random order ("the sum of all
- * weights ... a random number between 0 and the sum ... select the first record whose running
- * sum is greater than or equal to the random number"). `random` returns [0, 1).
+ * RFC 2782: lowest priority first; within a priority, a weighted random order: "choose a uniform
+ * random number between 0 and the sum computed (inclusive), and select the RR whose running sum
+ * value is the first in the selected order which is greater than or equal to the random number
+ * selected". `random` returns [0, 1).
  */
 export function orderSrv<R extends SrvRecord>(records: readonly R[], random: () => number = Math.random): R[] {
   const byPriority = new Map<number, R[]>();
