@@ -193,7 +193,15 @@ export const presence = defineModule({
      */
     ctx.chain("presence/remote", async ({ stanza, from, to, origin }) => {
       const type = stanza.attrs.type as string | undefined;
-      if (!origin || !SUBSCRIPTION_TYPES.has(type!)) return undefined;
+      if (!origin) return undefined;
+      if (type === undefined || type === "unavailable") {
+        // RFC 6121 §4.6: directed presence to a remote entity (a room elsewhere, a contact without a
+        // subscription) is remembered, so that it gets unavailable when the session ends.
+        if (type === "unavailable") origin.directedPresence.delete(to.full);
+        else if (!hasFrom((await storage.roster.getItem(from.bare, to.bare))?.subscription)) origin.directedPresence.add(to.full);
+        return undefined;
+      }
+      if (!SUBSCRIPTION_TYPES.has(type)) return undefined;
       stanza.attrs.from = from.bare;
       stanza.attrs.to = to.bare;
       if (!(await outboundSubscription(from.bare, to.bare, type!))) return HANDLED;

@@ -165,6 +165,13 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     const got = await bob.waitFor((s) => s.is("message") && s.attrs.type === "groupchat" && s.attrs.from === `${room}/alice`, 10_000);
     assert.equal(got.getChildText("body"), "hi room");
     await alice.waitFor((s) => s.is("message") && s.attrs.type === "groupchat" && s.attrs.from === `${room}/alice` && s.getChildText("body") === "hi room", 10_000);
+    // A user who joined from a.test and disconnects leaves the room on b.test (RFC 6121 §4.6).
+    await pair.a.accounts.create("dave@a.test", "pw");
+    const dave = await login(pair.a, "dave", "a.test");
+    await dave.xmpp.send(xml("presence", { to: `${room}/dave` }, xml("x", { xmlns: MUC })));
+    await bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/dave` && s.attrs.type === undefined, 10_000);
+    await dave.stop();
+    await bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/dave` && s.attrs.type === "unavailable", 10_000);
   });
 
   it("a domain that cannot be resolved bounces with remote-server-not-found, a server that is down with remote-server-timeout", async () => {
