@@ -348,6 +348,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       dialbackKey: s2sKey, log,
       // Its own budget: remote servers do not take the connections of clients at the same address.
       admit: (address) => s2sAdmission.admit(address),
+      maxStanzasPerSecond: config.s2s.maxStanzasPerSecond,
       ...(metrics ? { counters: metrics } : {}),
     });
     if (config.listen.s2s !== null) {

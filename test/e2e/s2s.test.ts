@@ -51,7 +51,7 @@ async function startPair(pki: Pki | undefined, directTls = false): Promise<Pair>
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
     s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `${directTls ? "xmpps://" : ""}127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10,
-      authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"], maxConnectionsPerAddress: 4 },
+      authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"], maxConnectionsPerAddress: 4, maxStanzasPerSecond: 100 },
   });
   const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
   await a.accounts.create("alice@a.test", "pw");
@@ -258,6 +258,22 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark)), "policy-violation");
     await raw.closed;
     assert.ok(!bob.inbox.some((s) => s.attrs.id === "too-big"));
+  });
+
+  it("a flood: past the stanza rate the stream ends with policy-violation, and local users are spared most of it", async () => {
+    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
+    raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
+    await raw.waitForElement((e) => e.is("success", NS_SASL));
+    raw.restartParser();
+    const mark = raw.elements.length;
+    raw.send(s2sHeader("b.test", "evil.test"));
+    await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
+    raw.send(Array.from({ length: 1000 }, (_, i) => `<message from='eve@evil.test' to='bob@b.test' id='flood-${i}' type='headline'><body>${i}</body></message>`).join(""));
+    assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark)), "policy-violation");
+    await raw.closed;
+    await new Promise((r) => setTimeout(r, 300));
+    const reached = bob.inbox.filter((s) => s.attrs.id?.startsWith("flood-")).length;
+    assert.ok(reached <= 201, `${reached} of 1000 reached bob (the burst allows 200)`);
   });
 
   it("a blocked domain: its stanzas are refused both ways", async () => {

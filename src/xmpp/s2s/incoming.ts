@@ -57,6 +57,8 @@ export interface IncomingOptions {
   /** XEP-0220 §2.3: ask the authoritative server about a key (./pool.ts). */
   verifyDialback: (local: string, remote: string, streamId: string, key: string) => Promise<boolean>;
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
+  /** Stanzas per second a stream may send on average (bursts of twice that are fine). */
+  maxStanzasPerSecond: number;
   /** A connection slot for a remote address (the shared per-address limit); undefined: refused. */
   admit: (address: string) => (() => void) | undefined;
   log: Logger;
@@ -90,10 +92,14 @@ class IncomingStream implements StreamOwner {
   private readonly domains = new Map<string, AuthMethod>();
   private saslDone = false;
   private readonly since = Date.now();
+  /** A token bucket over stanzas: full at 2 s worth of the rate, refilled as time passes. */
+  private tokens: number;
+  private refilledAt = Date.now();
   private readonly timers: NodeJS.Timeout[] = [];
 
   constructor(socket: Socket, private readonly opts: IncomingOptions, private readonly live: Set<IncomingStream>, private readonly release: () => void) {
     live.add(this);
+    this.tokens = 2 * opts.maxStanzasPerSecond;
     const upgrade = (plain: Socket) => new TLSSocket(plain, { isServer: true, secureContext: opts.tls.defaultTls, SNICallback: opts.tls.sniCallback, ...PEER_CERTIFICATE });
     this.stream = new XmlStream(new TcpTransport(socket, opts.preAuth, opts.directTls ? undefined : upgrade), NS.SERVER, opts.log, this, { namespaces: { db: NS_DIALBACK } });
     const negotiation = setTimeout(() => {
@@ -236,6 +242,11 @@ class IncomingStream implements StreamOwner {
 
   private stanza(stanza: Element): void {
     if (!this.domains.size) return this.stream.error(new StreamError("not-authorized", "Authenticate first"));
+    if (!this.take()) {
+      // RFC 6120 §4.9.3.14 policy-violation: "the entity has violated some local service policy".
+      this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], rate: this.opts.maxStanzasPerSecond }, "s2s peer over its stanza rate");
+      return this.stream.error(new StreamError("policy-violation", "Too many stanzas"), this.local);
+    }
     const from = tryParseJid(stanza.attrs.from);
     const to = tryParseJid(stanza.attrs.to);
     if (!from || !to) return this.stream.error(new StreamError("improper-addressing", "Stanzas between servers need valid 'from' and 'to'"));
@@ -244,6 +255,16 @@ class IncomingStream implements StreamOwner {
     if (this.opts.log.isLevelEnabled("debug")) this.opts.log.debug({ stage: "s2s-in", tag: stanza.name, domain: from.domain }, "stanza received");
     stanza.attrs.xmlns = NS.CLIENT;
     this.opts.route(stanza);
+  }
+
+  private take(): boolean {
+    const now = Date.now();
+    const rate = this.opts.maxStanzasPerSecond;
+    this.tokens = Math.min(2 * rate, this.tokens + ((now - this.refilledAt) / 1000) * rate);
+    this.refilledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
   }
 
   drain(): void {}
