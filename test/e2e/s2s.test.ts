@@ -316,6 +316,12 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     raw.send("<message from='alice@a.test' to='bob@b.test' id='after-invalid'><body>x</body></message>");
     assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS))), "not-authorized");
   });
+
+  it("a stream that keeps asking for dialback callbacks is cut off (policy-violation)", async () => {
+    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test");
+    for (let i = 0; i < 9; i++) raw.send(`<db:result from='victim${i}.test' to='b.test'>${"0".repeat(64)}</db:result>`);
+    assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 10_000)), "policy-violation");
+  });
 });
 
 describe("s2s between two Parleys, certificates that do not verify (dialback, XEP-0220)", () => {

@@ -81,6 +81,12 @@ export interface IncomingListener {
   close(): Promise<void>;
 }
 
+/**
+ * Dialback requests one stream may make: each makes this server call another one back, so an
+ * unauthenticated peer must not turn us into a connection cannon (a few domains share a stream at most).
+ */
+const MAX_DIALBACK_REQUESTS = 8;
+
 /** The peer's certificate is asked for and judged by ./pkix.ts: one that does not verify may still do dialback. */
 const PEER_CERTIFICATE = { requestCert: true, rejectUnauthorized: false } as const;
 
@@ -91,6 +97,7 @@ class IncomingStream implements StreamOwner {
   private peerDomain: string | undefined;
   private readonly domains = new Map<string, AuthMethod>();
   private saslDone = false;
+  private dialbackRequests = 0;
   private readonly since = Date.now();
   /** A token bucket over stanzas: full at 2 s worth of the rate, refilled as time passes. */
   private tokens: number;
@@ -208,6 +215,7 @@ class IncomingStream implements StreamOwner {
     const remote = from.domain;
     if (this.opts.isLocalDomain(remote)) return this.stream.error(new StreamError("invalid-from"));
     if (!this.opts.federates(remote)) return this.refuse(remote);
+    if (++this.dialbackRequests > MAX_DIALBACK_REQUESTS) return this.stream.error(new StreamError("policy-violation", "Too many dialback requests"), this.local);
     const valid = await this.opts.verifyDialback(to, remote, this.stream.id, key);
     if (this.stream.isOver) return;
     this.stream.send(el("db:result", { from: to, to: remote, type: valid ? "valid" : "invalid" }).toString());
