@@ -174,6 +174,41 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     await bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/dave` && s.attrs.type === "unavailable", 10_000);
   });
 
+  it("carbons of a remote conversation reach the user's other resource, and both sides archive it (XEP-0280, XEP-0313)", async () => {
+    const CARBONS = "urn:xmpp:carbons:2";
+    const MAM = "urn:xmpp:mam:2";
+    const tablet = await connect({ port: pair.a.ports.c2s!, domain: "a.test", username: "alice", password: "pw", resource: "tablet" });
+    try {
+      await tablet.iq(xml("iq", { type: "set" }, xml("enable", { xmlns: CARBONS })));
+      await tablet.xmpp.send(xml("presence"));
+      await alice.xmpp.send(xml("message", { to: "bob@b.test", type: "chat", id: "carbon-out" }, xml("body", {}, "seen on the tablet")));
+      const sent = await tablet.waitFor((s) => s.getChild("sent", CARBONS) !== undefined, 10_000);
+      assert.equal(sent.getChild("sent", CARBONS)!.getChild("forwarded", "urn:xmpp:forward:0")!.getChild("message")!.attrs.id, "carbon-out");
+      await bob.waitFor((s) => s.attrs.id === "carbon-out", 10_000);
+      await bob.xmpp.send(xml("message", { to: "alice@a.test", type: "chat", id: "carbon-in" }, xml("body", {}, "to the bare JID")));
+      // Both resources have the same priority: one gets the message, the other a received carbon or the message itself.
+      await tablet.waitFor((s) => s.attrs.id === "carbon-in" || s.getChild("received", CARBONS)?.getChild("forwarded", "urn:xmpp:forward:0")?.getChild("message")?.attrs.id === "carbon-in", 10_000);
+      const archived = async (client: Connected, withJid: string, id: string) => {
+        const queryid = `q-${id}`;
+        const results: string[] = [];
+        const listener = (s: Element) => {
+          const r = s.getChild("result", MAM);
+          if (r?.attrs.queryid === queryid) results.push(r.getChild("forwarded", "urn:xmpp:forward:0")!.getChild("message")!.attrs.id);
+        };
+        (client.xmpp as unknown as NodeJS.EventEmitter).on("stanza", listener);
+        await client.iq(xml("iq", { type: "set" }, xml("query", { xmlns: MAM, queryid },
+          xml("x", { xmlns: "jabber:x:data", type: "submit" }, xml("field", { var: "FORM_TYPE", type: "hidden" }, xml("value", {}, MAM)), xml("field", { var: "with" }, xml("value", {}, withJid))))));
+        (client.xmpp as unknown as NodeJS.EventEmitter).off("stanza", listener);
+        assert.ok(results.includes(id), `${id} in ${results.join(",")}`);
+      };
+      await archived(alice, "bob@b.test", "carbon-out");
+      await archived(alice, "bob@b.test", "carbon-in");
+      await archived(bob, "alice@a.test", "carbon-out");
+    } finally {
+      await tablet.stop();
+    }
+  });
+
   it("a domain that cannot be resolved bounces with remote-server-not-found, a server that is down with remote-server-timeout", async () => {
     await alice.xmpp.send(xml("message", { to: "x@nowhere.test", id: "nf" }, xml("body", {}, "?")));
     const notFound = await alice.waitFor((s) => s.attrs.id === "nf" && s.attrs.type === "error", 10_000);
