@@ -167,6 +167,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       transportOf: (session) => session.transport,
       smQueues: () => smQueueLengths(sessions.all()),
       offlineStored: () => storage.offline.total(),
+      // Read at scrape time, once the s2s pool and listeners below exist.
+      federation: () => federationStatus(),
       ...(pushOptions ? { pushTimeoutMs: pushOptions.requestTimeoutSeconds * 1000 } : {}),
     });
     httpRoutes.add("/metrics", metricsHandler(metrics, { allowFrom: new AddressList(config.metrics.allowFrom), token: metricsToken }));

@@ -57,6 +57,8 @@ export interface MetricsSources {
   offlineStored(): Promise<number>;
   /** A push the push module sends counts as failed when no answer came within this time (absent: push is off). */
   pushTimeoutMs?: number;
+  /** The s2s streams up now: remote domain and how it authenticated. */
+  federation(): { outgoing: ReadonlyArray<{ local: string; remote: string; state: string; method?: string }>; incoming: ReadonlyArray<{ local: string | undefined; domains: ReadonlyArray<{ domain: string; method: string }> }> };
 }
 
 /** Counter children by label value, bound once: the hot path does not hash label sets. */
@@ -131,6 +133,16 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
       name: "parley_offline_messages", help: "Messages in offline storage (XEP-0160), all users", registers,
       async collect() {
         if (metrics.sources) this.set(await metrics.sources.offlineStored());
+      },
+    });
+    new Gauge({
+      name: "parley_s2s_connections", help: "Server-to-server streams up now, by direction, local and remote domain, state and authentication method",
+      labelNames: ["direction", "local", "remote", "state", "method"], registers,
+      collect() {
+        this.reset();
+        const federation = metrics.sources?.federation();
+        for (const o of federation?.outgoing ?? []) this.labels("out", o.local, o.remote, o.state, o.method ?? "").inc();
+        for (const i of federation?.incoming ?? []) for (const d of i.domains) this.labels("in", i.local ?? "", d.domain, "ready", d.method).inc();
       },
     });
     const stanzas = (direction: "in" | "out", help: string) => byKind(new Counter({ name: `parley_stanzas_${direction}_total`, help, labelNames: ["kind"], registers }));

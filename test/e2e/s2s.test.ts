@@ -10,7 +10,11 @@ import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import { RawClient } from "../helpers/raw.js";
 import { freePort, makePki, pem, type Pki } from "../helpers/s2s.js";
 import type { Element } from "@xmpp/xml";
-import { spawnSync } from "node:child_process";
+import { spawnSync, execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { Agent, request } from "undici";
 
 const openssl = spawnSync("openssl", ["version"]).status === 0;
@@ -124,6 +128,16 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.match(federation, /<td>outgoing<\/td><td>a\.test<\/td><td>b\.test<\/td><td>ready<\/td><td>sasl-external<\/td>/);
     assert.match(federation, /<td>incoming<\/td><td>a\.test<\/td><td>b\.test \(127\.0\.0\.1\)<\/td><td>ready<\/td><td>sasl-external<\/td>/);
     await dispatcher.close();
+  });
+
+  it("parley s2s lists the running server's streams (read from its metrics)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "parley-s2s-cli-"));
+    const config = join(dir, "parley.yaml");
+    writeFileSync(config, `hosts: [a.test]\ndataDir: ${dir}\nstorage: { driver: memory }\nlisten: { address: 127.0.0.1, https: ${pair.a.ports.https}, http: null }\n`);
+    const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", "src/main.ts", "s2s", "--config", config]);
+    const lines = stdout.trim().split("\n");
+    assert.ok(lines.includes("outgoing\ta.test -> b.test\tready\tsasl-external\t1 stream"), stdout);
+    assert.ok(lines.includes("incoming\ta.test <- b.test\tready\tsasl-external\t1 stream"), stdout);
   });
 
   it("a presence subscription across servers (RFC 6121 §3.1)", async () => {
