@@ -24,11 +24,16 @@ function readEnv(): Record<string, string> {
   return Object.fromEntries([...out.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!.replace(/^'|'$/g, "")]));
 }
 
+/** Whether this file started the peers (then it stops them when it is done, like the kit's selftest). */
+let startedHere = false;
+
 /** Starts the peers with Parley's s2s port in the kit's DNS zone; the reason when it cannot. */
 function startPeers(parleyPort: number): string | undefined {
   if (!existsSync(KIT)) return `the peers kit is not at ${KIT}`;
   if (process.getuid?.() !== 0) return "starting the peers needs root";
   if (spawnSync("sh", ["-c", "command -v prosody && command -v ejabberdctl"]).status !== 0) return "Prosody/ejabberd are not installed (../shared/peers/peers install)";
+  // `peers status` exits 0 when both servers are up already.
+  startedHere = spawnSync(KIT, ["status"]).status !== 0;
   const started = spawnSync(KIT, ["start", "all"], { env: { ...process.env, PARLEY_S2S_PORT: String(parleyPort) }, encoding: "utf8", timeout: 120_000 });
   if (started.status !== 0) return `peers start all failed: ${(started.stderr || started.stdout).trim().split("\n").pop()}`;
   return undefined;
@@ -37,6 +42,7 @@ function startPeers(parleyPort: number): string | undefined {
 const port = await freePort();
 const skipped = startPeers(port);
 if (skipped) console.log(`# SKIPPED interop/peers-s2s: ${skipped}`);
+after(() => { if (startedHere) spawnSync(KIT, ["stop", "all"], { timeout: 60_000 }); });
 
 /**
  * "kit certificate": the peers trust Parley's certificate, so both directions use SASL EXTERNAL.
