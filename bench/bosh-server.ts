@@ -14,7 +14,7 @@ const waitSeconds = Number(process.env.BENCH_BOSH_WAIT ?? 60);
 const dataDir = mkdtempSync(join(tmpdir(), "parley-bench-bosh-"));
 const server = await startServer(parseConfig({
   hosts: ["localhost"], dataDir,
-  listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: 0, http: null },
+  listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: 0, http: null },
   storage: { driver: "memory" },
   auth: { scramIterations: 4096 },
   limits: { maxConnectionsPerAddress: users + 100 },

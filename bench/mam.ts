@@ -41,7 +41,7 @@ async function withServer<T>(driver: "sqlite" | "postgres", mam: Record<string, 
   const storage = driver === "sqlite" ? { driver } : { driver, url: PG_URL, schema };
   const server = await startServer(parseConfig({
     hosts: ["localhost"], dataDir, storage,
-    listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: null, http: null },
+    listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: null, http: null },
     auth: { scramIterations: 4096 },
     modules: { mam },
   }), { log: silentLogger() });

@@ -70,7 +70,7 @@ if (pgUp) {
 } else console.log("| Postgres | skipped: not reachable | | |");
 
 // Drain: 100 queued messages for one user, time from available presence to the 100th delivery.
-const server = await startServer(parseConfig({ hosts: ["localhost"], dataDir: dir, listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: null, http: null }, auth: { scramIterations: 4096 } }), { log: silentLogger() });
+const server = await startServer(parseConfig({ hosts: ["localhost"], dataDir: dir, listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: null, http: null }, auth: { scramIterations: 4096 } }), { log: silentLogger() });
 await server.accounts.create("drain@localhost", "pw");
 await Promise.all(Array.from({ length: 100 }, (_, i) => server.storage.offline.append("drain@localhost", stanza(i).replace(/to="[^"]+"/, 'to="drain@localhost"'), Date.now(), 1e9)));
 const c = await rawSession(server.ports.c2sDirectTls!, "drain", "pw", "r");

@@ -22,7 +22,7 @@ const endpoint = `https://127.0.0.1:${(apns.address() as AddressInfo).port}`;
 writeFileSync(join(dir, "key.p8"), generateKeyPairSync("ec", { namedCurve: "prime256v1" }).privateKey.export({ type: "pkcs8", format: "pem" }));
 const server = await startServer(parseConfig({
   hosts: ["localhost"], dataDir: dir, storage: { driver: "sqlite" },
-  listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: null, http: null },
+  listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: null, http: null },
   auth: { scramIterations: 4096 },
   // coalesceSeconds 0: every message pushes, the worst case for the delivery path.
   modules: { push: { coalesceSeconds: 0 }, appserver: { apns: { keyFile: join(dir, "key.p8"), keyId: "K", teamId: "T", topic: "bench.app", production: endpoint, sandbox: endpoint, insecureTls: true } } },

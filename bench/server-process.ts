@@ -10,7 +10,7 @@ const users = Number(process.env.BENCH_USERS ?? 1000);
 const dataDir = mkdtempSync(join(tmpdir(), "parley-bench-"));
 const server = await startServer(parseConfig({
   hosts: ["localhost"], dataDir,
-  listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: null, http: null },
+  listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: null, http: null },
   storage: { driver: process.env.BENCH_STORAGE ?? "memory" },
   auth: { scramIterations: 4096 },
   limits: { maxConnectionsPerAddress: users + 100 },

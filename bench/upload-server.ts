@@ -38,7 +38,7 @@ if (process.env.BENCH_MODE === "raw") {
 } else {
   const server = await startServer(parseConfig({
     hosts: ["localhost"], dataDir, storage: { driver: "sqlite" },
-    listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: 0, http: null },
+    listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: 0, http: null },
     auth: { scramIterations: 4096 },
     modules: { upload: { quotaBytes: 0, dailyQuotaBytes: 0 } },
   }), { log: silentLogger() });

@@ -48,6 +48,10 @@ export const ConfigSchema = z.strictObject({
     c2s: port.nullable().default(5222),
     /** Direct TLS port (XEP-0368); null disables it. */
     c2sDirectTls: port.nullable().default(5223),
+    /** Server-to-server (RFC 6120, federation); null turns incoming federation off. */
+    s2s: port.nullable().default(5269),
+    /** Server-to-server over direct TLS (XEP-0368, ALPN xmpp-server; publish an _xmpps-server SRV record); off unless a port is given. */
+    s2sDirectTls: port.nullable().default(null),
     /** XEP-0114 external components (no TLS in that protocol): off unless a port is given. */
     component: port.nullable().default(null),
     componentAddress: z.string().default("127.0.0.1"),
@@ -134,6 +138,40 @@ export const ConfigSchema = z.strictObject({
     maxFailuresPerAddress: z.number().int().min(1).default(10),
     maxFailuresPerAccount: z.number().int().min(1).default(5),
     loginWindowMinutes: z.number().int().min(1).default(15),
+  }).prefault({}),
+  /** Federation with other XMPP servers (RFC 6120 server-to-server, RFC 7590, RFC 6125). */
+  s2s: z.strictObject({
+    /** Outgoing federation; off means stanzas for other domains bounce with remote-server-not-found. */
+    enabled: z.boolean().default(true),
+    /** A DNS server for the SRV and address lookups, "address:port" (default: the system's). */
+    dnsServer: z.string().regex(/^[^\s]+:\d+$/, "must be address:port, e.g. 127.0.0.1:53").optional(),
+    /** Static routes that replace DNS: remote domain → "host:port" (STARTTLS) or "xmpps://host:port" (direct TLS, XEP-0368). */
+    routes: z.record(z.string().min(1), z.string().regex(/^(xmpps?:\/\/)?[^\s/]+:\d+$/, "must be host:port or xmpps://host:port")).default({}),
+    /** PEM files of the CAs trusted for remote servers' certificates (default: Node's bundled Mozilla roots). */
+    caFiles: z.array(z.string()).default([]),
+    /** Federate only with these domains (and their subdomains); empty: with every domain not blocked. */
+    allowedDomains: z.array(z.string().min(1)).default([]),
+    /** Never federate with these domains (and their subdomains). */
+    blockedDomains: z.array(z.string().min(1)).default([]),
+    /** XEP-0220 Server Dialback for peers whose certificate does not verify. */
+    dialback: z.boolean().default(true),
+    /** Refuse outgoing streams to servers whose certificate does not verify (no dialback then). */
+    requireValidCertificates: z.boolean().default(false),
+    connectTimeoutSeconds: z.number().positive().default(10),
+    /** An incoming stream that has authenticated no domain by then is closed (connection-timeout). */
+    authTimeoutSeconds: z.number().positive().default(30),
+    /** The longest a stanza waits for a remote server before it bounces (remote-server-timeout). */
+    queueTimeoutSeconds: z.number().positive().default(60),
+    /** Stanzas waiting per remote domain; more bounce. */
+    maxQueuedStanzas: z.number().int().min(1).default(1000),
+    /** An outgoing stream with nothing to send, or an incoming one that hears nothing, closes after this. */
+    idleSeconds: z.number().positive().default(300),
+    /** Stanzas per second one incoming stream may send on average (bursts of twice that); past it the stream ends (policy-violation). */
+    maxStanzasPerSecond: z.number().int().min(1).default(2000),
+    /** Incoming s2s connections from one address at once (Prosody and ejabberd open one or two per domain). */
+    maxConnectionsPerAddress: z.number().int().min(1).default(20),
+    /** The largest stanza from a remote server once it authenticated (before that, limits.preAuth). */
+    maxStanzaBytes: z.number().int().min(10000).default(524288),
   }).prefault({}),
   /** XEP-0114 external components allowed to connect: domain → shared secret. */
   components: z.record(z.string().min(1), z.strictObject({ secret: z.string().min(8) })).default({}),

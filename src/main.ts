@@ -22,6 +22,7 @@ import { handlerTableMarkdown, startHarness } from "./module-harness.js";
 import { importPie } from "./migration/import.js";
 import { exportPie } from "./migration/export.js";
 import { ImportError } from "./migration/reader.js";
+import { Agent, request } from "undici";
 
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
 
@@ -44,6 +45,9 @@ Usage:
   parley reports [--limit N]                   abuse reports users filed while blocking (XEP-0377), newest first
   parley uploads usage                         uploaded files and bytes per user (XEP-0363)
   parley uploads prune --older-than DAYS       delete uploads older than DAYS now (any purpose)
+  parley s2s [--url URL]                       the running server's server-to-server streams and how each
+                                               authenticated (read from its /metrics; URL defaults to the
+                                               configured plain HTTP, else HTTPS, listener on loopback)
 
 The configuration defaults to config/parley.yaml, else config/parley.example.yaml.
 `;
@@ -64,6 +68,14 @@ class UsageError extends Error {}
 /** The MUC service domain of a host, as the muc module's `domain` option makes it. */
 const mucService = (c: Config) => (host: string) =>
   ((c.modules as Record<string, { domain?: string } | undefined>).muc?.domain ?? "conference.{host}").replace("{host}", host);
+/** Where the running server's metrics are, from this side of the machine. */
+function metricsUrl(c: Config): string | undefined {
+  if (!c.metrics.enabled) return undefined;
+  const loopback = (address: string) => (address === "::" || address === "0.0.0.0" ? "127.0.0.1" : address.includes(":") ? `[${address}]` : address);
+  if (c.listen.http !== null) return `http://${loopback(c.listen.httpAddress)}:${c.listen.http}/metrics`;
+  if (c.listen.https !== null) return `https://${loopback(c.listen.address)}:${c.listen.https}/metrics`;
+  return undefined;
+}
 
 function configPath(explicit: string | undefined): string {
   if (explicit) return explicit;
@@ -238,6 +250,22 @@ async function run(argv: string[]): Promise<number> {
         return EXIT.ok;
       }
       throw new UsageError("parley uploads usage|prune --older-than DAYS");
+    }
+    case "s2s": {
+      const c = config();
+      const url = takeOption(args, "--url") ?? metricsUrl(c);
+      if (!url) throw new UsageError("metrics are off or no HTTP listener is configured: give --url, or see the web admin's status page");
+      const token = c.metrics.tokenFile ? readFileSync(c.metrics.tokenFile, "utf8").split(/\r?\n/)[0]!.trim() : c.metrics.token;
+      // The server's own listener on loopback: its certificate may be self-signed.
+      const reply = await request(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, dispatcher: new Agent({ connect: { rejectUnauthorized: false } }) });
+      const body = await reply.body.text();
+      if (reply.statusCode !== 200) throw new Error(`${url} answered ${reply.statusCode}`);
+      const rows = [...body.matchAll(/^parley_s2s_connections\{direction="(\w+)",local="([^"]*)",remote="([^"]*)",state="(\w+)",method="([^"]*)"\} (\d+)/gm)];
+      for (const [, direction, local, remote, state, method, count] of rows) {
+        console.log(`${direction === "out" ? "outgoing" : "incoming"}\t${local} ${direction === "out" ? "->" : "<-"} ${remote}\t${state}\t${method || "-"}\t${count} stream${count === "1" ? "" : "s"}`);
+      }
+      if (rows.length === 0) console.error("no server-to-server streams");
+      return EXIT.ok;
     }
     case "--version":
     case "version":

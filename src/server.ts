@@ -22,6 +22,12 @@ import { CertificateStore, type CertificateStatus } from "./tls/store.js";
 import { AcmeManager, ACME_CHALLENGE_PREFIX } from "./acme/manager.js";
 import { listenC2S, type C2SListener, type C2SListenerDeps } from "./xmpp/c2s/listener.js";
 import { listenComponents, type ComponentListener } from "./xmpp/component.js";
+import { S2SPool, type OutgoingStatus } from "./xmpp/s2s/pool.js";
+import { listenS2S, type IncomingListener, type IncomingStatus } from "./xmpp/s2s/incoming.js";
+import { createDns, parseRoute } from "./xmpp/s2s/resolve.js";
+import { loadTrustAnchors } from "./xmpp/s2s/pkix.js";
+import { dialbackKey } from "./xmpp/s2s/dialback.js";
+import { domainPolicy } from "./xmpp/s2s/policy.js";
 import { HttpRoutes, listenHttp, type HttpListener } from "./http/server.js";
 import { C2SRegistry } from "./xmpp/c2s/registry.js";
 import { FastTokens } from "./auth/fast.js";
@@ -35,7 +41,8 @@ import { mountChat } from "./http/chat.js";
 import { NS } from "./xmpp/ns.js";
 import { BoshService } from "./xmpp/stream/bosh.js";
 import { BOSH_BODY_OVERHEAD, mountBosh } from "./http/bosh.js";
-import { StreamError } from "./errors.js";
+import { StanzaError, StreamError } from "./errors.js";
+import { tryParseJid } from "./xmpp/jid.js";
 import type { Module } from "./module.js";
 import { Metrics } from "./metrics/index.js";
 import { instrumentStorage } from "./metrics/storage.js";
@@ -53,7 +60,9 @@ export interface Server {
   readonly sessions: SessionTable;
   /** undefined when metrics.enabled is false. */
   readonly metrics: Metrics | undefined;
-  readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number; https?: number; http?: number };
+  readonly ports: { c2s?: number; c2sDirectTls?: number; component?: number; https?: number; http?: number; s2s?: number; s2sDirectTls?: number };
+  /** Server-to-server streams up now, and how each authenticated. */
+  s2s(): { outgoing: OutgoingStatus[]; incoming: IncomingStatus[] };
   /** Each host's certificate: names, expiry, where it comes from, the last failure (read-only). */
   certificates(): CertificateStatus[];
   /** Re-reads certificate files and runs due ACME orders now (SIGHUP). */
@@ -158,6 +167,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       transportOf: (session) => session.transport,
       smQueues: () => smQueueLengths(sessions.all()),
       offlineStored: () => storage.offline.total(),
+      // Read at scrape time, once the s2s pool and listeners below exist.
+      federation: () => federationStatus(),
       ...(pushOptions ? { pushTimeoutMs: pushOptions.requestTimeoutSeconds * 1000 } : {}),
     });
     httpRoutes.add("/metrics", metricsHandler(metrics, { allowFrom: new AddressList(config.metrics.allowFrom), token: metricsToken }));
@@ -205,6 +216,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     httpRoutes.add("/admin", createWebAdmin({
       config, log, storage, sessions, accounts, router, metrics, modules, dataDir, secret,
       certificates: { certificates: () => certificatesFromPem(certificates.byHost.values()).certificates() },
+      // Read at request time, once the s2s pool and listener below exist.
+      federation: () => federationStatus(),
     }));
   }
   // The web endpoints (RFC 7395 WebSocket, XEP-0156 discovery, the chat page) on the HTTP listeners.
@@ -256,8 +269,42 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
   }
 
+  // Federation (RFC 6120 server-to-server): stanzas for remote domains go out through the pool;
+  // the router decides what is remote, the pool only how it gets there.
+  const s2sTrust = loadTrustAnchors(config.s2s.caFiles);
+  const s2sDns = createDns(config.s2s.dnsServer);
+  const s2sKey = (receiving: string, originating: string, streamId: string) => dialbackKey(secret, receiving, originating, streamId);
+  const s2sPostAuth = { ...config.limits.postAuth, maxStanzaBytes: config.s2s.maxStanzaBytes };
+  const s2s = config.s2s.enabled ? new S2SPool({
+    dns: s2sDns,
+    routes: new Map(Object.entries(config.s2s.routes).map(([domain, route]) => [domain.toLowerCase(), parseRoute(route)])),
+    trust: s2sTrust,
+    tlsPolicy: certificates.policy,
+    limits: s2sPostAuth,
+    connectTimeoutMs: config.s2s.connectTimeoutSeconds * 1000,
+    queueTimeoutMs: config.s2s.queueTimeoutSeconds * 1000,
+    idleMs: config.s2s.idleSeconds * 1000,
+    maxQueued: config.s2s.maxQueuedStanzas,
+    requireValidCertificate: config.s2s.requireValidCertificates,
+    certificateFor: (domain) => {
+      const tls = certificates.byHost.get(hostOf(domain)) ?? certificates.byHost.get(config.hosts[0]!)!;
+      return { cert: tls.cert, key: tls.key };
+    },
+    dialbackKey: s2sKey,
+    bounce: (stanza, error) => void router.bounce(stanza, error),
+    log,
+    ...(metrics ? { counters: metrics } : {}),
+  }) : undefined;
+  const federates = domainPolicy(config.s2s.allowedDomains, config.s2s.blockedDomains);
+  // A domain the configuration excludes gets RFC 6120 §8.3.3.9 not-allowed, never a connection.
+  const detachRemote = s2s && router.attachRemote((stanza) =>
+    federates(tryParseJid(stanza.attrs.to)!.domain) ? s2s.send(stanza) : void router.bounce(stanza, new StanzaError("not-allowed")));
+  const s2sListeners: IncomingListener[] = [];
+  const s2sAdmission = new Admission(throttle, config.s2s.maxConnectionsPerAddress);
+  const federationStatus = () => ({ outgoing: s2s?.status() ?? [], incoming: s2sListeners.flatMap((l) => l.status()) });
+
   // Listeners last: nothing reaches the server before every module is ready.
-  const listeners: Array<C2SListener | ComponentListener | HttpListener> = [];
+  const listeners: Array<C2SListener | ComponentListener | HttpListener | IncomingListener> = [];
   const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
   const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, tls: certificates, ...(metrics ? { metrics } : {}) };
   try {
@@ -292,7 +339,35 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       listeners.push(l);
       ports.component = l.port;
     }
+    const s2sListen = (port: number, directTls: boolean) => listenS2S({
+      host: config.listen.address, port, directTls, tls: certificates, tlsHandshakeTimeoutMs, trust: s2sTrust,
+      preAuth: config.limits.preAuth, postAuth: s2sPostAuth,
+      negotiationTimeoutMs: config.s2s.authTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
+      dialback: config.s2s.dialback, isLocalDomain: (d) => router.isServed(d), federates,
+      route: (stanza) => void router.fromRemote(stanza),
+      // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).
+      verifyDialback: (local, remote, id, key) => s2s ? s2s.verifyDialback(local, remote, id, key) : Promise.resolve(false),
+      dialbackKey: s2sKey, log,
+      // Its own budget: remote servers do not take the connections of clients at the same address.
+      admit: (address) => s2sAdmission.admit(address),
+      maxStanzasPerSecond: config.s2s.maxStanzasPerSecond,
+      ...(metrics ? { counters: metrics } : {}),
+    });
+    if (config.listen.s2s !== null) {
+      const l = await s2sListen(config.listen.s2s, false);
+      s2sListeners.push(l);
+      listeners.push(l);
+      ports.s2s = l.port;
+    }
+    if (config.listen.s2sDirectTls !== null) {
+      const l = await s2sListen(config.listen.s2sDirectTls, true);
+      s2sListeners.push(l);
+      listeners.push(l);
+      ports.s2sDirectTls = l.port;
+    }
   } catch (err) {
+    s2s?.stop();
+    detachRemote?.();
     web?.close();
     await Promise.all(listeners.map((l) => l.close()));
     certificates.close();
@@ -308,6 +383,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let stopping: Promise<void> | undefined;
   return {
     config, log, storage, accounts, sessions, metrics, ports, bosh,
+    s2s: federationStatus,
     certificates: () => certificates.certificates(),
     async reloadCertificates() {
       await certificates.reload();
@@ -323,6 +399,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         // on the requests they have open.
         bosh?.shutdown();
         await boshEndpoint?.flushed();
+        // Stanzas still waiting for a remote server bounce to their local senders while those are connected.
+        s2s?.stop();
+        detachRemote?.();
         const closing = Promise.all(listeners.map((l) => l.close()));
         // RFC 6120 §4.9.3.20: clients learn the server is going down. Their sessions end, so
         // unacknowledged messages go to offline storage (P5) before storage closes.

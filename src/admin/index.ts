@@ -20,7 +20,7 @@ import { createLocalFileStore } from "../storage/files/index.js";
 import { createAdminActions } from "./actions.js";
 import { AdminLogins } from "./auth.js";
 import { createRoomAdmin, createUploadAdmin, type CertificateSource } from "./sources.js";
-import { webAdminHandler } from "./web.js";
+import { webAdminHandler, type FederationSource } from "./web.js";
 
 export interface WebAdminParts {
   config: Config;
@@ -35,6 +35,8 @@ export interface WebAdminParts {
   modules: ReadonlyArray<{ module: Module<any>; options: unknown }>;
   dataDir: string;
   secret: Buffer;
+  /** The server-to-server streams up now (read at each request). */
+  federation: FederationSource;
 }
 
 export function createWebAdmin(p: WebAdminParts): HttpHandler {
@@ -45,7 +47,7 @@ export function createWebAdmin(p: WebAdminParts): HttpHandler {
   const services = mucOptions ? config.hosts.map((h) => mucOptions.domain.replace("{host}", h)) : [];
   return webAdminHandler({
     config, log: p.log.child({ component: "webadmin" }), storage: p.storage, sessions: p.sessions, metrics: p.metrics,
-    startedAt: Date.now(), certificates: p.certificates,
+    startedAt: Date.now(), certificates: p.certificates, federation: p.federation,
     actions: createAdminActions({ hosts: config.hosts, accounts: p.accounts, storage: p.storage, sessions: p.sessions, deliver: (s, stanza) => p.router.deliver(s, stanza) }),
     logins: new AdminLogins({
       storage: p.storage, admins: new Set(config.admins), hosts: config.hosts, scramIterations: config.auth.scramIterations,

@@ -21,6 +21,12 @@ import { AdminLogins, LOGIN_COOKIE, SESSION_COOKIE, sameSecret, type AdminSessio
 import { CONTENT_SECURITY_POLICY, STYLESHEET, button, csrfField, document, html, page, type Html } from "./html.js";
 import type { CertificateSource, RoomAdmin, UploadAdmin } from "./sources.js";
 
+/** What the status page shows of federation: the s2s streams up now and how each authenticated. */
+export type FederationSource = () => {
+  outgoing: ReadonlyArray<{ local: string; remote: string; state: string; method?: string; queued: number; since: string }>;
+  incoming: ReadonlyArray<{ address: string; local: string | undefined; domains: ReadonlyArray<{ domain: string; method: string }>; since: string }>;
+};
+
 export interface WebAdminDeps {
   config: Config;
   log: Logger;
@@ -32,6 +38,7 @@ export interface WebAdminDeps {
   rooms: RoomAdmin | undefined;
   uploads: UploadAdmin | undefined;
   metrics: Metrics | undefined;
+  federation: FederationSource;
   startedAt: number;
 }
 
@@ -136,6 +143,14 @@ export function webAdminHandler(deps: WebAdminDeps): HttpHandler {
   ${card("Accounts", (await storage.accounts.list()).length)}
   ${card("Offline messages", await storage.offline.total())}
 </section>
+<h2>Federation</h2>
+${(() => {
+  const { outgoing, incoming } = deps.federation();
+  return html`<table><thead><tr><th>Direction</th><th>Local</th><th>Remote</th><th>State</th><th>Authenticated with</th><th class="num">Queued</th><th>Since</th></tr></thead><tbody>
+${outgoing.map((o) => html`<tr><td>outgoing</td><td>${o.local}</td><td>${o.remote}</td><td>${o.state}</td><td>${o.method ?? ""}</td><td class="num">${o.queued}</td><td>${fmtTime(Date.parse(o.since))}</td></tr>`)}
+${incoming.flatMap((i) => i.domains.map((d) => html`<tr><td>incoming</td><td>${i.local ?? ""}</td><td>${d.domain} (${i.address})</td><td>ready</td><td>${d.method}</td><td class="num"></td><td>${fmtTime(Date.parse(i.since))}</td></tr>`))}
+</tbody></table>`;
+})()}
 <h2>Storage</h2>
 <p>Driver: <strong>${storage.driver}</strong>${deps.config.storage.driver === "sqlite" ? html` — file <code>${deps.config.storage.path}</code> in the data directory` : ""}</p>
 <h2>Certificates</h2>

@@ -57,6 +57,8 @@ export interface MetricsSources {
   offlineStored(): Promise<number>;
   /** A push the push module sends counts as failed when no answer came within this time (absent: push is off). */
   pushTimeoutMs?: number;
+  /** The s2s streams up now: remote domain and how it authenticated. */
+  federation(): { outgoing: ReadonlyArray<{ local: string; remote: string; state: string; method?: string }>; incoming: ReadonlyArray<{ local: string | undefined; domains: ReadonlyArray<{ domain: string; method: string }> }> };
 }
 
 /** Counter children by label value, bound once: the hot path does not hash label sets. */
@@ -82,6 +84,8 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
   private readonly uploadBytes: Counter;
   private readonly uploads: Counter;
   private readonly pushes: Counter<"outcome">;
+  private readonly s2sStreams: Counter<"direction" | "outcome">;
+  private readonly s2sStanzas: Counter<"outcome" | "kind">;
   private readonly totals = { in: 0, out: 0 };
   private readonly samples: Array<{ at: number; in: number; out: number }> = [];
   /** Push IQs in flight (id → when sent), to count the ones that fail (XEP-0357 §7). */
@@ -131,6 +135,16 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
         if (metrics.sources) this.set(await metrics.sources.offlineStored());
       },
     });
+    new Gauge({
+      name: "parley_s2s_connections", help: "Server-to-server streams up now, by direction, local and remote domain, state and authentication method",
+      labelNames: ["direction", "local", "remote", "state", "method"], registers,
+      collect() {
+        this.reset();
+        const federation = metrics.sources?.federation();
+        for (const o of federation?.outgoing ?? []) this.labels("out", o.local, o.remote, o.state, o.method ?? "").inc();
+        for (const i of federation?.incoming ?? []) for (const d of i.domains) this.labels("in", i.local ?? "", d.domain, "ready", d.method).inc();
+      },
+    });
     const stanzas = (direction: "in" | "out", help: string) => byKind(new Counter({ name: `parley_stanzas_${direction}_total`, help, labelNames: ["kind"], registers }));
     this.stanzasIn = stanzas("in", "Stanzas entering the router (from clients, components and the server itself), by kind");
     this.stanzasOut = stanzas("out", "Stanzas written to client sessions through the router, by kind");
@@ -141,6 +155,8 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
       labelNames: ["store", "operation"], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers,
     });
     this.storageErrors = new Counter({ name: "parley_storage_operation_errors_total", help: "Storage operations that failed, by store and operation", labelNames: ["store", "operation"], registers });
+    this.s2sStreams = new Counter({ name: "parley_s2s_streams_total", help: "Server-to-server streams by direction and how they authenticated (sasl-external, dialback) or failed", labelNames: ["direction", "outcome"], registers });
+    this.s2sStanzas = new Counter({ name: "parley_s2s_stanzas_out_total", help: "Stanzas for remote servers: sent, or bounced because no stream could be set up", labelNames: ["outcome", "kind"], registers });
     this.uploadBytes = new Counter({ name: "parley_upload_bytes_total", help: "Bytes of completed HTTP uploads (XEP-0363)", registers });
     this.uploads = new Counter({ name: "parley_uploads_total", help: "Completed HTTP uploads (XEP-0363)", registers });
     this.pushes = new Counter({ name: "parley_pushes_total", help: "Push notifications to app servers (XEP-0357): sent, or failed (error reply or no answer)", labelNames: ["outcome"], registers });
@@ -190,6 +206,19 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
 
   closed(transport: Transport): void {
     this.connectionsOpen.labels(transport).dec();
+  }
+
+  /** S2S counters (src/xmpp/s2s/pool.ts, incoming.ts). */
+  outgoing(outcome: string): void {
+    this.s2sStreams.labels("out", outcome).inc();
+  }
+
+  incoming(outcome: string): void {
+    this.s2sStreams.labels("in", outcome).inc();
+  }
+
+  stanzaOut(outcome: string, kind: string): void {
+    this.s2sStanzas.labels(outcome, kind).inc();
   }
 
   routed(outcome: RoutingOutcome, kind: string): void {

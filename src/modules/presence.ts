@@ -139,6 +139,31 @@ export const presence = defineModule({
       return HANDLED;
     };
 
+    /**
+     * A local user's subscription stanza for a contact on another server: the user's side of the
+     * state machine here (RFC 6121 §3.1.2: stamped with the user's bare JID, roster updated and
+     * pushed), then the router sends it on (chain unhandled).
+     */
+    ctx.chain("presence/remote", async ({ stanza, from, to, origin }) => {
+      const type = stanza.attrs.type as string | undefined;
+      if (!origin) return undefined;
+      if (type === undefined || type === "unavailable") {
+        // RFC 6121 §4.6: directed presence to a remote entity (a room elsewhere, a contact without a
+        // subscription) is remembered, so that it gets unavailable when the session ends.
+        if (type === "unavailable") origin.directedPresence.delete(to.full);
+        else if (!hasFrom((await storage.roster.getItem(from.bare, to.bare))?.subscription)) origin.directedPresence.add(to.full);
+        return undefined;
+      }
+      if (!SUBSCRIPTION_TYPES.has(type)) return undefined;
+      stanza.attrs.from = from.bare;
+      stanza.attrs.to = to.bare;
+      if (!(await outboundSubscription(from.bare, to.bare, type as SubscriptionType))) return HANDLED;
+      // After the subscription stanza has gone on (it goes when this chain finishes): presence
+      // after approval, unavailable after cancelling (RFC 6121 §3.1.5, §3.2.2).
+      if (type === "subscribed") setImmediate(() => sendCurrentPresence(from.bare, to.bare));
+      if (type === "unsubscribed") setImmediate(() => sendUnavailableFromAll(from.bare, to.bare));
+      return undefined;
+    });
     ctx.chain("presence/bare", handleAddressed);
     ctx.chain("presence/full", handleAddressed);
     // Presence to the server itself: nothing to do (probes of the server are not answered).

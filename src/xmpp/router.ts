@@ -39,6 +39,8 @@ const IQ_TIMEOUT_MS = 60_000;
 export class Router {
   private readonly localDomains = new Set<string>();
   private readonly components = new Map<string, (stanza: Element) => void>();
+  /** Federation (RFC 6120 server-to-server): takes stanzas for domains we do not serve. */
+  private remote: ((stanza: Element) => void) | undefined;
   private readonly iqHandlers = new Map<string, IqHandler>();
   private readonly iqEntities: Array<{ name: string; claims: (to: Jid) => boolean }> = [];
   private readonly pendingIqs = new Map<string, { to: string; resolve: (e: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
@@ -66,6 +68,13 @@ export class Router {
     if (this.components.has(domain) || this.localDomains.has(domain)) return undefined;
     this.components.set(domain, deliver);
     return () => { if (this.components.get(domain) === deliver) this.components.delete(domain); };
+  }
+
+  /** Outgoing federation takes every stanza for a remote domain that no handler took; returns the detach function. */
+  attachRemote(send: (stanza: Element) => void): () => void {
+    if (this.remote) throw new Error("a remote route is already attached");
+    this.remote = send;
+    return () => { if (this.remote === send) this.remote = undefined; };
   }
 
   /** Component domains (conference., upload., …) register here. */
@@ -113,6 +122,30 @@ export class Router {
       stanza.attrs.to = parsed.full;
     }
     return this.dispatch({ stanza, from: session.jid, to, origin: session }, stanza.attrs.to === undefined);
+  }
+
+  /**
+   * A stanza from a remote server. Its stream has checked that 'from' is a domain the peer
+   * authenticated and 'to' one of ours (RFC 6120 §13.x, no relaying); from here on it goes the way
+   * of a local stanza, through the same filters and chains (blocking, privacy).
+   */
+  fromRemote(stanza: Element): void | Promise<void> {
+    const from = tryParseJid(stanza.attrs.from);
+    const to = tryParseJid(stanza.attrs.to);
+    if (!from || !to || this.localDomains.has(from.domain) || !this.isServed(to.domain)) {
+      this.log.warn({ stage: "route", tag: stanza.name }, "remote stanza with bad addresses dropped");
+      return;
+    }
+    const invalid = this.validate(stanza, stanza.attrs.type as string | undefined);
+    if (invalid) return this.bounce(stanza, invalid);
+    stanza.attrs.from = from.full;
+    stanza.attrs.to = to.full;
+    return this.dispatch({ stanza, from, to }, false);
+  }
+
+  /** One of our domains, or an attached component's. */
+  isServed(domain: string): boolean {
+    return this.localDomains.has(domain) || this.components.has(domain);
   }
 
   /** A stanza generated inside the server (a module, an error reply); 'from' and 'to' are set. */
@@ -219,7 +252,10 @@ export class Router {
       return this.hooks.runChain(`${kind}/remote`, filtered, {
         handled: () => undefined,
         unhandled: () => {
-          // No federation yet: RFC 6120 §10.4.3 remote-server-not-found is what a server without a route answers.
+          // RFC 6120 §10.4: the server routes it to the remote domain (a stanza from a remote
+          // server is never relayed on: fromRemote only takes stanzas for our domains).
+          if (this.remote && this.localDomains.has(filtered.from.domain)) return this.remote(stanza);
+          // RFC 6120 §10.4.3 remote-server-not-found is what a server without a route answers.
           this.log.debug({ stage: "route", tag: kind, domain: to.domain }, "no route to remote domain");
           return this.bounce(stanza, new StanzaError("remote-server-not-found"), filtered.origin);
         },

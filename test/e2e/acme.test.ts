@@ -27,7 +27,7 @@ async function acmeServer(dataDir: string, hosts: string[], pebble: Pebble, list
   const capture = capturingLogger("info");
   const server = await startServer(parseConfig({
     hosts, dataDir, storage: { driver: "memory" }, auth: { scramIterations: 4096 },
-    listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: 0, http: null, ...listen },
+    listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: 0, http: null, ...listen },
     tls: { acme: { enabled: true, directoryUrl: pebble.directoryUrl, caFile: pebble.caFile, challenges, email: "ops@example.org" } },
     modules: { extdisco: { stun: false } },
   }), { log: capture.log });

@@ -94,7 +94,7 @@ describe("calls with the shipped configuration", () => {
     dataDir = mkdtempSync(join(tmpdir(), "parley-calls-"));
     const raw = parseYaml(readFileSync("config/parley.example.yaml", "utf8")) as Record<string, any>;
     raw.dataDir = dataDir;
-    for (const key of ["c2s", "c2sDirectTls", "https", "http"]) raw.listen[key] = 0;
+    for (const key of ["c2s", "c2sDirectTls", "https", "http", "s2s"]) raw.listen[key] = 0;
     raw.modules.extdisco.stun.port = 0;
     server = await startServer(parseConfig(raw), { log: silentLogger() });
     await server.accounts.create("alice@localhost", "pw");

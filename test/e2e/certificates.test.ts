@@ -51,7 +51,7 @@ describe("configured certificate files replaced while running", () => {
     lines = capture.lines;
     server = await startServer(parseConfig({
       hosts: ["localhost"], dataDir: join(dir, "data"), storage: { driver: "memory" }, auth: { scramIterations: 4096 },
-      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0, https: 0, http: null },
+      listen: { address: "127.0.0.1", s2s: null, c2s: 0, c2sDirectTls: 0, https: 0, http: null },
       tls: { certificates: { localhost: files() } },
       modules: { extdisco: { stun: false } },
     }), { log: capture.log });
@@ -127,7 +127,7 @@ describe("certbot's live/ directory", () => {
     link(1);
     const server = await startServer(parseConfig({
       hosts: ["localhost"], dataDir: join(dir, "data"), storage: { driver: "memory" },
-      listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: null, http: null },
+      listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: null, http: null },
       tls: { certificates: { localhost: { cert: join(live, "fullchain.pem"), key: join(live, "privkey.pem") } } },
       modules: { extdisco: { stun: false } },
     }), { log: capturingLogger().log });
@@ -162,7 +162,7 @@ describe("SIGHUP", () => {
     const port = await freeTcpPort();
     writeFileSync(join(dir, "parley.yaml"), [
       "hosts: [localhost]", `dataDir: ${join(dir, "data")}`, "storage: { driver: memory }", "log: { level: info, pretty: false }",
-      `listen: { address: 127.0.0.1, c2s: null, c2sDirectTls: ${port}, https: null, http: null }`,
+      `listen: { address: 127.0.0.1, s2s: null, c2s: null, c2sDirectTls: ${port}, https: null, http: null }`,
       `tls: { certificates: { localhost: { cert: ${join(tls, "cert.pem")}, key: ${join(tls, "key.pem")} } } }`,
       "modules: { extdisco: { stun: false } }", "",
     ].join("\n"));

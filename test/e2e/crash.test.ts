@@ -66,7 +66,7 @@ for (const driver of ["sqlite", "postgres"] as const) {
       const schema = `parley_crash_${randomBytes(5).toString("hex")}`;
       const config = join(dir, "parley.yaml");
       const storage = driver === "sqlite" ? "{ driver: sqlite }" : `{ driver: postgres, url: "${PG_URL}", schema: ${schema}, poolSize: 4 }`;
-      writeFileSync(config, `hosts: [localhost]\ndataDir: ${dir}\nlisten: { address: 127.0.0.1, c2s: null, c2sDirectTls: 0, https: null, http: null }\nauth: { scramIterations: 4096 }\nlog: { level: info, pretty: false }\nstorage: ${storage}\n`);
+      writeFileSync(config, `hosts: [localhost]\ndataDir: ${dir}\nlisten: { address: 127.0.0.1, s2s: null, c2s: null, c2sDirectTls: 0, https: null, http: null }\nauth: { scramIterations: 4096 }\nlog: { level: info, pretty: false }\nstorage: ${storage}\n`);
       for (const u of ["s4", "r4"]) {
         const r = spawnSync(BIN, ["user", "add", `${u}@localhost`, "--config", config], { input: "pw\n", encoding: "utf8" });
         assert.equal(r.status, 0, r.stderr);

@@ -179,7 +179,7 @@ describe("failed TLS handshakes are logged at info with the reason", () => {
     const { log, lines } = capturingLogger("info");
     const dataDir = mkdtempSync(join(tmpdir(), "parley-tls-log-"));
     const server = await startServer(parseConfig({
-      hosts: ["localhost"], dataDir, listen: { address: "127.0.0.1", c2s: null, c2sDirectTls: 0, https: 0, http: null },
+      hosts: ["localhost"], dataDir, listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: 0, http: null },
       storage: { driver: "memory" },
     }), { log });
     try {

@@ -1,6 +1,6 @@
 /** A raw XMPP socket for tests that must send exact bytes (bad input, custom SASL exchanges). */
 import { connect as tcpConnect, type Socket } from "node:net";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { createHash, randomBytes } from "node:crypto";
 import { H, HMAC, saltedPassword, xor } from "../../src/auth/scram.js";
 import type { ScramHash } from "../../src/storage/index.js";
@@ -125,12 +125,12 @@ export class RawClient {
   }
 
   /** STARTTLS on a plain connection: send, wait for <proceed/>, upgrade. */
-  async startTls(): Promise<void> {
+  async startTls(options: ConnectionOptions = {}): Promise<void> {
     const mark = this.elements.length;
     this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
     await this.waitForElement((e) => e.is("proceed", "urn:ietf:params:xml:ns:xmpp-tls"), 5000, mark);
     this.restartParser();
-    const tls = tlsConnect({ socket: this.socket, servername: "localhost", rejectUnauthorized: false });
+    const tls = tlsConnect({ socket: this.socket, servername: "localhost", rejectUnauthorized: false, ...options });
     await new Promise<void>((resolve, reject) => { tls.once("secureConnect", () => resolve()); tls.once("error", reject); });
     this.socket = tls;
     this.attach(tls);

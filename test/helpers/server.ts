@@ -24,10 +24,11 @@ export async function startTestServer(overrides: Record<string, unknown> = {}, o
   const config = parseConfig({
     hosts: ["localhost"],
     dataDir,
-    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0, https: 0, http: null },
     storage: { driver: "sqlite" },
     auth: { scramIterations: 4096 },
     ...overrides,
+    // s2s on a free port unless the test says otherwise: never the shared 5269.
+    listen: { s2s: 0, ...((overrides.listen as Record<string, unknown> | undefined) ?? { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0, https: 0, http: null }) },
     // Each test server's built-in STUN listens on a free port, so parallel servers do not race for 3478.
     modules: { extdisco: { stun: { port: 0, address: "127.0.0.1" } }, ...(overrides.modules as Record<string, unknown> | undefined) },
   });

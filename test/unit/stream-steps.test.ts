@@ -162,7 +162,7 @@ describe("the SASL step (RFC 6120 §6)", () => {
       maxAuthFailures: 2, log: silentLogger(),
     });
   }
-  const tlsFacts = (version: string) => ({ version, servername: "localhost", exportKeyingMaterial: () => Buffer.alloc(32), tlsUnique: () => Buffer.alloc(12), serverCertificate: () => undefined });
+  const tlsFacts = (version: string) => ({ version, servername: "localhost", exportKeyingMaterial: () => Buffer.alloc(32), tlsUnique: () => Buffer.alloc(12), serverCertificate: () => undefined, peerCertificates: () => [] });
   const plain = (password: string) => Buffer.from(`\0u\0${password}`);
 
   it("offers -PLUS mechanisms and channel-binding types only on TLS: tls-exporter on TLS 1.3, tls-unique below it", async () => {

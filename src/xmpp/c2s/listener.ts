@@ -4,7 +4,7 @@
  * at accept; TLS handshakes have their own deadline; failed ones are logged at info.
  */
 import { createServer as createTcpServer, type Server, type Socket, type AddressInfo } from "node:net";
-import { createServer as createTlsServer, type SecureContext, type TLSSocket } from "node:tls";
+import { createServer as createTlsServer, TLSSocket, type SecureContext } from "node:tls";
 import { C2SNegotiation, type C2SDeps } from "./negotiation.js";
 import { TcpTransport, normalizeAddress } from "../stream/tcp.js";
 import type { Admission } from "./admission.js";
@@ -78,7 +78,8 @@ export async function listenC2S(options: ListenerOptions, deps: C2SListenerDeps)
   } else {
     server = createTcpServer((socket) => {
       if (!admit(socket)) return;
-      const startTls = { secureContext: deps.defaultTls, SNICallback: deps.sniCallback };
+      // The TLS policy (versions, ciphers) is part of the secure contexts.
+      const startTls = (plain: Socket) => new TLSSocket(plain, { isServer: true, secureContext: deps.defaultTls, SNICallback: deps.sniCallback });
       new C2SNegotiation(new TcpTransport(socket, deps.limits.preAuth, startTls), deps);
     });
   }

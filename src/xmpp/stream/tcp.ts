@@ -3,7 +3,7 @@
  * place (§5) or TLS from the first byte (XEP-0368). Bytes go through the bounded parser
  * (../parser.ts); writes of one event-loop tick are corked into as few TLS records as possible.
  */
-import { TLSSocket, type SecureContext } from "node:tls";
+import { TLSSocket } from "node:tls";
 import type { Socket } from "node:net";
 import { StreamParser, type ParserLimits } from "../parser.js";
 import { escapeXML } from "../xml.js";
@@ -14,10 +14,11 @@ const STREAM_CLOSE = "</stream:stream>";
 /** RFC 6120 §4.4: how long we wait for the peer's closing tag after sending ours. */
 const CLOSE_WAIT_MS = 2000;
 
-export interface StartTlsOptions {
-  secureContext: SecureContext;
-  SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
-}
+/**
+ * Wraps the plain socket in TLS for STARTTLS (RFC 6120 §5.4.3.3): the server side for c2s and
+ * incoming s2s, the client side for outgoing s2s. Who trusts what is the caller's policy.
+ */
+export type TlsUpgrade = (plain: Socket) => TLSSocket;
 
 /** Until a stream takes the transport (synchronously after construction, before any input). */
 const UNATTENDED: FrameReceiver = { streamStart() {}, element() {}, streamEnd() {}, error() {}, ended() {}, drain() {} };
@@ -33,8 +34,8 @@ export class TcpTransport implements Transport {
   private peerClosedStream = false;
   private endReported = false;
 
-  /** `startTls` is what STARTTLS needs, on a plain connection; a direct-TLS socket has none. */
-  constructor(socket: Socket, limits: ParserLimits, private readonly startTlsOptions: StartTlsOptions | undefined) {
+  /** `upgrade` is what STARTTLS needs, on a plain connection; a direct-TLS socket has none. */
+  constructor(socket: Socket, limits: ParserLimits, private readonly upgrade: TlsUpgrade | undefined) {
     this.socket = socket;
     this.remoteAddress = normalizeAddress(socket.remoteAddress);
     this.receiver = UNATTENDED;
@@ -69,8 +70,11 @@ export class TcpTransport implements Transport {
   }
 
   openStream(open: StreamOpen): void {
-    const attrs = [`xmlns='${open.ns}'`, `xmlns:stream='${NS_STREAMS}'`, `id='${open.id}'`];
+    const attrs = [`xmlns='${open.ns}'`, `xmlns:stream='${NS_STREAMS}'`];
+    if (open.id) attrs.push(`id='${open.id}'`);
+    for (const [prefix, uri] of Object.entries(open.namespaces ?? {})) attrs.push(`xmlns:${prefix}='${escapeXML(uri)}'`);
     if (open.from) attrs.push(`from='${escapeXML(open.from)}'`);
+    if (open.to) attrs.push(`to='${escapeXML(open.to)}'`);
     if (open.version) attrs.push(`version='${open.version}'`);
     if (open.lang) attrs.push(`xml:lang='${escapeXML(open.lang)}'`);
     this.write(`<?xml version='1.0'?><stream:stream ${attrs.join(" ")}>`);
@@ -106,14 +110,13 @@ export class TcpTransport implements Transport {
    * parser; the caller restarts the stream.
    */
   startTls(): void {
-    if (!this.startTlsOptions) throw new Error("STARTTLS is not available on this transport");
+    if (!this.upgrade) throw new Error("STARTTLS is not available on this transport");
     this.parser.stop();
     const plain = this.socket;
     this.detach(plain);
     plain.uncork();
     this.corked = false;
-    // The TLS policy (versions, ciphers) is part of the secure contexts.
-    const secure = new TLSSocket(plain, { isServer: true, ...this.startTlsOptions });
+    const secure = this.upgrade(plain);
     this.socket = secure;
     // Only decrypted application data reaches 'data' on the TLS socket, so the new stream can
     // start now; waiting for 'secure' would lose a header sent in the same flight as Finished.

@@ -22,6 +22,8 @@ export interface TlsFacts {
   exportKeyingMaterial(length: number, label: string): Buffer;
   /** The certificate this TLS session presented (DER), for tls-server-end-point (RFC 5929 §4). */
   serverCertificate(): Buffer | undefined;
+  /** The peer's certificate chain as it sent it, leaf first (DER); empty when it sent none. */
+  peerCertificates(): Buffer[];
   /** RFC 5929 §3: the first Finished message of the handshake; undefined on TLS 1.3, which has no tls-unique (RFC 9266). */
   tlsUnique(): Buffer | undefined;
 }
@@ -30,8 +32,13 @@ export interface TlsFacts {
 export interface StreamOpen {
   /** The content namespace: jabber:client, jabber:component:accept, jabber:server. */
   ns: string;
+  /** Empty from an initiating entity (RFC 6120 §4.7.3). */
   id: string;
   from?: string;
+  /** Server-to-server streams name the peer (RFC 6120 §4.7.2). */
+  to?: string;
+  /** Prefixes declared on the header, e.g. db for XEP-0220 dialback. */
+  namespaces?: Record<string, string>;
   version?: string;
   lang?: string;
 }

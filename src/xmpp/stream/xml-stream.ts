@@ -53,6 +53,17 @@ export function checkHeader(header: StreamHeader, check: StreamHeaderCheck): Str
   return undefined;
 }
 
+/** What the header says besides the basics, for server-to-server streams. */
+export interface HeaderShape {
+  /** Prefixes to declare, e.g. db for XEP-0220 dialback. */
+  namespaces?: Record<string, string>;
+  /**
+   * We open the stream: RFC 6120 §4.7.3, "the initiating entity MUST NOT include the 'id'
+   * attribute"; the id that counts is the receiving entity's (see `peerId`).
+   */
+  initiating?: boolean;
+}
+
 export class XmlStream {
   /** Our stream id of the current stream (new at every restart). */
   id = "";
@@ -60,7 +71,7 @@ export class XmlStream {
   private over = false;
   private owner: StreamOwner;
 
-  constructor(readonly transport: Transport, private readonly contentNs: string, private readonly log: Logger, owner: StreamOwner) {
+  constructor(readonly transport: Transport, private readonly contentNs: string, private readonly log: Logger, owner: StreamOwner, private readonly shape: HeaderShape = {}) {
     this.owner = owner;
     transport.setReceiver({
       streamStart: (header) => { if (!this.over) this.owner.header(header); },
@@ -85,10 +96,10 @@ export class XmlStream {
     this.owner = owner;
   }
 
-  /** Our header (RFC 6120 §4.7.1): a fresh stream id, our domain as 'from'. */
-  open(from: string | undefined, lang: string, version = true): void {
-    this.id = randomBytes(12).toString("base64url");
-    this.transport.openStream({ ns: this.contentNs, id: this.id, from, lang, version: version ? "1.0" : undefined });
+  /** Our header (RFC 6120 §4.7.1): a fresh stream id, our domain as 'from', the peer's as 'to' (s2s). */
+  open(from: string | undefined, lang: string, version = true, to?: string): void {
+    this.id = this.shape.initiating ? "" : randomBytes(12).toString("base64url");
+    this.transport.openStream({ ns: this.contentNs, id: this.id, from, to, lang, version: version ? "1.0" : undefined, namespaces: this.shape.namespaces });
     this.headerSent = true;
   }
 

@@ -1,0 +1,281 @@
+/**
+ * One outgoing server-to-server stream (RFC 6120 §4–§6, version of March 2011) from a local
+ * domain to a remote one: TCP to the resolved targets in order, STARTTLS, then authentication —
+ * SASL EXTERNAL with our certificate (RFC 6120 §6.4, XEP-0178 1.2) when the receiving server offers
+ * it, else Server Dialback (XEP-0220 1.1.1).
+ *
+ * TLS is required between servers here (RFC 7590, RFC 6120 §5): a receiving server that does not
+ * offer STARTTLS fails the stream. XEP-0368 1.1.0 targets speak TLS from the first byte (ALPN
+ * "xmpp-server"). Whether a remote certificate that does not verify may
+ * still be used with dialback is the caller's policy (`requireValidCertificate`).
+ *
+ * The stream also serves XEP-0220 §2.3 verification requests (`verify`): it then sends one
+ * <db:verify/> after TLS, reports the answer and closes.
+ */
+import { connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { X509Certificate } from "node:crypto";
+import type { ParserLimits, StreamHeader } from "../parser.js";
+import { el, type Element } from "../xml.js";
+import { NS } from "../ns.js";
+import { StreamError } from "../../errors.js";
+import type { Logger } from "../../log.js";
+import { policyOptions, type TlsPolicy } from "../tls.js";
+import { TcpTransport } from "../stream/tcp.js";
+import { XmlStream, checkHeader, type StreamEnding, type StreamOwner } from "../stream/xml-stream.js";
+import { NS_DIALBACK, NS_DIALBACK_FEATURE } from "./dialback.js";
+import { verifyServerCertificate } from "./pkix.js";
+import type { Target } from "./resolve.js";
+
+export type AuthMethod = "sasl-external" | "dialback";
+
+export interface OutgoingOptions {
+  local: string;
+  remote: string;
+  targets: readonly Target[];
+  limits: ParserLimits;
+  connectTimeoutMs: number;
+  trust: readonly X509Certificate[];
+  tlsPolicy: TlsPolicy;
+  /** Our certificate for `local`, presented as the TLS client certificate (for SASL EXTERNAL). */
+  clientCertificate: { cert: string; key: string };
+  /** XEP-0220: refuse a receiving server whose certificate does not verify, instead of dialback. */
+  requireValidCertificate: boolean;
+  /** The dialback key for (receiving, originating, stream id): see ./dialback.ts. */
+  dialbackKey: (receiving: string, originating: string, streamId: string) => string;
+  log: Logger;
+}
+
+export interface OutgoingEvents {
+  /** Authenticated: stanzas may be sent. */
+  ready(method: AuthMethod): void;
+  /** The stream ended; `failure` says why when it never became ready. */
+  closed(failure: string | undefined): void;
+}
+
+/** A db:verify to send instead of stanzas, and where its answer goes. */
+export interface VerifyRequest {
+  streamId: string;
+  key: string;
+  answer(valid: boolean): void;
+}
+
+type State = "connecting" | "pre-tls" | "auth" | "sasl" | "dialback" | "ready" | "verifying" | "closed";
+
+const NS_TLS = NS.TLS;
+
+export class OutgoingStream implements StreamOwner {
+  private state: State = "connecting";
+  private stream: XmlStream | undefined;
+  private socket: Socket | undefined;
+  /** The receiving server's stream id: the one dialback keys are bound to. */
+  private peerId = "";
+  private failure: string | undefined;
+  private method: AuthMethod | undefined;
+  private certificateVerified = false;
+  private dialbackOffered = false;
+  /** Bounds a peer that goes silent during negotiation. */
+  private negotiation: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: OutgoingOptions, private readonly events: OutgoingEvents, private readonly verify?: VerifyRequest) {
+    this.tryTarget(0);
+  }
+
+  get authMethod(): AuthMethod | undefined {
+    return this.method;
+  }
+
+  get isReady(): boolean {
+    return this.state === "ready";
+  }
+
+  send(xml: string): void {
+    this.stream?.send(xml);
+  }
+
+  get buffered(): number {
+    return this.stream?.transport.buffered ?? 0;
+  }
+
+  close(error?: StreamError): void {
+    if (!this.stream) {
+      this.socket?.destroy();
+      return this.end(error?.condition ?? "closed");
+    }
+    if (error) this.stream.error(error, this.opts.local);
+    else this.stream.close();
+  }
+
+  private tryTarget(index: number): void {
+    const target = this.opts.targets[index];
+    if (!target) return this.end(this.failure ?? "no target answered");
+    const { log, remote } = this.opts;
+    log.debug({ stage: "s2s-connect", domain: remote, host: target.host, port: target.port }, "s2s connecting");
+    // XEP-0368: TLS from the first byte, ALPN "xmpp-server"; otherwise plain TCP and STARTTLS.
+    const socket: Socket = target.directTls
+      ? tlsConnect({ host: target.host, port: target.port, ...this.tlsOptions(), ALPNProtocols: ["xmpp-server"] })
+      : netConnect({ host: target.host, port: target.port });
+    this.socket = socket;
+    const timer = setTimeout(() => socket.destroy(new Error("connect timeout")), this.opts.connectTimeoutMs);
+    timer.unref();
+    const failed = (err: Error) => {
+      clearTimeout(timer);
+      this.failure = `${target.host}:${target.port}: ${err.message}`;
+      log.info({ stage: "s2s-connect", domain: remote, host: target.host, port: target.port, err: err.message }, "s2s connect failed");
+      this.tryTarget(index + 1);
+    };
+    socket.once("error", failed);
+    socket.once(target.directTls ? "secureConnect" : "connect", () => {
+      clearTimeout(timer);
+      socket.off("error", failed);
+      if (this.state === "closed") return void socket.destroy();
+      const transport = new TcpTransport(socket, this.opts.limits, target.directTls ? undefined : (plain) => this.upgrade(plain));
+      this.stream = new XmlStream(transport, NS.SERVER, log, this, { namespaces: { db: NS_DIALBACK }, initiating: true });
+      this.state = target.directTls ? "auth" : "pre-tls";
+      this.open();
+      // The caller's queue deadline bounds the whole; this frees a stream whose peer went silent.
+      this.negotiation = setTimeout(() => this.close(new StreamError("connection-timeout")), this.opts.connectTimeoutMs * 3);
+      this.negotiation.unref();
+    });
+  }
+
+  /** Verification is ours (./pkix.ts), so that the outcome can choose dialback (XEP-0344 §2.3). */
+  private tlsOptions() {
+    const { remote, clientCertificate, tlsPolicy } = this.opts;
+    return { servername: remote, ...clientCertificate, ...policyOptions(tlsPolicy), rejectUnauthorized: false };
+  }
+
+  private upgrade(plain: Socket): TLSSocket {
+    return tlsConnect({ socket: plain, ...this.tlsOptions() });
+  }
+
+  private open(): void {
+    this.stream!.open(this.opts.local, "en", true, this.opts.remote);
+  }
+
+  header(header: StreamHeader): void {
+    const invalid = checkHeader(header, { contentNs: NS.SERVER, requireVersion: true });
+    if (invalid) return this.stream!.error(invalid);
+    // RFC 6120 §4.7.1: the receiving entity's 'from' is the domain we asked for.
+    const from = header.attrs.from?.toLowerCase();
+    if (from !== undefined && from !== this.opts.remote) return this.stream!.error(new StreamError("invalid-from", "Not the server we called"));
+    this.peerId = header.attrs.id ?? "";
+  }
+
+  element(element: Element): void {
+    const stream = this.stream!;
+    if (element.is("features", NS.STREAMS)) return this.features(element);
+    if (element.is("error", NS.STREAMS)) {
+      // The close follows; the condition says why, for the log and the bounces' reason.
+      this.failure = `peer stream error ${element.children.find((c) => typeof c !== "string")?.name ?? ""}`;
+      return;
+    }
+    switch (this.state) {
+      case "pre-tls":
+        if (element.is("proceed", NS_TLS)) {
+          stream.transport.startTls!();
+          stream.restart(this.opts.limits);
+          return this.open();
+        }
+        return stream.error(new StreamError("policy-violation", "STARTTLS refused"));
+      case "sasl":
+        if (element.is("success", NS.SASL)) {
+          this.method = "sasl-external";
+          // RFC 6120 §6.4.6: after success, a new stream on the same connection.
+          stream.restart(this.opts.limits);
+          return this.open();
+        }
+        if (element.is("failure", NS.SASL)) {
+          this.opts.log.info({ stage: "s2s-auth", domain: this.opts.remote, condition: element.children.find((c) => typeof c !== "string")?.toString() }, "SASL EXTERNAL refused");
+          if (this.dialbackOffered) return this.dialback();
+          return stream.error(new StreamError("not-authorized", "SASL EXTERNAL refused and no dialback"));
+        }
+        return stream.error(new StreamError("not-authorized"));
+      case "dialback":
+        if (element.is("result", NS_DIALBACK) && element.attrs.from === this.opts.remote && element.attrs.to === this.opts.local) {
+          if (element.attrs.type === "valid") {
+            this.method = "dialback";
+            return this.becomeReady();
+          }
+          this.failure = `dialback ${element.attrs.type ?? "answer"}`;
+          return stream.close();
+        }
+        return stream.error(new StreamError("not-authorized"));
+      case "verifying":
+        if (element.is("verify", NS_DIALBACK) && element.attrs.id === this.verify!.streamId && element.attrs.from === this.opts.remote) {
+          this.verify!.answer(element.attrs.type === "valid");
+          this.failure = "verification done";
+          return stream.close();
+        }
+        return stream.error(new StreamError("not-authorized"));
+      case "ready":
+        // A receiving server sends us nothing but stream-level elements (no XEP-0288 here).
+        return stream.error(new StreamError("unsupported-stanza-type", "This stream is outgoing only"));
+      default:
+        return stream.error(new StreamError("not-authorized"));
+    }
+  }
+
+  private features(features: Element): void {
+    const stream = this.stream!;
+    if (this.method === "sasl-external") return this.becomeReady();
+    if (!stream.transport.secure) {
+      if (!features.getChild("starttls", NS_TLS)) return stream.error(new StreamError("policy-violation", "TLS is required between servers (RFC 7590)"));
+      return stream.send(`<starttls xmlns='${NS_TLS}'/>`);
+    }
+    this.dialbackOffered = features.getChild("dialback", NS_DIALBACK_FEATURE) !== undefined;
+    const verdict = verifyServerCertificate(stream.transport.tls?.peerCertificates() ?? [], this.opts.remote, this.opts.trust);
+    this.certificateVerified = verdict.ok;
+    if (!verdict.ok) {
+      this.opts.log.info({ stage: "s2s-tls", domain: this.opts.remote, reason: verdict.reason }, "remote certificate not verified");
+      if (this.opts.requireValidCertificate) {
+        this.failure = `certificate: ${verdict.reason}`;
+        return stream.error(new StreamError("policy-violation", "Certificate not trusted"));
+      }
+    }
+    if (this.verify) {
+      this.state = "verifying";
+      return stream.send(el("db:verify", { from: this.opts.local, to: this.opts.remote, id: this.verify.streamId }, this.verify.key).toString());
+    }
+    const mechanisms = features.getChild("mechanisms", NS.SASL)?.getChildren("mechanism").map((m) => m.text().trim()) ?? [];
+    // Only an authenticated remote certificate makes our EXTERNAL worth anything both ways.
+    if (mechanisms.includes("EXTERNAL") && this.certificateVerified) {
+      this.state = "sasl";
+      // XEP-0178 §3: the authorization identity is the originating domain.
+      return stream.send(`<auth xmlns='${NS.SASL}' mechanism='EXTERNAL'>${Buffer.from(this.opts.local).toString("base64")}</auth>`);
+    }
+    // XEP-0220 §2.1: dialback is for streams that advertise it, and for pre-1.0 peers without features.
+    return this.dialback();
+  }
+
+  private dialback(): void {
+    this.state = "dialback";
+    const { local, remote } = this.opts;
+    const key = this.opts.dialbackKey(remote, local, this.peerId);
+    this.stream!.send(el("db:result", { from: local, to: remote }, key).toString());
+  }
+
+  private becomeReady(): void {
+    clearTimeout(this.negotiation);
+    this.state = "ready";
+    this.stream!.transport.setLimits(this.opts.limits);
+    this.opts.log.info({ stage: "s2s-out", domain: this.opts.remote, local: this.opts.local, method: this.method, tls: this.stream!.transport.tls?.version }, "s2s outgoing stream authenticated");
+    this.events.ready(this.method!);
+  }
+
+  drain(): void {}
+
+  ended(ending: StreamEnding): void {
+    if (ending.kind === "closed" && ending.error && !this.failure) this.failure = `stream error ${ending.error.condition}`;
+    if (ending.kind !== "closed" && !this.failure) this.failure = ending.kind;
+    this.end(this.isReady ? undefined : this.failure);
+  }
+
+  private end(failure: string | undefined): void {
+    clearTimeout(this.negotiation);
+    if (this.state === "closed") return;
+    const wasReady = this.state === "ready";
+    this.state = "closed";
+    this.events.closed(wasReady ? undefined : failure ?? "closed");
+  }
+}

@@ -1,0 +1,43 @@
+/** Federation test kit: a throwaway CA with server certificates (openssl), free ports, two Parleys. */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface Pki {
+  caFile: string;
+  /** Certificate and key files per domain, each naming the domain and *.domain. */
+  files: Record<string, { cert: string; key: string }>;
+}
+
+/** A CA and one leaf per domain (serverAuth + clientAuth, as s2s certificates need both). */
+export function makePki(domains: readonly string[]): Pki {
+  const dir = mkdtempSync(join(tmpdir(), "parley-pki-"));
+  const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  run("req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=Parley s2s test CA",
+    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+  const files: Pki["files"] = {};
+  for (const domain of domains) {
+    run("req", ...ec, "-keyout", `${domain}.key`, "-out", `${domain}.csr`, "-subj", `/CN=${domain}`);
+    writeFileSync(join(dir, `${domain}.ext`), `subjectAltName=DNS:${domain},DNS:*.${domain}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n`);
+    run("x509", "-req", "-in", `${domain}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", `${domain}.crt`, "-days", "2", "-extfile", `${domain}.ext`);
+    files[domain] = { cert: join(dir, `${domain}.crt`), key: join(dir, `${domain}.key`) };
+  }
+  return { caFile: join(dir, "ca.crt"), files };
+}
+
+export const pem = (file: string) => readFileSync(file, "utf8");
+
+/** A port nobody listens on right now (for configs that must name each other's port before start). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
