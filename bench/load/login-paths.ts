@@ -37,8 +37,8 @@ const PATHS: readonly LoginPath[] = [
 ];
 
 /** The storms' ladders: FAST is expected to go several times as high as a password login. */
-const CLASSIC_STORM_RATES = [100, 200, 300, 400, 600, 800, 1000];
-const FAST_STORM_RATES = [250, 500, 1000, 1500, 2000, 2500, 3000];
+const CLASSIC_STORM_RATES = [50, 100, 200, 300, 400, 600, 800];
+const FAST_STORM_RATES = [100, 250, 500, 1000, 1500, 2000, 3000];
 const DELIVERY_TIMEOUT_MS = 5000;
 
 async function offered(endpoint: Endpoint): Promise<{ sasl2: boolean; fast: boolean }> {
