@@ -17,7 +17,7 @@
  */
 import { sampleProcess } from "./proc.js";
 import type { Target } from "./targets.js";
-import { Connection, MARK, newDevice, XmppError, type Device, type Endpoint, type LoginMode } from "./xmpp.js";
+import { Connection, MARK, modernLoginOffer, newDevice, XmppError, type Device, type Endpoint, type LoginMode } from "./xmpp.js";
 import { Histogram } from "./histogram.js";
 import { log, Meter, passwordOf, round, sleep, users } from "./common.js";
 import { accounts, s2, type ScenarioOptions, type ScenarioResult } from "./scenarios.js";
@@ -41,13 +41,15 @@ const CLASSIC_STORM_RATES = [50, 100, 200, 300, 400, 600, 800];
 const FAST_STORM_RATES = [100, 250, 500, 1000, 1500, 2000, 3000];
 const DELIVERY_TIMEOUT_MS = 5000;
 
-async function offered(endpoint: Endpoint): Promise<{ sasl2: boolean; fast: boolean }> {
+async function offered(endpoint: Endpoint): Promise<ReturnType<typeof modernLoginOffer>> {
   const c = new Connection(endpoint);
   try {
-    const features = await c.open();
-    return { sasl2: features.includes("urn:xmpp:sasl:2"), fast: /<fast xmlns=['"]urn:xmpp:fast:0['"]>[\s\S]*?HT-SHA-256-NONE/.test(features) };
+    return modernLoginOffer(await c.open());
   } finally { c.destroy(); }
 }
+
+/** SASL2 needs TLS from the start (XEP-0388 comes after STARTTLS otherwise): the direct TLS port. */
+const directEndpoint = (target: Target): Endpoint => (target.ports ? { ...target.endpoint, tls: "direct", port: target.ports.direct } : target.endpoint);
 
 /** Resolves once `done()` holds, checking every 2 ms; rejects after `timeoutMs`. */
 async function until(done: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -76,8 +78,7 @@ async function waitingMessageWriter(target: Target, name: string) {
 }
 
 async function measurePath(target: Target, path: LoginPath, user: string, logins: number, writer: Awaited<ReturnType<typeof waitingMessageWriter>>) {
-  const direct = target.ports ? { ...target.endpoint, tls: "direct" as const, port: target.ports.direct } : target.endpoint;
-  const endpoint: Endpoint = path.mode === "classic" && target.ports ? { ...target.endpoint, tls: "starttls", port: target.ports.starttls } : direct;
+  const endpoint: Endpoint = path.mode === "classic" && target.ports ? { ...target.endpoint, tls: "starttls", port: target.ports.starttls } : directEndpoint(target);
   const bare = `${user}@${target.endpoint.domain}`;
   const device: Device = newDevice();
   const times = new Histogram();
@@ -139,8 +140,7 @@ export async function s7(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   const logins = o.logins ?? 200;
   const [sender, ...names] = users(`${o.prefix}p`, PATHS.length + 1) as [string, ...string[]];
   const registered = await accounts(target, o, [sender, ...names]);
-  const direct = target.ports ? { ...target.endpoint, tls: "direct" as const, port: target.ports.direct } : target.endpoint;
-  const offer = await offered(direct);
+  const offer = await offered(directEndpoint(target));
   const supported = (p: LoginPath) => p.mode === "classic" || (p.mode === "sasl2" ? offer.sasl2 : offer.fast);
   const skipped = PATHS.filter((p) => !supported(p)).map((p) => p.name);
   if (skipped.length) log(`S7: ${target.name} offers ${offer.sasl2 ? "SASL2 but not FAST HT-SHA-256-NONE" : "no SASL2 (XEP-0388)"}: skipping ${skipped.join(", ")}`);

@@ -57,6 +57,11 @@ export interface Device {
 
 export const newDevice = (): Device => ({ userAgentId: randomUUID(), count: 0 });
 
+/** What of the modern login a server's pre-authentication stream features offer. */
+export function modernLoginOffer(features: string): { sasl2: boolean; fast: boolean } {
+  return { sasl2: features.includes(NS_SASL2), fast: new RegExp(`<fast xmlns=['"]${NS_FAST}['"]>[\\s\\S]*?${FAST_MECHANISM}`).test(features) };
+}
+
 /** Bodies that carry this prefix are the generator's own messages: `<body>` + MARK + send time. */
 export const MARK = "<body>~lt~";
 const MARK_END = "</body>";
@@ -260,9 +265,9 @@ export class Connection {
    * new session, roster and initial presence as in `login`. Resolves with what the server did.
    */
   async loginSasl2(user: string, password: string, device: Device, fast: boolean, options: LoginOptions = {}): Promise<"resumed" | "bound"> {
-    const features = await this.open();
-    if (!features.includes(NS_SASL2)) throw new XmppError("the server offers no SASL2 (XEP-0388)");
-    if (fast && !new RegExp(`<fast xmlns=['"]${NS_FAST}['"]>[\\s\\S]*?${FAST_MECHANISM}`).test(features)) throw new XmppError(`the server offers no FAST ${FAST_MECHANISM} (XEP-0484)`);
+    const offer = modernLoginOffer(await this.open());
+    if (!offer.sasl2) throw new XmppError("the server offers no SASL2 (XEP-0388)");
+    if (fast && !offer.fast) throw new XmppError(`the server offers no FAST ${FAST_MECHANISM} (XEP-0484)`);
     this.device = device;
     const agent = `<user-agent id='${device.userAgentId}'><software>parley-load</software><device>load</device></user-agent>`;
     const bind = `<bind xmlns='${NS_BIND2}'><tag>${options.resource ?? "load"}</tag><enable xmlns='${NS_SM}' resume='true'/></bind>`;
