@@ -275,8 +275,10 @@ export class Connection {
       `<authenticate xmlns='${NS_SASL2}' mechanism='${mechanism}'><initial-response>${initial}</initial-response>${agent}${inline}${bind}</authenticate>`;
     const successPattern = new RegExp(`<success xmlns=['"]${NS_SASL2}['"]>([\\s\\S]*?)</success>`);
     let success: string;
+    // What this login asks to resume: another login of the same device may change `device` meanwhile.
+    const resuming = device.session;
     if (fast && device.token) {
-      const resume = device.session ? `<resume xmlns='${NS_SM}' previd='${device.session.id}' h='${device.session.h}'/>` : "";
+      const resume = resuming ? `<resume xmlns='${NS_SM}' previd='${resuming.id}' h='${resuming.h}'/>` : "";
       success = (await this.ask(authenticate(FAST_MECHANISM, htInitialResponse(user, device.token), `<fast xmlns='${NS_FAST}' count='${++device.count}'/>${resume}`), successPattern))[1]!;
       const responder = /<additional-data>([^<]*)<\/additional-data>/.exec(success)?.[1];
       if (responder !== htResponder(device.token)) throw new XmppError("the server's FAST responder does not prove it knows the token");
@@ -295,8 +297,9 @@ export class Connection {
     const token = /<token [^>]*token=['"]([^'"]+)['"]/.exec(success)?.[1];
     if (token) device.token = token;
     this.jid = /<authorization-identifier>([^<]+)<\/authorization-identifier>/.exec(success)?.[1] ?? "";
-    if (/<resumed\b/.test(success)) {
-      this.countInboundFrom(device.session!.h);
+    if (resuming && /<resumed\b/.test(success)) {
+      device.session = resuming;
+      this.countInboundFrom(resuming.h);
       // The stanzas missed while away follow the <success/>; nothing else is needed.
       this.startTraffic();
       return "resumed";
