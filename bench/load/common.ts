@@ -49,6 +49,13 @@ export class Meter {
 
 export const round = (v: number, digits = 2) => Math.round(v * 10 ** digits) / 10 ** digits;
 
+/** The median of the finite values (NaN if none): a failed run's NaN does not count. */
+export const median = (values: number[]) => {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return NaN;
+  return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+};
+
 /** XEP-0077 from loopback, `concurrency` at a time; existing accounts are reused. */
 export async function ensureAccounts(target: Target, names: readonly string[], concurrency = 32): Promise<{ created: number; existed: number; seconds: number }> {
   const start = performance.now();
@@ -78,15 +85,20 @@ export async function commandAccounts(template: string, domain: string, names: r
 
 export interface LoggedIn { connections: Connection[]; loginTimes: Histogram; seconds: number; failures: number; firstError?: string }
 
-export async function loginMany(target: Target, names: readonly string[], concurrency = 50, options: LoginOptions = {}, prepare: (c: Connection) => void = () => {}): Promise<LoggedIn> {
+export function loginMany(target: Target, names: readonly string[], concurrency = 50, options: LoginOptions = {}, prepare: (c: Connection) => void = () => {}): Promise<LoggedIn> {
+  return loginEach(target, names, concurrency, (c, name) => c.login(name, passwordOf(name), options), prepare);
+}
+
+/** A fresh connection per item, `login` on it, `concurrency` at a time; the connections stay open. */
+export async function loginEach<T>(target: Target, items: readonly T[], concurrency: number, login: (c: Connection, item: T) => Promise<unknown>, prepare: (c: Connection) => void = () => {}): Promise<LoggedIn> {
   const loginTimes = new Histogram();
   const start = performance.now();
-  const { results, errors } = await pool(names, concurrency, async (name) => {
+  const { results, errors } = await pool(items, concurrency, async (item) => {
     const c = new Connection(target.endpoint);
     prepare(c);
     const t = performance.now();
     try {
-      await c.login(name, passwordOf(name), options);
+      await login(c, item);
     } catch (e) { c.destroy(); throw e; }
     loginTimes.recordMs(performance.now() - t);
     return c;

@@ -12,7 +12,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync, mkdirSync, existsSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
-import { log } from "./common.js";
+import { log, median } from "./common.js";
 import { canPin } from "./proc.js";
 import { PEERS, resolveTarget, type Target, type TargetOptions } from "./targets.js";
 import { RESULTS_DIR, pinGenerator, saveRaw, SCENARIOS, TARGET_SCENARIOS, type Scenario } from "./run.js";
@@ -79,12 +79,6 @@ async function runTarget(name: string, run: number, results: ScenarioResult[], t
     if (isPeer) peers("stop", name);
   }
 }
-
-const median = (values: number[]) => {
-  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (!v.length) return NaN;
-  return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
-};
 
 /** A table row; its label says with ↑/↓ which way is better. */
 interface Row { label: string; scenario: Scenario; figure: string; s0?: { figure: string } }

@@ -4,8 +4,11 @@
  *   scenarios  s0 (machine limits: bare Node TLS relay), s1 (idle sessions), s2 (login storm),
  *              s3 (1:1 messaging), s4 (offline store and drain), s5 (256-occupant room), all;
  *              s6 (Parley over WebSocket next to TCP: S3, S1 and S2 on each, one fresh server each)
+ *              s7 (login paths: classic STARTTLS, SASL2 + Bind 2, FAST + Bind 2, FAST + inline resumption:
+ *                  round trips, ms to the first message, server CPU per login; then S2 classic and FAST)
  *   --target   parley (started here, pinned to CPU 0) | prosody | ejabberd (../shared/peers) | host:port
- *   --domain D --tls direct|starttls --sasl scram-sha-1|plain --storage sqlite|postgres|memory (parley)
+ *   --domain D --tls direct|starttls --sasl scram-sha-1|scram-sha-256|plain --storage sqlite|postgres|memory (parley)
+ *   --login classic|sasl2|fast   (S2: how the storm logs in)   --logins N   (S7: logins per path)
  *   --transport tcp|websocket   (parley: XMPP over WebSocket, RFC 7395, on its HTTPS port)
  *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
  *   --server-pid PID   (host:port targets: the process to read CPU and memory from)
@@ -13,21 +16,24 @@
  *   --accounts-command "prosodyctl register {user} {domain} {password}"   instead of in-band registration
  *
  * The generator pins itself to CPU 1 and the server to CPU 0 where the machine has two cores.
- * Results: JSON on stdout and in bench/results/raw/.
+ * Results: JSON on stdout and in bench/results/raw/; with --runs K > 1, the medians of each headline
+ * figure too, in bench/results/<scenario>-<target>-<date>.json.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { canPin, pin } from "./proc.js";
 import { resolveTarget, type TargetOptions } from "./targets.js";
 import { s0, s1, s2, s3, s4, s5, type ScenarioOptions, type ScenarioResult } from "./scenarios.js";
-import { log } from "./common.js";
+import { log, median } from "./common.js";
 import { s6 } from "./websocket.js";
+import { s7 } from "./login-paths.js";
+import { LOGIN_MODES, type LoginMode, type SaslMechanism } from "./xmpp.js";
 
 export const SCENARIOS = ["s0", "s1", "s2", "s3", "s4", "s5"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
-/** S6 runs other scenarios over both transports; it is not part of `all`. */
-export type RunnableScenario = Scenario | "s6";
+/** S6 runs other scenarios over both transports, S7 compares ways of logging in; neither is part of `all`. */
+export type RunnableScenario = Scenario | "s6" | "s7";
 
 export interface Args { scenarios: RunnableScenario[]; target: TargetOptions; scenario: ScenarioOptions; runs: number }
 
@@ -47,23 +53,26 @@ export function parseArgs(argv: string[]): Args {
   const parsed: Args = {
     target: {
       target: take("target") ?? "parley", domain: take("domain"),
-      tls: (take("tls") ?? "direct") as "direct" | "starttls", sasl: (take("sasl") ?? "scram-sha-1") as "scram-sha-1" | "plain",
+      tls: (take("tls") ?? "direct") as "direct" | "starttls", sasl: (take("sasl") ?? "scram-sha-1") as SaslMechanism,
       storage: (take("storage") ?? "sqlite") as "sqlite" | "postgres" | "memory", serverPid: num("server-pid"), mucDomain: take("muc-domain"),
       transport: (take("transport") ?? "tcp") as "tcp" | "websocket",
     },
     scenario: {
       users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
       register: !flag("no-register"), prefix: take("prefix") ?? "lt", accountsCommand: take("accounts-command"),
+      login: take("login") as LoginMode | undefined, logins: num("logins"),
     },
     runs: num("runs") ?? 1,
     scenarios: [],
   };
   for (const a of args) {
     if (a === "all") parsed.scenarios.push(...SCENARIOS);
-    else if ((SCENARIOS as readonly string[]).includes(a) || a === "s6") parsed.scenarios.push(a as RunnableScenario);
+    else if ((SCENARIOS as readonly string[]).includes(a) || a === "s6" || a === "s7") parsed.scenarios.push(a as RunnableScenario);
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!parsed.scenarios.length) throw new Error(`name a scenario: ${SCENARIOS.join(", ")}, s6 or all`);
+  if (!parsed.scenarios.length) throw new Error(`name a scenario: ${SCENARIOS.join(", ")}, s6, s7 or all`);
+  if (!["scram-sha-1", "scram-sha-256", "plain"].includes(parsed.target.sasl)) throw new Error("--sasl is scram-sha-1, scram-sha-256 or plain");
+  if (parsed.scenario.login && !LOGIN_MODES.includes(parsed.scenario.login)) throw new Error(`--login is ${LOGIN_MODES.join(", ")}`);
   if (!["direct", "starttls"].includes(parsed.target.tls)) throw new Error("--tls is direct or starttls");
   if (!["tcp", "websocket"].includes(parsed.target.transport!)) throw new Error("--transport is tcp or websocket");
   return parsed;
@@ -71,6 +80,7 @@ export function parseArgs(argv: string[]): Args {
 
 /** The scenarios that run against a target (S0 measures the machine, not a server). */
 export const TARGET_SCENARIOS = { s1, s2, s3, s4, s5 } as const;
+const RUNNABLE_TARGET_SCENARIOS = { ...TARGET_SCENARIOS, s7 } as const;
 
 /** One scenario against one target, started fresh (Parley) or as it runs (peers). */
 export async function runScenario(scenario: RunnableScenario, targetOptions: TargetOptions, options: ScenarioOptions): Promise<ScenarioResult> {
@@ -79,7 +89,7 @@ export async function runScenario(scenario: RunnableScenario, targetOptions: Tar
   const target = await resolveTarget(targetOptions);
   try {
     log(`${scenario} against ${target.name} ${target.version} at ${target.endpoint.host}:${target.endpoint.port} (${target.endpoint.transport === "websocket" ? "WebSocket" : `${target.endpoint.tls} TLS`}, ${target.endpoint.sasl})`);
-    return await TARGET_SCENARIOS[scenario](target, options);
+    return await RUNNABLE_TARGET_SCENARIOS[scenario](target, options);
   } finally {
     await target.stop();
   }
@@ -110,10 +120,23 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   }
   pinGenerator();
   for (const scenario of args.scenarios) {
+    const headlines: ScenarioResult["headline"][] = [];
+    let last: ScenarioResult | undefined;
     for (let run = 1; run <= args.runs; run++) {
       const result = { ...(await runScenario(scenario, args.target, args.scenario)), run };
       saveRaw(result);
+      headlines.push(result.headline);
+      last = result;
       console.log(JSON.stringify({ scenario: result.scenario, target: result.target, run, headline: result.headline }));
     }
+    if (args.runs > 1 && last) saveMedians(last, headlines);
   }
+}
+
+/** Every headline figure's median over the runs, next to each run's figures and what the machine was doing. */
+function saveMedians(last: ScenarioResult, headlines: ScenarioResult["headline"][]): void {
+  const medians = Object.fromEntries(Object.keys(last.headline).map((key) => [key, median(headlines.map((h) => h[key] ?? NaN))]));
+  const file = `${RESULTS_DIR}${last.scenario}-${last.target}-${new Date().toISOString().slice(0, 10)}.json`;
+  writeFileSync(file, JSON.stringify({ scenario: last.scenario, target: last.target, version: last.version, runs: headlines.length, medians, headlines, loadAverageAtEnd: loadavg() }, null, 2));
+  log(`medians of ${headlines.length} runs: ${JSON.stringify(medians)} (${file})`);
 }

@@ -8,9 +8,9 @@ import { fileURLToPath } from "node:url";
 import { Histogram } from "./histogram.js";
 import { canPin, pin, sampleProcess } from "./proc.js";
 import { kitParleyCertificate, type Target } from "./targets.js";
-import { Connection, MARK, pool } from "./xmpp.js";
+import { Connection, MARK, newDevice, pool, type Device, type LoginMode } from "./xmpp.js";
 import {
-  bestRate, closeAll, commandAccounts, ensureAccounts, invalidNote, ladder, openLoop, log, loginMany, Meter, passwordOf, rateSteps, round, sleep, users,
+  bestRate, closeAll, commandAccounts, ensureAccounts, invalidNote, ladder, openLoop, log, loginEach, loginMany, Meter, passwordOf, rateSteps, round, sleep, users,
 } from "./common.js";
 
 export interface ScenarioOptions {
@@ -26,6 +26,10 @@ export interface ScenarioOptions {
   accountsCommand?: string;
   /** Account names are `<prefix><n>`; different prefixes keep scenarios' accounts apart. */
   prefix: string;
+  /** How S2's storm logs in (default classic: SASL, bind; see LoginMode). */
+  login?: LoginMode;
+  /** S7: logins one after another per login path. */
+  logins?: number;
 }
 
 export interface ScenarioResult {
@@ -37,9 +41,15 @@ export interface ScenarioResult {
 }
 
 const P99_MESSAGE_MS = 50;
-const P99_LOGIN_MS = 1000;
+export const P99_LOGIN_MS = 1000;
+/**
+ * SASL2 and FAST storms log in as devices, several per account, so that a device logs in again
+ * only after (accounts × this) logins: two logins of one device in flight at once would replace
+ * each other's Bind 2 resource and could present their FAST counts out of order.
+ */
+const STORM_DEVICES_PER_ACCOUNT = 2;
 
-async function accounts(target: Target, o: ScenarioOptions, names: string[]) {
+export async function accounts(target: Target, o: ScenarioOptions, names: string[]) {
   if (!o.register) return undefined;
   const r = o.accountsCommand ? await commandAccounts(o.accountsCommand, target.endpoint.domain, names) : await ensureAccounts(target, names);
   log(`accounts: ${r.created} created, ${r.existed} reused in ${r.seconds} s`);
@@ -136,14 +146,20 @@ export async function s1(target: Target, o: ScenarioOptions): Promise<ScenarioRe
 }
 
 // S2 — login storm: open-loop logins at rising rates; the highest with p99 < 1 s and no failures.
+// With --login sasl2 or fast the storm logs in that way (FAST: token, Bind 2, roster, presence).
 export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
+  const mode = o.login ?? "classic";
   const pool_ = users(o.prefix, o.users ?? 1000);
   const registered = await accounts(target, o, pool_);
-  // Every account logs in once first, as returning users do: the generator then has each
-  // SCRAM salted password cached (where the server keeps a fixed salt) and measures the server.
-  const warmup = await loginMany(target, pool_, 50, { resource: "warmup" });
+  const devices: { name: string; device: Device }[] = mode === "classic" ? [] : Array.from({ length: pool_.length * STORM_DEVICES_PER_ACCOUNT }, (_, i) => ({ name: pool_[i % pool_.length]!, device: newDevice() }));
+  // Every account (or device) logs in once first, as returning users do: the generator then has
+  // each SCRAM salted password cached (where the server keeps a fixed salt) and every FAST device
+  // its token, and measures the server.
+  const warmup = mode === "classic"
+    ? await loginMany(target, pool_, 50, { resource: "warmup" })
+    : await loginEach(target, devices, 50, (c, { name, device }) => c.loginWith(mode, name, passwordOf(name), device, { resource: "warmup" }));
   await closeAll(warmup.connections);
-  log(`S2: warm-up logins of ${pool_.length} accounts in ${warmup.seconds} s (${warmup.failures} failed)`);
+  log(`S2 (${mode}): warm-up logins of ${mode === "classic" ? pool_.length : devices.length} ${mode === "classic" ? "accounts" : "devices"} in ${warmup.seconds} s (${warmup.failures} failed)`);
   let k = 0;
   const steps = await ladder(o.rates ?? [25, 50, 100, 200, 300, 400, 600, 800, 1000, 1500], 2, 2000, async (rate, attempt) => {
     const total = Math.round(rate * (o.durationSeconds ?? 5));
@@ -154,27 +170,35 @@ export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioRe
     const start = performance.now();
     const inFlight: Promise<void>[] = [];
     await openLoop(start, total, rate, (_, dueAt) => {
-      const name = pool_[k % pool_.length]!;
-      const resource = `storm${k++}`;
       const c = new Connection(target.endpoint);
-      inFlight.push(c.login(name, passwordOf(name), { resource })
+      let login: Promise<unknown>;
+      if (mode === "classic") {
+        const name = pool_[k % pool_.length]!;
+        login = c.login(name, passwordOf(name), { resource: `storm${k}` });
+      } else {
+        const { name, device } = devices[k % devices.length]!;
+        login = c.loginWith(mode, name, passwordOf(name), device, { resource: "storm" });
+      }
+      k++;
+      inFlight.push(login
         .then(() => { times.recordMs(performance.now() - dueAt); return c.close(); })
         .catch((e: Error) => { failures++; firstError ??= e.message; c.destroy(); }));
     });
     await Promise.all(inFlight);
     const measured = meter.read();
     const latency = times.summary();
-    log(`  ${rate} logins/s${attempt > 1 ? " (again)" : ""}: p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, failures ${failures}${firstError ? ` (${firstError.slice(0, 120)})` : ""}, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${invalidNote(measured)}`);
+    log(`  ${rate} ${mode} logins/s${attempt > 1 ? " (again)" : ""}: p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, failures ${failures}${firstError ? ` (${firstError.slice(0, 120)})` : ""}, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${invalidNote(measured)}`);
     return {
       offeredRate: rate, attempt, logins: total, completed: times.count, failures, firstError, latency, ...measured,
       loginsPerSecond: Math.round(times.count / measured.seconds),
+      serverCpuMsPerLogin: round((measured.serverCpuSeconds / Math.max(1, times.count)) * 1000, 3),
       passed: measured.valid && failures === 0 && latency.p99ms < P99_LOGIN_MS,
     };
   });
   return {
     scenario: "s2", target: target.name, version: target.version,
     headline: { maxLoginsPerSecond: bestRate(steps) },
-    detail: { registered, sasl: target.endpoint.sasl, steps },
+    detail: { registered, sasl: target.endpoint.sasl, login: mode, steps },
   };
 }
 

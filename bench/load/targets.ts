@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import type { Endpoint } from "./xmpp.js";
+import type { Endpoint, SaslMechanism } from "./xmpp.js";
 import { canPin, pin } from "./proc.js";
 import { log } from "./common.js";
 import { PARLEY_VERSION } from "../../src/version.js";
@@ -19,6 +19,8 @@ export interface Target {
   name: string;
   version: string;
   endpoint: Endpoint;
+  /** Both client ports where known, for scenarios that log in over STARTTLS and direct TLS alike. */
+  ports?: { starttls: number; direct: number };
   mucDomain: string;
   /** The server's process, for CPU and memory; undefined when unknown (a remote target). */
   pid: number | undefined;
@@ -29,7 +31,7 @@ export interface TargetOptions {
   target: string;
   domain?: string;
   tls: "direct" | "starttls";
-  sasl: "scram-sha-1" | "plain";
+  sasl: SaslMechanism;
   /** tcp, or websocket (RFC 7395 on Parley's HTTPS port; Parley targets only). */
   transport?: "tcp" | "websocket";
   storage: "sqlite" | "postgres" | "memory";
@@ -127,6 +129,7 @@ async function startParley(o: TargetOptions): Promise<Target> {
   return {
     name: websocket ? "parley-websocket" : "parley", version: `${PARLEY_VERSION} (${o.storage})`,
     endpoint: { host: "127.0.0.1", port, domain, tls: o.tls, sasl: o.sasl, transport: o.transport, ca: kit ? readFileSync(kit.ca) : undefined },
+    ports: websocket ? undefined : { starttls: c2s, direct },
     mucDomain: `conference.${domain}`,
     pid: child.pid,
     async stop() {
@@ -155,6 +158,7 @@ function peerTarget(name: "prosody" | "ejabberd", o: TargetOptions): Target {
   return {
     name, version: peerVersion(name),
     endpoint: { host: "127.0.0.1", port, domain: env[`PEERS_${NAME}_DOMAIN`]!, tls: o.tls, sasl: o.sasl, ca: readFileSync(env.PEERS_CA_FILE!) },
+    ports: { starttls: Number(env[`PEERS_${NAME}_C2S_PORT`]), direct: Number(env[`PEERS_${NAME}_C2S_TLS_PORT`]) },
     mucDomain: env[`PEERS_${NAME}_MUC_DOMAIN`]!,
     pid,
     async stop() {},

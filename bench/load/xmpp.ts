@@ -1,8 +1,13 @@
 /**
  * The load generator's XMPP client: raw sockets, no XML library, so one generator core can drive
  * tens of thousands of stanzas per second against any server. It speaks just enough RFC 6120/6121
- * to log in like a mobile client (STARTTLS or direct TLS, SCRAM-SHA-1 or PLAIN, bind, roster,
- * presence), register in band (XEP-0077) and ask for acks (XEP-0198).
+ * to log in like a mobile client, register in band (XEP-0077) and ask for acks (XEP-0198). Three
+ * ways of logging in (`LoginMode`):
+ *   classic  STARTTLS or direct TLS, SASL (SCRAM-SHA-1/-256 or PLAIN), restart, bind, roster, presence;
+ *   sasl2    direct TLS, XEP-0388 SASL2 with XEP-0386 Bind 2 (stream management enabled inline);
+ *   fast     the same with a XEP-0484 FAST token (HT-SHA-256-NONE) from an earlier login, resuming the
+ *            device's session inline (XEP-0198) where one waits, else binding a new one.
+ * Every write that waits for the server's answer is counted in `roundTrips`.
  *
  * Two modes: while logging in, incoming text is buffered and matched against what is expected next;
  * once `startTraffic()` is called, incoming text is only scanned for message markers, acks and pings
@@ -11,7 +16,7 @@
 import { once } from "node:events";
 import { connect as tcpConnect, type Socket } from "node:net";
 import { connect as tlsConnect, createSecureContext, type SecureContext, type TLSSocket } from "node:tls";
-import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
+import { createHash, createHmac, pbkdf2, randomBytes, randomUUID } from "node:crypto";
 import { WebSocket, type ClientOptions } from "ws";
 
 export interface Endpoint {
@@ -21,12 +26,41 @@ export interface Endpoint {
   tls: "direct" | "starttls";
   /** CA to verify the server against; without one, certificates are not checked. */
   ca?: Buffer;
-  sasl: "scram-sha-1" | "plain";
+  sasl: SaslMechanism;
   /** TCP (RFC 6120) or XMPP over WebSocket (RFC 7395) at wss://host:port/xmpp-websocket. */
   transport?: "tcp" | "websocket";
 }
 
+export type SaslMechanism = "scram-sha-1" | "scram-sha-256" | "plain";
+export type LoginMode = "classic" | "sasl2" | "fast";
+export const LOGIN_MODES: readonly LoginMode[] = ["classic", "sasl2", "fast"];
+
 const FRAMING = "urn:ietf:params:xml:ns:xmpp-framing";
+const NS_SASL2 = "urn:xmpp:sasl:2";
+const NS_BIND2 = "urn:xmpp:bind:0";
+const NS_FAST = "urn:xmpp:fast:0";
+const NS_SM = "urn:xmpp:sm:3";
+/** The FAST mechanism without channel binding: every server that offers FAST offers it. */
+const FAST_MECHANISM = "HT-SHA-256-NONE";
+
+/**
+ * What a phone keeps between logins: its XEP-0388 user-agent id, its FAST token with the last
+ * count it used (XEP-0484 §4.4), and the session it may resume (XEP-0198 id and the stanzas it
+ * has received on it, its `h`).
+ */
+export interface Device {
+  userAgentId: string;
+  token?: string;
+  count: number;
+  session?: { id: string; h: number };
+}
+
+export const newDevice = (): Device => ({ userAgentId: randomUUID(), count: 0 });
+
+/** What of the modern login a server's pre-authentication stream features offer. */
+export function modernLoginOffer(features: string): { sasl2: boolean; fast: boolean } {
+  return { sasl2: features.includes(NS_SASL2), fast: new RegExp(`<fast xmlns=['"]${NS_FAST}['"]>[\\s\\S]*?${FAST_MECHANISM}`).test(features) };
+}
 
 /** Bodies that carry this prefix are the generator's own messages: `<body>` + MARK + send time. */
 export const MARK = "<body>~lt~";
@@ -70,10 +104,17 @@ export class Connection {
   /** Stanzas received since SM was enabled, for answering the server's `<r/>`. */
   private inbound = 0;
   private smEnabled = false;
+  /** An incomplete tag at the end of the last chunk, for counting `inbound` across chunks. */
+  private inboundTail = "";
+  /** Writes that waited for the server's answer (XEP-0198 acks and pings not included). */
+  roundTrips = 0;
+  /** The device a SASL2 login used: its session's `h` is kept up to date when the connection drops. */
+  private device: Device | undefined;
 
   constructor(readonly endpoint: Endpoint) {}
 
   private readonly onData = (text: string) => {
+    if (this.smEnabled) this.countInbound(text);
     if (this.traffic) return this.scan(text);
     this.buffer += text;
     if (this.buffer.length > 1 << 20) this.buffer = this.buffer.slice(-(1 << 18));
@@ -115,6 +156,13 @@ export class Connection {
     else this.socket.write(text);
   }
 
+  /** A write that waits for its answer: one round trip. */
+  private ask(text: string, answer: RegExp): Promise<RegExpExecArray> {
+    this.roundTrips++;
+    this.send(text);
+    return this.expect(answer);
+  }
+
   private header(): string {
     if (this.ws) return `<open xmlns='${FRAMING}' to='${this.endpoint.domain}' version='1.0'/>`;
     return `<?xml version='1.0'?><stream:stream to='${this.endpoint.domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>`;
@@ -145,61 +193,37 @@ export class Connection {
       const plain = tcpConnect({ host: this.endpoint.host, port: this.endpoint.port });
       this.attach(plain);
       await once(plain, "connect");
-      this.send(this.header());
-      await this.expect(/<\/stream:features>/);
-      this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-      await this.expect(/<proceed[^>]*\/>/);
+      await this.ask(this.header(), /<\/stream:features>/);
+      await this.ask("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", /<proceed[^>]*\/>/);
       plain.removeListener("data", this.onData);
       const secure = tlsConnect({ socket: plain, ...tlsOptionsFor(this.endpoint) });
       await once(secure, "secureConnect");
       this.attach(secure);
       this.buffer = "";
     }
-    this.send(this.header());
-    return (await this.expect(/<stream:features[\s\S]*?<\/stream:features>/))[0];
+    return (await this.ask(this.header(), /<stream:features[\s\S]*?<\/stream:features>/))[0];
   }
 
   /** XEP-0077: creates the account; an existing one (`<conflict/>`) is fine, it is reused. */
   async register(user: string, password: string): Promise<"created" | "existed"> {
     await this.open();
-    this.send(`<iq type='set' id='reg1'><query xmlns='jabber:iq:register'><username>${user}</username><password>${password}</password></query></iq>`);
-    const reply = await this.expect(/<iq[^>]*(?:id=['"]reg1['"])[^>]*?(?:\/>|>[\s\S]*?<\/iq>)/);
+    const reply = await this.ask(`<iq type='set' id='reg1'><query xmlns='jabber:iq:register'><username>${user}</username><password>${password}</password></query></iq>`, /<iq[^>]*(?:id=['"]reg1['"])[^>]*?(?:\/>|>[\s\S]*?<\/iq>)/);
     if (/type=['"]result/.test(reply[0])) return "created";
     if (/<conflict/.test(reply[0])) return "existed";
     throw new XmppError(`registration of ${user} refused: ${reply[0].slice(0, 300)}`);
   }
 
+  /** RFC 6120 §6: SASL with the endpoint's mechanism. */
   async authenticate(user: string, password: string): Promise<void> {
+    const mechanism = this.endpoint.sasl.toUpperCase();
     if (this.endpoint.sasl === "plain") {
-      this.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0${password}`).toString("base64")}</auth>`);
-      await this.expect(/<success[^>]*(?:\/>|>[^<]*<\/success>)/);
+      await this.ask(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${plainResponse(user, password)}</auth>`, /<success[^>]*(?:\/>|>[^<]*<\/success>)/);
       return;
     }
-    // RFC 5802 SCRAM-SHA-1, no channel binding; the salted password is cached per salt, as clients do.
-    const clientFirstBare = `n=${user},r=${randomBytes(18).toString("base64")}`;
-    this.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>${Buffer.from(`n,,${clientFirstBare}`).toString("base64")}</auth>`);
-    const challenge = await this.expect(/<challenge[^>]*>([^<]*)<\/challenge>/);
-    const serverFirst = Buffer.from(challenge[1]!, "base64").toString();
-    const attrs = Object.fromEntries(serverFirst.split(",").map((p) => [p[0], p.slice(2)]));
-    const key = `${password}\0${attrs.s}\0${attrs.i}`;
-    let salted = saltedPasswords.get(key);
-    if (!salted) {
-      salted = new Promise<Buffer>((resolve, reject) =>
-        pbkdf2(password, Buffer.from(attrs.s!, "base64"), Number(attrs.i), 20, "sha1", (e, k) => (e ? reject(e) : resolve(k))));
-      if (saltedPasswords.size > 100_000) saltedPasswords.clear();
-      saltedPasswords.set(key, salted);
-    }
-    const saltedPassword = await salted;
-    const withoutProof = `c=biws,r=${attrs.r}`;
-    const authMessage = `${clientFirstBare},${serverFirst},${withoutProof}`;
-    const clientKey = createHmac("sha1", saltedPassword).update("Client Key").digest();
-    const signature = createHmac("sha1", createHash("sha1").update(clientKey).digest()).update(authMessage).digest();
-    const proof = Buffer.from(clientKey.map((b, i) => b ^ signature[i]!)).toString("base64");
-    this.send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${Buffer.from(`${withoutProof},p=${proof}`).toString("base64")}</response>`);
-    const success = await this.expect(/<success[^>]*(?:\/>|>([^<]*)<\/success>)/);
-    const serverSignature = createHmac("sha1", createHmac("sha1", saltedPassword).update("Server Key").digest()).update(authMessage).digest("base64");
-    const verifier = Buffer.from(success[1] ?? "", "base64").toString();
-    if (verifier !== `v=${serverSignature}`) throw new XmppError(`server signature mismatch (${verifier})`);
+    const scram = new Scram(this.endpoint.sasl, user, password);
+    const challenge = await this.ask(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='${mechanism}'>${scram.clientFirst()}</auth>`, /<challenge[^>]*>([^<]*)<\/challenge>/);
+    const success = await this.ask(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${await scram.clientFinal(challenge[1]!)}</response>`, /<success[^>]*(?:\/>|>([^<]*)<\/success>)/);
+    scram.verify(success[1]);
   }
 
   /**
@@ -210,23 +234,110 @@ export class Connection {
   async login(user: string, password: string, options: LoginOptions = {}): Promise<void> {
     await this.open();
     await this.authenticate(user, password);
-    this.send(this.header());
-    await this.expect(/<stream:features[\s\S]*?<\/stream:features>/);
-    this.send(`<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${options.resource ?? "load"}</resource></bind></iq>`);
-    this.jid = (await this.expect(/<jid>([^<]+)<\/jid>/))[1]!;
+    await this.ask(this.header(), /<stream:features[\s\S]*?<\/stream:features>/);
+    const bound = await this.ask(`<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${options.resource ?? "load"}</resource></bind></iq>`, /<jid>([^<]+)<\/jid>/);
+    this.jid = bound[1]!;
     const presence = options.presence !== false;
-    if (presence) {
-      this.send("<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>");
-      await this.expect(/<iq[^>]*id=['"]roster1['"]/);
-    }
+    if (presence) await this.fetchRoster();
     // Scanning starts before presence: servers flush offline messages right after initial presence.
     if (options.traffic) this.startTraffic();
     if (options.streamManagement) {
-      this.send("<enable xmlns='urn:xmpp:sm:3'/>");
-      this.smEnabled = true;
-      if (!options.traffic) await this.expect(/<enabled[^>]*>/);
+      if (options.traffic) {
+        this.send(`<enable xmlns='${NS_SM}'/>`);
+        this.smEnabled = true;
+      } else {
+        this.smEnabled = true;
+        await this.ask(`<enable xmlns='${NS_SM}'/>`, /<enabled[^>]*>/);
+      }
     }
     if (presence) this.send("<presence/>");
+  }
+
+  private async fetchRoster(): Promise<void> {
+    await this.ask("<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>", /<iq[^>]*id=['"]roster1['"]/);
+  }
+
+  /**
+   * XEP-0388 on direct TLS, one `<authenticate/>` carrying everything: the user-agent, a Bind 2
+   * request enabling resumable stream management, and either the password (SCRAM adds one
+   * challenge round trip; with `fast`, a FAST token is asked for) or, with `fast` and a token on
+   * the device, the token's HT proof and an inline `<resume/>` of the device's session. Then, for a
+   * new session, roster and initial presence as in `login`. Resolves with what the server did.
+   */
+  async loginSasl2(user: string, password: string, device: Device, fast: boolean, options: LoginOptions = {}): Promise<"resumed" | "bound"> {
+    const offer = modernLoginOffer(await this.open());
+    if (!offer.sasl2) throw new XmppError("the server offers no SASL2 (XEP-0388)");
+    if (fast && !offer.fast) throw new XmppError(`the server offers no FAST ${FAST_MECHANISM} (XEP-0484)`);
+    this.device = device;
+    const agent = `<user-agent id='${device.userAgentId}'><software>parley-load</software><device>load</device></user-agent>`;
+    const bind = `<bind xmlns='${NS_BIND2}'><tag>${options.resource ?? "load"}</tag><enable xmlns='${NS_SM}' resume='true'/></bind>`;
+    const authenticate = (mechanism: string, initial: string, inline: string) =>
+      `<authenticate xmlns='${NS_SASL2}' mechanism='${mechanism}'><initial-response>${initial}</initial-response>${agent}${inline}${bind}</authenticate>`;
+    const successPattern = new RegExp(`<success xmlns=['"]${NS_SASL2}['"]>([\\s\\S]*?)</success>`);
+    let success: string;
+    // What this login asks to resume: another login of the same device may change `device` meanwhile.
+    const resuming = device.session;
+    if (fast && device.token) {
+      const resume = resuming ? `<resume xmlns='${NS_SM}' previd='${resuming.id}' h='${resuming.h}'/>` : "";
+      success = (await this.ask(authenticate(FAST_MECHANISM, htInitialResponse(user, device.token), `<fast xmlns='${NS_FAST}' count='${++device.count}'/>${resume}`), successPattern))[1]!;
+      const responder = /<additional-data>([^<]*)<\/additional-data>/.exec(success)?.[1];
+      if (responder !== htResponder(device.token)) throw new XmppError("the server's FAST responder does not prove it knows the token");
+    } else {
+      const requestToken = fast ? `<request-token xmlns='${NS_FAST}' mechanism='${FAST_MECHANISM}'/>` : "";
+      const mechanism = this.endpoint.sasl.toUpperCase();
+      if (this.endpoint.sasl === "plain") {
+        success = (await this.ask(authenticate(mechanism, plainResponse(user, password), requestToken), successPattern))[1]!;
+      } else {
+        const scram = new Scram(this.endpoint.sasl, user, password);
+        const challenge = await this.ask(authenticate(mechanism, scram.clientFirst(), requestToken), new RegExp(`<challenge xmlns=['"]${NS_SASL2}['"]>([^<]*)</challenge>`));
+        success = (await this.ask(`<response xmlns='${NS_SASL2}'>${await scram.clientFinal(challenge[1]!)}</response>`, successPattern))[1]!;
+        scram.verify(/<additional-data>([^<]*)<\/additional-data>/.exec(success)?.[1]);
+      }
+    }
+    const token = /<token [^>]*token=['"]([^'"]+)['"]/.exec(success)?.[1];
+    if (token) device.token = token;
+    this.jid = /<authorization-identifier>([^<]+)<\/authorization-identifier>/.exec(success)?.[1] ?? "";
+    if (resuming && /<resumed\b/.test(success)) {
+      device.session = resuming;
+      this.countInboundFrom(resuming.h);
+      // The stanzas missed while away follow the <success/>; nothing else is needed.
+      this.startTraffic();
+      return "resumed";
+    }
+    const enabled = /<enabled [^>]*id=['"]([^'"]+)['"]/.exec(success)?.[1];
+    device.session = enabled ? { id: enabled, h: 0 } : undefined;
+    if (enabled) this.countInboundFrom(0);
+    const presence = options.presence !== false;
+    if (presence) await this.fetchRoster();
+    if (options.traffic) this.startTraffic();
+    if (presence) this.send("<presence/>");
+    return "bound";
+  }
+
+  /** Logs in the way `mode` says; `classic` uses the endpoint as it is (STARTTLS or direct TLS). */
+  loginWith(mode: LoginMode, user: string, password: string, device: Device, options: LoginOptions = {}): Promise<"resumed" | "bound"> {
+    if (mode === "classic") return this.login(user, password, options).then(() => "bound");
+    return this.loginSasl2(user, password, device, mode === "fast", options);
+  }
+
+  /**
+   * XEP-0198 `h` counts from here: the stanzas in what is buffered (what followed the element that
+   * enabled or resumed the session), then every chunk as it arrives.
+   */
+  private countInboundFrom(h: number): void {
+    this.inbound = h;
+    this.inboundTail = "";
+    this.smEnabled = true;
+    this.countInbound(this.buffer);
+  }
+
+  private countInbound(chunk: string): void {
+    const text = this.inboundTail + chunk;
+    const lt = text.lastIndexOf("<");
+    const cut = lt !== -1 && text.indexOf(">", lt) === -1 ? lt : text.length;
+    // Every top-level stanza start; the generator enables nothing (carbons, MAM) that nests them.
+    this.inbound += text.slice(0, cut).match(/<(?:message|presence|iq)[\s>]/g)?.length ?? 0;
+    this.inboundTail = text.slice(cut);
   }
 
   /** Raw TLS and nothing else: the S0 baseline speaks to a relay, not to an XMPP server. */
@@ -299,8 +410,6 @@ export class Connection {
 
   private streamManagement(text: string): void {
     for (const m of text.matchAll(/<a [^>]*h=['"](\d+)['"]/g)) this.onAck(Number(m[1]));
-    // Every top-level stanza start; the generator enables nothing (carbons, MAM) that nests them.
-    this.inbound += (text.match(/<(?:message|presence|iq)[\s>]/g)?.length ?? 0);
     if (/<r[\s/]/.test(text)) this.send(`<a xmlns='urn:xmpp:sm:3' h='${this.inbound}'/>`);
   }
 
@@ -308,7 +417,9 @@ export class Connection {
     this.send("<r xmlns='urn:xmpp:sm:3'/>");
   }
 
+  /** A clean `</stream:stream>`: the server ends the session, nothing is left to resume. */
   close(): Promise<void> {
+    if (this.device) this.device.session = undefined;
     if (this.closed) return Promise.resolve();
     const ws = this.ws;
     if (ws) {
@@ -326,10 +437,79 @@ export class Connection {
     });
   }
 
+  /**
+   * The network goes away under a phone: no `</stream:stream>`, so the server keeps a resumable
+   * session (XEP-0198 §5) for the device's next login; the device remembers how much it received.
+   */
+  drop(): void {
+    if (this.device?.session) this.device.session.h = this.inbound;
+    this.destroy();
+  }
+
   destroy(): void {
     this.closed = true;
     this.ws?.terminate();
     this.socket?.destroy();
+  }
+}
+
+const plainResponse = (user: string, password: string) => Buffer.from(`\0${user}\0${password}`).toString("base64");
+
+/**
+ * The HT-SHA-256 exchange without channel binding (draft-schmaus-kitten-sasl-ht §3), keyed with the
+ * token itself: the client sends authcid NUL HMAC(token, "Initiator"), the server proves itself
+ * with HMAC(token, "Responder").
+ */
+const htMac = (token: string, label: string) => createHmac("sha256", token).update(label).digest();
+const htInitialResponse = (user: string, token: string) => Buffer.concat([Buffer.from(`${user}\0`), htMac(token, "Initiator")]).toString("base64");
+const htResponder = (token: string) => htMac(token, "Responder").toString("base64");
+
+/**
+ * RFC 5802 / RFC 7677 SCRAM without channel binding, client side; base64 in and out, as both SASL
+ * and SASL2 carry it. The salted password is cached per salt and iteration count, as clients do.
+ */
+class Scram {
+  private readonly hash: "sha1" | "sha256";
+  private readonly clientFirstBare: string;
+  private saltedPassword: Buffer | undefined;
+  private authMessage = "";
+
+  constructor(mechanism: "scram-sha-1" | "scram-sha-256", user: string, private readonly password: string) {
+    this.hash = mechanism === "scram-sha-1" ? "sha1" : "sha256";
+    this.clientFirstBare = `n=${user},r=${randomBytes(18).toString("base64")}`;
+  }
+
+  clientFirst(): string {
+    return Buffer.from(`n,,${this.clientFirstBare}`).toString("base64");
+  }
+
+  async clientFinal(challenge: string): Promise<string> {
+    const serverFirst = Buffer.from(challenge, "base64").toString();
+    const attrs = Object.fromEntries(serverFirst.split(",").map((p) => [p[0], p.slice(2)]));
+    const key = `${this.hash}\0${this.password}\0${attrs.s}\0${attrs.i}`;
+    let salted = saltedPasswords.get(key);
+    if (!salted) {
+      const length = this.hash === "sha1" ? 20 : 32;
+      salted = new Promise<Buffer>((resolve, reject) =>
+        pbkdf2(this.password, Buffer.from(attrs.s!, "base64"), Number(attrs.i), length, this.hash, (e, k) => (e ? reject(e) : resolve(k))));
+      if (saltedPasswords.size > 100_000) saltedPasswords.clear();
+      saltedPasswords.set(key, salted);
+    }
+    const saltedPassword = (this.saltedPassword = await salted);
+    const withoutProof = `c=biws,r=${attrs.r}`;
+    this.authMessage = `${this.clientFirstBare},${serverFirst},${withoutProof}`;
+    const clientKey = createHmac(this.hash, saltedPassword).update("Client Key").digest();
+    const signature = createHmac(this.hash, createHash(this.hash).update(clientKey).digest()).update(this.authMessage).digest();
+    const proof = Buffer.from(clientKey.map((b, i) => b ^ signature[i]!)).toString("base64");
+    return Buffer.from(`${withoutProof},p=${proof}`).toString("base64");
+  }
+
+  /** The server's final message (base64 of `v=…`) must carry its signature. */
+  verify(serverFinal: string | undefined): void {
+    const serverKey = createHmac(this.hash, this.saltedPassword!).update("Server Key").digest();
+    const serverSignature = createHmac(this.hash, serverKey).update(this.authMessage).digest("base64");
+    const verifier = Buffer.from(serverFinal ?? "", "base64").toString();
+    if (verifier !== `v=${serverSignature}`) throw new XmppError(`server signature mismatch (${verifier})`);
   }
 }
 

@@ -1,6 +1,6 @@
 /**
- * The benchmark generator (bench/load) against a real Parley over TLS: tiny versions of S3, S4 and
- * S5, so a change that breaks the generator — or the server paths it measures — fails in CI rather
+ * The benchmark generator (bench/load) against a real Parley over TLS: tiny versions of S3, S4, S5
+ * and S7 (the login paths: classic, SASL2 + Bind 2, FAST, FAST with inline resumption), so a change that breaks the generator — or the server paths it measures — fails in CI rather
  * than in the next comparison run.
  */
 import { after, before, describe, it } from "node:test";
@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import type { Target } from "../../bench/load/targets.js";
 import { s3, s4, s5 } from "../../bench/load/scenarios.js";
+import { s7 } from "../../bench/load/login-paths.js";
 
 describe("load generator against Parley", () => {
   let server: TestServer;
@@ -17,6 +18,7 @@ describe("load generator against Parley", () => {
     target = {
       name: "parley", version: "test", mucDomain: "conference.localhost", pid: process.pid, async stop() {},
       endpoint: { host: "127.0.0.1", port: server.ports.c2sDirectTls!, domain: "localhost", tls: "direct", sasl: "scram-sha-1" },
+      ports: { starttls: server.ports.c2s!, direct: server.ports.c2sDirectTls! },
     };
   });
   after(() => server.cleanup());
@@ -45,5 +47,32 @@ describe("load generator against Parley", () => {
     assert.equal(step!.expected, 10 * 12);
     assert.equal(step!.received, 10 * 12);
     assert.ok(r.headline.joinSeconds! > 0);
+  });
+
+  it("S7: every login path gets its waiting message, in the round trips the protocol needs; the FAST storm logs in", async () => {
+    const r = await s7(target, { logins: 3, users: 5, rates: [10], durationSeconds: 1, register: true, prefix: "t7" });
+    type Path = { path: string; failures: number; firstError?: string; roundTrips: number[]; outcomes: { resumed: number; bound: number }; msToFirstMessage: { count: number } };
+    const detail = r.detail as { skipped: string[]; paths: Path[]; storms: Record<"classic" | "fast", { detail: { steps: { completed: number; failures: number }[] } }> };
+    assert.deepEqual(detail.skipped, []);
+    const byName = Object.fromEntries(detail.paths.map((p) => [p.path, p]));
+    for (const p of detail.paths) {
+      assert.equal(p.failures, 0, `${p.path}: ${p.firstError}`);
+      assert.equal(p.msToFirstMessage.count, 3, `${p.path}: every login got its message`);
+    }
+    // SCRAM-SHA-1 over STARTTLS: header, starttls, header, auth, response, header, bind, roster, presence.
+    assert.deepEqual(byName.classic!.roundTrips, [9]);
+    // header, authenticate, SCRAM response, roster, presence.
+    assert.deepEqual(byName.sasl2!.roundTrips, [5]);
+    // header, authenticate with the token, roster, presence.
+    assert.deepEqual(byName["fast-bind2"]!.roundTrips, [4]);
+    assert.deepEqual(byName["fast-bind2"]!.outcomes, { resumed: 0, bound: 3 });
+    // header, authenticate with the token and <resume/>: the message follows the <success/>.
+    assert.deepEqual(byName["fast-resume"]!.roundTrips, [2]);
+    assert.deepEqual(byName["fast-resume"]!.outcomes, { resumed: 3, bound: 0 });
+    for (const storm of ["classic", "fast"] as const) {
+      const [step] = detail.storms[storm].detail.steps;
+      assert.equal(step!.failures, 0, storm);
+      assert.equal(step!.completed, 10, storm);
+    }
   });
 });

@@ -34,7 +34,7 @@ describe("load generator stream scanning", () => {
     (c as unknown as { socket: { write(s: string): void } }).socket = { write: (s: string) => { written.push(s); } };
     c.startTraffic();
     const feed = (text: string) => (c as unknown as { onData(t: string): void }).onData(text);
-    return { marks, written, feed };
+    return { marks, written, feed, connection: c };
   };
   const message = (t: number) => `<message from='a@example.org/x' type='chat'>${MARK}${t}</body></message>`;
 
@@ -46,6 +46,17 @@ describe("load generator stream scanning", () => {
       for (let at = 0; at < stream.length; at += size) feed(stream.slice(at, at + size));
       assert.deepEqual(marks, Array.from({ length: 50 }, (_, i) => 1000 + i), `chunks of ${size}`);
       assert.deepEqual(written, ["<iq type='result' id='p1' to='example.org'/>"], `chunks of ${size}`);
+    }
+  });
+
+  it("counts every stanza once for XEP-0198 `h` whatever the chunk boundaries, from where counting started", () => {
+    const stream = Array.from({ length: 50 }, (_, i) => message(1000 + i)).join("") + "<r xmlns='urn:xmpp:sm:3'/>";
+    for (const size of [1, 3, 7, 64, 200, stream.length]) {
+      const { written, feed, connection } = feedable();
+      // As after an inline resumption with h='7': the count goes on from there.
+      (connection as unknown as { countInboundFrom(h: number): void }).countInboundFrom(7);
+      for (let at = 0; at < stream.length; at += size) feed(stream.slice(at, at + size));
+      assert.deepEqual(written, ["<a xmlns='urn:xmpp:sm:3' h='57'/>"], `chunks of ${size}`);
     }
   });
 });

@@ -1,0 +1,179 @@
+/**
+ * S7 — the ways of logging in (issue 18), one login at a time, then S2's login storm with a
+ * password and with FAST on the same server:
+ *
+ *   classic      STARTTLS, SASL (--sasl), restart, bind, roster, stream management, presence
+ *   sasl2        direct TLS, SASL2 with the password + Bind 2 (SM enabled inline), roster, presence
+ *   fast-bind2   direct TLS, SASL2 with a FAST token + Bind 2, roster, presence (no session to resume)
+ *   fast-resume  direct TLS, SASL2 with a FAST token + inline resumption of the session the phone
+ *                lost its network on; nothing else
+ *
+ * Each login finds one message waiting for it, written by another client (and acked by the server,
+ * XEP-0198) just before: in the offline store for a new session, in the hibernated session for a
+ * resumption. Per path: the round trips (client writes that waited for an answer, counting initial
+ * presence, which the waiting message answers), ms from TCP connect to that message, and the
+ * server's CPU per login (/proc, summed over the logins' windows; and over whole cycles, which add
+ * the waiting message and the logout). Paths a server does not offer are skipped, saying so.
+ */
+import { sampleProcess } from "./proc.js";
+import type { Target } from "./targets.js";
+import { Connection, MARK, modernLoginOffer, newDevice, XmppError, type Device, type Endpoint, type LoginMode } from "./xmpp.js";
+import { Histogram } from "./histogram.js";
+import { log, Meter, passwordOf, round, sleep, users } from "./common.js";
+import { accounts, s2, type ScenarioOptions, type ScenarioResult } from "./scenarios.js";
+
+interface LoginPath {
+  name: string;
+  mode: LoginMode;
+  /** How the previous login ends, which decides what this one finds: nothing to resume, or a session. */
+  leave: "close" | "drop";
+}
+
+const PATHS: readonly LoginPath[] = [
+  { name: "classic", mode: "classic", leave: "close" },
+  { name: "sasl2", mode: "sasl2", leave: "close" },
+  { name: "fast-bind2", mode: "fast", leave: "close" },
+  { name: "fast-resume", mode: "fast", leave: "drop" },
+];
+
+/** The storms' ladders: FAST is expected to go several times as high as a password login. */
+const CLASSIC_STORM_RATES = [50, 100, 200, 300, 400, 600, 800];
+const FAST_STORM_RATES = [100, 250, 500, 1000, 1500, 2000, 3000];
+const DELIVERY_TIMEOUT_MS = 5000;
+
+async function offered(endpoint: Endpoint): Promise<ReturnType<typeof modernLoginOffer>> {
+  const c = new Connection(endpoint);
+  try {
+    return modernLoginOffer(await c.open());
+  } finally { c.destroy(); }
+}
+
+/** SASL2 needs TLS from the start (XEP-0388 comes after STARTTLS otherwise): the direct TLS port. */
+const directEndpoint = (target: Target): Endpoint => (target.ports ? { ...target.endpoint, tls: "direct", port: target.ports.direct } : target.endpoint);
+
+/** Resolves once `done()` holds, checking every 2 ms; rejects after `timeoutMs`. */
+async function until(done: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!done()) {
+    if (performance.now() > deadline) throw new XmppError(`timeout waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+/** One client that writes the waiting messages, each acked (XEP-0198) before the login starts. */
+async function waitingMessageWriter(target: Target, name: string) {
+  const sender = new Connection(target.endpoint);
+  await sender.login(name, passwordOf(name), { presence: false, streamManagement: true, traffic: true });
+  let sent = 0;
+  let acked = 0;
+  sender.onAck = (h) => { acked = h; };
+  return {
+    async write(to: string, marker: number): Promise<void> {
+      sender.send(`<message to='${to}' type='chat' id='w${++sent}'>${MARK}${marker}</body></message>`);
+      sender.requestAck();
+      await until(() => acked >= sent, DELIVERY_TIMEOUT_MS, "the server's ack of the waiting message");
+    },
+    close: () => sender.close(),
+  };
+}
+
+async function measurePath(target: Target, path: LoginPath, user: string, logins: number, writer: Awaited<ReturnType<typeof waitingMessageWriter>>) {
+  const endpoint: Endpoint = path.mode === "classic" && target.ports ? { ...target.endpoint, tls: "starttls", port: target.ports.starttls } : directEndpoint(target);
+  const bare = `${user}@${target.endpoint.domain}`;
+  const device: Device = newDevice();
+  const times = new Histogram();
+  const roundTrips = new Set<number>();
+  const outcomes = { resumed: 0, bound: 0 };
+  let loginCpuSeconds = 0;
+  let failures = 0;
+  let firstError: string | undefined;
+  let previousJid: string | undefined;
+  let meter: Meter | undefined;
+  // Login 0 is unmeasured: it gets the FAST token, the session to resume, the cached salted password.
+  for (let i = 0; i <= logins; i++) {
+    if (i === 1) meter = new Meter(target.pid);
+    const c = new Connection(endpoint);
+    const marker = performance.now();
+    const to = path.leave === "drop" && previousJid ? previousJid : bare;
+    try {
+      await writer.write(to, marker);
+      let delivered = false;
+      c.onMark = (at) => { if (at === marker) delivered = true; };
+      const cpuBefore = target.pid ? sampleProcess(target.pid).cpuSeconds : NaN;
+      const start = performance.now();
+      const outcome = await c.loginWith(path.mode, user, passwordOf(user), device, { resource: "path", streamManagement: true, traffic: true });
+      await until(() => delivered, DELIVERY_TIMEOUT_MS, "the waiting message");
+      const ms = performance.now() - start;
+      const cpu = target.pid ? sampleProcess(target.pid).cpuSeconds - cpuBefore : NaN;
+      if (i > 0) {
+        times.recordMs(ms);
+        loginCpuSeconds += cpu;
+        outcomes[outcome]++;
+        // A new session gets the offline message only after initial presence: one more write that waits.
+        roundTrips.add(c.roundTrips + (outcome === "bound" ? 1 : 0));
+      }
+      previousJid = c.jid;
+    } catch (e) {
+      failures++;
+      firstError ??= (e as Error).message;
+      device.session = undefined;
+    }
+    if (path.leave === "drop") c.drop(); else await c.close();
+    // The server notices the end (and hibernates or ends the session) before the next message.
+    await sleep(20);
+  }
+  const cycles = meter!.read();
+  const latency = times.summary();
+  const result = {
+    path: path.name, logins, failures, firstError, outcomes,
+    roundTrips: [...roundTrips].sort((a, b) => a - b),
+    msToFirstMessage: latency,
+    serverCpuMsPerLogin: round((loginCpuSeconds / Math.max(1, times.count)) * 1000, 3),
+    serverCpuMsPerCycle: round((cycles.serverCpuSeconds / Math.max(1, logins)) * 1000, 3),
+    generatorCoreShare: cycles.generatorCoreShare,
+  };
+  log(`S7 ${path.name}: ${result.roundTrips.join("/")} round trips, first message p50 ${latency.p50ms} ms p99 ${latency.p99ms} ms, server CPU ${result.serverCpuMsPerLogin} ms per login (${result.serverCpuMsPerCycle} ms per cycle), ${outcomes.resumed} resumed, ${failures} failed${firstError ? ` (${firstError.slice(0, 120)})` : ""}`);
+  return result;
+}
+
+export async function s7(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
+  const logins = o.logins ?? 200;
+  const [sender, ...names] = users(`${o.prefix}p`, PATHS.length + 1) as [string, ...string[]];
+  const registered = await accounts(target, o, [sender, ...names]);
+  const offer = await offered(directEndpoint(target));
+  const supported = (p: LoginPath) => p.mode === "classic" || (p.mode === "sasl2" ? offer.sasl2 : offer.fast);
+  const skipped = PATHS.filter((p) => !supported(p)).map((p) => p.name);
+  if (skipped.length) log(`S7: ${target.name} offers ${offer.sasl2 ? "SASL2 but not FAST HT-SHA-256-NONE" : "no SASL2 (XEP-0388)"}: skipping ${skipped.join(", ")}`);
+  const writer = await waitingMessageWriter(target, sender);
+  const paths: Awaited<ReturnType<typeof measurePath>>[] = [];
+  for (const [i, path] of PATHS.entries()) {
+    if (supported(path)) paths.push(await measurePath(target, path, names[i]!, logins, writer));
+  }
+  await writer.close();
+
+  // The storms, on direct TLS as S2 always runs: with the password (S2 as it is), then with FAST.
+  const storm = (login: LoginMode, rates: number[]) => s2(target, { ...o, login, users: o.users ?? 500, durationSeconds: o.durationSeconds ?? 3, rates: o.rates ?? rates, prefix: `${o.prefix}s${login}` });
+  const classicStorm = await storm("classic", CLASSIC_STORM_RATES);
+  const fastStorm = offer.fast ? await storm("fast", FAST_STORM_RATES) : undefined;
+
+  const figure = (name: string, pick: (p: (typeof paths)[number]) => number) => {
+    const p = paths.find((x) => x.path === name);
+    return p && !p.failures ? pick(p) : NaN;
+  };
+  const headline: Record<string, number> = {};
+  for (const path of PATHS) {
+    const key = path.name.replace(/-(\w)/g, (_, c: string) => c.toUpperCase());
+    headline[`${key}RoundTrips`] = figure(path.name, (p) => Math.max(...p.roundTrips));
+    headline[`${key}MsToFirstMessageP50`] = figure(path.name, (p) => p.msToFirstMessage.p50ms);
+    headline[`${key}ServerCpuMsPerLogin`] = figure(path.name, (p) => p.serverCpuMsPerLogin);
+  }
+  headline.fastResumeToClassicMs = round(headline.fastResumeMsToFirstMessageP50! / headline.classicMsToFirstMessageP50!);
+  headline.fastResumeToClassicCpu = round(headline.fastResumeServerCpuMsPerLogin! / headline.classicServerCpuMsPerLogin!);
+  headline.s2ClassicMaxLoginsPerSecond = classicStorm.headline.maxLoginsPerSecond!;
+  headline.s2FastMaxLoginsPerSecond = fastStorm?.headline.maxLoginsPerSecond ?? NaN;
+  headline.s2FastToClassic = round(headline.s2FastMaxLoginsPerSecond / headline.s2ClassicMaxLoginsPerSecond);
+  return {
+    scenario: "s7", target: target.name, version: target.version, headline,
+    detail: { registered, sasl: target.endpoint.sasl, offered: offer, skipped, paths, storms: { classic: classicStorm, fast: fastStorm } },
+  };
+}
