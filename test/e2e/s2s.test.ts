@@ -83,35 +83,38 @@ async function chatBothWays(alice: Connected, bob: Connected, tag: string): Prom
   assert.equal(back.getChildText("body"), "hello from b");
 }
 
-describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { skip: openssl ? false : "openssl is not installed" }, () => {
-  let pki: Pki;
-  let pair: Pair;
-  let alice: Connected;
-  let bob: Connected;
+
+/** Two Parleys started by `start`, with alice on a.test and bob on b.test, for the tests of one suite. */
+function pairWithUsers(start: () => Promise<Pair>): { pair: Pair; alice: Connected; bob: Connected } {
+  const f = {} as { pair: Pair; alice: Connected; bob: Connected };
   before(async () => {
-    pki = makePki(["a.test", "b.test", "evil.test", "late.test"]);
-    pair = await startPair(pki);
-    alice = await login(pair.a, "alice", "a.test");
-    bob = await login(pair.b, "bob", "b.test");
+    f.pair = await start();
+    f.alice = await login(f.pair.a, "alice", "a.test");
+    f.bob = await login(f.pair.b, "bob", "b.test");
   });
   after(async () => {
-    await alice?.stop();
-    await bob?.stop();
-    await pair?.a.cleanup();
-    await pair?.b.cleanup();
+    await f.alice?.stop();
+    await f.bob?.stop();
+    await f.pair?.a.cleanup();
+    await f.pair?.b.cleanup();
   });
+  return f;
+}
+describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { skip: openssl ? false : "openssl is not installed" }, () => {
+  let pki!: Pki;
+  const f = pairWithUsers(() => startPair(pki = makePki(["a.test", "b.test", "evil.test", "late.test"])));
 
   it("chat both ways; both streams authenticate with SASL EXTERNAL", async () => {
-    await chatBothWays(alice, bob, "ext");
-    assert.deepEqual(pair.a.s2s().outgoing.map((o) => [o.remote, o.state, o.method]), [["b.test", "ready", "sasl-external"]]);
-    assert.deepEqual(pair.b.s2s().outgoing.map((o) => [o.remote, o.state, o.method]), [["a.test", "ready", "sasl-external"]]);
-    assert.deepEqual(pair.b.s2s().incoming.flatMap((i) => i.domains), [{ domain: "a.test", method: "sasl-external" }]);
+    await chatBothWays(f.alice, f.bob, "ext");
+    assert.deepEqual(f.pair.a.s2s().outgoing.map((o) => [o.remote, o.state, o.method]), [["b.test", "ready", "sasl-external"]]);
+    assert.deepEqual(f.pair.b.s2s().outgoing.map((o) => [o.remote, o.state, o.method]), [["a.test", "ready", "sasl-external"]]);
+    assert.deepEqual(f.pair.b.s2s().incoming.flatMap((i) => i.domains), [{ domain: "a.test", method: "sasl-external" }]);
   });
 
   it("the web admin's status page lists the s2s streams and how they authenticated", async () => {
-    await pair.a.accounts.create("admin@a.test", "admin-pw");
+    await f.pair.a.accounts.create("admin@a.test", "admin-pw");
     const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
-    const base = `https://127.0.0.1:${pair.a.ports.https}/admin`;
+    const base = `https://127.0.0.1:${f.pair.a.ports.https}/admin`;
     const get = (path: string, cookie?: string) => request(`${base}${path}`, { dispatcher, headers: cookie ? { cookie } : {} });
     const form = await get("/login");
     const formBody = await form.body.text();
@@ -133,7 +136,7 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
   it("parley s2s lists the running server's streams (read from its metrics)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "parley-s2s-cli-"));
     const config = join(dir, "parley.yaml");
-    writeFileSync(config, `hosts: [a.test]\ndataDir: ${dir}\nstorage: { driver: memory }\nlisten: { address: 127.0.0.1, https: ${pair.a.ports.https}, http: null }\n`);
+    writeFileSync(config, `hosts: [a.test]\ndataDir: ${dir}\nstorage: { driver: memory }\nlisten: { address: 127.0.0.1, https: ${f.pair.a.ports.https}, http: null }\n`);
     const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", "src/main.ts", "s2s", "--config", config]);
     const lines = stdout.trim().split("\n");
     assert.ok(lines.includes("outgoing\ta.test -> b.test\tready\tsasl-external\t1 stream"), stdout);
@@ -141,26 +144,26 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
   });
 
   it("a presence subscription across servers (RFC 6121 §3.1)", async () => {
-    const pushed = alice.waitFor((s) => s.is("iq") && s.attrs.type === "set" && s.getChild("query", NS_ROSTER)?.getChild("item")?.attrs.subscription === "to", 10_000);
-    await alice.xmpp.send(xml("presence", { to: "bob@b.test", type: "subscribe" }));
-    const request = await bob.waitFor((s) => s.is("presence") && s.attrs.type === "subscribe", 10_000);
+    const pushed = f.alice.waitFor((s) => s.is("iq") && s.attrs.type === "set" && s.getChild("query", NS_ROSTER)?.getChild("item")?.attrs.subscription === "to", 10_000);
+    await f.alice.xmpp.send(xml("presence", { to: "bob@b.test", type: "subscribe" }));
+    const request = await f.bob.waitFor((s) => s.is("presence") && s.attrs.type === "subscribe", 10_000);
     assert.equal(request.attrs.from, "alice@a.test");
-    await bob.xmpp.send(xml("presence", { to: "alice@a.test", type: "subscribed" }));
+    await f.bob.xmpp.send(xml("presence", { to: "alice@a.test", type: "subscribed" }));
     const item = (await pushed).getChild("query", NS_ROSTER)!.getChild("item")!;
     assert.equal(item.attrs.jid, "bob@b.test");
     // RFC 6121 §3.1.5: once approved, the contact's presence follows.
-    const presence = await alice.waitFor((s) => s.is("presence") && s.attrs.from === "bob@b.test/r" && s.attrs.type === undefined, 10_000);
+    const presence = await f.alice.waitFor((s) => s.is("presence") && s.attrs.from === "bob@b.test/r" && s.attrs.type === undefined, 10_000);
     assert.equal(presence.attrs.to, "alice@a.test/r");
-    const bobSide = await pair.b.storage.roster.getItem("bob@b.test", "alice@a.test");
+    const bobSide = await f.pair.b.storage.roster.getItem("bob@b.test", "alice@a.test");
     assert.equal(bobSide?.subscription, "from");
   });
 
   it("disco#info on the remote server and a remote user's vCard (IQs both ways)", async () => {
-    const info = await alice.iq(xml("iq", { type: "get", to: "b.test" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
+    const info = await f.alice.iq(xml("iq", { type: "get", to: "b.test" }, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" })));
     assert.equal(info.attrs.from, "b.test");
     assert.ok(info.getChild("query")!.getChildren("identity").some((i) => i.attrs.category === "server"));
-    await bob.iq(xml("iq", { type: "set" }, xml("vCard", { xmlns: "vcard-temp" }, xml("FN", {}, "Bob of B"))));
-    const card = await alice.iq(xml("iq", { type: "get", to: "bob@b.test" }, xml("vCard", { xmlns: "vcard-temp" })));
+    await f.bob.iq(xml("iq", { type: "set" }, xml("vCard", { xmlns: "vcard-temp" }, xml("FN", {}, "Bob of B"))));
+    const card = await f.alice.iq(xml("iq", { type: "get", to: "bob@b.test" }, xml("vCard", { xmlns: "vcard-temp" })));
     assert.equal(card.attrs.from, "bob@b.test");
     assert.equal(card.getChild("vCard", "vcard-temp")!.getChildText("FN"), "Bob of B");
   });
@@ -168,38 +171,38 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
   it("a user of a.test joins a room on conference.b.test and talks (XEP-0045)", async () => {
     const room = "team@conference.b.test";
     const MUC = "http://jabber.org/protocol/muc";
-    await bob.xmpp.send(xml("presence", { to: `${room}/bob` }, xml("x", { xmlns: MUC })));
-    await bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/bob`, 10_000);
-    await bob.iq(xml("iq", { type: "set", to: room }, xml("query", { xmlns: `${MUC}#owner` }, xml("x", { xmlns: "jabber:x:data", type: "submit" }))));
-    await alice.xmpp.send(xml("presence", { to: `${room}/alice` }, xml("x", { xmlns: MUC })));
-    const self = await alice.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/alice` && s.attrs.type === undefined, 10_000);
+    await f.bob.xmpp.send(xml("presence", { to: `${room}/bob` }, xml("x", { xmlns: MUC })));
+    await f.bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/bob`, 10_000);
+    await f.bob.iq(xml("iq", { type: "set", to: room }, xml("query", { xmlns: `${MUC}#owner` }, xml("x", { xmlns: "jabber:x:data", type: "submit" }))));
+    await f.alice.xmpp.send(xml("presence", { to: `${room}/alice` }, xml("x", { xmlns: MUC })));
+    const self = await f.alice.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/alice` && s.attrs.type === undefined, 10_000);
     assert.ok(self.getChild("x", `${MUC}#user`)!.getChildren("status").some((st) => st.attrs.code === "110"), "self-presence");
-    await bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/alice`, 10_000);
-    await alice.xmpp.send(xml("message", { to: room, type: "groupchat", id: "gc" }, xml("body", {}, "hi room")));
-    const got = await bob.waitFor((s) => s.is("message") && s.attrs.type === "groupchat" && s.attrs.from === `${room}/alice`, 10_000);
+    await f.bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/alice`, 10_000);
+    await f.alice.xmpp.send(xml("message", { to: room, type: "groupchat", id: "gc" }, xml("body", {}, "hi room")));
+    const got = await f.bob.waitFor((s) => s.is("message") && s.attrs.type === "groupchat" && s.attrs.from === `${room}/alice`, 10_000);
     assert.equal(got.getChildText("body"), "hi room");
-    await alice.waitFor((s) => s.is("message") && s.attrs.type === "groupchat" && s.attrs.from === `${room}/alice` && s.getChildText("body") === "hi room", 10_000);
+    await f.alice.waitFor((s) => s.is("message") && s.attrs.type === "groupchat" && s.attrs.from === `${room}/alice` && s.getChildText("body") === "hi room", 10_000);
     // A user who joined from a.test and disconnects leaves the room on b.test (RFC 6121 §4.6).
-    await pair.a.accounts.create("dave@a.test", "pw");
-    const dave = await login(pair.a, "dave", "a.test");
+    await f.pair.a.accounts.create("dave@a.test", "pw");
+    const dave = await login(f.pair.a, "dave", "a.test");
     await dave.xmpp.send(xml("presence", { to: `${room}/dave` }, xml("x", { xmlns: MUC })));
-    await bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/dave` && s.attrs.type === undefined, 10_000);
+    await f.bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/dave` && s.attrs.type === undefined, 10_000);
     await dave.stop();
-    await bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/dave` && s.attrs.type === "unavailable", 10_000);
+    await f.bob.waitFor((s) => s.is("presence") && s.attrs.from === `${room}/dave` && s.attrs.type === "unavailable", 10_000);
   });
 
   it("carbons of a remote conversation reach the user's other resource, and both sides archive it (XEP-0280, XEP-0313)", async () => {
     const CARBONS = "urn:xmpp:carbons:2";
     const MAM = "urn:xmpp:mam:2";
-    const tablet = await connect({ port: pair.a.ports.c2s!, domain: "a.test", username: "alice", password: "pw", resource: "tablet" });
+    const tablet = await connect({ port: f.pair.a.ports.c2s!, domain: "a.test", username: "alice", password: "pw", resource: "tablet" });
     try {
       await tablet.iq(xml("iq", { type: "set" }, xml("enable", { xmlns: CARBONS })));
       await tablet.xmpp.send(xml("presence"));
-      await alice.xmpp.send(xml("message", { to: "bob@b.test", type: "chat", id: "carbon-out" }, xml("body", {}, "seen on the tablet")));
+      await f.alice.xmpp.send(xml("message", { to: "bob@b.test", type: "chat", id: "carbon-out" }, xml("body", {}, "seen on the tablet")));
       const sent = await tablet.waitFor((s) => s.getChild("sent", CARBONS) !== undefined, 10_000);
       assert.equal(sent.getChild("sent", CARBONS)!.getChild("forwarded", "urn:xmpp:forward:0")!.getChild("message")!.attrs.id, "carbon-out");
-      await bob.waitFor((s) => s.attrs.id === "carbon-out", 10_000);
-      await bob.xmpp.send(xml("message", { to: "alice@a.test", type: "chat", id: "carbon-in" }, xml("body", {}, "to the bare JID")));
+      await f.bob.waitFor((s) => s.attrs.id === "carbon-out", 10_000);
+      await f.bob.xmpp.send(xml("message", { to: "alice@a.test", type: "chat", id: "carbon-in" }, xml("body", {}, "to the bare JID")));
       // Both resources have the same priority: one gets the message, the other a received carbon or the message itself.
       await tablet.waitFor((s) => s.attrs.id === "carbon-in" || s.getChild("received", CARBONS)?.getChild("forwarded", "urn:xmpp:forward:0")?.getChild("message")?.attrs.id === "carbon-in", 10_000);
       const archived = async (client: Connected, withJid: string, id: string) => {
@@ -215,35 +218,35 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
         (client.xmpp as unknown as NodeJS.EventEmitter).off("stanza", listener);
         assert.ok(results.includes(id), `${id} in ${results.join(",")}`);
       };
-      await archived(alice, "bob@b.test", "carbon-out");
-      await archived(alice, "bob@b.test", "carbon-in");
-      await archived(bob, "alice@a.test", "carbon-out");
+      await archived(f.alice, "bob@b.test", "carbon-out");
+      await archived(f.alice, "bob@b.test", "carbon-in");
+      await archived(f.bob, "alice@a.test", "carbon-out");
     } finally {
       await tablet.stop();
     }
   });
 
   it("a domain that cannot be resolved bounces with remote-server-not-found, a server that is down with remote-server-timeout", async () => {
-    await alice.xmpp.send(xml("message", { to: "x@nowhere.test", id: "nf" }, xml("body", {}, "?")));
-    const notFound = await alice.waitFor((s) => s.attrs.id === "nf" && s.attrs.type === "error", 10_000);
+    await f.alice.xmpp.send(xml("message", { to: "x@nowhere.test", id: "nf" }, xml("body", {}, "?")));
+    const notFound = await f.alice.waitFor((s) => s.attrs.id === "nf" && s.attrs.type === "error", 10_000);
     assert.ok(notFound.getChild("error")!.getChild("remote-server-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas"));
     assert.equal(notFound.attrs.from, "x@nowhere.test");
-    await alice.xmpp.send(xml("message", { to: "x@down.test", id: "down" }, xml("body", {}, "?")));
-    const timeout = await alice.waitFor((s) => s.attrs.id === "down" && s.attrs.type === "error", 15_000);
+    await f.alice.xmpp.send(xml("message", { to: "x@down.test", id: "down" }, xml("body", {}, "?")));
+    const timeout = await f.alice.waitFor((s) => s.attrs.id === "down" && s.attrs.type === "error", 15_000);
     assert.ok(timeout.getChild("error")!.getChild("remote-server-timeout", "urn:ietf:params:xml:ns:xmpp-stanzas"));
-    const counted = await pair.a.metrics!.render();
+    const counted = await f.pair.a.metrics!.render();
     assert.match(counted.body, /parley_s2s_stanzas_out_total\{outcome="bounced",kind="message"\} 2/);
   });
 
   it("a server that comes back within the queue's time gets what waited for it", async () => {
-    await alice.xmpp.send(xml("message", { to: "carol@late.test", type: "chat", id: "late" }, xml("body", {}, "are you there?")));
+    await f.alice.xmpp.send(xml("message", { to: "carol@late.test", type: "chat", id: "late" }, xml("body", {}, "are you there?")));
     await new Promise((r) => setTimeout(r, 1200));
-    assert.deepEqual(pair.a.s2s().outgoing.filter((o) => o.remote === "late.test").map((o) => [o.state, o.queued]), [["connecting", 1]]);
+    assert.deepEqual(f.pair.a.s2s().outgoing.filter((o) => o.remote === "late.test").map((o) => [o.state, o.queued]), [["connecting", 1]]);
     const late = await startTestServer({
       hosts: ["late.test"],
-      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: pair.ports.late },
+      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: f.pair.ports.late },
       tls: { certificates: { "late.test": pki.files["late.test"]! } },
-      s2s: { caFiles: [pki.caFile], routes: { "a.test": `127.0.0.1:${pair.ports.a}` } },
+      s2s: { caFiles: [pki.caFile], routes: { "a.test": `127.0.0.1:${f.pair.ports.a}` } },
     });
     try {
       await late.accounts.create("carol@late.test", "pw");
@@ -257,18 +260,18 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
   });
 
   it("a stream that has not authenticated sends a stanza: not-authorized", async () => {
-    const { raw, features } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test");
+    const { raw, features } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test");
     assert.ok(features.getChild("dialback", "urn:xmpp:features:dialback"), "dialback offered");
     assert.equal(features.getChild("mechanisms", NS_SASL), undefined, "no certificate, no EXTERNAL");
     raw.send("<message from='mallory@evil.test' to='bob@b.test' id='unauth'><body>spam</body></message>");
     const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS));
     assert.equal(streamErrorOf(error), "not-authorized");
     await raw.closed;
-    assert.ok(!bob.inbox.some((s) => s.attrs.id === "unauth"), "bob sees nothing");
+    assert.ok(!f.bob.inbox.some((s) => s.attrs.id === "unauth"), "bob sees nothing");
   });
 
   it("an authenticated peer forging another domain in 'from': invalid-from", async () => {
-    const { raw, features } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
+    const { raw, features } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
     assert.deepEqual(features.getChild("mechanisms", NS_SASL)?.getChildren("mechanism").map((m) => m.text()), ["EXTERNAL"]);
     raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>${Buffer.from("evil.test").toString("base64")}</auth>`);
     await raw.waitForElement((e) => e.is("success", NS_SASL));
@@ -278,23 +281,23 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
     // Its own domain is fine (bob gets it) …
     raw.send("<message from='eve@evil.test' to='bob@b.test' id='own'><body>hi</body></message>");
-    await bob.waitFor((s) => s.attrs.id === "own", 5000);
+    await f.bob.waitFor((s) => s.attrs.id === "own", 5000);
     // … another one is not.
     raw.send("<message from='alice@a.test' to='bob@b.test' id='forged'><body>it is me</body></message>");
     const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS));
     assert.equal(streamErrorOf(error), "invalid-from");
     await raw.closed;
-    assert.ok(!bob.inbox.some((s) => s.attrs.id === "forged"), "bob sees nothing forged");
+    assert.ok(!f.bob.inbox.some((s) => s.attrs.id === "forged"), "bob sees nothing forged");
   });
 
   it("an oversized stanza, before and after authentication: policy-violation", async () => {
-    const pre = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test");
+    const pre = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test");
     pre.raw.send(`<db:result from='evil.test' to='b.test'>${"a".repeat(9000)}</db:result>`);
     const preError = await pre.raw.waitForElement((e) => e.is("error", NS_STREAMS));
     assert.equal(streamErrorOf(preError), "policy-violation");
     assert.ok(preError.getChild("stanza-too-big", "urn:xmpp:errors"));
 
-    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
+    const { raw } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
     raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
     await raw.waitForElement((e) => e.is("success", NS_SASL));
     raw.restartParser();
@@ -302,15 +305,15 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     raw.send(s2sHeader("b.test", "evil.test"));
     await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
     raw.send(`<message from='eve@evil.test' to='bob@b.test' id='fits'><body>${"x".repeat(15_000)}</body></message>`);
-    await bob.waitFor((s) => s.attrs.id === "fits", 5000);
+    await f.bob.waitFor((s) => s.attrs.id === "fits", 5000);
     raw.send(`<message from='eve@evil.test' to='bob@b.test' id='too-big'><body>${"x".repeat(25_000)}</body></message>`);
     assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark)), "policy-violation");
     await raw.closed;
-    assert.ok(!bob.inbox.some((s) => s.attrs.id === "too-big"));
+    assert.ok(!f.bob.inbox.some((s) => s.attrs.id === "too-big"));
   });
 
   it("a flood: past the stanza rate the stream ends with policy-violation, and local users are spared most of it", async () => {
-    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
+    const { raw } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
     raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
     await raw.waitForElement((e) => e.is("success", NS_SASL));
     raw.restartParser();
@@ -321,44 +324,44 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark)), "policy-violation");
     await raw.closed;
     await new Promise((r) => setTimeout(r, 300));
-    const reached = bob.inbox.filter((s) => s.attrs.id?.startsWith("flood-")).length;
+    const reached = f.bob.inbox.filter((s) => s.attrs.id?.startsWith("flood-")).length;
     // The burst allows 200, and the bucket refills at 100/s while a loaded machine parses the rest.
-    assert.ok(reached < 500, `${reached} of 1000 reached bob`);
+    assert.ok(reached < 500, `${reached} of 1000 reached f.bob`);
   });
 
   it("a blocked domain: its stanzas are refused both ways", async () => {
-    await alice.xmpp.send(xml("message", { to: "x@chat.blocked.test", id: "blocked" }, xml("body", {}, "?")));
-    const refused = await alice.waitFor((s) => s.attrs.id === "blocked" && s.attrs.type === "error", 5000);
+    await f.alice.xmpp.send(xml("message", { to: "x@chat.blocked.test", id: "blocked" }, xml("body", {}, "?")));
+    const refused = await f.alice.waitFor((s) => s.attrs.id === "blocked" && s.attrs.type === "error", 5000);
     assert.ok(refused.getChild("error")!.getChild("not-allowed", "urn:ietf:params:xml:ns:xmpp-stanzas"));
-    assert.ok(!pair.a.s2s().outgoing.some((o) => o.remote.endsWith("blocked.test")), "no connection was tried");
-    const raw = await RawClient.open(pair.a.ports.s2s!, false);
+    assert.ok(!f.pair.a.s2s().outgoing.some((o) => o.remote.endsWith("blocked.test")), "no connection was tried");
+    const raw = await RawClient.open(f.pair.a.ports.s2s!, false);
     raw.send(s2sHeader("a.test", "blocked.test"));
     assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS))), "policy-violation");
     await raw.closed;
   });
 
   it("no more than s2s.maxConnectionsPerAddress incoming connections from one address", async () => {
-    const held = await Promise.all(Array.from({ length: 4 }, () => RawClient.open(pair.b.ports.s2s!, false, "127.0.0.2")));
+    const held = await Promise.all(Array.from({ length: 4 }, () => RawClient.open(f.pair.b.ports.s2s!, false, "127.0.0.2")));
     for (const raw of held) raw.send(s2sHeader("b.test", "evil.test"));
     await Promise.all(held.map((raw) => raw.waitForElement((e) => e.is("features", NS_STREAMS))));
-    const fifth = await RawClient.open(pair.b.ports.s2s!, false, "127.0.0.2");
+    const fifth = await RawClient.open(f.pair.b.ports.s2s!, false, "127.0.0.2");
     await fifth.closed;
     assert.equal(fifth.text, "", "closed before a byte was sent");
     // Other addresses (here: the other server, on 127.0.0.1) are not affected.
-    await alice.xmpp.send(xml("message", { to: "bob@b.test", id: "still" }, xml("body", {}, "still here")));
-    await bob.waitFor((s) => s.attrs.id === "still", 10_000);
+    await f.alice.xmpp.send(xml("message", { to: "bob@b.test", id: "still" }, xml("body", {}, "still here")));
+    await f.bob.waitFor((s) => s.attrs.id === "still", 10_000);
     for (const raw of held) raw.close();
   });
 
   it("a stream that never authenticates is closed: connection-timeout", async () => {
-    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test");
+    const { raw } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test");
     const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000);
     assert.equal(streamErrorOf(error), "connection-timeout");
     await raw.closed;
   });
 
   it("dialback with a key the authoritative server did not give: invalid", async () => {
-    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "a.test");
+    const { raw } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "a.test");
     // a.test is reachable, and is asked: it never gave this key.
     raw.send(`<db:result from='a.test' to='b.test'>${"0".repeat(64)}</db:result>`);
     const answer = await raw.waitForElement((e) => e.is("result", "jabber:server:dialback"), 10_000);
@@ -368,54 +371,28 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
   });
 
   it("a stream that keeps asking for dialback callbacks is cut off (policy-violation)", async () => {
-    const { raw } = await rawS2S(pair.b.ports.s2s!, "b.test", "evil.test");
+    const { raw } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test");
     for (let i = 0; i < 9; i++) raw.send(`<db:result from='victim${i}.test' to='b.test'>${"0".repeat(64)}</db:result>`);
     assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 10_000)), "policy-violation");
   });
 });
 
 describe("s2s between two Parleys, certificates that do not verify (dialback, XEP-0220)", () => {
-  let pair: Pair;
-  let alice: Connected;
-  let bob: Connected;
-  before(async () => {
-    pair = await startPair(undefined);
-    alice = await login(pair.a, "alice", "a.test");
-    bob = await login(pair.b, "bob", "b.test");
-  });
-  after(async () => {
-    await alice?.stop();
-    await bob?.stop();
-    await pair?.a.cleanup();
-    await pair?.b.cleanup();
-  });
+  const f = pairWithUsers(() => startPair(undefined));
 
   it("chat both ways; both streams authenticate with dialback", async () => {
-    await chatBothWays(alice, bob, "db");
-    assert.deepEqual(pair.a.s2s().outgoing.map((o) => [o.remote, o.method]), [["b.test", "dialback"]]);
-    assert.deepEqual(pair.a.s2s().incoming.flatMap((i) => i.domains), [{ domain: "b.test", method: "dialback" }]);
+    await chatBothWays(f.alice, f.bob, "db");
+    assert.deepEqual(f.pair.a.s2s().outgoing.map((o) => [o.remote, o.method]), [["b.test", "dialback"]]);
+    assert.deepEqual(f.pair.a.s2s().incoming.flatMap((i) => i.domains), [{ domain: "b.test", method: "dialback" }]);
   });
 });
 
 describe("s2s over direct TLS (XEP-0368)", () => {
-  let pair: Pair;
-  let alice: Connected;
-  let bob: Connected;
-  before(async () => {
-    pair = await startPair(openssl ? makePki(["a.test", "b.test"]) : undefined, true);
-    alice = await login(pair.a, "alice", "a.test");
-    bob = await login(pair.b, "bob", "b.test");
-  });
-  after(async () => {
-    await alice?.stop();
-    await bob?.stop();
-    await pair?.a.cleanup();
-    await pair?.b.cleanup();
-  });
+  const f = pairWithUsers(() => startPair(openssl ? makePki(["a.test", "b.test"]) : undefined, true));
 
   it("chat both ways over streams that start with TLS", async () => {
-    await chatBothWays(alice, bob, "direct");
-    assert.deepEqual(pair.b.s2s().incoming.map((i) => [i.directTls, i.domains.map((d) => d.domain)]), [[true, ["a.test"]]]);
-    assert.deepEqual(pair.a.s2s().incoming.map((i) => [i.directTls, i.domains.map((d) => d.domain)]), [[true, ["b.test"]]]);
+    await chatBothWays(f.alice, f.bob, "direct");
+    assert.deepEqual(f.pair.b.s2s().incoming.map((i) => [i.directTls, i.domains.map((d) => d.domain)]), [[true, ["a.test"]]]);
+    assert.deepEqual(f.pair.a.s2s().incoming.map((i) => [i.directTls, i.domains.map((d) => d.domain)]), [[true, ["b.test"]]]);
   });
 });
