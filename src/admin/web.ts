@@ -20,6 +20,7 @@ import { AdminError, type AdminActions } from "./actions.js";
 import { AdminLogins, LOGIN_COOKIE, SESSION_COOKIE, sameSecret, type AdminSession } from "./auth.js";
 import { CONTENT_SECURITY_POLICY, STYLESHEET, button, csrfField, document, html, page, type Html } from "./html.js";
 import type { CertificateSource, RoomAdmin, UploadAdmin } from "./sources.js";
+import { describeDevice, revokeDevice, sessionsOfDevice } from "../modules/devices.js";
 
 /** What the status page shows of federation: the s2s streams up now and how each authenticated. */
 export type FederationSource = () => {
@@ -189,6 +190,8 @@ ${more ? html`<p><a href="/admin/users?q=${encodeURIComponent(q)}&amp;page=${pag
     const jid = (await actions.existingAccount(url.searchParams.get("jid") ?? "")).bare;
     const account = (await storage.accounts.get(jid))!;
     const list = sessions.ofUser(jid);
+    const devices = await storage.devices.list(jid);
+    const now = Date.now();
     return html`
 <p>Created ${fmtTime(account.createdAt)}. ${account.disabled ? html`<span class="warn">Disabled:</span> cannot log in.` : "Active."}
 ${deps.config.admins.includes(jid) ? html` <strong>Administrator.</strong>` : ""}</p>
@@ -200,6 +203,12 @@ ${list.map((x) => html`<tr><td>${x.jid.resource}</td><td>${x.remoteAddress}</td>
 <td>${button("/admin/users/kick", s.csrf, "End session", { jid: x.jid.full, back: jid })}</td></tr>`)}
 </tbody></table>
 <p>${button("/admin/users/kick", s.csrf, "End all sessions", { jid, back: jid }, true)}</p>`}
+<h2>Devices</h2>
+${devices.length === 0 ? html`<p class="muted">No device has logged in with a user-agent id (XEP-0388).</p>` : html`
+<table><thead><tr><th>Device</th><th></th></tr></thead><tbody>
+${devices.map((d) => html`<tr><td>${describeDevice(d, sessionsOfDevice(sessions, jid, d.id).length > 0, now)}</td>
+<td>${button("/admin/users/revoke-device", s.csrf, "Log out", { jid, id: d.id })}</td></tr>`)}
+</tbody></table>`}
 <h2>Reset the password</h2>
 <form method="post" action="/admin/users/password"><fieldset>${csrfField(s.csrf)}<input type="hidden" name="jid" value="${jid}">
 <label>New password <input type="password" name="password" autocomplete="new-password" required></label><button type="submit">Set password</button></fieldset></form>
@@ -304,6 +313,12 @@ ${button("/admin/reports/delete", s.csrf, "Delete report", { id: String(r.id) })
       await actions.deleteUser(jid);
       logins.endFor(jid);
       return { to: "/admin/users", ok: `Deleted ${jid} and all its data.` };
+    },
+    "/admin/users/revoke-device": async (_s, f) => {
+      const jid = (await actions.existingAccount(f.get("jid") ?? "")).bare;
+      if (!(await revokeDevice(storage, sessions, jid, f.get("id") ?? ""))) throw new HttpError(404, "No such device");
+      log.info({ stage: "admin", action: "revoke-device" }, "device logged out by an administrator");
+      return { to: userBack(jid), ok: "Logged the device out: its tokens no longer work and its sessions ended." };
     },
     "/admin/users/kick": async (_s, f) => {
       const n = actions.endSessions(f.get("jid") ?? "", "Session ended by an administrator");

@@ -9,7 +9,8 @@ import { defineModule } from "../module.js";
 import { StreamError, StanzaError } from "../errors.js";
 import { buildForm, readForm } from "../xmpp/forms.js";
 import { xmppDateTime } from "../xmpp/datetime.js";
-import type { Device } from "../storage/index.js";
+import type { Device, Storage } from "../storage/index.js";
+import type { SessionView } from "../xmpp/sessions.js";
 
 export const DEVICES_NODE = "urn:parley:devices";
 
@@ -20,13 +21,26 @@ export function describeDevice(device: Device, online: boolean, now: number): st
   return `${what} — ${online ? "online" : `last seen ${xmppDateTime(device.lastSeen)}`}, ${login}`;
 }
 
+/** The sessions a device has open now. */
+export function sessionsOfDevice(sessions: SessionView, owner: string, id: string) {
+  return sessions.ofUser(owner).filter((s) => s.userAgentId === id);
+}
+
+/** Logs a device out: its tokens are forgotten and its sessions end. false when the account has no such device. */
+export async function revokeDevice(storage: Storage, sessions: SessionView, owner: string, id: string): Promise<boolean> {
+  if (!(await storage.devices.get(owner, id))) return false;
+  await storage.devices.delete(owner, id);
+  for (const session of sessionsOfDevice(sessions, owner, id)) session.close(new StreamError("not-authorized", "This device was logged out"));
+  return true;
+}
+
 export const devices = defineModule({
   name: "devices",
   implements: [{ spec: "XEP-0388", version: "1.0.4", note: "user agents as devices" }, { spec: "XEP-0484", version: "0.1.0", note: "revocation" }],
   dependsOn: ["adhoc"],
   options: z.strictObject({}),
   start(ctx) {
-    const online = (user: string, id: string) => ctx.sessions.ofUser(user).filter((s) => s.userAgentId === id);
+    const online = (user: string, id: string) => sessionsOfDevice(ctx.sessions, user, id);
 
     ctx.command({
       node: DEVICES_NODE,
@@ -48,10 +62,7 @@ export const devices = defineModule({
         const known = new Set((await ctx.storage.devices.list(user.bare)).map((d) => d.id));
         const unknown = chosen.filter((id) => !known.has(id));
         if (unknown.length) throw new StanzaError("item-not-found", "No such device");
-        for (const id of chosen) {
-          await ctx.storage.devices.delete(user.bare, id);
-          for (const session of online(user.bare, id)) session.close(new StreamError("not-authorized", "This device was logged out"));
-        }
+        for (const id of chosen) await revokeDevice(ctx.storage, ctx.sessions, user.bare, id);
         ctx.log.info({ stage: "devices", revoked: chosen.length }, "devices revoked by their user");
         return chosen.length ? `Logged out ${chosen.length} device(s).` : "Nothing changed.";
       },

@@ -29,6 +29,12 @@ const s2sHeader = (to: string, from?: string) =>
   `<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='${NS_STREAMS}' xmlns:db='jabber:server:dialback' to='${to}'${from ? ` from='${from}'` : ""} version='1.0'>`;
 
 const streamErrorOf = (e: Element) => e.children.find((c): c is Element => typeof c !== "string" && c.attrs.xmlns === NS_STREAM_ERRORS && c.name !== "text")?.name;
+/** The peer's stream ends with this stream error condition, and the connection closes. */
+async function streamEnds(raw: RawClient, condition: string): Promise<void> {
+  const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS));
+  assert.equal(streamErrorOf(error), condition);
+  await raw.closed;
+}
 
 interface Pair { a: TestServer; b: TestServer; ports: { a: number; late: number } }
 
@@ -103,6 +109,17 @@ function pairWithUsers(start: () => Promise<Pair>): { pair: Pair; alice: Connect
 describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { skip: openssl ? false : "openssl is not installed" }, () => {
   let pki!: Pki;
   const f = pairWithUsers(() => startPair(pki = makePki(["a.test", "b.test", "evil.test", "late.test"])));
+  /** A raw stream from evil.test into b.test, authenticated with SASL EXTERNAL and restarted; `mark` is where its stream begins. */
+  const evilAuthenticated = async () => {
+    const { raw } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
+    raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
+    await raw.waitForElement((e) => e.is("success", NS_SASL));
+    raw.restartParser();
+    const mark = raw.elements.length;
+    raw.send(s2sHeader("b.test", "evil.test"));
+    await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
+    return { raw, mark };
+  };
 
   it("chat both ways; both streams authenticate with SASL EXTERNAL", async () => {
     await chatBothWays(f.alice, f.bob, "ext");
@@ -264,9 +281,7 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.ok(features.getChild("dialback", "urn:xmpp:features:dialback"), "dialback offered");
     assert.equal(features.getChild("mechanisms", NS_SASL), undefined, "no certificate, no EXTERNAL");
     raw.send("<message from='mallory@evil.test' to='bob@b.test' id='unauth'><body>spam</body></message>");
-    const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS));
-    assert.equal(streamErrorOf(error), "not-authorized");
-    await raw.closed;
+    await streamEnds(raw, "not-authorized");
     assert.ok(!f.bob.inbox.some((s) => s.attrs.id === "unauth"), "bob sees nothing");
   });
 
@@ -284,9 +299,7 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     await f.bob.waitFor((s) => s.attrs.id === "own", 5000);
     // … another one is not.
     raw.send("<message from='alice@a.test' to='bob@b.test' id='forged'><body>it is me</body></message>");
-    const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS));
-    assert.equal(streamErrorOf(error), "invalid-from");
-    await raw.closed;
+    await streamEnds(raw, "invalid-from");
     assert.ok(!f.bob.inbox.some((s) => s.attrs.id === "forged"), "bob sees nothing forged");
   });
 
@@ -297,13 +310,7 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.equal(streamErrorOf(preError), "policy-violation");
     assert.ok(preError.getChild("stanza-too-big", "urn:xmpp:errors"));
 
-    const { raw } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
-    raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
-    await raw.waitForElement((e) => e.is("success", NS_SASL));
-    raw.restartParser();
-    const mark = raw.elements.length;
-    raw.send(s2sHeader("b.test", "evil.test"));
-    await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
+    const { raw, mark } = await evilAuthenticated();
     raw.send(`<message from='eve@evil.test' to='bob@b.test' id='fits'><body>${"x".repeat(15_000)}</body></message>`);
     await f.bob.waitFor((s) => s.attrs.id === "fits", 5000);
     raw.send(`<message from='eve@evil.test' to='bob@b.test' id='too-big'><body>${"x".repeat(25_000)}</body></message>`);
@@ -313,13 +320,7 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
   });
 
   it("a flood: past the stanza rate the stream ends with policy-violation, and local users are spared most of it", async () => {
-    const { raw } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
-    raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
-    await raw.waitForElement((e) => e.is("success", NS_SASL));
-    raw.restartParser();
-    const mark = raw.elements.length;
-    raw.send(s2sHeader("b.test", "evil.test"));
-    await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
+    const { raw, mark } = await evilAuthenticated();
     raw.send(Array.from({ length: 1000 }, (_, i) => `<message from='eve@evil.test' to='bob@b.test' id='flood-${i}' type='headline'><body>${i}</body></message>`).join(""));
     assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark)), "policy-violation");
     await raw.closed;

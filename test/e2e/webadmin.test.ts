@@ -275,6 +275,24 @@ describe("web admin", () => {
       assert.equal(await server.storage.accounts.exists("newbie@localhost"), false);
     });
 
+    it("devices (XEP-0388 user agents): listed on the user's page with their tokens, logged out by the admin", async (t) => {
+      if (skip) return t.skip(skip);
+      const id = "2f0b1a6e-6c1f-4d3a-9b1e-5a7c9d0e1f23";
+      const now = Date.now();
+      await server.storage.devices.put({ owner: "alice@localhost", id, software: HOSTILE, name: "Phone", firstSeen: now, lastSeen: now,
+        current: { mechanism: "HT-SHA-256-NONE", hash: "x".repeat(43), expiresAt: now + 86_400_000, count: 0 } });
+      await pageOf.goto(`${base}/admin/users/view?jid=alice@localhost`);
+      const row = pageOf.locator("form[action='/admin/users/revoke-device']").locator("xpath=ancestor::tr");
+      // The device's self-chosen name is shown as text, never as markup.
+      assert.match(await row.innerText(), /on Phone — last seen .*, fast login until/);
+      assert.ok((await row.innerText()).includes(HOSTILE));
+      await shot("user-devices");
+      await row.locator("button").click();
+      assert.match(await flash(), /^Logged the device out/);
+      assert.equal(await server.storage.devices.get("alice@localhost", id), undefined);
+      assert.match(await pageOf.locator("main").innerText(), /No device has logged in/);
+    });
+
     it("group chats: listed with the name escaped, inspected, destroyed with the occupants told", async (t) => {
       if (skip) return t.skip(skip);
       await alice.xmpp.send(xml("presence", { to: `${ROOM}/alice` }, xml("x", { xmlns: MUC })));
