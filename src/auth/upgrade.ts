@@ -44,10 +44,7 @@ export function upgradeChallenge(task: string, iterations: number): UpgradeChall
 }
 
 /** §3: "The client then calculates the SaltedPassword and sends back its base64 encoded value"; undefined when it is not one. */
-export function upgradedCredential(challenge: UpgradeChallenge, saltedPasswordBase64: string): ScramCredential | undefined {
-  const text = saltedPasswordBase64.replace(/\s+/g, "");
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text)) return undefined;
-  const salted = Buffer.from(text, "base64");
+export function upgradedCredential(challenge: UpgradeChallenge, salted: Buffer): ScramCredential | undefined {
   if (salted.length !== hashLength(challenge.hash)) return undefined;
   return credentialFromSalted(challenge.hash, salted, challenge.salt, challenge.iterations);
 }

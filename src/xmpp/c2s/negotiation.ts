@@ -276,7 +276,7 @@ export class C2SNegotiation implements StreamOwner {
     if (this.upgrade) {
       // XEP-0388 §2.6.3: the client may abort while a task runs; nothing else is expected then.
       this.upgrade = undefined;
-      return this.stream.send(sasl2Failure(element.name === "abort" ? "aborted" : "malformed-request", element.name === "abort" ? undefined : "An upgrade task is under way"));
+      return this.stream.send(element.name === "abort" ? sasl2Failure("aborted") : sasl2Failure("malformed-request", "An upgrade task is under way"));
     }
     const sasl = this.saslStep();
     let outcome: SaslOutcome;
@@ -334,7 +334,8 @@ export class C2SNegotiation implements StreamOwner {
     }
     const hash = element.getChild("hash", NS_SCRAM_UPGRADE);
     if (!upgrade.challenge || !hash) return refuse("Expected the SaltedPassword of the task");
-    const credential = upgradedCredential(upgrade.challenge, hash.getText());
+    const salted = decodeSaslData(hash.getText(), false);
+    const credential = salted instanceof Buffer ? upgradedCredential(upgrade.challenge, salted) : undefined;
     if (!credential) return refuse("Not a SaltedPassword of this hash");
     const account = await this.deps.storage.accounts.get(upgrade.user);
     if (!this.stillNegotiating()) return;
