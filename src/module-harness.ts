@@ -89,7 +89,7 @@ export async function startHarness(options: HarnessOptions): Promise<ModuleHarne
     async connect(fullJid, { available = true } = {}) {
       const jid = parseJid(fullJid);
       if (!(await storage.accounts.get(jid.bare))) await accounts.create(jid.bare, "pw");
-      const session = fakeSession(fullJid);
+      const session = harnessSession(fullJid);
       sessions.add(session);
       await hooks.emit("session/bound", { session });
       if (available) await harness.send(session, "<presence/>");
@@ -113,7 +113,8 @@ export async function startHarness(options: HarnessOptions): Promise<ModuleHarne
   return harness;
 }
 
-function fakeSession(fullJid: string): HarnessSession {
+/** A session that is a plain object recording what it is sent; not in any session table until added. */
+export function harnessSession(fullJid: string): HarnessSession {
   const received: Element[] = [];
   const waiters = new Set<{ match: (s: Element) => boolean; resolve: (s: Element) => void }>();
   const send = (stanza: Element) => {

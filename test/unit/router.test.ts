@@ -3,23 +3,19 @@ import { describe, it, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import { Router } from "../../src/xmpp/router.js";
 import { HookBus, HANDLED, Priority } from "../../src/hooks.js";
-import { SessionTable, type Session } from "../../src/xmpp/sessions.js";
-import { parseJid } from "../../src/xmpp/jid.js";
+import { SessionTable } from "../../src/xmpp/sessions.js";
+import { harnessSession, type HarnessSession } from "../../src/module-harness.js";
 import { Element, el } from "../../src/xmpp/xml.js";
 import { createMemoryStorage } from "../../src/storage/memory/index.js";
 import { silentLogger } from "../../src/log.js";
 import { StanzaError } from "../../src/errors.js";
 
-function fakeSession(full: string): Session & { out: Element[] } {
-  const out: Element[] = [];
-  return { id: full, transport: "tcp", unacknowledged: undefined, userAgentId: undefined, jid: parseJid(full), remoteAddress: "127.0.0.1", presence: undefined, priority: 0, interested: false, directedPresence: new Set(), send: (s) => out.push(s), sendConfirmed: (s) => { out.push(s); return undefined; }, confirmsDelivery: false, hibernating: false, writable: () => undefined, close() {}, out };
-}
 
 describe("router (docs/routing.md)", () => {
   let hooks: HookBus;
   let sessions: SessionTable;
   let router: Router;
-  let alice: ReturnType<typeof fakeSession>;
+  let alice: HarnessSession;
   const storage = createMemoryStorage();
   const conditionOf = (s: Element | undefined) => s?.getChild("error")?.children.find((c) => typeof c !== "string" && c.name !== "text") as Element | undefined;
   const tick = () => new Promise((r) => setImmediate(r));
@@ -28,7 +24,7 @@ describe("router (docs/routing.md)", () => {
     hooks = new HookBus(silentLogger());
     sessions = new SessionTable();
     router = new Router(["localhost"], hooks, sessions, storage.accounts, silentLogger());
-    alice = fakeSession("alice@localhost/a");
+    alice = harnessSession("alice@localhost/a");
     sessions.add(alice);
     await storage.accounts.create({ jid: "bob@localhost", createdAt: 0, credentials: {} as never });
   });
@@ -42,7 +38,7 @@ describe("router (docs/routing.md)", () => {
 
   it("2: an invalid 'to' → jid-malformed", () => {
     router.fromClient(alice, el("message", { to: "a@b@c", id: "x" }));
-    assert.equal(conditionOf(alice.out[0])?.name, "jid-malformed");
+    assert.equal(conditionOf(alice.received[0])?.name, "jid-malformed");
   });
 
   it("3: no 'to' → the sender's bare JID; presence without 'to' is a broadcast", () => {
@@ -62,13 +58,13 @@ describe("router (docs/routing.md)", () => {
   ] as const) {
     it(`4: iq with ${name} → bad-request`, () => {
       router.fromClient(alice, iq);
-      assert.equal(conditionOf(alice.out[0])?.name, "bad-request");
+      assert.equal(conditionOf(alice.received[0])?.name, "bad-request");
     });
   }
 
   it("5: presence with an unknown type → bad-request; 6: message with an unknown type becomes normal", () => {
     router.fromClient(alice, el("presence", { type: "weird", to: "bob@localhost" }));
-    assert.equal(conditionOf(alice.out[0])?.name, "bad-request");
+    assert.equal(conditionOf(alice.received[0])?.name, "bad-request");
     let type: string | undefined = "unset";
     hooks.chain("message/bare", ({ stanza }) => { type = stanza.attrs.type; return HANDLED; });
     router.fromClient(alice, el("message", { type: "weird", to: "bob@localhost" }));
@@ -77,7 +73,7 @@ describe("router (docs/routing.md)", () => {
 
   it("7: a remote domain → remote-server-not-found", () => {
     router.fromClient(alice, el("message", { to: "x@remote.example", id: "r" }));
-    assert.equal(conditionOf(alice.out[0])?.name, "remote-server-not-found");
+    assert.equal(conditionOf(alice.received[0])?.name, "remote-server-not-found");
   });
 
   it("8: iq to the server: registered handler answers; unknown namespace → service-unavailable; handler errors are central", async () => {
@@ -89,7 +85,7 @@ describe("router (docs/routing.md)", () => {
     router.fromClient(alice, el("iq", { type: "get", id: "3", to: "localhost" }, el("q", { xmlns: "urn:throws" })));
     router.fromClient(alice, el("iq", { type: "get", id: "4", to: "localhost" }, el("q", { xmlns: "urn:crash" })));
     await tick();
-    const byId = Object.fromEntries(alice.out.map((s) => [s.attrs.id, s]));
+    const byId = Object.fromEntries(alice.received.map((s) => [s.attrs.id, s]));
     assert.equal(byId["1"]!.attrs.type, "result");
     assert.equal(byId["1"]!.attrs.from, "localhost");
     assert.equal(conditionOf(byId["2"])?.name, "service-unavailable");
@@ -99,8 +95,8 @@ describe("router (docs/routing.md)", () => {
 
   it("9: a server request resolves only with a reply from the entity asked", async () => {
     const pending = router.request(el("iq", { type: "get", from: "localhost", to: "alice@localhost/a" }, el("ping", { xmlns: "urn:xmpp:ping" })), 1000);
-    const id = alice.out[0]!.attrs.id;
-    const mallory = fakeSession("mallory@localhost/m");
+    const id = alice.received[0]!.attrs.id;
+    const mallory = harnessSession("mallory@localhost/m");
     sessions.add(mallory);
     router.fromClient(mallory, el("iq", { type: "result", id, to: "localhost" }));
     let settled = false;
@@ -113,7 +109,7 @@ describe("router (docs/routing.md)", () => {
 
   it("10: a chat message to the server → service-unavailable", () => {
     router.fromClient(alice, el("message", { to: "localhost", type: "chat", id: "m" }));
-    assert.equal(conditionOf(alice.out[0])?.name, "service-unavailable");
+    assert.equal(conditionOf(alice.received[0])?.name, "service-unavailable");
   });
 
   it("17: iq to another user's bare JID that does not exist → service-unavailable, even with a handler", async () => {
@@ -121,33 +117,33 @@ describe("router (docs/routing.md)", () => {
     router.fromClient(alice, el("iq", { type: "get", id: "v1", to: "ghost@localhost" }, el("vCard", { xmlns: "vcard-temp" })));
     router.fromClient(alice, el("iq", { type: "get", id: "v2", to: "bob@localhost" }, el("vCard", { xmlns: "vcard-temp" })));
     await tick(); await tick();
-    const byId = Object.fromEntries(alice.out.map((s) => [s.attrs.id, s]));
+    const byId = Object.fromEntries(alice.received.map((s) => [s.attrs.id, s]));
     assert.equal(conditionOf(byId.v1)?.name, "service-unavailable");
     assert.equal(byId.v2!.attrs.type, "result");
   });
 
   it("22: iq to a connected full JID is delivered; to a missing resource → service-unavailable (get/set) or dropped (result/error)", () => {
-    const bob = fakeSession("bob@localhost/b");
+    const bob = harnessSession("bob@localhost/b");
     sessions.add(bob);
     router.fromClient(alice, el("iq", { type: "get", id: "f1", to: "bob@localhost/b" }, el("ping", { xmlns: "urn:xmpp:ping" })));
-    assert.equal(bob.out[0]!.attrs.id, "f1");
+    assert.equal(bob.received[0]!.attrs.id, "f1");
     router.fromClient(alice, el("iq", { type: "get", id: "f2", to: "bob@localhost/gone" }, el("ping", { xmlns: "urn:xmpp:ping" })));
-    assert.equal(conditionOf(alice.out[0])?.name, "service-unavailable");
+    assert.equal(conditionOf(alice.received[0])?.name, "service-unavailable");
     // The answer to another entity's request reaches the requester; to a missing resource, it is dropped.
     router.fromClient(bob, el("iq", { type: "result", id: "f1", to: "alice@localhost/a" }));
-    assert.equal(alice.out[1]?.attrs.id, "f1");
-    assert.equal(alice.out[1]?.attrs.type, "result");
+    assert.equal(alice.received[1]?.attrs.id, "f1");
+    assert.equal(alice.received[1]?.attrs.type, "result");
     router.fromClient(bob, el("iq", { type: "error", id: "f3", to: "alice@localhost/gone" }, el("error", { type: "cancel" })));
-    assert.equal(alice.out.length, 2);
-    assert.equal(bob.out.length, 1, "an iq result/error is never answered");
+    assert.equal(alice.received.length, 2);
+    assert.equal(bob.received.length, 1, "an iq result/error is never answered");
   });
 
   it("error replies are never answered; a dropping stanza/in filter stops routing", () => {
     router.fromClient(alice, el("message", { to: "x@remote.example", type: "error" }));
-    assert.equal(alice.out.length, 0);
+    assert.equal(alice.received.length, 0);
     hooks.filter("stanza/in", () => null);
     router.fromClient(alice, el("message", { to: "localhost", type: "chat" }));
-    assert.equal(alice.out.length, 0);
+    assert.equal(alice.received.length, 0);
   });
 });
 
