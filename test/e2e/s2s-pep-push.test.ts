@@ -33,6 +33,11 @@ describe("PEP and push across servers", () => {
     clients.push(c);
     return c;
   };
+  /** Messages a.test has handed to its stream to b.test (parley_s2s_stanzas_out_total). */
+  const messagesSentByA = async () => {
+    const { body } = await pair.a.metrics!.render();
+    return Number(/^parley_s2s_stanzas_out_total\{outcome="sent",kind="message"\} (\d+)$/m.exec(body)?.[1] ?? 0);
+  };
   const logout = async (c: Connected) => {
     clients.splice(clients.indexOf(c), 1);
     await c.stop();
@@ -89,13 +94,20 @@ describe("PEP and push across servers", () => {
     assert.ok(!carol.inbox.some((s) => eventItem(s, "alice@a.test", TUNE)), "a stranger gets no PEP notification");
   });
 
-  it("a contact who went offline is not notified any more; coming back, it gets the last item again", async () => {
+  it("a contact's resource that went offline is not notified any more; coming back, it gets the last item again", async () => {
     const alice = await login("a", "alice", "r2");
+    await alice.xmpp.send(xml("presence"));
+    const phone = clients.find((c) => c.jid === "bob@b.test/phone")!;
     const tablet = await login("b", "bob", "tablet");
     await announceCaps(tablet, [`${TUNE}+notify`]);
     await tablet.waitFor((s) => eventItem(s, "alice@a.test", TUNE) !== undefined, 10_000);
     await logout(tablet);
+    // The unavailable presence has reached a.test once alice sees it.
+    await alice.waitFor((s) => s.is("presence") && s.attrs.from === "bob@b.test/tablet" && s.attrs.type === "unavailable", 10_000);
+    const sentBefore = await messagesSentByA();
     await alice.iq(publishIq(TUNE, "current", xml("tune", { xmlns: TUNE }, xml("title", {}, "Roundabout"))));
+    await phone.waitFor((s) => eventItem(s, "alice@a.test", TUNE)?.getChild("tune", TUNE)?.getChildText("title") === "Roundabout", 10_000);
+    assert.equal(await messagesSentByA(), sentBefore + 1, "one notification crossed: the phone's, none for the tablet");
     const back = await login("b", "bob", "tablet");
     await announceCaps(back, [`${TUNE}+notify`]);
     const last = await back.waitFor((s) => eventItem(s, "alice@a.test", TUNE) !== undefined, 10_000);
