@@ -32,20 +32,15 @@ const OID_SUBJECT_ALT_NAME = "2.5.29.17";
 const OID_XMPP_ADDR = "1.3.6.1.5.5.7.8.5";
 const OID_SRV_NAME = "1.3.6.1.5.5.7.8.7";
 
-const TAG_BOOLEAN = 0x01;
-const TAG_OCTET_STRING = 0x04;
-const TAG_OID = 0x06;
-const TAG_UTF8_STRING = 0x0c;
-const TAG_PRINTABLE_STRING = 0x13;
-const TAG_IA5_STRING = 0x16;
-const TAG_BMP_STRING = 0x1e;
-const TAG_SEQUENCE = 0x30;
-const TAG_SET = 0x31;
-/** Context-specific tags inside a certificate: [0] version / otherName / its value, [3] extensions. */
-const TAG_CONTEXT_0 = 0xa0;
-const TAG_CONTEXT_3 = 0xa3;
-const TAG_SAN_DNS_NAME = 0x82;
-const TAG_SAN_URI = 0x86;
+/** DER identifier octets (X.690 §8.1.2) met on the way to the names. */
+const TAG = {
+  BOOLEAN: 0x01, OCTET_STRING: 0x04, OID: 0x06, UTF8_STRING: 0x0c, PRINTABLE_STRING: 0x13, IA5_STRING: 0x16, BMP_STRING: 0x1e,
+  SEQUENCE: 0x30, SET: 0x31,
+  /** Context-specific, constructed: [0] version / otherName / its value, [3] extensions. */
+  CONTEXT_0: 0xa0, CONTEXT_3: 0xa3,
+  /** GeneralName's [2] dNSName and [6] uniformResourceIdentifier (IMPLICIT, primitive). */
+  SAN_DNS_NAME: 0x82, SAN_URI: 0x86,
+} as const;
 
 /** One DER tag-length-value; `value` is a view into the certificate. */
 interface Tlv { tag: number; value: Uint8Array }
@@ -102,9 +97,9 @@ function oid(value: Uint8Array): string {
 
 function directoryString(tlv: Tlv): string | undefined {
   switch (tlv.tag) {
-    case TAG_UTF8_STRING: case TAG_PRINTABLE_STRING: case TAG_IA5_STRING:
+    case TAG.UTF8_STRING: case TAG.PRINTABLE_STRING: case TAG.IA5_STRING:
       return Buffer.from(tlv.value).toString("utf8");
-    case TAG_BMP_STRING:
+    case TAG.BMP_STRING:
       return Buffer.from(tlv.value).swap16().toString("utf16le");
     default:
       return undefined;
@@ -114,32 +109,32 @@ function directoryString(tlv: Tlv): string | undefined {
 /** The presented identifiers of a DER certificate; undefined when its structure cannot be read. */
 export function presentedIdentifiers(der: Uint8Array): PresentedIdentifiers | undefined {
   try {
-    const certificate = only(der, TAG_SEQUENCE);
+    const certificate = only(der, TAG.SEQUENCE);
     const tbs = children(certificate.value)[0];
-    if (!tbs || tbs.tag !== TAG_SEQUENCE) return undefined;
+    if (!tbs || tbs.tag !== TAG.SEQUENCE) return undefined;
     const fields = children(tbs.value);
     // TBSCertificate: [0] version, serialNumber, signature, issuer, validity, subject, …: the
     // subject is the fourth SEQUENCE (the serial number is an INTEGER).
-    const subject = fields.filter((f) => f.tag === TAG_SEQUENCE)[3];
+    const subject = fields.filter((f) => f.tag === TAG.SEQUENCE)[3];
     if (!subject) return undefined;
     const ids: PresentedIdentifiers = { dnsNames: [], srvNames: [], xmppAddrs: [], hasUri: false, commonNames: [] };
     for (const rdn of children(subject.value)) {
-      if (rdn.tag !== TAG_SET) continue;
+      if (rdn.tag !== TAG.SET) continue;
       for (const attribute of children(rdn.value)) {
         const [type, value] = children(attribute.value);
-        if (type?.tag !== TAG_OID || !value || oid(type.value) !== OID_COMMON_NAME) continue;
+        if (type?.tag !== TAG.OID || !value || oid(type.value) !== OID_COMMON_NAME) continue;
         const text = directoryString(value);
         if (text !== undefined) ids.commonNames.push(text);
       }
     }
-    const extensions = fields.find((f) => f.tag === TAG_CONTEXT_3);
+    const extensions = fields.find((f) => f.tag === TAG.CONTEXT_3);
     if (!extensions) return ids;
-    for (const extension of children(only(extensions.value, TAG_SEQUENCE).value)) {
+    for (const extension of children(only(extensions.value, TAG.SEQUENCE).value)) {
       const parts = children(extension.value);
-      if (parts[0]?.tag !== TAG_OID || oid(parts[0].value) !== OID_SUBJECT_ALT_NAME) continue;
-      const extnValue = parts[1]?.tag === TAG_BOOLEAN ? parts[2] : parts[1];
-      if (extnValue?.tag !== TAG_OCTET_STRING) return undefined;
-      readGeneralNames(only(extnValue.value, TAG_SEQUENCE).value, ids);
+      if (parts[0]?.tag !== TAG.OID || oid(parts[0].value) !== OID_SUBJECT_ALT_NAME) continue;
+      const extnValue = parts[1]?.tag === TAG.BOOLEAN ? parts[2] : parts[1];
+      if (extnValue?.tag !== TAG.OCTET_STRING) return undefined;
+      readGeneralNames(only(extnValue.value, TAG.SEQUENCE).value, ids);
     }
     return ids;
   } catch (err) {
@@ -150,19 +145,19 @@ export function presentedIdentifiers(der: Uint8Array): PresentedIdentifiers | un
 
 function readGeneralNames(bytes: Uint8Array, ids: PresentedIdentifiers): void {
   for (const name of children(bytes)) {
-    if (name.tag === TAG_SAN_DNS_NAME) ids.dnsNames.push(Buffer.from(name.value).toString("latin1"));
-    else if (name.tag === TAG_SAN_URI) ids.hasUri = true;
-    else if (name.tag === TAG_CONTEXT_0) {
+    if (name.tag === TAG.SAN_DNS_NAME) ids.dnsNames.push(Buffer.from(name.value).toString("latin1"));
+    else if (name.tag === TAG.SAN_URI) ids.hasUri = true;
+    else if (name.tag === TAG.CONTEXT_0) {
       // OtherName ::= SEQUENCE { type-id OBJECT IDENTIFIER, value [0] EXPLICIT ANY } (the [0]
       // IMPLICIT of GeneralName replaces the SEQUENCE tag).
       const [type, wrapped] = children(name.value);
-      if (type?.tag !== TAG_OID || wrapped?.tag !== TAG_CONTEXT_0) continue;
+      if (type?.tag !== TAG.OID || wrapped?.tag !== TAG.CONTEXT_0) continue;
       const typeId = oid(type.value);
       const [value] = children(wrapped.value);
       // RFC 6120 §13.7.1.4: "id-on-xmppAddr ... XmppAddr ::= UTF8String"; RFC 4985 §2:
       // "SRVName ::= IA5String (SIZE (1..MAX))". Another string type is not that identifier.
-      if (typeId === OID_XMPP_ADDR && value?.tag === TAG_UTF8_STRING) ids.xmppAddrs.push(Buffer.from(value.value).toString("utf8"));
-      else if (typeId === OID_SRV_NAME && value?.tag === TAG_IA5_STRING) ids.srvNames.push(Buffer.from(value.value).toString("latin1"));
+      if (typeId === OID_XMPP_ADDR && value?.tag === TAG.UTF8_STRING) ids.xmppAddrs.push(Buffer.from(value.value).toString("utf8"));
+      else if (typeId === OID_SRV_NAME && value?.tag === TAG.IA5_STRING) ids.srvNames.push(Buffer.from(value.value).toString("latin1"));
     }
   }
 }
