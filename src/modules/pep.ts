@@ -144,8 +144,14 @@ export const pep = defineModule({
     };
     /** A remote contact's resource, newly available to `owner`, with the features its caps showed. */
     const sendLastItemsToContact = (owner: string, contact: Jid, features: ReadonlySet<string>) => {
-      sendLastItemsOf(owner, contact.full, contact.bare, (node) => features.has(`${node}+notify`))
-        .catch((err) => ctx.log.error({ err, stage: "pep" }, "sending last items to a remote contact failed"));
+      const send = async () => {
+        // Its presence reaching the owner says only that the owner is subscribed to the contact;
+        // the subscribers of §4.3.4 are the contacts subscribed to the owner (§4.1 auto-subscribe).
+        const item = await storage.roster.getItem(owner, contact.bare);
+        if (item?.subscription !== "from" && item?.subscription !== "both") return;
+        await sendLastItemsOf(owner, contact.full, contact.bare, (node) => features.has(`${node}+notify`));
+      };
+      send().catch((err) => ctx.log.error({ err, stage: "pep" }, "sending last items to a remote contact failed"));
     };
     ctx.on("session/caps", ({ session, features }) => {
       const first = !interests.has(session);

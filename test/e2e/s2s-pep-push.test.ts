@@ -17,8 +17,14 @@ const TUNE = "http://jabber.org/protocol/tune";
 const NICK = "http://jabber.org/protocol/nick";
 const AVATAR_METADATA = "urn:xmpp:avatar:metadata";
 
-const publishIq = (node: string, id: string, payload: Element) =>
-  xml("iq", { type: "set" }, xml("pubsub", { xmlns: PUBSUB }, xml("publish", { node }, xml("item", { id }, payload))));
+/** A PEP publish; `open` makes the node readable by anyone (pubsub#access_model, XEP-0060 §4.5). */
+const publishIq = (node: string, id: string, payload: Element, open = false) =>
+  xml("iq", { type: "set" }, xml("pubsub", { xmlns: PUBSUB }, xml("publish", { node }, xml("item", { id }, payload)),
+    ...(open ? [xml("publish-options", {}, xml("x", { xmlns: "jabber:x:data", type: "submit" },
+      xml("field", { var: "FORM_TYPE", type: "hidden" }, xml("value", {}, `${PUBSUB}#publish-options`)),
+      xml("field", { var: "pubsub#access_model" }, xml("value", {}, "open"))))] : [])));
+/** Any PEP event notification from `owner`. */
+const anyEvent = (s: Element, owner: string) => s.is("message") && s.attrs.from === owner && s.getChild("event", EVENT) !== undefined;
 /** The item of a PEP event notification for `node` from `owner`, if `s` is one. */
 const eventItem = (s: Element, owner: string, node: string) =>
   s.is("message") && s.attrs.from === owner ? s.getChild("event", EVENT)?.getChild("items")?.attrs.node === node ? s.getChild("event", EVENT)!.getChild("items")!.getChild("item") : undefined : undefined;
@@ -49,9 +55,12 @@ describe("PEP and push across servers", () => {
       a: { modules: { push: { coalesceSeconds: 1 } } },
     });
     await pair.b.accounts.create("carol@b.test", "pw");
-    // alice and bob are mutual contacts; carol, on b.test too, is a stranger to alice.
+    // alice and bob are mutual contacts. alice is subscribed to carol (so a.test sees carol's
+    // presence and caps), carol is not subscribed to alice (so she gets none of alice's PEP).
     await pair.a.storage.roster.put("alice@a.test", { jid: "bob@b.test", groups: [], subscription: "both", ask: false, approved: false });
     await pair.b.storage.roster.put("bob@b.test", { jid: "alice@a.test", groups: [], subscription: "both", ask: false, approved: false });
+    await pair.a.storage.roster.put("alice@a.test", { jid: "carol@b.test", groups: [], subscription: "to", ask: false, approved: false });
+    await pair.b.storage.roster.put("carol@b.test", { jid: "alice@a.test", groups: [], subscription: "from", ask: false, approved: false });
     const component = await Component.open(pair.b.ports.component!, "push.b.test");
     await component.handshake("app-server-secret");
     await component.waitForElement(handshakeAccepted);
@@ -63,15 +72,14 @@ describe("PEP and push across servers", () => {
     await pair?.b.cleanup();
   });
 
-  it("a contact on another server with +notify gets the last avatar on presence, then each tune; a node without +notify and a stranger get nothing", async () => {
+  it("a contact on another server with +notify gets the last avatar on presence, then each tune; a node without +notify and a non-subscriber get nothing", async () => {
     const alice = await login("a", "alice", "r");
+    await alice.xmpp.send(xml("presence"));
     await alice.iq(publishIq(AVATAR_METADATA, "avatar-1", xml("metadata", { xmlns: AVATAR_METADATA },
       xml("info", { id: "avatar-1", bytes: "100", type: "image/png", width: "64", height: "64" }))));
 
     // XEP-0163 §4.3.2: bob's presence, with caps showing +notify, brings the last item of the node.
     const bob = await login("b", "bob", "phone");
-    const carol = await login("b", "carol", "laptop");
-    await announceCaps(carol, [`${TUNE}+notify`]);
     const lastAvatar = bob.waitFor((s) => eventItem(s, "alice@a.test", AVATAR_METADATA) !== undefined, 10_000);
     await announceCaps(bob, [`${AVATAR_METADATA}+notify`, `${TUNE}+notify`]);
     const avatar = await lastAvatar;
@@ -79,8 +87,8 @@ describe("PEP and push across servers", () => {
     assert.equal(eventItem(avatar, "alice@a.test", AVATAR_METADATA)!.attrs.id, "avatar-1");
     assert.ok(avatar.getChild("delay", "urn:xmpp:delay"), "the last item carries its publication time");
 
-    // A live publish: the nick first (bob shows no +notify for it), then a tune.
-    await alice.iq(publishIq(NICK, "current", xml("nick", { xmlns: NICK }, "Alice")));
+    // A live publish: the nick first (open to anyone; bob shows no +notify for it), then a tune.
+    await alice.iq(publishIq(NICK, "current", xml("nick", { xmlns: NICK }, "Alice"), true));
     await alice.iq(publishIq(TUNE, "current", xml("tune", { xmlns: TUNE }, xml("artist", {}, "Yes"), xml("title", {}, "Heart of the Sunrise"))));
     const tune = await bob.waitFor((s) => eventItem(s, "alice@a.test", TUNE) !== undefined, 10_000);
     assert.equal(tune.attrs.to, "bob@b.test/phone");
@@ -88,10 +96,18 @@ describe("PEP and push across servers", () => {
     assert.equal(eventItem(tune, "alice@a.test", TUNE)!.getChild("tune", TUNE)!.getChildText("title"), "Heart of the Sunrise");
     // One stream carries alice's stanzas to b.test, in order: a nick notification would be here by now.
     assert.ok(!bob.inbox.some((s) => eventItem(s, "alice@a.test", NICK)), "no +notify for the nick, no nick");
-    // carol has no subscription to alice: a message sent after the publish arrives, no tune before it.
+
+    // carol shows the same caps as bob (a.test knows that ver now): her presence reaches alice,
+    // but she is not subscribed to alice — not even the open nick's last item comes.
+    const carol = await login("b", "carol", "laptop");
+    await announceCaps(carol, [`${NICK}+notify`, `${TUNE}+notify`]);
+    await alice.waitFor((s) => s.is("presence") && s.attrs.from === "carol@b.test/laptop", 10_000);
+    await alice.iq(publishIq(TUNE, "current", xml("tune", { xmlns: TUNE }, xml("title", {}, "Long Distance Runaround"))));
+    await bob.waitFor((s) => eventItem(s, "alice@a.test", TUNE)?.getChild("tune", TUNE)?.getChildText("title") === "Long Distance Runaround", 10_000);
+    // What a.test sends carol travels in order on one stream: a message sent now comes after any PEP.
     await alice.xmpp.send(xml("message", { to: "carol@b.test/laptop", type: "chat", id: "after-tune" }, xml("body", {}, "hi")));
     await carol.waitFor((s) => s.attrs.id === "after-tune", 10_000);
-    assert.ok(!carol.inbox.some((s) => eventItem(s, "alice@a.test", TUNE)), "a stranger gets no PEP notification");
+    assert.ok(!carol.inbox.some((s) => anyEvent(s, "alice@a.test")), "no PEP notification for a contact not subscribed to alice");
   });
 
   it("a contact's resource that went offline is not notified any more; coming back, it gets the last item again", async () => {
