@@ -32,7 +32,7 @@ export class RemoteInterest {
 
   /**
    * `contact` (a full JID) sent available presence to `owner`. Returns its features when this made
-   * it newly available to that owner and they are known: the owner's last items are due (§4.3.2).
+   * it newly available to that owner and they are known: the owner's last items are due (§4.3.4).
    */
   available(owner: string, contact: Jid): ReadonlySet<string> | undefined {
     const resource = this.resource(contact);

@@ -78,7 +78,7 @@ describe("PEP and push across servers", () => {
     await alice.iq(publishIq(AVATAR_METADATA, "avatar-1", xml("metadata", { xmlns: AVATAR_METADATA },
       xml("info", { id: "avatar-1", bytes: "100", type: "image/png", width: "64", height: "64" }))));
 
-    // XEP-0163 §4.3.2: bob's presence, with caps showing +notify, brings the last item of the node.
+    // XEP-0163 §4.3.4: bob's presence, with caps showing +notify, brings the last item of the node.
     const bob = await login("b", "bob", "phone");
     const lastAvatar = bob.waitFor((s) => eventItem(s, "alice@a.test", AVATAR_METADATA) !== undefined, 10_000);
     await announceCaps(bob, [`${AVATAR_METADATA}+notify`, `${TUNE}+notify`]);
