@@ -9,6 +9,8 @@
  * - Notifications follow presence subscriptions and "+notify" interest from entity capabilities
  *   (XEP-0163 §4, via the caps module): the owner's own resources and subscribed contacts with
  *   +notify get each publish; a resource that appears gets the last item of each node it wants.
+ *   Contacts on other servers are notified at the full JIDs their presence to the owner came
+ *   from (§4.3.1; ./pep-remote.ts keeps them).
  * Explicit subscriptions (XEP-0060 §6.1) are not offered — PEP subscriptions are presence-based.
  */
 import { randomBytes } from "node:crypto";
@@ -17,13 +19,14 @@ import { defineModule } from "../module.js";
 import { el, childElements, firstChildElement, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { parseJid, type Jid } from "../xmpp/jid.js";
-import { HANDLED } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import { buildForm, readForm, type SubmittedForm } from "../xmpp/forms.js";
 import { NODE_CONFIG, PUBSUB, applyNodeConfigForm, defaultNodeConfig, loadNodeConfig, nodeConfigForm, nodeReadError, pubsubError, type NodeConfig } from "./pep-config.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { Session } from "../xmpp/sessions.js";
 import type { PubSubItem } from "../storage/index.js";
+import { HANDLED, Priority, type Routed } from "../hooks.js";
+import { RemoteInterest } from "./pep-remote.js";
 
 declare module "../hooks.js" {
   interface Chains {
@@ -58,10 +61,13 @@ export const pep = defineModule({
     maxItems: z.number().int().min(1).default(256),
     /** Nodes per account. */
     maxNodes: z.number().int().min(1).default(256),
+    /** Contacts on other servers whose available resources are tracked for notifications (oldest first out). */
+    maxRemoteContacts: z.number().int().min(1).default(10_000),
   }),
   start(ctx) {
     const { storage, router, sessions } = ctx;
     const interests = new WeakMap<Session, ReadonlySet<string>>();
+    const remote = new RemoteInterest({ contacts: ctx.options.maxRemoteContacts, resourcesPerContact: 16, ownersPerResource: 1000 });
 
     ctx.identity("account", { category: "pubsub", type: "pep" });
     for (const f of ["", "#access-open", "#access-presence", "#access-roster", "#access-whitelist", "#auto-create", "#auto-subscribe",
@@ -82,22 +88,27 @@ export const pep = defineModule({
 
     // ── notifications ────────────────────────────────────────────────────────────────────────
     const interested = (session: Session, node: string) => interests.get(session)?.has(`${node}+notify`) ?? false;
+    /** The full JIDs of a contact's available resources that want this node: sessions here, or remote ones. */
+    const wantingResources = (owner: string, contact: string, node: string): string[] =>
+      router.isLocalDomain(parseJid(contact).domain)
+        ? sessions.available(contact).filter((s) => interested(s, node)).map((s) => s.jid.full)
+        : remote.wanting(owner, contact, node);
     /** The owner's resources and its presence subscribers' resources that want this node and may read it. */
-    const recipients = async (owner: string, node: string, config: NodeConfig): Promise<Session[]> => {
-      const out = sessions.available(owner).filter((s) => interested(s, node));
+    const recipients = async (owner: string, node: string, config: NodeConfig): Promise<string[]> => {
+      const out = sessions.available(owner).filter((s) => interested(s, node)).map((s) => s.jid.full);
       if (config.access_model === "whitelist") return out;
       const roster = await storage.roster.get(owner);
       for (const item of roster.items) {
         if (item.subscription !== "from" && item.subscription !== "both") continue;
-        const wanting = sessions.available(item.jid).filter((s) => interested(s, node));
+        const wanting = wantingResources(owner, item.jid, node);
         if (wanting.length && !(await readError(owner, item.jid, config))) out.push(...wanting);
       }
       return out;
     };
-    const notify = (owner: string, targets: readonly Session[], event: Element) => {
-      for (const s of targets) {
+    const notify = (owner: string, targets: readonly string[], event: Element) => {
+      for (const to of targets) {
         // Routed, not written directly, so blocking and every other rule applies.
-        void router.route(el("message", { from: owner, to: s.jid.full, type: "headline", id: `pep-${randomBytes(6).toString("base64url")}` },
+        void router.route(el("message", { from: owner, to, type: "headline", id: `pep-${randomBytes(6).toString("base64url")}` },
           el("event", { xmlns: PUBSUB_EVENT }, event)));
       }
     };
@@ -107,23 +118,40 @@ export const pep = defineModule({
       return node;
     };
 
-    /** XEP-0163 §4.3.2: a resource that shows +notify gets the last item of the nodes it may read. */
+    /**
+     * XEP-0163 §4.3.4: "a PEP service MUST send the last published item to ... all newly-available
+     * resources for each subscriber": `owner`'s last items to the resource `to` (of `reader`) that
+     * `wants` their nodes.
+     */
+    const sendLastItemsOf = async (owner: string, to: string, reader: string, wants: (node: string) => boolean) => {
+      for (const node of await storage.pubsub.nodes(owner)) {
+        if (!wants(node)) continue;
+        const config = await loadConfig(owner, node);
+        if (!config || config.send_last_published_item !== "on_sub_and_presence" || await readError(owner, reader, config)) continue;
+        const [last] = await storage.pubsub.items(owner, node, { max: 1 });
+        if (!last) continue;
+        void router.route(el("message", { from: owner, to, type: "headline", id: `pep-${randomBytes(6).toString("base64url")}` },
+          el("event", { xmlns: PUBSUB_EVENT }, el("items", { node }, itemElement(last))),
+          el("delay", { xmlns: NS.DELAY, from: owner, stamp: new Date(last.publishedAt).toISOString() })));
+      }
+    };
+    /** A local session that shows +notify: its own account's last items, and those of the local contacts it is subscribed to. */
     const sendLastItems = async (session: Session) => {
       const user = session.jid.bare;
       const roster = await storage.roster.get(user);
       const owners = [user, ...roster.items.filter((i) => (i.subscription === "to" || i.subscription === "both") && router.isLocalDomain(i.jid.split("@")[1] ?? "")).map((i) => i.jid)];
-      for (const owner of owners) {
-        for (const node of await storage.pubsub.nodes(owner)) {
-          if (!interested(session, node)) continue;
-          const config = await loadConfig(owner, node);
-          if (!config || config.send_last_published_item !== "on_sub_and_presence" || await readError(owner, user, config)) continue;
-          const [last] = await storage.pubsub.items(owner, node, { max: 1 });
-          if (!last) continue;
-          void router.route(el("message", { from: owner, to: session.jid.full, type: "headline", id: `pep-${randomBytes(6).toString("base64url")}` },
-            el("event", { xmlns: PUBSUB_EVENT }, el("items", { node }, itemElement(last))),
-            el("delay", { xmlns: NS.DELAY, from: owner, stamp: new Date(last.publishedAt).toISOString() })));
-        }
-      }
+      for (const owner of owners) await sendLastItemsOf(owner, session.jid.full, user, (node) => interested(session, node));
+    };
+    /** A remote contact's resource, newly available to `owner`, with the features its caps showed. */
+    const sendLastItemsToContact = (owner: string, contact: Jid, features: ReadonlySet<string>) => {
+      const send = async () => {
+        // Its presence reaching the owner says only that the owner is subscribed to the contact;
+        // the subscribers of §4.3.4 are the contacts subscribed to the owner (§4.1 auto-subscribe).
+        const item = await storage.roster.getItem(owner, contact.bare);
+        if (item?.subscription !== "from" && item?.subscription !== "both") return;
+        await sendLastItemsOf(owner, contact.full, contact.bare, (node) => features.has(`${node}+notify`));
+      };
+      send().catch((err) => ctx.log.error({ err, stage: "pep" }, "sending last items to a remote contact failed"));
     };
     ctx.on("session/caps", ({ session, features }) => {
       const first = !interests.has(session);
@@ -133,6 +161,21 @@ export const pep = defineModule({
       if (first || [...features].some((f) => f.endsWith("+notify") && !before?.has(f))) {
         sendLastItems(session).catch((err) => ctx.log.error({ err, stage: "pep" }, "sending last items failed"));
       }
+    });
+
+    // Contacts on other servers: their presence to an owner's bare JID, and what their caps show.
+    ctx.chain("presence/bare", ({ stanza, from, to, origin }: Routed) => {
+      if (origin || !from.resource || router.isLocalDomain(from.domain)) return undefined;
+      const type = stanza.attrs.type;
+      if (type === "unavailable") remote.unavailable(to.bare, from);
+      else if (type === undefined) {
+        const features = remote.available(to.bare, from);
+        if (features) sendLastItemsToContact(to.bare, from, features);
+      }
+      return undefined;
+    }, Priority.AMEND);
+    ctx.on("contact/caps", ({ contact, features }) => {
+      for (const owner of remote.learned(contact, features)) sendLastItemsToContact(owner, contact, features);
     });
 
     // ── requests ─────────────────────────────────────────────────────────────────────────────

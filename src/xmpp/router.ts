@@ -253,8 +253,9 @@ export class Router {
         handled: () => undefined,
         unhandled: () => {
           // RFC 6120 §10.4: the server routes it to the remote domain (a stanza from a remote
-          // server is never relayed on: fromRemote only takes stanzas for our domains).
-          if (this.remote && this.localDomains.has(filtered.from.domain)) return this.remote(stanza);
+          // server is never relayed on: fromRemote only takes stanzas for our domains). An attached
+          // component's domain is ours too (XEP-0114): its answers to remote entities go out.
+          if (this.remote && this.isServed(filtered.from.domain)) return this.remote(stanza);
           // RFC 6120 §10.4.3 remote-server-not-found is what a server without a route answers.
           this.log.debug({ stage: "route", tag: kind, domain: to.domain }, "no route to remote domain");
           return this.bounce(stanza, new StanzaError("remote-server-not-found"), filtered.origin);

@@ -7,41 +7,12 @@ import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import type { Element } from "@xmpp/xml";
-import { Component, handshakeAccepted } from "../helpers/component.js";
+import { AppServer, Component, handshakeAccepted, pushField as field, pushPublish as publish } from "../helpers/component.js";
 import { rawSession, iqResult } from "../helpers/raw.js";
 import { parseElement } from "../../src/xmpp/xml-parse.js";
 
 const PUSH = "urn:xmpp:push:0";
 const settle = (ms = 300) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * The app server: answers disco#info as a XEP-0357 app server, every publish with a result (or an
- * error while `failing`), and keeps the publishes.
- */
-class AppServer {
-  failing = false;
-  readonly pushes: Element[] = [];
-  constructor(readonly component: Component) {
-    component.onElement((iq) => {
-      if (!iq.is("iq")) return;
-      if (iq.attrs.type === "get") {
-        component.reply(iq, "result", xml("query", { xmlns: "http://jabber.org/protocol/disco#info" },
-          xml("identity", { category: "pubsub", type: "push" }), xml("feature", { var: PUSH })));
-      } else if (iq.attrs.type === "set") {
-        this.pushes.push(iq);
-        if (this.failing) component.reply(iq, "error", xml("error", { type: "cancel" }, xml("item-not-found", { xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas" })));
-        else component.reply(iq, "result");
-      }
-    });
-  }
-}
-const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
-const publish = (iq: Element) => iq.getChild("pubsub", NS_PUBSUB)?.getChild("publish");
-/** The value of a field in the push's summary form (`<notification/>`), or in its publish-options. */
-const field = (iq: Element, name: string, where: "summary" | "publish-options" = "summary") => {
-  const holder = where === "summary" ? publish(iq)?.getChild("item")?.getChild("notification", PUSH) : iq.getChild("pubsub", NS_PUBSUB)?.getChild("publish-options");
-  return holder?.getChild("x", "jabber:x:data")?.getChildren("field").find((f) => f.attrs.var === name)?.getChildText("value") ?? undefined;
-};
 
 describe("push notifications (XEP-0357)", () => {
   let server: TestServer;

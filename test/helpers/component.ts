@@ -68,3 +68,46 @@ export class Component {
     this.socket.write(`<handshake>${createHash("sha1").update(id + secret).digest("hex")}</handshake>`);
   }
 }
+
+const PUSH = "urn:xmpp:push:0";
+const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
+
+/**
+ * A XEP-0357 app server on a component: answers disco#info as one, every publish with a result
+ * (or an error while `failing`), and keeps the publishes.
+ */
+export class AppServer {
+  failing = false;
+  readonly pushes: Element[] = [];
+  constructor(readonly component: Component) {
+    component.onElement((iq) => {
+      if (!iq.is("iq")) return;
+      if (iq.attrs.type === "get") {
+        component.reply(iq, "result", xml("query", { xmlns: "http://jabber.org/protocol/disco#info" },
+          xml("identity", { category: "pubsub", type: "push" }), xml("feature", { var: PUSH })));
+      } else if (iq.attrs.type === "set") {
+        this.pushes.push(iq);
+        if (this.failing) component.reply(iq, "error", xml("error", { type: "cancel" }, xml("item-not-found", { xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas" })));
+        else component.reply(iq, "result");
+      }
+    });
+  }
+  /** The first publish after the `seen` ones that came before. */
+  async nextPush(seen: number, ms = 5000): Promise<Element> {
+    const end = Date.now() + ms;
+    while (this.pushes.length <= seen) {
+      if (Date.now() > end) throw new Error("timed out waiting for a push");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return this.pushes[seen]!;
+  }
+}
+
+/** The <publish/> of a push. */
+export const pushPublish = (iq: Element): Element | undefined => iq.getChild("pubsub", NS_PUBSUB)?.getChild("publish");
+
+/** The value of a field in the push's summary form (`<notification/>`), or in its publish-options. */
+export const pushField = (iq: Element, name: string, where: "summary" | "publish-options" = "summary"): string | undefined => {
+  const holder = where === "summary" ? pushPublish(iq)?.getChild("item")?.getChild("notification", PUSH) : iq.getChild("pubsub", NS_PUBSUB)?.getChild("publish-options");
+  return holder?.getChild("x", "jabber:x:data")?.getChildren("field").find((f) => f.attrs.var === name)?.getChildText("value") ?? undefined;
+};

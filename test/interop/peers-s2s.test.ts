@@ -2,7 +2,7 @@
  * Interop over federation with the real Prosody 0.12 and ejabberd 23.01 of ../shared/peers: a
  * Parley server for parley.test (the kit's certificate and CA, its DNS server for the SRV records)
  * and users on each side exchange chat messages both ways and subscribe to each other's presence
- * (RFC 6121 §3). Where the kit, root or the servers are missing, the test says SKIPPED and why.
+ * (RFC 6121 §3), then see each other's PEP user tune (XEP-0163). Where the kit, root or the servers are missing, the test says SKIPPED and why.
  */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -10,13 +10,16 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { startTestServer, type TestServer } from "../helpers/server.js";
-import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
+import { announceCaps, connect, xml, type Connected } from "../helpers/xmpp-client.js";
+import type { Element } from "@xmpp/xml";
 import { freePort } from "../helpers/s2s.js";
 
 const KIT = resolve(process.env.PEERS_KIT_DIR ?? "../shared/peers", "peers");
 const NS_ROSTER = "jabber:iq:roster";
 const MUC = "http://jabber.org/protocol/muc";
 const RECEIPTS = "urn:xmpp:receipts";
+const PUBSUB = "http://jabber.org/protocol/pubsub";
+const TUNE = "http://jabber.org/protocol/tune";
 const PEERS = ["prosody", "ejabberd"] as const;
 
 function readEnv(): Record<string, string> {
@@ -177,6 +180,27 @@ for (const mode of MODES) describe(`interop: federation with Prosody and ejabber
         await friend.waitFor((s) => s.is("presence") && s.attrs.from === "alice@parley.test/r" && s.attrs.type === undefined, 20_000);
         const item = await server.storage.roster.getItem("alice@parley.test", friendJid);
         assert.equal(item?.subscription, "both");
+      });
+
+      it("PEP both ways between mutual contacts: each one's user tune reaches the other, who shows tune+notify (XEP-0163)", async () => {
+        const friendJid = `s2sfriend@${domain}`;
+        const title = `${peer} ${mode.kitCertificate ? "ext" : "db"} ${Date.now()}`;
+        const publishTune = (c: Connected, text: string) => c.iq(xml("iq", { type: "set" }, xml("pubsub", { xmlns: PUBSUB },
+          xml("publish", { node: TUNE }, xml("item", { id: "current" }, xml("tune", { xmlns: TUNE }, xml("title", {}, text)))))));
+        /** A tune notification from `owner` with `text`: the last item when interest became known, or a live one. */
+        const tuneFrom = (owner: string, text: string) => (s: Element) => s.is("message") && s.attrs.from === owner
+          && s.getChild("event", `${PUBSUB}#event`)?.getChild("items")?.getChild("item")?.getChild("tune", TUNE)?.getChildText("title") === text;
+        // Parley's user publishes, then the peer's user shows interest: Parley learns it from the caps
+        // in the contact's presence (disco#info over s2s) and sends the last item.
+        await publishTune(alice, `from parley, ${title}`);
+        await announceCaps(friend, [`${TUNE}+notify`]);
+        const toPeer = await friend.waitFor(tuneFrom("alice@parley.test", `from parley, ${title}`), 20_000);
+        assert.equal(toPeer.attrs.to, `${friendJid}/r`);
+        // And the other way: the peer's PEP service learns alice's interest through Parley.
+        await publishTune(friend, `from ${peer}, ${title}`);
+        await announceCaps(alice, [`${TUNE}+notify`]);
+        const toParley = await alice.waitFor(tuneFrom(friendJid, `from ${peer}, ${title}`), 20_000);
+        assert.equal(toParley.attrs.to, "alice@parley.test/r");
       });
     });
   }

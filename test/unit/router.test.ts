@@ -76,6 +76,17 @@ describe("router (docs/routing.md)", () => {
     assert.equal(conditionOf(alice.received[0])?.name, "remote-server-not-found");
   });
 
+  it("7: with federation attached, stanzas from our hosts and from attached components go out; a remote 'from' is not relayed", async () => {
+    const sent: string[] = [];
+    router.attachRemote((stanza) => { sent.push(`${stanza.attrs.from} ${stanza.attrs.to}`); });
+    router.attachComponent("push.localhost", () => {});
+    router.fromClient(alice, el("message", { to: "x@remote.example", id: "user" }));
+    await router.route(el("iq", { type: "result", id: "component", from: "push.localhost", to: "alice@remote.example/r" }));
+    await router.route(el("message", { id: "relay", from: "eve@elsewhere.example", to: "x@remote.example" }));
+    await tick();
+    assert.deepEqual(sent, ["alice@localhost/a x@remote.example", "push.localhost alice@remote.example/r"]);
+  });
+
   it("8: iq to the server: registered handler answers; unknown namespace → service-unavailable; handler errors are central", async () => {
     router.registerIq("host", "get", "urn:xmpp:ping", () => undefined);
     router.registerIq("host", "get", "urn:throws", () => { throw new StanzaError("forbidden"); });

@@ -4,10 +4,11 @@
  *
  * - The chain must lead to one of the configured trust anchors, every certificate in it valid now
  *   (RFC 6120 §13.7.2 asks for PKIX validation, RFC 5280).
- * - The leaf must name the domain (RFC 6125 §6.4): a dNSName, with a wildcard only as the whole
- *   leftmost label (§6.4.3: "*.example.com" matches "im.example.com", not "a.b.example.com" or
- *   "example.com"); the subject's CN only when the certificate has no DNS names (§6.4.4).
- *   SRVName and XmppAddr identifiers (otherName) are not read: Node does not decode them.
+ * - The leaf must name the domain (RFC 6125 §6, ./cert-identity.ts): a dNSName, with a wildcard
+ *   only as the whole leftmost label (§6.4.3: "*.example.com" matches "im.example.com", not
+ *   "a.b.example.com" or "example.com"); an SRVName for _xmpp-server or _xmpps-server (RFC 4985,
+ *   XEP-0368); an XmppAddr that is the domain JID (RFC 6120 §13.7.1.4); the subject's CN only when
+ *   the subjectAltName has none of these (§6.4.4).
  *
  * The result is a fact handed to the s2s streams; what a failure means (refuse, or try dialback)
  * is their policy.
@@ -15,6 +16,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
+import { identifiersName, presentedIdentifiers } from "./cert-identity.js";
 
 /** A chain may be longer than this only in a misconfigured or hostile peer. */
 const MAX_CHAIN = 8;
@@ -31,9 +33,10 @@ function splitPem(text: string): string[] {
   return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
 }
 
-/** RFC 6125 §6.4: the reference identifier `domain` against the certificate's presented ones. */
+/** RFC 6125 §6: the reference identifier `domain` against the certificate's presented ones. */
 export function certificateNamesDomain(cert: X509Certificate, domain: string): boolean {
-  return cert.checkHost(domain, { subject: "default", wildcards: true, partialWildcards: false, multiLabelWildcards: false, singleLabelSubdomains: false }) !== undefined;
+  const ids = presentedIdentifiers(cert.raw);
+  return ids !== undefined && identifiersName(ids, domain);
 }
 
 function currentlyValid(cert: X509Certificate, now: number): boolean {
