@@ -75,6 +75,8 @@ export interface Chains {
 
 /** A stanza a session held for its client, serialized once, with the time it was queued. */
 export interface HeldStanza {
+  /** message, presence or iq */
+  name: string;
   xml: string;
   at: number;
 }

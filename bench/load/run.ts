@@ -9,6 +9,7 @@
  *   --target   parley (started here, pinned to CPU 0) | prosody | ejabberd (../shared/peers) | host:port
  *   --domain D --tls direct|starttls --sasl scram-sha-1|scram-sha-256|plain --storage sqlite|postgres|memory (parley)
  *   --login classic|sasl2|fast   (S2: how the storm logs in)   --logins N   (S7: logins per path)
+ *   --tls-resume       (S2 with sasl2/fast: each device resumes its last TLS session, as phones do)
  *   --transport tcp|websocket   (parley: XMPP over WebSocket, RFC 7395, on its HTTPS port)
  *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
  *   --server-pid PID   (host:port targets: the process to read CPU and memory from)
@@ -60,7 +61,7 @@ export function parseArgs(argv: string[]): Args {
     scenario: {
       users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
       register: !flag("no-register"), prefix: take("prefix") ?? "lt", accountsCommand: take("accounts-command"),
-      login: take("login") as LoginMode | undefined, logins: num("logins"),
+      login: take("login") as LoginMode | undefined, logins: num("logins"), resumeTls: flag("tls-resume"),
     },
     runs: num("runs") ?? 1,
     scenarios: [],

@@ -30,6 +30,8 @@ export interface ScenarioOptions {
   login?: LoginMode;
   /** S7: logins one after another per login path. */
   logins?: number;
+  /** S2/S7 with SASL2 or FAST: each device resumes its TLS session (see LoginOptions.resumeTls). */
+  resumeTls?: boolean;
 }
 
 export interface ScenarioResult {
@@ -157,7 +159,7 @@ export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   // its token, and measures the server.
   const warmup = mode === "classic"
     ? await loginMany(target, pool_, 50, { resource: "warmup" })
-    : await loginEach(target, devices, 50, (c, { name, device }) => c.loginWith(mode, name, passwordOf(name), device, { resource: "warmup" }));
+    : await loginEach(target, devices, 50, (c, { name, device }) => c.loginWith(mode, name, passwordOf(name), device, { resource: "warmup", resumeTls: o.resumeTls }));
   await closeAll(warmup.connections);
   log(`S2 (${mode}): warm-up logins of ${mode === "classic" ? pool_.length : devices.length} ${mode === "classic" ? "accounts" : "devices"} in ${warmup.seconds} s (${warmup.failures} failed)`);
   let k = 0;
@@ -165,6 +167,7 @@ export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioRe
     const total = Math.round(rate * (o.durationSeconds ?? 5));
     const times = new Histogram();
     let failures = 0;
+    let tlsResumed = 0;
     let firstError: string | undefined;
     const meter = new Meter(target.pid);
     const start = performance.now();
@@ -177,19 +180,19 @@ export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioRe
         login = c.login(name, passwordOf(name), { resource: `storm${k}` });
       } else {
         const { name, device } = devices[k % devices.length]!;
-        login = c.loginWith(mode, name, passwordOf(name), device, { resource: "storm" });
+        login = c.loginWith(mode, name, passwordOf(name), device, { resource: "storm", resumeTls: o.resumeTls });
       }
       k++;
       inFlight.push(login
-        .then(() => { times.recordMs(performance.now() - dueAt); return c.close(); })
+        .then(() => { times.recordMs(performance.now() - dueAt); if (c.tlsResumed) tlsResumed++; return c.close(); })
         .catch((e: Error) => { failures++; firstError ??= e.message; c.destroy(); }));
     });
     await Promise.all(inFlight);
     const measured = meter.read();
     const latency = times.summary();
-    log(`  ${rate} ${mode} logins/s${attempt > 1 ? " (again)" : ""}: p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, failures ${failures}${firstError ? ` (${firstError.slice(0, 120)})` : ""}, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${invalidNote(measured)}`);
+    log(`  ${rate} ${mode} logins/s${attempt > 1 ? " (again)" : ""}: p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, failures ${failures}${firstError ? ` (${firstError.slice(0, 120)})` : ""}, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${o.resumeTls ? `, TLS resumed ${tlsResumed}` : ""}${invalidNote(measured)}`);
     return {
-      offeredRate: rate, attempt, logins: total, completed: times.count, failures, firstError, latency, ...measured,
+      offeredRate: rate, attempt, logins: total, completed: times.count, tlsResumed, failures, firstError, latency, ...measured,
       loginsPerSecond: Math.round(times.count / measured.seconds),
       serverCpuMsPerLogin: round((measured.serverCpuSeconds / Math.max(1, times.count)) * 1000, 3),
       passed: measured.valid && failures === 0 && latency.p99ms < P99_LOGIN_MS,
@@ -198,7 +201,7 @@ export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   return {
     scenario: "s2", target: target.name, version: target.version,
     headline: { maxLoginsPerSecond: bestRate(steps) },
-    detail: { registered, sasl: target.endpoint.sasl, login: mode, steps },
+    detail: { registered, sasl: target.endpoint.sasl, login: mode, resumeTls: o.resumeTls === true, steps },
   };
 }
 

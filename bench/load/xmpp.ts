@@ -53,6 +53,8 @@ export interface Device {
   token?: string;
   count: number;
   session?: { id: string; h: number };
+  /** The last TLS session ticket the server gave this device, with LoginOptions.resumeTls. */
+  tlsSession?: Buffer;
 }
 
 export const newDevice = (): Device => ({ userAgentId: randomUUID(), count: 0 });
@@ -85,6 +87,11 @@ export interface LoginOptions {
   streamManagement?: boolean;
   /** Switch to scanning mode before initial presence, so offline messages are counted. */
   traffic?: boolean;
+  /**
+   * SASL2 logins: resume the device's last TLS session (RFC 8446 §2.2, a PSK from the server's
+   * ticket) instead of a full handshake, as a phone's TLS stack does when it reconnects.
+   */
+  resumeTls?: boolean;
 }
 
 export class Connection {
@@ -108,6 +115,8 @@ export class Connection {
   private inboundTail = "";
   /** Writes that waited for the server's answer (XEP-0198 acks and pings not included). */
   roundTrips = 0;
+  /** Whether the TLS handshake resumed an earlier session (LoginOptions.resumeTls) instead of a full one. */
+  tlsResumed = false;
   /** The device a SASL2 login used: its session's `h` is kept up to date when the connection drops. */
   private device: Device | undefined;
 
@@ -184,11 +193,11 @@ export class Connection {
   }
 
   /** TCP + TLS (direct, or STARTTLS after the first features) + the stream header; resolves on features. */
-  async open(): Promise<string> {
+  async open(tlsSessionOf?: Device): Promise<string> {
     if (this.endpoint.transport === "websocket") {
       await this.connectWebSocket();
     } else if (this.endpoint.tls === "direct") {
-      await this.connectTls(["xmpp-client"]);
+      await this.connectTls(["xmpp-client"], tlsSessionOf);
     } else {
       const plain = tcpConnect({ host: this.endpoint.host, port: this.endpoint.port });
       this.attach(plain);
@@ -265,7 +274,7 @@ export class Connection {
    * new session, roster and initial presence as in `login`. Resolves with what the server did.
    */
   async loginSasl2(user: string, password: string, device: Device, fast: boolean, options: LoginOptions = {}): Promise<"resumed" | "bound"> {
-    const offer = modernLoginOffer(await this.open());
+    const offer = modernLoginOffer(await this.open(options.resumeTls ? device : undefined));
     if (!offer.sasl2) throw new XmppError("the server offers no SASL2 (XEP-0388)");
     if (fast && !offer.fast) throw new XmppError(`the server offers no FAST ${FAST_MECHANISM} (XEP-0484)`);
     this.device = device;
@@ -360,10 +369,13 @@ export class Connection {
     (ws as unknown as { _socket: Socket })._socket.setNoDelay(true);
   }
 
-  private async connectTls(ALPNProtocols?: string[]): Promise<void> {
-    const socket = tlsConnect({ host: this.endpoint.host, port: this.endpoint.port, ...tlsOptionsFor(this.endpoint), ALPNProtocols });
+  /** With `tlsSessionOf`, offers that device's last TLS session and keeps the tickets the server sends. */
+  private async connectTls(ALPNProtocols?: string[], tlsSessionOf?: Device): Promise<void> {
+    const socket = tlsConnect({ host: this.endpoint.host, port: this.endpoint.port, ...tlsOptionsFor(this.endpoint), ALPNProtocols, session: tlsSessionOf?.tlsSession });
+    if (tlsSessionOf) socket.on("session", (ticket: Buffer) => { tlsSessionOf.tlsSession = ticket; });
     this.attach(socket);
     await once(socket, "secureConnect");
+    this.tlsResumed = socket.isSessionReused();
   }
 
   /** From now on incoming text is scanned, not buffered: markers, acks, pings. */

@@ -29,7 +29,7 @@ export interface UserAgent {
 }
 
 export type FastOutcome =
-  | { ok: true; responder: Buffer; rotate: boolean }
+  | { ok: true; responder: Buffer; rotate: boolean; device: Device }
   | { ok: false; condition: "not-authorized" | "credentials-expired" };
 
 const keyOf = (token: FastToken) => Buffer.from(token.hash, "base64");
@@ -64,11 +64,10 @@ export class FastTokens {
 
   /**
    * A new token for the device (XEP-0484 §4.3), bound to `mechanism`. It takes the 'next' slot:
-   * an earlier token issued but never used is dropped (§4.5 "SHOULD invalidate").
+   * an earlier token issued but never used is dropped (§4.5 "SHOULD invalidate"). `device` is the
+   * row this login just wrote (from `seen` or `authenticate`), so it is not read again.
    */
-  async issue(owner: string, deviceId: string, mechanism: HtMechanism): Promise<{ token: string; expiresAt: number }> {
-    const device = await this.devices.get(owner, deviceId);
-    if (!device) throw new Error("no such device");
+  async issue(device: Device, mechanism: HtMechanism): Promise<{ token: string; expiresAt: number }> {
     const token = randomBytes(FAST_TOKEN_BYTES).toString("base64url");
     const expiresAt = this.now() + this.options.ttlMs;
     const next: FastToken = { hash: createHash("sha256").update(token).digest("base64"), mechanism, expiresAt, count: 0 };
@@ -79,9 +78,10 @@ export class FastTokens {
   /**
    * Checks a token proof (§4.4, §6.1): the 'next' slot first, then 'current'; the mechanism must be
    * the one the token was issued for, it must not have expired, and a 'count' must grow.
+   * A success also notes the device as `seen` does, in the same write.
    */
-  async authenticate(owner: string, deviceId: string, mechanism: HtMechanism, proof: Buffer, cb: Buffer, count: number | undefined): Promise<FastOutcome> {
-    const device = await this.devices.get(owner, deviceId);
+  async authenticate(owner: string, agent: UserAgent, mechanism: HtMechanism, proof: Buffer, cb: Buffer, count: number | undefined): Promise<FastOutcome> {
+    const device = await this.devices.get(owner, agent.id);
     const now = this.now();
     for (const slot of ["next", "current"] as const) {
       const token = device?.[slot];
@@ -93,17 +93,19 @@ export class FastTokens {
       // Using 'next' retires 'current' (§4.5: tokens with an earlier expiry are invalidated).
       const { next: _retired, ...withoutNext } = device;
       const updated: Device = slot === "next" ? { ...withoutNext, current: used } : { ...device, current: used };
-      await this.devices.put({ ...updated, lastSeen: now });
+      const noted: Device = { ...updated, software: agent.software, name: agent.name, lastSeen: now };
+      await this.devices.put(noted);
       const age = now - (token.expiresAt - this.options.ttlMs);
-      return { ok: true, responder: htResponder(keyOf(token), cb), rotate: age >= this.options.rotateAfterMs };
+      return { ok: true, responder: htResponder(keyOf(token), cb), rotate: age >= this.options.rotateAfterMs, device: noted };
     }
     return { ok: false, condition: "not-authorized" };
   }
 
   /** XEP-0484 §4.6: the client logs out: its tokens stop working at once. */
-  async invalidate(owner: string, deviceId: string): Promise<void> {
-    const device = await this.devices.get(owner, deviceId);
-    if (device) await this.devices.put(withoutTokens(device));
+  async invalidate(device: Device): Promise<Device> {
+    const updated = withoutTokens(device);
+    await this.devices.put(updated);
+    return updated;
   }
 
   list(owner: string): Promise<Device[]> {

@@ -120,7 +120,8 @@ export const message = defineModule({
      */
     const rerouteUnacknowledged = async (session: Session, held: readonly HeldStanza[]): Promise<void> => {
       // All routed in one tick, in order, so they reach storage before anything that arrives later.
-      const routed = held.map(({ xml, at }) => {
+      const routed = held.map(({ name, xml, at }) => {
+        if (name === "presence") return undefined;
         try {
           const stanza = parseElement(xml);
           if (stanza.name === "iq") {

@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import type { Target } from "../../bench/load/targets.js";
-import { s3, s4, s5 } from "../../bench/load/scenarios.js";
+import { s2, s3, s4, s5 } from "../../bench/load/scenarios.js";
 import { s7 } from "../../bench/load/login-paths.js";
 
 describe("load generator against Parley", () => {
@@ -47,6 +47,15 @@ describe("load generator against Parley", () => {
     assert.equal(step!.expected, 10 * 12);
     assert.equal(step!.received, 10 * 12);
     assert.ok(r.headline.joinSeconds! > 0);
+  });
+
+  it("S2 with FAST and --tls-resume: every storm login resumes the device's TLS session from the warm-up", async () => {
+    const r = await s2(target, { login: "fast", resumeTls: true, users: 5, rates: [10], durationSeconds: 1, register: true, prefix: "t2" });
+    const [step] = (r.detail as { resumeTls: boolean; steps: { completed: number; failures: number; tlsResumed: number }[] }).steps;
+    assert.equal(step!.failures, 0);
+    assert.equal(step!.completed, 10);
+    // 10 devices (two per account), each logged in once in the warm-up with a full handshake.
+    assert.equal(step!.tlsResumed, 10);
   });
 
   it("S7: every login path gets its waiting message, in the round trips the protocol needs; the FAST storm logs in", async () => {

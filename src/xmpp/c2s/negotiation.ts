@@ -15,7 +15,7 @@ import type { SessionTable } from "../sessions.js";
 import type { Router } from "../router.js";
 import type { HookBus } from "../../hooks.js";
 import type { Logger } from "../../log.js";
-import type { Storage } from "../../storage/index.js";
+import type { Device, Storage } from "../../storage/index.js";
 import type { Transport } from "../stream/transport.js";
 import { XmlStream, checkHeader, type StreamEnding, type StreamOwner } from "../stream/xml-stream.js";
 import { offerFeatures, type StreamFeatureContext, type StreamFeatureRegistry } from "../stream/features.js";
@@ -87,7 +87,8 @@ export class C2SNegotiation implements StreamOwner {
   /** The XEP-0388 request of the exchange under way. */
   private sasl2: Sasl2Request | undefined;
   /** The FAST token just used is due for rotation. */
-  private fastRotate = false;
+  /** A FAST login's device row (already noted as seen) and whether its token is due for rotation. */
+  private fastLogin: { device: Device; rotate: boolean } | undefined;
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly transport: Transport, private readonly deps: C2SDeps) {
@@ -366,10 +367,10 @@ export class C2SNegotiation implements StreamOwner {
     const cbType = htChannelBinding(mechanism);
     const cb = cbType === undefined ? Buffer.alloc(0) : this.saslStep().channelBinding(cbType);
     if (!cb) return failed("not-authorized");
-    const result = await this.deps.fast.authenticate(bare, request.userAgent.id, mechanism, initial.proof, cb, request.fast.count);
+    const result = await this.deps.fast.authenticate(bare, request.userAgent, mechanism, initial.proof, cb, request.fast.count);
     // A wrong token counts against the account tried, like a wrong password.
     if (!result.ok) return { kind: "failure", condition: result.condition, username: bare };
-    this.fastRotate = result.rotate;
+    this.fastLogin = { device: result.device, rotate: result.rotate };
     return { kind: "success", username: bare, additionalData: result.responder };
   }
 
@@ -386,13 +387,13 @@ export class C2SNegotiation implements StreamOwner {
     const inline: string[] = [];
     const agent = request.userAgent;
     if (agent) {
-      await fast.seen(user, agent);
-      if (request.fast?.invalidate) await fast.invalidate(user, agent.id);
+      let device = this.fastLogin?.device ?? await fast.seen(user, agent);
+      if (request.fast?.invalidate) device = await fast.invalidate(device);
       const asked = request.requestToken;
       const mechanism = asked !== undefined && isHtMechanism(asked) && this.sasl2Offer().fastMechanisms.includes(asked) ? asked
-        : this.fastRotate && !request.fast?.invalidate && isHtMechanism(request.mechanism) ? request.mechanism : undefined;
+        : this.fastLogin?.rotate && !request.fast?.invalidate && isHtMechanism(request.mechanism) ? request.mechanism : undefined;
       if (mechanism) {
-        const issued = await fast.issue(user, agent.id, mechanism);
+        const issued = await fast.issue(device, mechanism);
         inline.push(fastToken(issued.token, issued.expiresAt));
       }
     }

@@ -7,6 +7,8 @@
  *                                        ^ cursor
  */
 export interface Outgoing {
+  /** The stanza's element name, so that whoever gets it back need not parse it to know what it is. */
+  name: string;
   xml: string;
   /** When it was queued, for the XEP-0203 delay if it has to be re-routed. */
   at: number;
