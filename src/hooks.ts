@@ -75,8 +75,9 @@ export interface Chains {
 
 /** A stanza a session held for its client, serialized once, with the time it was queued. */
 export interface HeldStanza {
-  /** message, presence or iq */
+  /** message, presence or iq, and its 'type' attribute */
   name: string;
+  type: string | undefined;
   xml: string;
   at: number;
 }

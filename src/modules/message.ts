@@ -120,15 +120,13 @@ export const message = defineModule({
      */
     const rerouteUnacknowledged = async (session: Session, held: readonly HeldStanza[]): Promise<void> => {
       // All routed in one tick, in order, so they reach storage before anything that arrives later.
-      const routed = held.map(({ name, xml, at }) => {
-        if (name === "presence") return undefined;
+      const routed = held.map(({ name, type, xml, at }) => {
+        const request = name === "iq" && (type === "get" || type === "set");
+        if (name !== "message" && !request) return undefined;
         try {
           const stanza = parseElement(xml);
-          if (stanza.name === "iq") {
-            const type = stanza.attrs.type;
-            return type === "get" || type === "set" ? router.bounce(stanza, new StanzaError("service-unavailable", "Recipient's session ended")) : undefined;
-          }
-          if (stanza.name !== "message" || !reroutable(stanza)) return undefined;
+          if (request) return router.bounce(stanza, new StanzaError("service-unavailable", "Recipient's session ended"));
+          if (!reroutable(stanza)) return undefined;
           if (!stanza.getChild("delay", NS.DELAY)) stanza.cnode(el("delay", { xmlns: NS.DELAY, from: session.jid.domain, stamp: new Date(at).toISOString() }));
           stanza.attrs.to = session.jid.bare;
           // RFC 6120 §8.1.2.1: a stanza the server generated may leave 'from' out; it is from the server.

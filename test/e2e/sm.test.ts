@@ -214,6 +214,29 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     alice.close();
   });
 
+  it("an IQ request the client never acknowledged gets service-unavailable when its session ends; presence and results it held are dropped", async () => {
+    const phone = await rawSession(server.ports.c2sDirectTls!, "dave", "pw", "phone");
+    await enable(phone, false);
+    phone.send("<presence/>");
+    const alice = await rawSession(server.ports.c2sDirectTls!, "alice", "pw", "held");
+    alice.send("<iq to='dave@localhost/phone' type='get' id='held-get'><query xmlns='jabber:iq:version'/></iq>");
+    alice.send("<iq to='dave@localhost/phone' type='result' id='held-result'/>");
+    alice.send("<presence to='dave@localhost/phone'/>");
+    await phone.waitForElement((e) => e.is("presence") && e.attrs.from === "alice@localhost/held");
+    const mark = alice.elements.length;
+    phone.socket.destroy();
+    const bounced = await alice.waitForElement((e) => e.is("iq") && e.attrs.id === "held-get", 5000, mark);
+    assert.equal(bounced.attrs.type, "error");
+    assert.equal(bounced.attrs.from, "dave@localhost/phone");
+    assert.ok(bounced.getChild("error")?.getChild("service-unavailable", NS_STANZAS), bounced.toString());
+    // Only the request comes back: a ping round trip later, nothing else about the held stanzas has arrived.
+    alice.send("<iq type='get' id='after-bounce'><ping xmlns='urn:xmpp:ping'/></iq>");
+    await alice.waitForElement(iqResult("after-bounce"), 5000, mark);
+    const back = alice.elements.slice(mark).filter((e) => ["held-get", "held-result"].includes(String(e.attrs.id)) || e.is("presence"));
+    assert.deepEqual(back.map((e) => `${e.name} ${e.attrs.id}`), ["iq held-get"]);
+    alice.close();
+  });
+
   it("queue overflow closes the stream with resource-constraint and nothing is lost", async () => {
     const slow = await rawSession(server.ports.c2sDirectTls!, "dave", "pw", "slow");
     await enable(slow, false);

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { AckError, StreamManagement, parseH } from "../../src/xmpp/c2s/sm.js";
 import { OutboundQueue } from "../../src/xmpp/c2s/outbound.js";
 
-const entry = (id: string) => ({ name: "message", xml: `<message id='${id}'/>`, at: 0 });
+const entry = (id: string) => ({ name: "message", type: undefined, xml: `<message id='${id}'/>`, at: 0 });
 const ids = (xs: Array<{ xml: string }>) => xs.map((x) => /id='([^']+)'/.exec(x.xml)![1]);
 
 describe("stream management counters", () => {

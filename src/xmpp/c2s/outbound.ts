@@ -7,8 +7,9 @@
  *                                        ^ cursor
  */
 export interface Outgoing {
-  /** The stanza's element name, so that whoever gets it back need not parse it to know what it is. */
+  /** The stanza's element name and type, so that whoever gets it back need not parse it to know what it is. */
   name: string;
+  type: string | undefined;
   xml: string;
   /** When it was queued, for the XEP-0203 delay if it has to be re-routed. */
   at: number;

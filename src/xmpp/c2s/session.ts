@@ -92,7 +92,7 @@ export class C2SSession implements Session, StreamOwner {
   // ── sending ────────────────────────────────────────────────────────────────────────────────
 
   send(stanza: Element): void {
-    this.enqueue({ name: stanza.name, xml: stanza.toString(), at: Date.now() });
+    this.enqueue({ name: stanza.name, type: stanza.attrs.type, xml: stanza.toString(), at: Date.now() });
   }
 
   get confirmsDelivery(): boolean {
@@ -104,7 +104,7 @@ export class C2SSession implements Session, StreamOwner {
       this.send(stanza);
       return undefined;
     }
-    return new Promise((resolve) => this.enqueue({ name: stanza.name, xml: stanza.toString(), at: Date.now(), confirm: resolve }));
+    return new Promise((resolve) => this.enqueue({ name: stanza.name, type: stanza.attrs.type, xml: stanza.toString(), at: Date.now(), confirm: resolve }));
   }
 
   writable(): Promise<void> | undefined {
