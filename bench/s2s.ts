@@ -67,8 +67,8 @@ async function startPair(pki: Pki | undefined): Promise<Pair> {
     hosts: [host],
     listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: port },
     ...(pki ? { tls: { certificates: { [host]: pki.files[host]! } } } : {}),
-    // The path is measured, not the flood limit.
-    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}` }, maxStanzasPerSecond: 1_000_000 },
+    // The path is measured, not the flood limit; the memory step opens all its streams from one address.
+    s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `127.0.0.1:${peerPort}` }, maxStanzasPerSecond: 1_000_000, maxConnectionsPerAddress: STREAMS + 10 },
     metrics: { enabled: false },
   });
   const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
