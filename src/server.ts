@@ -292,13 +292,15 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     },
     dialbackKey: s2sKey,
     bounce: (stanza, error) => void router.bounce(stanza, error),
+    outbox: storage.s2sOutbox,
+    request: (iq) => router.request(iq),
     log,
     ...(metrics ? { counters: metrics } : {}),
   }) : undefined;
   const federates = domainPolicy(config.s2s.allowedDomains, config.s2s.blockedDomains);
   // A domain the configuration excludes gets RFC 6120 §8.3.3.9 not-allowed, never a connection.
   const detachRemote = s2s && router.attachRemote((stanza) =>
-    federates(tryParseJid(stanza.attrs.to)!.domain) ? s2s.send(stanza) : void router.bounce(stanza, new StanzaError("not-allowed")));
+    federates(tryParseJid(stanza.attrs.to)!.domain) ? s2s.send(stanza) : router.bounce(stanza, new StanzaError("not-allowed")));
   const s2sListeners: IncomingListener[] = [];
   const s2sAdmission = new Admission(throttle, config.s2s.maxConnectionsPerAddress);
   const federationStatus = () => ({ outgoing: s2s?.status() ?? [], incoming: s2sListeners.flatMap((l) => l.status()) });
@@ -344,7 +346,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       preAuth: config.limits.preAuth, postAuth: s2sPostAuth,
       negotiationTimeoutMs: config.s2s.authTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
       dialback: config.s2s.dialback, isLocalDomain: (d) => router.isServed(d), federates,
-      route: (stanza) => void router.fromRemote(stanza),
+      route: (stanza) => router.fromRemote(stanza),
       // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).
       verifyDialback: (local, remote, id, key) => s2s ? s2s.verifyDialback(local, remote, id, key) : Promise.resolve(false),
       dialbackKey: s2sKey, log,
@@ -365,6 +367,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       listeners.push(l);
       ports.s2sDirectTls = l.port;
     }
+    // Once listening: peers call back here to verify our dialback keys.
+    await s2s?.restore();
   } catch (err) {
     s2s?.stop();
     detachRemote?.();
