@@ -155,6 +155,11 @@ export const ConfigSchema = z.strictObject({
     blockedDomains: z.array(z.string().min(1)).default([]),
     /** XEP-0220 Server Dialback for peers whose certificate does not verify. */
     dialback: z.boolean().default(true),
+    /**
+     * XEP-0198 acknowledgements between servers: offered on incoming streams, enabled on outgoing
+     * ones that offer it. Off, the outgoing queue learns what a peer has by XEP-0199 round trips.
+     */
+    streamManagement: z.boolean().default(true),
     /** Refuse outgoing streams to servers whose certificate does not verify (no dialback then). */
     requireValidCertificates: z.boolean().default(false),
     connectTimeoutSeconds: z.number().positive().default(10),

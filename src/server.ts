@@ -286,6 +286,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     idleMs: config.s2s.idleSeconds * 1000,
     maxQueued: config.s2s.maxQueuedStanzas,
     requireValidCertificate: config.s2s.requireValidCertificates,
+    streamManagement: config.s2s.streamManagement,
     certificateFor: (domain) => {
       const tls = certificates.byHost.get(hostOf(domain)) ?? certificates.byHost.get(config.hosts[0]!)!;
       return { cert: tls.cert, key: tls.key };
@@ -345,7 +346,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       host: config.listen.address, port, directTls, tls: certificates, tlsHandshakeTimeoutMs, trust: s2sTrust,
       preAuth: config.limits.preAuth, postAuth: s2sPostAuth,
       negotiationTimeoutMs: config.s2s.authTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
-      dialback: config.s2s.dialback, isLocalDomain: (d) => router.isServed(d), federates,
+      dialback: config.s2s.dialback, streamManagement: config.s2s.streamManagement, isLocalDomain: (d) => router.isServed(d), federates,
       route: (stanza) => router.fromRemote(stanza),
       // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).
       verifyDialback: (local, remote, id, key) => s2s ? s2s.verifyDialback(local, remote, id, key) : Promise.resolve(false),

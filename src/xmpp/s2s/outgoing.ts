@@ -49,6 +49,8 @@ export interface OutgoingOptions {
   clientCertificate: { cert: string; key: string };
   /** XEP-0220: refuse a receiving server whose certificate does not verify, instead of dialback. */
   requireValidCertificate: boolean;
+  /** Enable XEP-0198 when the receiving server offers it. */
+  streamManagement: boolean;
   /** The dialback key for (receiving, originating, stream id): see ./dialback.ts. */
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
   log: Logger;
@@ -280,7 +282,7 @@ export class OutgoingStream implements StreamOwner {
 
   private features(features: Element): void {
     const stream = this.stream!;
-    this.smOffered = features.getChild("sm", NS_SM) !== undefined;
+    this.smOffered = this.opts.streamManagement && features.getChild("sm", NS_SM) !== undefined;
     if (this.method === "sasl-external") return this.authenticated();
     if (!stream.transport.secure) {
       if (!features.getChild("starttls", NS_TLS)) return stream.error(new StreamError("policy-violation", "TLS is required between servers (RFC 7590)"));

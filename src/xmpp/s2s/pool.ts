@@ -65,6 +65,8 @@ export interface S2SPoolOptions {
   idleMs: number;
   maxQueued: number;
   requireValidCertificate: boolean;
+  /** Enable XEP-0198 on outgoing streams whose peer offers it. */
+  streamManagement: boolean;
   /** Our certificate for a local domain (the client certificate of SASL EXTERNAL). */
   certificateFor: (domain: string) => { cert: string; key: string };
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
@@ -84,6 +86,8 @@ export interface OutgoingStatus {
   remote: string;
   state: "connecting" | "ready";
   method?: AuthMethod;
+  /** How the ready stream confirms what was written (XEP-0198 acks, or a round trip). */
+  confirmation?: Confirmation;
   queued: number;
   /** Written on the current stream; the peer has not confirmed them yet. */
   unconfirmed: number;
@@ -199,7 +203,7 @@ export class S2SPool {
   status(): OutgoingStatus[] {
     return [...this.routes.values()].map((r) => ({
       local: r.local, remote: r.remote, state: r.stream?.isReady ? "ready" : "connecting",
-      ...(r.stream?.authMethod ? { method: r.stream.authMethod } : {}), queued: r.queue.length, unconfirmed: r.unconfirmed.length, since: new Date(r.since).toISOString(),
+      ...(r.stream?.authMethod ? { method: r.stream.authMethod } : {}), ...(r.confirmation ? { confirmation: r.confirmation } : {}), queued: r.queue.length, unconfirmed: r.unconfirmed.length, since: new Date(r.since).toISOString(),
     }));
   }
 
@@ -241,7 +245,7 @@ export class S2SPool {
     const o = this.opts;
     return {
       local, remote, targets, limits: o.limits, connectTimeoutMs: o.connectTimeoutMs, trust: o.trust, tlsPolicy: o.tlsPolicy,
-      clientCertificate: o.certificateFor(local), requireValidCertificate: o.requireValidCertificate, dialbackKey: o.dialbackKey, log: o.log,
+      clientCertificate: o.certificateFor(local), requireValidCertificate: o.requireValidCertificate, streamManagement: o.streamManagement, dialbackKey: o.dialbackKey, log: o.log,
     };
   }
 
