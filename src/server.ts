@@ -354,6 +354,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       // Its own budget: remote servers do not take the connections of clients at the same address.
       admit: (address) => s2sAdmission.admit(address),
       maxStanzasPerSecond: config.s2s.maxStanzasPerSecond,
+      floodMs: config.s2s.floodSeconds * 1000,
       ...(metrics ? { counters: metrics } : {}),
     });
     if (config.listen.s2s !== null) {

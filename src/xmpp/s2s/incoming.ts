@@ -38,6 +38,7 @@ import { verifyServerCertificate } from "./pkix.js";
 import type { AuthMethod } from "./outgoing.js";
 import type { DomainPolicy } from "./policy.js";
 import { AckError, NS_SM, StreamManagement, parseH } from "../c2s/sm.js";
+import { StanzaRate } from "./flood.js";
 
 export interface IncomingOptions {
   host: string;
@@ -65,8 +66,10 @@ export interface IncomingOptions {
   /** XEP-0220 §2.3: ask the authoritative server about a key (./pool.ts). */
   verifyDialback: (local: string, remote: string, streamId: string, key: string) => Promise<boolean>;
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
-  /** Stanzas per second a stream may send on average (bursts of twice that are fine). */
+  /** Stanzas per second a stream may send on average (bursts of twice that are fine); faster ones wait. */
   maxStanzasPerSecond: number;
+  /** A stream kept waiting this long without slowing down is ended (policy-violation): ./flood.ts. */
+  floodMs: number;
   /** A connection slot for a remote address (the shared per-address limit); undefined: refused. */
   admit: (address: string) => (() => void) | undefined;
   log: Logger;
@@ -107,9 +110,13 @@ class IncomingStream implements StreamOwner {
   private saslDone = false;
   private dialbackRequests = 0;
   private readonly since = Date.now();
-  /** A token bucket over stanzas: full at 2 s worth of the rate, refilled as time passes. */
-  private tokens: number;
-  private refilledAt = Date.now();
+  private readonly rate: StanzaRate;
+  /**
+   * Stanzas over the rate, in order, while the socket is not read: at most what one chunk of input
+   * held (reading stops at the first of them).
+   */
+  private held: Element[] = [];
+  private holdTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private sm: StreamManagement | undefined;
   /** Stanzas the router has not finished with: an <r/> is answered once those before it are done. */
@@ -117,7 +124,7 @@ class IncomingStream implements StreamOwner {
 
   constructor(socket: Socket, private readonly opts: IncomingOptions, private readonly live: Set<IncomingStream>, private readonly release: () => void) {
     live.add(this);
-    this.tokens = 2 * opts.maxStanzasPerSecond;
+    this.rate = new StanzaRate(opts.maxStanzasPerSecond, opts.floodMs, Date.now());
     const upgrade = (plain: Socket) => new TLSSocket(plain, { isServer: true, secureContext: opts.tls.defaultTls, SNICallback: opts.tls.sniCallback, ...PEER_CERTIFICATE });
     this.stream = new XmlStream(new TcpTransport(socket, opts.preAuth, opts.directTls ? undefined : upgrade), NS.SERVER, opts.log, this, { namespaces: { db: NS_DIALBACK } });
     const negotiation = setTimeout(() => {
@@ -300,11 +307,38 @@ class IncomingStream implements StreamOwner {
 
   private stanza(stanza: Element): void {
     if (!this.domains.size) return this.stream.error(new StreamError("not-authorized", "Authenticate first"));
-    if (!this.take()) {
-      // RFC 6120 §4.9.3.14 policy-violation: "the entity has violated some local service policy".
-      this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], rate: this.opts.maxStanzasPerSecond }, "s2s peer over its stanza rate");
+    if (this.held.length === 0 && this.rate.take(Date.now())) return this.accept(stanza);
+    if (this.held.length === 0) {
+      this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], rate: this.opts.maxStanzasPerSecond }, "s2s peer over its stanza rate; reading paused");
+      this.stream.transport.pauseReading?.();
+    }
+    this.held.push(stanza);
+    this.releaseHeldLater();
+  }
+
+  private releaseHeldLater(): void {
+    if (this.holdTimer) return;
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined;
+      this.releaseHeld();
+    }, this.rate.waitMs());
+    this.holdTimer.unref();
+  }
+
+  /** Held stanzas go on as tokens come; reading resumes once none is left. */
+  private releaseHeld(): void {
+    const now = Date.now();
+    while (this.held.length && !this.stream.isOver && this.rate.take(now)) this.accept(this.held.shift()!);
+    if (this.stream.isOver) return;
+    if (this.held.length === 0) return this.stream.transport.resumeReading?.();
+    if (this.rate.flooding(now)) {
+      this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], rate: this.opts.maxStanzasPerSecond, held: this.held.length }, "s2s peer stays over its stanza rate");
       return this.stream.error(new StreamError("policy-violation", "Too many stanzas"), this.local);
     }
+    this.releaseHeldLater();
+  }
+
+  private accept(stanza: Element): void {
     const from = tryParseJid(stanza.attrs.from);
     const to = tryParseJid(stanza.attrs.to);
     if (!from || !to) return this.stream.error(new StreamError("improper-addressing", "Stanzas between servers need valid 'from' and 'to'"));
@@ -324,16 +358,6 @@ class IncomingStream implements StreamOwner {
     this.routing.add(tracked);
   }
 
-  private take(): boolean {
-    const now = Date.now();
-    const rate = this.opts.maxStanzasPerSecond;
-    this.tokens = Math.min(2 * rate, this.tokens + ((now - this.refilledAt) / 1000) * rate);
-    this.refilledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
-  }
-
   drain(): void {}
 
   close(error: StreamError): void {
@@ -342,6 +366,8 @@ class IncomingStream implements StreamOwner {
 
   ended(ending: StreamEnding): void {
     for (const t of this.timers) clearTimeout(t);
+    clearTimeout(this.holdTimer);
+    this.held = [];
     this.live.delete(this);
     this.release();
     if (ending.kind === "closed" && ending.error) this.opts.log.info({ stage: "s2s-in", condition: ending.error.condition, domains: [...this.domains.keys()] }, "s2s incoming stream error");
