@@ -18,6 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Agent, request } from "undici";
+import Database from "better-sqlite3";
 
 const openssl = spawnSync("openssl", ["version"]).status === 0;
 if (!openssl) console.log("# SKIPPED e2e/s2s SASL EXTERNAL suite: the openssl command (for the test CA) is not installed");
@@ -511,6 +512,46 @@ describe("s2s: the outbox survives kill -9 of the server (durable outgoing queue
       child.kill("SIGKILL");
       await remote?.cleanup();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("s2s: a restored stanza keeps its deadline (counted from when it was first queued)", () => {
+  it("after a restart, a stanza queued longer ago than s2s.queueTimeoutSeconds bounces at once, not a full timeout later", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "parley-s2s-deadline-"));
+    const [down, noDns] = await Promise.all([freePort(), freePort()]);
+    // A minute to wait: the bounce below can only come from the original queueing time.
+    const options = {
+      hosts: ["a.test"], dataDir,
+      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: 0 },
+      s2s: { routes: { "down.test": `127.0.0.1:${down}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 60 },
+    };
+    try {
+      const first = await startTestServer(options);
+      await first.accounts.create("alice@a.test", "pw");
+      const alice = await login(first, "alice", "a.test");
+      await alice.xmpp.send(xml("message", { to: "x@down.test", type: "chat", id: "old" }, xml("body", {}, "?")));
+      await until(async () => (await first.storage.s2sOutbox.list()).length === 1, "the message in the outbox");
+      await alice.stop();
+      // A clean stop keeps it for the next start instead of bouncing it.
+      await first.cleanup();
+      const db = new Database(join(dataDir, "parley.sqlite"));
+      assert.equal(db.prepare("SELECT count(*) FROM s2s_outbox").pluck().get(), 1, "kept across the stop");
+      // As if the server had been down for an hour since the message was queued.
+      db.prepare("UPDATE s2s_outbox SET queued_at = queued_at - 3600000").run();
+      db.close();
+
+      const second = await startTestServer(options);
+      try {
+        // Bounced at once (alice is offline: an error message is not stored for her, RFC 6121 §8.5.2.1.1), and counted.
+        await until(async () => (await second.storage.s2sOutbox.list()).length === 0, "the row bounced and removed", 10_000);
+        const counted = await second.metrics!.render();
+        assert.match(counted.body, /parley_s2s_stanzas_out_total\{outcome="bounced",kind="message"\} 1/);
+      } finally {
+        await second.cleanup();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });
