@@ -467,6 +467,7 @@ for (const confirmation of ["sm", "round-trip"] as const) describe(`s2s: nothing
     const got = await f.bob.waitFor((s) => s.attrs.id === "in-flight", 15_000);
     assert.equal(got.getChildText("body"), "second");
     await until(async () => (await f.pair.a.storage.s2sOutbox.list()).length === 0, "confirmed on the new stream, the row goes");
+    assert.match((await f.pair.a.metrics!.render()).body, /parley_s2s_stanzas_out_total\{outcome="resent",kind="message"\} 1/);
   });
 });
 

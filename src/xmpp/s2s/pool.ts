@@ -49,8 +49,8 @@ const RETRY_MAX_MS = 30_000;
 export interface S2SCounters {
   /** An outgoing stream authenticated, or failed before it did. */
   outgoing(outcome: AuthMethod | "failed"): void;
-  /** A stanza left over s2s, or was bounced because it could not. */
-  stanzaOut(outcome: "sent" | "bounced", kind: string): void;
+  /** A stanza left over s2s, left again on a new stream (unconfirmed on the one that ended), or was bounced because it could not. */
+  stanzaOut(outcome: "sent" | "resent" | "bounced", kind: string): void;
 }
 
 export interface S2SPoolOptions {
@@ -309,7 +309,7 @@ export class S2SPool {
     if (ns === undefined) delete stanza.attrs.xmlns;
     else stanza.attrs.xmlns = ns;
     route.stream!.send(xml);
-    if (!entry.written) this.opts.counters?.stanzaOut("sent", stanza.name);
+    this.opts.counters?.stanzaOut(entry.written ? "resent" : "sent", stanza.name);
     entry.written = true;
     if (route.confirmation === "sm") route.unconfirmed.push(entry);
     else if (entry.row) {
@@ -351,7 +351,8 @@ export class S2SPool {
     ).then((answered) => {
       if (route.probe === probe) route.probe = undefined;
       if (answered) {
-        route.unconfirmed = route.unconfirmed.filter((e) => !covered.includes(e));
+        const confirmed = new Set(covered);
+        route.unconfirmed = route.unconfirmed.filter((e) => !confirmed.has(e));
         this.confirmed(route, covered);
       } else if (!probe.bouncedHere && route.stream === stream) {
         this.opts.log.info({ stage: "s2s-out", domain: route.remote }, "s2s peer did not answer the probe; stream closed");
