@@ -311,6 +311,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
   const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, tls: certificates, ...(metrics ? { metrics } : {}) };
   try {
+    // Before any client can send: what waited from before the restart goes out first. (A peer
+    // that verifies our dialback key before the s2s listener below is up gets a refusal, and the
+    // stream is tried again a second later.)
+    await s2s?.restore();
     if (config.listen.c2s !== null) {
       const l = await listenC2S({ ...listenOpts, port: config.listen.c2s, directTls: false }, deps);
       listeners.push(l);
@@ -369,8 +373,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       listeners.push(l);
       ports.s2sDirectTls = l.port;
     }
-    // Once listening: peers call back here to verify our dialback keys.
-    await s2s?.restore();
   } catch (err) {
     s2s?.stop();
     detachRemote?.();

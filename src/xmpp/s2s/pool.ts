@@ -151,7 +151,7 @@ export class S2SPool {
     if (!from || !to) return;
     if (this.stopped) return this.bounce(undefined, stanza, "remote-server-timeout");
     const route = this.routeFor(from.domain, to.domain);
-    if (!route.stream?.isReady && route.queue.length >= this.opts.maxQueued) return this.bounce(route, stanza, "resource-constraint");
+    if (route.queue.length >= this.opts.maxQueued) return this.bounce(route, stanza, "resource-constraint");
     const entry: Entry = { stanza, queuedAt: Date.now(), row: undefined, written: false, done: false };
     if (keptDurable(stanza)) {
       entry.row = this.opts.outbox.append(route.local, route.remote, stanza.toString(), entry.queuedAt).catch((err: unknown) => {
@@ -236,9 +236,27 @@ export class S2SPool {
   }
 
   private enqueue(route: Route, entry: Entry): void {
-    if (route.stream?.isReady) return this.write(route, entry);
+    // The probe covers what is written already, and opens the window for the rest: it goes first.
+    const probe = isProbe(route, entry.stanza);
+    if (route.stream?.isReady && (probe || (route.queue.length === 0 && this.windowOpen(route)))) return this.write(route, entry);
     route.queue.push(entry);
-    if (route.queue.length === 1) this.armDeadline(route);
+    if (route.queue.length === 1 && !route.stream?.isReady) this.armDeadline(route);
+  }
+
+  /**
+   * At most s2s.maxQueuedStanzas written and not yet confirmed: a peer that takes without
+   * confirming makes the queue fill (and new stanzas bounce), not our memory and outbox grow.
+   */
+  private windowOpen(route: Route): boolean {
+    return route.unconfirmed.length < this.opts.maxQueued;
+  }
+
+  /** Writes what waits, in order, as far as the window allows. */
+  private pump(route: Route): void {
+    while (route.queue.length && route.stream?.isReady && this.windowOpen(route)) {
+      const entry = route.queue.shift()!;
+      if (!entry.done) this.write(route, entry);
+    }
   }
 
   private streamOptions(local: string, remote: string, targets: readonly Target[]) {
@@ -258,10 +276,8 @@ export class S2SPool {
         if (route.stream !== stream) return;
         this.opts.counters?.outgoing(method);
         route.confirmation = confirmation;
-        const queued = route.queue;
-        route.queue = [];
         this.idle(route);
-        for (const entry of queued) if (!entry.done) this.write(route, entry);
+        this.pump(route);
       },
       acked: (count) => {
         if (route.stream !== stream) return;
@@ -316,6 +332,7 @@ export class S2SPool {
       route.unconfirmed.push(entry);
       this.probeSoon(route);
     }
+
     if (this.opts.log.isLevelEnabled("debug")) this.opts.log.debug({ stage: "s2s-out", tag: stanza.name, domain: route.remote }, "stanza sent");
     this.idle(route);
   }
@@ -325,6 +342,7 @@ export class S2SPool {
     if (entries.length === 0) return;
     route.lostStreams = 0;
     this.finish(entries);
+    this.pump(route);
   }
 
   /** After the writes of this turn, one probe covers all of them. */
@@ -375,7 +393,7 @@ export class S2SPool {
   /** While no stream is ready: the queue's oldest stanza bounces at its deadline, the others at theirs. */
   private armDeadline(route: Route): void {
     clearTimeout(route.timer);
-    const oldest = Math.min(...route.queue.map((e) => e.queuedAt));
+    const oldest = route.queue.reduce((min, e) => Math.min(min, e.queuedAt), Infinity);
     route.timer = setTimeout(() => this.expire(route), Math.max(0, oldest + this.opts.queueTimeoutMs - Date.now()));
     route.timer.unref();
   }
@@ -383,9 +401,10 @@ export class S2SPool {
   private expire(route: Route): void {
     if (!this.current(route) || route.stream?.isReady) return;
     const now = Date.now();
-    const due = route.queue.filter((e) => e.queuedAt + this.opts.queueTimeoutMs <= now);
+    const isDue = (e: Entry) => e.queuedAt + this.opts.queueTimeoutMs <= now;
+    const due = route.queue.filter(isDue);
     if (due.length === route.queue.length) return this.fail(route, "remote-server-timeout", route.lastFailure ?? "timed out");
-    route.queue = route.queue.filter((e) => !due.includes(e));
+    route.queue = route.queue.filter((e) => !isDue(e));
     this.opts.log.info({ stage: "s2s-out", domain: route.remote, reason: route.lastFailure, bounced: due.length }, "s2s stanzas past their deadline; bouncing");
     for (const entry of due) this.bounceEntry(route, entry, "remote-server-timeout");
     this.armDeadline(route);
@@ -435,9 +454,13 @@ export class S2SPool {
   }
 
   private bounce(route: Route | undefined, stanza: Element, condition: "remote-server-not-found" | "remote-server-timeout" | "resource-constraint"): void {
-    const probe = route?.probe;
-    if (probe && stanza.name === "iq" && probe.id === stanza.attrs.id) probe.bouncedHere = true;
+    if (route && isProbe(route, stanza)) route.probe!.bouncedHere = true;
     this.opts.counters?.stanzaOut("bounced", stanza.name);
     this.opts.bounce(stanza, new StanzaError(condition));
   }
+}
+
+/** The route's round-trip probe (its own ping, on its way out or bounced). */
+function isProbe(route: Route, stanza: Element): boolean {
+  return stanza.name === "iq" && route.probe !== undefined && stanza.attrs.id === route.probe.id;
 }
