@@ -31,6 +31,7 @@
 import { randomBytes, type X509Certificate } from "node:crypto";
 import { el, type Element } from "../xml.js";
 import { parseElement } from "../xml-parse.js";
+import { custody } from "../../maybe-async.js";
 import { NS } from "../ns.js";
 import { tryParseJid } from "../jid.js";
 import { StanzaError, StreamError } from "../../errors.js";
@@ -161,7 +162,8 @@ export class S2SPool {
       });
     }
     this.enqueue(route, entry);
-    return entry.row?.then(() => undefined);
+    // In the route's queue, in order, already: the sender's next stanza need not wait for the commit.
+    return entry.row && custody(entry.row.then(() => undefined));
   }
 
   /** At start: the stanzas left in the outbox are queued again, with their original deadlines. */
