@@ -383,6 +383,8 @@ export async function listenS2S(opts: IncomingOptions): Promise<IncomingListener
       opts.log.info({ stage: "s2s-in", address: normalizeAddress(socket.remoteAddress) }, "s2s connection refused: too many from this address");
       return void socket.destroy();
     }
+    // As on c2s: writes are corked per tick, and Nagle would delay our <a/> answers.
+    socket.setNoDelay(true);
     new IncomingStream(socket, opts, live, release);
   };
   let server: Server;

@@ -81,6 +81,8 @@ export interface VerifyRequest {
 type State = "connecting" | "pre-tls" | "auth" | "sasl" | "dialback" | "enabling-sm" | "ready" | "verifying" | "closed";
 
 const NS_TLS = NS.TLS;
+/** An <r/> unanswered this long means a peer that takes stanzas without acknowledging them (as long as the pool's ping round trip). */
+const ACK_TIMEOUT_MS = 60_000;
 
 export class OutgoingStream implements StreamOwner {
   private state: State = "connecting";
@@ -97,6 +99,7 @@ export class OutgoingStream implements StreamOwner {
   private sm: StreamManagement | undefined;
   /** An <r/> is out and not yet answered: one at a time is enough, its <a/> covers all before it. */
   private ackRequested = false;
+  private ackTimer: NodeJS.Timeout | undefined;
   /** Bounds a peer that goes silent during negotiation. */
   private negotiation: NodeJS.Timeout | undefined;
 
@@ -125,7 +128,13 @@ export class OutgoingStream implements StreamOwner {
   private requestAck(): void {
     if (this.ackRequested) return;
     this.ackRequested = true;
-    setImmediate(() => { if (this.state === "ready") this.stream?.send(`<r xmlns='${NS_SM}'/>`); });
+    setImmediate(() => {
+      if (this.state !== "ready") return;
+      this.stream?.send(`<r xmlns='${NS_SM}'/>`);
+      // What it did not acknowledge goes out again on a new stream (./pool.ts).
+      this.ackTimer = setTimeout(() => this.close(new StreamError("connection-timeout", "No acknowledgement")), ACK_TIMEOUT_MS);
+      this.ackTimer.unref();
+    });
   }
 
   get buffered(): number {
@@ -151,6 +160,9 @@ export class OutgoingStream implements StreamOwner {
       ? tlsConnect({ host: target.host, port: target.port, ...this.tlsOptions(), ALPNProtocols: ["xmpp-server"] })
       : netConnect({ host: target.host, port: target.port });
     this.socket = socket;
+    // Writes are corked per tick (../stream/tcp.ts); Nagle would hold an <r/> or a stanza behind an
+    // unacknowledged segment for as long as the peer delays its ACK (~40 ms).
+    socket.setNoDelay(true);
     const timer = setTimeout(() => socket.destroy(new Error("connect timeout")), this.opts.connectTimeoutMs);
     timer.unref();
     const failed = (err: Error) => {
@@ -276,6 +288,7 @@ export class OutgoingStream implements StreamOwner {
         el("handled-count-too-high", { xmlns: NS_SM, h: err.h, "send-count": err.sendCount })));
     }
     this.ackRequested = false;
+    clearTimeout(this.ackTimer);
     if (sm.unacknowledged > 0) this.requestAck();
     if (newly > 0) this.events.acked(newly);
   }
@@ -345,6 +358,7 @@ export class OutgoingStream implements StreamOwner {
 
   private end(failure: string | undefined): void {
     clearTimeout(this.negotiation);
+    clearTimeout(this.ackTimer);
     if (this.state === "closed") return;
     const wasReady = this.state === "ready";
     this.state = "closed";
