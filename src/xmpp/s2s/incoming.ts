@@ -213,6 +213,7 @@ class IncomingStream implements StreamOwner {
         if (!this.opts.streamManagement) return failed("feature-not-implemented");
         if (sm || !this.domains.size) return failed("unexpected-request");
         this.sm = new StreamManagement(false, 0);
+        this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()] }, "s2s incoming stream management enabled");
         // No 'resume': the peer resends on a new stream what it has no <a/> for.
         return this.stream.send(`<enabled xmlns='${NS_SM}'/>`);
       case "r": {
