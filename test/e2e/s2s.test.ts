@@ -383,6 +383,35 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.ok(reached < 500, `${reached} of 1000 reached f.bob`);
   });
 
+  it("XEP-0198 on an incoming stream: offered, enabled only once authenticated, 'h' counts what was routed, an ack of more than was sent ends the stream", async () => {
+    const { raw, features } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
+    assert.ok(features.getChild("sm", NS_SM), "offered");
+    raw.send(`<enable xmlns='${NS_SM}'/>`);
+    const early = await raw.waitForElement((e) => e.is("failed", NS_SM));
+    assert.ok(early.getChild("unexpected-request", "urn:ietf:params:xml:ns:xmpp-stanzas"), "not before authentication");
+    raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
+    await raw.waitForElement((e) => e.is("success", NS_SASL));
+    raw.restartParser();
+    const mark = raw.elements.length;
+    raw.send(s2sHeader("b.test", "evil.test"));
+    const after = await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
+    assert.ok(after.getChild("sm", NS_SM), "offered after SASL too");
+    raw.send(`<enable xmlns='${NS_SM}' resume='true'/>`);
+    const enabled = await raw.waitForElement((e) => e.is("enabled", NS_SM), 5000, mark);
+    assert.equal(enabled.attrs.resume, undefined, "no resumption between servers");
+    raw.send("<message from='eve@evil.test' to='bob@b.test' id='sm-1'><body>1</body></message><message from='eve@evil.test' to='bob@b.test' id='sm-2'><body>2</body></message>");
+    raw.send(`<r xmlns='${NS_SM}'/>`);
+    const ack = await raw.waitForElement((e) => e.is("a", NS_SM), 5000, mark);
+    assert.equal(ack.attrs.h, "2");
+    await f.bob.waitFor((s) => s.attrs.id === "sm-2", 5000);
+    // Nothing was sent to it on this stream: acknowledging one is acknowledging too many.
+    raw.send(`<a xmlns='${NS_SM}' h='1'/>`);
+    const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark);
+    assert.equal(streamErrorOf(error), "undefined-condition");
+    assert.equal(error.getChild("handled-count-too-high", NS_SM)?.attrs["send-count"], "0");
+    await raw.closed;
+  });
+
   it("a blocked domain: its stanzas are refused both ways", async () => {
     await f.alice.xmpp.send(xml("message", { to: "x@chat.blocked.test", id: "blocked" }, xml("body", {}, "?")));
     const refused = await f.alice.waitFor((s) => s.attrs.id === "blocked" && s.attrs.type === "error", 5000);

@@ -337,9 +337,7 @@ export class C2SSession implements Session, StreamOwner {
       newly = this.sm!.ack(h);
     } catch (err) {
       if (!(err instanceof AckError)) throw err;
-      // XEP-0198 §4: acknowledging more than was sent → undefined-condition + <handled-count-too-high/>.
-      this.close(new StreamError("undefined-condition", "Client acknowledged more stanzas than sent by server",
-        el("handled-count-too-high", { xmlns: NS_SM, h: err.h, "send-count": err.sendCount })));
+      this.close(err.streamError("Client acknowledged more stanzas than sent by server"));
       return false;
     }
     for (const done of this.out.acknowledge(newly)) done.confirm?.(true);

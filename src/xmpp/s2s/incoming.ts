@@ -231,8 +231,7 @@ class IncomingStream implements StreamOwner {
           sm.ack(h);
         } catch (err) {
           if (!(err instanceof AckError)) throw err;
-          return this.stream.error(new StreamError("undefined-condition", "Acknowledged more stanzas than were sent",
-            el("handled-count-too-high", { xmlns: NS_SM, h: err.h, "send-count": err.sendCount })), this.local);
+          return this.stream.error(err.streamError("Acknowledged more stanzas than were sent"), this.local);
         }
         return;
       }

@@ -283,9 +283,7 @@ export class OutgoingStream implements StreamOwner {
       newly = sm.ack(h);
     } catch (err) {
       if (!(err instanceof AckError)) throw err;
-      // XEP-0198 §4: acknowledging more than was sent → undefined-condition + <handled-count-too-high/>.
-      return this.stream!.error(new StreamError("undefined-condition", "Acknowledged more stanzas than were sent",
-        el("handled-count-too-high", { xmlns: NS_SM, h: err.h, "send-count": err.sendCount })));
+      return this.stream!.error(err.streamError("Acknowledged more stanzas than were sent"));
     }
     this.ackRequested = false;
     clearTimeout(this.ackTimer);
