@@ -155,6 +155,11 @@ export const ConfigSchema = z.strictObject({
     blockedDomains: z.array(z.string().min(1)).default([]),
     /** XEP-0220 Server Dialback for peers whose certificate does not verify. */
     dialback: z.boolean().default(true),
+    /**
+     * XEP-0198 acknowledgements between servers: offered on incoming streams, enabled on outgoing
+     * ones that offer it. Off, the outgoing queue learns what a peer has by XEP-0199 round trips.
+     */
+    streamManagement: z.boolean().default(true),
     /** Refuse outgoing streams to servers whose certificate does not verify (no dialback then). */
     requireValidCertificates: z.boolean().default(false),
     connectTimeoutSeconds: z.number().positive().default(10),
@@ -166,8 +171,10 @@ export const ConfigSchema = z.strictObject({
     maxQueuedStanzas: z.number().int().min(1).default(1000),
     /** An outgoing stream with nothing to send, or an incoming one that hears nothing, closes after this. */
     idleSeconds: z.number().positive().default(300),
-    /** Stanzas per second one incoming stream may send on average (bursts of twice that); past it the stream ends (policy-violation). */
+    /** Stanzas per second one incoming stream may send on average (bursts of twice that); past it the stream is read more slowly. */
     maxStanzasPerSecond: z.number().int().min(1).default(2000),
+    /** A stream kept over that rate this long without slowing down ends (policy-violation). */
+    floodSeconds: z.number().positive().default(5),
     /** Incoming s2s connections from one address at once (Prosody and ejabberd open one or two per domain). */
     maxConnectionsPerAddress: z.number().int().min(1).default(20),
     /** The largest stanza from a remote server once it authenticated (before that, limits.preAuth). */

@@ -286,19 +286,22 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     idleMs: config.s2s.idleSeconds * 1000,
     maxQueued: config.s2s.maxQueuedStanzas,
     requireValidCertificate: config.s2s.requireValidCertificates,
+    streamManagement: config.s2s.streamManagement,
     certificateFor: (domain) => {
       const tls = certificates.byHost.get(hostOf(domain)) ?? certificates.byHost.get(config.hosts[0]!)!;
       return { cert: tls.cert, key: tls.key };
     },
     dialbackKey: s2sKey,
     bounce: (stanza, error) => void router.bounce(stanza, error),
+    outbox: storage.s2sOutbox,
+    request: (iq) => router.request(iq),
     log,
     ...(metrics ? { counters: metrics } : {}),
   }) : undefined;
   const federates = domainPolicy(config.s2s.allowedDomains, config.s2s.blockedDomains);
   // A domain the configuration excludes gets RFC 6120 §8.3.3.9 not-allowed, never a connection.
   const detachRemote = s2s && router.attachRemote((stanza) =>
-    federates(tryParseJid(stanza.attrs.to)!.domain) ? s2s.send(stanza) : void router.bounce(stanza, new StanzaError("not-allowed")));
+    federates(tryParseJid(stanza.attrs.to)!.domain) ? s2s.send(stanza) : router.bounce(stanza, new StanzaError("not-allowed")));
   const s2sListeners: IncomingListener[] = [];
   const s2sAdmission = new Admission(throttle, config.s2s.maxConnectionsPerAddress);
   const federationStatus = () => ({ outgoing: s2s?.status() ?? [], incoming: s2sListeners.flatMap((l) => l.status()) });
@@ -308,6 +311,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const tlsHandshakeTimeoutMs = config.tls.handshakeTimeoutSeconds * 1000;
   const listenOpts = { host: config.listen.address, tlsHandshakeTimeoutMs, tls: certificates, ...(metrics ? { metrics } : {}) };
   try {
+    // Before any client can send: what waited from before the restart goes out first. (A peer
+    // that verifies our dialback key before the s2s listener below is up gets a refusal, and the
+    // stream is tried again a second later.)
+    await s2s?.restore();
     if (config.listen.c2s !== null) {
       const l = await listenC2S({ ...listenOpts, port: config.listen.c2s, directTls: false }, deps);
       listeners.push(l);
@@ -343,14 +350,15 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       host: config.listen.address, port, directTls, tls: certificates, tlsHandshakeTimeoutMs, trust: s2sTrust,
       preAuth: config.limits.preAuth, postAuth: s2sPostAuth,
       negotiationTimeoutMs: config.s2s.authTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
-      dialback: config.s2s.dialback, isLocalDomain: (d) => router.isServed(d), federates,
-      route: (stanza) => void router.fromRemote(stanza),
+      dialback: config.s2s.dialback, streamManagement: config.s2s.streamManagement, isLocalDomain: (d) => router.isServed(d), federates,
+      route: (stanza) => router.fromRemote(stanza),
       // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).
       verifyDialback: (local, remote, id, key) => s2s ? s2s.verifyDialback(local, remote, id, key) : Promise.resolve(false),
       dialbackKey: s2sKey, log,
       // Its own budget: remote servers do not take the connections of clients at the same address.
       admit: (address) => s2sAdmission.admit(address),
       maxStanzasPerSecond: config.s2s.maxStanzasPerSecond,
+      floodMs: config.s2s.floodSeconds * 1000,
       ...(metrics ? { counters: metrics } : {}),
     });
     if (config.listen.s2s !== null) {

@@ -156,7 +156,7 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
     });
     this.storageErrors = new Counter({ name: "parley_storage_operation_errors_total", help: "Storage operations that failed, by store and operation", labelNames: ["store", "operation"], registers });
     this.s2sStreams = new Counter({ name: "parley_s2s_streams_total", help: "Server-to-server streams by direction and how they authenticated (sasl-external, dialback) or failed", labelNames: ["direction", "outcome"], registers });
-    this.s2sStanzas = new Counter({ name: "parley_s2s_stanzas_out_total", help: "Stanzas for remote servers: sent, or bounced because no stream could be set up", labelNames: ["outcome", "kind"], registers });
+    this.s2sStanzas = new Counter({ name: "parley_s2s_stanzas_out_total", help: "Stanzas for remote servers: sent, resent on a new stream because the peer had not confirmed them, or bounced because no stream could be set up", labelNames: ["outcome", "kind"], registers });
     this.uploadBytes = new Counter({ name: "parley_upload_bytes_total", help: "Bytes of completed HTTP uploads (XEP-0363)", registers });
     this.uploads = new Counter({ name: "parley_uploads_total", help: "Completed HTTP uploads (XEP-0363)", registers });
     this.pushes = new Counter({ name: "parley_pushes_total", help: "Push notifications to app servers (XEP-0357): sent, or failed (error reply or no answer)", labelNames: ["outcome"], registers });

@@ -103,6 +103,27 @@ export interface OfflineStore {
   total(): Promise<number>;
 }
 
+/** A stanza on its way to a remote server (RFC 6120 server-to-server), kept until that server has it or it bounced. */
+export interface OutboxEntry {
+  id: number;
+  /** Our domain it is sent from, and the remote domain it goes to: the stream it waits for. */
+  local: string;
+  remote: string;
+  stanza: string;
+  /** When it was first queued: its bounce deadline counts from here, across restarts. */
+  queuedAt: number;
+}
+
+/** The durable part of the outgoing federation queue (src/xmpp/s2s/pool.ts). */
+export interface S2SOutboxStore {
+  /** Appends a stanza; resolves with its id once committed. */
+  append(local: string, remote: string, stanza: string, queuedAt: number): Promise<number>;
+  /** Every waiting stanza, oldest first (read when the server starts). */
+  list(): Promise<OutboxEntry[]>;
+  /** The remote server has them, or they bounced. Unknown ids are ignored. */
+  remove(ids: readonly number[]): Promise<void>;
+}
+
 /** Small per-user XML documents: vcard-temp, private XML (XEP-0049), … keyed by a name. */
 export interface DocumentStore {
   get(owner: string, key: string): Promise<string | undefined>;
@@ -360,6 +381,7 @@ export interface Storage {
   readonly roster: RosterStore;
   readonly subscriptionRequests: SubscriptionRequestStore;
   readonly offline: OfflineStore;
+  readonly s2sOutbox: S2SOutboxStore;
   readonly documents: DocumentStore;
   readonly lastActivity: LastActivityStore;
   readonly blocklist: BlocklistStore;

@@ -40,7 +40,7 @@ export class Router {
   private readonly localDomains = new Set<string>();
   private readonly components = new Map<string, (stanza: Element) => void>();
   /** Federation (RFC 6120 server-to-server): takes stanzas for domains we do not serve. */
-  private remote: ((stanza: Element) => void) | undefined;
+  private remote: ((stanza: Element) => void | Promise<void>) | undefined;
   private readonly iqHandlers = new Map<string, IqHandler>();
   private readonly iqEntities: Array<{ name: string; claims: (to: Jid) => boolean }> = [];
   private readonly pendingIqs = new Map<string, { to: string; resolve: (e: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
@@ -70,8 +70,11 @@ export class Router {
     return () => { if (this.components.get(domain) === deliver) this.components.delete(domain); };
   }
 
-  /** Outgoing federation takes every stanza for a remote domain that no handler took; returns the detach function. */
-  attachRemote(send: (stanza: Element) => void): () => void {
+  /**
+   * Outgoing federation takes every stanza for a remote domain that no handler took; its promise
+   * resolves once the stanza is in its custody (a durable queue). Returns the detach function.
+   */
+  attachRemote(send: (stanza: Element) => void | Promise<void>): () => void {
     if (this.remote) throw new Error("a remote route is already attached");
     this.remote = send;
     return () => { if (this.remote === send) this.remote = undefined; };

@@ -8,14 +8,17 @@ import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import { RawClient } from "../helpers/raw.js";
-import { freePort, makePki, pem, type Pki } from "../helpers/s2s.js";
+import { LossyRelay, freePort, makePki, pem, type Pki } from "../helpers/s2s.js";
+import { rawSession } from "../helpers/raw.js";
+import { parseElement } from "../../src/xmpp/xml-parse.js";
 import type { Element } from "@xmpp/xml";
-import { spawnSync, execFile } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync, execFile, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Agent, request } from "undici";
+import Database from "better-sqlite3";
 
 const openssl = spawnSync("openssl", ["version"]).status === 0;
 if (!openssl) console.log("# SKIPPED e2e/s2s SASL EXTERNAL suite: the openssl command (for the test CA) is not installed");
@@ -24,9 +27,34 @@ const NS_STREAMS = "http://etherx.jabber.org/streams";
 const NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_ROSTER = "jabber:iq:roster";
+const NS_SM = "urn:xmpp:sm:3";
+const BIN = join(process.cwd(), "bin", "parley");
+
+/** A Parley in a child process (so that it can be killed with SIGKILL), up once it logged "Parley started". */
+async function startChild(config: string): Promise<ChildProcess> {
+  const child = spawn(BIN, ["start", "--config", config], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`server did not start: ${out}`)); }, 60_000);
+    child.stdout!.on("data", (d) => {
+      out += d;
+      if (out.includes('"msg":"Parley started"')) { clearTimeout(timer); resolve(); }
+    });
+    child.once("exit", (code) => reject(new Error(`server exited with ${code}: ${out}`)));
+  });
+  return child;
+}
 
 const s2sHeader = (to: string, from?: string) =>
   `<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='${NS_STREAMS}' xmlns:db='jabber:server:dialback' to='${to}'${from ? ` from='${from}'` : ""} version='1.0'>`;
+
+/** Polls `condition` until it holds (a state change of the server that no stanza announces). */
+async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  for (const end = Date.now() + timeoutMs; !(await condition());) {
+    if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 const streamErrorOf = (e: Element) => e.children.find((c): c is Element => typeof c !== "string" && c.attrs.xmlns === NS_STREAM_ERRORS && c.name !== "text")?.name;
 /** The peer's stream ends with this stream error condition, and the connection closes. */
@@ -36,7 +64,7 @@ async function streamEnds(raw: RawClient, condition: string): Promise<void> {
   await raw.closed;
 }
 
-interface Pair { a: TestServer; b: TestServer; ports: { a: number; late: number } }
+interface Pair { a: TestServer; b: TestServer; ports: { a: number; b: number; late: number } }
 
 /** A raw s2s stream to `port` up to the features after STARTTLS (with the TLS options given). */
 async function rawS2S(port: number, to: string, from: string, tls: Parameters<RawClient["startTls"]>[0] = {}): Promise<{ raw: RawClient; features: Element }> {
@@ -49,8 +77,19 @@ async function rawS2S(port: number, to: string, from: string, tls: Parameters<Ra
   return { raw, features: await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark) };
 }
 
+interface PairOptions {
+  /** Both servers listen with TLS from the first byte (XEP-0368). */
+  directTls?: boolean;
+  /** Where a.test sends what is for b.test, when not straight to b.test's port. */
+  aToB?: number;
+  /** s2s.streamManagement of both (XEP-0198 between them). */
+  streamManagement?: boolean;
+  /** s2s.maxQueuedStanzas of both. */
+  maxQueued?: number;
+}
+
 /** Two servers, a.test and b.test, routed to each other; `pki` gives them CA-signed certificates, trusted. */
-async function startPair(pki: Pki | undefined, directTls = false): Promise<Pair> {
+async function startPair(pki: Pki | undefined, { directTls = false, aToB, streamManagement = true, maxQueued = 1000 }: PairOptions = {}): Promise<Pair> {
   const [portA, portB, noDns, down, late] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const start = (host: string, port: number, peer: string, peerPort: number) => startTestServer({
     hosts: [host],
@@ -61,12 +100,12 @@ async function startPair(pki: Pki | undefined, directTls = false): Promise<Pair>
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
     s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `${directTls ? "xmpps://" : ""}127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10,
-      authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"], maxConnectionsPerAddress: 4, maxStanzasPerSecond: 100 },
+      authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"], maxConnectionsPerAddress: 4, maxStanzasPerSecond: 100, floodSeconds: 1, streamManagement, maxQueuedStanzas: maxQueued },
   });
-  const [a, b] = await Promise.all([start("a.test", portA, "b.test", portB), start("b.test", portB, "a.test", portA)]);
+  const [a, b] = await Promise.all([start("a.test", portA, "b.test", aToB ?? portB), start("b.test", portB, "a.test", portA)]);
   await a.accounts.create("alice@a.test", "pw");
   await b.accounts.create("bob@b.test", "pw");
-  return { a, b, ports: { a: portA, late } };
+  return { a, b, ports: { a: portA, b: portB, late } };
 }
 
 async function login(server: TestServer, user: string, domain: string): Promise<Connected> {
@@ -319,15 +358,58 @@ describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { 
     assert.ok(!f.bob.inbox.some((s) => s.attrs.id === "too-big"));
   });
 
-  it("a flood: past the stanza rate the stream ends with policy-violation, and local users are spared most of it", async () => {
+  it("a burst past the stanza rate is read more slowly, not cut off: every stanza arrives and the stream stays up", async () => {
+    const { raw, mark } = await evilAuthenticated();
+    // The bucket holds 200 (2 s of 100/s); the 50 after them wait for tokens, well within s2s.floodSeconds.
+    raw.send(Array.from({ length: 250 }, (_, i) => `<message from='eve@evil.test' to='bob@b.test' id='burst-${i}' type='headline'><body>${i}</body></message>`).join(""));
+    await f.bob.waitFor((s) => s.attrs.id === "burst-249", 10_000);
+    assert.equal(f.bob.inbox.filter((s) => s.attrs.id?.startsWith("burst-")).length, 250);
+    assert.deepEqual(f.bob.inbox.filter((s) => s.attrs.id?.startsWith("burst-")).map((s) => s.attrs.id), Array.from({ length: 250 }, (_, i) => `burst-${i}`), "in order");
+    // Still up: a stanza after the burst gets through, and no stream error came.
+    raw.send("<message from='eve@evil.test' to='bob@b.test' id='after-burst'><body>x</body></message>");
+    await f.bob.waitFor((s) => s.attrs.id === "after-burst", 10_000);
+    assert.ok(!raw.elements.slice(mark).some((e) => e.is("error", NS_STREAMS)), "no stream error");
+    raw.close();
+  });
+
+  it("a flood that stays over the stanza rate ends with policy-violation, and local users are spared most of it", async () => {
     const { raw, mark } = await evilAuthenticated();
     raw.send(Array.from({ length: 1000 }, (_, i) => `<message from='eve@evil.test' to='bob@b.test' id='flood-${i}' type='headline'><body>${i}</body></message>`).join(""));
-    assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark)), "policy-violation");
+    assert.equal(streamErrorOf(await raw.waitForElement((e) => e.is("error", NS_STREAMS), 10_000, mark)), "policy-violation");
     await raw.closed;
     await new Promise((r) => setTimeout(r, 300));
     const reached = f.bob.inbox.filter((s) => s.attrs.id?.startsWith("flood-")).length;
-    // The burst allows 200, and the bucket refills at 100/s while a loaded machine parses the rest.
+    // The burst allows 200, then 100/s for the second (s2s.floodSeconds) the stream is kept over the rate.
     assert.ok(reached < 500, `${reached} of 1000 reached f.bob`);
+  });
+
+  it("XEP-0198 on an incoming stream: offered, enabled only once authenticated, 'h' counts what was routed, an ack of more than was sent ends the stream", async () => {
+    const { raw, features } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
+    assert.ok(features.getChild("sm", NS_SM), "offered");
+    raw.send(`<enable xmlns='${NS_SM}'/>`);
+    const early = await raw.waitForElement((e) => e.is("failed", NS_SM));
+    assert.ok(early.getChild("unexpected-request", "urn:ietf:params:xml:ns:xmpp-stanzas"), "not before authentication");
+    raw.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
+    await raw.waitForElement((e) => e.is("success", NS_SASL));
+    raw.restartParser();
+    const mark = raw.elements.length;
+    raw.send(s2sHeader("b.test", "evil.test"));
+    const after = await raw.waitForElement((e) => e.is("features", NS_STREAMS), 5000, mark);
+    assert.ok(after.getChild("sm", NS_SM), "offered after SASL too");
+    raw.send(`<enable xmlns='${NS_SM}' resume='true'/>`);
+    const enabled = await raw.waitForElement((e) => e.is("enabled", NS_SM), 5000, mark);
+    assert.equal(enabled.attrs.resume, undefined, "no resumption between servers");
+    raw.send("<message from='eve@evil.test' to='bob@b.test' id='sm-1'><body>1</body></message><message from='eve@evil.test' to='bob@b.test' id='sm-2'><body>2</body></message>");
+    raw.send(`<r xmlns='${NS_SM}'/>`);
+    const ack = await raw.waitForElement((e) => e.is("a", NS_SM), 5000, mark);
+    assert.equal(ack.attrs.h, "2");
+    await f.bob.waitFor((s) => s.attrs.id === "sm-2", 5000);
+    // Nothing was sent to it on this stream: acknowledging one is acknowledging too many.
+    raw.send(`<a xmlns='${NS_SM}' h='1'/>`);
+    const error = await raw.waitForElement((e) => e.is("error", NS_STREAMS), 5000, mark);
+    assert.equal(streamErrorOf(error), "undefined-condition");
+    assert.equal(error.getChild("handled-count-too-high", NS_SM)?.attrs["send-count"], "0");
+    await raw.closed;
   });
 
   it("a blocked domain: its stanzas are refused both ways", async () => {
@@ -388,8 +470,142 @@ describe("s2s between two Parleys, certificates that do not verify (dialback, XE
   });
 });
 
+// With XEP-0198 between the servers, <a h/> confirms; without, an XEP-0199 ping answered after the message.
+for (const confirmation of ["sm", "round-trip"] as const) describe(`s2s: nothing lost when a stream dies (durable outbox, confirmed by ${confirmation})`, () => {
+  let relay!: LossyRelay;
+  const f = pairWithUsers(async () => {
+    relay = await LossyRelay.open(() => f.pair.ports.b);
+    return startPair(undefined, { aToB: relay.port, streamManagement: confirmation === "sm", maxQueued: 3 });
+  });
+  after(() => relay?.close());
+  const ids = (prefix: string) => f.bob.inbox.filter((s) => s.attrs.id?.startsWith(prefix)).map((s) => s.attrs.id);
+
+  it("a message written to a stream that dies before the peer confirmed it arrives over the next stream", async () => {
+    await f.alice.xmpp.send(xml("message", { to: "bob@b.test", type: "chat", id: "before" }, xml("body", {}, "first")));
+    await f.bob.waitFor((s) => s.attrs.id === "before", 10_000);
+    assert.deepEqual(f.pair.a.s2s().outgoing.map((o) => [o.remote, o.state, o.confirmation]), [["b.test", "ready", confirmation]]);
+    // Confirmed by b.test: its outbox row is gone.
+    await until(async () => (await f.pair.a.storage.s2sOutbox.list()).length === 0, "the acknowledged message leaves the outbox");
+
+    // The path dies silently: what a.test writes now reaches nobody, and no confirmation comes back.
+    relay.swallowing = true;
+    await f.alice.xmpp.send(xml("message", { to: "bob@b.test", type: "chat", id: "in-flight" }, xml("body", {}, "second")));
+    await until(() => f.pair.a.s2s().outgoing[0]?.unconfirmed === 1 && relay.swallowed > 0, "the message written, not confirmed");
+    const waiting = await f.pair.a.storage.s2sOutbox.list();
+    assert.deepEqual(waiting.map((e) => [e.local, e.remote]), [["a.test", "b.test"]]);
+    assert.equal(parseElement(waiting[0]!.stanza).attrs.id, "in-flight");
+    // The connection is destroyed under the written, unconfirmed message.
+    relay.cut();
+    const got = await f.bob.waitFor((s) => s.attrs.id === "in-flight", 15_000);
+    assert.equal(got.getChildText("body"), "second");
+    await until(async () => (await f.pair.a.storage.s2sOutbox.list()).length === 0, "confirmed on the new stream, the row goes");
+    assert.match((await f.pair.a.metrics!.render()).body, /parley_s2s_stanzas_out_total\{outcome="resent",kind="message"\} 1/);
+  });
+
+  it("no more than s2s.maxQueuedStanzas go out unconfirmed: the rest wait, in order, until the peer confirms", async () => {
+    relay.swallowing = true;
+    for (let i = 0; i < 5; i++) await f.alice.xmpp.send(xml("message", { to: "bob@b.test", type: "chat", id: `window-${i}` }, xml("body", {}, String(i))));
+    await until(() => {
+      const o = f.pair.a.s2s().outgoing[0];
+      return o?.unconfirmed === 3 && o.queued === 2;
+    }, "three written and unconfirmed, two waiting");
+    await until(async () => (await f.pair.a.storage.s2sOutbox.list()).length === 5, "all five durable");
+    relay.cut();
+    await f.bob.waitFor((s) => s.attrs.id === "window-4", 15_000);
+    // A stanza may come twice (written, then again on the next stream); never out of order, none missing.
+    assert.deepEqual([...new Set(ids("window-"))], ["window-0", "window-1", "window-2", "window-3", "window-4"]);
+    await until(async () => (await f.pair.a.storage.s2sOutbox.list()).length === 0, "all confirmed, the rows gone");
+  });
+});
+
+describe("s2s: the outbox survives kill -9 of the server (durable outgoing queue)", () => {
+  it("a message acknowledged to its sender while the remote server was down arrives after a restart, once that server is up", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "parley-s2s-outbox-"));
+    const [c2s, s2sA, late, noDns] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+    const config = join(dir, "parley.yaml");
+    writeFileSync(config, [
+      "hosts: [a.test]", `dataDir: ${dir}`, "storage: { driver: sqlite }", "auth: { scramIterations: 4096 }", "log: { level: info, pretty: false }",
+      `listen: { address: 127.0.0.1, c2s: null, c2sDirectTls: ${c2s}, https: null, http: null, s2s: ${s2sA} }`,
+      `s2s: { routes: { late.test: "127.0.0.1:${late}" }, dnsServer: "127.0.0.1:${noDns}", queueTimeoutSeconds: 300 }`,
+    ].join("\n") + "\n");
+    const added = spawnSync(BIN, ["user", "add", "alice@a.test", "--config", config], { input: "pw\n", encoding: "utf8" });
+    assert.equal(added.status, 0, added.stderr);
+    let child = await startChild(config);
+    let remote: TestServer | undefined;
+    try {
+      const alice = await rawSession(c2s, "alice", "pw", "r", "a.test");
+      alice.send(`<enable xmlns='${NS_SM}'/>`);
+      await alice.waitForElement((e) => e.is("enabled", NS_SM));
+      alice.send("<message to='carol@late.test' type='chat' id='kept'><body>still there?</body></message>");
+      alice.send(`<r xmlns='${NS_SM}'/>`);
+      // XEP-0198 'h' = 1: the server took custody of the message, so it is in the outbox.
+      await alice.waitForElement((e) => e.is("a", NS_SM) && e.attrs.h === "1", 10_000);
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+      alice.close();
+
+      child = await startChild(config);
+      remote = await startTestServer({
+        hosts: ["late.test"],
+        listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: late },
+        s2s: { routes: { "a.test": `127.0.0.1:${s2sA}` }, dnsServer: `127.0.0.1:${noDns}` },
+      });
+      await remote.accounts.create("carol@late.test", "pw");
+      const carol = await login(remote, "carol", "late.test");
+      const got = await carol.waitFor((s) => s.is("message") && s.attrs.id === "kept", 30_000);
+      assert.equal(got.attrs.from, "alice@a.test/r");
+      assert.equal(got.getChildText("body"), "still there?");
+      await carol.stop();
+    } finally {
+      child.kill("SIGKILL");
+      await remote?.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("s2s: a restored stanza keeps its deadline (counted from when it was first queued)", () => {
+  it("after a restart, a stanza queued longer ago than s2s.queueTimeoutSeconds bounces at once, not a full timeout later", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "parley-s2s-deadline-"));
+    const [down, noDns] = await Promise.all([freePort(), freePort()]);
+    // A minute to wait: the bounce below can only come from the original queueing time.
+    const options = {
+      hosts: ["a.test"], dataDir,
+      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: 0 },
+      s2s: { routes: { "down.test": `127.0.0.1:${down}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 60 },
+    };
+    try {
+      const first = await startTestServer(options);
+      await first.accounts.create("alice@a.test", "pw");
+      const alice = await login(first, "alice", "a.test");
+      await alice.xmpp.send(xml("message", { to: "x@down.test", type: "chat", id: "old" }, xml("body", {}, "?")));
+      await until(async () => (await first.storage.s2sOutbox.list()).length === 1, "the message in the outbox");
+      await alice.stop();
+      // A clean stop keeps it for the next start instead of bouncing it.
+      await first.cleanup();
+      const db = new Database(join(dataDir, "parley.sqlite"));
+      assert.equal(db.prepare("SELECT count(*) FROM s2s_outbox").pluck().get(), 1, "kept across the stop");
+      // As if the server had been down for an hour since the message was queued.
+      db.prepare("UPDATE s2s_outbox SET queued_at = queued_at - 3600000").run();
+      db.close();
+
+      const second = await startTestServer(options);
+      try {
+        // Bounced at once (alice is offline: an error message is not stored for her, RFC 6121 §8.5.2.1.1), and counted.
+        await until(async () => (await second.storage.s2sOutbox.list()).length === 0, "the row bounced and removed", 10_000);
+        const counted = await second.metrics!.render();
+        assert.match(counted.body, /parley_s2s_stanzas_out_total\{outcome="bounced",kind="message"\} 1/);
+      } finally {
+        await second.cleanup();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("s2s over direct TLS (XEP-0368)", () => {
-  const f = pairWithUsers(() => startPair(openssl ? makePki(["a.test", "b.test"]) : undefined, true));
+  const f = pairWithUsers(() => startPair(openssl ? makePki(["a.test", "b.test"]) : undefined, { directTls: true }));
 
   it("chat both ways over streams that start with TLS", async () => {
     await chatBothWays(f.alice, f.bob, "direct");

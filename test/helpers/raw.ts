@@ -180,21 +180,21 @@ export async function scramLogin(c: RawClient, mechanism: string, user: string, 
 }
 
 /** Opens a direct-TLS stream and returns once the pre-auth features have arrived. */
-export async function openStream(port: number, directTls = true, localAddress?: string): Promise<RawClient> {
+export async function openStream(port: number, directTls = true, localAddress?: string, domain = "localhost"): Promise<RawClient> {
   const c = await RawClient.open(port, directTls, localAddress);
-  c.send(header());
+  c.send(header(domain));
   await c.waitForElement((e) => e.is("features", NS_STREAMS));
   return c;
 }
 
 /** Authenticate with PLAIN, restart, bind; ready for stanzas. */
-export async function rawSession(port: number, user: string, password: string, resource = "raw"): Promise<RawClient> {
-  const c = await openStream(port);
+export async function rawSession(port: number, user: string, password: string, resource = "raw", domain = "localhost"): Promise<RawClient> {
+  const c = await openStream(port, true, undefined, domain);
   const mark = c.elements.length;
   c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0${password}`).toString("base64")}</auth>`);
   await c.waitForElement(sasl("success"), 5000, mark);
   c.restartParser();
-  c.send(header());
+  c.send(header(domain));
   await c.waitForElement((e) => e.is("features", NS_STREAMS) && !!e.getChild("bind", "urn:ietf:params:xml:ns:xmpp-bind"), 5000, mark);
   c.send(`<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${resource}</resource></bind></iq>`);
   await c.waitForElement(iqResult("bind1"), 5000, mark);

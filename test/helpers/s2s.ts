@@ -2,7 +2,7 @@
 import { execFileSync } from "node:child_process";
 import { startTestServer, type TestServer } from "./server.js";
 import { mkdtempSync, writeFileSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -70,4 +70,45 @@ export async function startParleyPair(opts: { pki?: Pki; bDomains?: readonly str
   await a.accounts.create("alice@a.test", "pw");
   await b.accounts.create("bob@b.test", "pw");
   return { a, b };
+}
+
+/**
+ * A TCP relay between one server and another that a test can make lose data: while `swallowing`,
+ * bytes in both directions are dropped (counted in `swallowed`), as on a path that died without
+ * either end noticing; `cut()` then destroys every relayed connection and relays again.
+ */
+export class LossyRelay {
+  swallowing = false;
+  swallowed = 0;
+  private readonly sockets = new Set<Socket>();
+  private constructor(private readonly server: Server, readonly port: number) {}
+
+  static async open(target: () => number): Promise<LossyRelay> {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const relay = new LossyRelay(server, (server.address() as { port: number }).port);
+    server.on("connection", (client) => {
+      const upstream = connect({ host: "127.0.0.1", port: target() });
+      for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+        relay.sockets.add(from);
+        from.on("data", (data: Buffer) => {
+          if (relay.swallowing) relay.swallowed += data.length;
+          else to.write(data);
+        });
+        from.on("error", () => to.destroy());
+        from.on("close", () => { relay.sockets.delete(from); to.destroy(); });
+      }
+    });
+    return relay;
+  }
+
+  cut(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.swallowing = false;
+  }
+
+  close(): Promise<void> {
+    this.cut();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
 }

@@ -144,6 +144,28 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal(await s.offline.total(), 2);
     });
 
+    it("s2s outbox: appends committed together keep their order, ids are unique, removal by id", async () => {
+      assert.deepEqual(await s.s2sOutbox.list(), []);
+      // Appended in one turn, as a burst from several senders is: they share a commit, and keep their order.
+      const ids = await Promise.all([
+        s.s2sOutbox.append("a.test", "b.test", "<message id='1'/>", 1000),
+        s.s2sOutbox.append("a.test", "c.test", "<presence type='subscribe'/>", 1001),
+        s.s2sOutbox.append("a.test", "b.test", "<message id='2'/>", 1002),
+      ]);
+      assert.equal(new Set(ids).size, 3);
+      assert.deepEqual(await s.s2sOutbox.list(), [
+        { id: ids[0], local: "a.test", remote: "b.test", stanza: "<message id='1'/>", queuedAt: 1000 },
+        { id: ids[1], local: "a.test", remote: "c.test", stanza: "<presence type='subscribe'/>", queuedAt: 1001 },
+        { id: ids[2], local: "a.test", remote: "b.test", stanza: "<message id='2'/>", queuedAt: 1002 },
+      ]);
+      await s.s2sOutbox.remove([ids[0]!, ids[2]!, 999_999]);
+      assert.deepEqual((await s.s2sOutbox.list()).map((e) => e.id), [ids[1]]);
+      await s.s2sOutbox.remove([]);
+      const later = await s.s2sOutbox.append("a.test", "b.test", "<message id='3'/>", 1003);
+      assert.ok(later > ids[2]!, "ids grow: listing in id order is listing in queue order");
+      assert.deepEqual((await s.s2sOutbox.list()).map((e) => e.stanza), ["<presence type='subscribe'/>", "<message id='3'/>"]);
+    });
+
     it("blocklist: add is idempotent, sorted, remove some or all", async () => {
       await s.blocklist.add("alice@a.test", ["zed@x.test", "evil.test", "bob@a.test/phone"]);
       await s.blocklist.add("alice@a.test", ["zed@x.test"]);

@@ -1,5 +1,5 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
-import { domainOf, type StoredAbuseReport, type Device, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
+import { domainOf, type StoredAbuseReport, type Device, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type OutboxEntry, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
   const accounts = new Map<string, Account>();
@@ -21,6 +21,9 @@ export function createMemoryStorage(): Storage {
   /** owner → user-agent id → device */
   const devices = new Map<string, Map<string, Device>>();
   let offlineSeq = 0;
+  /** Insertion order is id order. */
+  const outbox = new Map<number, OutboxEntry>();
+  let outboxSeq = 0;
 
   const rosterOf = (owner: string) => {
     let r = rosters.get(owner);
@@ -124,6 +127,15 @@ export function createMemoryStorage(): Storage {
         for (const q of offline.values()) n += q.length;
         return n;
       },
+    },
+    s2sOutbox: {
+      async append(local, remote, stanza, queuedAt) {
+        const id = ++outboxSeq;
+        outbox.set(id, { id, local, remote, stanza, queuedAt });
+        return id;
+      },
+      async list() { return [...outbox.values()].map((e) => ({ ...e })); },
+      async remove(ids) { for (const id of ids) outbox.delete(id); },
     },
     documents: {
       async get(owner, key) { return documents.get(owner)?.get(key); },

@@ -183,6 +183,18 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     return batch.map(() => undefined);
   });
 
+  // Group commit of outbox appends, like the offline ones: one multi-row insert per transaction.
+  interface OutboxAppend { local: string; remote: string; stanza: string; queuedAt: number }
+  const outboxAppends = new GroupCommit(async (batch: OutboxAppend[]) => {
+    const inserted = await retryOnConnectionLoss(() => q<{ id: string }>(
+      `INSERT INTO s2s_outbox (local, remote, stanza, queued_at)
+       SELECT local, remote, stanza, queued_at FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS t(local, remote, stanza, queued_at, n)
+       ORDER BY n RETURNING id`,
+      [batch.map((e) => e.local), batch.map((e) => e.remote), batch.map((e) => e.stanza), batch.map((e) => e.queuedAt)]));
+    // Ids come from one sequence in insertion order, so ascending ids match the rows in order.
+    return inserted.rows.map((r) => Number(r.id)).sort((x, y) => x - y);
+  });
+
   const ITEM_COLUMNS = `item_id AS id, publisher, payload, published_at AS "publishedAt"`;
   const toPubSubItem = (r: PubSubItem & { publishedAt: string | number }): PubSubItem => ({ ...r, publishedAt: Number(r.publishedAt) });
 
@@ -273,6 +285,17 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       },
       async count(owner) { return Number((await read<{ n: string }>("SELECT count(*) AS n FROM offline_messages WHERE owner = $1", [owner])).rows[0]!.n); },
       async total() { return Number((await read<{ n: string }>("SELECT count(*) AS n FROM offline_messages")).rows[0]!.n); },
+    },
+    s2sOutbox: {
+      append(local, remote, stanza, queuedAt) { return outboxAppends.add({ local, remote, stanza, queuedAt }); },
+      async list() {
+        const rows = (await read<{ id: string; local: string; remote: string; stanza: string; queued_at: string }>(
+          "SELECT id, local, remote, stanza, queued_at FROM s2s_outbox ORDER BY id")).rows;
+        return rows.map((r) => ({ id: Number(r.id), local: r.local, remote: r.remote, stanza: r.stanza, queuedAt: Number(r.queued_at) }));
+      },
+      async remove(ids) {
+        if (ids.length) await retryOnConnectionLoss(() => q("DELETE FROM s2s_outbox WHERE id = ANY($1::bigint[])", [ids]));
+      },
     },
     documents: {
       async get(owner, key) { return (await read<{ xml: string }>("SELECT xml FROM documents WHERE owner = $1 AND key = $2", [owner, key])).rows[0]?.xml; },
@@ -463,6 +486,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       closing = true;
       await archiveAppends.drain();
       await offlineAppends.drain();
+      await outboxAppends.drain();
       await pool.end();
     },
   };

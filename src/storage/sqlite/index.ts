@@ -13,7 +13,7 @@ import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
 import { BackgroundCheckpointer } from "./checkpointer.js";
 import { domainOf, deviceFromRow, deviceToRow } from "../index.js";
-import type { StoredAbuseReport, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import type { StoredAbuseReport, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, OutboxEntry, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -73,6 +73,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     offInsert: db.prepare("INSERT INTO offline_messages (owner, stanza, stored_at) VALUES (?, ?, ?)"),
     offList: db.prepare("SELECT id, stanza, stored_at AS storedAt FROM offline_messages WHERE owner = ? ORDER BY id LIMIT ?"),
     offRemove: db.prepare("DELETE FROM offline_messages WHERE owner = ? AND id = ?"),
+    outboxInsert: db.prepare("INSERT INTO s2s_outbox (local, remote, stanza, queued_at) VALUES (?, ?, ?, ?)"),
+    outboxList: db.prepare("SELECT id, local, remote, stanza, queued_at AS queuedAt FROM s2s_outbox ORDER BY id"),
+    outboxRemove: db.prepare("DELETE FROM s2s_outbox WHERE id = ?"),
     docGet: db.prepare("SELECT xml FROM documents WHERE owner = ? AND key = ?").pluck(),
     docSet: db.prepare("INSERT OR REPLACE INTO documents (owner, key, xml) VALUES (?, ?, ?)"),
     docDelete: db.prepare("DELETE FROM documents WHERE owner = ? AND key = ?"),
@@ -186,6 +189,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   const archiveAppends = new GroupCommit(db.transaction((batch: Array<{ owner: string; message: ArchivedMessage }>) => batch.map(({ owner, message: m }) => {
     q.archiveInsert.run(m.id, owner, m.withBare, m.withResource, m.stanza);
   })));
+  const outboxAppends = new GroupCommit(db.transaction((batch: Array<{ local: string; remote: string; stanza: string; queuedAt: number }>) =>
+    batch.map((e) => Number(q.outboxInsert.run(e.local, e.remote, e.stanza, e.queuedAt).lastInsertRowid))));
+  const removeOutbox = db.transaction((ids: readonly number[]) => { for (const id of ids) q.outboxRemove.run(id); });
   const removeOffline = db.transaction((owner: string, ids: readonly number[]) => {
     for (const id of ids) q.offRemove.run(owner, id);
   });
@@ -253,6 +259,11 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async remove(owner, ids) { removeOffline(owner, ids); },
       async count(owner) { return q.offCount.get(owner) as number; },
       async total() { return q.offTotal.get() as number; },
+    },
+    s2sOutbox: {
+      append(local, remote, stanza, queuedAt) { return outboxAppends.add({ local, remote, stanza, queuedAt }); },
+      async list() { return q.outboxList.all() as OutboxEntry[]; },
+      async remove(ids) { removeOutbox(ids); },
     },
     documents: {
       async get(owner, key) { return q.docGet.get(owner, key) as string | undefined; },
@@ -343,6 +354,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     async close() {
       await offlineAppends.drain();
       await archiveAppends.drain();
+      await outboxAppends.drain();
       await checkpointer?.stop();
       db.close();
     },

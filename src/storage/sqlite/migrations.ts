@@ -148,4 +148,14 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (owner, id)
   );
   `,
+  // 10: the durable outgoing federation queue (src/xmpp/s2s/pool.ts)
+  `
+  CREATE TABLE s2s_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    local TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    stanza TEXT NOT NULL,
+    queued_at BIGINT NOT NULL
+  );
+  `,
 ];

@@ -19,6 +19,7 @@ import type { HookBus } from "../../hooks.js";
 import type { Logger } from "../../log.js";
 import type { StreamEnding, StreamOwner, XmlStream } from "../stream/xml-stream.js";
 import type { TransportKind } from "../stream/transport.js";
+import { isCustodyOnly } from "../../maybe-async.js";
 import { AckError, NS_SM, StreamManagement, parseH, type SmLimits } from "./sm.js";
 import { OutboundQueue, type Outgoing } from "./outbound.js";
 import type { NonzaHandler } from "./extensions.js";
@@ -68,6 +69,8 @@ export class C2SSession implements Session, StreamOwner {
   private writableWaiters: Array<() => void> = [];
   /** The end of the chain of this client's stanzas still being routed (see onStanza). */
   private routingTail: Promise<void> | undefined;
+  /** Stanzas routed in order whose custody is still pending (../../maybe-async.ts `custody`). */
+  private readonly custodyPending = new Set<Promise<void>>();
 
   transport: TransportKind;
 
@@ -246,7 +249,11 @@ export class C2SSession implements Session, StreamOwner {
       // turns every failure into an error reply; a rejection here would be a router bug.
       const routed = this.deps.router.fromClient(this, stanza);
       if (routed instanceof Promise) {
-        return routed.catch((err) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed")).finally(done);
+        const settled = routed.catch((err) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed")).finally(done);
+        if (!isCustodyOnly(routed)) return settled;
+        this.custodyPending.add(settled);
+        void settled.then(() => this.custodyPending.delete(settled));
+        return undefined;
       }
       done();
       return undefined;
@@ -284,8 +291,9 @@ export class C2SSession implements Session, StreamOwner {
         // Answered once everything the client sent before this <r/> is in custody — not later
         // stanzas too: under steady traffic that moment might never come.
         const answer = () => this.stream?.send(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
-        if (!this.routingTail) answer();
-        else void this.routingTail.then(answer);
+        // Stanzas still behind the routing tail take their custody promises once they ran.
+        if (!this.routingTail && this.custodyPending.size === 0) answer();
+        else void Promise.resolve(this.routingTail).then(() => Promise.allSettled([...this.custodyPending])).then(answer);
         return;
       }
       case "a": {
@@ -329,9 +337,7 @@ export class C2SSession implements Session, StreamOwner {
       newly = this.sm!.ack(h);
     } catch (err) {
       if (!(err instanceof AckError)) throw err;
-      // XEP-0198 §4: acknowledging more than was sent → undefined-condition + <handled-count-too-high/>.
-      this.close(new StreamError("undefined-condition", "Client acknowledged more stanzas than sent by server",
-        el("handled-count-too-high", { xmlns: NS_SM, h: err.h, "send-count": err.sendCount })));
+      this.close(err.streamError("Client acknowledged more stanzas than sent by server"));
       return false;
     }
     for (const done of this.out.acknowledge(newly)) done.confirm?.(true);

@@ -8,6 +8,8 @@
  * storage (P1); unacknowledged stanzas of a session that ends are re-routed, never dropped (P3).
  */
 import { randomBytes } from "node:crypto";
+import { el } from "../xml.js";
+import { StreamError } from "../../errors.js";
 
 export const NS_SM = "urn:xmpp:sm:3";
 const WRAP = 2 ** 32;
@@ -27,6 +29,11 @@ export interface SmLimits {
 export class AckError extends Error {
   constructor(readonly h: number, readonly sendCount: number) {
     super(`client acknowledged ${h}, only ${sendCount} sent`);
+  }
+
+  /** XEP-0198 §4: acknowledging more than was sent → undefined-condition + <handled-count-too-high/>. */
+  streamError(text: string): StreamError {
+    return new StreamError("undefined-condition", text, el("handled-count-too-high", { xmlns: NS_SM, h: this.h, "send-count": this.sendCount }));
   }
 }
 

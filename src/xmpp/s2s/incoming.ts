@@ -6,6 +6,11 @@
  * §6.4, XEP-0178 1.2) or with Server Dialback (XEP-0220 1.1.1), verified by calling the
  * authoritative server back.
  *
+ * XEP-0198 Stream Management 1.6.3 is offered once TLS is up and may be enabled once a domain is
+ * authenticated (§3: not "until it is authenticated"), without resumption: a peer whose stream
+ * drops sends again what we did not acknowledge. Our 'h' counts a stanza only once the router
+ * finished with it — delivered, or committed to storage — as on c2s (../c2s/sm.ts, HARDENING §1.3 P1).
+ *
  * Every stanza is checked before it reaches the router:
  * - none before a domain is authenticated: RFC 6120 §4.9.3.12 not-authorized, "the entity has
  *   attempted to send XML stanzas ... before the stream has been authenticated";
@@ -32,6 +37,8 @@ import { NS_DIALBACK, NS_DIALBACK_FEATURE, keysEqual } from "./dialback.js";
 import { verifyServerCertificate } from "./pkix.js";
 import type { AuthMethod } from "./outgoing.js";
 import type { DomainPolicy } from "./policy.js";
+import { AckError, NS_SM, StreamManagement, parseH } from "../c2s/sm.js";
+import { StanzaRate } from "./flood.js";
 
 export interface IncomingOptions {
   host: string;
@@ -49,16 +56,20 @@ export interface IncomingOptions {
   idleMs: number;
   /** Offer XEP-0220 dialback to peers whose certificate does not verify. */
   dialback: boolean;
+  /** Offer XEP-0198 (acknowledgements, no resumption). */
+  streamManagement: boolean;
   isLocalDomain: (domain: string) => boolean;
   /** Remote domains we federate with (config s2s.allowedDomains / blockedDomains). */
   federates: DomainPolicy;
-  /** The router's entry for remote stanzas. */
-  route: (stanza: Element) => void;
+  /** The router's entry for remote stanzas; a promise resolves once the stanza is in custody. */
+  route: (stanza: Element) => void | Promise<void>;
   /** XEP-0220 §2.3: ask the authoritative server about a key (./pool.ts). */
   verifyDialback: (local: string, remote: string, streamId: string, key: string) => Promise<boolean>;
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
-  /** Stanzas per second a stream may send on average (bursts of twice that are fine). */
+  /** Stanzas per second a stream may send on average (bursts of twice that are fine); faster ones wait. */
   maxStanzasPerSecond: number;
+  /** A stream kept waiting this long without slowing down is ended (policy-violation): ./flood.ts. */
+  floodMs: number;
   /** A connection slot for a remote address (the shared per-address limit); undefined: refused. */
   admit: (address: string) => (() => void) | undefined;
   log: Logger;
@@ -99,14 +110,21 @@ class IncomingStream implements StreamOwner {
   private saslDone = false;
   private dialbackRequests = 0;
   private readonly since = Date.now();
-  /** A token bucket over stanzas: full at 2 s worth of the rate, refilled as time passes. */
-  private tokens: number;
-  private refilledAt = Date.now();
+  private readonly rate: StanzaRate;
+  /**
+   * Stanzas over the rate, in order, while the socket is not read: at most what one chunk of input
+   * held (reading stops at the first of them).
+   */
+  private held: Element[] = [];
+  private holdTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
+  private sm: StreamManagement | undefined;
+  /** Stanzas the router has not finished with: an <r/> is answered once those before it are done. */
+  private readonly routing = new Set<Promise<void>>();
 
   constructor(socket: Socket, private readonly opts: IncomingOptions, private readonly live: Set<IncomingStream>, private readonly release: () => void) {
     live.add(this);
-    this.tokens = 2 * opts.maxStanzasPerSecond;
+    this.rate = new StanzaRate(opts.maxStanzasPerSecond, opts.floodMs, Date.now());
     const upgrade = (plain: Socket) => new TLSSocket(plain, { isServer: true, secureContext: opts.tls.defaultTls, SNICallback: opts.tls.sniCallback, ...PEER_CERTIFICATE });
     this.stream = new XmlStream(new TcpTransport(socket, opts.preAuth, opts.directTls ? undefined : upgrade), NS.SERVER, opts.log, this, { namespaces: { db: NS_DIALBACK } });
     const negotiation = setTimeout(() => {
@@ -145,8 +163,9 @@ class IncomingStream implements StreamOwner {
   private features(): string {
     const transport = this.stream.transport;
     if (!transport.secure) return STARTTLS_FEATURE;
-    if (this.saslDone) return "";
-    let out = "";
+    const sm = this.opts.streamManagement ? `<sm xmlns='${NS_SM}'/>` : "";
+    if (this.saslDone) return sm;
+    let out = sm;
     if (this.peerDomain && this.certificateVerifies(this.peerDomain)) out += `<mechanisms xmlns='${NS.SASL}'><mechanism>EXTERNAL</mechanism></mechanisms>`;
     if (this.opts.dialback) out += `<dialback xmlns='${NS_DIALBACK_FEATURE}'/>`;
     return out;
@@ -163,6 +182,7 @@ class IncomingStream implements StreamOwner {
     const name = element.name;
     const isStanza = (name === "message" || name === "presence" || name === "iq") && element.attrs.xmlns === NS.SERVER;
     if (isStanza) return this.stanza(element);
+    if (element.attrs.xmlns === NS_SM) return this.smElement(element);
     // The peer's stream error: its close follows (the condition is logged, the stream then ends).
     if (element.is("error", NS.STREAMS)) {
       this.opts.log.info({ stage: "s2s-in", condition: element.children.find((c) => typeof c !== "string")?.name, domains: [...this.domains.keys()] }, "s2s peer sent a stream error");
@@ -181,6 +201,43 @@ class IncomingStream implements StreamOwner {
     if (element.is("result", NS_DIALBACK) && this.opts.dialback) return void this.dialbackResult(element);
     if (element.is("verify", NS_DIALBACK)) return this.dialbackVerify(element);
     this.stream.error(new StreamError("unsupported-stanza-type"));
+  }
+
+  /** XEP-0198 on a stream we only receive on: <enable/>, <r/> (answered with our 'h'), and <a/> (of nothing we sent). */
+  private smElement(element: Element): void {
+    const failed = (condition: string) => this.stream.send(`<failed xmlns='${NS_SM}'><${condition} xmlns='${NS.STANZA_ERRORS}'/></failed>`);
+    const sm = this.sm;
+    switch (element.name) {
+      case "enable":
+        // §3: a second <enable/>, or one before authentication, is an unexpected request.
+        if (!this.opts.streamManagement) return failed("feature-not-implemented");
+        if (sm || !this.domains.size) return failed("unexpected-request");
+        this.sm = new StreamManagement(false, 0);
+        this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()] }, "s2s incoming stream management enabled");
+        // No 'resume': the peer resends on a new stream what it has no <a/> for.
+        return this.stream.send(`<enabled xmlns='${NS_SM}'/>`);
+      case "r": {
+        if (!sm) return failed("unexpected-request");
+        const answer = () => { if (!this.stream.isOver) this.stream.send(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`); };
+        if (this.routing.size === 0) return answer();
+        void Promise.allSettled([...this.routing]).then(answer);
+        return;
+      }
+      case "a": {
+        if (!sm) return failed("unexpected-request");
+        const h = parseH(element.attrs.h);
+        if (h === undefined) return this.stream.error(new StreamError("undefined-condition", "Invalid 'h'"));
+        try {
+          sm.ack(h);
+        } catch (err) {
+          if (!(err instanceof AckError)) throw err;
+          return this.stream.error(err.streamError("Acknowledged more stanzas than were sent"), this.local);
+        }
+        return;
+      }
+      default:
+        return this.stream.error(new StreamError("unsupported-stanza-type"));
+    }
   }
 
   /** RFC 6120 §6.4, XEP-0178 §3: EXTERNAL with the certificate the peer presented in TLS. */
@@ -250,11 +307,38 @@ class IncomingStream implements StreamOwner {
 
   private stanza(stanza: Element): void {
     if (!this.domains.size) return this.stream.error(new StreamError("not-authorized", "Authenticate first"));
-    if (!this.take()) {
-      // RFC 6120 §4.9.3.14 policy-violation: "the entity has violated some local service policy".
-      this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], rate: this.opts.maxStanzasPerSecond }, "s2s peer over its stanza rate");
+    if (this.held.length === 0 && this.rate.take(Date.now())) return this.accept(stanza);
+    if (this.held.length === 0) {
+      this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], rate: this.opts.maxStanzasPerSecond }, "s2s peer over its stanza rate; reading paused");
+      this.stream.transport.pauseReading?.();
+    }
+    this.held.push(stanza);
+    this.releaseHeldLater();
+  }
+
+  private releaseHeldLater(): void {
+    if (this.holdTimer) return;
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined;
+      this.releaseHeld();
+    }, this.rate.waitMs());
+    this.holdTimer.unref();
+  }
+
+  /** Held stanzas go on as tokens come; reading resumes once none is left. */
+  private releaseHeld(): void {
+    const now = Date.now();
+    while (this.held.length && !this.stream.isOver && this.rate.take(now)) this.accept(this.held.shift()!);
+    if (this.stream.isOver) return;
+    if (this.held.length === 0) return this.stream.transport.resumeReading?.();
+    if (this.rate.flooding(now)) {
+      this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], rate: this.opts.maxStanzasPerSecond, held: this.held.length }, "s2s peer stays over its stanza rate");
       return this.stream.error(new StreamError("policy-violation", "Too many stanzas"), this.local);
     }
+    this.releaseHeldLater();
+  }
+
+  private accept(stanza: Element): void {
     const from = tryParseJid(stanza.attrs.from);
     const to = tryParseJid(stanza.attrs.to);
     if (!from || !to) return this.stream.error(new StreamError("improper-addressing", "Stanzas between servers need valid 'from' and 'to'"));
@@ -262,17 +346,16 @@ class IncomingStream implements StreamOwner {
     if (!this.opts.isLocalDomain(to.domain)) return this.stream.error(new StreamError("host-unknown", "Not a domain served here"));
     if (this.opts.log.isLevelEnabled("debug")) this.opts.log.debug({ stage: "s2s-in", tag: stanza.name, domain: from.domain }, "stanza received");
     stanza.attrs.xmlns = NS.CLIENT;
-    this.opts.route(stanza);
-  }
-
-  private take(): boolean {
-    const now = Date.now();
-    const rate = this.opts.maxStanzasPerSecond;
-    this.tokens = Math.min(2 * rate, this.tokens + ((now - this.refilledAt) / 1000) * rate);
-    this.refilledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
+    const sm = this.sm;
+    const seq = sm?.receivedInbound();
+    const routed = this.opts.route(stanza);
+    if (seq === undefined) return;
+    if (!(routed instanceof Promise)) return void sm!.handledInbound(seq);
+    // The router turns every failure into an error reply; a rejection would be a router bug, and still counts as handled.
+    const tracked: Promise<void> = routed
+      .catch((err: unknown) => this.opts.log.error({ err, stage: "route", tag: stanza.name }, "routing failed"))
+      .finally(() => { sm!.handledInbound(seq); this.routing.delete(tracked); });
+    this.routing.add(tracked);
   }
 
   drain(): void {}
@@ -283,6 +366,8 @@ class IncomingStream implements StreamOwner {
 
   ended(ending: StreamEnding): void {
     for (const t of this.timers) clearTimeout(t);
+    clearTimeout(this.holdTimer);
+    this.held = [];
     this.live.delete(this);
     this.release();
     if (ending.kind === "closed" && ending.error) this.opts.log.info({ stage: "s2s-in", condition: ending.error.condition, domains: [...this.domains.keys()] }, "s2s incoming stream error");
@@ -298,6 +383,8 @@ export async function listenS2S(opts: IncomingOptions): Promise<IncomingListener
       opts.log.info({ stage: "s2s-in", address: normalizeAddress(socket.remoteAddress) }, "s2s connection refused: too many from this address");
       return void socket.destroy();
     }
+    // As on c2s: writes are corked per tick, and Nagle would delay our <a/> answers.
+    socket.setNoDelay(true);
     new IncomingStream(socket, opts, live, release);
   };
   let server: Server;

@@ -9,6 +9,13 @@
  * "xmpp-server"). Whether a remote certificate that does not verify may
  * still be used with dialback is the caller's policy (`requireValidCertificate`).
  *
+ * XEP-0198 Stream Management 1.6.3 where the receiving server offers it, without resumption (a
+ * new stream resends what was not acknowledged: ./pool.ts): <enable/> once authenticated — §3,
+ * the initiating entity "MUST NOT attempt to negotiate stream management until it is
+ * authenticated", and for dialback that is after <db:result type='valid'/> — then one <r/> at a
+ * time while stanzas are unacknowledged; each <a h/> reports how many more the peer has. The
+ * counters are the c2s ones (../c2s/sm.ts).
+ *
  * The stream also serves XEP-0220 §2.3 verification requests (`verify`): it then sends one
  * <db:verify/> after TLS, reports the answer and closes.
  */
@@ -25,6 +32,7 @@ import { TcpTransport } from "../stream/tcp.js";
 import { XmlStream, checkHeader, type StreamEnding, type StreamOwner } from "../stream/xml-stream.js";
 import { NS_DIALBACK, NS_DIALBACK_FEATURE } from "./dialback.js";
 import { verifyServerCertificate } from "./pkix.js";
+import { AckError, NS_SM, StreamManagement, parseH } from "../c2s/sm.js";
 import type { Target } from "./resolve.js";
 
 export type AuthMethod = "sasl-external" | "dialback";
@@ -41,14 +49,24 @@ export interface OutgoingOptions {
   clientCertificate: { cert: string; key: string };
   /** XEP-0220: refuse a receiving server whose certificate does not verify, instead of dialback. */
   requireValidCertificate: boolean;
+  /** Enable XEP-0198 when the receiving server offers it. */
+  streamManagement: boolean;
   /** The dialback key for (receiving, originating, stream id): see ./dialback.ts. */
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
   log: Logger;
 }
 
+/**
+ * How the pool learns that the peer has what was written: XEP-0198 acks, or (the peer does not do
+ * stream management) a round trip it makes itself (./pool.ts).
+ */
+export type Confirmation = "sm" | "round-trip";
+
 export interface OutgoingEvents {
-  /** Authenticated: stanzas may be sent. */
-  ready(method: AuthMethod): void;
+  /** Authenticated (and stream management negotiated, when offered): stanzas may be sent. */
+  ready(method: AuthMethod, confirmation: Confirmation): void;
+  /** XEP-0198: the peer acknowledged `count` more of the stanzas written, in order. */
+  acked(count: number): void;
   /** The stream ended; `failure` says why when it never became ready. */
   closed(failure: string | undefined): void;
 }
@@ -60,9 +78,11 @@ export interface VerifyRequest {
   answer(valid: boolean): void;
 }
 
-type State = "connecting" | "pre-tls" | "auth" | "sasl" | "dialback" | "ready" | "verifying" | "closed";
+type State = "connecting" | "pre-tls" | "auth" | "sasl" | "dialback" | "enabling-sm" | "ready" | "verifying" | "closed";
 
 const NS_TLS = NS.TLS;
+/** An <r/> unanswered this long means a peer that takes stanzas without acknowledging them (as long as the pool's ping round trip). */
+const ACK_TIMEOUT_MS = 60_000;
 
 export class OutgoingStream implements StreamOwner {
   private state: State = "connecting";
@@ -74,6 +94,12 @@ export class OutgoingStream implements StreamOwner {
   private method: AuthMethod | undefined;
   private certificateVerified = false;
   private dialbackOffered = false;
+  /** The receiving server's last features offered XEP-0198. */
+  private smOffered = false;
+  private sm: StreamManagement | undefined;
+  /** An <r/> is out and not yet answered: one at a time is enough, its <a/> covers all before it. */
+  private ackRequested = false;
+  private ackTimer: NodeJS.Timeout | undefined;
   /** Bounds a peer that goes silent during negotiation. */
   private negotiation: NodeJS.Timeout | undefined;
 
@@ -89,8 +115,26 @@ export class OutgoingStream implements StreamOwner {
     return this.state === "ready";
   }
 
+  /** Writes one stanza (counted for XEP-0198 when enabled). */
   send(xml: string): void {
-    this.stream?.send(xml);
+    if (!this.stream) return;
+    this.stream.send(xml);
+    if (!this.sm) return;
+    this.sm.wrote();
+    this.requestAck();
+  }
+
+  /** After the writes of this turn, one <r/>: the peer's <a/> then covers all of them. */
+  private requestAck(): void {
+    if (this.ackRequested) return;
+    this.ackRequested = true;
+    setImmediate(() => {
+      if (this.state !== "ready") return;
+      this.stream?.send(`<r xmlns='${NS_SM}'/>`);
+      // What it did not acknowledge goes out again on a new stream (./pool.ts).
+      this.ackTimer = setTimeout(() => this.close(new StreamError("connection-timeout", "No acknowledgement")), ACK_TIMEOUT_MS);
+      this.ackTimer.unref();
+    });
   }
 
   get buffered(): number {
@@ -116,6 +160,9 @@ export class OutgoingStream implements StreamOwner {
       ? tlsConnect({ host: target.host, port: target.port, ...this.tlsOptions(), ALPNProtocols: ["xmpp-server"] })
       : netConnect({ host: target.host, port: target.port });
     this.socket = socket;
+    // Writes are corked per tick (../stream/tcp.ts); Nagle would hold an <r/> or a stanza behind an
+    // unacknowledged segment for as long as the peer delays its ACK (~40 ms).
+    socket.setNoDelay(true);
     const timer = setTimeout(() => socket.destroy(new Error("connect timeout")), this.opts.connectTimeoutMs);
     timer.unref();
     const failed = (err: Error) => {
@@ -195,7 +242,7 @@ export class OutgoingStream implements StreamOwner {
         if (element.is("result", NS_DIALBACK) && element.attrs.from === this.opts.remote && element.attrs.to === this.opts.local) {
           if (element.attrs.type === "valid") {
             this.method = "dialback";
-            return this.becomeReady();
+            return this.authenticated();
           }
           this.failure = `dialback ${element.attrs.type ?? "answer"}`;
           return stream.close();
@@ -208,7 +255,15 @@ export class OutgoingStream implements StreamOwner {
           return stream.close();
         }
         return stream.error(new StreamError("not-authorized"));
+      case "enabling-sm":
+        if (element.is("enabled", NS_SM)) {
+          this.sm = new StreamManagement(false, 0);
+          return this.becomeReady("sm");
+        }
+        if (element.is("failed", NS_SM)) return this.becomeReady("round-trip");
+        return stream.error(new StreamError("not-authorized"));
       case "ready":
+        if (element.attrs.xmlns === NS_SM && this.sm) return this.smElement(element);
         // A receiving server sends us nothing but stream-level elements (no XEP-0288 here).
         return stream.error(new StreamError("unsupported-stanza-type", "This stream is outgoing only"));
       default:
@@ -216,9 +271,30 @@ export class OutgoingStream implements StreamOwner {
     }
   }
 
+  /** XEP-0198 §4 on a stream we only send on: <a/> acknowledges our stanzas, an <r/> gets h=0. */
+  private smElement(element: Element): void {
+    const sm = this.sm!;
+    if (element.name === "r") return this.stream!.send(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
+    if (element.name !== "a") return this.stream!.error(new StreamError("unsupported-stanza-type"));
+    const h = parseH(element.attrs.h);
+    if (h === undefined) return this.stream!.error(new StreamError("undefined-condition", "Invalid 'h'"));
+    let newly: number;
+    try {
+      newly = sm.ack(h);
+    } catch (err) {
+      if (!(err instanceof AckError)) throw err;
+      return this.stream!.error(err.streamError("Acknowledged more stanzas than were sent"));
+    }
+    this.ackRequested = false;
+    clearTimeout(this.ackTimer);
+    if (sm.unacknowledged > 0) this.requestAck();
+    if (newly > 0) this.events.acked(newly);
+  }
+
   private features(features: Element): void {
     const stream = this.stream!;
-    if (this.method === "sasl-external") return this.becomeReady();
+    this.smOffered = this.opts.streamManagement && features.getChild("sm", NS_SM) !== undefined;
+    if (this.method === "sasl-external") return this.authenticated();
     if (!stream.transport.secure) {
       if (!features.getChild("starttls", NS_TLS)) return stream.error(new StreamError("policy-violation", "TLS is required between servers (RFC 7590)"));
       return stream.send(`<starttls xmlns='${NS_TLS}'/>`);
@@ -255,12 +331,19 @@ export class OutgoingStream implements StreamOwner {
     this.stream!.send(el("db:result", { from: local, to: remote }, key).toString());
   }
 
-  private becomeReady(): void {
+  private authenticated(): void {
+    this.stream!.transport.setLimits(this.opts.limits);
+    if (!this.smOffered) return this.becomeReady("round-trip");
+    // Stanzas wait for the answer: were they sent now, <failed/> would leave them neither counted nor confirmed.
+    this.state = "enabling-sm";
+    this.stream!.send(`<enable xmlns='${NS_SM}'/>`);
+  }
+
+  private becomeReady(confirmation: Confirmation): void {
     clearTimeout(this.negotiation);
     this.state = "ready";
-    this.stream!.transport.setLimits(this.opts.limits);
-    this.opts.log.info({ stage: "s2s-out", domain: this.opts.remote, local: this.opts.local, method: this.method, tls: this.stream!.transport.tls?.version }, "s2s outgoing stream authenticated");
-    this.events.ready(this.method!);
+    this.opts.log.info({ stage: "s2s-out", domain: this.opts.remote, local: this.opts.local, method: this.method, sm: confirmation === "sm", tls: this.stream!.transport.tls?.version }, "s2s outgoing stream authenticated");
+    this.events.ready(this.method!, confirmation);
   }
 
   drain(): void {}
@@ -273,6 +356,7 @@ export class OutgoingStream implements StreamOwner {
 
   private end(failure: string | undefined): void {
     clearTimeout(this.negotiation);
+    clearTimeout(this.ackTimer);
     if (this.state === "closed") return;
     const wasReady = this.state === "ready";
     this.state = "closed";

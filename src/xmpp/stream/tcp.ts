@@ -150,6 +150,14 @@ export class TcpTransport implements Transport {
     };
   }
 
+  pauseReading(): void {
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    this.socket.resume();
+  }
+
   private attach(socket: Socket): void {
     socket.on("data", this.onData);
     socket.on("end", this.onEnd);

@@ -91,6 +91,9 @@ export interface Transport {
   destroy(): void;
   /** Only on TCP: upgrade to TLS in place (RFC 6120 §5.4.3.3). */
   startTls?(): void;
+  /** Only on TCP: stop reading input (the peer's sends then back up: TCP flow control), and go on. */
+  pauseReading?(): void;
+  resumeReading?(): void;
 }
 
 export const NS_STREAMS = "http://etherx.jabber.org/streams";
