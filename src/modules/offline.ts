@@ -198,7 +198,7 @@ export const offline = defineModule({
         taken.add(id);
         void Promise.all(acks).then(async (acked) => {
           release(user, [id]);
-          if (acked.some(Boolean)) return storage.offline.remove(user, [id]);
+          if (acked.some(Boolean)) return storage.offline.acknowledge(user, [id]);
           for (const s of ctx.sessions.available(user)) await flush(s);
           return undefined;
         }).catch((err) => ctx.log.error({ err, stage: "offline" }, "settling a durable delivery failed"));
@@ -256,7 +256,7 @@ export const offline = defineModule({
       let read: number[] = [];
       try {
         read = await readByClient(session, ids, confirmations);
-        await storage.offline.remove(user, read);
+        await storage.offline.acknowledge(user, read);
         await forgetRows(user, read.map((id) => senders.get(id)!));
       } catch (err) {
         ctx.log.error({ err, stage: "offline" }, "removing delivered offline messages failed");
