@@ -1,0 +1,88 @@
+/**
+ * bench:writes — storage statements per 1:1 message on the shipped defaults (SQLite, MAM on,
+ * durable live delivery on): alice and bob online with stream management (XEP-0198), alice sends,
+ * bob acknowledges. Every statement better-sqlite3 runs in the server is counted by kind and
+ * table while the messages flow, and divided by the number of messages (issue 20: "writes per
+ * message, before/after").
+ * Usage: npm run bench:writes -- [--messages 2000]
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { parseConfig } from "../src/config.js";
+import { startServer } from "../src/server.js";
+import { silentLogger } from "../src/log.js";
+import { rawSession, type RawClient } from "../test/helpers/raw.js";
+
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i === -1 ? def : Number(process.argv[i + 1]);
+};
+const MESSAGES = arg("messages", 2000);
+
+// Counts every statement run, by "VERB table", while `counting` is on.
+const counts = new Map<string, { statements: number; rows: number }>();
+let counting = false;
+const probe = new Database(":memory:");
+const statementProto = Object.getPrototypeOf(probe.prepare("SELECT 1")) as Record<string, (...a: unknown[]) => unknown>;
+probe.close();
+const kindOf = (sql: string) => {
+  const m = /^\s*(INSERT(?: OR \w+)? INTO|UPDATE|DELETE FROM|SELECT)\s+(?:.*?\bFROM\s+)?(\w+)/is.exec(sql);
+  return m ? `${m[1]!.split(/\s+/)[0]!.toUpperCase()} ${m[2]}` : sql.slice(0, 30);
+};
+for (const method of ["run", "get", "all"]) {
+  const original = statementProto[method]!;
+  statementProto[method] = function (this: { source: string }, ...args: unknown[]) {
+    const result = original.apply(this, args);
+    if (counting) {
+      const key = kindOf(this.source);
+      const c = counts.get(key) ?? { statements: 0, rows: 0 };
+      c.statements++;
+      c.rows += method === "run" ? (result as { changes: number }).changes : 0;
+      counts.set(key, c);
+    }
+    return result;
+  };
+}
+
+const dir = mkdtempSync(join(tmpdir(), "parley-bench-writes-"));
+const server = await startServer(parseConfig({ hosts: ["localhost"], dataDir: dir, listen: { address: "127.0.0.1", s2s: null, c2s: null, c2sDirectTls: 0, https: null, http: null }, auth: { scramIterations: 4096 } }), { log: silentLogger() });
+await server.accounts.create("alice@localhost", "pw");
+await server.accounts.create("bob@localhost", "pw");
+const online = async (user: string): Promise<RawClient> => {
+  const c = await rawSession(server.ports.c2sDirectTls!, user, "pw", "r");
+  c.send("<enable xmlns='urn:xmpp:sm:3'/>");
+  await c.waitFor(/<enabled/);
+  c.send("<presence/>");
+  return c;
+};
+const alice = await online("alice");
+const bob = await online("bob");
+// One message first, so that preferences and caches are loaded as on a running server.
+alice.send("<message to='bob@localhost' type='chat' id='warm'><body>warm-up</body></message>");
+await bob.waitFor(/id="warm"/, 10_000);
+bob.send("<a xmlns='urn:xmpp:sm:3' h='1'/>");
+await new Promise((r) => setTimeout(r, 500));
+
+counting = true;
+for (let n = 0; n < MESSAGES; n++) alice.send(`<message to='bob@localhost' type='chat' id='m${n}'><body>message ${n} with a typical length of text in it</body></message>`);
+await bob.waitFor(new RegExp(`id="m${MESSAGES - 1}"`), 60_000);
+// Bob acknowledges everything he got (warm-up + the messages); the server's durable copies settle.
+bob.send(`<a xmlns='urn:xmpp:sm:3' h='${MESSAGES + 1}'/>`);
+await new Promise((r) => setTimeout(r, 1000));
+counting = false;
+
+const rows = [...counts].sort((a, b) => b[1].statements - a[1].statements);
+const per = (n: number) => (n / MESSAGES).toFixed(2);
+console.log(`${MESSAGES} messages alice → bob, both with stream management, SQLite, MAM on, durable live delivery on\n`);
+console.log("| statement | per message | rows changed per message |");
+console.log("|---|---|---|");
+for (const [key, c] of rows) console.log(`| ${key} | ${per(c.statements)} | ${per(c.rows)} |`);
+const writes = rows.filter(([k]) => !k.startsWith("SELECT"));
+console.log(`| **all writes** | **${per(writes.reduce((n, [, c]) => n + c.statements, 0))}** | **${per(writes.reduce((n, [, c]) => n + c.rows, 0))}** |`);
+console.log(`| all reads | ${per(rows.filter(([k]) => k.startsWith("SELECT")).reduce((n, [, c]) => n + c.statements, 0))} | |`);
+alice.close();
+bob.close();
+await server.stop();
+rmSync(dir, { recursive: true, force: true });
