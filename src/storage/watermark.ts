@@ -22,3 +22,15 @@ export function advanceMark(mark: number, queued: readonly number[], acknowledge
   for (; i < queued.length; i++) if (acked.has(queued[i]!)) held.push(queued[i]!);
   return { mark, held };
 }
+
+/** A group commit's acknowledgements, one list per owner: each owner's watermark moves once per commit. */
+export function byOwner(batch: ReadonlyArray<{ owner: string; ids: readonly number[] }>): Map<string, number[]> {
+  const owners = new Map<string, number[]>();
+  for (const { owner, ids } of batch) {
+    if (ids.length === 0) continue;
+    const list = owners.get(owner);
+    if (list) list.push(...ids);
+    else owners.set(owner, [...ids]);
+  }
+  return owners;
+}

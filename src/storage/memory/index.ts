@@ -1,6 +1,6 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
 import { GroupCommit } from "../group-commit.js";
-import { advanceMark } from "../watermark.js";
+import { advanceMark, byOwner } from "../watermark.js";
 import { domainOf, type ArchiveEntry, type MessageRecord, type StoredAbuseReport, type Device, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
@@ -74,17 +74,20 @@ export function createMemoryStorage(): Storage {
     if (queue) listOf(queues, queue).push(rec);
     return queue ? rec.seq : undefined;
   }));
-  const acknowledgements = new GroupCommit((batch: Array<{ owner: string; ids: readonly number[] }>) => batch.map(({ owner, ids }) => {
-    const queue = queues.get(owner) ?? [];
-    const state = marks.get(owner) ?? { mark: 0, held: new Set<number>() };
-    const next = advanceMark(state.mark, queue.map((r) => r.seq), [...state.held, ...ids]);
-    while (queue.length > 0 && queue[0]!.seq <= next.mark) {
-      const rec = queue.shift()!;
-      rec.queueOwner = undefined;
-      collect(rec);
+  const acknowledgements = new GroupCommit((batch: Array<{ owner: string; ids: readonly number[] }>) => {
+    for (const [owner, ids] of byOwner(batch)) {
+      const queue = queues.get(owner) ?? [];
+      const state = marks.get(owner) ?? { mark: 0, held: new Set<number>() };
+      const next = advanceMark(state.mark, queue.map((r) => r.seq), [...state.held, ...ids]);
+      while (queue.length > 0 && queue[0]!.seq <= next.mark) {
+        const rec = queue.shift()!;
+        rec.queueOwner = undefined;
+        collect(rec);
+      }
+      marks.set(owner, { mark: next.mark, held: new Set(next.held) });
     }
-    marks.set(owner, { mark: next.mark, held: new Set(next.held) });
-  }));
+    return batch.map(() => undefined);
+  });
 
   const rosterOf = (owner: string) => {
     let r = rosters.get(owner);

@@ -10,7 +10,7 @@
 import pg from "pg";
 import { POSTGRES_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import { advanceMark } from "../watermark.js";
+import { advanceMark, byOwner } from "../watermark.js";
 import { domainOf, deviceFromRow, deviceToRow, mergeSides } from "../index.js";
 import type { MessageRecord, Account, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
@@ -205,9 +205,8 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     }));
   });
   const acknowledgements = new GroupCommit((batch: Array<{ owner: string; ids: readonly number[] }>) => retryOnConnectionLoss(() => tx(async (c) => {
-    const wanted = new Map<string, number[]>();
-    for (const { owner, ids } of batch) wanted.set(owner, [...(wanted.get(owner) ?? []), ...ids]);
-    const owners = [...wanted.keys()].filter((o) => wanted.get(o)!.length > 0);
+    const wanted = byOwner(batch);
+    const owners = [...wanted.keys()];
     if (owners.length === 0) return batch.map(() => undefined);
     await lockQueues(c, owners);
     for (const owner of owners) {

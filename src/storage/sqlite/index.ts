@@ -12,7 +12,7 @@ import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
 import { BackgroundCheckpointer } from "./checkpointer.js";
-import { advanceMark } from "../watermark.js";
+import { advanceMark, byOwner } from "../watermark.js";
 import { domainOf, deviceFromRow, deviceToRow, mergeSides } from "../index.js";
 import type { MessageRecord, StoredAbuseReport, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
@@ -214,19 +214,21 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       r.recipient?.owner ?? null, r.recipient?.withBare ?? null, r.recipient?.withResource ?? null, queue ?? null).lastInsertRowid);
     return queue ? seq : undefined;
   })));
-  const acknowledgements = new GroupCommit(db.transaction((batch: Array<{ owner: string; ids: readonly number[] }>) => batch.map(({ owner, ids }) => {
-    const mark = (q.queueMark.get(owner) as number | undefined) ?? 0;
-    const held = q.queueHeld.all(owner) as number[];
-    const acked = [...held, ...ids];
-    if (acked.length === 0) return;
-    const next = advanceMark(mark, q.queueAbove.all(owner, mark, Math.max(...acked)) as number[], acked);
-    if (next.mark !== mark) {
-      q.queueSetMark.run(owner, next.mark);
-      q.queueCollect.run(owner, mark, next.mark);
+  const acknowledgements = new GroupCommit(db.transaction((batch: Array<{ owner: string; ids: readonly number[] }>) => {
+    for (const [owner, ids] of byOwner(batch)) {
+      const mark = (q.queueMark.get(owner) as number | undefined) ?? 0;
+      const held = q.queueHeld.all(owner) as number[];
+      const acked = [...held, ...ids];
+      const next = advanceMark(mark, q.queueAbove.all(owner, mark, Math.max(...acked)) as number[], acked);
+      if (next.mark !== mark) {
+        q.queueSetMark.run(owner, next.mark);
+        q.queueCollect.run(owner, mark, next.mark);
+      }
+      if (held.length > 0) q.queueClearHeld.run(owner);
+      for (const seq of next.held) q.queueHold.run(owner, seq);
     }
-    if (held.length > 0) q.queueClearHeld.run(owner);
-    for (const seq of next.held) q.queueHold.run(owner, seq);
-  })));
+    return batch.map(() => undefined);
+  }));
   const putRoster = db.transaction((owner: string, item: RosterItem) => {
     q.rosterPut.run(owner, item.jid, item.name ?? null, JSON.stringify(item.groups), item.subscription, item.ask ? 1 : 0, item.approved ? 1 : 0);
     return q.rosterBump.get(owner) as number;
