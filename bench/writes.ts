@@ -92,4 +92,13 @@ console.log(`| all reads | ${per(rows.filter(([k]) => k.startsWith("SELECT")).re
 alice.close();
 bob.close();
 await server.stop();
+// Bytes on disk per message: the pages of the message tables and their indexes (SQLite dbstat),
+// the warm-up message included.
+const db = new Database(join(dir, "parley.sqlite"), { readonly: true });
+const pages = db.prepare(`SELECT s.name AS name, sum(s.pgsize) AS bytes FROM dbstat s JOIN sqlite_schema m ON m.name = s.name
+  WHERE coalesce(m.tbl_name, s.name) IN ('archive', 'offline_messages', 'messages', 'queue_marks', 'queue_acks') GROUP BY s.name ORDER BY s.name`).all() as Array<{ name: string; bytes: number }>;
+db.close();
+console.log(`\n| table or index | bytes per message |\n|---|---|`);
+for (const p of pages) console.log(`| ${p.name} | ${Math.round(p.bytes / (MESSAGES + 1))} |`);
+console.log(`| **all** | **${Math.round(pages.reduce((n, p) => n + p.bytes, 0) / (MESSAGES + 1))}** |`);
 rmSync(dir, { recursive: true, force: true });

@@ -228,11 +228,16 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
   })));
   /** Clears an owner's side of the records they share and deletes the records nobody refers to any more. */
   const leaveRecords = async (c: pg.PoolClient, owner: string, queueToo: boolean) => {
+    // First the owner's records nobody else refers to, found through the owner's own indexes.
+    for (const where of [
+      "sender_owner = $1 AND recipient_owner IS NULL AND (queue_owner IS NULL OR ($2 AND queue_owner = $1))",
+      "recipient_owner = $1 AND sender_owner IS NULL AND (queue_owner IS NULL OR ($2 AND queue_owner = $1))",
+      "queue_owner = $1 AND $2 AND sender_owner IS NULL AND recipient_owner IS NULL",
+    ]) await c.query(`DELETE FROM messages WHERE ${where}`, [owner, queueToo]);
     for (const side of ["sender", "recipient"]) {
       await c.query(`UPDATE messages SET ${side}_owner = NULL, ${side}_with = NULL, ${side}_resource = NULL WHERE ${side}_owner = $1`, [owner]);
     }
     if (queueToo) await c.query("UPDATE messages SET queue_owner = NULL WHERE queue_owner = $1", [owner]);
-    await c.query("DELETE FROM messages WHERE sender_owner IS NULL AND recipient_owner IS NULL AND queue_owner IS NULL");
   };
 
   interface UploadRow { id: string; owner: string; filename: string; size: string; contentType: string; createdAt: string; expires: boolean }

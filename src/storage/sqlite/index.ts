@@ -104,7 +104,13 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     archiveRemoveSide: ["sender", "recipient"].map((side) => db.prepare(
       `UPDATE messages SET ${side}_owner = NULL, ${side}_with = NULL, ${side}_resource = NULL WHERE ${side}_owner = ?`)),
     queueRemoveOwner: db.prepare("UPDATE messages SET queue_owner = NULL WHERE queue_owner = ?"),
-    recordsOrphaned: db.prepare("DELETE FROM messages WHERE sender_owner IS NULL AND recipient_owner IS NULL AND queue_owner IS NULL"),
+    // The owner's records nobody else refers to, found through the owner's own indexes (@queue: the
+    // owner's queue entries go too).
+    recordsOnlyOf: [
+      "sender_owner = @owner AND recipient_owner IS NULL AND (queue_owner IS NULL OR (@queue AND queue_owner = @owner))",
+      "recipient_owner = @owner AND sender_owner IS NULL AND (queue_owner IS NULL OR (@queue AND queue_owner = @owner))",
+      "queue_owner = @owner AND @queue AND sender_owner IS NULL AND recipient_owner IS NULL",
+    ].map((where) => db.prepare(`DELETE FROM messages WHERE ${where}`)),
     archiveReplace: db.prepare("UPDATE messages SET stanza = @stanza WHERE id = @id AND (sender_owner = @owner OR recipient_owner = @owner)"),
     archiveBounds: db.prepare(`SELECT min(first) AS first, max(last) AS last FROM (
       SELECT min(id) AS first, max(id) AS last FROM messages WHERE sender_owner = @owner
@@ -245,9 +251,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   const blockRemove = db.transaction((owner: string, jids: readonly string[]) => { for (const j of jids) q.blockRemove.run(owner, j); });
   /** Clears an owner's side of the records they share and deletes the records nobody refers to any more. */
   const leaveRecords = db.transaction((owner: string, queueToo: boolean) => {
+    for (const stmt of q.recordsOnlyOf) stmt.run({ owner, queue: queueToo ? 1 : 0 });
     for (const stmt of q.archiveRemoveSide) stmt.run(owner);
     if (queueToo) q.queueRemoveOwner.run(owner);
-    q.recordsOrphaned.run();
   });
   const deleteAccount = db.transaction((jid: string) => {
     const existed = q.accountExists.get(jid) !== undefined;
