@@ -4,7 +4,9 @@
  * bob acknowledges. Every statement better-sqlite3 runs in the server is counted by kind and
  * table while the messages flow, and divided by the number of messages (issue 20: "writes per
  * message, before/after").
- * Usage: npm run bench:writes -- [--messages 2000]
+ * Also the process's CPU time per 10,000 messages over the same window (server and the two clients:
+ * one process, closed loop, so the batching is the same in every run; compare runs, not servers).
+ * Usage: npm run bench:writes -- [--messages 2000] [--no-sm]
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,6 +22,8 @@ const arg = (name: string, def: number) => {
   return i === -1 ? def : Number(process.argv[i + 1]);
 };
 const MESSAGES = arg("messages", 2000);
+/** Without stream management there is no durable live delivery: only the archives are written. */
+const SM = !process.argv.includes("--no-sm");
 
 // Counts every statement run, by "VERB table", while `counting` is on.
 const counts = new Map<string, { statements: number; rows: number }>();
@@ -52,8 +56,10 @@ await server.accounts.create("alice@localhost", "pw");
 await server.accounts.create("bob@localhost", "pw");
 const online = async (user: string): Promise<RawClient> => {
   const c = await rawSession(server.ports.c2sDirectTls!, user, "pw", "r");
-  c.send("<enable xmlns='urn:xmpp:sm:3'/>");
-  await c.waitFor(/<enabled/);
+  if (SM) {
+    c.send("<enable xmlns='urn:xmpp:sm:3'/>");
+    await c.waitFor(/<enabled/);
+  }
   c.send("<presence/>");
   return c;
 };
@@ -62,10 +68,11 @@ const bob = await online("bob");
 // One message first, so that preferences and caches are loaded as on a running server.
 alice.send("<message to='bob@localhost' type='chat' id='warm'><body>warm-up</body></message>");
 await bob.waitFor(/id="warm"/, 10_000);
-bob.send("<a xmlns='urn:xmpp:sm:3' h='1'/>");
+if (SM) bob.send("<a xmlns='urn:xmpp:sm:3' h='1'/>");
 await new Promise((r) => setTimeout(r, 500));
 
 counting = true;
+const cpuBefore = process.cpuUsage();
 // In batches of 100 (the server closes a stream past its unacknowledged limit); after each, bob
 // acknowledges everything he got so far (the warm-up counts), as a client answering <r/> does.
 const BATCH = 100;
@@ -73,14 +80,15 @@ for (let n = 0; n < MESSAGES; n += BATCH) {
   const end = Math.min(MESSAGES, n + BATCH);
   for (let k = n; k < end; k++) alice.send(`<message to='bob@localhost' type='chat' id='m${k}'><body>message ${k} with a typical length of text in it</body></message>`);
   await bob.waitFor(new RegExp(`id="m${end - 1}"`), 60_000);
-  bob.send(`<a xmlns='urn:xmpp:sm:3' h='${end + 1}'/>`);
+  if (SM) bob.send(`<a xmlns='urn:xmpp:sm:3' h='${end + 1}'/>`);
 }
 await new Promise((r) => setTimeout(r, 1000));
 counting = false;
+const cpu = process.cpuUsage(cpuBefore);
 
 const rows = [...counts].sort((a, b) => b[1].statements - a[1].statements);
 const per = (n: number) => (n / MESSAGES).toFixed(2);
-console.log(`${MESSAGES} messages alice → bob, both with stream management, SQLite, MAM on, durable live delivery on\n`);
+console.log(`${MESSAGES} messages alice → bob, ${SM ? "both with stream management" : "without stream management"}, SQLite, MAM on, durable live delivery on\n`);
 console.log("| statement | per message | rows changed per message |");
 console.log("|---|---|---|");
 for (const [key, c] of rows) console.log(`| ${key} | ${per(c.statements)} | ${per(c.rows)} |`);
@@ -88,6 +96,7 @@ const isTransaction = (k: string) => /^(BEGIN|COMMIT|ROLLBACK)/.test(k);
 const writes = rows.filter(([k]) => !k.startsWith("SELECT") && !isTransaction(k));
 console.log(`| commits (transactions) | ${per(rows.filter(([k]) => k.startsWith("COMMIT")).reduce((n, [, c]) => n + c.statements, 0))} | |`);
 console.log(`| **all writes** | **${per(writes.reduce((n, [, c]) => n + c.statements, 0))}** | **${per(writes.reduce((n, [, c]) => n + c.rows, 0))}** |`);
+console.log(`| process CPU-s per 10,000 messages | ${(((cpu.user + cpu.system) / 1e6) / MESSAGES * 10_000).toFixed(3)} | |`);
 console.log(`| all reads | ${per(rows.filter(([k]) => k.startsWith("SELECT")).reduce((n, [, c]) => n + c.statements, 0))} | |`);
 alice.close();
 bob.close();
