@@ -12,6 +12,7 @@
  *   --tls-resume       (S2 with sasl2/fast: each device resumes its last TLS session, as phones do)
  *   --transport tcp|websocket   (parley: XMPP over WebSocket, RFC 7395, on its HTTPS port)
  *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
+ *   --sm               (S3: the pairs enable stream management, so every message takes durable live delivery)
  *   --server-pid PID   (host:port targets: the process to read CPU and memory from)
  *   --prefix P         account names P0, P1, ... (default "lt"), password "pw-" + name
  *   --accounts-command "prosodyctl register {user} {domain} {password}"   instead of in-band registration
@@ -61,7 +62,7 @@ export function parseArgs(argv: string[]): Args {
     scenario: {
       users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
       register: !flag("no-register"), prefix: take("prefix") ?? "lt", accountsCommand: take("accounts-command"),
-      login: take("login") as LoginMode | undefined, logins: num("logins"), resumeTls: flag("tls-resume"),
+      login: take("login") as LoginMode | undefined, logins: num("logins"), resumeTls: flag("tls-resume"), streamManagement: flag("sm"),
     },
     runs: num("runs") ?? 1,
     scenarios: [],

@@ -32,6 +32,8 @@ export interface ScenarioOptions {
   logins?: number;
   /** S2/S7 with SASL2 or FAST: each device resumes its TLS session (see LoginOptions.resumeTls). */
   resumeTls?: boolean;
+  /** S3: the users enable XEP-0198, as phones do (Parley then keeps each message durable until it is acknowledged). */
+  streamManagement?: boolean;
 }
 
 export interface ScenarioResult {
@@ -210,7 +212,7 @@ export async function s3(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   const count = o.users ?? 1000;
   const names = users(o.prefix, count);
   const registered = await accounts(target, o, names);
-  const logged = await loginMany(target, names, 50, { traffic: true });
+  const logged = await loginMany(target, names, 50, { traffic: true, streamManagement: o.streamManagement });
   if (logged.failures) throw new Error(`S3: ${logged.failures} logins failed: ${logged.firstError}`);
   const c = logged.connections;
   await sleep(1000);

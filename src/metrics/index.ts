@@ -151,7 +151,7 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
     const outcomes = new Counter({ name: "parley_routing_outcomes_total", help: "What became of routed stanzas: delivered, offline, bounced, error", labelNames: ["outcome", "kind"], registers });
     this.outcomes = Object.fromEntries(OUTCOMES.map((o) => [o, byKind(outcomes, o)])) as Metrics["outcomes"];
     this.storageSeconds = new Histogram({
-      name: "parley_storage_operation_seconds", help: "Storage operation latency, by store and operation (offline and archive appends include their group commit)",
+      name: "parley_storage_operation_seconds", help: "Storage operation latency, by store and operation (message record writes and acknowledgements include their group commit)",
       labelNames: ["store", "operation"], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers,
     });
     this.storageErrors = new Counter({ name: "parley_storage_operation_errors_total", help: "Storage operations that failed, by store and operation", labelNames: ["store", "operation"], registers });

@@ -8,13 +8,14 @@
  * mode 0600, written beside its final name and renamed into place when complete.
  */
 import { open, rename, unlink } from "node:fs/promises";
-import type { Storage } from "../storage/index.js";
+import { domainOf, type Storage } from "../storage/index.js";
 import { SCRAM_HASHES } from "../auth/scram.js";
 import { el, escapeXML, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import { VCARD_KEY } from "../modules/vcard.js";
 import { loadNodeConfig, nodeConfigForm } from "../modules/pep-config.js";
+import { withOfflineDelay } from "../modules/message-record.js";
 import { NS_PIE } from "./reader.js";
 import { NS_PARLEY_ACCOUNT, NS_PIE_SCRAM, NS_PUBSUB, NS_PUBSUB_OWNER } from "./import.js";
 import { NS_PARLEY_MUC, roomElement } from "./muc.js";
@@ -93,7 +94,7 @@ async function exportUser(storage: Storage, jid: string): Promise<Element | unde
     user.cnode(query);
   }
   const offline = await storage.offline.list(jid);
-  if (offline.length) user.cnode(el("offline-messages", {}, ...offline.map((m) => parseElement(m.stanza))));
+  if (offline.length) user.cnode(el("offline-messages", {}, ...offline.map((m) => withOfflineDelay(parseElement(m.stanza), domainOf(jid), m.storedAt))));
   const nodes = await storage.pubsub.nodes(jid);
   if (nodes.length) {
     const owner = el("pubsub", { xmlns: NS_PUBSUB_OWNER });

@@ -5,7 +5,7 @@
  * What is archived follows Prosody's rule set (a body, a XEP-0334 <store/> hint, encryption,
  * receipts, chat markers, invitations, XEP-0353 call signalling); headline, error and groupchat
  * messages and <no-store/>/<no-permanent-store/> ones are not. A message between two local users
- * is kept once in each archive, each copy with its own id.
+ * is one message record (docs/STORAGE.md) that both archives refer to, under one id.
  *
  * Ids are the archive clock: milliseconds × 1024 plus a counter, so they increase with time and a
  * time range is an id range. Their decimal form is the XEP-0359 stanza-id.
@@ -21,13 +21,15 @@ import { buildForm } from "../xmpp/forms.js";
 import { MAM, RSM, idAt, parseArchiveQuery, timeOfId } from "./mam-query.js";
 
 export { MAM, idAt, timeOfId };
-import type { ArchivedMessage, ArchiveQuery, Storage } from "../storage/index.js";
+import type { ArchivedMessage, ArchiveQuery, ArchiveEntry, Storage } from "../storage/index.js";
 import type { Logger } from "../log.js";
 import type { IqRequest } from "../xmpp/router.js";
 import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
 import { Priority } from "../hooks.js";
 import { andThen } from "../maybe-async.js";
+import { openRecord, type OpenRecord } from "./message-record.js";
+import type { Routed } from "../hooks.js";
 
 const MAM_EXTENDED = "urn:xmpp:mam:2#extended";
 export const STANZA_ID = "urn:xmpp:sid:0";
@@ -163,38 +165,46 @@ export const mam = defineModule({
      * has seen is always found. Group commits settle in order, so the last write stands for all.
      */
     const writing = new Map<string, Promise<void>>();
-    const append = (owner: string, other: Jid, stanza: string, id = nextId()) => {
-      const message: ArchivedMessage = { id, withBare: other.bare, withResource: other.resource, stanza };
-      const write = storage.archive.append(owner, message).catch((err) => ctx.log.error({ err, stage: "mam", tag: "message" }, "archiving failed"));
+    const track = (owner: string, open: OpenRecord) => {
+      const write = open.written.then(() => undefined, (err) => ctx.log.error({ err, stage: "mam", tag: "message" }, "archiving failed"));
       writing.set(owner, write);
       void write.then(() => { if (writing.get(owner) === write) writing.delete(owner); });
     };
+    const entry = (owner: string, other: Jid): ArchiveEntry => ({ owner, withBare: other.bare, withResource: other.resource });
 
     // ── archiving ────────────────────────────────────────────────────────────────────────────
-    // Outgoing: what a user's client sends goes to the sender's archive (to itself: archived once, below).
+    // Outgoing: what a user's client sends is an entry in the sender's archive (to itself: archived
+    // once, below). It opens the message's record; the recipient's entry joins it when the message
+    // reaches a local recipient in the same turn.
     ctx.filter("stanza/in", (routed) => {
       const { stanza, origin, to, from } = routed;
       if (origin && stanza.name === "message" && to.bare !== from.bare && archivable(stanza)) {
-        const xml = stanza.toString();
-        void whenKept(from.bare, to.bare, () => append(from.bare, to, xml));
+        void whenKept(from.bare, to.bare, () => track(from.bare, openRecord(routed, storage, (record) => {
+          record.id ??= nextId();
+          record.sender = entry(from.bare, to);
+          record.stanza = stanza.toString();
+        })));
       }
       return routed;
     });
-    // Incoming: archived and stamped with the stanza-id before it is written to a session or stored
-    // offline, so live, carbon and offline copies all carry the id. A message that already carries
-    // our id was archived when it first arrived (it is being re-routed from a session that ended).
-    const receive = ({ stanza, to, from }: { stanza: Element; to: Jid; from: Jid }): undefined | Promise<undefined> => {
+    // Incoming: an entry in the recipient's archive, and the stanza stamped with the record's id
+    // before it is written to a session or queued, so live, carbon and offline copies all carry
+    // it. A message that already carries our id was archived when it first arrived (it is being
+    // re-routed from a session that ended).
+    const receive = (routed: Routed): undefined | Promise<undefined> => {
+      const { stanza, to, from } = routed;
       const user = to.bare;
       if (!archivable(stanza) || stanza.getChildren("stanza-id", STANZA_ID).some((sid) => stamped.has(sid))) return undefined;
-      return whenKept(user, from.bare, () => {
-        const id = nextId();
-        append(user, from, stanza.toString(), id);
-        const sid = el("stanza-id", { xmlns: STANZA_ID, id: String(id), by: user });
+      return whenKept(user, from.bare, () => track(user, openRecord(routed, storage, (record) => {
+        record.id ??= nextId();
+        const sid = el("stanza-id", { xmlns: STANZA_ID, id: String(record.id), by: user });
         stamped.add(sid);
         stanza.cnode(sid);
-      });
+        record.recipient = entry(user, from);
+        record.stanza = stanza.toString();
+      })));
     };
-    // Before offline's handlers, which store the stamped stanza.
+    // Before offline's handlers, which queue the same record.
     ctx.chain("message/live", receive, Priority.RECORD);
     ctx.chain("message/offline", receive, Priority.RECORD);
 

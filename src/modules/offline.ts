@@ -1,9 +1,11 @@
 /**
  * XEP-0160 Best Practices for Handling Offline Messages 1.0.1, with XEP-0203 delay stamps and the
- * XEP-0334 hints no-store / store. Rows are deleted only once the client has shown it read them
- * (HARDENING §1.3 P2): with stream management, when its <a h/> covers them; without, when it
- * answers a XEP-0199 ping sent after them (the stream is ordered). A session that ends first gets
- * them again at its next login — a duplicate at worst, never a loss.
+ * XEP-0334 hints no-store / store. A queued message is an entry of its message record (the one
+ * its archive entries share, docs/STORAGE.md); it leaves the queue only once the client has shown
+ * it read it (HARDENING §1.3 P2): with stream management, when its <a h/> covers it; without, when
+ * it answers a XEP-0199 ping sent after it (the stream is ordered). Then the user's watermark
+ * moves over it. A session that ends first gets it again at its next login — a duplicate at
+ * worst, never a loss.
  *
  * Strangers (senders not in the recipient's roster) share a small part of the queue, and each of
  * them a smaller part of that, so nobody outside the roster can fill it and make contacts'
@@ -12,7 +14,7 @@
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el, cloneElement, type Element } from "../xmpp/xml.js";
+import { el, type Element } from "../xmpp/xml.js";
 import { tryParseJid, type Jid } from "../xmpp/jid.js";
 import { NS } from "../xmpp/ns.js";
 import { HANDLED } from "../hooks.js";
@@ -20,6 +22,8 @@ import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
+import { openRecord, withOfflineDelay } from "./message-record.js";
+import type { Routed } from "../hooks.js";
 
 /** What strangers have in one user's queue; rebuilt from storage when not cached. */
 interface StrangerTally {
@@ -71,13 +75,15 @@ export const offline = defineModule({
       return !onlyChatState || hinted("store");
     };
 
-    /** The stored form: XEP-0203 §3, the delay says when and by whom the message was stored. */
-    const storedForm = (stanza: Element, to: Jid, now: Date): string => {
-      const copy = cloneElement(stanza);
-      copy.cnode(el("delay", { xmlns: NS.DELAY, from: to.domain, stamp: now.toISOString() }, "Offline Storage"));
-      copy.attrs.to ??= to.bare;
-      return copy.toString();
-    };
+    /**
+     * Queues the routed message as an entry of its record. The record keeps the stanza as routed
+     * (MAM has just serialized it when it added the recipient's entry); the XEP-0203 stamp is
+     * added when the entry is delivered (withOfflineDelay).
+     */
+    const enqueue = (routed: Routed, user: string): Promise<number | undefined> => openRecord(routed, storage, (record) => {
+      if (!record.recipient) record.stanza = routed.stanza.toString();
+      record.queue = { owner: user, limit: ctx.options.maxPerUser };
+    }).written;
 
     // ── the strangers' share ─────────────────────────────────────────────────────────────────
     // Kept as a document of the user (counts per stranger), so a restart or a cache eviction does
@@ -147,7 +153,8 @@ export const offline = defineModule({
     };
     ctx.on("user/deleted", ({ jid }) => { tallies.delete(jid.bare); });
 
-    ctx.chain("message/offline", async ({ stanza, from, to, origin }) => {
+    ctx.chain("message/offline", async (routed) => {
+      const { stanza, from, to, origin } = routed;
       if (!storable(stanza)) return undefined;
       const user = to.bare;
       // Checked and counted in one synchronous step after the lookups, so concurrent messages
@@ -162,10 +169,9 @@ export const offline = defineModule({
         }
         count(tally, from.bare, 1);
       }
-      const now = new Date();
       let id: number | undefined;
       try {
-        id = await storage.offline.append(user, storedForm(stanza, to, now), now.getTime(), ctx.options.maxPerUser);
+        id = await enqueue(routed, user);
       } finally {
         if (tally && id === undefined) count(tally, from.bare, -1);
       }
@@ -181,16 +187,16 @@ export const offline = defineModule({
 
     /**
      * Durable live delivery (HARDENING §1.3, the crash window of P1): a message for sessions that
-     * can acknowledge (XEP-0198) is written to them at once and also kept as an offline row,
-     * committed before the sender's 'h' covers it; the row goes when a recipient acknowledges the
-     * message. After a crash (kill -9) it is still there and reaches the user at the next login;
+     * can acknowledge (XEP-0198) is written to them at once and also queued (an entry of its
+     * record), committed before the sender's 'h' covers it; the user's watermark moves over it when
+     * a recipient acknowledges the message. After a crash (kill -9) it is still there and reaches the user at the next login;
      * if every recipient session ends without acknowledging, the user's other resources get it.
      */
-    ctx.chain("message/live", ({ stanza, to, sessions: targets }) => {
+    ctx.chain("message/live", (routed) => {
+      const { stanza, to, sessions: targets } = routed;
       if (!ctx.options.durableLiveDelivery || !storable(stanza) || !targets.every((s) => s.confirmsDelivery)) return undefined;
       const user = to.bare;
-      const now = new Date();
-      const row = storage.offline.append(user, storedForm(stanza, to, now), now.getTime(), ctx.options.maxPerUser);
+      const row = enqueue(routed, user);
       const acks = targets.map((s) => router.deliverConfirmed(s, stanza) ?? Promise.resolve(false));
       return row.then((id) => {
         if (id === undefined) return HANDLED; // queue full: delivered live, without a durable copy
@@ -198,7 +204,7 @@ export const offline = defineModule({
         taken.add(id);
         void Promise.all(acks).then(async (acked) => {
           release(user, [id]);
-          if (acked.some(Boolean)) return storage.offline.remove(user, [id]);
+          if (acked.some(Boolean)) return storage.offline.acknowledge(user, [id]);
           for (const s of ctx.sessions.available(user)) await flush(s);
           return undefined;
         }).catch((err) => ctx.log.error({ err, stage: "offline" }, "settling a durable delivery failed"));
@@ -245,6 +251,7 @@ export const offline = defineModule({
           continue;
         }
         senders.set(row.id, tryParseJid(stanza.attrs.from)?.bare ?? "");
+        withOfflineDelay(stanza, session.jid.domain, row.storedAt);
         stanza.attrs.to = session.jid.full;
         taken.add(row.id);
         ids.push(row.id);
@@ -256,7 +263,7 @@ export const offline = defineModule({
       let read: number[] = [];
       try {
         read = await readByClient(session, ids, confirmations);
-        await storage.offline.remove(user, read);
+        await storage.offline.acknowledge(user, read);
         await forgetRows(user, read.map((id) => senders.get(id)!));
       } catch (err) {
         ctx.log.error({ err, stage: "offline" }, "removing delivered offline messages failed");

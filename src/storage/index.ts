@@ -87,17 +87,29 @@ export interface SubscriptionRequestStore {
 }
 
 export interface OfflineMessage {
+  /** The entry's place in the queue (commit order). */
   id: number;
+  /** The message record's stanza: without the offline delay stamp, which the reader adds. */
   stanza: string;
   storedAt: number;
 }
 
+/**
+ * A user's undelivered queue: the message records queued for them above their watermark
+ * (docs/STORAGE.md). Entries are positions in commit order.
+ */
 export interface OfflineStore {
-  /** Appends unless the owner already has `limit` messages; returns the row id, or undefined when full. */
+  /** Appends a record queued for `owner` only (no archive entry); undefined when the queue holds `limit`. */
   append(owner: string, stanza: string, storedAt: number, limit: number): Promise<number | undefined>;
   /** Oldest first. */
   list(owner: string, max?: number): Promise<OfflineMessage[]>;
-  remove(owner: string, ids: readonly number[]): Promise<void>;
+  /**
+   * The recipient has these entries: the owner's watermark moves over every contiguous run of
+   * acknowledged entries (one small write, no row deleted unless nothing else refers to the
+   * record); acknowledgements above a gap are kept until it closes. Resolves once committed;
+   * acknowledgements close together share one commit. Another owner's entries are not touched.
+   */
+  acknowledge(owner: string, ids: readonly number[]): Promise<void>;
   count(owner: string): Promise<number>;
   /** Messages stored for all owners together (the metrics gauge). */
   total(): Promise<number>;
@@ -180,20 +192,68 @@ export interface ArchiveQuery {
 }
 
 export interface ArchiveStore {
-  /** Resolves once committed; appends close together share one commit. */
+  /** A record in `owner`'s archive only (a room's); resolves once committed, appends close together share one commit. */
   append(owner: string, message: ArchivedMessage): Promise<void>;
   /** Oldest first. */
   query(owner: string, query: ArchiveQuery): Promise<ArchivedMessage[]>;
   /** The given ids that exist, oldest first. */
   get(owner: string, ids: readonly number[]): Promise<ArchivedMessage[]>;
-  /** Removes an owner's whole archive (a destroyed room's). */
+  /** Removes an owner's whole archive (a destroyed room's): its entries, and records nobody else refers to. */
   removeOwner(owner: string): Promise<void>;
   /** Replaces a stored message (a moderated one becomes a tombstone); false when there is no such id. */
   replace(owner: string, id: number, stanza: string): Promise<boolean>;
   /** Ids of the oldest and newest message, or undefined for an empty archive. */
   bounds(owner: string): Promise<{ first: number; last: number } | undefined>;
-  /** Deletes at most `limit` messages of any owner with an id below `beforeId`; returns how many it deleted. */
+  /**
+   * Deletes at most `limit` records of any owner with an id below `beforeId` that no undelivered
+   * queue still holds; returns how many it deleted.
+   */
   prune(beforeId: number, limit: number): Promise<number>;
+}
+
+/** One side's entry in an archive: whose archive, and the other party. */
+export interface ArchiveEntry {
+  owner: string;
+  /** Bare JID of the other party. */
+  withBare: string;
+  /** The other party's resource, "" for none. */
+  withResource: string;
+}
+
+/**
+ * One message, written once, that the sender's archive, the recipient's archive and the
+ * recipient's undelivered queue all refer to (docs/STORAGE.md). The modules fill it in while the
+ * stanza is routed; the store reads it when its commit takes it and then sets `sealed`: a part
+ * added after that is not written (the caller writes a record of its own instead).
+ */
+export interface MessageRecord {
+  /** The archive id (XEP-0359 stanza-id); required when either archive entry is present. */
+  id?: number;
+  stanza: string;
+  storedAt: number;
+  sender?: ArchiveEntry;
+  recipient?: ArchiveEntry;
+  /** An entry in this user's undelivered queue, unless it already holds `limit`. */
+  queue?: { owner: string; limit: number };
+  sealed?: boolean;
+}
+
+/**
+ * An owner's page from the two sides of the records (each already bounded and limited alike, in
+ * the query's direction): merged by id, cut to the limit, oldest first.
+ */
+export function mergeSides(sender: readonly ArchivedMessage[], recipient: readonly ArchivedMessage[], query: Pick<ArchiveQuery, "newestFirst" | "limit">): ArchivedMessage[] {
+  const merged = [...sender, ...recipient].sort((a, b) => a.id - b.id);
+  return query.newestFirst ? merged.slice(Math.max(0, merged.length - query.limit)) : merged.slice(0, query.limit);
+}
+
+export interface MessageStore {
+  /**
+   * Writes the record in the next group commit; resolves after that commit with the queue entry,
+   * or undefined when the record asked for none or the queue was full (its archive entries are
+   * written either way; a record with nothing left to refer to it is not written).
+   */
+  write(record: MessageRecord): Promise<number | undefined>;
 }
 
 export interface PubSubItem {
@@ -382,6 +442,7 @@ export interface Storage {
   readonly subscriptionRequests: SubscriptionRequestStore;
   readonly offline: OfflineStore;
   readonly s2sOutbox: S2SOutboxStore;
+  readonly messages: MessageStore;
   readonly documents: DocumentStore;
   readonly lastActivity: LastActivityStore;
   readonly blocklist: BlocklistStore;

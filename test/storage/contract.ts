@@ -1,7 +1,7 @@
 /** The storage contract: every driver runs these unchanged. */
 import { describe, it, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import type { Account, RosterItem, Storage } from "../../src/storage/index.js";
+import type { Account, MessageRecord, RosterItem, Storage } from "../../src/storage/index.js";
 
 const cred = (n: string) => ({ iterations: 4096, salt: `salt${n}`, storedKey: `stored${n}`, serverKey: `server${n}` });
 const account = (jid: string): Account => ({ jid, createdAt: 1700000000000, credentials: { "SHA-1": cred("1"), "SHA-256": cred("256") } });
@@ -119,7 +119,7 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal(await s.subscriptionRequests.has("alice@a.test", "bob@a.test"), false);
     });
 
-    it("offline queue: ordered, limited, removal by id", async () => {
+    it("offline queue: ordered, limited, acknowledgement by entry", async () => {
       const ids: number[] = [];
       for (let i = 0; i < 3; i++) ids.push((await s.offline.append("bob@a.test", `<message id='${i}'/>`, 1000 + i, 3))!);
       assert.equal(await s.offline.append("bob@a.test", "<message id='over'/>", 2000, 3), undefined);
@@ -128,9 +128,9 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.deepEqual(all.map((m) => m.stanza), ["<message id='0'/>", "<message id='1'/>", "<message id='2'/>"]);
       assert.deepEqual(all.map((m) => m.storedAt), [1000, 1001, 1002]);
       assert.deepEqual((await s.offline.list("bob@a.test", 2)).map((m) => m.id), ids.slice(0, 2));
-      await s.offline.remove("bob@a.test", [ids[0]!, ids[2]!]);
+      await s.offline.acknowledge("bob@a.test", [ids[0]!, ids[2]!]);
       assert.deepEqual((await s.offline.list("bob@a.test")).map((m) => m.id), [ids[1]]);
-      await s.offline.remove("alice@a.test", [ids[1]!]); // another owner's id: no effect
+      await s.offline.acknowledge("alice@a.test", [ids[1]!]); // another owner's id: no effect
       assert.equal(await s.offline.count("bob@a.test"), 1);
     });
 
@@ -140,7 +140,7 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       await s.offline.append("bob@a.test", "<message/>", 2, 10);
       const id = (await s.offline.append("amy@a.test", "<message/>", 3, 10))!;
       assert.equal(await s.offline.total(), 3);
-      await s.offline.remove("amy@a.test", [id]);
+      await s.offline.acknowledge("amy@a.test", [id]);
       assert.equal(await s.offline.total(), 2);
     });
 
@@ -164,6 +164,92 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       const later = await s.s2sOutbox.append("a.test", "b.test", "<message id='3'/>", 1003);
       assert.ok(later > ids[2]!, "ids grow: listing in id order is listing in queue order");
       assert.deepEqual((await s.s2sOutbox.list()).map((e) => e.stanza), ["<presence type='subscribe'/>", "<message id='3'/>"]);
+    });
+
+    it("message records: one record in both archives and the queue, with its sides' other parties", async () => {
+      const base = 1_800_000_000_000 * 1024;
+      const stanza = "<message from='alice@a.test/phone' to='bob@a.test'><body>hi</body></message>";
+      const record: MessageRecord = { id: base + 1, stanza, storedAt: 7,
+        sender: { owner: "alice@a.test", withBare: "bob@a.test", withResource: "" },
+        recipient: { owner: "bob@a.test", withBare: "alice@a.test", withResource: "phone" },
+        queue: { owner: "bob@a.test", limit: 10 } };
+      const entry = await s.messages.write(record);
+      assert.equal(typeof entry, "number", "queued");
+      assert.equal(record.sealed, true, "the store sealed what it wrote");
+      assert.deepEqual(await s.archive.query("alice@a.test", { newestFirst: false, limit: 10 }), [{ id: base + 1, withBare: "bob@a.test", withResource: "", stanza }]);
+      assert.deepEqual(await s.archive.query("bob@a.test", { withBare: "alice@a.test", withResource: "phone", newestFirst: false, limit: 10 }),
+        [{ id: base + 1, withBare: "alice@a.test", withResource: "phone", stanza }]);
+      assert.deepEqual(await s.offline.list("bob@a.test"), [{ id: entry, stanza, storedAt: 7 }]);
+      // Acknowledged: out of the queue, still in both archives.
+      await s.offline.acknowledge("bob@a.test", [entry!]);
+      assert.equal(await s.offline.count("bob@a.test"), 0);
+      assert.equal((await s.archive.get("bob@a.test", [base + 1])).length, 1);
+      assert.equal((await s.archive.get("alice@a.test", [base + 1])).length, 1);
+      // One side leaving (a deleted account) leaves the other side's entry.
+      await s.accounts.create(account("alice@a.test"));
+      await s.accounts.delete("alice@a.test");
+      assert.equal(await s.archive.bounds("alice@a.test"), undefined);
+      assert.deepEqual(await s.archive.bounds("bob@a.test"), { first: base + 1, last: base + 1 });
+    });
+
+    it("message records: merged pages of both sides, newest first and with filters", async () => {
+      const base = 1_800_000_000_000 * 1024;
+      const write = (n: number, from: string, to: string) => s.messages.write({ id: base + n, stanza: `<message id='m${n}'/>`, storedAt: n,
+        sender: { owner: from, withBare: to, withResource: "" }, recipient: { owner: to, withBare: from, withResource: "r" } });
+      await Promise.all([write(1, "alice@a.test", "bob@a.test"), write(2, "bob@a.test", "alice@a.test"), write(3, "alice@a.test", "carol@a.test"),
+        write(4, "carol@a.test", "alice@a.test"), write(5, "alice@a.test", "bob@a.test")]);
+      const ids = (ms: Array<{ id: number }>) => ms.map((m) => m.id - base);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: false, limit: 10 })), [1, 2, 3, 4, 5]);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: false, limit: 3 })), [1, 2, 3]);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { newestFirst: true, limit: 3 })), [3, 4, 5]);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { withBare: "bob@a.test", newestFirst: false, limit: 10 })), [1, 2, 5]);
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { withBare: "carol@a.test", withResource: "r", newestFirst: false, limit: 10 })), [4],
+        "the resource is the other party's on each side");
+      assert.deepEqual(ids(await s.archive.query("alice@a.test", { afterId: base + 1, beforeId: base + 5, newestFirst: true, limit: 2 })), [3, 4]);
+      assert.deepEqual(ids(await s.archive.get("alice@a.test", [base + 5, base + 2, base + 9])), [2, 5]);
+      assert.deepEqual(ids(await s.archive.get("bob@a.test", [base + 3])), [], "not bob's");
+      assert.deepEqual(await s.archive.bounds("alice@a.test"), { first: base + 1, last: base + 5 });
+      assert.deepEqual(await s.archive.bounds("carol@a.test"), { first: base + 3, last: base + 4 });
+    });
+
+    it("undelivered queue: the watermark passes contiguous acknowledgements, holds those above a gap, and never re-delivers them", async () => {
+      const e: number[] = [];
+      for (let i = 0; i < 5; i++) e.push((await s.offline.append("bob@a.test", `<message id='${i}'/>`, i, 10))!);
+      const listed = async () => (await s.offline.list("bob@a.test")).map((m) => m.stanza);
+      await s.offline.acknowledge("bob@a.test", [e[1]!, e[3]!]);
+      assert.deepEqual(await listed(), ["<message id='0'/>", "<message id='2'/>", "<message id='4'/>"]);
+      assert.equal(await s.offline.count("bob@a.test"), 3);
+      assert.equal(await s.offline.total(), 3);
+      await s.offline.acknowledge("bob@a.test", [e[0]!]);
+      assert.deepEqual(await listed(), ["<message id='2'/>", "<message id='4'/>"]);
+      await s.offline.acknowledge("bob@a.test", [e[2]!]);
+      assert.deepEqual(await listed(), ["<message id='4'/>"], "the gap closed: the held acknowledgement of 3 counts");
+      await Promise.all([s.offline.acknowledge("bob@a.test", [e[4]!]), s.offline.acknowledge("bob@a.test", [e[4]!])]);
+      assert.equal(await s.offline.count("bob@a.test"), 0);
+      // A new entry after the newest record was collected is above the watermark (no seq reuse).
+      const again = await s.offline.append("bob@a.test", "<message id='5'/>", 5, 10);
+      assert.ok(again! > e[4]!);
+      assert.deepEqual(await listed(), ["<message id='5'/>"]);
+      assert.equal(await s.offline.count("bob@a.test"), 1, "the limit counts entries above the watermark only");
+    });
+
+    it("message records: a full queue still archives; an unreferenced record is not written; pruning keeps what a queue holds", async () => {
+      const base = 1_800_000_000_000 * 1024;
+      await s.offline.append("bob@a.test", "<message id='q'/>", 1, 1);
+      const full = await s.messages.write({ id: base + 1, stanza: "<message id='a'/>", storedAt: 2,
+        recipient: { owner: "bob@a.test", withBare: "alice@a.test", withResource: "" }, queue: { owner: "bob@a.test", limit: 1 } });
+      assert.equal(full, undefined, "not queued");
+      assert.equal((await s.archive.get("bob@a.test", [base + 1])).length, 1, "archived all the same");
+      assert.equal(await s.messages.write({ stanza: "<message id='none'/>", storedAt: 3, queue: { owner: "bob@a.test", limit: 1 } }), undefined);
+      assert.equal(await s.offline.total(), 1);
+      const held = (await s.messages.write({ id: base + 2, stanza: "<message id='held'/>", storedAt: 4,
+        recipient: { owner: "carol@a.test", withBare: "alice@a.test", withResource: "" }, queue: { owner: "carol@a.test", limit: 5 } }))!;
+      assert.equal(await s.archive.prune(base + 3, 100), 1, "only the record no queue holds");
+      assert.equal((await s.archive.get("carol@a.test", [base + 2])).length, 1);
+      await s.offline.acknowledge("carol@a.test", [held]);
+      assert.equal(await s.archive.prune(base + 3, 100), 1, "delivered: pruned now");
+      assert.equal(await s.archive.bounds("carol@a.test"), undefined);
+      assert.deepEqual((await s.offline.list("bob@a.test")).map((m) => m.stanza), ["<message id='q'/>"], "the queue-only record is kept");
     });
 
     it("blocklist: add is idempotent, sorted, remove some or all", async () => {

@@ -1,15 +1,22 @@
 /** The reference driver: plain maps, no persistence. Used by fast tests; its semantics define the contract. */
-import { domainOf, type StoredAbuseReport, type Device, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type OutboxEntry, type RosterItem, type Storage } from "../index.js";
+import { GroupCommit } from "../group-commit.js";
+import { advanceMark, byOwner } from "../watermark.js";
+import { domainOf, type ArchiveEntry, type MessageRecord, type StoredAbuseReport, type Device, type UploadRecord, type RoomRecord, type RoomAffiliation, type Account, type ArchivedMessage, type PubSubItem, type LastActivity, type OfflineMessage, type OutboxEntry, type RosterItem, type Storage } from "../index.js";
 
 export function createMemoryStorage(): Storage {
   const accounts = new Map<string, Account>();
   const rosters = new Map<string, { version: number; items: Map<string, RosterItem> }>();
   const requests = new Map<string, Map<string, string>>();
-  const offline = new Map<string, OfflineMessage[]>();
+  /** The message records (docs/STORAGE.md) by seq, in commit order. */
+  const records = new Map<number, StoredRecord>();
+  /** owner → their archive entries, by id. */
+  const archives = new Map<string, ArchiveRef[]>();
+  /** owner → the queued records above their watermark, in seq order. */
+  const queues = new Map<string, StoredRecord[]>();
+  const marks = new Map<string, { mark: number; held: Set<number> }>();
   const documents = new Map<string, Map<string, string>>();
   const last = new Map<string, LastActivity>();
   const blocked = new Map<string, Set<string>>();
-  const archives = new Map<string, ArchivedMessage[]>();
   /** owner → node → { config, items oldest first } */
   const pubsub = new Map<string, Map<string, { config: string; items: PubSubItem[] }>>();
   const nodeOf = (owner: string, node: string) => pubsub.get(owner)?.get(node);
@@ -20,10 +27,70 @@ export function createMemoryStorage(): Storage {
   const roomAffiliations = new Map<string, Map<string, RoomAffiliation>>();
   /** owner → user-agent id → device */
   const devices = new Map<string, Map<string, Device>>();
-  let offlineSeq = 0;
   /** Insertion order is id order. */
   const outbox = new Map<number, OutboxEntry>();
   let outboxSeq = 0;
+  let recordSeq = 0;
+
+  const listOf = <V>(map: Map<string, V[]>, owner: string): V[] => {
+    let list = map.get(owner);
+    if (!list) map.set(owner, (list = []));
+    return list;
+  };
+  const enter = (owner: string, rec: StoredRecord, side: "sender" | "recipient") => {
+    const list = listOf(archives, owner);
+    let at = list.length;
+    while (at > 0 && list[at - 1]!.rec.id! > rec.id!) at--;
+    list.splice(at, 0, { rec, side });
+  };
+  /** A record goes when nothing refers to it any more. */
+  const collect = (rec: StoredRecord) => {
+    if (!rec.sender && !rec.recipient && !rec.queueOwner) records.delete(rec.seq);
+  };
+  const leaveArchive = (owner: string) => {
+    for (const { rec, side } of archives.get(owner) ?? []) { rec[side] = undefined; collect(rec); }
+    archives.delete(owner);
+  };
+  const leaveQueue = (owner: string) => {
+    for (const rec of queues.get(owner) ?? []) { rec.queueOwner = undefined; collect(rec); }
+    queues.delete(owner);
+    marks.delete(owner);
+  };
+  const queued = (owner: string) => {
+    const held = marks.get(owner)?.held;
+    return (queues.get(owner) ?? []).filter((r) => !held?.has(r.seq));
+  };
+  const toArchived = ({ rec, side }: ArchiveRef): ArchivedMessage =>
+    ({ id: rec.id!, withBare: rec[side]!.withBare, withResource: rec[side]!.withResource, stanza: rec.stanza });
+
+  // Commits like the SQL drivers do (one turn later, sealing the record then), so the modules'
+  // assembly of a record behaves alike on every driver.
+  const writes = new GroupCommit((batch: MessageRecord[]) => batch.map((r) => {
+    r.sealed = true;
+    const queue = r.queue && queued(r.queue.owner).length < r.queue.limit ? r.queue.owner : undefined;
+    if (!r.sender && !r.recipient && !queue) return undefined;
+    const rec: StoredRecord = { seq: ++recordSeq, id: r.id, stanza: r.stanza, storedAt: r.storedAt,
+      sender: r.sender && { ...r.sender }, recipient: r.recipient && { ...r.recipient }, queueOwner: queue };
+    records.set(rec.seq, rec);
+    if (rec.sender) enter(rec.sender.owner, rec, "sender");
+    if (rec.recipient) enter(rec.recipient.owner, rec, "recipient");
+    if (queue) listOf(queues, queue).push(rec);
+    return queue ? rec.seq : undefined;
+  }));
+  const acknowledgements = new GroupCommit((batch: Array<{ owner: string; ids: readonly number[] }>) => {
+    for (const [owner, ids] of byOwner(batch)) {
+      const queue = queues.get(owner) ?? [];
+      const state = marks.get(owner) ?? { mark: 0, held: new Set<number>() };
+      const next = advanceMark(state.mark, queue.map((r) => r.seq), [...state.held, ...ids]);
+      while (queue.length > 0 && queue[0]!.seq <= next.mark) {
+        const rec = queue.shift()!;
+        rec.queueOwner = undefined;
+        collect(rec);
+      }
+      marks.set(owner, { mark: next.mark, held: new Set(next.held) });
+    }
+    return batch.map(() => undefined);
+  });
 
   const rosterOf = (owner: string) => {
     let r = rosters.get(owner);
@@ -61,7 +128,7 @@ export function createMemoryStorage(): Storage {
       },
       async delete(jid) {
         if (!accounts.delete(jid)) return false;
-        rosters.delete(jid); requests.delete(jid); offline.delete(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid); archives.delete(jid); pubsub.delete(jid); devices.delete(jid);
+        rosters.delete(jid); requests.delete(jid); leaveQueue(jid); documents.delete(jid); last.delete(jid); blocked.delete(jid); leaveArchive(jid); pubsub.delete(jid); devices.delete(jid);
         for (const [id, u] of uploads) if (u.owner === jid) uploads.delete(id);
         return true;
       },
@@ -103,28 +170,16 @@ export function createMemoryStorage(): Storage {
       async remove(owner, contact) { requests.get(owner)?.delete(contact); },
     },
     offline: {
-      async append(owner, stanza, storedAt, limit) {
-        let q = offline.get(owner);
-        if (!q) offline.set(owner, (q = []));
-        if (q.length >= limit) return undefined;
-        const id = ++offlineSeq;
-        q.push({ id, stanza, storedAt });
-        return id;
-      },
+      append(owner, stanza, storedAt, limit) { return writes.add({ stanza, storedAt, queue: { owner, limit } }); },
       async list(owner, max) {
-        const q = offline.get(owner) ?? [];
-        return (max === undefined ? q : q.slice(0, max)).map((m) => ({ ...m }));
+        const q = queued(owner);
+        return (max === undefined ? q : q.slice(0, max)).map((r): OfflineMessage => ({ id: r.seq, stanza: r.stanza, storedAt: r.storedAt }));
       },
-      async remove(owner, ids) {
-        const q = offline.get(owner);
-        if (!q) return;
-        const drop = new Set(ids);
-        offline.set(owner, q.filter((m) => !drop.has(m.id)));
-      },
-      async count(owner) { return offline.get(owner)?.length ?? 0; },
+      async acknowledge(owner, ids) { await acknowledgements.add({ owner, ids }); },
+      async count(owner) { return queued(owner).length; },
       async total() {
         let n = 0;
-        for (const q of offline.values()) n += q.length;
+        for (const owner of queues.keys()) n += queued(owner).length;
         return n;
       },
     },
@@ -136,6 +191,9 @@ export function createMemoryStorage(): Storage {
       },
       async list() { return [...outbox.values()].map((e) => ({ ...e })); },
       async remove(ids) { for (const id of ids) outbox.delete(id); },
+    },
+    messages: {
+      write(record) { return writes.add(record); },
     },
     documents: {
       async get(owner, key) { return documents.get(owner)?.get(key); },
@@ -165,46 +223,46 @@ export function createMemoryStorage(): Storage {
     },
     archive: {
       async append(owner, message) {
-        let list = archives.get(owner);
-        if (!list) archives.set(owner, (list = []));
-        let at = list.length;
-        while (at > 0 && list[at - 1]!.id > message.id) at--;
-        list.splice(at, 0, { ...message });
+        await writes.add({ id: message.id, stanza: message.stanza, storedAt: Date.now(),
+          recipient: { owner, withBare: message.withBare, withResource: message.withResource } });
       },
       async query(owner, query) {
-        const inRange = (archives.get(owner) ?? []).filter((m) =>
+        const inRange = (archives.get(owner) ?? []).map(toArchived).filter((m) =>
           (query.withBare === undefined || m.withBare === query.withBare)
           && (query.withResource === undefined || m.withResource === query.withResource)
           && (query.afterId === undefined || m.id > query.afterId)
           && (query.beforeId === undefined || m.id < query.beforeId));
-        const page = query.newestFirst ? inRange.slice(Math.max(0, inRange.length - query.limit)) : inRange.slice(0, query.limit);
-        return page.map((m) => ({ ...m }));
+        return query.newestFirst ? inRange.slice(Math.max(0, inRange.length - query.limit)) : inRange.slice(0, query.limit);
       },
       async get(owner, ids) {
         const wanted = new Set(ids);
-        return (archives.get(owner) ?? []).filter((m) => wanted.has(m.id)).map((m) => ({ ...m }));
+        return (archives.get(owner) ?? []).filter((e) => wanted.has(e.rec.id!)).map(toArchived);
       },
-      async removeOwner(owner) { archives.delete(owner); },
+      async removeOwner(owner) { leaveArchive(owner); },
       async replace(owner, id, stanza) {
-        const m = archives.get(owner)?.find((x) => x.id === id);
-        if (m) m.stanza = stanza;
-        return m !== undefined;
+        const entry = archives.get(owner)?.find((e) => e.rec.id === id);
+        if (entry) entry.rec.stanza = stanza;
+        return entry !== undefined;
       },
       async bounds(owner) {
         const list = archives.get(owner);
-        return list?.length ? { first: list[0]!.id, last: list[list.length - 1]!.id } : undefined;
+        return list?.length ? { first: list[0]!.rec.id!, last: list[list.length - 1]!.rec.id! } : undefined;
       },
       async prune(beforeId, limit) {
-        let removed = 0;
-        for (const [owner, list] of archives) {
-          let n = 0;
-          while (n < list.length && list[n]!.id < beforeId && removed + n < limit) n++;
-          list.splice(0, n);
-          removed += n;
-          if (list.length === 0) archives.delete(owner);
-          if (removed >= limit) break;
+        // Oldest first across all owners; a record still in an undelivered queue stays.
+        const old = [...records.values()].filter((r) => r.id !== undefined && r.id < beforeId && !r.queueOwner && (r.sender || r.recipient))
+          .sort((x, y) => x.id! - y.id!).slice(0, limit);
+        for (const rec of old) {
+          for (const side of ["sender", "recipient"] as const) {
+            const owner = rec[side]?.owner;
+            if (owner === undefined) continue;
+            const list = archives.get(owner)!.filter((e) => e.rec !== rec);
+            if (list.length) archives.set(owner, list);
+            else archives.delete(owner);
+          }
+          records.delete(rec.seq);
         }
-        return removed;
+        return old.length;
       },
     },
     pubsub: {
@@ -305,6 +363,23 @@ export function createMemoryStorage(): Storage {
         else m.set(a.jid, { ...a });
       },
     },
-    async close() {},
+    async close() {
+      await writes.drain();
+      await acknowledgements.drain();
+    },
   };
 }
+
+interface StoredRecord {
+  seq: number;
+  id: number | undefined;
+  stanza: string;
+  storedAt: number;
+  sender: ArchiveEntry | undefined;
+  recipient: ArchiveEntry | undefined;
+  /** Whose undelivered queue holds it, until their watermark passes it. */
+  queueOwner: string | undefined;
+}
+
+/** An entry of an owner's archive: the record and which of its sides is the owner's. */
+interface ArchiveRef { rec: StoredRecord; side: "sender" | "recipient" }

@@ -10,8 +10,9 @@
 import pg from "pg";
 import { POSTGRES_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import { domainOf, deviceFromRow, deviceToRow } from "../index.js";
-import type { Account, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, ArchivedMessage, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import { advanceMark, byOwner } from "../watermark.js";
+import { domainOf, deviceFromRow, deviceToRow, mergeSides } from "../index.js";
+import type { MessageRecord, Account, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface PostgresOptions {
   url: string;
@@ -137,53 +138,136 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     Number((await c.query<{ version: string }>(
       "INSERT INTO roster_versions (owner, version) VALUES ($1, 1) ON CONFLICT (owner) DO UPDATE SET version = roster_versions.version + 1 RETURNING version", [owner])).rows[0]!.version);
 
-  // Group commit of offline appends: everything queued while a commit is in flight goes into the
-  // next transaction; each append resolves after its COMMIT.
-  interface Append { owner: string; stanza: string; storedAt: number; limit: number }
-  const offlineAppends = new GroupCommit((batch: Append[]) => retryOnConnectionLoss(() => tx(async (c) => {
-    // Two statements for the whole batch, whatever its size: the owners' current counts (to
-    // apply the per-user limits in arrival order), then one multi-row insert.
-    const owners = [...new Set(batch.map((a) => a.owner))];
-    const counts = new Map<string, number>();
-    for (const row of (await c.query<{ owner: string; n: string }>(
-      "SELECT owner, count(*) AS n FROM offline_messages WHERE owner = ANY($1::text[]) GROUP BY owner", [owners])).rows) {
-      counts.set(row.owner, Number(row.n));
+  /**
+   * Several nodes may write and acknowledge one user's queue. Both take a transaction-scoped lock
+   * on the owner first (in sorted order: no deadlock), so an entry's seq is drawn and committed
+   * while no acknowledgement of that owner runs: none can move the watermark past an entry that is
+   * not yet visible (docs/STORAGE.md).
+   */
+  const lockQueues = (c: pg.PoolClient, owners: string[]) =>
+    c.query("SELECT pg_advisory_xact_lock($1::int, hashtext(o)) FROM unnest($2::text[]) AS o ORDER BY o", [MIGRATION_LOCK, [...owners].sort()]);
+  const QUEUE_MARK = "coalesce((SELECT acked_seq FROM queue_marks k WHERE k.owner = m.queue_owner), 0)";
+
+  // Group commit of message records: everything queued while a commit is in flight goes into the
+  // next transaction; each write resolves after its COMMIT.
+  const writes = new GroupCommit((batch: MessageRecord[]) => {
+    for (const r of batch) r.sealed = true;
+    return retryOnConnectionLoss(() => tx(async (c) => {
+      // A fixed number of statements for the whole batch, whatever its size: the locks and queue
+      // lengths of the owners (to apply the per-user limits in arrival order), then one
+      // multi-row insert.
+      const owners = [...new Set(batch.flatMap((r) => (r.queue ? [r.queue.owner] : [])))];
+      const counts = new Map<string, number>();
+      if (owners.length) {
+        await lockQueues(c, owners);
+        for (const row of (await c.query<{ owner: string; n: string }>(
+          `SELECT m.queue_owner AS owner, count(*) - (SELECT count(*) FROM queue_acks a WHERE a.owner = m.queue_owner) AS n
+           FROM messages m WHERE m.queue_owner = ANY($1::text[]) AND m.seq > ${QUEUE_MARK} GROUP BY m.queue_owner`, [owners])).rows) {
+          counts.set(row.owner, Number(row.n));
+        }
+      }
+      const queued = batch.map((r) => {
+        if (!r.queue) return undefined;
+        const n = counts.get(r.queue.owner) ?? 0;
+        if (n >= r.queue.limit) return undefined;
+        counts.set(r.queue.owner, n + 1);
+        return r.queue.owner;
+      });
+      const rows = batch.map((r, i) => ({ r, queue: queued[i] })).filter(({ r, queue }) => r.sender || r.recipient || queue);
+      if (rows.length === 0) return batch.map(() => undefined);
+      const col = <T>(f: (x: { r: MessageRecord; queue: string | undefined }) => T) => rows.map(f);
+      const inserted = await c.query<{ seq: string; id: string | null }>(
+        `INSERT INTO messages (id, stanza, stored_at, sender_owner, sender_with, sender_resource, recipient_owner, recipient_with, recipient_resource, queue_owner)
+         SELECT id, stanza, stored_at, so, sw, sr, ro, rw, rr, qo FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+           $7::text[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS t(id, stanza, stored_at, so, sw, sr, ro, rw, rr, qo, n)
+         ORDER BY n ON CONFLICT (id) WHERE id IS NOT NULL DO NOTHING RETURNING seq, id`,
+        [col(({ r }) => r.id ?? null), col(({ r }) => r.stanza), col(({ r }) => r.storedAt),
+          col(({ r }) => r.sender?.owner ?? null), col(({ r }) => r.sender?.withBare ?? null), col(({ r }) => r.sender?.withResource ?? null),
+          col(({ r }) => r.recipient?.owner ?? null), col(({ r }) => r.recipient?.withBare ?? null), col(({ r }) => r.recipient?.withResource ?? null),
+          col(({ queue }) => queue ?? null)]);
+      // Records with an id are matched by it: one already written by a retried commit whose answer
+      // was lost comes back from the table. Those without (only queued) take the rest of the seqs,
+      // which one sequence hands out in insertion order.
+      const byId = new Map<number, number>();
+      const unnamed: number[] = [];
+      for (const row of inserted.rows) {
+        if (row.id === null) unnamed.push(Number(row.seq));
+        else byId.set(Number(row.id), Number(row.seq));
+      }
+      const missing = rows.flatMap(({ r }) => (r.id !== undefined && !byId.has(r.id) ? [r.id] : []));
+      if (missing.length) {
+        for (const row of (await c.query<{ seq: string; id: string }>("SELECT seq, id FROM messages WHERE id = ANY($1::bigint[])", [missing])).rows) byId.set(Number(row.id), Number(row.seq));
+      }
+      unnamed.sort((x, y) => x - y);
+      let next = 0;
+      const seqOf = new Map(rows.map(({ r }) => [r, r.id !== undefined ? byId.get(r.id) : unnamed[next++]]));
+      return batch.map((r, i) => (queued[i] ? seqOf.get(r) : undefined));
+    }));
+  });
+  const acknowledgements = new GroupCommit((batch: Array<{ owner: string; ids: readonly number[] }>) => retryOnConnectionLoss(() => tx(async (c) => {
+    const wanted = byOwner(batch);
+    const owners = [...wanted.keys()];
+    if (owners.length === 0) return batch.map(() => undefined);
+    await lockQueues(c, owners);
+    for (const owner of owners) {
+      const mark = Number((await c.query<{ acked_seq: string }>("SELECT acked_seq FROM queue_marks WHERE owner = $1", [owner])).rows[0]?.acked_seq ?? 0);
+      const held = (await c.query<{ seq: string }>("SELECT seq FROM queue_acks WHERE owner = $1", [owner])).rows.map((r) => Number(r.seq));
+      const acked = [...held, ...wanted.get(owner)!];
+      const above = (await c.query<{ seq: string }>("SELECT seq FROM messages WHERE queue_owner = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+        [owner, mark, Math.max(...acked)])).rows.map((r) => Number(r.seq));
+      const next = advanceMark(mark, above, acked);
+      if (next.mark !== mark) {
+        await c.query("INSERT INTO queue_marks (owner, acked_seq) VALUES ($1, $2) ON CONFLICT (owner) DO UPDATE SET acked_seq = EXCLUDED.acked_seq", [owner, next.mark]);
+        // Records only the queue referred to go when the watermark passes them.
+        await c.query("DELETE FROM messages WHERE queue_owner = $1 AND seq > $2 AND seq <= $3 AND sender_owner IS NULL AND recipient_owner IS NULL", [owner, mark, next.mark]);
+      }
+      if (held.length > 0) await c.query("DELETE FROM queue_acks WHERE owner = $1", [owner]);
+      if (next.held.length > 0) await c.query("INSERT INTO queue_acks (owner, seq) SELECT $1, unnest($2::bigint[])", [owner, next.held]);
     }
-    const accepted = batch.map((a) => {
-      const n = counts.get(a.owner) ?? 0;
-      if (n >= a.limit) return false;
-      counts.set(a.owner, n + 1);
-      return true;
-    });
-    const rows = batch.filter((_, i) => accepted[i]);
-    if (rows.length === 0) return batch.map(() => undefined);
-    const inserted = await c.query<{ id: string }>(
-      `INSERT INTO offline_messages (owner, stanza, stored_at)
-       SELECT owner, stanza, stored_at FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS t(owner, stanza, stored_at, n)
-       ORDER BY n RETURNING id`,
-      [rows.map((a) => a.owner), rows.map((a) => a.stanza), rows.map((a) => a.storedAt)]);
-    // Ids come from one sequence in insertion order, so ascending ids match the rows in order.
-    const ids = inserted.rows.map((r) => Number(r.id)).sort((x, y) => x - y);
-    let next = 0;
-    return accepted.map((ok) => (ok ? ids[next++] : undefined));
+    return batch.map(() => undefined);
   })));
+  /** Clears an owner's side of the records they share and deletes the records nobody refers to any more. */
+  const leaveRecords = async (c: pg.PoolClient, owner: string, queueToo: boolean) => {
+    // First the owner's records nobody else refers to, found through the owner's own indexes.
+    for (const where of [
+      "sender_owner = $1 AND recipient_owner IS NULL AND (queue_owner IS NULL OR ($2 AND queue_owner = $1))",
+      "recipient_owner = $1 AND sender_owner IS NULL AND (queue_owner IS NULL OR ($2 AND queue_owner = $1))",
+      "queue_owner = $1 AND $2 AND sender_owner IS NULL AND recipient_owner IS NULL",
+    ]) await c.query(`DELETE FROM messages WHERE ${where}`, [owner, queueToo]);
+    for (const side of ["sender", "recipient"]) {
+      await c.query(`UPDATE messages SET ${side}_owner = NULL, ${side}_with = NULL, ${side}_resource = NULL WHERE ${side}_owner = $1`, [owner]);
+    }
+    if (queueToo) await c.query("UPDATE messages SET queue_owner = NULL WHERE queue_owner = $1", [owner]);
+  };
 
   interface UploadRow { id: string; owner: string; filename: string; size: string; contentType: string; createdAt: string; expires: boolean }
   const UPLOAD_COLUMNS = `id, owner, filename, size, content_type AS "contentType", created_at AS "createdAt", expires`;
   const toUpload = (r: UploadRow): UploadRecord => ({ ...r, size: Number(r.size), createdAt: Number(r.createdAt) });
   interface ArchiveRow { id: string; withBare: string; withResource: string; stanza: string }
-  const ARCHIVE_COLUMNS = `id, with_bare AS "withBare", with_resource AS "withResource", stanza`;
   const toArchived = (r: ArchiveRow): ArchivedMessage => ({ ...r, id: Number(r.id) });
-  const archiveAppends = new GroupCommit(async (batch: Array<{ owner: string; message: ArchivedMessage }>) => {
-    await retryOnConnectionLoss(() => q(
-      `INSERT INTO archive (id, owner, with_bare, with_resource, stanza)
-       SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]) ON CONFLICT (id) DO NOTHING`,
-      [batch.map((b) => b.message.id), batch.map((b) => b.owner), batch.map((b) => b.message.withBare),
-        batch.map((b) => b.message.withResource), batch.map((b) => b.message.stanza)]));
-    return batch.map(() => undefined);
-  });
+  /**
+   * An owner's archive is two index ranges of the records (their sender entries and their
+   * recipient entries), each read with the same bounds and limit and merged by id.
+   */
+  const archiveQuery = async (owner: string, query: ArchiveQuery & { ids?: readonly number[] }): Promise<ArchivedMessage[]> => {
+    const side = async (name: "sender" | "recipient") => {
+      const where = [`${name}_owner = $1`];
+      const values: unknown[] = [owner];
+      const bind = (sql: string, value: unknown) => { values.push(value); where.push(sql.replace("?", `$${values.length}`)); };
+      if (query.withBare !== undefined) bind(`${name}_with = ?`, query.withBare);
+      if (query.withBare !== undefined && query.withResource !== undefined) bind(`${name}_resource = ?`, query.withResource);
+      if (query.afterId !== undefined) bind("id > ?", query.afterId);
+      if (query.beforeId !== undefined) bind("id < ?", query.beforeId);
+      if (query.ids !== undefined) bind("id = ANY(?::bigint[])", query.ids);
+      values.push(query.limit);
+      return (await read<ArchiveRow>(`SELECT id, ${name}_with AS "withBare", ${name}_resource AS "withResource", stanza FROM messages
+        WHERE ${where.join(" AND ")} ORDER BY id ${query.newestFirst ? "DESC" : "ASC"} LIMIT $${values.length}`, values)).rows.map(toArchived);
+    };
+    const [sent, received] = await Promise.all([side("sender"), side("recipient")]);
+    return mergeSides(sent, received, query);
+  };
 
-  // Group commit of outbox appends, like the offline ones: one multi-row insert per transaction.
+  // Group commit of outbox appends: one multi-row insert per transaction.
   interface OutboxAppend { local: string; remote: string; stanza: string; queuedAt: number }
   const outboxAppends = new GroupCommit(async (batch: OutboxAppend[]) => {
     const inserted = await retryOnConnectionLoss(() => q<{ id: string }>(
@@ -222,9 +306,10 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async delete(jid) {
         return tx(async (c) => {
           const existed = ((await c.query("DELETE FROM accounts WHERE jid = $1", [jid])).rowCount ?? 0) > 0;
-          for (const t of ["roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items", "uploads", "devices"]) {
+          for (const t of ["roster_versions", "roster_items", "subscription_requests", "documents", "last_activity", "blocklist", "pubsub_nodes", "pubsub_items", "uploads", "devices", "queue_marks", "queue_acks"]) {
             await c.query(`DELETE FROM ${t} WHERE owner = $1`, [jid]);
           }
+          await leaveRecords(c, jid, true);
           return existed;
         });
       },
@@ -274,17 +359,25 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       async remove(owner, contact) { await q("DELETE FROM subscription_requests WHERE owner = $1 AND contact = $2", [owner, contact]); },
     },
     offline: {
-      append(owner, stanza, storedAt, limit) { return offlineAppends.add({ owner, stanza, storedAt, limit }); },
+      append(owner, stanza, storedAt, limit) { return writes.add({ stanza, storedAt, queue: { owner, limit } }); },
       async list(owner, max) {
-        const r = await q<{ id: string; stanza: string; stored_at: string }>(
-          "SELECT id, stanza, stored_at FROM offline_messages WHERE owner = $1 ORDER BY id LIMIT $2", [owner, max ?? null]);
+        const r = await read<{ id: string; stanza: string; stored_at: string }>(
+          `SELECT seq AS id, stanza, stored_at FROM messages m WHERE queue_owner = $1 AND seq > ${QUEUE_MARK}
+             AND seq NOT IN (SELECT seq FROM queue_acks WHERE owner = $1) ORDER BY seq LIMIT $2`, [owner, max ?? null]);
         return r.rows.map((row) => ({ id: Number(row.id), stanza: row.stanza, storedAt: Number(row.stored_at) }));
       },
-      async remove(owner, ids) {
-        if (ids.length) await q("DELETE FROM offline_messages WHERE owner = $1 AND id = ANY($2::bigint[])", [owner, ids]);
+      async acknowledge(owner, ids) { await acknowledgements.add({ owner, ids }); },
+      async count(owner) {
+        return Number((await read<{ n: string }>(`SELECT (SELECT count(*) FROM messages m WHERE queue_owner = $1 AND seq > ${QUEUE_MARK})
+          - (SELECT count(*) FROM queue_acks WHERE owner = $1) AS n`, [owner])).rows[0]!.n);
       },
-      async count(owner) { return Number((await read<{ n: string }>("SELECT count(*) AS n FROM offline_messages WHERE owner = $1", [owner])).rows[0]!.n); },
-      async total() { return Number((await read<{ n: string }>("SELECT count(*) AS n FROM offline_messages")).rows[0]!.n); },
+      async total() {
+        return Number((await read<{ n: string }>(`SELECT (SELECT count(*) FROM messages m WHERE queue_owner IS NOT NULL AND seq > ${QUEUE_MARK})
+          - (SELECT count(*) FROM queue_acks) AS n`)).rows[0]!.n);
+      },
+    },
+    messages: {
+      write(record) { return writes.add(record); },
     },
     s2sOutbox: {
       append(local, remote, stanza, queuedAt) { return outboxAppends.add({ local, remote, stanza, queuedAt }); },
@@ -331,33 +424,26 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       },
     },
     archive: {
-      append(owner, message) { return archiveAppends.add({ owner, message }); },
-      async query(owner, query) {
-        const where = ["owner = $1"];
-        const values: unknown[] = [owner];
-        const bind = (sql: string, value: unknown) => { values.push(value); where.push(sql.replace("?", `$${values.length}`)); };
-        if (query.withBare !== undefined) bind("with_bare = ?", query.withBare);
-        if (query.withBare !== undefined && query.withResource !== undefined) bind("with_resource = ?", query.withResource);
-        if (query.afterId !== undefined) bind("id > ?", query.afterId);
-        if (query.beforeId !== undefined) bind("id < ?", query.beforeId);
-        values.push(query.limit);
-        const rows = (await read<ArchiveRow>(`SELECT ${ARCHIVE_COLUMNS} FROM archive WHERE ${where.join(" AND ")}
-          ORDER BY id ${query.newestFirst ? "DESC" : "ASC"} LIMIT $${values.length}`, values)).rows.map(toArchived);
-        return query.newestFirst ? rows.reverse() : rows;
+      async append(owner, m) {
+        await writes.add({ id: m.id, stanza: m.stanza, storedAt: Date.now(), recipient: { owner, withBare: m.withBare, withResource: m.withResource } });
       },
-      async get(owner, ids) {
-        return (await read<ArchiveRow>(`SELECT ${ARCHIVE_COLUMNS} FROM archive WHERE owner = $1 AND id = ANY($2::bigint[]) ORDER BY id`, [owner, ids])).rows.map(toArchived);
-      },
-      async removeOwner(owner) { await q("DELETE FROM archive WHERE owner = $1", [owner]); },
+      query: archiveQuery,
+      async get(owner, ids) { return archiveQuery(owner, { ids, newestFirst: false, limit: ids.length }); },
+      async removeOwner(owner) { await tx((c) => leaveRecords(c, owner, false)); },
       async replace(owner, id, stanza) {
-        return ((await q("UPDATE archive SET stanza = $1 WHERE owner = $2 AND id = $3", [stanza, owner, id])).rowCount ?? 0) > 0;
+        return ((await q("UPDATE messages SET stanza = $1 WHERE id = $2 AND (sender_owner = $3 OR recipient_owner = $3)", [stanza, id, owner])).rowCount ?? 0) > 0;
       },
       async bounds(owner) {
-        const row = (await read<{ first: string | null; last: string | null }>("SELECT min(id) AS first, max(id) AS last FROM archive WHERE owner = $1", [owner])).rows[0]!;
+        const row = (await read<{ first: string | null; last: string | null }>(`SELECT min(first) AS first, max(last) AS last FROM (
+          SELECT min(id) AS first, max(id) AS last FROM messages WHERE sender_owner = $1
+          UNION ALL SELECT min(id), max(id) FROM messages WHERE recipient_owner = $1) AS sides`, [owner])).rows[0]!;
         return row.first === null ? undefined : { first: Number(row.first), last: Number(row.last) };
       },
       async prune(beforeId, limit) {
-        return (await q("DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE id < $1 ORDER BY id LIMIT $2)", [beforeId, limit])).rowCount ?? 0;
+        // Oldest first; a record an undelivered queue still holds (above its owner's watermark) stays.
+        return (await q(`DELETE FROM messages WHERE seq IN (SELECT seq FROM messages m WHERE id < $1
+          AND (sender_owner IS NOT NULL OR recipient_owner IS NOT NULL) AND (queue_owner IS NULL OR seq <= ${QUEUE_MARK})
+          ORDER BY id LIMIT $2)`, [beforeId, limit])).rowCount ?? 0;
       },
     },
     pubsub: {
@@ -484,8 +570,8 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
     },
     async close() {
       closing = true;
-      await archiveAppends.drain();
-      await offlineAppends.drain();
+      await writes.drain();
+      await acknowledgements.drain();
       await outboxAppends.drain();
       await pool.end();
     },

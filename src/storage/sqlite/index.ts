@@ -12,8 +12,9 @@ import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
 import { BackgroundCheckpointer } from "./checkpointer.js";
-import { domainOf, deviceFromRow, deviceToRow } from "../index.js";
-import type { StoredAbuseReport, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, OutboxEntry, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import { advanceMark, byOwner } from "../watermark.js";
+import { domainOf, deviceFromRow, deviceToRow, mergeSides } from "../index.js";
+import type { MessageRecord, StoredAbuseReport, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, OutboxEntry, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface SqliteOptions {
   /** File path, or ":memory:". */
@@ -68,14 +69,30 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     reqList: db.prepare("SELECT contact, stanza FROM subscription_requests WHERE owner = ? ORDER BY contact"),
     reqHas: db.prepare("SELECT 1 FROM subscription_requests WHERE owner = ? AND contact = ?").pluck(),
     reqRemove: db.prepare("DELETE FROM subscription_requests WHERE owner = ? AND contact = ?"),
-    offCount: db.prepare("SELECT count(*) FROM offline_messages WHERE owner = ?").pluck(),
-    offTotal: db.prepare("SELECT count(*) FROM offline_messages").pluck(),
-    offInsert: db.prepare("INSERT INTO offline_messages (owner, stanza, stored_at) VALUES (?, ?, ?)"),
-    offList: db.prepare("SELECT id, stanza, stored_at AS storedAt FROM offline_messages WHERE owner = ? ORDER BY id LIMIT ?"),
-    offRemove: db.prepare("DELETE FROM offline_messages WHERE owner = ? AND id = ?"),
     outboxInsert: db.prepare("INSERT INTO s2s_outbox (local, remote, stanza, queued_at) VALUES (?, ?, ?, ?)"),
     outboxList: db.prepare("SELECT id, local, remote, stanza, queued_at AS queuedAt FROM s2s_outbox ORDER BY id"),
     outboxRemove: db.prepare("DELETE FROM s2s_outbox WHERE id = ?"),
+    // The undelivered queue: the owner's queued records above their watermark, less those held
+    // acknowledged above a gap (docs/STORAGE.md).
+    queueMark: db.prepare("SELECT acked_seq FROM queue_marks WHERE owner = ?").pluck(),
+    queueAbove: db.prepare("SELECT seq FROM messages WHERE queue_owner = ? AND seq > ? AND seq <= ? ORDER BY seq").pluck(),
+    queueHeld: db.prepare("SELECT seq FROM queue_acks WHERE owner = ? ORDER BY seq").pluck(),
+    queueSetMark: db.prepare("INSERT INTO queue_marks (owner, acked_seq) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET acked_seq = excluded.acked_seq"),
+    queueClearHeld: db.prepare("DELETE FROM queue_acks WHERE owner = ?"),
+    queueHold: db.prepare("INSERT OR IGNORE INTO queue_acks (owner, seq) VALUES (?, ?)"),
+    // Records only the queue referred to go when the watermark passes them.
+    queueCollect: db.prepare("DELETE FROM messages WHERE queue_owner = ? AND seq > ? AND seq <= ? AND sender_owner IS NULL AND recipient_owner IS NULL"),
+    queueCount: db.prepare(`SELECT (SELECT count(*) FROM messages WHERE queue_owner = @owner AND seq > coalesce((SELECT acked_seq FROM queue_marks WHERE owner = @owner), 0))
+      - (SELECT count(*) FROM queue_acks WHERE owner = @owner)`).pluck(),
+    queueTotal: db.prepare(`SELECT (SELECT count(*) FROM messages m WHERE queue_owner IS NOT NULL
+        AND seq > coalesce((SELECT acked_seq FROM queue_marks k WHERE k.owner = m.queue_owner), 0))
+      - (SELECT count(*) FROM queue_acks)`).pluck(),
+    queueList: db.prepare(`SELECT seq AS id, stanza, stored_at AS storedAt FROM messages
+      WHERE queue_owner = @owner AND seq > coalesce((SELECT acked_seq FROM queue_marks WHERE owner = @owner), 0)
+        AND seq NOT IN (SELECT seq FROM queue_acks WHERE owner = @owner)
+      ORDER BY seq LIMIT @max`),
+    recordInsert: db.prepare(`INSERT INTO messages (id, stanza, stored_at, sender_owner, sender_with, sender_resource,
+      recipient_owner, recipient_with, recipient_resource, queue_owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     docGet: db.prepare("SELECT xml FROM documents WHERE owner = ? AND key = ?").pluck(),
     docSet: db.prepare("INSERT OR REPLACE INTO documents (owner, key, xml) VALUES (?, ?, ?)"),
     docDelete: db.prepare("DELETE FROM documents WHERE owner = ? AND key = ?"),
@@ -87,13 +104,25 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     blockAdd: db.prepare("INSERT OR IGNORE INTO blocklist (owner, jid) VALUES (?, ?)"),
     blockRemove: db.prepare("DELETE FROM blocklist WHERE owner = ? AND jid = ?"),
     blockClear: db.prepare("DELETE FROM blocklist WHERE owner = ?"),
-    archiveInsert: db.prepare("INSERT INTO archive (id, owner, with_bare, with_resource, stanza) VALUES (?, ?, ?, ?, ?)"),
-    archiveGet: db.prepare(`SELECT id, with_bare AS withBare, with_resource AS withResource, stanza FROM archive
-      WHERE owner = ? AND id IN (SELECT value FROM json_each(?)) ORDER BY id`),
-    archiveRemoveOwner: db.prepare("DELETE FROM archive WHERE owner = ?"),
-    archiveReplace: db.prepare("UPDATE archive SET stanza = ? WHERE owner = ? AND id = ?"),
-    archiveBounds: db.prepare("SELECT min(id) AS first, max(id) AS last FROM archive WHERE owner = ?"),
-    archivePrune: db.prepare("DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE id < ? ORDER BY id LIMIT ?)"),
+    archiveRemoveSide: ["sender", "recipient"].map((side) => db.prepare(
+      `UPDATE messages SET ${side}_owner = NULL, ${side}_with = NULL, ${side}_resource = NULL WHERE ${side}_owner = ?`)),
+    queueRemoveOwner: db.prepare("UPDATE messages SET queue_owner = NULL WHERE queue_owner = ?"),
+    // The owner's records nobody else refers to, found through the owner's own indexes (@queue: the
+    // owner's queue entries go too).
+    recordsOnlyOf: [
+      "sender_owner = @owner AND recipient_owner IS NULL AND (queue_owner IS NULL OR (@queue AND queue_owner = @owner))",
+      "recipient_owner = @owner AND sender_owner IS NULL AND (queue_owner IS NULL OR (@queue AND queue_owner = @owner))",
+      "queue_owner = @owner AND @queue AND sender_owner IS NULL AND recipient_owner IS NULL",
+    ].map((where) => db.prepare(`DELETE FROM messages WHERE ${where}`)),
+    archiveReplace: db.prepare("UPDATE messages SET stanza = @stanza WHERE id = @id AND (sender_owner = @owner OR recipient_owner = @owner)"),
+    archiveBounds: db.prepare(`SELECT min(first) AS first, max(last) AS last FROM (
+      SELECT min(id) AS first, max(id) AS last FROM messages WHERE sender_owner = @owner
+      UNION ALL SELECT min(id), max(id) FROM messages WHERE recipient_owner = @owner)`),
+    // Oldest first; a record an undelivered queue still holds (above its owner's watermark) stays.
+    archivePrune: db.prepare(`DELETE FROM messages WHERE seq IN (SELECT seq FROM messages m WHERE id < ?
+      AND (sender_owner IS NOT NULL OR recipient_owner IS NOT NULL)
+      AND (queue_owner IS NULL OR seq <= coalesce((SELECT acked_seq FROM queue_marks k WHERE k.owner = m.queue_owner), 0))
+      ORDER BY id LIMIT ?)`),
   };
   const UPLOAD_COLUMNS = "id, owner, filename, size, content_type AS contentType, created_at AS createdAt, expires";
   const up = {
@@ -152,23 +181,27 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     ps.purge.run(owner, node);
     return ps.deleteNode.run(owner, node).changes > 0;
   });
-  // Archive queries: one prepared statement per combination of filters, made on first use.
+  // Archive queries: an owner's archive is two index ranges of the records (their sender entries
+  // and their recipient entries), each read with the same bounds and limit and merged by id. One
+  // prepared statement per side and combination of filters, made on first use.
   const archiveQueries = new Map<string, Database.Statement>();
-  const archiveQuery = (owner: string, query: ArchiveQuery): ArchivedMessage[] => {
-    const where = ["owner = ?"];
+  const archiveSide = (side: "sender" | "recipient", owner: string, query: ArchiveQuery & { ids?: readonly number[] }): ArchivedMessage[] => {
+    const where = [`${side}_owner = ?`];
     const values: unknown[] = [owner];
-    if (query.withBare !== undefined) { where.push("with_bare = ?"); values.push(query.withBare); }
-    if (query.withBare !== undefined && query.withResource !== undefined) { where.push("with_resource = ?"); values.push(query.withResource); }
+    if (query.withBare !== undefined) { where.push(`${side}_with = ?`); values.push(query.withBare); }
+    if (query.withBare !== undefined && query.withResource !== undefined) { where.push(`${side}_resource = ?`); values.push(query.withResource); }
     if (query.afterId !== undefined) { where.push("id > ?"); values.push(query.afterId); }
     if (query.beforeId !== undefined) { where.push("id < ?"); values.push(query.beforeId); }
-    const sql = `SELECT id, with_bare AS withBare, with_resource AS withResource, stanza FROM archive WHERE ${where.join(" AND ")}
+    if (query.ids !== undefined) { where.push("id IN (SELECT value FROM json_each(?))"); values.push(JSON.stringify(query.ids)); }
+    const sql = `SELECT id, ${side}_with AS withBare, ${side}_resource AS withResource, stanza FROM messages WHERE ${where.join(" AND ")}
       ORDER BY id ${query.newestFirst ? "DESC" : "ASC"} LIMIT ?`;
     let stmt = archiveQueries.get(sql);
     if (!stmt) archiveQueries.set(sql, (stmt = db.prepare(sql)));
-    const rows = stmt.all(...values, query.limit) as ArchivedMessage[];
-    return query.newestFirst ? rows.reverse() : rows;
+    return stmt.all(...values, query.limit) as ArchivedMessage[];
   };
-  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "offline_messages", "documents", "last_activity", "blocklist", "archive", "pubsub_nodes", "pubsub_items", "uploads", "devices"]
+  const archiveQuery = (owner: string, query: ArchiveQuery & { ids?: readonly number[] }): ArchivedMessage[] =>
+    mergeSides(archiveSide("sender", owner, query), archiveSide("recipient", owner, query), query);
+  const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "documents", "last_activity", "blocklist", "pubsub_nodes", "pubsub_items", "uploads", "devices", "queue_marks", "queue_acks"]
     .map((t) => db.prepare(`DELETE FROM ${t} WHERE ${t === "accounts" ? "jid" : "owner"} = ?`));
 
   const toItem = (r: RosterRow): RosterItem => ({
@@ -180,21 +213,34 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     approved: r.approved === 1,
   });
 
-  // Group commit: appends made in one event-loop turn share one transaction (one WAL commit, one
-  // fsync with synchronous=full); each promise resolves only after that commit.
-  const offlineAppends = new GroupCommit(db.transaction((batch: Array<{ owner: string; stanza: string; storedAt: number; limit: number }>) => batch.map((a) => {
-    if ((q.offCount.get(a.owner) as number) >= a.limit) return undefined;
-    return Number(q.offInsert.run(a.owner, a.stanza, a.storedAt).lastInsertRowid);
-  })));
-  const archiveAppends = new GroupCommit(db.transaction((batch: Array<{ owner: string; message: ArchivedMessage }>) => batch.map(({ owner, message: m }) => {
-    q.archiveInsert.run(m.id, owner, m.withBare, m.withResource, m.stanza);
+  // Group commit: records written in one event-loop turn share one transaction (one WAL commit,
+  // one fsync with synchronous=full); each promise resolves only after that commit.
+  const writes = new GroupCommit(db.transaction((batch: MessageRecord[]) => batch.map((r) => {
+    r.sealed = true;
+    const queue = r.queue && (q.queueCount.get({ owner: r.queue.owner }) as number) < r.queue.limit ? r.queue.owner : undefined;
+    if (!r.sender && !r.recipient && !queue) return undefined;
+    const seq = Number(q.recordInsert.run(r.id ?? null, r.stanza, r.storedAt, r.sender?.owner ?? null, r.sender?.withBare ?? null, r.sender?.withResource ?? null,
+      r.recipient?.owner ?? null, r.recipient?.withBare ?? null, r.recipient?.withResource ?? null, queue ?? null).lastInsertRowid);
+    return queue ? seq : undefined;
   })));
   const outboxAppends = new GroupCommit(db.transaction((batch: Array<{ local: string; remote: string; stanza: string; queuedAt: number }>) =>
     batch.map((e) => Number(q.outboxInsert.run(e.local, e.remote, e.stanza, e.queuedAt).lastInsertRowid))));
   const removeOutbox = db.transaction((ids: readonly number[]) => { for (const id of ids) q.outboxRemove.run(id); });
-  const removeOffline = db.transaction((owner: string, ids: readonly number[]) => {
-    for (const id of ids) q.offRemove.run(owner, id);
-  });
+  const acknowledgements = new GroupCommit(db.transaction((batch: Array<{ owner: string; ids: readonly number[] }>) => {
+    for (const [owner, ids] of byOwner(batch)) {
+      const mark = (q.queueMark.get(owner) as number | undefined) ?? 0;
+      const held = q.queueHeld.all(owner) as number[];
+      const acked = [...held, ...ids];
+      const next = advanceMark(mark, q.queueAbove.all(owner, mark, Math.max(...acked)) as number[], acked);
+      if (next.mark !== mark) {
+        q.queueSetMark.run(owner, next.mark);
+        q.queueCollect.run(owner, mark, next.mark);
+      }
+      if (held.length > 0) q.queueClearHeld.run(owner);
+      for (const seq of next.held) q.queueHold.run(owner, seq);
+    }
+    return batch.map(() => undefined);
+  }));
   const putRoster = db.transaction((owner: string, item: RosterItem) => {
     q.rosterPut.run(owner, item.jid, item.name ?? null, JSON.stringify(item.groups), item.subscription, item.ask ? 1 : 0, item.approved ? 1 : 0);
     return q.rosterBump.get(owner) as number;
@@ -209,9 +255,16 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   }));
   const blockAdd = db.transaction((owner: string, jids: readonly string[]) => { for (const j of jids) q.blockAdd.run(owner, j); });
   const blockRemove = db.transaction((owner: string, jids: readonly string[]) => { for (const j of jids) q.blockRemove.run(owner, j); });
+  /** Clears an owner's side of the records they share and deletes the records nobody refers to any more. */
+  const leaveRecords = db.transaction((owner: string, queueToo: boolean) => {
+    for (const stmt of q.recordsOnlyOf) stmt.run({ owner, queue: queueToo ? 1 : 0 });
+    for (const stmt of q.archiveRemoveSide) stmt.run(owner);
+    if (queueToo) q.queueRemoveOwner.run(owner);
+  });
   const deleteAccount = db.transaction((jid: string) => {
     const existed = q.accountExists.get(jid) !== undefined;
     for (const stmt of deleteUser) stmt.run(jid);
+    leaveRecords(jid, true);
     return existed;
   });
 
@@ -254,11 +307,14 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async remove(owner, contact) { q.reqRemove.run(owner, contact); },
     },
     offline: {
-      append(owner, stanza, storedAt, limit) { return offlineAppends.add({ owner, stanza, storedAt, limit }); },
-      async list(owner, max) { return q.offList.all(owner, max ?? -1) as Array<{ id: number; stanza: string; storedAt: number }>; },
-      async remove(owner, ids) { removeOffline(owner, ids); },
-      async count(owner) { return q.offCount.get(owner) as number; },
-      async total() { return q.offTotal.get() as number; },
+      append(owner, stanza, storedAt, limit) { return writes.add({ stanza, storedAt, queue: { owner, limit } }); },
+      async list(owner, max) { return q.queueList.all({ owner, max: max ?? -1 }) as Array<{ id: number; stanza: string; storedAt: number }>; },
+      async acknowledge(owner, ids) { await acknowledgements.add({ owner, ids }); },
+      async count(owner) { return q.queueCount.get({ owner }) as number; },
+      async total() { return q.queueTotal.get() as number; },
+    },
+    messages: {
+      write(record) { return writes.add(record); },
     },
     s2sOutbox: {
       append(local, remote, stanza, queuedAt) { return outboxAppends.add({ local, remote, stanza, queuedAt }); },
@@ -284,13 +340,15 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       },
     },
     archive: {
-      append(owner, message) { return archiveAppends.add({ owner, message }); },
+      async append(owner, m) {
+        await writes.add({ id: m.id, stanza: m.stanza, storedAt: Date.now(), recipient: { owner, withBare: m.withBare, withResource: m.withResource } });
+      },
       async query(owner, query) { return archiveQuery(owner, query); },
-      async get(owner, ids) { return q.archiveGet.all(owner, JSON.stringify(ids)) as ArchivedMessage[]; },
-      async removeOwner(owner) { q.archiveRemoveOwner.run(owner); },
-      async replace(owner, id, stanza) { return q.archiveReplace.run(stanza, owner, id).changes > 0; },
+      async get(owner, ids) { return archiveQuery(owner, { ids, newestFirst: false, limit: ids.length }); },
+      async removeOwner(owner) { leaveRecords(owner, false); },
+      async replace(owner, id, stanza) { return q.archiveReplace.run({ stanza, id, owner }).changes > 0; },
       async bounds(owner) {
-        const row = q.archiveBounds.get(owner) as { first: number | null; last: number | null };
+        const row = q.archiveBounds.get({ owner }) as { first: number | null; last: number | null };
         return row.first === null ? undefined : { first: row.first, last: row.last! };
       },
       async prune(beforeId, limit) { return q.archivePrune.run(beforeId, limit).changes; },
@@ -352,8 +410,8 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async remove(id) { return reportRemove.run(id).changes === 1; },
     },
     async close() {
-      await offlineAppends.drain();
-      await archiveAppends.drain();
+      await writes.drain();
+      await acknowledgements.drain();
       await outboxAppends.drain();
       await checkpointer?.stop();
       db.close();

@@ -158,4 +158,45 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     queued_at BIGINT NOT NULL
   );
   `,
+  // 11: one message record per message (docs/STORAGE.md): both archives' entries and the
+  // undelivered queue refer to it; acknowledgements move a per-user watermark. Moves the old
+  // archive rows (one recipient entry each, as they were one row each) and offline rows (queued,
+  // in their order). AUTOINCREMENT: a seq is never handed out twice, even after the newest record
+  // was deleted, so no new entry can land below a watermark.
+  `
+  CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER,
+    stanza TEXT NOT NULL,
+    stored_at INTEGER NOT NULL,
+    sender_owner TEXT,
+    sender_with TEXT,
+    sender_resource TEXT,
+    recipient_owner TEXT,
+    recipient_with TEXT,
+    recipient_resource TEXT,
+    queue_owner TEXT
+  );
+  CREATE UNIQUE INDEX messages_id ON messages (id) WHERE id IS NOT NULL;
+  CREATE INDEX messages_sender ON messages (sender_owner, id) WHERE sender_owner IS NOT NULL;
+  CREATE INDEX messages_sender_with ON messages (sender_owner, sender_with, id) WHERE sender_owner IS NOT NULL;
+  CREATE INDEX messages_recipient ON messages (recipient_owner, id) WHERE recipient_owner IS NOT NULL;
+  CREATE INDEX messages_recipient_with ON messages (recipient_owner, recipient_with, id) WHERE recipient_owner IS NOT NULL;
+  CREATE INDEX messages_queue ON messages (queue_owner, seq) WHERE queue_owner IS NOT NULL;
+  CREATE TABLE queue_marks (
+    owner TEXT PRIMARY KEY,
+    acked_seq INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE queue_acks (
+    owner TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (owner, seq)
+  ) WITHOUT ROWID;
+  INSERT INTO messages (id, stanza, stored_at, recipient_owner, recipient_with, recipient_resource)
+    SELECT id, stanza, id / 1024, owner, with_bare, with_resource FROM archive ORDER BY id;
+  INSERT INTO messages (stanza, stored_at, queue_owner)
+    SELECT stanza, stored_at, owner FROM offline_messages ORDER BY id;
+  DROP TABLE archive;
+  DROP TABLE offline_messages;
+  `,
 ];
