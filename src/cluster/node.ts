@@ -1,0 +1,176 @@
+/**
+ * One node of a cluster (docs/CLUSTER.md): ties the session directory and the node bus to this
+ * node's router and session table. What it decides is only *how* a stanza for a session reaches
+ * that session's node; *which* session gets it stays with the router and the modules.
+ */
+import { Redis } from "ioredis";
+import type { Config } from "../config.js";
+import type { HookBus } from "../hooks.js";
+import type { Logger } from "../log.js";
+import type { Router } from "../xmpp/router.js";
+import type { Session } from "../xmpp/sessions.js";
+import { StreamError, type StreamErrorCondition } from "../errors.js";
+import { parseElement } from "../xmpp/xml-parse.js";
+import type { Element } from "../xmpp/xml.js";
+import { ClusterKeys, DirectoryReplica, RedisDirectory, type DirectoryEntry } from "./directory.js";
+import { NodeBus, type BusReceiver } from "./bus.js";
+import { ClusterSessionTable } from "./sessions.js";
+
+export type ClusterSettings = NonNullable<Config["cluster"]>;
+
+export interface ClusterStatus {
+  node: string;
+  /** Sessions of the other nodes this node knows, by node. */
+  remoteSessions: Map<string, number>;
+  /** Deliveries sent to other nodes whose confirmation has not come yet. */
+  awaitingConfirmation: number;
+}
+
+/** A redis connection that fails fast at start instead of queueing commands for a server that is not there. */
+function connection(url: string, name: string): Redis {
+  return new Redis(url, { lazyConnect: true, connectionName: name, maxRetriesPerRequest: null });
+}
+
+export class ClusterNode {
+  readonly sessions = new ClusterSessionTable();
+  readonly keys: ClusterKeys;
+  private readonly redis: Redis;
+  private readonly subscriber: Redis;
+  private readonly reader: Redis;
+  private readonly replica: DirectoryReplica;
+  private readonly directory: RedisDirectory;
+  private readonly bus: NodeBus;
+  private router: Router | undefined;
+  private readonly detach: Array<() => void> = [];
+
+  constructor(private readonly settings: ClusterSettings, private readonly log: Logger) {
+    const node = settings.nodeId;
+    this.keys = new ClusterKeys(settings.keyPrefix);
+    this.redis = connection(settings.redisUrl, `parley:${node}`);
+    this.subscriber = connection(settings.redisUrl, `parley:${node}:sub`);
+    this.reader = connection(settings.redisUrl, `parley:${node}:inbox`);
+    this.replica = new DirectoryReplica(node, (full) => this.sessions.changed(full));
+    this.bus = new NodeBus({ node, keys: this.keys, redis: this.redis, reader: this.reader, receiver: this.receiver(), log });
+    this.directory = new RedisDirectory({
+      node, keys: this.keys, redis: this.redis, subscriber: this.subscriber, replica: this.replica, log,
+      heartbeatMs: settings.heartbeatSeconds * 1000, nodeTimeoutMs: settings.nodeTimeoutSeconds * 1000,
+      nodeDied: async (dead, reaping) => {
+        const failed = this.bus.nodeDied(dead);
+        const rerouted = reaping ? await this.bus.takeOver(dead, (xml) => this.reroute(xml)) : 0;
+        log.info({ stage: "cluster", node: dead, failed, rerouted }, "dead node's traffic taken over");
+      },
+    });
+    this.sessions.connect(this.replica, this.bus);
+  }
+
+  get nodeId(): string {
+    return this.settings.nodeId;
+  }
+
+  /**
+   * Joins the cluster once the modules are ready (stanzas from other nodes are routed at once):
+   * what this node's previous run left in the directory goes, the replica is loaded, the inbox read.
+   */
+  async start(router: Router, hooks: HookBus): Promise<void> {
+    this.router = router;
+    try {
+      await Promise.all([this.redis.connect(), this.subscriber.connect(), this.reader.connect()]);
+      const stale = await this.directory.removeEntriesOf(this.nodeId);
+      if (stale) this.log.info({ stage: "cluster", removed: stale }, "entries of this node's previous run removed");
+      await this.directory.start();
+      await this.bus.start();
+    } catch (err) {
+      await this.disconnect();
+      throw err;
+    }
+    const record = (what: string, write: Promise<unknown>) =>
+      write.catch((err) => this.log.error({ err, stage: "cluster", what }, "session directory write failed"));
+    this.detach.push(
+      hooks.on("session/bound", ({ session }) => record("bind", this.bind(session))),
+      hooks.on("session/presence", ({ session }) => record("presence", this.directory.update(session.jid.full, entryOf(this.nodeId, session)))),
+      hooks.on("session/closed", ({ session }) => record("unbind", this.directory.unbind(session.jid.full, session.id))),
+    );
+    this.log.info({ stage: "cluster", node: this.nodeId }, "joined the cluster");
+  }
+
+  status(): ClusterStatus {
+    return { node: this.nodeId, remoteSessions: this.replica.countByNode(), awaitingConfirmation: this.bus.awaitingConfirmation };
+  }
+
+  /** Leaves the cluster after this node's sessions have ended (their entries are gone then). */
+  async stop(): Promise<void> {
+    for (const off of this.detach.splice(0)) off();
+    await this.directory.stop();
+    await this.bus.stop();
+    // A clean stop is not a death: the heartbeat goes now, and with it the node.
+    await this.redis.pipeline().del(this.keys.heartbeat(this.nodeId)).srem(this.keys.nodes(), this.nodeId).exec().catch(() => undefined);
+    await this.disconnect();
+  }
+
+  private async disconnect(): Promise<void> {
+    await Promise.all([this.redis, this.subscriber, this.reader].map((c) => c.quit().catch(() => c.disconnect())));
+  }
+
+  /** RFC 6120 §7.7.2.2 across nodes: the new session wins; the old one, on another node, gets <conflict/>. */
+  private async bind(session: Session): Promise<void> {
+    const replaced = await this.directory.bind(session.jid.full, entryOf(this.nodeId, session));
+    if (replaced && replaced.node !== this.nodeId) {
+      this.log.info({ stage: "bind", jid: session.jid.full, node: replaced.node }, "session on another node replaced");
+      this.bus.kick(replaced.node, session.jid.full, replaced.sid, "conflict");
+    }
+  }
+
+  private receiver(): BusReceiver {
+    const parse = (xml: string): Element | undefined => {
+      try {
+        return parseElement(xml);
+      } catch (err) {
+        this.log.error({ err, stage: "cluster" }, "stanza from another node does not parse; dropped");
+        return undefined;
+      }
+    };
+    const target = (to: string, sid: string) => {
+      const session = this.sessions.local(to);
+      return session && session.id === sid ? session : undefined;
+    };
+    return {
+      stanza: (to, sid, xml) => {
+        const stanza = parse(xml);
+        if (!stanza) return;
+        const session = target(to, sid);
+        // The session it was chosen for is gone: routed again as addressed, like a stanza for
+        // a resource that is not connected (RFC 6121 §8.5.3.2).
+        if (session) this.router!.deliver(session, stanza);
+        else void this.router!.route(stanza);
+      },
+      confirm: async (to, sid, xml) => {
+        const stanza = parse(xml);
+        const session = target(to, sid);
+        // Whoever asked keeps the durable copy: false sends it to the user's other resources or storage.
+        if (!stanza || !session) return false;
+        return (await this.router!.deliverConfirmed(session, stanza)) ?? true;
+      },
+      kick: (to, sid, condition) => {
+        const session = target(to, sid);
+        if (!session) return;
+        session.close(condition ? new StreamError(condition as StreamErrorCondition, condition === "conflict" ? "Replaced by a new session on another node" : undefined) : undefined);
+      },
+    };
+  }
+
+  private reroute(xml: string): void {
+    try {
+      void this.router?.route(parseElement(xml));
+    } catch (err) {
+      this.log.error({ err, stage: "cluster" }, "re-routing a dead node's stanza failed");
+    }
+  }
+}
+
+function entryOf(node: string, session: Session): DirectoryEntry {
+  return {
+    node, sid: session.id, priority: session.priority, transport: session.transport,
+    ...(session.presence ? { presence: session.presence.toString() } : {}),
+  };
+}
+
