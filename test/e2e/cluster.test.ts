@@ -1,0 +1,225 @@
+/**
+ * A cluster on real Redis and Postgres (docs/CLUSTER.md): nodes A and B in this process, node C a
+ * child process (so it can be killed with SIGKILL), one fresh Postgres schema and one Redis key
+ * prefix for the whole file. Users on different nodes subscribe, see presence and chat; bare-JID
+ * routing picks the top priority anywhere; a full JID bound twice gets <conflict/>; resource
+ * limits count every node; a killed node's entries expire and its users' messages are stored.
+ */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import pg from "pg";
+import { Redis } from "ioredis";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { rawSession, streamError, errorReply, type RawClient } from "../helpers/raw.js";
+import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
+import { REDIS_URL, dropKeyPrefix, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
+import type { Element } from "@xmpp/xml";
+
+const NS_SM = "urn:xmpp:sm:3";
+const missing = (await postgresUnavailable()) ?? (await redisUnavailable());
+if (missing) console.log(`# SKIPPED cluster e2e: ${missing}`);
+
+const HEARTBEAT_SECONDS = 0.25;
+const NODE_TIMEOUT_SECONDS = 1;
+
+/** Stanzas counted for XEP-0198 'h': what the client received since <enabled/>. */
+function handled(c: RawClient, since: number): number {
+  return c.elements.slice(since).filter((e) => ["message", "presence", "iq"].includes(e.name)).length;
+}
+
+async function enableSm(c: RawClient): Promise<number> {
+  const mark = c.elements.length;
+  c.send(`<enable xmlns='${NS_SM}'/>`);
+  await c.waitForElement((e) => e.is("enabled", NS_SM), 10_000, mark);
+  return c.elements.length;
+}
+
+const message = (id: string) => (e: Element) => e.is("message") && e.attrs.id === id;
+
+describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreachable: ${missing}` : false }, () => {
+  const schema = `parley_cluster_${randomBytes(6).toString("hex")}`;
+  const keyPrefix = freshKeyPrefix();
+  const storage = { driver: "postgres", url: PG_URL, schema, poolSize: 4 };
+  const cluster = (nodeId: string) => ({ nodeId, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: HEARTBEAT_SECONDS, nodeTimeoutSeconds: NODE_TIMEOUT_SECONDS });
+  const limits = { maxResourcesPerUser: 5 };
+  let a: TestServer;
+  let b: TestServer;
+  const clients: RawClient[] = [];
+  const login = async (server: TestServer, user: string, resource: string) => {
+    const c = await rawSession(server.ports.c2sDirectTls!, user, "pw", resource);
+    clients.push(c);
+    return c;
+  };
+  /** Both nodes know the session (each node learns the other's from the directory channel). */
+  const known = (full: string) => until(() => a.sessions.get(full) !== undefined && b.sessions.get(full) !== undefined, `${full} known on both nodes`);
+
+  before(async () => {
+    // One after the other: the first runs the schema's migrations.
+    a = await startTestServer({ storage, limits, cluster: cluster("a") });
+    b = await startTestServer({ storage, limits, cluster: cluster("b") });
+    for (const user of ["alice", "bob", "carol", "dave", "erin"]) await a.accounts.create(`${user}@localhost`, "pw");
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await a?.cleanup();
+    await b?.cleanup();
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await c.end();
+    await dropKeyPrefix(keyPrefix);
+  });
+
+  it("users on different nodes subscribe, see each other's presence and chat", async () => {
+    const alice = await login(a, "alice", "pc");
+    const bob = await login(b, "bob", "phone");
+    await known("alice@localhost/pc");
+    await known("bob@localhost/phone");
+    for (const c of [alice, bob]) {
+      c.send("<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>");
+      await c.waitForElement((e) => e.is("iq") && e.attrs.id === "roster1" && e.attrs.type === "result");
+    }
+    alice.send("<presence/>");
+    bob.send("<presence/>");
+    await until(() => a.sessions.get("bob@localhost/phone")?.presence !== undefined, "bob available as node a sees it");
+    // RFC 6121 §3.1.3: the request reaches the contact's available resources that asked for the roster.
+    alice.send("<presence to='bob@localhost' type='subscribe'/>");
+    await bob.waitForElement((e) => e.is("presence") && e.attrs.type === "subscribe" && e.attrs.from === "alice@localhost", 10_000);
+    bob.send("<presence to='alice@localhost' type='subscribed'/>");
+    await alice.waitForElement((e) => e.is("presence") && e.attrs.type === "subscribed" && e.attrs.from === "bob@localhost", 10_000);
+    const mark = alice.elements.length;
+    bob.send("<presence><status>on node b</status></presence>");
+    // RFC 6121 §4.4: bob's presence broadcast reaches his subscriber on the other node.
+    const seen = await alice.waitForElement((e) => e.is("presence") && e.attrs.from === "bob@localhost/phone" && e.getChildText("status") === "on node b", 10_000, mark);
+    assert.equal(seen.attrs.type, undefined);
+    alice.send("<message to='bob@localhost' type='chat' id='m1'><body>hello from a</body></message>");
+    const got = await bob.waitForElement(message("m1"), 10_000);
+    assert.equal(got.attrs.from, "alice@localhost/pc");
+    assert.equal(got.getChildText("body"), "hello from a");
+    bob.send("<message to='alice@localhost/pc' type='chat' id='m2'><body>hello from b</body></message>");
+    const back = await alice.waitForElement(message("m2"), 10_000);
+    assert.equal(back.attrs.from, "bob@localhost/phone");
+  });
+
+  it("a message to a session with stream management on another node is stored until its client acknowledges it", async () => {
+    const alice = await login(a, "alice", "sm");
+    const bob = await login(b, "bob", "sm");
+    await known("bob@localhost/sm");
+    const aliceSince = await enableSm(alice);
+    const bobSince = await enableSm(bob);
+    alice.send("<message to='bob@localhost/sm' type='chat' id='durable1'><body>kept until acked</body></message>");
+    alice.send(`<r xmlns='${NS_SM}'/>`);
+    const ack = await alice.waitForElement((e) => e.is("a", NS_SM) && Number(e.attrs.h) >= 1, 10_000, aliceSince);
+    assert.equal(Number(ack.attrs.h), 1);
+    // The sender's 'h' covers the message once storage has it: the row is there before bob acknowledges.
+    const rows = await a.storage.offline.list("bob@localhost", 10);
+    assert.ok(rows.some((r) => r.stanza.includes("durable1")), "the durable copy exists while bob has not acknowledged");
+    await bob.waitForElement(message("durable1"), 10_000, bobSince);
+    bob.send(`<a xmlns='${NS_SM}' h='${handled(bob, bobSince)}'/>`);
+    await until(async () => !(await a.storage.offline.list("bob@localhost", 10)).some((r) => r.stanza.includes("durable1")), "durable copy removed after bob's ack on node b");
+  });
+
+  it("a message to a bare JID goes to the top-priority resource, on whichever node it is", async () => {
+    const alice = await login(a, "alice", "prio");
+    const desk = await login(a, "bob", "desk");
+    const laptop = await login(b, "bob", "laptop");
+    desk.send("<presence><priority>1</priority></presence>");
+    laptop.send("<presence><priority>7</priority></presence>");
+    await until(() => a.sessions.get("bob@localhost/laptop")?.priority === 7 && b.sessions.get("bob@localhost/desk")?.priority === 1, "priorities known on both nodes");
+    alice.send("<message to='bob@localhost' type='chat' id='bare1'><body>to the top priority</body></message>");
+    await laptop.waitForElement(message("bare1"), 10_000);
+    // Markers sent after it, to the other resources: once they arrive, bare1 would have too.
+    alice.send("<message to='bob@localhost/desk' type='chat' id='marker-desk'><body>m</body></message>");
+    alice.send("<message to='bob@localhost/phone' type='chat' id='marker-phone'><body>m</body></message>");
+    await desk.waitForElement(message("marker-desk"), 10_000);
+    const phone = clients[1]!;
+    await phone.waitForElement(message("marker-phone"), 10_000);
+    assert.equal(desk.anyElement(message("bare1")), false);
+    assert.equal(phone.anyElement(message("bare1")), false);
+    for (const c of [desk, laptop]) c.send("<presence type='unavailable'/>");
+  });
+
+  it("the same full JID bound on another node replaces the old session with <conflict/>", async () => {
+    const first = await login(a, "carol", "same");
+    await known("carol@localhost/same");
+    const second = await login(b, "carol", "same");
+    await first.waitForElement(streamError("conflict"), 10_000);
+    await first.closed;
+    await until(() => a.sessions.get("carol@localhost/same") !== undefined && a.sessions.get("carol@localhost/same") !== b.sessions.get("carol@localhost/same")
+      && a.sessions.get("carol@localhost/same")!.id === b.sessions.get("carol@localhost/same")!.id, "node a knows carol/same on node b");
+    const alice = await login(a, "alice", "conflict");
+    alice.send("<message to='carol@localhost/same' type='chat' id='after-conflict'><body>x</body></message>");
+    await second.waitForElement(message("after-conflict"), 10_000);
+  });
+
+  it("the resource limit counts the user's sessions on every node", async () => {
+    await login(a, "dave", "1");
+    await login(b, "dave", "2");
+    await login(a, "dave", "3");
+    await login(b, "dave", "4");
+    await login(a, "dave", "5");
+    for (const r of ["1", "2", "3", "4", "5"]) await known(`dave@localhost/${r}`);
+    const fifth = await (await import("../helpers/raw.js")).openStream(a.ports.c2sDirectTls!);
+    clients.push(fifth);
+    fifth.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from("\0dave\0pw").toString("base64")}</auth>`);
+    await fifth.waitForElement((e) => e.is("success"));
+    fifth.restartParser();
+    fifth.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>");
+    await fifth.waitForElement((e) => e.is("features") && !!e.getChild("bind"));
+    fifth.send("<iq type='set' id='bind6'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>6</resource></bind></iq>");
+    // RFC 6120 §7.6.2.1: resource-constraint when the account has reached its limit.
+    await fifth.waitForElement(errorReply("bind6", "resource-constraint"), 10_000);
+  });
+
+  it("kill -9 of a node: its directory entries expire, and messages to its users go to offline storage", async () => {
+    const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", "test/helpers/cluster-node.ts", JSON.stringify({ storage, cluster: cluster("c") })], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      const ports = await new Promise<{ c2sDirectTls: number }>((resolve, reject) => {
+        createInterface({ input: child.stdout! }).once("line", (line) => resolve(JSON.parse(line) as { c2sDirectTls: number }));
+        child.once("exit", (code) => reject(new Error(`node c exited (${code})`)));
+      });
+      const erin = await rawSession(ports.c2sDirectTls, "erin", "pw", "phone");
+      clients.push(erin);
+      await enableSm(erin);
+      await known("erin@localhost/phone");
+      const alice = await login(a, "alice", "kill");
+      const aliceSince = await enableSm(alice);
+
+      const killedAt = Date.now();
+      child.kill("SIGKILL");
+      await erin.closed;
+      // Before node a has noticed: the message is for a session it still believes in.
+      alice.send("<message to='erin@localhost/phone' type='chat' id='k1'><body>in flight</body></message>");
+      alice.send(`<r xmlns='${NS_SM}'/>`);
+      await alice.waitForElement((e) => e.is("a", NS_SM) && Number(e.attrs.h) >= 1, 10_000, aliceSince);
+      const acked = 1;
+      await until(() => a.sessions.get("erin@localhost/phone") === undefined && b.sessions.get("erin@localhost/phone") === undefined, "erin's entry gone from both nodes", 1000);
+      const expiredAfterMs = Date.now() - killedAt;
+      const redis = new Redis(REDIS_URL);
+      try {
+        await until(async () => (await redis.hexists(`${keyPrefix}:sess:erin@localhost`, "erin@localhost/phone")) === 0, "erin's entry gone from Redis", 1000);
+      } finally {
+        redis.disconnect();
+      }
+      const removedAfterMs = Date.now() - killedAt;
+      console.log(`# cluster: node killed; its sessions unroutable after ${expiredAfterMs} ms, its Redis entries removed after ${removedAfterMs} ms (heartbeat ${HEARTBEAT_SECONDS * 1000} ms, node timeout ${NODE_TIMEOUT_SECONDS * 1000} ms; bound ${(NODE_TIMEOUT_SECONDS + HEARTBEAT_SECONDS) * 1000} ms + one tick)`);
+
+      alice.send("<message to='erin@localhost' type='chat' id='k2'><body>after the death</body></message>");
+      alice.send(`<r xmlns='${NS_SM}'/>`);
+      await alice.waitForElement((e) => e.is("a", NS_SM) && Number(e.attrs.h) >= 2, 10_000, aliceSince);
+      await until(async () => (await a.storage.offline.count("erin@localhost")) === 2, "both messages in erin's offline storage");
+      const back = await login(b, "erin", "phone");
+      back.send("<presence/>");
+      const delivered = await Promise.all(["k1", "k2"].map((id) => back.waitForElement(message(id), 10_000)));
+      assert.deepEqual(delivered.map((m) => m.getChildText("body")), ["in flight", "after the death"]);
+      assert.equal(alice.anyElement((e) => e.is("message") && e.attrs.type === "error"), false);
+      console.log(`# cluster kill -9: sent 2, acked ${acked + 1}, delivered ${delivered.length}, duplicates ${back.elements.filter((e) => e.is("message") && ["k1", "k2"].includes(e.attrs.id)).length - 2}, lost ${2 - delivered.length}`);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+});
