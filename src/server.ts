@@ -393,7 +393,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await storage.close();
     throw err;
   }
-  log.info({ hosts: config.hosts, storage: storage.driver, modules: host.loaded.map((m) => m.name) }, "Parley started");
+  log.info({ hosts: config.hosts, storage: storage.driver, modules: host.loaded.map((m) => m.name), ports, ...(cluster ? { node: cluster.nodeId } : {}) }, "Parley started");
   // Challenges are answered by the listeners, so orders start once they listen.
   acme?.start();
 

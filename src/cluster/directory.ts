@@ -248,8 +248,10 @@ export class RedisDirectory {
   async unbind(full: string, sid: string): Promise<void> {
     const { redis, keys } = this.o;
     const done = await redis.eval(IF_OWNED, 1, keys.user(bareOf(full)), full, sid, "sid");
-    if (done !== 1) return;
-    await redis.pipeline().srem(keys.nodeSessions(this.o.node), full).publish(keys.directoryChannel(), JSON.stringify({ op: "del", full, sid } satisfies DirectoryChange)).exec();
+    // This node holds the full JID no longer either way (a newer session elsewhere may have it).
+    const after = redis.pipeline().srem(keys.nodeSessions(this.o.node), full);
+    if (done === 1) after.publish(keys.directoryChannel(), JSON.stringify({ op: "del", full, sid } satisfies DirectoryChange));
+    await after.exec();
   }
 
   /** The ids of the nodes with a live heartbeat, and their directory session counts (`parley status`). */

@@ -102,8 +102,9 @@ export class ClusterNode {
     for (const off of this.detach.splice(0)) off();
     await this.directory.stop();
     await this.bus.stop();
-    // A clean stop is not a death: the heartbeat goes now, and with it the node.
-    await this.redis.pipeline().del(this.keys.heartbeat(this.nodeId)).srem(this.keys.nodes(), this.nodeId).exec().catch(() => undefined);
+    // The heartbeat goes now rather than at its expiry: within one tick a survivor takes over
+    // what reached the inbox after the last read, and removes the node.
+    await this.redis.del(this.keys.heartbeat(this.nodeId)).catch(() => undefined);
     await this.disconnect();
   }
 
