@@ -73,6 +73,9 @@ export interface Chains {
   "iq/remote": Routed;
 }
 
+/** Caches of per-user state that assume this node is the only writer. */
+export type CacheName = "blocklist";
+
 /** A stanza a session held for its client, serialized once, with the time it was queued. */
 export interface HeldStanza {
   xml: string;
@@ -99,6 +102,16 @@ export interface Events {
   "user/deleting": { jid: Jid };
   "user/deleted": { jid: Jid };
   "server/stopping": Record<string, never>;
+  /**
+   * A module changed a user's stored state that other cluster nodes may hold in a cache
+   * (docs/CLUSTER.md, "Caches with one writer"); the cluster announces it to them.
+   */
+  "cache/changed": { cache: CacheName; user: string };
+  /**
+   * Another node changed it: whatever is cached for the user is stale. Without `user`, anything
+   * of that cache may be (this node missed announcements while its Redis connection was down).
+   */
+  "cache/stale": { cache: CacheName; user?: string };
 }
 
 export interface Filters {

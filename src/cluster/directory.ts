@@ -160,6 +160,7 @@ export class ClusterKeys {
   reapLock(node: string): string { return `${this.prefix}:reap:${node}`; }
   inbox(node: string): string { return `${this.prefix}:inbox:${node}`; }
   directoryChannel(): string { return `${this.prefix}:dir`; }
+  invalidationChannel(): string { return `${this.prefix}:invalidate`; }
 }
 
 // Each script touches one key, so that it runs on Redis Cluster too (no CROSSSLOT).

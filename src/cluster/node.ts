@@ -5,7 +5,7 @@
  */
 import { Redis } from "ioredis";
 import type { Config } from "../config.js";
-import type { HookBus } from "../hooks.js";
+import type { CacheName, HookBus } from "../hooks.js";
 import type { Logger } from "../log.js";
 import type { Router } from "../xmpp/router.js";
 import type { Session } from "../xmpp/sessions.js";
@@ -15,6 +15,9 @@ import type { Element } from "../xmpp/xml.js";
 import { ClusterKeys, DirectoryReplica, RedisDirectory, type DirectoryEntry } from "./directory.js";
 import { NodeBus, type BusReceiver } from "./bus.js";
 import { ClusterSessionTable } from "./sessions.js";
+
+/** Every cache that a reconnect makes stale. */
+const CACHES: readonly CacheName[] = ["blocklist"];
 
 export type ClusterSettings = NonNullable<Config["cluster"]>;
 
@@ -78,6 +81,7 @@ export class ClusterNode {
       const stale = await this.directory.removeEntriesOf(this.nodeId);
       if (stale) this.log.info({ stage: "cluster", removed: stale }, "entries of this node's previous run removed");
       await this.directory.start();
+      await this.watchCaches(hooks);
       await this.bus.start();
     } catch (err) {
       await this.disconnect();
@@ -89,8 +93,35 @@ export class ClusterNode {
       hooks.on("session/bound", ({ session }) => record("bind", this.bind(session))),
       hooks.on("session/presence", ({ session }) => record("presence", this.directory.update(session.jid.full, entryOf(this.nodeId, session)))),
       hooks.on("session/closed", ({ session }) => record("unbind", this.directory.unbind(session.jid.full, session.id))),
+      hooks.on("cache/changed", ({ cache, user }) =>
+        record("invalidation", this.redis.publish(this.keys.invalidationChannel(), JSON.stringify({ node: this.nodeId, cache, user })))),
     );
     this.log.info({ stage: "cluster", node: this.nodeId }, "joined the cluster");
+  }
+
+  /**
+   * Other nodes' "cache/changed" become "cache/stale" here. Pub/sub loses what is published while
+   * the connection is down, so after a reconnect every cache is stale.
+   */
+  private async watchCaches(hooks: HookBus): Promise<void> {
+    const channel = this.keys.invalidationChannel();
+    this.subscriber.on("message", (from: string, message: string) => {
+      if (from !== channel) return;
+      try {
+        const { node, cache, user } = JSON.parse(message) as { node: string; cache: CacheName; user: string };
+        if (node !== this.nodeId) void hooks.emit("cache/stale", { cache, user });
+      } catch {
+        this.log.warn({ stage: "cluster" }, "cache invalidation not understood; dropped");
+      }
+    });
+    let connected = true;
+    this.subscriber.on("close", () => { connected = false; });
+    this.subscriber.on("ready", () => {
+      if (connected) return;
+      connected = true;
+      for (const cache of CACHES) void hooks.emit("cache/stale", { cache });
+    });
+    await this.subscriber.subscribe(channel);
   }
 
   status(): ClusterStatus {

@@ -60,7 +60,7 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
     // One after the other: the first runs the schema's migrations.
     a = await startTestServer({ storage, limits, cluster: cluster("a") });
     b = await startTestServer({ storage, limits, cluster: cluster("b") });
-    for (const user of ["alice", "bob", "carol", "dave", "erin"]) await a.accounts.create(`${user}@localhost`, "pw");
+    for (const user of ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]) await a.accounts.create(`${user}@localhost`, "pw");
   });
 
   after(async () => {
@@ -173,6 +173,33 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
     fifth.send("<iq type='set' id='bind6'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>6</resource></bind></iq>");
     // RFC 6120 §7.6.2.1: resource-constraint when the account has reached its limit.
     await fifth.waitForElement(errorReply("bind6", "resource-constraint"), 10_000);
+  });
+
+  it("a block on one node holds on the others: their cached blocklists are invalidated", async () => {
+    const frank = await login(a, "frank", "x");
+    const grace = await login(b, "grace", "y");
+    frank.send("<presence/>");
+    await until(() => b.sessions.get("frank@localhost/x")?.presence !== undefined, "frank available on node b");
+    // Node b now holds frank's (empty) blocklist in its cache.
+    grace.send("<message to='frank@localhost' type='chat' id='before-block'><body>hi</body></message>");
+    await frank.waitForElement(message("before-block"), 10_000);
+    frank.send("<iq type='set' id='block1'><block xmlns='urn:xmpp:blocking'><item jid='grace@localhost'/></block></iq>");
+    await frank.waitForElement((e) => e.is("iq") && e.attrs.id === "block1" && e.attrs.type === "result", 10_000);
+    // The invalidation reaches node b asynchronously: grace tries until her message is refused
+    // there. Meanwhile node a's output filter already holds (XEP-0191 §3.4): nothing reaches frank.
+    const outcomes: string[] = [];
+    await until(async () => {
+      const id = `after-block-${outcomes.length}`;
+      grace.send(`<message to='frank@localhost' type='chat' id='${id}'><body>hi</body></message>`);
+      const outcome = await Promise.race([
+        grace.waitForElement(errorReply(id, "service-unavailable"), 2000).then(() => "refused"),
+        frank.waitForElement(message(id), 2000).then(() => "delivered"),
+      ]).catch(() => "dropped");
+      outcomes.push(outcome);
+      return outcome === "refused";
+    }, "grace's messages refused on node b after frank blocked her on node a", 20, 0);
+    assert.equal(outcomes.includes("delivered"), false);
+    console.log(`# cluster: blocklist invalidation: ${outcomes.join(", ")}`);
   });
 
   it("kill -9 of a node: its directory entries expire, and messages to its users go to offline storage", async () => {
