@@ -80,19 +80,22 @@ export class DirectoryReplica {
     for (const full of new Set([...before, ...this.fulls()])) this.onChange(full);
   }
 
-  /** A node is dead: its sessions are gone for routing from now on (and stay gone if stale changes arrive). */
-  nodeDied(node: string): string[] {
+  /**
+   * A node is dead: its sessions are gone for routing from now on (and stay gone if stale changes
+   * arrive). Returns the entries it had, for whoever ends those sessions.
+   */
+  nodeDied(node: string): Array<[string, DirectoryEntry]> {
     this.deadNodes.add(node);
-    const gone: string[] = [];
+    const gone: Array<[string, DirectoryEntry]> = [];
     for (const [bare, sessions] of this.byUser) {
       for (const [full, entry] of sessions) {
         if (entry.node !== node) continue;
         sessions.delete(full);
-        gone.push(full);
+        gone.push([full, entry]);
       }
       if (sessions.size === 0) this.byUser.delete(bare);
     }
-    for (const full of gone) this.onChange(full);
+    for (const [full] of gone) this.onChange(full);
     return gone;
   }
 
@@ -187,8 +190,11 @@ export interface RedisDirectoryOptions {
   subscriber: Redis;
   replica: DirectoryReplica;
   log: Logger;
-  /** A node was found dead (here, or by another node); called once per death this node sees. */
-  nodeDied(node: string, reaping: boolean): void | Promise<void>;
+  /**
+   * A node was found dead (here, or by another node), with the sessions this node knew on it;
+   * `reaping`: this node is the one survivor that cleans up after it.
+   */
+  nodeDied(node: string, reaping: boolean, sessions: Array<[string, DirectoryEntry]>): void | Promise<void>;
 }
 
 export class RedisDirectory {
@@ -336,8 +342,7 @@ export class RedisDirectory {
         // One survivor reaps (the holder of the lock); one that another node reaped already is only forgotten here.
         const reaping = members.includes(gone) && (await redis.set(keys.reapLock(gone), node, "PX", Math.round(nodeTimeoutMs), "NX")) === "OK";
         log.warn({ stage: "cluster", node: gone, reaping }, "node heartbeat expired");
-        this.o.replica.nodeDied(gone);
-        await this.o.nodeDied(gone, reaping);
+        await this.o.nodeDied(gone, reaping, this.o.replica.nodeDied(gone));
         if (reaping) {
           const removed = await this.removeEntriesOf(gone);
           await redis.srem(keys.nodes(), gone);

@@ -14,7 +14,8 @@ import { parseElement } from "../xmpp/xml-parse.js";
 import type { Element } from "../xmpp/xml.js";
 import { ClusterKeys, DirectoryReplica, RedisDirectory, type DirectoryEntry } from "./directory.js";
 import { NodeBus, type BusReceiver } from "./bus.js";
-import { ClusterSessionTable } from "./sessions.js";
+import { ClusterSessionTable, RemoteSession } from "./sessions.js";
+import { parseJid } from "../xmpp/jid.js";
 
 /** Every cache that a reconnect makes stale. */
 const CACHES: readonly CacheName[] = ["blocklist"];
@@ -44,6 +45,7 @@ export class ClusterNode {
   private readonly directory: RedisDirectory;
   private readonly bus: NodeBus;
   private router: Router | undefined;
+  private hooks: HookBus | undefined;
   private readonly detach: Array<() => void> = [];
 
   constructor(private readonly settings: ClusterSettings, private readonly log: Logger) {
@@ -57,10 +59,12 @@ export class ClusterNode {
     this.directory = new RedisDirectory({
       node, keys: this.keys, redis: this.redis, subscriber: this.subscriber, replica: this.replica, log,
       heartbeatMs: settings.heartbeatSeconds * 1000, nodeTimeoutMs: settings.nodeTimeoutSeconds * 1000,
-      nodeDied: async (dead, reaping) => {
+      nodeDied: async (dead, reaping, sessions) => {
         const failed = this.bus.nodeDied(dead);
-        const rerouted = reaping ? await this.bus.takeOver(dead, (xml) => this.reroute(xml)) : 0;
-        log.info({ stage: "cluster", node: dead, failed, rerouted }, "dead node's traffic taken over");
+        if (!reaping) return;
+        const rerouted = await this.bus.takeOver(dead, (xml) => this.reroute(xml));
+        log.info({ stage: "cluster", node: dead, failed, rerouted, sessions: sessions.length }, "dead node's traffic taken over");
+        await this.endSessionsOf(sessions);
       },
     });
     this.sessions.connect(this.replica, this.bus);
@@ -76,6 +80,7 @@ export class ClusterNode {
    */
   async start(router: Router, hooks: HookBus): Promise<void> {
     this.router = router;
+    this.hooks = hooks;
     try {
       await Promise.all([this.redis.connect(), this.subscriber.connect(), this.reader.connect()]);
       const stale = await this.directory.removeEntriesOf(this.nodeId);
@@ -89,10 +94,13 @@ export class ClusterNode {
     }
     const record = (what: string, write: Promise<unknown>) =>
       write.catch((err) => this.log.error({ err, stage: "cluster", what }, "session directory write failed"));
+    // Each node writes the entries of its own sessions only (the events also run for the
+    // sessions of a dead node that this node ends, see endSessionsOf).
+    const own = (session: Session) => !(session instanceof RemoteSession);
     this.detach.push(
       hooks.on("session/bound", ({ session }) => record("bind", this.bind(session))),
-      hooks.on("session/presence", ({ session }) => record("presence", this.directory.update(session.jid.full, entryOf(this.nodeId, session)))),
-      hooks.on("session/closed", ({ session }) => record("unbind", this.directory.unbind(session.jid.full, session.id))),
+      hooks.on("session/presence", ({ session }) => own(session) && record("presence", this.directory.update(session.jid.full, entryOf(this.nodeId, session)))),
+      hooks.on("session/closed", ({ session }) => own(session) && record("unbind", this.directory.unbind(session.jid.full, session.id))),
       hooks.on("cache/changed", ({ cache, user }) =>
         record("invalidation", this.redis.publish(this.keys.invalidationChannel(), JSON.stringify({ node: this.nodeId, cache, user })))),
     );
@@ -188,6 +196,18 @@ export class ClusterNode {
         session.close(condition ? new StreamError(condition as StreamErrorCondition, condition === "conflict" ? "Replaced by a new session on another node" : undefined) : undefined);
       },
     };
+  }
+
+  /**
+   * The sessions of a dead node end here, as that node would have ended them (RFC 6121 §4.5.3
+   * / §4.6.3: contacts get unavailable presence, last activity is written), by the handlers of
+   * "session/closed" on this node. Directed presence was known to the dead node only: it is lost.
+   */
+  private async endSessionsOf(sessions: Array<[string, DirectoryEntry]>): Promise<void> {
+    for (const [full, entry] of sessions) {
+      const session = new RemoteSession(parseJid(full), entry, this.replica, this.bus);
+      await this.hooks?.emit("session/closed", { session, reason: "node died" });
+    }
   }
 
   private reroute(xml: string): void {

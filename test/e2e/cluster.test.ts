@@ -202,18 +202,25 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
     console.log(`# cluster: blocklist invalidation: ${outcomes.join(", ")}`);
   });
 
-  it("kill -9 of a node: its directory entries expire, and messages to its users go to offline storage", async () => {
+  it("kill -9 of a node: its directory entries expire, its users' contacts see them go, and messages to them go to offline storage", async () => {
     const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", "test/helpers/cluster-node.ts", JSON.stringify({ storage, cluster: cluster("c") })], { stdio: ["ignore", "pipe", "inherit"] });
     try {
       const ports = await new Promise<{ c2sDirectTls: number }>((resolve, reject) => {
         createInterface({ input: child.stdout! }).once("line", (line) => resolve(JSON.parse(line) as { c2sDirectTls: number }));
         child.once("exit", (code) => reject(new Error(`node c exited (${code})`)));
       });
+      // alice is subscribed to erin's presence (RFC 6121 §3): she learns when erin's node dies.
+      await a.storage.roster.put("alice@localhost", { jid: "erin@localhost", groups: [], subscription: "to", ask: false, approved: false });
+      await a.storage.roster.put("erin@localhost", { jid: "alice@localhost", groups: [], subscription: "from", ask: false, approved: false });
+      const alice = await login(a, "alice", "kill");
+      alice.send("<presence/>");
       const erin = await rawSession(ports.c2sDirectTls, "erin", "pw", "phone");
       clients.push(erin);
-      await enableSm(erin);
       await known("erin@localhost/phone");
-      const alice = await login(a, "alice", "kill");
+      await until(() => a.sessions.get("alice@localhost/kill")?.presence !== undefined, "node a has alice's presence");
+      erin.send("<presence/>");
+      await alice.waitForElement((e) => e.is("presence") && e.attrs.from === "erin@localhost/phone" && e.attrs.type === undefined, 10_000);
+      await enableSm(erin);
       const aliceSince = await enableSm(alice);
 
       const killedAt = Date.now();
@@ -233,6 +240,8 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
         redis.disconnect();
       }
       const removedAfterMs = Date.now() - killedAt;
+      // RFC 6121 §4.5.3: the session ended without an unavailable presence; the server sends one.
+      await alice.waitForElement((e) => e.is("presence") && e.attrs.from === "erin@localhost/phone" && e.attrs.type === "unavailable", 10_000, aliceSince);
       console.log(`# cluster: node killed; its sessions unroutable after ${expiredAfterMs} ms, its Redis entries removed after ${removedAfterMs} ms (heartbeat ${HEARTBEAT_SECONDS * 1000} ms, node timeout ${NODE_TIMEOUT_SECONDS * 1000} ms; bound ${(NODE_TIMEOUT_SECONDS + HEARTBEAT_SECONDS) * 1000} ms + one tick)`);
 
       alice.send("<message to='erin@localhost' type='chat' id='k2'><body>after the death</body></message>");
