@@ -18,7 +18,7 @@ import { ClusterSessionTable, RemoteSession } from "./sessions.js";
 import { parseJid } from "../xmpp/jid.js";
 
 /** Every cache that a reconnect makes stale. */
-const CACHES: readonly CacheName[] = ["blocklist"];
+const CACHES: readonly CacheName[] = ["blocklist", "push"];
 
 export type ClusterSettings = NonNullable<Config["cluster"]>;
 
