@@ -179,6 +179,15 @@ if not ok or e[ARGV[3]] ~= ARGV[2] then return 0 end
 if ARGV[4] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[4]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 1`;
 
+/** HSET only while the field is free or still holds ARGV[3]'s session (a re-assertion never displaces a newer session). */
+const IF_FREE_OR_OWNED = `local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  local ok, e = pcall(cjson.decode, v)
+  if ok and e.sid ~= ARGV[3] then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`;
+
 export interface RedisDirectoryOptions {
   node: string;
   keys: ClusterKeys;
@@ -204,6 +213,7 @@ export class RedisDirectory {
   /** Other nodes seen with a live heartbeat, so that one reaped by another node before we looked is still noticed. */
   private readonly seenAlive = new Set<string>();
   private stopped = false;
+  private graceUntil = 0;
 
   constructor(private readonly o: RedisDirectoryOptions) {}
 
@@ -242,6 +252,25 @@ export class RedisDirectory {
     const old = (await redis.eval(SWAP, 1, keys.user(bareOf(full)), full, encodeEntry(entry))) as string | null;
     await redis.pipeline().sadd(keys.nodeSessions(this.o.node), full).publish(keys.directoryChannel(), JSON.stringify({ op: "set", full, entry } satisfies DirectoryChange)).exec();
     return old === null ? undefined : decodeEntry(old);
+  }
+
+  /**
+   * Writes a session's entry again after Redis may have lost it (a restart without persistence,
+   * a failover): unless another session took the full JID meanwhile.
+   */
+  async reassert(full: string, entry: DirectoryEntry): Promise<void> {
+    const { redis, keys } = this.o;
+    const done = await redis.eval(IF_FREE_OR_OWNED, 1, keys.user(bareOf(full)), full, encodeEntry(entry), entry.sid);
+    if (done !== 1) return;
+    await redis.pipeline().sadd(keys.nodeSessions(this.o.node), full).publish(keys.directoryChannel(), JSON.stringify({ op: "set", full, entry } satisfies DirectoryChange)).exec();
+  }
+
+  /**
+   * The command connection came back: if Redis lost its data, no node's heartbeat is there yet,
+   * so nobody is taken for dead until each had one timeout to beat again.
+   */
+  reconnected(): void {
+    this.graceUntil = Date.now() + this.o.nodeTimeoutMs;
   }
 
   /** The session's presence changed; written only while the entry is still the session's. */
@@ -331,7 +360,7 @@ export class RedisDirectory {
       const pipeline = redis.pipeline();
       for (const m of members) pipeline.exists(keys.heartbeat(m));
       const alive = ((await pipeline.exec()) ?? []).map(([, n]) => n === 1);
-      const dead = deadNodes(node, members, alive, this.seenAlive);
+      const dead = Date.now() < this.graceUntil ? [] : deadNodes(node, members, alive, this.seenAlive);
       members.forEach((m, i) => {
         if (!alive[i] || m === node) return;
         this.seenAlive.add(m);

@@ -30,9 +30,32 @@ export interface ClusterStatus {
   awaitingConfirmation: number;
 }
 
-/** A redis connection that fails fast at start instead of queueing commands for a server that is not there. */
-function connection(url: string, name: string): Redis {
-  return new Redis(url, { lazyConnect: true, connectionName: name, maxRetriesPerRequest: null });
+/** Runs `then` each time a connection that was up comes back (not at the first connect). */
+function afterReconnect(connection: Redis, then: () => void): void {
+  let connected = connection.status === "ready";
+  connection.on("close", () => { connected = false; });
+  connection.on("ready", () => {
+    if (connected) return;
+    connected = true;
+    then();
+  });
+}
+
+/**
+ * Connected by start(). While Redis is down, commands wait for it to come back instead of failing
+ * (maxRetriesPerRequest: null): a stanza for another node goes out once Redis is back.
+ */
+function connection(url: string, name: string, log: Logger): Redis {
+  const redis = new Redis(url, { lazyConnect: true, connectionName: name, maxRetriesPerRequest: null });
+  // Logged once per outage, not at every reconnect attempt.
+  let reported = false;
+  redis.on("error", (err: Error) => {
+    if (reported) return;
+    reported = true;
+    log.warn({ stage: "cluster", connection: name, err: err.message }, "Redis connection lost; reconnecting");
+  });
+  redis.on("ready", () => { reported = false; });
+  return redis;
 }
 
 export class ClusterNode {
@@ -51,9 +74,9 @@ export class ClusterNode {
   constructor(private readonly settings: ClusterSettings, private readonly log: Logger) {
     const node = settings.nodeId;
     this.keys = new ClusterKeys(settings.keyPrefix);
-    this.redis = connection(settings.redisUrl, `parley:${node}`);
-    this.subscriber = connection(settings.redisUrl, `parley:${node}:sub`);
-    this.reader = connection(settings.redisUrl, `parley:${node}:inbox`);
+    this.redis = connection(settings.redisUrl, `parley:${node}`, log);
+    this.subscriber = connection(settings.redisUrl, `parley:${node}:sub`, log);
+    this.reader = connection(settings.redisUrl, `parley:${node}:inbox`, log);
     this.replica = new DirectoryReplica(node, (full) => this.sessions.changed(full));
     this.bus = new NodeBus({ node, keys: this.keys, redis: this.redis, reader: this.reader, receiver: this.receiver(), log });
     this.directory = new RedisDirectory({
@@ -92,6 +115,7 @@ export class ClusterNode {
       await this.disconnect();
       throw err;
     }
+    this.watchReconnects();
     const record = (what: string, write: Promise<unknown>) =>
       write.catch((err) => this.log.error({ err, stage: "cluster", what }, "session directory write failed"));
     // Each node writes the entries of its own sessions only (the events also run for the
@@ -122,14 +146,23 @@ export class ClusterNode {
         this.log.warn({ stage: "cluster" }, "cache invalidation not understood; dropped");
       }
     });
-    let connected = true;
-    this.subscriber.on("close", () => { connected = false; });
-    this.subscriber.on("ready", () => {
-      if (connected) return;
-      connected = true;
+    afterReconnect(this.subscriber, () => {
       for (const cache of CACHES) void hooks.emit("cache/stale", { cache });
     });
     await this.subscriber.subscribe(channel);
+  }
+
+  /** After Redis comes back (it may have lost everything), this node's sessions are written again. */
+  private watchReconnects(): void {
+    afterReconnect(this.redis, () => {
+      this.directory.reconnected();
+      const sessions = [...this.sessions.all()];
+      this.log.info({ stage: "cluster", sessions: sessions.length }, "Redis connection back: directory entries written again");
+      for (const session of sessions) {
+        this.directory.reassert(session.jid.full, entryOf(this.nodeId, session))
+          .catch((err) => this.log.error({ err, stage: "cluster" }, "writing a directory entry again failed"));
+      }
+    });
   }
 
   status(): ClusterStatus {
