@@ -87,10 +87,10 @@ export interface Events {
   /** Sent initial available presence (RFC 6121 §4.2): offline messages flush here. */
   "session/available": { session: Session };
   /**
-   * A session's broadcast presence or priority changed (RFC 6121 §4.2, §4.4, §4.5): available
-   * with a new presence, or unavailable. The cluster's session directory records it.
+   * A session's broadcast presence or priority (RFC 6121 §4.2, §4.4, §4.5) or its flags changed.
+   * The cluster's session directory records it.
    */
-  "session/presence": { session: Session };
+  "session/changed": { session: Session };
   "session/closed": { session: Session; reason: string };
   /**
    * A session ended holding stanzas its client never acknowledged (or that were never written).

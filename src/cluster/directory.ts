@@ -19,6 +19,8 @@ export interface DirectoryEntry {
   /** The last available presence the session broadcast, as XML; undefined while not available. */
   presence?: string;
   transport?: TransportKind;
+  /** The session's flags (Session.flags), when it has any. */
+  flags?: string[];
 }
 
 /** A change to the directory, as published on the directory channel. */
@@ -37,7 +39,8 @@ export function decodeEntry(value: string): DirectoryEntry | undefined {
     if (typeof v.node !== "string" || typeof v.sid !== "string" || typeof v.priority !== "number") return undefined;
     if (v.presence !== undefined && typeof v.presence !== "string") return undefined;
     const transport = v.transport === "tcp" || v.transport === "websocket" || v.transport === "bosh" ? v.transport : undefined;
-    return { node: v.node, sid: v.sid, priority: v.priority, ...(v.presence !== undefined ? { presence: v.presence } : {}), ...(transport ? { transport } : {}) };
+    const flags = Array.isArray(v.flags) && v.flags.every((f) => typeof f === "string") ? v.flags : undefined;
+    return { node: v.node, sid: v.sid, priority: v.priority, ...(v.presence !== undefined ? { presence: v.presence } : {}), ...(transport ? { transport } : {}), ...(flags ? { flags } : {}) };
   } catch {
     return undefined;
   }

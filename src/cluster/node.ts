@@ -123,7 +123,7 @@ export class ClusterNode {
     const own = (session: Session) => !(session instanceof RemoteSession);
     this.detach.push(
       hooks.on("session/bound", ({ session }) => record("bind", this.bind(session))),
-      hooks.on("session/presence", ({ session }) => own(session) && record("presence", this.directory.update(session.jid.full, entryOf(this.nodeId, session)))),
+      hooks.on("session/changed", ({ session }) => own(session) && record("presence", this.directory.update(session.jid.full, entryOf(this.nodeId, session)))),
       hooks.on("session/closed", ({ session }) => own(session) && record("unbind", this.directory.unbind(session.jid.full, session.id))),
       hooks.on("cache/changed", ({ cache, user }) =>
         record("invalidation", this.redis.publish(this.keys.invalidationChannel(), JSON.stringify({ node: this.nodeId, cache, user })))),
@@ -256,6 +256,7 @@ function entryOf(node: string, session: Session): DirectoryEntry {
   return {
     node, sid: session.id, priority: session.priority, transport: session.transport,
     ...(session.presence ? { presence: session.presence.toString() } : {}),
+    ...(session.flags.size ? { flags: [...session.flags].sort() } : {}),
   };
 }
 

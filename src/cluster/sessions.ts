@@ -70,6 +70,11 @@ export class RemoteSession implements Session {
     return this.current.priority;
   }
 
+  /** A copy: flags are set by the session's own node. */
+  get flags(): Set<string> {
+    return new Set(this.current.flags);
+  }
+
   set priority(_value: number) {}
 
   send(stanza: Element): void {

@@ -175,6 +175,26 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
     await fifth.waitForElement(errorReply("bind6", "resource-constraint"), 10_000);
   });
 
+  it("carbons reach the user's resources on other nodes (XEP-0280)", async () => {
+    const desk = await login(a, "grace", "desk");
+    const phone = await login(b, "grace", "phone");
+    const frank = await login(a, "frank", "carbons");
+    phone.send("<iq type='set' id='carbons1'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+    await phone.waitForElement((e) => e.is("iq") && e.attrs.id === "carbons1" && e.attrs.type === "result", 10_000);
+    await until(() => a.sessions.get("grace@localhost/phone")?.flags.has("carbons") === true, "node a knows grace/phone enabled carbons");
+    const forwarded = (kind: string, id: string) => (e: Element) => e.is("message") && e.getChild(kind, "urn:xmpp:carbons:2")?.getChild("forwarded", "urn:xmpp:forward:0")?.getChild("message")?.attrs.id === id;
+    // Received: frank → grace/desk on node a; the copy goes to grace/phone on node b.
+    frank.send("<message to='grace@localhost/desk' type='chat' id='carbon-in'><body>to the desk</body></message>");
+    await desk.waitForElement(message("carbon-in"), 10_000);
+    const received = await phone.waitForElement(forwarded("received", "carbon-in"), 10_000);
+    assert.equal(received.attrs.from, "grace@localhost");
+    // Sent: grace/desk → frank on node a; the copy goes to grace/phone on node b.
+    desk.send("<message to='frank@localhost/carbons' type='chat' id='carbon-out'><body>from the desk</body></message>");
+    await frank.waitForElement(message("carbon-out"), 10_000);
+    await phone.waitForElement(forwarded("sent", "carbon-out"), 10_000);
+    for (const c of [desk, phone, frank]) c.close();
+  });
+
   it("a block on one node holds on the others: their cached blocklists are invalidated", async () => {
     const frank = await login(a, "frank", "x");
     const grace = await login(b, "grace", "y");

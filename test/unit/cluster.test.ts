@@ -56,7 +56,7 @@ describe("directory replica", () => {
   });
 
   it("entries survive encoding; anything else is refused", () => {
-    const e: DirectoryEntry = { node: "b", sid: "s", priority: 5, presence: "<presence/>", transport: "websocket" };
+    const e: DirectoryEntry = { node: "b", sid: "s", priority: 5, presence: "<presence/>", transport: "websocket", flags: ["carbons"] };
     assert.deepEqual(decodeEntry(encodeEntry(e)), e);
     assert.equal(decodeEntry("{\"node\":1}"), undefined);
     assert.equal(decodeEntry("not json"), undefined);
