@@ -105,7 +105,9 @@ export class ClusterNode {
     this.router = router;
     this.hooks = hooks;
     try {
-      await Promise.all([this.redis.connect(), this.subscriber.connect(), this.reader.connect()]);
+      await Promise.all([this.redis.connect(), this.subscriber.connect(), this.reader.connect()]).catch((err: Error) => {
+        throw new Error(`cluster: cannot reach Redis at ${withoutPassword(this.settings.redisUrl)}: ${err.message}`);
+      });
       const stale = await this.directory.removeEntriesOf(this.nodeId);
       if (stale) this.log.info({ stage: "cluster", removed: stale }, "entries of this node's previous run removed");
       await this.directory.start();
@@ -249,6 +251,17 @@ export class ClusterNode {
     } catch (err) {
       this.log.error({ err, stage: "cluster" }, "re-routing a dead node's stanza failed");
     }
+  }
+}
+
+/** A Redis URL fit for a log line or an error message. */
+function withoutPassword(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return "(unparsable URL)";
   }
 }
 

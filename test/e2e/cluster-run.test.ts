@@ -110,6 +110,19 @@ describe("running a cluster (e2e)", { skip: missing ? `services unreachable: ${m
     }
   });
 
+  it("a node that cannot reach Redis refuses to start, and says where it looked", async () => {
+    const schema = `parley_noredis_${randomBytes(6).toString("hex")}`;
+    const closed = await freePort();
+    try {
+      await assert.rejects(
+        startTestServer({ storage: { driver: "postgres", url: PG_URL, schema, poolSize: 2 }, cluster: { nodeId: "lonely", redisUrl: `redis://user:hunter2@127.0.0.1:${closed}` } }),
+        (err: Error) => err.message.startsWith(`cluster: cannot reach Redis at redis://user:***@127.0.0.1:${closed}`) && !err.message.includes("hunter2"),
+      );
+    } finally {
+      await dropSchema(schema);
+    }
+  });
+
   it("three nodes behind HAProxy (TCP mode): clients spread over the nodes and reach each other", { skip: haproxy ?? false }, async () => {
     const schema = `parley_haproxy_${randomBytes(6).toString("hex")}`;
     const keyPrefix = freshKeyPrefix();
