@@ -9,6 +9,14 @@ import type { Logger } from "../log.js";
 import type { ClusterKeys } from "./directory.js";
 
 const GROUP = "parley";
+/**
+ * XADD unless the destination was reaped (KEYS[1], set by its reaper before it reads the inbox
+ * KEYS[2] once and deletes it): nothing is added behind the reaper's back. A heartbeat that is
+ * merely missing (Redis restarted empty) does not refuse anything.
+ */
+const ADD_UNLESS_REAPED = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV))
+return 1`;
 const READ_COUNT = 100;
 const BLOCK_MS = 1000;
 
@@ -92,6 +100,11 @@ export interface BusReceiver {
   confirm(to: string, sid: string, xml: string): Promise<boolean>;
   /** Close that session with a stream error condition ("" for a clean close). */
   kick(to: string, sid: string, condition: string): void;
+  /**
+   * Something could not be sent because its node was reaped: the node is dead for this node
+   * from now on, and a stanza (`xml`) is routed again (it finds the user's other resources or storage).
+   */
+  unreachable(node: string, xml: string | undefined): void;
 }
 
 export interface NodeBusOptions {
@@ -185,8 +198,15 @@ export class NodeBus {
   }
 
   private add(node: string, entry: BusEntry): void {
-    this.o.redis.xadd(this.o.keys.inbox(node), "*", ...encodeBusEntry(entry))
-      .catch((err) => this.o.log.error({ err, stage: "cluster", node, kind: entry.kind }, "sending to another node failed"));
+    const { redis, keys, log, receiver } = this.o;
+    redis.eval(ADD_UNLESS_REAPED, 2, keys.reaped(node), keys.inbox(node), ...encodeBusEntry(entry)).then((added) => {
+      if (added === 1) return;
+      log.info({ stage: "cluster", node, kind: entry.kind }, "not sent: the node was reaped");
+      // Dead first, so that whoever hears of the failed confirmation no longer picks that node;
+      // answers and kicks for a dead node have nobody to reach.
+      receiver.unreachable(node, entry.kind === "stanza" ? entry.xml : undefined);
+      if (entry.kind === "confirm") this.pending.settle(entry.id, false);
+    }, (err) => log.error({ err, stage: "cluster", node, kind: entry.kind }, "sending to another node failed"));
   }
 
   private async readLoop(): Promise<void> {

@@ -164,6 +164,8 @@ export class ClusterKeys {
   nodeSessions(node: string): string { return `${this.prefix}:node:${node}:sessions`; }
   nodes(): string { return `${this.prefix}:nodes`; }
   reapLock(node: string): string { return `${this.prefix}:reap:${node}`; }
+  /** Set by a dead node's reaper before it takes over the inbox; removed when the node starts again. */
+  reaped(node: string): string { return `${this.prefix}:reaped:${node}`; }
   inbox(node: string): string { return `${this.prefix}:inbox:${node}`; }
   directoryChannel(): string { return `${this.prefix}:dir`; }
   invalidationChannel(): string { return `${this.prefix}:invalidate`; }
@@ -190,6 +192,9 @@ if v then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1`;
+
+/** How long a reaped node's mark lasts if its id never starts again. */
+const REAPED_MARK_MS = 86_400_000;
 
 export interface RedisDirectoryOptions {
   node: string;
@@ -374,6 +379,8 @@ export class RedisDirectory {
         // One survivor reaps (the holder of the lock); one that another node reaped already is only forgotten here.
         const reaping = members.includes(gone) && (await redis.set(keys.reapLock(gone), node, "PX", Math.round(nodeTimeoutMs), "NX")) === "OK";
         log.warn({ stage: "cluster", node: gone, reaping }, "node heartbeat expired");
+        // Before anything reads its inbox: from now on nobody adds to it.
+        if (reaping) await redis.set(keys.reaped(gone), node, "PX", REAPED_MARK_MS);
         await this.o.nodeDied(gone, reaping, this.o.replica.nodeDied(gone));
         if (reaping) {
           const removed = await this.removeEntriesOf(gone);

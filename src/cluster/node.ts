@@ -108,6 +108,8 @@ export class ClusterNode {
       await Promise.all([this.redis.connect(), this.subscriber.connect(), this.reader.connect()]).catch((err: Error) => {
         throw new Error(`cluster: cannot reach Redis at ${withoutPassword(this.settings.redisUrl)}: ${err.message}`);
       });
+      // Others may send to this node again (a reaper marked its previous run).
+      await this.redis.del(this.keys.reaped(this.nodeId));
       const stale = await this.directory.removeEntriesOf(this.nodeId);
       if (stale) this.log.info({ stage: "cluster", removed: stale }, "entries of this node's previous run removed");
       await this.directory.start();
@@ -224,6 +226,13 @@ export class ClusterNode {
         // Whoever asked keeps the durable copy: false sends it to the user's other resources or storage.
         if (!stanza || !session) return false;
         return (await this.router!.deliverConfirmed(session, stanza)) ?? true;
+      },
+      unreachable: (node, xml) => {
+        // Dead here at once (the heartbeat check says so within a tick): otherwise routing
+        // again would pick the same remote session.
+        this.bus.nodeDied(node);
+        this.replica.nodeDied(node);
+        if (xml !== undefined) this.reroute(xml);
       },
       kick: (to, sid, condition) => {
         const session = target(to, sid);

@@ -44,7 +44,7 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
   const keyPrefix = freshKeyPrefix();
   const storage = { driver: "postgres", url: PG_URL, schema, poolSize: 4 };
   const cluster = (nodeId: string) => ({ nodeId, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: HEARTBEAT_SECONDS, nodeTimeoutSeconds: NODE_TIMEOUT_SECONDS });
-  const limits = { maxResourcesPerUser: 5 };
+  const limits = { maxResourcesPerUser: 6 };
   let a: TestServer;
   let b: TestServer;
   const clients: RawClient[] = [];
@@ -162,7 +162,8 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
     await login(a, "dave", "3");
     await login(b, "dave", "4");
     await login(a, "dave", "5");
-    for (const r of ["1", "2", "3", "4", "5"]) await known(`dave@localhost/${r}`);
+    await login(b, "dave", "6");
+    for (const r of ["1", "2", "3", "4", "5", "6"]) await known(`dave@localhost/${r}`);
     const fifth = await (await import("../helpers/raw.js")).openStream(a.ports.c2sDirectTls!);
     clients.push(fifth);
     fifth.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from("\0dave\0pw").toString("base64")}</auth>`);
@@ -170,9 +171,9 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
     fifth.restartParser();
     fifth.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>");
     await fifth.waitForElement((e) => e.is("features") && !!e.getChild("bind"));
-    fifth.send("<iq type='set' id='bind6'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>6</resource></bind></iq>");
+    fifth.send("<iq type='set' id='bind7'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>7</resource></bind></iq>");
     // RFC 6120 §7.6.2.1: resource-constraint when the account has reached its limit.
-    await fifth.waitForElement(errorReply("bind6", "resource-constraint"), 10_000);
+    await fifth.waitForElement(errorReply("bind7", "resource-constraint"), 10_000);
   });
 
   it("carbons reach the user's resources on other nodes (XEP-0280)", async () => {
@@ -220,6 +221,28 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
     }, "grace's messages refused on node b after frank blocked her on node a", 20, 0);
     assert.equal(outcomes.includes("delivered"), false);
     console.log(`# cluster: blocklist invalidation: ${outcomes.join(", ")}`);
+  });
+
+  it("nothing is added to the inbox of a node once it was reaped: the message stays in storage", async () => {
+    const alice = await login(a, "alice", "reaped");
+    const target = await login(b, "carol", "reaped");
+    await known("carol@localhost/reaped");
+    const redis = new Redis(REDIS_URL);
+    try {
+      // What a reaper does first; node a still has carol's session in its replica.
+      await redis.set(`${keyPrefix}:reaped:b`, "test");
+      alice.send("<message to='carol@localhost/reaped' type='chat' id='to-reaped'><body>not into a reaped inbox</body></message>");
+      await until(async () => (await a.storage.offline.list("carol@localhost", 10)).some((r) => r.stanza.includes("to-reaped")), "the message kept in storage");
+      assert.equal(a.sessions.get("carol@localhost/reaped"), undefined, "node a takes node b for dead");
+      assert.equal(await redis.xlen(`${keyPrefix}:inbox:b`), 0);
+    } finally {
+      await redis.del(`${keyPrefix}:reaped:b`);
+      redis.disconnect();
+    }
+    // Node b writes again (a new session there): node a counts it alive again.
+    await login(b, "carol", "back");
+    await known("carol@localhost/back");
+    assert.equal(target.anyElement(message("to-reaped")), false);
   });
 
   it("kill -9 of a node: its directory entries expire, its users' contacts see them go, and messages to them go to offline storage", async () => {
