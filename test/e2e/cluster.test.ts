@@ -13,7 +13,7 @@ import { createInterface } from "node:readline";
 import pg from "pg";
 import { Redis } from "ioredis";
 import { startTestServer, type TestServer } from "../helpers/server.js";
-import { rawSession, streamError, errorReply, type RawClient } from "../helpers/raw.js";
+import { rawSession, openStream, header, streamError, errorReply, type RawClient } from "../helpers/raw.js";
 import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
 import { REDIS_URL, dropKeyPrefix, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
 import type { Element } from "@xmpp/xml";
@@ -164,16 +164,16 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
     await login(a, "dave", "5");
     await login(b, "dave", "6");
     for (const r of ["1", "2", "3", "4", "5", "6"]) await known(`dave@localhost/${r}`);
-    const fifth = await (await import("../helpers/raw.js")).openStream(a.ports.c2sDirectTls!);
-    clients.push(fifth);
-    fifth.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from("\0dave\0pw").toString("base64")}</auth>`);
-    await fifth.waitForElement((e) => e.is("success"));
-    fifth.restartParser();
-    fifth.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>");
-    await fifth.waitForElement((e) => e.is("features") && !!e.getChild("bind"));
-    fifth.send("<iq type='set' id='bind7'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>7</resource></bind></iq>");
+    const seventh = await openStream(a.ports.c2sDirectTls!);
+    clients.push(seventh);
+    seventh.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from("\0dave\0pw").toString("base64")}</auth>`);
+    await seventh.waitForElement((e) => e.is("success"));
+    seventh.restartParser();
+    seventh.send(header());
+    await seventh.waitForElement((e) => e.is("features") && !!e.getChild("bind"));
+    seventh.send("<iq type='set' id='bind7'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>7</resource></bind></iq>");
     // RFC 6120 §7.6.2.1: resource-constraint when the account has reached its limit.
-    await fifth.waitForElement(errorReply("bind7", "resource-constraint"), 10_000);
+    await seventh.waitForElement(errorReply("bind7", "resource-constraint"), 10_000);
   });
 
   it("carbons reach the user's resources on other nodes (XEP-0280)", async () => {
