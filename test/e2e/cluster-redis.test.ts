@@ -8,26 +8,16 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { promisify } from "node:util";
-import pg from "pg";
 import { Redis } from "ioredis";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { rawSession, type RawClient } from "../helpers/raw.js";
 import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
-import { until } from "../helpers/cluster.js";
+import { dropSchema, freePort, until } from "../helpers/cluster.js";
 
 const NS_SM = "urn:xmpp:sm:3";
 const missing = (await postgresUnavailable()) ?? (await promisify(execFile)("redis-server", ["--version"]).then(() => undefined, (err: Error) => `redis-server not installed (${err.message})`));
 if (missing) console.log(`# SKIPPED cluster Redis restart: ${missing}`);
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function startRedis(port: number): Promise<ChildProcess> {
   const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
@@ -64,10 +54,7 @@ describe("cluster: Redis restarted mid-traffic (e2e)", { skip: missing ? `unavai
     await a?.cleanup();
     await b?.cleanup();
     redis?.kill("SIGKILL");
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await c.end();
+    await dropSchema(schema);
   });
 
   it("nodes recover, and nothing the sender's 'h' covered is lost", async () => {

@@ -13,7 +13,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
-import pg from "pg";
 import { stringify } from "yaml";
 import { parseConfig } from "../../src/config.js";
 import { openStorage } from "../../src/server.js";
@@ -21,28 +20,13 @@ import { createAccounts } from "../../src/accounts.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { rawSession, type RawClient } from "../helpers/raw.js";
 import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
-import { REDIS_URL, dropKeyPrefix, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
+import { REDIS_URL, dropKeyPrefix, dropSchema, freePort, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
 
 const run = promisify(execFile);
 const missing = (await postgresUnavailable()) ?? (await redisUnavailable());
 if (missing) console.log(`# SKIPPED cluster run e2e: ${missing}`);
 const haproxy = await run("haproxy", ["-v"]).then(() => undefined, (err: Error) => `haproxy not installed (${err.message})`);
 if (!missing && haproxy) console.log(`# SKIPPED cluster behind HAProxy: ${haproxy}`);
-
-async function dropSchema(schema: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_URL });
-  await c.connect();
-  await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  await c.end();
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 const message = (id: string) => (e: { is(name: string): boolean; attrs: Record<string, string> }) => e.is("message") && e.attrs.id === id;
 

@@ -10,12 +10,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
-import pg from "pg";
 import { Redis } from "ioredis";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { rawSession, openStream, header, streamError, errorReply, type RawClient } from "../helpers/raw.js";
 import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
-import { REDIS_URL, dropKeyPrefix, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
+import { REDIS_URL, dropKeyPrefix, dropSchema, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
 import type { Element } from "@xmpp/xml";
 
 const NS_SM = "urn:xmpp:sm:3";
@@ -67,10 +66,7 @@ describe("cluster (e2e, Redis + Postgres)", { skip: missing ? `services unreacha
     for (const c of clients) c.close();
     await a?.cleanup();
     await b?.cleanup();
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await c.end();
+    await dropSchema(schema);
     await dropKeyPrefix(keyPrefix);
   });
 

@@ -1,6 +1,9 @@
-/** Redis for cluster tests: one key prefix per test, removed afterwards. */
+/** Redis and Postgres for cluster tests: one key prefix and one schema per test, removed afterwards. */
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import pg from "pg";
 import { Redis } from "ioredis";
+import { PG_URL } from "./postgres.js";
 
 export const REDIS_URL = process.env.PARLEY_TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
@@ -44,4 +47,21 @@ export async function until(condition: () => boolean | Promise<boolean>, what: s
     await new Promise((r) => setTimeout(r, everyMs));
   }
   throw new Error(`never happened: ${what}`);
+}
+
+/** Drops a test's Postgres schema (every node of a test shares one). */
+export async function dropSchema(schema: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_URL });
+  await c.connect();
+  await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  await c.end();
+}
+
+/** A loopback port that was free a moment ago (for programs that cannot listen on port 0 and tell). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
