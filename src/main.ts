@@ -142,7 +142,6 @@ async function run(argv: string[]): Promise<number> {
           server.reloadCertificates().catch((err) => server.log.error({ err, stage: "tls" }, "certificate reload failed"));
         });
       });
-      leaveWorker();
       return EXIT.ok;
     }
     case "hooks": {
@@ -321,4 +320,5 @@ run(process.argv.slice(2)).then(
     else if (err instanceof ImportError) { console.error(`parley: import refused, nothing was written: ${err.message}`); process.exitCode = EXIT.user; }
     else { console.error("parley: fatal:", err); process.exitCode = EXIT.failure; }
   },
-);
+// A node of `parley start --nodes` lets go of the primary's channel, so that its process ends.
+).finally(leaveWorker);

@@ -32,35 +32,55 @@ export function leaveWorker(): void {
   if (isNodeWorker()) cluster.worker?.disconnect();
 }
 
-/** The primary: runs `count` workers until SIGTERM or SIGINT, then stops them and resolves. */
+/**
+ * The primary: runs `count` workers until SIGTERM or SIGINT, then stops them and resolves. A
+ * worker that ends before it listened, while the nodes are first started (bad configuration,
+ * Redis or Postgres out of reach), stops the others and rejects; later, a node that ends is
+ * started again, after a pause, however it ended (an outage of Redis or Postgres passes).
+ */
 export async function runNodes(count: number, log: Logger): Promise<void> {
   let stopping = false;
+  let started = false;
   const workers = new Map<number, Worker>();
-  const fork = (index: number): Promise<void> => new Promise((resolve) => {
+  const stopAll = (): Promise<void> => {
+    stopping = true;
+    const running = [...workers.values()];
+    return Promise.all(running.map((worker) => new Promise<void>((resolve) => {
+      worker.once("exit", () => resolve());
+      worker.process.kill("SIGTERM");
+    }))).then(() => undefined);
+  };
+  const fork = (index: number): Promise<void> => new Promise((resolve, reject) => {
     const worker = cluster.fork({ [INDEX_VARIABLE]: String(index) });
+    let ready = false;
     workers.set(index, worker);
-    worker.on("message", (message) => { if (message === READY) resolve(); });
+    worker.on("message", (message) => {
+      if (message !== READY) return;
+      ready = true;
+      resolve();
+    });
     worker.once("exit", (code, signal) => {
       if (workers.get(index) === worker) workers.delete(index);
-      resolve();
-      if (stopping) return;
+      if (stopping) return resolve();
+      if (!ready && !started) {
+        log.error({ stage: "cluster", node: index, code, signal }, "node ended before it started; stopping the others");
+        void stopAll().then(() => reject(new Error(`node ${index} ended before it started (exit code ${code ?? signal})`)));
+        return;
+      }
       log.error({ stage: "cluster", node: index, code, signal }, "node exited; starting it again");
-      setTimeout(() => { if (!stopping) void fork(index); }, RESTART_DELAY_MS);
+      setTimeout(() => {
+        if (!stopping) void fork(index);
+      }, RESTART_DELAY_MS);
     });
   });
   for (let i = 1; i <= count; i++) await fork(i);
+  started = true;
   log.info({ stage: "cluster", nodes: count }, "all local nodes started");
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
-      stopping = true;
       log.info({ signal }, "signal received: stopping the local nodes");
-      let left = workers.size;
-      if (left === 0) resolve();
-      for (const worker of workers.values()) {
-        worker.once("exit", () => { if (--left === 0) resolve(); });
-        worker.process.kill("SIGTERM");
-      }
+      void stopAll().then(resolve);
     };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));

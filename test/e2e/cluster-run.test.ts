@@ -107,6 +107,30 @@ describe("running a cluster (e2e)", { skip: missing ? `services unreachable: ${m
     }
   });
 
+  it("parley start --nodes 2 ends with an error when its first node cannot start", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "parley-nodes-"));
+    const closed = await freePort();
+    const schema = `parley_nostart_${randomBytes(6).toString("hex")}`;
+    try {
+      const configFile = join(dir, "parley.yaml");
+      writeFileSync(configFile, stringify({
+        hosts: ["localhost"], dataDir: join(dir, "data"), log: { level: "error", pretty: false },
+        storage: { driver: "postgres", url: PG_URL, schema, poolSize: 2 },
+        listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0, https: null, http: null, s2s: null },
+        modules: { extdisco: { stun: { port: 0, address: "127.0.0.1" } } },
+        cluster: { nodeId: "local", redisUrl: `redis://127.0.0.1:${closed}` },
+      }));
+      const failed = await run(process.execPath, ["--import", "tsx", "src/main.ts", "start", "--nodes", "2", "--config", configFile]).then(() => undefined, (err: { code: number; stderr: string }) => err);
+      assert.ok(failed, "parley start --nodes 2 exited 0");
+      assert.equal(failed.code, 1);
+      assert.match(failed.stderr, /node 1 ended before it started/);
+      assert.match(failed.stderr, /cluster: cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+/);
+    } finally {
+      await dropSchema(schema);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("three nodes behind HAProxy (TCP mode): clients spread over the nodes and reach each other", { skip: haproxy ?? false }, async () => {
     const schema = `parley_haproxy_${randomBytes(6).toString("hex")}`;
     const keyPrefix = freshKeyPrefix();
