@@ -7,6 +7,7 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "../log.js";
 import type { ClusterKeys } from "./directory.js";
+import { script } from "./script.js";
 
 const GROUP = "parley";
 /**
@@ -14,9 +15,9 @@ const GROUP = "parley";
  * KEYS[2] once and deletes it): nothing is added behind the reaper's back. A heartbeat that is
  * merely missing (Redis restarted empty) does not refuse anything.
  */
-const ADD_UNLESS_REAPED = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+const ADD_UNLESS_REAPED = script(`if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('XADD', KEYS[2], '*', unpack(ARGV))
-return 1`;
+return 1`);
 const READ_COUNT = 100;
 const BLOCK_MS = 1000;
 
@@ -199,7 +200,7 @@ export class NodeBus {
 
   private add(node: string, entry: BusEntry): void {
     const { redis, keys, log, receiver } = this.o;
-    redis.eval(ADD_UNLESS_REAPED, 2, keys.reaped(node), keys.inbox(node), ...encodeBusEntry(entry)).then((added) => {
+    ADD_UNLESS_REAPED(redis, [keys.reaped(node), keys.inbox(node)], encodeBusEntry(entry)).then((added) => {
       if (added === 1) return;
       log.info({ stage: "cluster", node, kind: entry.kind }, "not sent: the node was reaped");
       // Dead first, so that whoever hears of the failed confirmation no longer picks that node;

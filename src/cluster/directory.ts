@@ -9,6 +9,7 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "../log.js";
 import type { TransportKind } from "../xmpp/stream/transport.js";
+import { script } from "./script.js";
 
 /** One bound session as the directory records it. */
 export interface DirectoryEntry {
@@ -173,25 +174,25 @@ export class ClusterKeys {
 
 // Each script touches one key, so that it runs on Redis Cluster too (no CROSSSLOT).
 /** HSET that returns the value it replaced. */
-const SWAP = `local old = redis.call('HGET', KEYS[1], ARGV[1])
+const SWAP = script(`local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return old`;
+return old`);
 /** HSET/HDEL only while the entry still belongs to ARGV[2] in field ARGV[3] ('sid' or 'node'). */
-const IF_OWNED = `local v = redis.call('HGET', KEYS[1], ARGV[1])
+const IF_OWNED = script(`local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local ok, e = pcall(cjson.decode, v)
 if not ok or e[ARGV[3]] ~= ARGV[2] then return 0 end
 if ARGV[4] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[4]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 1`;
+return 1`);
 
 /** HSET only while the field is free or still holds ARGV[3]'s session (a re-assertion never displaces a newer session). */
-const IF_FREE_OR_OWNED = `local v = redis.call('HGET', KEYS[1], ARGV[1])
+const IF_FREE_OR_OWNED = script(`local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then
   local ok, e = pcall(cjson.decode, v)
   if ok and e.sid ~= ARGV[3] then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1`;
+return 1`);
 
 /** How long a reaped node's mark lasts if its id never starts again. */
 const REAPED_MARK_MS = 86_400_000;
@@ -257,7 +258,7 @@ export class RedisDirectory {
   /** Records a bound session; returns the entry it replaced (a session of the same full JID), if any. */
   async bind(full: string, entry: DirectoryEntry): Promise<DirectoryEntry | undefined> {
     const { redis, keys } = this.o;
-    const old = (await redis.eval(SWAP, 1, keys.user(bareOf(full)), full, encodeEntry(entry))) as string | null;
+    const old = (await SWAP(redis, [keys.user(bareOf(full))], [full, encodeEntry(entry)])) as string | null;
     await redis.pipeline().sadd(keys.nodeSessions(this.o.node), full).publish(keys.directoryChannel(), JSON.stringify({ op: "set", full, entry } satisfies DirectoryChange)).exec();
     return old === null ? undefined : decodeEntry(old);
   }
@@ -268,7 +269,7 @@ export class RedisDirectory {
    */
   async reassert(full: string, entry: DirectoryEntry): Promise<void> {
     const { redis, keys } = this.o;
-    const done = await redis.eval(IF_FREE_OR_OWNED, 1, keys.user(bareOf(full)), full, encodeEntry(entry), entry.sid);
+    const done = await IF_FREE_OR_OWNED(redis, [keys.user(bareOf(full))], [full, encodeEntry(entry), entry.sid]);
     if (done !== 1) return;
     await redis.pipeline().sadd(keys.nodeSessions(this.o.node), full).publish(keys.directoryChannel(), JSON.stringify({ op: "set", full, entry } satisfies DirectoryChange)).exec();
   }
@@ -284,14 +285,14 @@ export class RedisDirectory {
   /** The session's presence changed; written only while the entry is still the session's. */
   async update(full: string, entry: DirectoryEntry): Promise<void> {
     const { redis, keys } = this.o;
-    const done = await redis.eval(IF_OWNED, 1, keys.user(bareOf(full)), full, entry.sid, "sid", encodeEntry(entry));
+    const done = await IF_OWNED(redis, [keys.user(bareOf(full))], [full, entry.sid, "sid", encodeEntry(entry)]);
     if (done === 1) await redis.publish(keys.directoryChannel(), JSON.stringify({ op: "set", full, entry } satisfies DirectoryChange));
   }
 
   /** The session ended; its entry goes unless a newer session (anywhere) took the full JID. */
   async unbind(full: string, sid: string): Promise<void> {
     const { redis, keys } = this.o;
-    const done = await redis.eval(IF_OWNED, 1, keys.user(bareOf(full)), full, sid, "sid");
+    const done = await IF_OWNED(redis, [keys.user(bareOf(full))], [full, sid, "sid"]);
     // This node holds the full JID no longer either way (a newer session elsewhere may have it).
     const after = redis.pipeline().srem(keys.nodeSessions(this.o.node), full);
     if (done === 1) after.publish(keys.directoryChannel(), JSON.stringify({ op: "del", full, sid } satisfies DirectoryChange));
@@ -317,7 +318,7 @@ export class RedisDirectory {
     let removed = 0;
     for (const full of fulls) {
       const entry = decodeEntry((await redis.hget(keys.user(bareOf(full)), full)) ?? "");
-      if (!entry || (await redis.eval(IF_OWNED, 1, keys.user(bareOf(full)), full, node, "node")) !== 1) continue;
+      if (!entry || (await IF_OWNED(redis, [keys.user(bareOf(full))], [full, node, "node"])) !== 1) continue;
       removed++;
       await redis.publish(keys.directoryChannel(), JSON.stringify({ op: "del", full, sid: entry.sid } satisfies DirectoryChange));
     }
