@@ -262,6 +262,22 @@ export const ConfigSchema = z.strictObject({
       maxDevicesPerUser: z.number().int().min(1).default(20),
     }).prefault({}),
   }).prefault({}),
+  /**
+   * Many nodes serving the same domains (docs/CLUSTER.md): the session directory and the traffic
+   * between nodes go through Redis; storage must be the shared Postgres.
+   */
+  cluster: z.strictObject({
+    /** Unique per process; `parley start --nodes N` appends -1 … -N. */
+    nodeId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "letters, digits, '.', '_' and '-' only"),
+    /** redis://[user:password@]host:port[/db] or rediss:// (ioredis URL forms). */
+    redisUrl: z.string().regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL"),
+    /** Every key and channel starts with this. */
+    keyPrefix: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/).default("parley"),
+    /** How often a node renews its heartbeat key. */
+    heartbeatSeconds: z.number().positive().default(2),
+    /** The heartbeat key's TTL: a node silent this long is dead, and its directory entries go. */
+    nodeTimeoutSeconds: z.number().positive().default(10),
+  }).refine((c) => c.nodeTimeoutSeconds >= 2 * c.heartbeatSeconds, "nodeTimeoutSeconds must be at least twice heartbeatSeconds").optional(),
   /** Module options by module name; `false` disables a module that is on by default. */
   modules: z.record(z.string(), z.union([z.literal(false), z.record(z.string(), z.unknown()), z.null()])).default({}),
 });
@@ -290,6 +306,10 @@ export function parseConfig(raw: unknown, source = "config"): Config {
   // One stanza over the send bound would end any stream it is sent to.
   if (maxSendBufferBytes < 2 * postAuth.maxStanzaBytes) {
     throw new ConfigError([`limits.maxSendBufferBytes: must be at least twice limits.postAuth.maxStanzaBytes (${2 * postAuth.maxStanzaBytes})`], source);
+  }
+  // docs/CLUSTER.md: a node's SQLite file or memory is invisible to the other nodes.
+  if (result.data.cluster && result.data.storage.driver !== "postgres") {
+    throw new ConfigError([`cluster: needs storage.driver: postgres (shared by every node), not ${result.data.storage.driver}`], source);
   }
   // Compared with prepared JIDs later (RFC 7622), so stored prepared.
   const admins = result.data.admins.map((a) => tryParseJid(a)!.bare);

@@ -73,6 +73,9 @@ export interface Chains {
   "iq/remote": Routed;
 }
 
+/** Caches of per-user state that assume this node is the only writer. */
+export type CacheName = "blocklist" | "push";
+
 /** A stanza a session held for its client, serialized once, with the time it was queued. */
 export interface HeldStanza {
   /** message, presence or iq, and its 'type' attribute */
@@ -86,6 +89,11 @@ export interface Events {
   "session/bound": { session: Session };
   /** Sent initial available presence (RFC 6121 §4.2): offline messages flush here. */
   "session/available": { session: Session };
+  /**
+   * A session's broadcast presence or priority (RFC 6121 §4.2, §4.4, §4.5) or its flags changed.
+   * The cluster's session directory records it.
+   */
+  "session/changed": { session: Session };
   "session/closed": { session: Session; reason: string };
   /**
    * A session ended holding stanzas its client never acknowledged (or that were never written).
@@ -97,6 +105,16 @@ export interface Events {
   "user/deleting": { jid: Jid };
   "user/deleted": { jid: Jid };
   "server/stopping": Record<string, never>;
+  /**
+   * A module changed a user's stored state that other cluster nodes may hold in a cache
+   * (docs/CLUSTER.md, "Caches with one writer"); the cluster announces it to them.
+   */
+  "cache/changed": { cache: CacheName; user: string };
+  /**
+   * Another node changed it: whatever is cached for the user is stale. Without `user`, anything
+   * of that cache may be (this node missed announcements while its Redis connection was down).
+   */
+  "cache/stale": { cache: CacheName; user?: string };
 }
 
 export interface Filters {

@@ -23,12 +23,18 @@ import { importPie } from "./migration/import.js";
 import { exportPie } from "./migration/export.js";
 import { ImportError } from "./migration/reader.js";
 import { Agent, request } from "undici";
+import { Redis } from "ioredis";
+import { isNodeWorker, leaveWorker, reportReady, runNodes, workerConfig } from "./cluster/local.js";
+import { ClusterKeys, RedisDirectory } from "./cluster/directory.js";
+import { createLogger } from "./log.js";
 
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
 
 Usage:
-  parley start [--config FILE]                 run in the foreground (SIGTERM/SIGINT stop it gracefully,
-                                               SIGHUP reloads certificates)
+  parley start [--config FILE] [--nodes N]     run in the foreground (SIGTERM/SIGINT stop it gracefully,
+                                               SIGHUP reloads certificates); --nodes: N cluster nodes on
+                                               this machine sharing the ports (needs a cluster section)
+  parley status [--config FILE]                the cluster's nodes, whether they are alive, their sessions
   parley check-config [--config FILE]          validate the configuration and exit
   parley hooks [--config FILE]                 the configured modules' hook handlers, in the order they run
   parley user add JID [--password-file F]      create an account (password prompted, or read from stdin)
@@ -112,7 +118,17 @@ async function run(argv: string[]): Promise<number> {
   const [command, sub] = args;
   switch (command) {
     case "start": {
-      const server = await startServer(config());
+      const nodes = takeOption(args, "--nodes");
+      const c = config();
+      if (nodes !== undefined && !isNodeWorker()) {
+        const count = Number(nodes);
+        if (!Number.isInteger(count) || count < 1 || count > 256) throw new UsageError("--nodes takes a whole number from 1 to 256");
+        if (!c.cluster) throw new UsageError("--nodes needs a cluster section in the configuration (docs/CLUSTER.md)");
+        await runNodes(count, createLogger(c.log));
+        return EXIT.ok;
+      }
+      const server = await startServer(workerConfig(c));
+      reportReady();
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           server.log.info({ signal }, "signal received");
@@ -267,6 +283,20 @@ async function run(argv: string[]): Promise<number> {
       if (rows.length === 0) console.error("no server-to-server streams");
       return EXIT.ok;
     }
+    case "status": {
+      const c = config();
+      if (!c.cluster) throw new UsageError("parley status reads the cluster's directory: the configuration has no cluster section");
+      const redis = new Redis(c.cluster.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+      try {
+        await redis.connect();
+        const nodes = await RedisDirectory.status(redis, new ClusterKeys(c.cluster.keyPrefix));
+        for (const n of nodes) console.log(`${n.node}\t${n.alive ? "alive" : "dead (heartbeat expired)"}\t${n.sessions} session${n.sessions === 1 ? "" : "s"}`);
+        if (nodes.length === 0) console.error("no nodes");
+      } finally {
+        redis.disconnect();
+      }
+      return EXIT.ok;
+    }
     case "--version":
     case "version":
       console.log(PARLEY_VERSION);
@@ -290,4 +320,5 @@ run(process.argv.slice(2)).then(
     else if (err instanceof ImportError) { console.error(`parley: import refused, nothing was written: ${err.message}`); process.exitCode = EXIT.user; }
     else { console.error("parley: fatal:", err); process.exitCode = EXIT.failure; }
   },
-);
+// A node of `parley start --nodes` lets go of the primary's channel, so that its process ends.
+).finally(leaveWorker);

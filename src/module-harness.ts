@@ -123,7 +123,7 @@ export function harnessSession(fullJid: string): HarnessSession {
   };
   return {
     id: fullJid, transport: "tcp", userAgentId: undefined, unacknowledged: undefined, jid: parseJid(fullJid), remoteAddress: "127.0.0.1",
-    presence: undefined, priority: 0, interested: false, directedPresence: new Set(), confirmsDelivery: false, hibernating: false,
+    presence: undefined, priority: 0, interested: false, directedPresence: new Set(), flags: new Set(), confirmsDelivery: false, hibernating: false,
     send,
     sendConfirmed: (stanza) => { send(stanza); return undefined; },
     writable: () => undefined,

@@ -51,6 +51,7 @@ import { AddressList } from "./address-list.js";
 import { push } from "./modules/push.js";
 import { createWebAdmin } from "./admin/index.js";
 import { certificatesFromPem } from "./admin/sources.js";
+import { ClusterNode, type ClusterStatus } from "./cluster/node.js";
 
 export interface Server {
   readonly config: Config;
@@ -69,6 +70,8 @@ export interface Server {
   reloadCertificates(): Promise<void>;
   /** The BOSH sessions (undefined when BOSH is off). */
   readonly bosh: BoshService | undefined;
+  /** This node's view of the cluster (undefined without a `cluster` section). */
+  cluster(): ClusterStatus | undefined;
   stop(): Promise<void>;
 }
 
@@ -120,7 +123,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // Wrapped before anyone holds it, so every storage operation is timed.
   const storage = metrics ? instrumentStorage(await openStorage(config), metrics) : await openStorage(config);
   const hooks = new HookBus(log);
-  const sessions = new SessionTable();
+  // docs/CLUSTER.md: on a cluster the session table also answers for the other nodes' sessions.
+  const cluster = config.cluster ? new ClusterNode(config.cluster, log) : undefined;
+  const sessions = cluster?.sessions ?? new SessionTable();
   const accounts = createAccounts(storage, config.hosts, config.auth.scramIterations, hooks);
   const router = new Router(config.hosts, hooks, sessions, storage.accounts, log, metrics);
   const secret = loadSecret(dataDir);
@@ -133,6 +138,16 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     ?? (ports.https !== undefined ? `https://${hostOf(domain)}:${ports.https}` : `http://${hostOf(domain)}:${ports.http ?? 80}`);
   const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl, admins: new Set(config.admins) });
   await host.start(modules);
+  // Stanzas from other nodes are routed as soon as it joins: after the modules, before the listeners.
+  if (cluster) {
+    try {
+      await cluster.start(router, hooks);
+    } catch (err) {
+      await host.stop();
+      await storage.close();
+      throw err;
+    }
+  }
 
   // Certificates cover each host and the service domains its modules serve.
   const moduleDomains = Object.values(config.modules).flatMap((o) => (o && typeof o.domain === "string" ? [o.domain] : []));
@@ -146,6 +161,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       policy: { minVersion: config.tls.minVersion, ciphers: config.tls.ciphers },
     });
   } catch (err) {
+    await cluster?.stop();
     await host.stop();
     await storage.close();
     throw err;
@@ -379,12 +395,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     web?.close();
     await Promise.all(listeners.map((l) => l.close()));
     certificates.close();
+    await cluster?.stop();
     await host.stop();
     metrics?.stop();
     await storage.close();
     throw err;
   }
-  log.info({ hosts: config.hosts, storage: storage.driver, modules: host.loaded.map((m) => m.name) }, "Parley started");
+  log.info({ hosts: config.hosts, storage: storage.driver, modules: host.loaded.map((m) => m.name), ports, ...(cluster ? { node: cluster.nodeId } : {}) }, "Parley started");
   // Challenges are answered by the listeners, so orders start once they listen.
   acme?.start();
 
@@ -392,6 +409,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   return {
     config, log, storage, accounts, sessions, metrics, ports, bosh,
     s2s: federationStatus,
+    cluster: () => cluster?.status(),
     certificates: () => certificates.certificates(),
     async reloadCertificates() {
       await certificates.reload();
@@ -416,6 +434,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         await registry.closeAll(new StreamError("system-shutdown"));
         await closing;
         web?.close();
+        // After the sessions ended (their directory entries went), before the modules stop.
+        await cluster?.stop();
         await host.stop();
         metrics?.stop();
         await storage.close();

@@ -58,6 +58,16 @@ export const blocking = defineModule({
       cache.set(user, set);
       if (online.has(user)) online.set(user, set);
     };
+    /** This node changed the list: the other nodes of a cluster drop their copies. */
+    const changed = async (user: string) => {
+      await refresh(user);
+      void ctx.emit("cache/changed", { cache: "blocklist", user });
+    };
+    ctx.on("cache/stale", async ({ cache: name, user }) => {
+      if (name !== "blocklist") return;
+      const users = user === undefined ? [...new Set([...online.keys(), ...cache.keys()])] : [user];
+      for (const u of users) if (online.has(u) || cache.has(u)) await refresh(u);
+    });
     const blocks = (list: Set<string>, jid: Jid) => list.size > 0 && matchKeys(jid).some((k) => list.has(k));
 
     const enforce = (routed: Routed): typeof HANDLED | undefined | Promise<typeof HANDLED | undefined> => {
@@ -145,7 +155,7 @@ export const blocking = defineModule({
           await storage.reports.add(report);
           ctx.log.warn({ stage: "blocking", reason: report.reason }, "abuse report filed (XEP-0377)");
         }
-        await refresh(user);
+        await changed(user);
         // XEP-0191 §3.3: contacts that are now blocked see the user go offline.
         for (const jid of jids) {
           const target = tryParseJid(jid)!;
@@ -161,7 +171,7 @@ export const blocking = defineModule({
         const jids = items(payload);
         // XEP-0191 §3.5: an unblock without items unblocks everyone.
         await storage.blocklist.remove(user, jids.length ? jids : undefined);
-        await refresh(user);
+        await changed(user);
         push(user, el("unblock", { xmlns: BLOCKING }, ...jids.map((jid) => el("item", { jid }))));
         return undefined;
       }

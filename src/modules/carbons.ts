@@ -11,6 +11,8 @@ import type { Session } from "../xmpp/sessions.js";
 import { StanzaError } from "../errors.js";
 
 const CARBONS = "urn:xmpp:carbons:2";
+/** Session.flags entry of a session that enabled carbons. */
+const CARBONS_FLAG = "carbons";
 const FORWARD = "urn:xmpp:forward:0";
 const RECEIPTS = "urn:xmpp:receipts";
 const MARKERS = "urn:xmpp:chat-markers:0";
@@ -32,25 +34,31 @@ export const carbons = defineModule({
   dependsOn: ["message"],
   options: z.strictObject({}),
   start(ctx) {
-    const enabled = new WeakSet<Session>();
     ctx.feature("host", CARBONS);
+    // A session flag, so that a cluster's other nodes see it too (their copies reach it there).
+    const enable = (session: Session, on: boolean) => {
+      if (on === session.flags.has(CARBONS_FLAG)) return;
+      if (on) session.flags.add(CARBONS_FLAG);
+      else session.flags.delete(CARBONS_FLAG);
+      void ctx.emit("session/changed", { session });
+    };
 
     // XEP-0386: <enable xmlns='urn:xmpp:carbons:2'/> inside a Bind 2 request; "no response is necessary".
     ctx.bindFeature(CARBONS, (element, session) => {
-      if (element.name === "enable") enabled.add(session);
+      if (element.name === "enable") enable(session, true);
       return undefined;
     });
 
     ctx.iq("account", "set", CARBONS, ({ payload, origin, self }) => {
       if (!origin || !self) throw new StanzaError("forbidden");
-      if (payload.name === "enable") enabled.add(origin);
-      else if (payload.name === "disable") enabled.delete(origin);
+      if (payload.name === "enable") enable(origin, true);
+      else if (payload.name === "disable") enable(origin, false);
       else throw new StanzaError("bad-request");
       return undefined;
     });
 
     const copy = (kind: "sent" | "received", stanza: Element, user: string, skip: readonly Session[]) => {
-      const targets = ctx.sessions.ofUser(user).filter((s) => enabled.has(s) && !skip.includes(s));
+      const targets = ctx.sessions.ofUser(user).filter((s) => s.flags.has(CARBONS_FLAG) && !skip.includes(s));
       if (targets.length === 0) return;
       const forwarded = cloneElement(stanza);
       forwarded.attrs.xmlns = NS.CLIENT;

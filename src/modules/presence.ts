@@ -183,6 +183,7 @@ export const presence = defineModule({
       origin.priority = Number.isFinite(priority) && priority >= -128 && priority <= 127 ? priority : 0;
       origin.presence = stanza;
       delete stanza.attrs.to;
+      void ctx.emit("session/changed", { session: origin });
       const user = origin.jid.bare;
       const roster = await storage.roster.get(user);
       if (initial) {
@@ -210,6 +211,7 @@ export const presence = defineModule({
     const goUnavailable = async (session: Session, stanza: Element) => {
       const wasAvailable = session.presence !== undefined;
       session.presence = undefined;
+      if (wasAvailable) void ctx.emit("session/changed", { session });
       const user = session.jid.bare;
       const unavailable = el("presence", { type: "unavailable", from: session.jid.full });
       const status = stanza.getChildText("status");

@@ -86,7 +86,8 @@ export const push = defineModule({
 
     // Every message to an offline user asks for that user's registrations: without this cache,
     // one storage read and one XML parse per message (bench S4 on Postgres: a query per message).
-    // This module is the only writer of the document, so the cache stays exact.
+    // This module is the only writer of the document, so the cache stays exact; on a cluster the
+    // other nodes' copies are dropped when it writes (cache/changed → cache/stale there).
     const registrations = new BoundedMap<string, readonly Registration[]>(REGISTRATION_CACHE_LIMIT);
     const load = async (user: string): Promise<readonly Registration[]> => {
       const hit = registrations.get(user);
@@ -101,6 +102,11 @@ export const push = defineModule({
       return registrations.get(user) ?? regs;
     };
     ctx.on("user/deleted", ({ jid }) => { registrations.delete(jid.bare); });
+    ctx.on("cache/stale", ({ cache, user }) => {
+      if (cache !== "push") return;
+      if (user === undefined) registrations.clear();
+      else registrations.delete(user);
+    });
     const save = async (user: string, regs: readonly Registration[]) => {
       registrations.set(user, regs);
       try {
@@ -112,6 +118,7 @@ export const push = defineModule({
         registrations.delete(user); // what storage holds is unknown now: read it again next time
         throw err;
       }
+      void ctx.emit("cache/changed", { cache: "push", user });
     };
 
     // ── enable / disable (XEP-0357 §5, §6) ───────────────────────────────────────────────────

@@ -25,6 +25,11 @@ export interface Session {
   interested: boolean;
   /** Full or bare JIDs this session sent directed presence to (RFC 6121 §4.6). */
   readonly directedPresence: Set<string>;
+  /**
+   * Per-session states that modules mark (XEP-0280 carbons on, …); a module that changes them
+   * emits "session/changed", and on a cluster the directory carries them to the other nodes.
+   */
+  readonly flags: Set<string>;
   send(stanza: Element): void;
   /** Whether sendConfirmed can report the client's acknowledgement (stream management is on). */
   readonly confirmsDelivery: boolean;

@@ -52,6 +52,7 @@ export class C2SSession implements Session, StreamOwner {
   readonly id = randomBytes(12).toString("base64url");
   readonly remoteAddress: string;
   readonly directedPresence = new Set<string>();
+  readonly flags = new Set<string>();
   presence: Element | undefined;
   priority = 0;
   interested = false;

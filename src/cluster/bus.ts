@@ -1,0 +1,278 @@
+/**
+ * Traffic between cluster nodes (docs/CLUSTER.md, "Between nodes"): one Redis Stream per node,
+ * read through a consumer group, so that an entry survives its reader's disconnects and a dead
+ * node's unread entries can be taken over. The bus carries a stanza to a session another node
+ * chose, and the answers about it; it decides nothing about where stanzas go.
+ */
+import type { Redis } from "ioredis";
+import type { Logger } from "../log.js";
+import type { ClusterKeys } from "./directory.js";
+import { script } from "./script.js";
+
+const GROUP = "parley";
+/**
+ * XADD unless the destination was reaped (KEYS[1], set by its reaper before it reads the inbox
+ * KEYS[2] once and deletes it): nothing is added behind the reaper's back. A heartbeat that is
+ * merely missing (Redis restarted empty) does not refuse anything.
+ */
+const ADD_UNLESS_REAPED = script(`if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV))
+return 1`);
+const READ_COUNT = 100;
+const BLOCK_MS = 1000;
+
+/** What arrives in a node's inbox. */
+export type BusEntry =
+  | { kind: "stanza"; to: string; sid: string; xml: string }
+  | { kind: "confirm"; to: string; sid: string; xml: string; replyTo: string; id: string }
+  | { kind: "confirmed"; id: string; ok: boolean }
+  | { kind: "kick"; to: string; sid: string; condition: string };
+
+/** The flat field list of a stream entry. */
+export function encodeBusEntry(entry: BusEntry): string[] {
+  switch (entry.kind) {
+    case "stanza": return ["k", "stanza", "to", entry.to, "sid", entry.sid, "x", entry.xml];
+    case "confirm": return ["k", "confirm", "to", entry.to, "sid", entry.sid, "x", entry.xml, "r", entry.replyTo, "id", entry.id];
+    case "confirmed": return ["k", "confirmed", "id", entry.id, "ok", entry.ok ? "1" : "0"];
+    case "kick": return ["k", "kick", "to", entry.to, "sid", entry.sid, "c", entry.condition];
+  }
+}
+
+export function decodeBusEntry(fields: readonly string[]): BusEntry | undefined {
+  const f = new Map<string, string>();
+  for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i]!, fields[i + 1]!);
+  const to = f.get("to") ?? "";
+  const sid = f.get("sid") ?? "";
+  switch (f.get("k")) {
+    case "stanza": return f.has("x") ? { kind: "stanza", to, sid, xml: f.get("x")! } : undefined;
+    case "confirm": return f.has("x") && f.has("r") && f.has("id") ? { kind: "confirm", to, sid, xml: f.get("x")!, replyTo: f.get("r")!, id: f.get("id")! } : undefined;
+    case "confirmed": return f.has("id") ? { kind: "confirmed", id: f.get("id")!, ok: f.get("ok") === "1" } : undefined;
+    case "kick": return { kind: "kick", to, sid, condition: f.get("c") ?? "" };
+    default: return undefined;
+  }
+}
+
+/**
+ * Confirmations this node waits for, by the node that will answer: each settles once, with the
+ * answer, or false when that node is found dead (whoever asked keeps its durable copy then).
+ */
+export class PendingConfirmations {
+  private readonly byId = new Map<string, { node: string; resolve: (ok: boolean) => void }>();
+  private seq = 0;
+
+  constructor(private readonly self: string) {}
+
+  add(node: string): { id: string; settled: Promise<boolean> } {
+    const id = `${this.self}:${(this.seq++).toString(36)}`;
+    const settled = new Promise<boolean>((resolve) => this.byId.set(id, { node, resolve }));
+    return { id, settled };
+  }
+
+  settle(id: string, ok: boolean): boolean {
+    const pending = this.byId.get(id);
+    if (!pending) return false;
+    this.byId.delete(id);
+    pending.resolve(ok);
+    return true;
+  }
+
+  /** Every confirmation waited for from `node` fails; returns how many. */
+  failNode(node: string): number {
+    let failed = 0;
+    for (const [id, pending] of this.byId) {
+      if (pending.node !== node) continue;
+      this.byId.delete(id);
+      pending.resolve(false);
+      failed++;
+    }
+    return failed;
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+}
+
+/** What the node does with what arrives (the cluster node's routing glue). */
+export interface BusReceiver {
+  /** Deliver to the local session `sid` of `to`, or route the stanza again when it is gone. */
+  stanza(to: string, sid: string, xml: string): void;
+  /** Deliver to that session and report its client's acknowledgement (false when the session is gone). */
+  confirm(to: string, sid: string, xml: string): Promise<boolean>;
+  /** Close that session with a stream error condition ("" for a clean close). */
+  kick(to: string, sid: string, condition: string): void;
+  /**
+   * Something could not be sent because its node was reaped: the node is dead for this node
+   * from now on, and a stanza (`xml`) is routed again (it finds the user's other resources or storage).
+   */
+  unreachable(node: string, xml: string | undefined): void;
+}
+
+export interface NodeBusOptions {
+  node: string;
+  keys: ClusterKeys;
+  /** Commands. */
+  redis: Redis;
+  /** A connection of its own for the blocking reads. */
+  reader: Redis;
+  receiver: BusReceiver;
+  log: Logger;
+}
+
+export class NodeBus {
+  private readonly pending: PendingConfirmations;
+  private running = false;
+  private loop: Promise<void> | undefined;
+
+  constructor(private readonly o: NodeBusOptions) {
+    this.pending = new PendingConfirmations(o.node);
+  }
+
+  get awaitingConfirmation(): number {
+    return this.pending.size;
+  }
+
+  async start(): Promise<void> {
+    await this.createGroup();
+    this.running = true;
+    this.loop = this.readLoop();
+  }
+
+  /** From the stream's start: a restarted node reads what was sent to it while it was away. */
+  private async createGroup(): Promise<void> {
+    const { redis, keys, node } = this.o;
+    try {
+      await redis.xgroup("CREATE", keys.inbox(node), GROUP, "0", "MKSTREAM");
+    } catch (err) {
+      if (!String((err as Error).message).includes("BUSYGROUP")) throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loop;
+  }
+
+  send(node: string, to: string, sid: string, xml: string): void {
+    this.add(node, { kind: "stanza", to, sid, xml });
+  }
+
+  sendConfirmed(node: string, to: string, sid: string, xml: string): Promise<boolean> {
+    const { id, settled } = this.pending.add(node);
+    this.add(node, { kind: "confirm", to, sid, xml, replyTo: this.o.node, id });
+    return settled;
+  }
+
+  kick(node: string, to: string, sid: string, condition: string): void {
+    this.add(node, { kind: "kick", to, sid, condition });
+  }
+
+  /** `node` is dead: the confirmations it owed are failed. */
+  nodeDied(node: string): number {
+    return this.pending.failNode(node);
+  }
+
+  /**
+   * Takes over a dead node's inbox: every entry still in it was never acknowledged (entries are
+   * deleted when they are), so its stanzas are handed to `reroute`; confirmations it owed are
+   * failed on the nodes that asked (they found it dead too). Then the stream goes.
+   */
+  async takeOver(node: string, reroute: (xml: string) => void): Promise<number> {
+    const { redis, keys } = this.o;
+    const inbox = keys.inbox(node);
+    let taken = 0;
+    let start = "-";
+    for (;;) {
+      const batch = await redis.xrange(inbox, start, "+", "COUNT", READ_COUNT);
+      for (const [, fields] of batch) {
+        const entry = decodeBusEntry(fields);
+        if (entry?.kind === "stanza") {
+          reroute(entry.xml);
+          taken++;
+        }
+      }
+      if (batch.length < READ_COUNT) break;
+      start = `(${batch[batch.length - 1]![0]}`;
+    }
+    await redis.del(inbox);
+    return taken;
+  }
+
+  private add(node: string, entry: BusEntry): void {
+    const { redis, keys, log, receiver } = this.o;
+    ADD_UNLESS_REAPED(redis, [keys.reaped(node), keys.inbox(node)], encodeBusEntry(entry)).then((added) => {
+      if (added === 1) return;
+      log.info({ stage: "cluster", node, kind: entry.kind }, "not sent: the node was reaped");
+      // Dead first, so that whoever hears of the failed confirmation no longer picks that node;
+      // answers and kicks for a dead node have nobody to reach.
+      receiver.unreachable(node, entry.kind === "stanza" ? entry.xml : undefined);
+      if (entry.kind === "confirm") this.pending.settle(entry.id, false);
+    }, (err) => log.error({ err, stage: "cluster", node, kind: entry.kind }, "sending to another node failed"));
+  }
+
+  private async readLoop(): Promise<void> {
+    const { reader, redis, keys, node, log } = this.o;
+    const inbox = keys.inbox(node);
+    // First what this node read in a previous run and never acknowledged, then new entries.
+    let cursor = "0";
+    while (this.running) {
+      let reply: Array<[string, Array<[string, string[] | null]>]> | null;
+      try {
+        reply = (await reader.xreadgroup("GROUP", GROUP, node, "COUNT", READ_COUNT, "BLOCK", BLOCK_MS, "STREAMS", inbox, cursor)) as typeof reply;
+      } catch (err) {
+        if (!this.running) break;
+        // A node taken for dead had its inbox removed: it makes a new one and goes on.
+        if (String((err as Error).message).includes("NOGROUP")) await this.createGroup().catch(() => undefined);
+        else log.error({ err, stage: "cluster" }, "reading the node inbox failed");
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      const entries = reply?.[0]?.[1] ?? [];
+      if (cursor !== ">") {
+        if (entries.length === 0) {
+          cursor = ">";
+          continue;
+        }
+        cursor = entries[entries.length - 1]![0];
+      }
+      if (entries.length === 0) continue;
+      const ids: string[] = [];
+      for (const [id, fields] of entries) {
+        ids.push(id);
+        this.receive(fields ?? []);
+      }
+      // Acknowledged once handed to the sessions (or routed again); deleted so the stream stays short.
+      try {
+        await redis.pipeline().xack(inbox, GROUP, ...ids).xdel(inbox, ...ids).exec();
+      } catch (err) {
+        log.error({ err, stage: "cluster" }, "acknowledging inbox entries failed");
+      }
+    }
+  }
+
+  private receive(fields: string[]): void {
+    const entry = decodeBusEntry(fields);
+    const { receiver, log } = this.o;
+    if (!entry) {
+      log.warn({ stage: "cluster" }, "inbox entry not understood; dropped");
+      return;
+    }
+    try {
+      switch (entry.kind) {
+        case "stanza":
+          return receiver.stanza(entry.to, entry.sid, entry.xml);
+        case "confirm":
+          void receiver.confirm(entry.to, entry.sid, entry.xml).catch(() => false)
+            .then((ok) => this.add(entry.replyTo, { kind: "confirmed", id: entry.id, ok }));
+          return;
+        case "confirmed":
+          this.pending.settle(entry.id, entry.ok);
+          return;
+        case "kick":
+          return receiver.kick(entry.to, entry.sid, entry.condition);
+      }
+    } catch (err) {
+      log.error({ err, stage: "cluster", kind: entry.kind }, "handling an inbox entry failed");
+    }
+  }
+}

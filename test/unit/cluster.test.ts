@@ -1,0 +1,150 @@
+/** The cluster's pure rules (docs/CLUSTER.md): directory replica, dead nodes, bus entries, confirmations, config. */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { DirectoryReplica, deadNodes, decodeEntry, encodeEntry, type DirectoryEntry } from "../../src/cluster/directory.js";
+import { PendingConfirmations, decodeBusEntry, encodeBusEntry, type BusEntry } from "../../src/cluster/bus.js";
+import { ClusterSessionTable, type RemoteSender } from "../../src/cluster/sessions.js";
+import { ConfigError, parseConfig } from "../../src/config.js";
+import { el } from "../../src/xmpp/xml.js";
+
+const entry = (node: string, sid: string, priority = 0, presence?: string): DirectoryEntry => ({ node, sid, priority, ...(presence ? { presence } : {}) });
+
+describe("directory replica", () => {
+  it("keeps other nodes' sessions by user, and never this node's", () => {
+    const r = new DirectoryReplica("a");
+    r.apply({ op: "set", full: "u@h/1", entry: entry("b", "s1") });
+    r.apply({ op: "set", full: "u@h/2", entry: entry("a", "s2") });
+    assert.deepEqual([...r.ofUser("u@h").keys()], ["u@h/1"]);
+    assert.equal(r.get("u@h/1")?.node, "b");
+    assert.equal(r.get("u@h/2"), undefined);
+  });
+
+  it("a full JID bound on this node removes the entry another node had for it", () => {
+    const r = new DirectoryReplica("a");
+    r.apply({ op: "set", full: "u@h/1", entry: entry("b", "s1") });
+    r.apply({ op: "set", full: "u@h/1", entry: entry("a", "s2") });
+    assert.equal(r.get("u@h/1"), undefined);
+    assert.equal(r.ofUser("u@h").size, 0);
+  });
+
+  it("deletes only the entry of the session that asked (compare-and-delete on the session id)", () => {
+    const r = new DirectoryReplica("a");
+    r.apply({ op: "set", full: "u@h/1", entry: entry("b", "old") });
+    r.apply({ op: "set", full: "u@h/1", entry: entry("c", "new") });
+    r.apply({ op: "del", full: "u@h/1", sid: "old" });
+    assert.equal(r.get("u@h/1")?.sid, "new");
+    r.apply({ op: "del", full: "u@h/1", sid: "new" });
+    assert.equal(r.get("u@h/1"), undefined);
+  });
+
+  it("a dead node's sessions go at once and stay gone after a reload; a node that writes again is alive", () => {
+    const changed: string[] = [];
+    const r = new DirectoryReplica("a", (full) => changed.push(full));
+    r.apply({ op: "set", full: "u@h/1", entry: entry("b", "s1") });
+    r.apply({ op: "set", full: "u@h/2", entry: entry("c", "s2") });
+    r.apply({ op: "set", full: "v@h/1", entry: entry("b", "s3") });
+    changed.length = 0;
+    assert.deepEqual(r.nodeDied("b").map(([full]) => full).sort(), ["u@h/1", "v@h/1"]);
+    assert.deepEqual(changed.sort(), ["u@h/1", "v@h/1"]);
+    assert.deepEqual([...r.ofUser("u@h").keys()], ["u@h/2"]);
+    assert.equal(r.ofUser("v@h").size, 0);
+    r.reset([["u@h/1", entry("b", "s1")], ["u@h/2", entry("c", "s2")]]);
+    assert.equal(r.get("u@h/1"), undefined);
+    r.apply({ op: "set", full: "u@h/3", entry: entry("b", "s4") });
+    assert.equal(r.get("u@h/3")?.node, "b");
+    assert.deepEqual(r.countByNode(), new Map([["c", 1], ["b", 1]]));
+  });
+
+  it("entries survive encoding; anything else is refused", () => {
+    const e: DirectoryEntry = { node: "b", sid: "s", priority: 5, presence: "<presence/>", transport: "websocket", flags: ["carbons"] };
+    assert.deepEqual(decodeEntry(encodeEntry(e)), e);
+    assert.equal(decodeEntry("{\"node\":1}"), undefined);
+    assert.equal(decodeEntry("not json"), undefined);
+  });
+});
+
+describe("dead nodes", () => {
+  it("are the members without a heartbeat and the nodes seen alive that left the member set, never this node", () => {
+    assert.deepEqual(deadNodes("a", ["a", "b", "c"], [false, true, false], new Set()), ["c"]);
+    assert.deepEqual(deadNodes("a", ["a", "b"], [true, true], new Set(["b", "d"])), ["d"]);
+    assert.deepEqual(deadNodes("a", [], [], new Set(["a"])), []);
+  });
+});
+
+describe("node bus entries", () => {
+  it("survive encoding, and unknown or incomplete ones are refused", () => {
+    const entries: BusEntry[] = [
+      { kind: "stanza", to: "u@h/r", sid: "s", xml: "<message/>" },
+      { kind: "confirm", to: "u@h/r", sid: "s", xml: "<message/>", replyTo: "a", id: "a:1" },
+      { kind: "confirmed", id: "a:1", ok: true },
+      { kind: "confirmed", id: "a:2", ok: false },
+      { kind: "kick", to: "u@h/r", sid: "s", condition: "conflict" },
+    ];
+    for (const e of entries) assert.deepEqual(decodeBusEntry(encodeBusEntry(e)), e);
+    assert.equal(decodeBusEntry(["k", "stanza", "to", "u@h/r"]), undefined);
+    assert.equal(decodeBusEntry(["k", "what"]), undefined);
+  });
+
+  it("confirmations settle once, and fail when the node that owes them dies", async () => {
+    const p = new PendingConfirmations("a");
+    const one = p.add("b");
+    const two = p.add("b");
+    const three = p.add("c");
+    assert.notEqual(one.id, two.id);
+    assert.equal(p.settle(one.id, true), true);
+    assert.equal(p.settle(one.id, false), false);
+    assert.equal(p.failNode("b"), 1);
+    assert.equal(p.size, 1);
+    assert.deepEqual(await Promise.all([one.settled, two.settled]), [true, false]);
+    p.settle(three.id, true);
+    assert.equal(await three.settled, true);
+  });
+});
+
+describe("cluster session table", () => {
+  const sent: string[] = [];
+  const sender: RemoteSender = {
+    send: (node, to, sid, xml) => { sent.push(`${node} ${to} ${sid} ${xml}`); },
+    sendConfirmed: async () => true,
+    kick: (node, to, sid, condition) => { sent.push(`kick ${node} ${to} ${sid} ${condition}`); },
+  };
+
+  it("answers for remote sessions with stable objects that read presence from the replica and send on the bus", () => {
+    const table = new ClusterSessionTable();
+    const replica = new DirectoryReplica("a", (full) => table.changed(full));
+    table.connect(replica, sender);
+    replica.apply({ op: "set", full: "u@h/1", entry: entry("b", "s1", 3, "<presence><priority>3</priority></presence>") });
+    const remote = table.get("u@h/1")!;
+    assert.equal(table.get("u@h/1"), remote);
+    assert.equal(remote.priority, 3);
+    assert.equal(remote.presence?.getChildText("priority"), "3");
+    assert.deepEqual(table.available("u@h"), [remote]);
+    replica.apply({ op: "set", full: "u@h/1", entry: entry("b", "s1", 1) });
+    assert.equal(table.get("u@h/1"), remote);
+    assert.equal(remote.priority, 1);
+    assert.equal(remote.presence, undefined);
+    assert.deepEqual(table.available("u@h"), []);
+    remote.send(el("message", { to: "u@h/1" }));
+    assert.deepEqual(sent, [`b u@h/1 s1 ${el("message", { to: "u@h/1" }).toString()}`]);
+    replica.apply({ op: "set", full: "u@h/1", entry: entry("c", "s9") });
+    assert.notEqual(table.get("u@h/1"), remote);
+    assert.equal(table.count(), 0);
+  });
+});
+
+describe("cluster configuration", () => {
+  const cluster = { nodeId: "n1", redisUrl: "redis://127.0.0.1:6379" };
+  for (const storage of [{ driver: "sqlite" }, { driver: "memory" }]) {
+    it(`refuses ${storage.driver} storage`, () => {
+      assert.throws(() => parseConfig({ storage, cluster }), (err: unknown) => err instanceof ConfigError && err.problems.length === 1
+        && err.problems[0] === `cluster: needs storage.driver: postgres (shared by every node), not ${storage.driver}`);
+    });
+  }
+  it("takes postgres storage with defaults for the timing", () => {
+    const c = parseConfig({ storage: { driver: "postgres", url: "postgres://x@127.0.0.1/test" }, cluster });
+    assert.deepEqual(c.cluster, { ...cluster, keyPrefix: "parley", heartbeatSeconds: 2, nodeTimeoutSeconds: 10 });
+  });
+  it("refuses a node timeout shorter than two heartbeats", () => {
+    assert.throws(() => parseConfig({ storage: { driver: "postgres", url: "postgres://x@127.0.0.1/test" }, cluster: { ...cluster, heartbeatSeconds: 5, nodeTimeoutSeconds: 6 } }), ConfigError);
+  });
+});
