@@ -30,6 +30,8 @@ export interface ScenarioOptions {
   login?: LoginMode;
   /** S7: logins one after another per login path. */
   logins?: number;
+  /** S8: rounds of one TCP step and one WebSocket step. */
+  rounds?: number;
 }
 
 export interface ScenarioResult {
@@ -40,7 +42,7 @@ export interface ScenarioResult {
   detail: unknown;
 }
 
-const P99_MESSAGE_MS = 50;
+export const P99_MESSAGE_MS = 50;
 export const P99_LOGIN_MS = 1000;
 /**
  * SASL2 and FAST storms log in as devices, several per account, so that a device logs in again
