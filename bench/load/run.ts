@@ -6,6 +6,8 @@
  *              s6 (Parley over WebSocket next to TCP: S3, S1 and S2 on each, one fresh server each)
  *              s7 (login paths: classic STARTTLS, SASL2 + Bind 2, FAST + Bind 2, FAST + inline resumption:
  *                  round trips, ms to the first message, server CPU per login; then S2 classic and FAST)
+ *              s8 (S3 at one rate, steps alternating between TCP and WebSocket users on one server:
+ *                  server CPU-s per 10k messages side by side; --rounds N, default 3)
  *   --target   parley (started here, pinned to CPU 0) | prosody | ejabberd (../shared/peers) | host:port
  *   --domain D --tls direct|starttls --sasl scram-sha-1|scram-sha-256|plain --storage sqlite|postgres|memory (parley)
  *   --login classic|sasl2|fast   (S2: how the storm logs in)   --logins N   (S7: logins per path)
@@ -28,14 +30,14 @@ import { canPin, pin } from "./proc.js";
 import { resolveTarget, type TargetOptions } from "./targets.js";
 import { s0, s1, s2, s3, s4, s5, type ScenarioOptions, type ScenarioResult } from "./scenarios.js";
 import { log, median } from "./common.js";
-import { s6 } from "./websocket.js";
+import { s6, s8 } from "./websocket.js";
 import { s7 } from "./login-paths.js";
 import { LOGIN_MODES, type LoginMode, type SaslMechanism } from "./xmpp.js";
 
 export const SCENARIOS = ["s0", "s1", "s2", "s3", "s4", "s5"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
-/** S6 runs other scenarios over both transports, S7 compares ways of logging in; neither is part of `all`. */
-export type RunnableScenario = Scenario | "s6" | "s7";
+/** S6 and S8 compare the transports, S7 the ways of logging in; none is part of `all`. */
+export type RunnableScenario = Scenario | "s6" | "s7" | "s8";
 
 export interface Args { scenarios: RunnableScenario[]; target: TargetOptions; scenario: ScenarioOptions; runs: number }
 
@@ -62,17 +64,17 @@ export function parseArgs(argv: string[]): Args {
     scenario: {
       users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
       register: !flag("no-register"), prefix: take("prefix") ?? "lt", accountsCommand: take("accounts-command"),
-      login: take("login") as LoginMode | undefined, logins: num("logins"), resumeTls: flag("tls-resume"), streamManagement: flag("sm"),
+      login: take("login") as LoginMode | undefined, logins: num("logins"), resumeTls: flag("tls-resume"), streamManagement: flag("sm"), rounds: num("rounds"),
     },
     runs: num("runs") ?? 1,
     scenarios: [],
   };
   for (const a of args) {
     if (a === "all") parsed.scenarios.push(...SCENARIOS);
-    else if ((SCENARIOS as readonly string[]).includes(a) || a === "s6" || a === "s7") parsed.scenarios.push(a as RunnableScenario);
+    else if ((SCENARIOS as readonly string[]).includes(a) || a === "s6" || a === "s7" || a === "s8") parsed.scenarios.push(a as RunnableScenario);
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!parsed.scenarios.length) throw new Error(`name a scenario: ${SCENARIOS.join(", ")}, s6, s7 or all`);
+  if (!parsed.scenarios.length) throw new Error(`name a scenario: ${SCENARIOS.join(", ")}, s6, s7, s8 or all`);
   if (!["scram-sha-1", "scram-sha-256", "plain"].includes(parsed.target.sasl)) throw new Error("--sasl is scram-sha-1, scram-sha-256 or plain");
   if (parsed.scenario.login && !LOGIN_MODES.includes(parsed.scenario.login)) throw new Error(`--login is ${LOGIN_MODES.join(", ")}`);
   if (!["direct", "starttls"].includes(parsed.target.tls)) throw new Error("--tls is direct or starttls");
@@ -82,7 +84,7 @@ export function parseArgs(argv: string[]): Args {
 
 /** The scenarios that run against a target (S0 measures the machine, not a server). */
 export const TARGET_SCENARIOS = { s1, s2, s3, s4, s5 } as const;
-const RUNNABLE_TARGET_SCENARIOS = { ...TARGET_SCENARIOS, s7 } as const;
+const RUNNABLE_TARGET_SCENARIOS = { ...TARGET_SCENARIOS, s7, s8 } as const;
 
 /** One scenario against one target, started fresh (Parley) or as it runs (peers). */
 export async function runScenario(scenario: RunnableScenario, targetOptions: TargetOptions, options: ScenarioOptions): Promise<ScenarioResult> {

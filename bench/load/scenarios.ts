@@ -34,6 +34,8 @@ export interface ScenarioOptions {
   resumeTls?: boolean;
   /** S3: the users enable XEP-0198, as phones do (Parley then keeps each message durable until it is acknowledged). */
   streamManagement?: boolean;
+  /** S8: rounds of one TCP step and one WebSocket step. */
+  rounds?: number;
 }
 
 export interface ScenarioResult {
@@ -44,7 +46,7 @@ export interface ScenarioResult {
   detail: unknown;
 }
 
-const P99_MESSAGE_MS = 50;
+export const P99_MESSAGE_MS = 50;
 export const P99_LOGIN_MS = 1000;
 /**
  * SASL2 and FAST storms log in as devices, several per account, so that a device logs in again

@@ -21,6 +21,8 @@ export interface Target {
   endpoint: Endpoint;
   /** Both client ports where known, for scenarios that log in over STARTTLS and direct TLS alike. */
   ports?: { starttls: number; direct: number };
+  /** Parley's XMPP-over-WebSocket endpoint (its HTTPS port), for scenarios that use both transports on one server. */
+  websocketPort?: number;
   mucDomain: string;
   /** The server's process, for CPU and memory; undefined when unknown (a remote target). */
   pid: number | undefined;
@@ -102,7 +104,8 @@ async function startParley(o: TargetOptions): Promise<Target> {
   const config = {
     hosts: [domain], dataDir, log: { level: "warn" },
     // HTTPS serves the WebSocket endpoint (--transport websocket); the chat page is not needed.
-    listen: { address: "127.0.0.1", c2s, c2sDirectTls: direct, https, http: null },
+    // No federation listener: S1–S7 do not use it, and a fixed 5269 collides with any other server on the machine.
+    listen: { address: "127.0.0.1", c2s, c2sDirectTls: direct, https, http: null, s2s: null },
     chat: { enabled: false },
     tls: { certificates: kit ? { [domain]: { cert: kit.cert, key: kit.key } } : {} },
     storage,
@@ -130,6 +133,7 @@ async function startParley(o: TargetOptions): Promise<Target> {
     name: websocket ? "parley-websocket" : "parley", version: `${PARLEY_VERSION} (${o.storage})`,
     endpoint: { host: "127.0.0.1", port, domain, tls: o.tls, sasl: o.sasl, transport: o.transport, ca: kit ? readFileSync(kit.ca) : undefined },
     ports: websocket ? undefined : { starttls: c2s, direct },
+    websocketPort: https,
     mucDomain: `conference.${domain}`,
     pid: child.pid,
     async stop() {

@@ -3,9 +3,10 @@
  * 1:1 messages/s at p99 < 50 ms (S3; target: WebSocket ≥ 80 % of TCP), server memory per idle
  * session (S1; target: WebSocket ≤ 1.5× TCP) and logins/s (S2, WebSocket and TCP).
  */
-import type { TargetOptions } from "./targets.js";
-import type { ScenarioOptions, ScenarioResult } from "./scenarios.js";
-import { log, round } from "./common.js";
+import type { Target, TargetOptions } from "./targets.js";
+import { accounts, P99_MESSAGE_MS, type ScenarioOptions, type ScenarioResult } from "./scenarios.js";
+import { closeAll, log, loginMany, median, rateSteps, round, sleep, users, type StepResult } from "./common.js";
+import type { Connection } from "./xmpp.js";
 
 type Run = (scenario: "s1" | "s2" | "s3", target: TargetOptions, options: ScenarioOptions) => Promise<ScenarioResult>;
 
@@ -37,4 +38,54 @@ export async function s6(target: TargetOptions, o: ScenarioOptions, run: Run): P
   };
   log(`S6: messages/s WebSocket ${headline.websocketMaxMessagesPerSecond} vs TCP ${headline.tcpMaxMessagesPerSecond} (${headline.websocketToTcpMessages}×); idle KB/session ${headline.websocketIdleKBPerSession} vs ${headline.tcpIdleKBPerSession} (${headline.websocketToTcpMemory}×); logins/s ${headline.websocketMaxLoginsPerSecond} vs ${headline.tcpMaxLoginsPerSecond}`);
   return { scenario: "s6", target: "parley", version: results["s3-tcp"]!.version, headline, detail: results };
+}
+
+/**
+ * S8 — the CPU a 1:1 message costs over WebSocket next to TCP/TLS on one server, in one run: half
+ * the users log in over direct TLS, half over WebSocket, and S3 steps at one rate alternate between
+ * the two sets (TCP, WebSocket, TCP, …), so the two transports see the same machine. On a shared
+ * machine the server's CPU-seconds per 10,000 messages, step by step, are steadier than a ceiling:
+ * the headline is the median over rounds of each round's WebSocket/TCP ratio.
+ */
+export async function s8(target: Target, o: ScenarioOptions): Promise<ScenarioResult> {
+  if (target.websocketPort === undefined || target.endpoint.transport === "websocket") throw new Error("S8 needs a Parley target over TCP (it opens the WebSocket side itself)");
+  const overWebSocket: Target = { ...target, endpoint: { ...target.endpoint, port: target.websocketPort, transport: "websocket" } };
+  const half = Math.floor((o.users ?? 1000) / 2 / 2) * 2;
+  const rate = o.rates?.[0] ?? 2000;
+  const rounds = o.rounds ?? 3;
+  const sides = { tcp: { target, prefix: `${o.prefix}t` }, websocket: { target: overWebSocket, prefix: `${o.prefix}w` } };
+  const connections: Record<string, Connection[]> = {};
+  for (const [name, side] of Object.entries(sides)) {
+    const names = users(side.prefix, half);
+    await accounts(target, o, names);
+    const logged = await loginMany(side.target, names, 50, { traffic: true });
+    if (logged.failures) throw new Error(`S8: ${logged.failures} ${name} logins failed: ${logged.firstError}`);
+    connections[name] = logged.connections;
+  }
+  await sleep(1000);
+  const steps: Record<string, StepResult[]> = { tcp: [], websocket: [] };
+  const ratios: number[] = [];
+  for (let n = 1; n <= rounds; n++) {
+    const cpu: Record<string, number> = {};
+    for (const name of ["tcp", "websocket"]) {
+      const c = connections[name]!;
+      log(`round ${n}/${rounds}, ${name}`);
+      const attempts = await rateSteps({
+        target, rates: [rate], durationSeconds: o.durationSeconds ?? 5, copiesPerMessage: 1, receivers: c, p99LimitMs: P99_MESSAGE_MS,
+        send: (n, body) => c[n % c.length]!.send(`<message to='${c[(n % c.length) ^ 1]!.jid}' type='chat' id='m${n}'>${body}</message>`),
+      });
+      steps[name]!.push(...attempts);
+      cpu[name] = median(attempts.map((s) => s.serverCpuSecondsPer10k));
+    }
+    ratios.push(cpu.websocket! / cpu.tcp!);
+    log(`round ${n}: server CPU-s per 10k messages, TCP ${cpu.tcp}, WebSocket ${cpu.websocket} (${round(ratios.at(-1)!)}×)`);
+  }
+  await closeAll([...connections.tcp!, ...connections.websocket!]);
+  const per10k = (name: string) => median(steps[name]!.map((s) => s.serverCpuSecondsPer10k));
+  const headline = {
+    rate, tcpCpuSecondsPer10k: per10k("tcp"), websocketCpuSecondsPer10k: per10k("websocket"), websocketToTcpCpu: round(median(ratios)),
+    tcpP99ms: median(steps.tcp!.map((s) => s.latency.p99ms)), websocketP99ms: median(steps.websocket!.map((s) => s.latency.p99ms)),
+  };
+  log(`S8 at ${rate}/s: server CPU-s per 10k messages TCP ${headline.tcpCpuSecondsPer10k}, WebSocket ${headline.websocketCpuSecondsPer10k}; WebSocket/TCP ${headline.websocketToTcpCpu}× (median of ${rounds} rounds)`);
+  return { scenario: "s8", target: target.name, version: target.version, headline, detail: { users: half * 2, rate, ratios, steps } };
 }

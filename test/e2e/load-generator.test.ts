@@ -1,6 +1,6 @@
 /**
- * The benchmark generator (bench/load) against a real Parley over TLS: tiny versions of S3, S4, S5
- * and S7 (the login paths: classic, SASL2 + Bind 2, FAST, FAST with inline resumption), so a change that breaks the generator — or the server paths it measures — fails in CI rather
+ * The benchmark generator (bench/load) against a real Parley over TLS: tiny versions of S3, S4, S5,
+ * S8 (TCP and WebSocket users on one server) and S7 (the login paths: classic, SASL2 + Bind 2, FAST, FAST with inline resumption), so a change that breaks the generator — or the server paths it measures — fails in CI rather
  * than in the next comparison run.
  */
 import { after, before, describe, it } from "node:test";
@@ -9,6 +9,7 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
 import type { Target } from "../../bench/load/targets.js";
 import { s2, s3, s4, s5 } from "../../bench/load/scenarios.js";
 import { s7 } from "../../bench/load/login-paths.js";
+import { s8 } from "../../bench/load/websocket.js";
 
 describe("load generator against Parley", () => {
   let server: TestServer;
@@ -19,6 +20,7 @@ describe("load generator against Parley", () => {
       name: "parley", version: "test", mucDomain: "conference.localhost", pid: process.pid, async stop() {},
       endpoint: { host: "127.0.0.1", port: server.ports.c2sDirectTls!, domain: "localhost", tls: "direct", sasl: "scram-sha-1" },
       ports: { starttls: server.ports.c2s!, direct: server.ports.c2sDirectTls! },
+      websocketPort: server.ports.https!,
     };
   });
   after(() => server.cleanup());
@@ -31,6 +33,17 @@ describe("load generator against Parley", () => {
     assert.equal(step!.lost, 0);
     assert.equal(step!.latency.count, 200);
     assert.ok(step!.latency.p50ms > 0);
+  });
+
+  it("S8: steps alternate between the TCP and the WebSocket users, each delivering every message", async () => {
+    const r = await s8(target, { users: 20, rates: [100], durationSeconds: 1, rounds: 1, register: true, prefix: "t8" });
+    const steps = (r.detail as { steps: Record<string, { sent: number; received: number; lost: number }[]> }).steps;
+    for (const transport of ["tcp", "websocket"]) {
+      const [step] = steps[transport]!;
+      assert.equal(step!.sent, 100, transport);
+      assert.equal(step!.received, 100, transport);
+      assert.equal(step!.lost, 0, transport);
+    }
   });
 
   it("S4: messages to offline users are acked (XEP-0198), then drained at login", async () => {

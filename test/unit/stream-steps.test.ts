@@ -117,6 +117,10 @@ describe("framing helpers", () => {
     assert.equal(withContentNamespace(`<iq xmlns="${NS.CLIENT}" id="1"/>`, NS.CLIENT), `<iq xmlns="${NS.CLIENT}" id="1"/>`);
     assert.equal(withContentNamespace("<message id='a>b'/>", NS.CLIENT), `<message xmlns='${NS.CLIENT}' id='a>b'/>`, "a '>' inside a value is not the end of the tag");
     assert.equal(withContentNamespace("<r xmlns='urn:xmpp:sm:3'/>", NS.CLIENT), "<r xmlns='urn:xmpp:sm:3'/>");
+    assert.equal(withContentNamespace("<iq\txmlns = 'jabber:client'/>", NS.CLIENT), "<iq\txmlns = 'jabber:client'/>", "space around '=' is allowed");
+    assert.equal(withContentNamespace("<message id=' xmlns=x'/>", NS.CLIENT), `<message xmlns='${NS.CLIENT}' id=' xmlns=x'/>`, "'xmlns=' inside a value is not an attribute");
+    assert.equal(withContentNamespace("<stream:features xmlns:stream='s'/>", NS.CLIENT), `<stream:features xmlns='${NS.CLIENT}' xmlns:stream='s'/>`, "a prefix declaration is not the default namespace");
+    assert.equal(withContentNamespace("<message><body xmlns='x'/></message>", NS.CLIENT), `<message xmlns='${NS.CLIENT}'><body xmlns='x'/></message>`, "only the top tag counts");
   });
 });
 

@@ -104,21 +104,41 @@ export const NS_STREAMS = "http://etherx.jabber.org/streams";
  * xmlns to the top tag when the tag does not have one.
  */
 export function withContentNamespace(xml: string, ns: string): string {
-  const end = tagEnd(xml);
-  const head = xml.slice(0, end);
-  if (/\sxmlns\s*=/.test(head)) return xml;
-  const nameEnd = head.search(/[\s/>]/);
+  const nameEnd = topTagNameEnd(xml);
+  if (declaresDefaultNamespace(xml, nameEnd)) return xml;
   return `${xml.slice(0, nameEnd)} xmlns='${ns}'${xml.slice(nameEnd)}`;
 }
 
-/** Index of the '>' that ends the first tag, skipping quoted attribute values. */
-function tagEnd(xml: string): number {
-  let quote = "";
-  for (let i = 1; i < xml.length; i++) {
-    const c = xml[i]!;
-    if (quote) { if (c === quote) quote = ""; continue; }
-    if (c === "'" || c === '"') quote = c;
-    else if (c === ">") return i;
+const SPACE = 0x20, TAB = 0x09, LF = 0x0a, CR = 0x0d, SLASH = 0x2f, GT = 0x3e, EQ = 0x3d, APOS = 0x27, QUOT = 0x22;
+const isXmlSpace = (c: number) => c === SPACE || c === TAB || c === LF || c === CR;
+
+/** Where the name of the first tag ends (at a space, '/' or '>'). */
+function topTagNameEnd(xml: string): number {
+  let i = 1;
+  for (; i < xml.length; i++) {
+    const c = xml.charCodeAt(i);
+    if (isXmlSpace(c) || c === SLASH || c === GT) break;
   }
-  return xml.length;
+  return i;
+}
+
+/**
+ * The first tag has an `xmlns=` attribute. One pass over its attributes, char codes only (this
+ * runs for every stanza sent over WebSocket or BOSH): quoted values are skipped, so neither a
+ * '>' nor an "xmlns" inside a value counts.
+ */
+function declaresDefaultNamespace(xml: string, from: number): boolean {
+  let quote = 0;
+  for (let i = from; i < xml.length; i++) {
+    const c = xml.charCodeAt(i);
+    if (quote) { if (c === quote) quote = 0; continue; }
+    if (c === APOS || c === QUOT) quote = c;
+    else if (c === GT) return false;
+    else if (isXmlSpace(xml.charCodeAt(i - 1)) && xml.startsWith("xmlns", i)) {
+      let j = i + 5;
+      while (isXmlSpace(xml.charCodeAt(j))) j++;
+      if (xml.charCodeAt(j) === EQ) return true;
+    }
+  }
+  return false;
 }

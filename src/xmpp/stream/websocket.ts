@@ -267,7 +267,7 @@ export class WebSocketTransport implements Transport {
     // The parser found a problem and reported it.
     if (parser.isStopped) return;
     // A stanza still open, or a tag begun after the last '>': the element is not complete.
-    if (!parser.betweenElements || trailer(bytes).includes(LT)) return this.violation(CLOSE_NORMAL, new StreamError("not-well-formed", "Each WebSocket message must hold a complete XML element (RFC 7395 §3.3.3)"));
+    if (!parser.betweenElements || tagBegunAtEnd(bytes)) return this.violation(CLOSE_NORMAL, new StreamError("not-well-formed", "Each WebSocket message must hold a complete XML element (RFC 7395 §3.3.3)"));
     // Text after the element, which the parser would only report with the next message's first tag.
     if (!isWhitespace(parser.pendingText)) return this.violation(CLOSE_NORMAL, new StreamError("invalid-xml", "Text is not allowed at the stream level"));
     // Whitespace alone: a keepalive in RFC 6120's sense (§4.6.1), nothing to hand on.
@@ -349,9 +349,9 @@ export class WebSocketTransport implements Transport {
 const LT = 0x3c;
 const GT = 0x3e;
 
-/** The bytes after the last '>' of a message (all of it when it has none). */
-function trailer(bytes: Buffer): Buffer {
-  return bytes.subarray(bytes.lastIndexOf(GT) + 1);
+/** A '<' after the message's last '>' (or in a message without one): a tag begun and not finished. */
+function tagBegunAtEnd(bytes: Buffer): boolean {
+  return bytes.lastIndexOf(LT) > bytes.lastIndexOf(GT);
 }
 
 function isWhitespace(text: string): boolean {
