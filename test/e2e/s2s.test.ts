@@ -18,6 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Agent, request } from "undici";
+import { createServer as createTlsServer } from "node:tls";
 import Database from "better-sqlite3";
 
 const openssl = spawnSync("openssl", ["version"]).status === 0;
@@ -649,6 +650,56 @@ describe("s2s: XEP-0288 bidirectional streams between two Parleys", { skip: open
       await bob.stop();
       await pair.a.cleanup();
       await pair.b.cleanup();
+    }
+  });
+});
+
+describe("s2s: XEP-0288 on our outgoing stream, with a hostile receiving server (raw socket)", { skip: openssl ? false : "openssl is not installed" }, () => {
+  it("<bidi/> goes before dialback; what comes back is routed from the authenticated domain only: a forged 'from' gets invalid-from", async () => {
+    const pki = makePki(["a.test", "evil.test"]);
+    const accepted: RawClient[] = [];
+    let connected!: (raw: RawClient) => void;
+    const peerConnected = new Promise<RawClient>((resolve) => { connected = resolve; });
+    const evilServer = createTlsServer({ cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key), ALPNProtocols: ["xmpp-server"] }, (socket) => {
+      const raw = RawClient.accept(socket);
+      accepted.push(raw);
+      connected(raw);
+    });
+    await new Promise<void>((resolve) => evilServer.listen(0, "127.0.0.1", resolve));
+    const evilPort = (evilServer.address() as { port: number }).port;
+    const noDns = await freePort();
+    const a = await startTestServer({
+      hosts: ["a.test"], tls: { certificates: { "a.test": pki.files["a.test"]! } },
+      s2s: { caFiles: [pki.caFile], routes: { "evil.test": `xmpps://127.0.0.1:${evilPort}` }, dnsServer: `127.0.0.1:${noDns}` },
+      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: 0 },
+    });
+    await a.accounts.create("alice@a.test", "pw");
+    const alice = await login(a, "alice", "a.test");
+    try {
+      await alice.xmpp.send(xml("message", { to: "mallory@evil.test", type: "chat", id: "out" }, xml("body", {}, "hello evil")));
+      const peer = await peerConnected;
+      await peer.waitFor(/<stream:stream[^>]*>/);
+      peer.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='${NS_STREAMS}' xmlns:db='jabber:server:dialback' from='evil.test' to='a.test' id='evil-1' version='1.0'><stream:features><bidi xmlns='urn:xmpp:features:bidi'/><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>`);
+      const result = await peer.waitForElement((e) => e.is("result", "jabber:server:dialback"));
+      // XEP-0288 §2.2: "This SHOULD be done before either SASL negotiation or Server Dialback."
+      const bidi = peer.elements.findIndex((e) => e.is("bidi", "urn:xmpp:bidi"));
+      assert.ok(bidi >= 0 && bidi < peer.elements.indexOf(result), "<bidi/> sent, before <db:result/>");
+      peer.send("<db:result from='evil.test' to='a.test' type='valid'/>");
+      await peer.waitForElement((e) => e.is("message") && e.attrs.id === "out");
+
+      // Back on the same stream, from the authenticated domain to ours: delivered.
+      peer.send("<message from='mallory@evil.test/x' to='alice@a.test' type='chat' id='back'><body>hi alice</body></message>");
+      const back = await alice.waitFor((s) => s.is("message") && s.attrs.id === "back", 10_000);
+      assert.equal(back.attrs.from, "mallory@evil.test/x");
+      // From a domain this stream never authenticated: RFC 6120 §4.9.3.9 invalid-from, and nothing reaches alice.
+      peer.send("<message from='mallory@forged.test' to='alice@a.test' type='chat' id='forged'><body>trust me</body></message>");
+      await streamEnds(peer, "invalid-from");
+      assert.equal(alice.inbox.some((s) => s.attrs.id === "forged"), false);
+    } finally {
+      await alice.stop();
+      for (const raw of accepted) raw.close();
+      await a.cleanup();
+      await new Promise<void>((resolve) => evilServer.close(() => resolve()));
     }
   });
 });
