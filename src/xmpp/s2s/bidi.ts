@@ -25,7 +25,8 @@
  * to the domain it authenticated as, through the same checks and limits as an incoming stream
  * (./inbound.ts).
  */
-import type { StreamError } from "../../errors.js";
+import { StreamError } from "../../errors.js";
+import type { Jid } from "../jid.js";
 import type { AuthMethod } from "./outgoing.js";
 
 export const NS_BIDI = "urn:xmpp:bidi";
@@ -45,3 +46,15 @@ export interface ReverseStream {
 
 /** Hands a reverse stream to the pool; the function returned is called once the stream ended. */
 export type AttachReverse = (stream: ReverseStream) => () => void;
+
+/**
+ * What the initiating server takes back on its stream (from `local` to `remote`): stanzas from the
+ * domain it called to the domain it authenticated as — the pair reversed — and nothing else.
+ * RFC 6120 §4.9.3.9 invalid-from for another sender; host-unknown for another recipient (that
+ * pair has, or gets, a stream of its own).
+ */
+export function reverseStanzaRefusal(local: string, remote: string, from: Jid, to: Jid): StreamError | undefined {
+  if (from.domain !== remote) return new StreamError("invalid-from", "Not the domain this stream was opened to");
+  if (to.domain !== local) return new StreamError("host-unknown", "Not the domain this stream authenticated");
+  return undefined;
+}

@@ -40,7 +40,7 @@ import { verifyServerCertificate } from "./pkix.js";
 import { AckError, NS_SM, StreamManagement, parseH } from "../c2s/sm.js";
 import type { Target } from "./resolve.js";
 import { InboundStanzas, isServerStanza, type InboundOptions } from "./inbound.js";
-import { BIDI_REQUEST, NS_BIDI_FEATURE } from "./bidi.js";
+import { BIDI_REQUEST, NS_BIDI_FEATURE, reverseStanzaRefusal } from "./bidi.js";
 
 export type AuthMethod = "sasl-external" | "dialback";
 
@@ -352,12 +352,7 @@ export class OutgoingStream implements StreamOwner {
     this.stream!.send(BIDI_REQUEST);
     const self = this;
     this.inbound = new InboundStanzas(this.stream!, inbound, {
-      // The pair this stream authenticates, reversed: from the domain we called, to ours.
-      authorize: (from, to) => {
-        if (from.domain !== remote) return new StreamError("invalid-from", "Not the domain this stream was opened to");
-        if (to.domain !== local) return new StreamError("host-unknown", "Not the domain this stream authenticated");
-        return undefined;
-      },
+      authorize: (from, to) => reverseStanzaRefusal(local, remote, from, to),
       get sm() { return self.sm; },
       peerDomains: [remote],
       localDomain: local,
