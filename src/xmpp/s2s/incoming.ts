@@ -239,6 +239,9 @@ class IncomingStream implements StreamOwner, InboundOwner {
       }
       case "a": {
         if (!sm) return failed("unexpected-request");
+        // XEP-0288: the peer counts what we send back here, but we do not (./pool.ts confirms those
+        // by round trips), so its 'h' is not ours to check.
+        if (this.bidi) return;
         const h = parseH(element.attrs.h);
         if (h === undefined) return this.stream.error(new StreamError("undefined-condition", "Invalid 'h'"));
         try {
