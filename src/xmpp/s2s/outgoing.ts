@@ -76,6 +76,8 @@ export interface OutgoingEvents {
   ready(method: AuthMethod, confirmation: Confirmation): void;
   /** XEP-0198: the peer acknowledged `count` more of the stanzas written, in order. */
   acked(count: number): void;
+  /** XEP-0288: the peer sent a stanza back on this stream, which is then in use both ways. */
+  received(): void;
   /** The stream ended; `failure` says why when it never became ready. */
   closed(failure: string | undefined): void;
 }
@@ -229,7 +231,10 @@ export class OutgoingStream implements StreamOwner {
     const stream = this.stream!;
     if (element.is("features", NS.STREAMS)) return this.features(element);
     // XEP-0288: stanzas come back once authenticated, possibly before our <enable/> is answered.
-    if (this.inbound && isServerStanza(element) && (this.state === "ready" || this.state === "enabling-sm")) return this.inbound.stanza(element);
+    if (this.inbound && isServerStanza(element) && (this.state === "ready" || this.state === "enabling-sm")) {
+      this.events.received();
+      return this.inbound.stanza(element);
+    }
     if (element.is("error", NS.STREAMS)) {
       // The close follows; the condition says why, for the log and the bounces' reason.
       this.failure = `peer stream error ${element.children.find((c) => typeof c !== "string")?.name ?? ""}`;

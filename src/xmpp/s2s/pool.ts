@@ -219,6 +219,7 @@ export class S2SPool {
         new OutgoingStream(this.streamOptions(local, remote, resolution.targets), {
           ready() {},
           acked() {},
+          received() {},
           closed: () => answer(false),
         }, { streamId, key, answer });
       });
@@ -332,6 +333,8 @@ export class S2SPool {
         if (route.stream !== stream) return;
         this.confirmed(route, route.unconfirmed.splice(0, count));
       },
+      // The peer's direction keeps the stream from being idle too.
+      received: () => { if (route.stream === stream && stream.isReady) this.idle(route); },
       closed: (failure) => {
         if (route.stream !== stream || !this.current(route)) return;
         if (failure === undefined) return this.streamEnded(route, stream);
