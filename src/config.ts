@@ -160,6 +160,11 @@ export const ConfigSchema = z.strictObject({
      * ones that offer it. Off, the outgoing queue learns what a peer has by XEP-0199 round trips.
      */
     streamManagement: z.boolean().default(true),
+    /**
+     * XEP-0288 bidirectional streams: offered on incoming streams and asked for on outgoing ones,
+     * so that one TCP connection carries stanzas both ways (as Prosody's mod_s2s_bidi, on by default).
+     */
+    bidi: z.boolean().default(true),
     /** Refuse outgoing streams to servers whose certificate does not verify (no dialback then). */
     requireValidCertificates: z.boolean().default(false),
     connectTimeoutSeconds: z.number().positive().default(10),

@@ -24,6 +24,7 @@ import { listenC2S, type C2SListener, type C2SListenerDeps } from "./xmpp/c2s/li
 import { listenComponents, type ComponentListener } from "./xmpp/component.js";
 import { S2SPool, type OutgoingStatus } from "./xmpp/s2s/pool.js";
 import { listenS2S, type IncomingListener, type IncomingStatus } from "./xmpp/s2s/incoming.js";
+import type { InboundOptions } from "./xmpp/s2s/inbound.js";
 import { createDns, parseRoute } from "./xmpp/s2s/resolve.js";
 import { loadTrustAnchors } from "./xmpp/s2s/pkix.js";
 import { dialbackKey } from "./xmpp/s2s/dialback.js";
@@ -291,6 +292,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const s2sDns = createDns(config.s2s.dnsServer);
   const s2sKey = (receiving: string, originating: string, streamId: string) => dialbackKey(secret, receiving, originating, streamId);
   const s2sPostAuth = { ...config.limits.postAuth, maxStanzaBytes: config.s2s.maxStanzaBytes };
+  // What remote servers send us, on incoming streams or (XEP-0288) back on outgoing ones.
+  const s2sInbound: InboundOptions = {
+    route: (stanza) => router.fromRemote(stanza),
+    maxStanzasPerSecond: config.s2s.maxStanzasPerSecond, floodMs: config.s2s.floodSeconds * 1000, log,
+  };
   const s2s = config.s2s.enabled ? new S2SPool({
     dns: s2sDns,
     routes: new Map(Object.entries(config.s2s.routes).map(([domain, route]) => [domain.toLowerCase(), parseRoute(route)])),
@@ -303,6 +309,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     maxQueued: config.s2s.maxQueuedStanzas,
     requireValidCertificate: config.s2s.requireValidCertificates,
     streamManagement: config.s2s.streamManagement,
+    bidi: config.s2s.bidi ? s2sInbound : undefined,
     certificateFor: (domain) => {
       const tls = certificates.byHost.get(hostOf(domain)) ?? certificates.byHost.get(config.hosts[0]!)!;
       return { cert: tls.cert, key: tls.key };
@@ -367,14 +374,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       preAuth: config.limits.preAuth, postAuth: s2sPostAuth,
       negotiationTimeoutMs: config.s2s.authTimeoutSeconds * 1000, idleMs: config.s2s.idleSeconds * 1000,
       dialback: config.s2s.dialback, streamManagement: config.s2s.streamManagement, isLocalDomain: (d) => router.isServed(d), federates,
-      route: (stanza) => router.fromRemote(stanza),
+      ...s2sInbound,
+      attachReverse: config.s2s.bidi && s2s ? (stream) => s2s.attachReverse(stream) : undefined,
       // Dialback keys are checked by calling the peer's authoritative server (XEP-0220 §2.3).
       verifyDialback: (local, remote, id, key) => s2s ? s2s.verifyDialback(local, remote, id, key) : Promise.resolve(false),
       dialbackKey: s2sKey, log,
       // Its own budget: remote servers do not take the connections of clients at the same address.
       admit: (address) => s2sAdmission.admit(address),
-      maxStanzasPerSecond: config.s2s.maxStanzasPerSecond,
-      floodMs: config.s2s.floodSeconds * 1000,
       ...(metrics ? { counters: metrics } : {}),
     });
     if (config.listen.s2s !== null) {

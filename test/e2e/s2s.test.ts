@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
 import { RawClient } from "../helpers/raw.js";
-import { LossyRelay, freePort, makePki, pem, type Pki } from "../helpers/s2s.js";
+import { LossyRelay, freePort, makePki, pem, startParleyPair, type Pki } from "../helpers/s2s.js";
 import { rawSession } from "../helpers/raw.js";
 import { parseElement } from "../../src/xmpp/xml-parse.js";
 import type { Element } from "@xmpp/xml";
@@ -18,6 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Agent, request } from "undici";
+import { createServer as createTlsServer } from "node:tls";
 import Database from "better-sqlite3";
 
 const openssl = spawnSync("openssl", ["version"]).status === 0;
@@ -86,10 +87,12 @@ interface PairOptions {
   streamManagement?: boolean;
   /** s2s.maxQueuedStanzas of both. */
   maxQueued?: number;
+  /** s2s.bidi of both (XEP-0288: one connection both ways). */
+  bidi?: boolean;
 }
 
 /** Two servers, a.test and b.test, routed to each other; `pki` gives them CA-signed certificates, trusted. */
-async function startPair(pki: Pki | undefined, { directTls = false, aToB, streamManagement = true, maxQueued = 1000 }: PairOptions = {}): Promise<Pair> {
+async function startPair(pki: Pki | undefined, { directTls = false, aToB, streamManagement = true, maxQueued = 1000, bidi = true }: PairOptions = {}): Promise<Pair> {
   const [portA, portB, noDns, down, late] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const start = (host: string, port: number, peer: string, peerPort: number) => startTestServer({
     hosts: [host],
@@ -100,7 +103,7 @@ async function startPair(pki: Pki | undefined, { directTls = false, aToB, stream
     // Lookups for any other domain go to a port where no DNS server answers: they fail at once.
     // Without a CA of their own they trust the bundled roots, which signed neither self-signed certificate.
     s2s: { caFiles: pki ? [pki.caFile] : [], routes: { [peer]: `${directTls ? "xmpps://" : ""}127.0.0.1:${peerPort}`, [`conference.${peer}`]: `127.0.0.1:${peerPort}`, "down.test": `127.0.0.1:${down}`, "late.test": `127.0.0.1:${late}` }, dnsServer: `127.0.0.1:${noDns}`, queueTimeoutSeconds: 10,
-      authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"], maxConnectionsPerAddress: 4, maxStanzasPerSecond: 100, floodSeconds: 1, streamManagement, maxQueuedStanzas: maxQueued },
+      authTimeoutSeconds: 2, maxStanzaBytes: 20_000, blockedDomains: ["blocked.test"], maxConnectionsPerAddress: 4, maxStanzasPerSecond: 100, floodSeconds: 1, streamManagement, maxQueuedStanzas: maxQueued, bidi },
   });
   const [a, b] = await Promise.all([start("a.test", portA, "b.test", aToB ?? portB), start("b.test", portB, "a.test", portA)]);
   await a.accounts.create("alice@a.test", "pw");
@@ -145,9 +148,10 @@ function pairWithUsers(start: () => Promise<Pair>): { pair: Pair; alice: Connect
   });
   return f;
 }
+// Without XEP-0288: each server opens a stream of its own (the status page and the CLI list both directions).
 describe("s2s between two Parleys, certificates that verify (SASL EXTERNAL)", { skip: openssl ? false : "openssl is not installed" }, () => {
   let pki!: Pki;
-  const f = pairWithUsers(() => startPair(pki = makePki(["a.test", "b.test", "evil.test", "late.test"])));
+  const f = pairWithUsers(() => startPair(pki = makePki(["a.test", "b.test", "evil.test", "late.test"]), { bidi: false }));
   /** A raw stream from evil.test into b.test, authenticated with SASL EXTERNAL and restarted; `mark` is where its stream begins. */
   const evilAuthenticated = async () => {
     const { raw } = await rawS2S(f.pair.b.ports.s2s!, "b.test", "evil.test", { cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key) });
@@ -465,8 +469,11 @@ describe("s2s between two Parleys, certificates that do not verify (dialback, XE
 
   it("chat both ways; both streams authenticate with dialback", async () => {
     await chatBothWays(f.alice, f.bob, "db");
-    assert.deepEqual(f.pair.a.s2s().outgoing.map((o) => [o.remote, o.method]), [["b.test", "dialback"]]);
-    assert.deepEqual(f.pair.a.s2s().incoming.flatMap((i) => i.domains), [{ domain: "b.test", method: "dialback" }]);
+    // XEP-0288 (on by default): b.test answers over a.test's stream, the pair for which a.test passed dialback.
+    assert.deepEqual(f.pair.a.s2s().outgoing.map((o) => [o.remote, o.method, o.via]), [["b.test", "dialback", "outgoing-bidi"]]);
+    assert.deepEqual(f.pair.b.s2s().outgoing.map((o) => [o.remote, o.method, o.via]), [["a.test", "dialback", "incoming-bidi"]]);
+    assert.deepEqual(f.pair.b.s2s().incoming.map((i) => [i.domains, i.bidi]), [[[{ domain: "a.test", method: "dialback" }], true]]);
+    assert.deepEqual(f.pair.a.s2s().incoming, []);
   });
 });
 
@@ -610,6 +617,89 @@ describe("s2s over direct TLS (XEP-0368)", () => {
   it("chat both ways over streams that start with TLS", async () => {
     await chatBothWays(f.alice, f.bob, "direct");
     assert.deepEqual(f.pair.b.s2s().incoming.map((i) => [i.directTls, i.domains.map((d) => d.domain)]), [[true, ["a.test"]]]);
-    assert.deepEqual(f.pair.a.s2s().incoming.map((i) => [i.directTls, i.domains.map((d) => d.domain)]), [[true, ["b.test"]]]);
+    // XEP-0288: b.test answers on that same connection.
+    assert.deepEqual(f.pair.b.s2s().outgoing.map((o) => [o.remote, o.via]), [["a.test", "incoming-bidi"]]);
+  });
+});
+
+/** TCP connections a server has for federation: its incoming streams, and the outgoing ones that are its own. */
+const connectionsOf = (server: TestServer) => {
+  const { incoming, outgoing } = server.s2s();
+  return incoming.length + outgoing.filter((o) => o.via !== "incoming-bidi").length;
+};
+
+describe("s2s: XEP-0288 bidirectional streams between two Parleys", { skip: openssl ? false : "openssl is not installed" }, () => {
+  const pki = openssl ? makePki(["a.test", "b.test"]) : undefined;
+  for (const bidiOnB of [true, false]) it(bidiOnB ? "with s2s.bidi on both sides, a.test→b.test and b.test→a.test share one TCP connection" : "with s2s.bidi off on b.test, each direction has its own connection", async () => {
+    const pair = await startParleyPair({ pki: pki!, b: bidiOnB ? {} : { s2s: { bidi: false } } });
+    const alice = await login(pair.a, "alice", "a.test");
+    const bob = await login(pair.b, "bob", "b.test");
+    try {
+      await chatBothWays(alice, bob, bidiOnB ? "bidi-on" : "bidi-off");
+      assert.equal(connectionsOf(pair.a), bidiOnB ? 1 : 2);
+      assert.equal(connectionsOf(pair.b), bidiOnB ? 1 : 2);
+      assert.deepEqual(pair.a.s2s().outgoing.map((o) => [o.remote, o.state, o.via]), [["b.test", "ready", bidiOnB ? "outgoing-bidi" : "outgoing"]]);
+      assert.deepEqual(pair.b.s2s().outgoing.map((o) => [o.remote, o.state, o.via]), [["a.test", "ready", bidiOnB ? "incoming-bidi" : "outgoing"]]);
+      assert.deepEqual(pair.b.s2s().incoming.map((i) => [i.domains.map((d) => d.domain), i.bidi]), [[["a.test"], bidiOnB]]);
+      if (bidiOnB) {
+        // The round trip that confirms b.test's durable messages went over the same connection: none is left in its outbox.
+        await until(async () => (await pair.b.storage.s2sOutbox.list()).length === 0, "b.test's message confirmed over the reverse stream");
+      }
+    } finally {
+      await alice.stop();
+      await bob.stop();
+      await pair.a.cleanup();
+      await pair.b.cleanup();
+    }
+  });
+});
+
+describe("s2s: XEP-0288 on our outgoing stream, with a hostile receiving server (raw socket)", { skip: openssl ? false : "openssl is not installed" }, () => {
+  it("<bidi/> goes before dialback; what comes back is routed from the authenticated domain only: a forged 'from' gets invalid-from", async () => {
+    const pki = makePki(["a.test", "evil.test"]);
+    const accepted: RawClient[] = [];
+    let connected!: (raw: RawClient) => void;
+    const peerConnected = new Promise<RawClient>((resolve) => { connected = resolve; });
+    const evilServer = createTlsServer({ cert: pem(pki.files["evil.test"]!.cert), key: pem(pki.files["evil.test"]!.key), ALPNProtocols: ["xmpp-server"] }, (socket) => {
+      const raw = RawClient.accept(socket);
+      accepted.push(raw);
+      connected(raw);
+    });
+    await new Promise<void>((resolve) => evilServer.listen(0, "127.0.0.1", resolve));
+    const evilPort = (evilServer.address() as { port: number }).port;
+    const noDns = await freePort();
+    const a = await startTestServer({
+      hosts: ["a.test"], tls: { certificates: { "a.test": pki.files["a.test"]! } },
+      s2s: { caFiles: [pki.caFile], routes: { "evil.test": `xmpps://127.0.0.1:${evilPort}` }, dnsServer: `127.0.0.1:${noDns}` },
+      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: 0 },
+    });
+    await a.accounts.create("alice@a.test", "pw");
+    const alice = await login(a, "alice", "a.test");
+    try {
+      await alice.xmpp.send(xml("message", { to: "mallory@evil.test", type: "chat", id: "out" }, xml("body", {}, "hello evil")));
+      const peer = await peerConnected;
+      await peer.waitFor(/<stream:stream[^>]*>/);
+      peer.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='${NS_STREAMS}' xmlns:db='jabber:server:dialback' from='evil.test' to='a.test' id='evil-1' version='1.0'><stream:features><bidi xmlns='urn:xmpp:features:bidi'/><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>`);
+      const result = await peer.waitForElement((e) => e.is("result", "jabber:server:dialback"));
+      // XEP-0288 §2.2: "This SHOULD be done before either SASL negotiation or Server Dialback."
+      const bidi = peer.elements.findIndex((e) => e.is("bidi", "urn:xmpp:bidi"));
+      assert.ok(bidi >= 0 && bidi < peer.elements.indexOf(result), "<bidi/> sent, before <db:result/>");
+      peer.send("<db:result from='evil.test' to='a.test' type='valid'/>");
+      await peer.waitForElement((e) => e.is("message") && e.attrs.id === "out");
+
+      // Back on the same stream, from the authenticated domain to ours: delivered.
+      peer.send("<message from='mallory@evil.test/x' to='alice@a.test' type='chat' id='back'><body>hi alice</body></message>");
+      const back = await alice.waitFor((s) => s.is("message") && s.attrs.id === "back", 10_000);
+      assert.equal(back.attrs.from, "mallory@evil.test/x");
+      // From a domain this stream never authenticated: RFC 6120 §4.9.3.9 invalid-from, and nothing reaches alice.
+      peer.send("<message from='mallory@forged.test' to='alice@a.test' type='chat' id='forged'><body>trust me</body></message>");
+      await streamEnds(peer, "invalid-from");
+      assert.equal(alice.inbox.some((s) => s.attrs.id === "forged"), false);
+    } finally {
+      await alice.stop();
+      for (const raw of accepted) raw.close();
+      await a.cleanup();
+      await new Promise<void>((resolve) => evilServer.close(() => resolve()));
+    }
   });
 });

@@ -103,6 +103,11 @@ export class RawClient {
     return new RawClient(socket);
   }
 
+  /** The server end of a connection a test accepted (a raw remote server that Parley calls). */
+  static accept(socket: Socket | TLSSocket): RawClient {
+    return new RawClient(socket);
+  }
+
   send(data: string | Buffer): void { this.socket.write(data); }
 
   /**

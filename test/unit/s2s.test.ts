@@ -10,6 +10,8 @@ import { orderSrv, parseRoute, resolveServer, type S2SDns, type SrvRecord } from
 import { dialbackKey, keysEqual } from "../../src/xmpp/s2s/dialback.js";
 import { certificateNamesDomain, verifyServerCertificate } from "../../src/xmpp/s2s/pkix.js";
 import { domainPolicy } from "../../src/xmpp/s2s/policy.js";
+import { reverseStanzaRefusal } from "../../src/xmpp/s2s/bidi.js";
+import { parseJid } from "../../src/xmpp/jid.js";
 
 describe("domain policy (s2s.allowedDomains / blockedDomains)", () => {
   it("a listed domain covers its subdomains; blocked wins; an empty allowlist allows the rest", () => {
@@ -26,6 +28,23 @@ describe("domain policy (s2s.allowedDomains / blockedDomains)", () => {
 });
 
 const srv = (name: string, priority: number, weight: number, port = 5269): SrvRecord => ({ name, port, priority, weight });
+
+describe("XEP-0288: what an outgoing stream takes back (the authenticated pair, reversed)", () => {
+  const refusal = (from: string, to: string) => reverseStanzaRefusal("a.test", "b.test", parseJid(from), parseJid(to))?.condition;
+  it("from the domain called to the domain authenticated as: accepted, whatever the local parts", () => {
+    assert.equal(refusal("bob@b.test/r", "alice@a.test"), undefined);
+    assert.equal(refusal("b.test", "a.test"), undefined);
+  });
+  it("another sender is invalid-from, even a subdomain of the peer or one of our domains", () => {
+    assert.equal(refusal("x@evil.test", "alice@a.test"), "invalid-from");
+    assert.equal(refusal("room@conference.b.test", "alice@a.test"), "invalid-from");
+    assert.equal(refusal("alice@a.test", "alice@a.test"), "invalid-from");
+  });
+  it("another recipient is host-unknown, even another domain of ours (its pair has a stream of its own)", () => {
+    assert.equal(refusal("bob@b.test", "x@conference.a.test"), "host-unknown");
+    assert.equal(refusal("bob@b.test", "x@c.test"), "host-unknown");
+  });
+});
 
 describe("SRV ordering (RFC 2782) and resolution (RFC 6120 §3.2)", () => {
   it("lowest priority first; within a priority, weights choose the order", () => {

@@ -11,13 +11,14 @@
  * drops sends again what we did not acknowledge. Our 'h' counts a stanza only once the router
  * finished with it — delivered, or committed to storage — as on c2s (../c2s/sm.ts, HARDENING §1.3 P1).
  *
- * Every stanza is checked before it reaches the router:
+ * Every stanza is checked before it reaches the router (./inbound.ts):
  * - none before a domain is authenticated: RFC 6120 §4.9.3.12 not-authorized, "the entity has
  *   attempted to send XML stanzas ... before the stream has been authenticated";
- * - its 'from' must be a domain authenticated on this stream: §4.9.3.9 invalid-from, "the data
- *   provided in a 'from' attribute does not match an authorized JID or validated domain as
- *   negotiated ... between two servers using SASL or Server Dialback";
+ * - its 'from' must be a domain authenticated on this stream: §4.9.3.9 invalid-from;
  * - its 'to' must be one of ours: the server relays nothing for third parties (host-unknown).
+ *
+ * XEP-0288 1.0.1 (./bidi.ts): a peer that asks for it gets our stanzas for its authenticated
+ * domains on this stream too, through the pool (`attachReverse`).
  */
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { TLSSocket, createServer as createTlsServer } from "node:tls";
@@ -25,7 +26,7 @@ import type { X509Certificate } from "node:crypto";
 import type { ParserLimits, StreamHeader } from "../parser.js";
 import { el, type Element } from "../xml.js";
 import { NS } from "../ns.js";
-import { tryParseJid } from "../jid.js";
+import { tryParseJid, type Jid } from "../jid.js";
 import { StreamError } from "../../errors.js";
 import type { Logger } from "../../log.js";
 import type { TlsServing } from "../tls.js";
@@ -38,9 +39,10 @@ import { verifyServerCertificate } from "./pkix.js";
 import type { AuthMethod } from "./outgoing.js";
 import type { DomainPolicy } from "./policy.js";
 import { AckError, NS_SM, StreamManagement, parseH } from "../c2s/sm.js";
-import { StanzaRate } from "./flood.js";
+import { InboundStanzas, isServerStanza, type InboundOptions, type InboundOwner } from "./inbound.js";
+import { BIDI_FEATURE, NS_BIDI, type AttachReverse } from "./bidi.js";
 
-export interface IncomingOptions {
+export interface IncomingOptions extends InboundOptions {
   host: string;
   port: number;
   /** TLS from the first byte (XEP-0368) instead of STARTTLS. */
@@ -61,15 +63,11 @@ export interface IncomingOptions {
   isLocalDomain: (domain: string) => boolean;
   /** Remote domains we federate with (config s2s.allowedDomains / blockedDomains). */
   federates: DomainPolicy;
-  /** The router's entry for remote stanzas; a promise resolves once the stanza is in custody. */
-  route: (stanza: Element) => void | Promise<void>;
+  /** XEP-0288: offer bidirectional streams and hand them to the pool; undefined: s2s.bidi is off. */
+  attachReverse: AttachReverse | undefined;
   /** XEP-0220 §2.3: ask the authoritative server about a key (./pool.ts). */
   verifyDialback: (local: string, remote: string, streamId: string, key: string) => Promise<boolean>;
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
-  /** Stanzas per second a stream may send on average (bursts of twice that are fine); faster ones wait. */
-  maxStanzasPerSecond: number;
-  /** A stream kept waiting this long without slowing down is ended (policy-violation): ./flood.ts. */
-  floodMs: number;
   /** A connection slot for a remote address (the shared per-address limit); undefined: refused. */
   admit: (address: string) => (() => void) | undefined;
   log: Logger;
@@ -83,6 +81,8 @@ export interface IncomingStatus {
   local: string | undefined;
   /** Domains authenticated on the stream, and how. */
   domains: Array<{ domain: string; method: AuthMethod }>;
+  /** XEP-0288: the peer asked for a bidirectional stream (our stanzas to it may go here too). */
+  bidi: boolean;
   since: string;
 }
 
@@ -101,7 +101,7 @@ const MAX_DIALBACK_REQUESTS = 8;
 /** The peer's certificate is asked for and judged by ./pkix.ts: one that does not verify may still do dialback. */
 const PEER_CERTIFICATE = { requestCert: true, rejectUnauthorized: false } as const;
 
-class IncomingStream implements StreamOwner {
+class IncomingStream implements StreamOwner, InboundOwner {
   private readonly stream: XmlStream;
   private local: string | undefined;
   /** The 'from' of the peer's header: the domain SASL EXTERNAL authenticates. */
@@ -110,23 +110,21 @@ class IncomingStream implements StreamOwner {
   private saslDone = false;
   private dialbackRequests = 0;
   private readonly since = Date.now();
-  private readonly rate: StanzaRate;
-  /**
-   * Stanzas over the rate, in order, while the socket is not read: at most what one chunk of input
-   * held (reading stops at the first of them).
-   */
-  private held: Element[] = [];
-  private holdTimer: NodeJS.Timeout | undefined;
+  private readonly inbound: InboundStanzas;
   private readonly timers: NodeJS.Timeout[] = [];
-  private sm: StreamManagement | undefined;
-  /** Stanzas the router has not finished with: an <r/> is answered once those before it are done. */
-  private readonly routing = new Set<Promise<void>>();
+  sm: StreamManagement | undefined;
+  /** XEP-0288 §2.2: the peer sent <bidi/>. */
+  private bidi = false;
+  /** SASL EXTERNAL succeeded: the reverse direction opens once the restarted stream is. */
+  private reversePending = false;
+  /** What the pool is told when this stream ends, per reverse direction handed to it. */
+  private readonly reverseEnded: Array<() => void> = [];
 
   constructor(socket: Socket, private readonly opts: IncomingOptions, private readonly live: Set<IncomingStream>, private readonly release: () => void) {
     live.add(this);
-    this.rate = new StanzaRate(opts.maxStanzasPerSecond, opts.floodMs, Date.now());
     const upgrade = (plain: Socket) => new TLSSocket(plain, { isServer: true, secureContext: opts.tls.defaultTls, SNICallback: opts.tls.sniCallback, ...PEER_CERTIFICATE });
     this.stream = new XmlStream(new TcpTransport(socket, opts.preAuth, opts.directTls ? undefined : upgrade), NS.SERVER, opts.log, this, { namespaces: { db: NS_DIALBACK } });
+    this.inbound = new InboundStanzas(this.stream, opts, this);
     const negotiation = setTimeout(() => {
       if (!this.domains.size) this.stream.error(new StreamError("connection-timeout", "No domain authenticated in time"));
     }, opts.negotiationTimeoutMs);
@@ -141,7 +139,7 @@ class IncomingStream implements StreamOwner {
   get status(): IncomingStatus {
     return {
       address: this.stream.transport.remoteAddress, directTls: this.opts.directTls, local: this.local,
-      domains: [...this.domains].map(([domain, method]) => ({ domain, method })), since: new Date(this.since).toISOString(),
+      domains: [...this.domains].map(([domain, method]) => ({ domain, method })), bidi: this.bidi, since: new Date(this.since).toISOString(),
     };
   }
 
@@ -158,6 +156,24 @@ class IncomingStream implements StreamOwner {
     if (this.peerDomain !== undefined && !this.opts.federates(this.peerDomain)) return this.refuse(this.peerDomain);
     this.stream.open(to, "en", true, this.peerDomain);
     this.stream.features(this.features());
+    if (this.reversePending) {
+      this.reversePending = false;
+      this.attachReverse(to, this.peerDomain!, "sasl-external");
+    }
+  }
+
+  get peerDomains(): string[] {
+    return [...this.domains.keys()];
+  }
+
+  get localDomain(): string | undefined {
+    return this.local;
+  }
+
+  authorize(from: Jid, to: Jid): StreamError | undefined {
+    if (!this.domains.has(from.domain)) return new StreamError("invalid-from", "Not a domain authenticated on this stream");
+    if (!this.opts.isLocalDomain(to.domain)) return new StreamError("host-unknown", "Not a domain served here");
+    return undefined;
   }
 
   private features(): string {
@@ -168,6 +184,7 @@ class IncomingStream implements StreamOwner {
     let out = sm;
     if (this.peerDomain && this.certificateVerifies(this.peerDomain)) out += `<mechanisms xmlns='${NS.SASL}'><mechanism>EXTERNAL</mechanism></mechanisms>`;
     if (this.opts.dialback) out += `<dialback xmlns='${NS_DIALBACK_FEATURE}'/>`;
+    if (this.opts.attachReverse && !this.bidi) out += BIDI_FEATURE;
     return out;
   }
 
@@ -179,9 +196,7 @@ class IncomingStream implements StreamOwner {
   }
 
   element(element: Element): void {
-    const name = element.name;
-    const isStanza = (name === "message" || name === "presence" || name === "iq") && element.attrs.xmlns === NS.SERVER;
-    if (isStanza) return this.stanza(element);
+    if (isServerStanza(element)) return this.stanza(element);
     if (element.attrs.xmlns === NS_SM) return this.smElement(element);
     // The peer's stream error: its close follows (the condition is logged, the stream then ends).
     if (element.is("error", NS.STREAMS)) {
@@ -197,6 +212,8 @@ class IncomingStream implements StreamOwner {
       // RFC 6120 §5.3.1: TLS is mandatory-to-negotiate here (RFC 7590).
       return this.stream.error(new StreamError("policy-violation", "STARTTLS first"));
     }
+    // XEP-0288 §2.2: "Since there is no reply to the request, it is possible to pipeline it."
+    if (element.is("bidi", NS_BIDI) && this.opts.attachReverse && !this.domains.size) return void (this.bidi = true);
     if (element.is("auth", NS.SASL) && !this.saslDone) return this.saslExternal(element);
     if (element.is("result", NS_DIALBACK) && this.opts.dialback) return void this.dialbackResult(element);
     if (element.is("verify", NS_DIALBACK)) return this.dialbackVerify(element);
@@ -218,13 +235,13 @@ class IncomingStream implements StreamOwner {
         return this.stream.send(`<enabled xmlns='${NS_SM}'/>`);
       case "r": {
         if (!sm) return failed("unexpected-request");
-        const answer = () => { if (!this.stream.isOver) this.stream.send(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`); };
-        if (this.routing.size === 0) return answer();
-        void Promise.allSettled([...this.routing]).then(answer);
-        return;
+        return this.inbound.afterRouted(() => this.stream.send(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`));
       }
       case "a": {
         if (!sm) return failed("unexpected-request");
+        // XEP-0288: the peer counts what we send back here, but we do not (./pool.ts confirms those
+        // by round trips), so its 'h' is not ours to check.
+        if (this.bidi) return;
         const h = parseH(element.attrs.h);
         if (h === undefined) return this.stream.error(new StreamError("undefined-condition", "Invalid 'h'"));
         try {
@@ -260,6 +277,8 @@ class IncomingStream implements StreamOwner {
     // RFC 6120 §6.4.6: the initiating entity opens a new stream over the same connection.
     this.stream.restart(this.opts.postAuth);
     this.authenticated(authzid, "sasl-external");
+    // XEP-0288: not before our new stream header, which answers the peer's.
+    this.reversePending = this.bidi;
   }
 
   /** XEP-0220 §2.2: a key from the originating server, checked with its authoritative server. */
@@ -276,7 +295,10 @@ class IncomingStream implements StreamOwner {
     const valid = await this.opts.verifyDialback(to, remote, this.stream.id, key);
     if (this.stream.isOver) return;
     this.stream.send(el("db:result", { from: to, to: remote, type: valid ? "valid" : "invalid" }).toString());
-    if (valid) return this.authenticated(remote, "dialback");
+    if (valid) {
+      this.authenticated(remote, "dialback");
+      return this.attachReverse(to, remote, "dialback");
+    }
     this.opts.counters?.incoming("failed");
     this.opts.log.info({ stage: "s2s-auth", domain: remote, method: "dialback" }, "s2s incoming dialback key invalid");
   }
@@ -305,57 +327,22 @@ class IncomingStream implements StreamOwner {
     this.opts.log.info({ stage: "s2s-in", domain, local: this.local, method, tls: this.stream.transport.tls?.version, address: this.stream.transport.remoteAddress }, "s2s incoming stream authenticated");
   }
 
+  /** XEP-0288: the pool may now send from `local` to `remote` here (./bidi.ts). */
+  private attachReverse(local: string, remote: string, method: AuthMethod): void {
+    if (!this.bidi || !this.opts.attachReverse) return;
+    const stream = this.stream;
+    this.opts.log.info({ stage: "s2s-in", domain: remote, local }, "s2s incoming stream used both ways (XEP-0288)");
+    this.reverseEnded.push(this.opts.attachReverse({
+      local, remote, authMethod: method,
+      get isReady() { return !stream.isOver; },
+      send: (xml) => stream.send(xml),
+      close: (error) => error ? stream.error(error, local) : stream.close(),
+    }));
+  }
+
   private stanza(stanza: Element): void {
     if (!this.domains.size) return this.stream.error(new StreamError("not-authorized", "Authenticate first"));
-    if (this.held.length === 0 && this.rate.take(Date.now())) return this.accept(stanza);
-    if (this.held.length === 0) {
-      this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], rate: this.opts.maxStanzasPerSecond }, "s2s peer over its stanza rate; reading paused");
-      this.stream.transport.pauseReading?.();
-    }
-    this.held.push(stanza);
-    this.releaseHeldLater();
-  }
-
-  private releaseHeldLater(): void {
-    if (this.holdTimer) return;
-    this.holdTimer = setTimeout(() => {
-      this.holdTimer = undefined;
-      this.releaseHeld();
-    }, this.rate.waitMs());
-    this.holdTimer.unref();
-  }
-
-  /** Held stanzas go on as tokens come; reading resumes once none is left. */
-  private releaseHeld(): void {
-    const now = Date.now();
-    while (this.held.length && !this.stream.isOver && this.rate.take(now)) this.accept(this.held.shift()!);
-    if (this.stream.isOver) return;
-    if (this.held.length === 0) return this.stream.transport.resumeReading?.();
-    if (this.rate.flooding(now)) {
-      this.opts.log.info({ stage: "s2s-in", domains: [...this.domains.keys()], rate: this.opts.maxStanzasPerSecond, held: this.held.length }, "s2s peer stays over its stanza rate");
-      return this.stream.error(new StreamError("policy-violation", "Too many stanzas"), this.local);
-    }
-    this.releaseHeldLater();
-  }
-
-  private accept(stanza: Element): void {
-    const from = tryParseJid(stanza.attrs.from);
-    const to = tryParseJid(stanza.attrs.to);
-    if (!from || !to) return this.stream.error(new StreamError("improper-addressing", "Stanzas between servers need valid 'from' and 'to'"));
-    if (!this.domains.has(from.domain)) return this.stream.error(new StreamError("invalid-from", "Not a domain authenticated on this stream"));
-    if (!this.opts.isLocalDomain(to.domain)) return this.stream.error(new StreamError("host-unknown", "Not a domain served here"));
-    if (this.opts.log.isLevelEnabled("debug")) this.opts.log.debug({ stage: "s2s-in", tag: stanza.name, domain: from.domain }, "stanza received");
-    stanza.attrs.xmlns = NS.CLIENT;
-    const sm = this.sm;
-    const seq = sm?.receivedInbound();
-    const routed = this.opts.route(stanza);
-    if (seq === undefined) return;
-    if (!(routed instanceof Promise)) return void sm!.handledInbound(seq);
-    // The router turns every failure into an error reply; a rejection would be a router bug, and still counts as handled.
-    const tracked: Promise<void> = routed
-      .catch((err: unknown) => this.opts.log.error({ err, stage: "route", tag: stanza.name }, "routing failed"))
-      .finally(() => { sm!.handledInbound(seq); this.routing.delete(tracked); });
-    this.routing.add(tracked);
+    this.inbound.stanza(stanza);
   }
 
   drain(): void {}
@@ -366,8 +353,8 @@ class IncomingStream implements StreamOwner {
 
   ended(ending: StreamEnding): void {
     for (const t of this.timers) clearTimeout(t);
-    clearTimeout(this.holdTimer);
-    this.held = [];
+    this.inbound.end();
+    for (const ended of this.reverseEnded) ended();
     this.live.delete(this);
     this.release();
     if (ending.kind === "closed" && ending.error) this.opts.log.info({ stage: "s2s-in", condition: ending.error.condition, domains: [...this.domains.keys()] }, "s2s incoming stream error");

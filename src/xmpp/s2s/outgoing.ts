@@ -16,6 +16,11 @@
  * time while stanzas are unacknowledged; each <a h/> reports how many more the peer has. The
  * counters are the c2s ones (../c2s/sm.ts).
  *
+ * XEP-0288 1.0.1 (./bidi.ts) where the receiving server offers it and s2s.bidi is on: <bidi/> goes
+ * before SASL or dialback, and once authenticated the peer may send us stanzas on this stream
+ * too — only from the domain we connected to, to the domain we authenticated as, through the
+ * checks and limits of an incoming stream (./inbound.ts), counted for XEP-0198 when enabled.
+ *
  * The stream also serves XEP-0220 §2.3 verification requests (`verify`): it then sends one
  * <db:verify/> after TLS, reports the answer and closes.
  */
@@ -34,6 +39,8 @@ import { NS_DIALBACK, NS_DIALBACK_FEATURE } from "./dialback.js";
 import { verifyServerCertificate } from "./pkix.js";
 import { AckError, NS_SM, StreamManagement, parseH } from "../c2s/sm.js";
 import type { Target } from "./resolve.js";
+import { InboundStanzas, isServerStanza, type InboundOptions } from "./inbound.js";
+import { BIDI_REQUEST, NS_BIDI_FEATURE, reverseStanzaRefusal } from "./bidi.js";
 
 export type AuthMethod = "sasl-external" | "dialback";
 
@@ -53,6 +60,8 @@ export interface OutgoingOptions {
   streamManagement: boolean;
   /** The dialback key for (receiving, originating, stream id): see ./dialback.ts. */
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
+  /** XEP-0288: ask for a bidirectional stream, and route what the peer sends back this way; undefined: s2s.bidi is off. */
+  bidi: InboundOptions | undefined;
   log: Logger;
 }
 
@@ -67,6 +76,8 @@ export interface OutgoingEvents {
   ready(method: AuthMethod, confirmation: Confirmation): void;
   /** XEP-0198: the peer acknowledged `count` more of the stanzas written, in order. */
   acked(count: number): void;
+  /** XEP-0288: the peer sent a stanza back on this stream, which is then in use both ways. */
+  received(): void;
   /** The stream ended; `failure` says why when it never became ready. */
   closed(failure: string | undefined): void;
 }
@@ -102,6 +113,8 @@ export class OutgoingStream implements StreamOwner {
   private ackTimer: NodeJS.Timeout | undefined;
   /** Bounds a peer that goes silent during negotiation. */
   private negotiation: NodeJS.Timeout | undefined;
+  /** XEP-0288: what the peer sends back on this stream, once we asked for it with <bidi/>. */
+  private inbound: InboundStanzas | undefined;
 
   constructor(private readonly opts: OutgoingOptions, private readonly events: OutgoingEvents, private readonly verify?: VerifyRequest) {
     this.tryTarget(0);
@@ -113,6 +126,11 @@ export class OutgoingStream implements StreamOwner {
 
   get isReady(): boolean {
     return this.state === "ready";
+  }
+
+  /** XEP-0288: the peer may send us stanzas on this stream too. */
+  get bidirectional(): boolean {
+    return this.inbound !== undefined;
   }
 
   /** Writes one stanza (counted for XEP-0198 when enabled). */
@@ -212,6 +230,11 @@ export class OutgoingStream implements StreamOwner {
   element(element: Element): void {
     const stream = this.stream!;
     if (element.is("features", NS.STREAMS)) return this.features(element);
+    // XEP-0288: stanzas come back once authenticated, possibly before our <enable/> is answered.
+    if (this.inbound && isServerStanza(element) && (this.state === "ready" || this.state === "enabling-sm")) {
+      this.events.received();
+      return this.inbound.stanza(element);
+    }
     if (element.is("error", NS.STREAMS)) {
       // The close follows; the condition says why, for the log and the bounces' reason.
       this.failure = `peer stream error ${element.children.find((c) => typeof c !== "string")?.name ?? ""}`;
@@ -264,17 +287,20 @@ export class OutgoingStream implements StreamOwner {
         return stream.error(new StreamError("not-authorized"));
       case "ready":
         if (element.attrs.xmlns === NS_SM && this.sm) return this.smElement(element);
-        // A receiving server sends us nothing but stream-level elements (no XEP-0288 here).
+        // Without XEP-0288 a receiving server sends us nothing but stream-level elements.
         return stream.error(new StreamError("unsupported-stanza-type", "This stream is outgoing only"));
       default:
         return stream.error(new StreamError("not-authorized"));
     }
   }
 
-  /** XEP-0198 §4 on a stream we only send on: <a/> acknowledges our stanzas, an <r/> gets h=0. */
+  /** XEP-0198 §4: <a/> acknowledges our stanzas; an <r/> gets the count of those the peer sent back (XEP-0288), once routed. */
   private smElement(element: Element): void {
     const sm = this.sm!;
-    if (element.name === "r") return this.stream!.send(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
+    if (element.name === "r") {
+      const answer = () => this.stream!.send(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
+      return this.inbound ? this.inbound.afterRouted(answer) : answer();
+    }
     if (element.name !== "a") return this.stream!.error(new StreamError("unsupported-stanza-type"));
     const h = parseH(element.attrs.h);
     if (h === undefined) return this.stream!.error(new StreamError("undefined-condition", "Invalid 'h'"));
@@ -313,6 +339,7 @@ export class OutgoingStream implements StreamOwner {
       this.state = "verifying";
       return stream.send(el("db:verify", { from: this.opts.local, to: this.opts.remote, id: this.verify.streamId }, this.verify.key).toString());
     }
+    if (this.opts.bidi && !this.inbound && features.getChild("bidi", NS_BIDI_FEATURE)) this.askBidi(this.opts.bidi);
     const mechanisms = features.getChild("mechanisms", NS.SASL)?.getChildren("mechanism").map((m) => m.text().trim()) ?? [];
     // Only an authenticated remote certificate makes our EXTERNAL worth anything both ways.
     if (mechanisms.includes("EXTERNAL") && this.certificateVerified) {
@@ -322,6 +349,19 @@ export class OutgoingStream implements StreamOwner {
     }
     // XEP-0220 §2.1: dialback is for streams that advertise it, and for pre-1.0 peers without features.
     return this.dialback();
+  }
+
+  /** XEP-0288 §2.2: "This SHOULD be done before either SASL negotiation or Server Dialback." */
+  private askBidi(inbound: InboundOptions): void {
+    const { local, remote } = this.opts;
+    this.stream!.send(BIDI_REQUEST);
+    const self = this;
+    this.inbound = new InboundStanzas(this.stream!, inbound, {
+      authorize: (from, to) => reverseStanzaRefusal(local, remote, from, to),
+      get sm() { return self.sm; },
+      peerDomains: [remote],
+      localDomain: local,
+    });
   }
 
   private dialback(): void {
@@ -356,6 +396,7 @@ export class OutgoingStream implements StreamOwner {
 
   private end(failure: string | undefined): void {
     clearTimeout(this.negotiation);
+    this.inbound?.end();
     clearTimeout(this.ackTimer);
     if (this.state === "closed") return;
     const wasReady = this.state === "ready";

@@ -25,6 +25,15 @@
  * resumption is not needed for that between servers, and a peer may see a stanza twice — a
  * duplicate, never a loss.
  *
+ * XEP-0288 1.0.1 (./bidi.ts): an incoming stream that asked to be used both ways is handed here
+ * (`attachReverse`) once the peer authenticated a domain on it, and serves the route from our domain
+ * to that one instead of a stream of our own — a route being set up gives up its attempt for it.
+ * On such a reverse stream XEP-0198 is the peer's: it enabled it to have its stanzas acknowledged,
+ * and our counter of what we write is not negotiated (a peer need not answer an <r/> of ours on its
+ * stream), so the durable stanzas written there are confirmed by the ping round trip above.
+ * Idle, the route lets go of the reverse stream without closing it (the peer's direction is its
+ * own); when the stream ends, what it had unconfirmed goes out on a new stream, as above.
+ *
  * What is delivered where is not decided here: the router hands over stanzas for remote domains
  * and takes back the bounces.
  */
@@ -42,6 +51,8 @@ import type { S2SOutboxStore } from "../../storage/index.js";
 import { OutgoingStream, type AuthMethod, type Confirmation } from "./outgoing.js";
 import { keptDurable } from "./outbox.js";
 import { resolveServer, type S2SDns, type Target } from "./resolve.js";
+import type { InboundOptions } from "./inbound.js";
+import type { ReverseStream } from "./bidi.js";
 
 /** Delays between attempts to reach a remote server: 1 s, 2 s, 4 s, … up to 30 s. */
 const RETRY_FIRST_MS = 1000;
@@ -68,6 +79,8 @@ export interface S2SPoolOptions {
   requireValidCertificate: boolean;
   /** Enable XEP-0198 on outgoing streams whose peer offers it. */
   streamManagement: boolean;
+  /** XEP-0288 on outgoing streams whose peer offers it: where the stanzas it sends back go; undefined: s2s.bidi is off. */
+  bidi: InboundOptions | undefined;
   /** Our certificate for a local domain (the client certificate of SASL EXTERNAL). */
   certificateFor: (domain: string) => { cert: string; key: string };
   dialbackKey: (receiving: string, originating: string, streamId: string) => string;
@@ -86,6 +99,11 @@ export interface OutgoingStatus {
   local: string;
   remote: string;
   state: "connecting" | "ready";
+  /**
+   * The connection it uses: a stream of its own ("outgoing"), one of its own the peer sends on too
+   * ("outgoing-bidi"), or the peer's incoming stream (XEP-0288, "incoming-bidi").
+   */
+  via?: "outgoing" | "outgoing-bidi" | "incoming-bidi";
   method?: AuthMethod;
   /** How the ready stream confirms what was written (XEP-0198 acks, or a round trip). */
   confirmation?: Confirmation;
@@ -114,10 +132,13 @@ interface Probe {
   bouncedHere: boolean;
 }
 
+/** What a route writes on: a stream of its own, or the peer's (XEP-0288). */
+type RouteStream = OutgoingStream | ReverseStream;
+
 interface Route {
   local: string;
   remote: string;
-  stream: OutgoingStream | undefined;
+  stream: RouteStream | undefined;
   /** How the ready stream confirms what was written. */
   confirmation: Confirmation | undefined;
   /** Waiting for a ready stream, oldest first. */
@@ -138,6 +159,8 @@ interface Route {
 
 export class S2SPool {
   private readonly routes = new Map<string, Route>();
+  /** XEP-0288: incoming streams we may send on, by route key. */
+  private readonly reverse = new Map<string, ReverseStream>();
   private stopped = false;
 
   constructor(private readonly opts: S2SPoolOptions) {}
@@ -196,15 +219,40 @@ export class S2SPool {
         new OutgoingStream(this.streamOptions(local, remote, resolution.targets), {
           ready() {},
           acked() {},
+          received() {},
           closed: () => answer(false),
         }, { streamId, key, answer });
       });
     });
   }
 
+  /**
+   * XEP-0288: `stream` (incoming, authenticated for `stream.remote`) may carry our stanzas from
+   * `stream.local` to it. The function returned is for when that stream ended.
+   */
+  attachReverse(stream: ReverseStream): () => void {
+    const key = routeKey(stream.local, stream.remote);
+    if (this.stopped) return () => {};
+    this.reverse.set(key, stream);
+    const route = this.routes.get(key);
+    // A route whose own stream is up keeps it; one still trying gives that up.
+    if (route && !route.stream?.isReady) {
+      clearTimeout(route.retry);
+      const attempt = route.stream;
+      this.useReverse(route, stream);
+      attempt?.close();
+    }
+    return () => {
+      if (this.reverse.get(key) === stream) this.reverse.delete(key);
+      const current = this.routes.get(key);
+      if (current?.stream === stream) this.streamEnded(current, stream);
+    };
+  }
+
   status(): OutgoingStatus[] {
     return [...this.routes.values()].map((r) => ({
       local: r.local, remote: r.remote, state: r.stream?.isReady ? "ready" : "connecting",
+      ...(r.stream ? { via: r.stream instanceof OutgoingStream ? (r.stream.bidirectional ? "outgoing-bidi" as const : "outgoing" as const) : "incoming-bidi" as const } : {}),
       ...(r.stream?.authMethod ? { method: r.stream.authMethod } : {}), ...(r.confirmation ? { confirmation: r.confirmation } : {}), queued: r.queue.length, unconfirmed: r.unconfirmed.length, since: new Date(r.since).toISOString(),
     }));
   }
@@ -226,7 +274,7 @@ export class S2SPool {
   }
 
   private routeFor(local: string, remote: string): Route {
-    const key = `${local} ${remote}`;
+    const key = routeKey(local, remote);
     let route = this.routes.get(key);
     if (!route) {
       route = { local, remote, stream: undefined, confirmation: undefined, queue: [], unconfirmed: [], probe: undefined, probeScheduled: false,
@@ -265,49 +313,69 @@ export class S2SPool {
     const o = this.opts;
     return {
       local, remote, targets, limits: o.limits, connectTimeoutMs: o.connectTimeoutMs, trust: o.trust, tlsPolicy: o.tlsPolicy,
-      clientCertificate: o.certificateFor(local), requireValidCertificate: o.requireValidCertificate, streamManagement: o.streamManagement, dialbackKey: o.dialbackKey, log: o.log,
+      clientCertificate: o.certificateFor(local), requireValidCertificate: o.requireValidCertificate, streamManagement: o.streamManagement, dialbackKey: o.dialbackKey, bidi: o.bidi, log: o.log,
     };
   }
 
   private async connect(route: Route, attempt: number): Promise<void> {
+    const reverse = this.reverse.get(routeKey(route.local, route.remote));
+    if (reverse?.isReady) return this.useReverse(route, reverse);
     const resolution = await resolveServer(route.remote, this.opts.dns, this.opts.routes);
-    if (!this.current(route)) return;
+    if (!this.current(route) || route.stream?.isReady) return;
     if ("unavailable" in resolution) return this.fail(route, "remote-server-not-found", resolution.unavailable);
     const stream: OutgoingStream = new OutgoingStream(this.streamOptions(route.local, route.remote, resolution.targets), {
       ready: (method, confirmation) => {
         if (route.stream !== stream) return;
         this.opts.counters?.outgoing(method);
-        route.confirmation = confirmation;
-        this.idle(route);
-        this.pump(route);
+        this.streamReady(route, confirmation);
       },
       acked: (count) => {
         if (route.stream !== stream) return;
         this.confirmed(route, route.unconfirmed.splice(0, count));
       },
+      // The peer's direction keeps the stream from being idle too.
+      received: () => { if (route.stream === stream && stream.isReady) this.idle(route); },
       closed: (failure) => {
         if (route.stream !== stream || !this.current(route)) return;
+        if (failure === undefined) return this.streamEnded(route, stream);
         route.stream = undefined;
         route.confirmation = undefined;
-        if (failure !== undefined) {
-          this.opts.counters?.outgoing("failed");
-          route.lastFailure = failure;
-          return this.retry(route, attempt, failure);
-        }
-        this.opts.log.info({ stage: "s2s-out", domain: route.remote, local: route.local, unconfirmed: route.unconfirmed.length }, "s2s outgoing stream closed");
-        // What the peer did not confirm goes out again, first, on a new stream.
-        route.queue = [...route.unconfirmed.filter((e) => !e.done), ...route.queue];
-        route.unconfirmed = [];
-        // An answer to the probe may still come (and confirm what it covers); the next stream probes anew.
-        route.probe = undefined;
-        if (route.queue.length === 0) return void this.forget(route);
-        this.armDeadline(route);
-        // The first time at once; a peer that keeps dropping streams without confirming anything, with a growing delay.
-        if (route.lostStreams++ === 0) return void this.connect(route, 0);
-        this.retry(route, route.lostStreams - 1, "stream lost before the peer confirmed");
+        this.opts.counters?.outgoing("failed");
+        route.lastFailure = failure;
+        this.retry(route, attempt, failure);
       },
     });
     route.stream = stream;
+  }
+
+  /** XEP-0288: the route writes on the peer's stream, confirmed by round trips (see the top). */
+  private useReverse(route: Route, stream: ReverseStream): void {
+    route.stream = stream;
+    this.opts.log.info({ stage: "s2s-out", domain: route.remote, local: route.local, method: stream.authMethod }, "s2s route uses the incoming stream (XEP-0288)");
+    this.streamReady(route, "round-trip");
+  }
+
+  private streamReady(route: Route, confirmation: Confirmation): void {
+    route.confirmation = confirmation;
+    this.idle(route);
+    this.pump(route);
+  }
+
+  /** A ready stream ended: what the peer did not confirm goes out again, first, on a new stream. */
+  private streamEnded(route: Route, stream: RouteStream): void {
+    if (route.stream !== stream || !this.current(route)) return;
+    route.stream = undefined;
+    route.confirmation = undefined;
+    this.opts.log.info({ stage: "s2s-out", domain: route.remote, local: route.local, unconfirmed: route.unconfirmed.length }, "s2s outgoing stream closed");
+    route.queue = [...route.unconfirmed.filter((e) => !e.done), ...route.queue];
+    route.unconfirmed = [];
+    // An answer to the probe may still come (and confirm what it covers); the next stream probes anew.
+    route.probe = undefined;
+    if (route.queue.length === 0) return void this.forget(route);
+    this.armDeadline(route);
+    // The first time at once; a peer that keeps dropping streams without confirming anything, with a growing delay.
+    if (route.lostStreams++ === 0) return void this.connect(route, 0);
+    this.retry(route, route.lostStreams - 1, "stream lost before the peer confirmed");
   }
 
   /** A new attempt after a growing delay; the queue's deadline bounds them all. */
@@ -387,7 +455,9 @@ export class S2SPool {
     clearTimeout(route.timer);
     route.timer = setTimeout(() => {
       this.opts.log.info({ stage: "s2s-out", domain: route.remote, local: route.local }, "s2s outgoing stream idle");
-      route.stream?.close();
+      // The peer's stream is not ours to close: the route lets go of it (it is used again when needed).
+      if (route.stream instanceof OutgoingStream) route.stream.close();
+      else if (route.stream) this.streamEnded(route, route.stream);
     }, this.opts.idleMs);
     route.timer.unref();
   }
@@ -423,7 +493,7 @@ export class S2SPool {
   }
 
   private current(route: Route): boolean {
-    return this.routes.get(`${route.local} ${route.remote}`) === route;
+    return this.routes.get(routeKey(route.local, route.remote)) === route;
   }
 
   /** Removes the route; false when it was already gone. */
@@ -431,7 +501,7 @@ export class S2SPool {
     clearTimeout(route.timer);
     clearTimeout(route.retry);
     if (!this.current(route)) return false;
-    this.routes.delete(`${route.local} ${route.remote}`);
+    this.routes.delete(routeKey(route.local, route.remote));
     return true;
   }
 
@@ -460,6 +530,10 @@ export class S2SPool {
     this.opts.counters?.stanzaOut("bounced", stanza.name);
     this.opts.bounce(stanza, new StanzaError(condition));
   }
+}
+
+function routeKey(local: string, remote: string): string {
+  return `${local} ${remote}`;
 }
 
 /** The route's round-trip probe (its own ping, on its way out or bounced). */
