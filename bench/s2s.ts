@@ -147,15 +147,17 @@ async function step(routes: Route[], rate: number, tag: string) {
 }
 
 /** Every rate of RATES on each path in turn, interleaved so that the paths see the same machine load; one table row per step. */
-async function rateSteps(paths: Array<[name: string, routes: Route[]]>, tagSuffix = "") {
+async function rateSteps(paths: Array<[name: string, routes: Route[]]>, tagSuffix = "", peerCpu?: { name: string; microseconds: () => number }) {
   console.log(`\n## 1:1 messages at offered rates, ${SECONDS} s per step (latency in ms, client to client)`);
-  console.log("| path | offered msg/s | delivered | p50 | p99 | CPU µs/msg (this process) |\n|---|---|---|---|---|---|");
+  console.log(`| path | offered msg/s | delivered | p50 | p99 | CPU µs/msg (this process) |${peerCpu ? ` CPU µs/msg (${peerCpu.name}) |` : ""}\n|---|---|---|---|---|---|${peerCpu ? "---|" : ""}`);
   const best: Record<string, number> = Object.fromEntries(paths.map(([name]) => [name, 0]));
   for (const rate of RATES) {
     for (const [name, routes] of paths) {
+      const peerBefore = peerCpu?.microseconds() ?? 0;
       const r = await step(routes, rate, `${name}${rate}${tagSuffix}`);
+      const peerPerMessage = peerCpu ? ` ${((peerCpu.microseconds() - peerBefore) / Math.max(1, r.delivered * rate * SECONDS)).toFixed(0)} |` : "";
       if (r.delivered === 1 && r.p99 < 50) best[name] = Math.max(best[name]!, rate);
-      console.log(`| ${name} | ${rate} | ${(r.delivered * 100).toFixed(1)}% | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.cpuUsPerMessage.toFixed(0)} |`);
+      console.log(`| ${name} | ${rate} | ${(r.delivered * 100).toFixed(1)}% | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.cpuUsPerMessage.toFixed(0)} |${peerPerMessage}`);
     }
   }
   console.log(`\nHighest offered rate with all delivered and p99 < 50 ms: ${paths.map(([name]) => `${name} ${best[name]} msg/s`).join(", ")}.`);
@@ -243,10 +245,20 @@ async function peerBench(peer: string) {
   await remotes[0]!.waitFor((s) => s.attrs.id === `warm-${run}`, 20_000);
   const out = server.s2s().outgoing.find((o) => o.remote === domain);
   console.log(`First message to ${domain} until delivered (s2s set-up, ${out?.method}): ${(performance.now() - warmStart).toFixed(1)} ms.`);
-  await rateSteps([
-    [`s2s→${peer}`, users.map((i) => ({ from: senders[i]!, to: remotes[i]!, toJid: `bench${i}@${domain}` }))],
-    ["local", users.map((i) => ({ from: senders[i]!, to: locals[i]!, toJid: `local${i}@parley.test` }))],
-  ], `.${run}`);
+  const pid = env[`PEERS_${peer.toUpperCase()}_PID`];
+  // utime + stime of the peer's process (fields 14 and 15 of /proc/PID/stat), in clock ticks of 10 ms.
+  const peerCpu = pid && existsSync(`/proc/${pid}/stat`) ? {
+    name: peer,
+    microseconds: () => readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ").slice(11, 13).reduce((sum, ticks) => sum + Number(ticks) * 10_000, 0),
+  } : undefined;
+  // Whole sweeps again, not steps again: each table then shows the paths side by side under one load.
+  for (let round = 1; round <= REPEATS; round++) {
+    console.log(`\n**Round ${round} of ${REPEATS}**`);
+    await rateSteps([
+      [`s2s→${peer}`, users.map((i) => ({ from: senders[i]!, to: remotes[i]!, toJid: `bench${i}@${domain}` }))],
+      ["local", users.map((i) => ({ from: senders[i]!, to: locals[i]!, toJid: `local${i}@parley.test` }))],
+    ], `.${run}.${round}`, peerCpu);
+  }
   for (const c of [...senders, ...locals, ...remotes]) await c.stop();
   await server.cleanup();
   if (startedHere) spawnSync(KIT, ["stop", peer], { timeout: 60_000 });
