@@ -146,13 +146,30 @@ async function step(routes: Route[], rate: number, tag: string) {
   return { rate, delivered: received / total, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), cpuUsPerMessage: (cpu.user + cpu.system) / Math.max(1, received) };
 }
 
+const DRAIN_SECONDS = 60;
+
+/** Whether a probe sent on `route` now arrives within DRAIN_SECONDS, behind whatever is still queued on the way. */
+async function drained(route: Route, tag: string): Promise<boolean> {
+  const id = `${tag}-probe`;
+  await route.from.xmpp.send(xml("message", { to: route.toJid, type: "chat", id }, xml("body", {}, "0")));
+  return route.to.waitFor((s) => s.attrs.id === id, DRAIN_SECONDS * 1000).then(() => true, () => false);
+}
+
 /** Every rate of RATES on each path in turn, interleaved so that the paths see the same machine load; one table row per step. */
 async function rateSteps(paths: Array<[name: string, routes: Route[]]>, tagSuffix = "", peerCpu?: { name: string; microseconds: () => number }) {
   console.log(`\n## 1:1 messages at offered rates, ${SECONDS} s per step (latency in ms, client to client)`);
   console.log(`| path | offered msg/s | delivered | p50 | p99 | CPU µs/msg (this process) |${peerCpu ? ` CPU µs/msg (${peerCpu.name}) |` : ""}\n|---|---|---|---|---|---|${peerCpu ? "---|" : ""}`);
   const best: Record<string, number> = Object.fromEntries(paths.map(([name]) => [name, 0]));
+  const backlogged = new Set<string>();
   for (const rate of RATES) {
     for (const [name, routes] of paths) {
+      if (backlogged.has(name)) continue;
+      // A step starts when what earlier steps sent has arrived: a backlog would be measured as this step's latency.
+      if (!(await drained(routes[0]!, `${name}${rate}${tagSuffix}`))) {
+        backlogged.add(name);
+        console.log(`| ${name} | ${rate} | not measured: earlier steps' messages were still arriving ${DRAIN_SECONDS} s later, no higher rate on this path |  |  |  |${peerCpu ? "  |" : ""}`);
+        continue;
+      }
       const peerBefore = peerCpu?.microseconds() ?? 0;
       const r = await step(routes, rate, `${name}${rate}${tagSuffix}`);
       const peerPerMessage = peerCpu ? ` ${((peerCpu.microseconds() - peerBefore) / Math.max(1, r.delivered * rate * SECONDS)).toFixed(0)} |` : "";
@@ -189,79 +206,92 @@ function kitEnv(): Record<string, string> {
   return Object.fromEntries([...out.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!.replace(/^'|'$/g, "")]));
 }
 
+/** Whether something accepts TCP connections on 127.0.0.1:`port`. */
+const listening = (port: number) => new Promise<boolean>((resolve) => {
+  const socket = tcpConnect({ port, host: "127.0.0.1" });
+  socket.once("connect", () => { socket.destroy(); resolve(true); });
+  socket.once("error", () => resolve(false));
+});
+
 /**
  * Starts `peer` with Parley's s2s port in the kit's DNS zone; the reason when it cannot. The kit
- * has one SRV record for parley.test: when a server of the kit runs already for another Parley
- * (an interop test, say), the record names that one's port and this run must not take it over.
+ * has one SRV record for parley.test and `peers start` rewrites it even when the server is up:
+ * when a Parley listens on the port it names now, another run (an interop test, say) owns the
+ * kit and this one must not take the record over.
  */
-function startPeer(peer: string, parleyPort: number): { skipped?: string; startedHere: boolean } {
+async function startPeer(peer: string, parleyPort: number): Promise<{ skipped?: string; startedHere: boolean }> {
   if (!existsSync(KIT)) return { skipped: `the peers kit is not at ${KIT}`, startedHere: false };
   if (process.getuid?.() !== 0) return { skipped: "starting the peers needs root", startedHere: false };
   const binary = peer === "ejabberd" ? "ejabberdctl" : "prosody";
   if (spawnSync("sh", ["-c", `command -v ${binary}`]).status !== 0) return { skipped: `${peer} is not installed (../shared/peers/peers install)`, startedHere: false };
-  const status = () => spawnSync(KIT, ["status"], { encoding: "utf8" }).stdout;
-  const upAlready = new RegExp(`^${peer}\\s+up`, "m").test(status());
+  const status = spawnSync(KIT, ["status"], { encoding: "utf8" }).stdout;
+  const record = /_xmpp-server\._tcp\.parley\.test -> [\d.]+:(\d+)/.exec(status)?.[1];
+  if (/^\w+\s+up/m.test(status) && record && await listening(Number(record))) {
+    return { skipped: `the kit's DNS record for parley.test names port ${record}, where another Parley listens: another run uses the kit now, retry later`, startedHere: false };
+  }
+  const upAlready = new RegExp(`^${peer}\\s+up`, "m").test(status);
   const started = spawnSync(KIT, ["start", peer], { env: { ...process.env, PARLEY_S2S_PORT: String(parleyPort) }, encoding: "utf8", timeout: 120_000 });
   if (started.status !== 0) return { skipped: `peers start ${peer} failed: ${(started.stderr || started.stdout).trim().split("\n").pop()}`, startedHere: false };
-  const record = /_xmpp-server\._tcp\.parley\.test -> [\d.]+:(\d+)/.exec(status())?.[1];
-  if (record !== String(parleyPort)) {
-    if (!upAlready) spawnSync(KIT, ["stop", peer], { timeout: 60_000 });
-    return { skipped: `the kit's DNS record for parley.test names port ${record}, not this run's ${parleyPort}: another Parley uses the kit now, retry later`, startedHere: false };
-  }
   return { startedHere: !upAlready };
 }
 
 async function peerBench(peer: string) {
   const port = await freePort();
-  const { skipped, startedHere } = startPeer(peer, port);
+  const { skipped, startedHere } = await startPeer(peer, port);
   if (skipped) { console.log(`SKIPPED bench:s2s --peer ${peer}: ${skipped}`); return; }
-  const env = kitEnv();
-  const domain = env[`PEERS_${peer.toUpperCase()}_DOMAIN`]!;
-  const server = await startTestServer({
-    hosts: ["parley.test"],
-    listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: port },
-    tls: { certificates: { "parley.test": { cert: env.PEERS_PARLEY_FULLCHAIN!, key: env.PEERS_PARLEY_KEY! } } },
-    s2s: { caFiles: [env.PEERS_CA_FILE!], dnsServer: `127.0.0.1:${env.PEERS_DNS_PORT}`, queueTimeoutSeconds: 20, maxStanzasPerSecond: 1_000_000 },
-    metrics: { enabled: false },
-  });
-  const users = Array.from({ length: USERS }, (_, i) => i);
-  for (const i of users) {
-    await server.accounts.create(`sender${i}@parley.test`, "pw");
-    await server.accounts.create(`local${i}@parley.test`, "pw");
-    execFileSync(KIT, ["adduser", peer, `bench${i}`, "bench-pw"], { stdio: "ignore" });
+  try {
+    const env = kitEnv();
+    const domain = env[`PEERS_${peer.toUpperCase()}_DOMAIN`]!;
+    const server = await startTestServer({
+      hosts: ["parley.test"],
+      listen: { address: "127.0.0.1", c2s: 0, c2sDirectTls: null, https: null, http: null, s2s: port },
+      tls: { certificates: { "parley.test": { cert: env.PEERS_PARLEY_FULLCHAIN!, key: env.PEERS_PARLEY_KEY! } } },
+      s2s: { caFiles: [env.PEERS_CA_FILE!], dnsServer: `127.0.0.1:${env.PEERS_DNS_PORT}`, queueTimeoutSeconds: 20, maxStanzasPerSecond: 1_000_000 },
+      metrics: { enabled: false },
+    });
+    // Accounts of this run only: messages an earlier run left in the peer's offline store would flood these users at login.
+    const run = Date.now().toString(36);
+    const remoteUser = (i: number) => `bench${run}-${i}`;
+    const users = Array.from({ length: USERS }, (_, i) => i);
+    for (const i of users) {
+      await server.accounts.create(`sender${i}@parley.test`, "pw");
+      await server.accounts.create(`local${i}@parley.test`, "pw");
+      execFileSync(KIT, ["adduser", peer, remoteUser(i), "bench-pw"], { stdio: "ignore" });
+    }
+    const senders = await Promise.all(users.map((i) => login(server, `sender${i}`, "parley.test")));
+    const locals = await Promise.all(users.map((i) => login(server, `local${i}`, "parley.test")));
+    const remotes = await Promise.all(users.map(async (i) => {
+      const c = await connect({ port: Number(env[`PEERS_${peer.toUpperCase()}_C2S_PORT`]), domain, username: remoteUser(i), password: "bench-pw", resource: "r" });
+      await c.xmpp.send(xml("presence"));
+      return c;
+    }));
+    console.log(`\n${USERS} Parley users send to ${USERS} users of ${peer} (${domain}, c2s port ${env[`PEERS_${peer.toUpperCase()}_C2S_PORT`]}) over s2s, and to ${USERS} other Parley users locally; no rosters: both servers deliver chat from strangers.`);
+    const warmStart = performance.now();
+    await senders[0]!.xmpp.send(xml("message", { to: `${remoteUser(0)}@${domain}`, type: "chat", id: `warm-${run}` }, xml("body", {}, "0")));
+    await remotes[0]!.waitFor((s) => s.attrs.id === `warm-${run}`, 20_000);
+    const out = server.s2s().outgoing.find((o) => o.remote === domain);
+    console.log(`First message to ${domain} until delivered (s2s set-up, ${out?.method}): ${(performance.now() - warmStart).toFixed(1)} ms.`);
+    const pid = env[`PEERS_${peer.toUpperCase()}_PID`];
+    // utime + stime of the peer's process (fields 14 and 15 of /proc/PID/stat), in clock ticks of 10 ms.
+    const peerCpu = pid && existsSync(`/proc/${pid}/stat`) ? {
+      name: peer,
+      microseconds: () => readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ").slice(11, 13).reduce((sum, ticks) => sum + Number(ticks) * 10_000, 0),
+    } : undefined;
+    // Whole sweeps again, not steps again: each table then shows the paths side by side under one load.
+    for (let round = 1; round <= REPEATS; round++) {
+      console.log(`\n**Round ${round} of ${REPEATS}**`);
+      await rateSteps([
+        [`s2s→${peer}`, users.map((i) => ({ from: senders[i]!, to: remotes[i]!, toJid: `${remoteUser(i)}@${domain}` }))],
+        ["local", users.map((i) => ({ from: senders[i]!, to: locals[i]!, toJid: `local${i}@parley.test` }))],
+      ], `.${run}.${round}`, peerCpu);
+    }
+    for (const c of [...senders, ...locals]) await c.stop();
+    // The peer's users are left to the exit: the peer may still deliver a backlog, and xmpp.js throws on data after stop().
+    await server.cleanup();
+  } finally {
+    // Also when a step throws: a peer left running keeps the record for parley.test.
+    if (startedHere) spawnSync(KIT, ["stop", peer], { timeout: 60_000 });
   }
-  const senders = await Promise.all(users.map((i) => login(server, `sender${i}`, "parley.test")));
-  const locals = await Promise.all(users.map((i) => login(server, `local${i}`, "parley.test")));
-  const remotes = await Promise.all(users.map(async (i) => {
-    const c = await connect({ port: Number(env[`PEERS_${peer.toUpperCase()}_C2S_PORT`]), domain, username: `bench${i}`, password: "bench-pw", resource: "r" });
-    await c.xmpp.send(xml("presence"));
-    return c;
-  }));
-  console.log(`\n${USERS} Parley users send to ${USERS} users of ${peer} (${domain}, c2s port ${env[`PEERS_${peer.toUpperCase()}_C2S_PORT`]}) over s2s, and to ${USERS} other Parley users locally; no rosters: both servers deliver chat from strangers.`);
-  // Ids of this run only: a message an earlier run left in the peer's offline store must not count in this one.
-  const run = Date.now().toString(36);
-  const warmStart = performance.now();
-  await senders[0]!.xmpp.send(xml("message", { to: `bench0@${domain}`, type: "chat", id: `warm-${run}` }, xml("body", {}, "0")));
-  await remotes[0]!.waitFor((s) => s.attrs.id === `warm-${run}`, 20_000);
-  const out = server.s2s().outgoing.find((o) => o.remote === domain);
-  console.log(`First message to ${domain} until delivered (s2s set-up, ${out?.method}): ${(performance.now() - warmStart).toFixed(1)} ms.`);
-  const pid = env[`PEERS_${peer.toUpperCase()}_PID`];
-  // utime + stime of the peer's process (fields 14 and 15 of /proc/PID/stat), in clock ticks of 10 ms.
-  const peerCpu = pid && existsSync(`/proc/${pid}/stat`) ? {
-    name: peer,
-    microseconds: () => readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ").slice(11, 13).reduce((sum, ticks) => sum + Number(ticks) * 10_000, 0),
-  } : undefined;
-  // Whole sweeps again, not steps again: each table then shows the paths side by side under one load.
-  for (let round = 1; round <= REPEATS; round++) {
-    console.log(`\n**Round ${round} of ${REPEATS}**`);
-    await rateSteps([
-      [`s2s→${peer}`, users.map((i) => ({ from: senders[i]!, to: remotes[i]!, toJid: `bench${i}@${domain}` }))],
-      ["local", users.map((i) => ({ from: senders[i]!, to: locals[i]!, toJid: `local${i}@parley.test` }))],
-    ], `.${run}.${round}`, peerCpu);
-  }
-  for (const c of [...senders, ...locals, ...remotes]) await c.stop();
-  await server.cleanup();
-  if (startedHere) spawnSync(KIT, ["stop", peer], { timeout: 60_000 });
 }
 
 console.log(`# bench:s2s${PEER ? ` --peer ${PEER}` : ""} — ${new Date().toISOString()}, node ${process.version}, load ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
