@@ -48,6 +48,11 @@ export interface C2SSessionDeps {
 /** The owner of a stream that was taken away from a session (it is closing). */
 const DETACHED: StreamOwner = { header() {}, element() {}, ended() {}, drain() {} };
 
+/** The queue's entry for a stanza: serialized once, with what re-routing needs to know without parsing it. */
+function outgoing(stanza: Element): Outgoing {
+  return { name: stanza.name, type: stanza.attrs.type, xml: stanza.toString(), at: Date.now() };
+}
+
 export class C2SSession implements Session, StreamOwner {
   readonly id = randomBytes(12).toString("base64url");
   readonly remoteAddress: string;
@@ -96,7 +101,7 @@ export class C2SSession implements Session, StreamOwner {
   // ── sending ────────────────────────────────────────────────────────────────────────────────
 
   send(stanza: Element): void {
-    this.enqueue({ name: stanza.name, type: stanza.attrs.type, xml: stanza.toString(), at: Date.now() });
+    this.enqueue(outgoing(stanza));
   }
 
   get confirmsDelivery(): boolean {
@@ -108,7 +113,7 @@ export class C2SSession implements Session, StreamOwner {
       this.send(stanza);
       return undefined;
     }
-    return new Promise((resolve) => this.enqueue({ name: stanza.name, type: stanza.attrs.type, xml: stanza.toString(), at: Date.now(), confirm: resolve }));
+    return new Promise((resolve) => this.enqueue({ ...outgoing(stanza), confirm: resolve }));
   }
 
   writable(): Promise<void> | undefined {
