@@ -39,6 +39,9 @@ function withoutTokens(device: Device): Device {
   return rest;
 }
 
+/** The device as the user-agent of a login at `now` describes it. */
+const seenNow = (device: Device, agent: UserAgent, now: number): Device => ({ ...device, software: agent.software, name: agent.name, lastSeen: now });
+
 /** A password change: no token issued under the old password stays valid (the devices stay known). */
 export async function invalidateTokens(devices: DeviceStore, owner: string): Promise<void> {
   for (const device of await devices.list(owner)) await devices.put(withoutTokens(device));
@@ -52,7 +55,7 @@ export class FastTokens {
     const now = this.now();
     const known = await this.devices.get(owner, agent.id);
     const device: Device = known
-      ? { ...known, software: agent.software, name: agent.name, lastSeen: now }
+      ? seenNow(known, agent, now)
       : { owner, id: agent.id, software: agent.software, name: agent.name, firstSeen: now, lastSeen: now };
     await this.devices.put(device);
     if (!known) {
@@ -93,7 +96,7 @@ export class FastTokens {
       // Using 'next' retires 'current' (§4.5: tokens with an earlier expiry are invalidated).
       const { next: _retired, ...withoutNext } = device;
       const updated: Device = slot === "next" ? { ...withoutNext, current: used } : { ...device, current: used };
-      const noted: Device = { ...updated, software: agent.software, name: agent.name, lastSeen: now };
+      const noted = seenNow(updated, agent, now);
       await this.devices.put(noted);
       const age = now - (token.expiresAt - this.options.ttlMs);
       return { ok: true, responder: htResponder(keyOf(token), cb), rotate: age >= this.options.rotateAfterMs, device: noted };

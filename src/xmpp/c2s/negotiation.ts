@@ -86,7 +86,6 @@ export class C2SNegotiation implements StreamOwner {
   private upgrade: { user: string; tasks: string[]; challenge: UpgradeChallenge | undefined } | undefined;
   /** The XEP-0388 request of the exchange under way. */
   private sasl2: Sasl2Request | undefined;
-  /** The FAST token just used is due for rotation. */
   /** A FAST login's device row (already noted as seen) and whether its token is due for rotation. */
   private fastLogin: { device: Device; rotate: boolean } | undefined;
   private readonly timer: NodeJS.Timeout;
