@@ -181,6 +181,9 @@ export const offline = defineModule({
       } else {
         ctx.log.debug({ stage: "offline", tag: "message" }, "stored offline");
         void ctx.emit("offline/stored", { user: to.bare });
+        // XEP-0160 §4: stored messages go out on available presence. A presence that arrived while
+        // this write was being committed started a flush that could not see it; flush again.
+        for (const s of ctx.sessions.available(user)) void flush(s).catch((err) => ctx.log.error({ err, stage: "offline" }, "offline flush failed"));
       }
       return HANDLED;
     });
@@ -239,6 +242,9 @@ export const offline = defineModule({
       if (listed.length === 0) return queueEmpty(user);
       const rows = listed.filter((r) => !taken.has(r.id)).slice(0, ctx.options.flushBatch);
       if (rows.length === 0) return;
+      // Taken before the first await below, so that a flush running at the same time (another
+      // presence, a message stored meanwhile) does not deliver these rows too.
+      for (const row of rows) taken.add(row.id);
       const ids: number[] = [];
       const senders = new Map<number, string>();
       const confirmations: Array<Promise<boolean> | undefined> = [];
@@ -253,7 +259,6 @@ export const offline = defineModule({
         senders.set(row.id, tryParseJid(stanza.attrs.from)?.bare ?? "");
         withOfflineDelay(stanza, session.jid.domain, row.storedAt);
         stanza.attrs.to = session.jid.full;
-        taken.add(row.id);
         ids.push(row.id);
         confirmations.push(router.deliverConfirmed(session, stanza));
         // A batch can be far larger than what a session may buffer: wait while the client reads.
@@ -268,7 +273,7 @@ export const offline = defineModule({
       } catch (err) {
         ctx.log.error({ err, stage: "offline" }, "removing delivered offline messages failed");
       } finally {
-        release(user, ids);
+        release(user, rows.map((r) => r.id));
       }
       if (!live(session)) {
         // The session ended before its client read everything: the user's other resources get
