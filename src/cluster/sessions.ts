@@ -6,7 +6,7 @@
  */
 import { SessionTable, type Session } from "../xmpp/sessions.js";
 import { parseJid, type Jid } from "../xmpp/jid.js";
-import type { Element } from "../xmpp/xml.js";
+import { serialize, type Element } from "../xmpp/xml.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { StreamError } from "../errors.js";
 import type { TransportKind } from "../xmpp/stream/transport.js";
@@ -78,11 +78,11 @@ export class RemoteSession implements Session {
   set priority(_value: number) {}
 
   send(stanza: Element): void {
-    this.sender.send(this.entry.node, this.jid.full, this.entry.sid, stanza.toString());
+    this.sender.send(this.entry.node, this.jid.full, this.entry.sid, serialize(stanza));
   }
 
   sendConfirmed(stanza: Element): Promise<boolean> {
-    return this.sender.sendConfirmed(this.entry.node, this.jid.full, this.entry.sid, stanza.toString());
+    return this.sender.sendConfirmed(this.entry.node, this.jid.full, this.entry.sid, serialize(stanza));
   }
 
   close(error?: StreamError): void {

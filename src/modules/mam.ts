@@ -12,7 +12,7 @@
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el, childElements, type Element } from "../xmpp/xml.js";
+import { el, childElements, settle, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { sameJid, tryParseJid, type Jid } from "../xmpp/jid.js";
 import { StanzaError } from "../errors.js";
@@ -179,11 +179,18 @@ export const mam = defineModule({
     ctx.filter("stanza/in", (routed) => {
       const { stanza, origin, to, from } = routed;
       if (origin && stanza.name === "message" && to.bare !== from.bare && archivable(stanza)) {
-        void whenKept(from.bare, to.bare, () => track(from.bare, openRecord(routed, storage, (record) => {
-          record.id ??= nextId();
-          record.sender = entry(from.bare, to);
-          record.stanza = stanza.toString();
-        })));
+        void whenKept(from.bare, to.bare, () => {
+          const open = openRecord(routed, storage, (record) => {
+            record.id ??= nextId();
+            record.sender = entry(from.bare, to);
+          });
+          // Serialized once this turn's routing is done: when the message reaches a local
+          // recipient in the same turn, the recipient's part has serialized it with its stanza-id
+          // and the sender's entry shares that text. The store takes a record no earlier than the
+          // next event-loop turn (GroupCommit), after every microtask of this one.
+          queueMicrotask(() => { if (!open.record.stanza) open.record.stanza = stanza.toString(); });
+          return track(from.bare, open);
+        });
       }
       return routed;
     });
@@ -201,7 +208,8 @@ export const mam = defineModule({
         stamped.add(sid);
         stanza.cnode(sid);
         record.recipient = entry(user, from);
-        record.stanza = stanza.toString();
+        // From here on the stanza is as every copy gets it: live, carbons and the queue.
+        record.stanza = settle(stanza);
       })));
     };
     // Before offline's handlers, which queue the same record.

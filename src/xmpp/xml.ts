@@ -69,3 +69,24 @@ export function shareChildren(template: Element): (attrs: Record<string, string 
     return copy;
   };
 }
+
+/**
+ * One serialization per message, reused for every copy (issue 20): the text a stanza was given
+ * when it was last changed on its way, for the writes that follow. Only `settle` records one, at
+ * the point after which the stanza is not changed any more (MAM, once it has stamped the
+ * recipient's stanza-id); a module that changes a stanza after that changes a copy (carbons,
+ * MUC and the offline flush already do).
+ */
+const settledText = new WeakMap<Element, string>();
+
+/** Serializes the stanza and keeps the text for `serialize`: the stanza must not change afterwards. */
+export function settle(stanza: Element): string {
+  const xml = stanza.toString();
+  settledText.set(stanza, xml);
+  return xml;
+}
+
+/** The stanza's text: the one `settle` kept, or a new serialization. */
+export function serialize(stanza: Element): string {
+  return settledText.get(stanza) ?? stanza.toString();
+}

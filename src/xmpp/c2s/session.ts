@@ -9,7 +9,7 @@
  * acknowledged, it emits "session/unacknowledged" and the message module decides where they go.
  */
 import { randomBytes } from "node:crypto";
-import { el, firstChildElement, type Element } from "../xml.js";
+import { el, firstChildElement, serialize, type Element } from "../xml.js";
 import { NS } from "../ns.js";
 import type { Jid } from "../jid.js";
 import { StanzaError, StreamError, errorReply } from "../../errors.js";
@@ -50,7 +50,7 @@ const DETACHED: StreamOwner = { header() {}, element() {}, ended() {}, drain() {
 
 /** The queue's entry for a stanza: serialized once, with what re-routing needs to know without parsing it. */
 function outgoing(stanza: Element): Outgoing {
-  return { name: stanza.name, type: stanza.attrs.type, xml: stanza.toString(), at: Date.now() };
+  return { name: stanza.name, type: stanza.attrs.type, xml: serialize(stanza), at: Date.now() };
 }
 
 export class C2SSession implements Session, StreamOwner {
