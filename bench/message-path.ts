@@ -1,5 +1,5 @@
 /**
- * npm run bench:path [-- --transport tcp|websocket --messages N --storage sqlite|memory --no-sm]:
+ * npm run bench:path [-- --transport tcp|websocket --messages N --storage sqlite|memory --no-sm --cpu-profile FILE]:
  * where the server's CPU and allocations go per 1:1 message, with the shipped defaults (SQLite,
  * archive on, stream management on). Parley runs in this process; a client process
  * (bench/message-path-client.ts) logs in 50 sender/recipient pairs over direct TLS or WebSocket
@@ -10,10 +10,12 @@
  * account for them, from V8's sampling heap profiler with the objects young- and old-generation GCs
  * collected included. Allocation drives scavenges (the p99 spikes) and, unlike CPU time, does not
  * move with the load of a shared machine, so a change to the hot path can be judged on a busy one.
+ * `--cpu-profile FILE` writes a V8 CPU profile of the CPU pass (its CPU figure then includes the
+ * profiler's cost).
  */
 import { execFileSync, fork } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Session } from "node:inspector/promises";
@@ -27,6 +29,8 @@ const messages = Number(option("messages", "40000"));
 const storage = option("storage", "sqlite");
 const streamManagement = !args.includes("--no-sm");
 const top = Number(option("top", "25"));
+/** A V8 CPU profile of the CPU pass only (not the logins or the allocation pass), for devtools or a script. */
+const cpuProfile = option("cpu-profile", "");
 const PAIRS = 50;
 
 // The compiled server, as `npm run bench` runs it, so that the profile's lines are tsc's output.
@@ -55,13 +59,15 @@ const client = fork(fileURLToPath(new URL("./message-path-client.ts", import.met
 const next = async () => { const [m] = await once(client, "message"); if (typeof m === "string" && m.startsWith("error")) throw new Error(m); return m; };
 await next(); // logged in and warmed up
 
+const inspector = new Session();
+inspector.connect();
+if (cpuProfile) { await inspector.post("Profiler.enable"); await inspector.post("Profiler.start"); }
 const cpuStart = process.cpuUsage();
 client.send("run");
 await next();
 const cpu = process.cpuUsage(cpuStart);
+if (cpuProfile) writeFileSync(cpuProfile, JSON.stringify((await inspector.post("Profiler.stop")).profile));
 
-const inspector = new Session();
-inspector.connect();
 await inspector.post("HeapProfiler.startSampling", { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
 client.send("run");
 await next();
