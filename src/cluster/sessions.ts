@@ -70,6 +70,11 @@ export class RemoteSession implements Session {
     return this.current.priority;
   }
 
+  /** Where its node's directory entry says a client resumes it (XEP-0198 §5). */
+  get resumeId(): string | undefined {
+    return this.current.resume;
+  }
+
   /** A copy: flags are set by the session's own node. */
   get flags(): Set<string> {
     return new Set(this.current.flags);
