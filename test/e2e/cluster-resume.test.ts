@@ -13,6 +13,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { isDeepStrictEqual } from "node:util";
 import type { Element } from "@xmpp/xml";
+import { Redis } from "ioredis";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { RawClient, header, openStream, rawSession, streamError, tree, NS_STANZAS, NS_STREAMS } from "../helpers/raw.js";
 import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
@@ -169,6 +170,18 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
     const intruder = track(await authenticated(b.ports.c2sDirectTls!, "erin"));
     intruder.send(`<resume xmlns='${SM}' previd='${previd}' h='0'/>`);
     await intruder.waitForElement(failedWith("item-not-found"), 10_000);
+    // Node b never asks on erin's behalf (the id is not among her entries); node a checks too: a
+    // handover asked for erin on the bus directly is answered without a session.
+    const redis = new Redis(REDIS_URL);
+    try {
+      await redis.xadd(`${keyPrefix}:inbox:a`, "*", "k", "handover", "u", "erin@localhost", "sm", previd, "r", "probe", "id", "probe:h:0");
+      let answer: string[] | undefined;
+      await until(async () => { answer = (await redis.xrange(`${keyPrefix}:inbox:probe`, "-", "+"))[0]?.[1]; return answer !== undefined; }, "node a answers the forged handover");
+      assert.deepEqual(answer, ["k", "handed", "id", "probe:h:0"], "no state in the answer");
+    } finally {
+      await redis.del(`${keyPrefix}:inbox:probe`);
+      redis.disconnect();
+    }
     assert.ok((a.sessions as ClusterSessionTable).local(full), "the session stays on node a");
 
     // dave's phone moves to another network; the old TCP connection is still open on node a.
