@@ -15,7 +15,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { Element } from "@xmpp/xml";
 import { Redis } from "ioredis";
 import { startTestServer, type TestServer } from "../helpers/server.js";
-import { RawClient, header, openStream, rawSession, streamError, tree, NS_STANZAS, NS_STREAMS } from "../helpers/raw.js";
+import { RawClient, authenticatedStream, openStream, rawSession, streamError, tree, NS_STANZAS } from "../helpers/raw.js";
 import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
 import { REDIS_URL, dropKeyPrefix, dropSchema, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
 import { xml } from "../helpers/xmpp-client.js";
@@ -39,18 +39,6 @@ async function enableResumption(c: RawClient): Promise<{ id: string; since: numb
   c.send(`<enable xmlns='${SM}' resume='true'/>`);
   const enabled = await c.waitForElement((e) => e.is("enabled", SM), 10_000, mark);
   return { id: enabled.attrs.id as string, since: c.elements.length };
-}
-
-/** Authenticated (RFC 6120 SASL PLAIN), not yet bound: ready for <resume/>. */
-async function authenticated(port: number, user: string): Promise<RawClient> {
-  const c = await openStream(port);
-  const mark = c.elements.length;
-  c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0pw`).toString("base64")}</auth>`);
-  await c.waitForElement((e) => e.is("success", "urn:ietf:params:xml:ns:xmpp-sasl"), 10_000, mark);
-  c.restartParser();
-  c.send(header());
-  await c.waitForElement((e) => e.is("features", NS_STREAMS), 10_000, mark);
-  return c;
 }
 
 /** The ids of the messages a client got, in order, and the counts the report prints. */
@@ -115,7 +103,7 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
     await until(async () => { const ids = await offlineIds("bob@localhost"); return ["r2", "r3", "r4"].every((id) => ids.includes(id)); }, "r2–r4 stored until acknowledged");
     assert.equal((await offlineIds("bob@localhost")).includes("r1"), false, "r1's copy went with bob's ack");
 
-    const back = track(await authenticated(b.ports.c2sDirectTls!, "bob"));
+    const back = track(await authenticatedStream(b.ports.c2sDirectTls!, "bob", "pw"));
     const mark = back.elements.length;
     back.send(`<resume xmlns='${SM}' previd='${previd}' h='${acked}'/>`);
     const resumed = await back.waitForElement((e) => e.is("resumed", SM), 10_000, mark);
@@ -167,7 +155,7 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
     await first.waitForElement(message("d1"), 10_000, since);
 
     // XEP-0198 §5: only the account that enabled it may resume it.
-    const intruder = track(await authenticated(b.ports.c2sDirectTls!, "erin"));
+    const intruder = track(await authenticatedStream(b.ports.c2sDirectTls!, "erin", "pw"));
     intruder.send(`<resume xmlns='${SM}' previd='${previd}' h='0'/>`);
     await intruder.waitForElement(failedWith("item-not-found"), 10_000);
     // Node b never asks on erin's behalf (the id is not among her entries); node a checks too: a
@@ -218,7 +206,7 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
       frank.socket.destroy();
       child.kill("SIGKILL");
 
-      const back = track(await authenticated(b.ports.c2sDirectTls!, "frank"));
+      const back = track(await authenticatedStream(b.ports.c2sDirectTls!, "frank", "pw"));
       back.send(`<resume xmlns='${SM}' previd='${previd}' h='0'/>`);
       await back.waitForElement(failedWith("item-not-found"), 10_000);
       assert.deepEqual((await offlineIds("frank@localhost")).sort(), ["k1", "k2"]);
