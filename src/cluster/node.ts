@@ -278,9 +278,14 @@ export class ClusterNode implements ResumptionElsewhere {
         if (xml !== undefined) this.reroute(xml);
       },
       handover: (user, smId, to, reply) => {
-        this.handOver(user, smId, to, reply).catch((err) => {
+        let replied = false;
+        const once = (state: string | undefined) => {
+          replied = true;
+          reply(state);
+        };
+        this.handOver(user, smId, to, once).catch((err) => {
           this.log.error({ err, stage: "cluster" }, "handing a session over failed");
-          reply(undefined);
+          if (!replied) reply(undefined);
         });
       },
       kick: (to, sid, condition) => {

@@ -47,8 +47,9 @@ export class RemoteSession implements Session {
     return this.entry.node;
   }
 
+  /** Read from the replica: a resumption may move the session to another transport. */
   get transport(): TransportKind {
-    return this.entry.transport ?? "tcp";
+    return this.current.transport ?? "tcp";
   }
 
   private get current(): DirectoryEntry {

@@ -20,6 +20,7 @@ import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
 import { REDIS_URL, dropKeyPrefix, dropSchema, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
 import { xml } from "../helpers/xmpp-client.js";
 import { parseElement } from "../../src/xmpp/xml-parse.js";
+import { WsClient } from "../helpers/websocket.js";
 import { ClusterSessionTable, RemoteSession } from "../../src/cluster/sessions.js";
 
 const SM = "urn:xmpp:sm:3";
@@ -105,8 +106,10 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
 
     const back = track(await authenticatedStream(b.ports.c2sDirectTls!, "bob", "pw"));
     const mark = back.elements.length;
+    const askedAt = process.hrtime.bigint();
     back.send(`<resume xmlns='${SM}' previd='${previd}' h='${acked}'/>`);
     const resumed = await back.waitForElement((e) => e.is("resumed", SM), 10_000, mark);
+    const handoverMs = Number(process.hrtime.bigint() - askedAt) / 1e6;
     // XEP-0198 §5: h is what the server handled of bob's stanzas: his presence.
     assert.deepEqual(tree(resumed), tree(xml("resumed", { xmlns: SM, h: "1", previd })));
     await back.waitForElement(message("r4"), 10_000, mark);
@@ -134,7 +137,7 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
     const counts = tally(sent, received);
     // r2 and r3 were written to the first connection and not acknowledged: XEP-0198 sends them again.
     assert.deepEqual(counts, { delivered: 5, duplicates: 2, lost: 0 });
-    console.log(`# cluster resume (<resume/>, node a → b): sent ${sent.length}, acked ${sent.length}, delivered ${counts.delivered}, duplicates ${counts.duplicates} (r2, r3: written, not acknowledged, resent as XEP-0198 §5 says), lost ${counts.lost}`);
+    console.log(`# cluster resume (<resume/>, node a → b): sent ${sent.length}, acked ${sent.length}, delivered ${counts.delivered}, duplicates ${counts.duplicates} (r2, r3: written, not acknowledged, resent as XEP-0198 §5 says), lost ${counts.lost}; <resume/> to <resumed/> ${handoverMs.toFixed(1)} ms`);
   });
 
   it("another account cannot take the session; its owner resumes it inline in SASL2 on the other node while the old connection is still open", async () => {
@@ -185,6 +188,47 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
     erin.send(`<message to='${full}' type='chat' id='d2'><body>d2</body></message>`);
     await moved.waitForElement(message("d2"), 10_000);
     assert.equal(first.anyElement(message("d2"), since), false);
+  });
+
+  it("a session started over WebSocket on node A is resumed over TCP on node B, with what was sent meanwhile", async () => {
+    const web = await WsClient.connect(`wss://127.0.0.1:${a.ports.https}/xmpp-websocket`);
+    await web.session("erin", "pw", "roaming");
+    let from = web.elements.length;
+    web.send(`<enable xmlns='${SM}' resume='true'/>`);
+    const previd = (await web.waitForElement((e) => e.is("enabled", SM), 10_000, from)).attrs.id as string;
+    const full = "erin@localhost/roaming";
+    await until(() => b.sessions.get(full)?.resumeId === previd && b.sessions.get(full)?.transport === "websocket", "node b knows erin's WebSocket session and its resumption id");
+    web.close(); // the WebSocket drops without <close/>
+    await web.closed;
+    await until(() => a.sessions.get(full)?.hibernating === true, "erin's session hibernates on node a");
+    const sender = await login(b, "carol", "ws-sender");
+    sender.send(`<message to='${full}' type='chat' id='w1'><body>while away</body></message>`);
+    await until(async () => (await offlineIds("erin@localhost")).includes("w1"), "w1 held on node a, its copy stored");
+    const back = track(await authenticatedStream(b.ports.c2sDirectTls!, "erin", "pw"));
+    from = back.elements.length;
+    back.send(`<resume xmlns='${SM}' previd='${previd}' h='0'/>`);
+    await back.waitForElement((e) => e.is("resumed", SM) && e.attrs.previd === previd, 10_000, from);
+    assert.equal((await back.waitForElement(message("w1"), 10_000, from)).attrs.from, "carol@localhost/ws-sender");
+    await until(() => a.sessions.get(full)?.transport === "tcp", "node a sees the session on TCP now");
+    assert.equal(b.sessions.get(full)?.transport, "tcp");
+  });
+
+  it("a resumption on the same node over another transport is recorded in the directory", async () => {
+    const web = await WsClient.connect(`wss://127.0.0.1:${a.ports.https}/xmpp-websocket`);
+    await web.session("erin", "pw", "same-node");
+    const from = web.elements.length;
+    web.send(`<enable xmlns='${SM}' resume='true'/>`);
+    const previd = (await web.waitForElement((e) => e.is("enabled", SM), 10_000, from)).attrs.id as string;
+    const full = "erin@localhost/same-node";
+    await until(() => b.sessions.get(full)?.transport === "websocket", "node b knows erin's WebSocket session");
+    web.close();
+    await web.closed;
+    await until(() => a.sessions.get(full)?.hibernating === true, "erin's session hibernates on node a");
+    const back = track(await authenticatedStream(a.ports.c2sDirectTls!, "erin", "pw"));
+    const mark = back.elements.length;
+    back.send(`<resume xmlns='${SM}' previd='${previd}' h='0'/>`);
+    await back.waitForElement((e) => e.is("resumed", SM), 10_000, mark);
+    await until(() => b.sessions.get(full)?.transport === "tcp", "node b sees the session on TCP now");
   });
 
   it("the session of a killed node cannot be resumed (item-not-found); its unacknowledged messages wait in offline storage", async () => {

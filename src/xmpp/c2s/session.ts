@@ -403,8 +403,11 @@ export class C2SSession implements Session, StreamOwner {
     }
     clearTimeout(this.resumeTimer);
     this.stream = fresh;
+    const moved = this.transport !== fresh.transport.kind;
     this.transport = fresh.transport.kind;
     fresh.handTo(this);
+    // A phone that dropped a WebSocket and came back over TCP: the cluster directory records it.
+    if (moved) void this.deps.hooks.emit("session/changed", { session: this });
     const sm = this.sm!;
     announce(`<resumed xmlns='${NS_SM}' h='${sm.inboundH}' previd='${sm.id}'/>`);
     if (!this.applyAck(h)) return;
