@@ -200,6 +200,7 @@ export class ClusterNode implements ResumptionElsewhere {
    * by `to` (a `confirmed` entry), or fails if `to` dies: its durable copy stays.
    */
   private async handOver(user: string, smId: string, to: string, reply: (state: string | undefined) => void): Promise<void> {
+    // A session never moves to the node it is on (the replica holds no entry of this node, so only a forged entry asks that).
     const state = to === this.nodeId ? undefined : await this.hibernated?.handOver(smId, user);
     if (!state) return reply(undefined);
     const oldSid = state.sid;

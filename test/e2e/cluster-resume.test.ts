@@ -245,7 +245,8 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
       const alice = await login(a, "alice", "kill");
       const sent = ["k1", "k2"];
       for (const id of sent) alice.send(`<message to='frank@localhost/phone' type='chat' id='${id}'><body>${id}</body></message>`);
-      await frank.waitForElement(message("k2"), 10_000, since);
+      // Node c is a child process on a loaded machine: given time.
+      await frank.waitForElement(message("k2"), 30_000, since);
       const firstConnection = stanzasSince(frank, since).filter((e) => e.is("message")).map((e) => e.attrs.id as string);
       frank.socket.destroy();
       child.kill("SIGKILL");

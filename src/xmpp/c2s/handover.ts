@@ -12,7 +12,7 @@ import type { SmSnapshot } from "./sm.js";
 export interface SessionState {
   /** The bound full JID (the resource stays: XEP-0198 §5, the session is the same). */
   jid: string;
-  /** The session id of the directory entry; the same on the new node, so the entry is replaced, not kicked. */
+  /** The session id (Session.id) it continues under; the cluster gives it a new one as it moves (docs/CLUSTER.md). */
   sid: string;
   sm: SmSnapshot;
   /** What the client has not acknowledged, oldest first; `confirm` is kept by whoever carries the state. */
