@@ -199,22 +199,28 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
     assert.equal(first.anyElement(message("d2"), since), false);
   });
 
-  it("a session started over WebSocket on node A is resumed over TCP on node B, with what was sent meanwhile", async () => {
+  /** erin on a WebSocket to node a with resumption enabled, known on node b; then the WebSocket drops without <close/>. */
+  const droppedWebSession = async (resource: string): Promise<{ previd: string; full: string }> => {
     const web = await WsClient.connect(`wss://127.0.0.1:${a.ports.https}/xmpp-websocket`);
-    await web.session("erin", "pw", "roaming");
-    let from = web.elements.length;
+    await web.session("erin", "pw", resource);
+    const from = web.elements.length;
     web.send(`<enable xmlns='${SM}' resume='true'/>`);
     const previd = (await web.waitForElement((e) => e.is("enabled", SM), 10_000, from)).attrs.id as string;
-    const full = "erin@localhost/roaming";
+    const full = `erin@localhost/${resource}`;
     await until(() => b.sessions.get(full)?.resumeId === previd && b.sessions.get(full)?.transport === "websocket", "node b knows erin's WebSocket session and its resumption id");
-    web.close(); // the WebSocket drops without <close/>
+    web.close();
     await web.closed;
     await until(() => a.sessions.get(full)?.hibernating === true, "erin's session hibernates on node a");
+    return { previd, full };
+  };
+
+  it("a session started over WebSocket on node A is resumed over TCP on node B, with what was sent meanwhile", async () => {
+    const { previd, full } = await droppedWebSession("roaming");
     const sender = await login(b, "carol", "ws-sender");
     sender.send(`<message to='${full}' type='chat' id='w1'><body>while away</body></message>`);
     await until(async () => (await offlineIds("erin@localhost")).includes("w1"), "w1 held on node a, its copy stored");
     const back = track(await authenticatedStream(b.ports.c2sDirectTls!, "erin", "pw"));
-    from = back.elements.length;
+    const from = back.elements.length;
     back.send(`<resume xmlns='${SM}' previd='${previd}' h='0'/>`);
     await back.waitForElement((e) => e.is("resumed", SM) && e.attrs.previd === previd, 10_000, from);
     assert.equal((await back.waitForElement(message("w1"), 10_000, from)).attrs.from, "carol@localhost/ws-sender");
@@ -223,16 +229,7 @@ describe("resumption on another cluster node (e2e, Redis + Postgres)", { skip: m
   });
 
   it("a resumption on the same node over another transport is recorded in the directory", async () => {
-    const web = await WsClient.connect(`wss://127.0.0.1:${a.ports.https}/xmpp-websocket`);
-    await web.session("erin", "pw", "same-node");
-    const from = web.elements.length;
-    web.send(`<enable xmlns='${SM}' resume='true'/>`);
-    const previd = (await web.waitForElement((e) => e.is("enabled", SM), 10_000, from)).attrs.id as string;
-    const full = "erin@localhost/same-node";
-    await until(() => b.sessions.get(full)?.transport === "websocket", "node b knows erin's WebSocket session");
-    web.close();
-    await web.closed;
-    await until(() => a.sessions.get(full)?.hibernating === true, "erin's session hibernates on node a");
+    const { previd, full } = await droppedWebSession("same-node");
     const back = track(await authenticatedStream(a.ports.c2sDirectTls!, "erin", "pw"));
     const mark = back.elements.length;
     back.send(`<resume xmlns='${SM}' previd='${previd}' h='0'/>`);
