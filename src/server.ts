@@ -139,10 +139,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     ?? (ports.https !== undefined ? `https://${hostOf(domain)}:${ports.https}` : `http://${hostOf(domain)}:${ports.http ?? 80}`);
   const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl, admins: new Set(config.admins) });
   await host.start(modules);
+  const registry = new C2SRegistry();
   // Stanzas from other nodes are routed as soon as it joins: after the modules, before the listeners.
   if (cluster) {
     try {
-      await cluster.start(router, hooks);
+      await cluster.start(router, hooks, registry);
     } catch (err) {
       await host.stop();
       await storage.close();
@@ -170,7 +171,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   certificates.watchConfiguredFiles();
   const acme = acmeHosts.size ? new AcmeManager({ settings: config.tls.acme, hosts: [...acmeHosts], store: certificates, dataDir, log }) : undefined;
   if (acme) httpRoutes.add(ACME_CHALLENGE_PREFIX, acme.httpChallenge);
-  const registry = new C2SRegistry();
   const fast = new FastTokens(storage.devices, {
     ttlMs: config.auth.fast.tokenTtlDays * 86_400_000,
     rotateAfterMs: config.auth.fast.rotateAfterHours * 3_600_000,
@@ -227,6 +227,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       maxHibernatedChars: config.streamManagement.maxHibernatedQueueBytes,
     },
     registry,
+    ...(cluster ? { resumption: cluster } : {}),
   };
 
   if (config.webAdmin.enabled) {

@@ -26,7 +26,11 @@ export type BusEntry =
   | { kind: "stanza"; to: string; sid: string; xml: string }
   | { kind: "confirm"; to: string; sid: string; xml: string; replyTo: string; id: string }
   | { kind: "confirmed"; id: string; ok: boolean }
-  | { kind: "kick"; to: string; sid: string; condition: string };
+  | { kind: "kick"; to: string; sid: string; condition: string }
+  /** XEP-0198 §5 on another node: give up the session `smId` of `user` (./resumption.ts). */
+  | { kind: "handover"; user: string; smId: string; replyTo: string; id: string }
+  /** The answer: the session's state (./resumption.ts encodeSessionState), or none. */
+  | { kind: "handed"; id: string; state: string | undefined };
 
 /** The flat field list of a stream entry. */
 export function encodeBusEntry(entry: BusEntry): string[] {
@@ -35,6 +39,8 @@ export function encodeBusEntry(entry: BusEntry): string[] {
     case "confirm": return ["k", "confirm", "to", entry.to, "sid", entry.sid, "x", entry.xml, "r", entry.replyTo, "id", entry.id];
     case "confirmed": return ["k", "confirmed", "id", entry.id, "ok", entry.ok ? "1" : "0"];
     case "kick": return ["k", "kick", "to", entry.to, "sid", entry.sid, "c", entry.condition];
+    case "handover": return ["k", "handover", "u", entry.user, "sm", entry.smId, "r", entry.replyTo, "id", entry.id];
+    case "handed": return ["k", "handed", "id", entry.id, ...(entry.state !== undefined ? ["x", entry.state] : [])];
   }
 }
 
@@ -48,41 +54,45 @@ export function decodeBusEntry(fields: readonly string[]): BusEntry | undefined 
     case "confirm": return f.has("x") && f.has("r") && f.has("id") ? { kind: "confirm", to, sid, xml: f.get("x")!, replyTo: f.get("r")!, id: f.get("id")! } : undefined;
     case "confirmed": return f.has("id") ? { kind: "confirmed", id: f.get("id")!, ok: f.get("ok") === "1" } : undefined;
     case "kick": return { kind: "kick", to, sid, condition: f.get("c") ?? "" };
+    case "handover": return f.has("u") && f.has("sm") && f.has("r") && f.has("id") ? { kind: "handover", user: f.get("u")!, smId: f.get("sm")!, replyTo: f.get("r")!, id: f.get("id")! } : undefined;
+    case "handed": return f.has("id") ? { kind: "handed", id: f.get("id")!, state: f.get("x") } : undefined;
     default: return undefined;
   }
 }
 
 /**
- * Confirmations this node waits for, by the node that will answer: each settles once, with the
- * answer, or false when that node is found dead (whoever asked keeps its durable copy then).
+ * Answers this node waits for, by the node that will answer: each settles once, synchronously,
+ * with the answer, or with `failed` when that node is found dead (for a delivery confirmation:
+ * false, and whoever asked keeps its durable copy).
  */
-export class PendingConfirmations {
-  private readonly byId = new Map<string, { node: string; resolve: (ok: boolean) => void }>();
+export class PendingAnswers<T> {
+  private readonly byId = new Map<string, { node: string; resolve: (answer: T) => void }>();
   private seq = 0;
 
-  constructor(private readonly self: string) {}
+  /** `prefix` makes the ids unique across the cluster (the node id, and a letter per kind of answer). */
+  constructor(private readonly prefix: string, private readonly failed: T) {}
 
-  add(node: string): { id: string; settled: Promise<boolean> } {
-    const id = `${this.self}:${(this.seq++).toString(36)}`;
-    const settled = new Promise<boolean>((resolve) => this.byId.set(id, { node, resolve }));
-    return { id, settled };
+  add(node: string, resolve: (answer: T) => void): string {
+    const id = `${this.prefix}:${(this.seq++).toString(36)}`;
+    this.byId.set(id, { node, resolve });
+    return id;
   }
 
-  settle(id: string, ok: boolean): boolean {
+  settle(id: string, answer: T): boolean {
     const pending = this.byId.get(id);
     if (!pending) return false;
     this.byId.delete(id);
-    pending.resolve(ok);
+    pending.resolve(answer);
     return true;
   }
 
-  /** Every confirmation waited for from `node` fails; returns how many. */
+  /** Every answer waited for from `node` fails; returns how many. */
   failNode(node: string): number {
     let failed = 0;
     for (const [id, pending] of this.byId) {
       if (pending.node !== node) continue;
       this.byId.delete(id);
-      pending.resolve(false);
+      pending.resolve(this.failed);
       failed++;
     }
     return failed;
@@ -102,6 +112,11 @@ export interface BusReceiver {
   /** Close that session with a stream error condition ("" for a clean close). */
   kick(to: string, sid: string, condition: string): void;
   /**
+   * Hand the hibernated session `smId` of `user` over to node `to`: `reply` sends the state (or
+   * undefined), and whatever the receiver sends to `to` after calling it arrives behind it.
+   */
+  handover(user: string, smId: string, to: string, reply: (state: string | undefined) => void): void;
+  /**
    * Something could not be sent because its node was reaped: the node is dead for this node
    * from now on, and a stanza (`xml`) is routed again (it finds the user's other resources or storage).
    */
@@ -120,12 +135,14 @@ export interface NodeBusOptions {
 }
 
 export class NodeBus {
-  private readonly pending: PendingConfirmations;
+  private readonly pending: PendingAnswers<boolean>;
+  private readonly handovers: PendingAnswers<string | undefined>;
   private running = false;
   private loop: Promise<void> | undefined;
 
   constructor(private readonly o: NodeBusOptions) {
-    this.pending = new PendingConfirmations(o.node);
+    this.pending = new PendingAnswers(o.node, false);
+    this.handovers = new PendingAnswers<string | undefined>(`${o.node}:h`, undefined);
   }
 
   get awaitingConfirmation(): number {
@@ -158,18 +175,38 @@ export class NodeBus {
   }
 
   sendConfirmed(node: string, to: string, sid: string, xml: string): Promise<boolean> {
-    const { id, settled } = this.pending.add(node);
-    this.add(node, { kind: "confirm", to, sid, xml, replyTo: this.o.node, id });
-    return settled;
+    return new Promise((resolve) => {
+      const id = this.pending.add(node, resolve);
+      this.add(node, { kind: "confirm", to, sid, xml, replyTo: this.o.node, id });
+    });
+  }
+
+  /**
+   * A confirmation `node` will send as a `confirmed` entry, without a `confirm` entry first: a
+   * stanza of a session handed over to `node` (./resumption.ts). Returns the id it answers.
+   */
+  awaitConfirmation(node: string, resolve: (acknowledged: boolean) => void): string {
+    return this.pending.add(node, resolve);
+  }
+
+  /** Answers a confirmation `node` waits for (see awaitConfirmation). */
+  confirmed(node: string, id: string, ok: boolean): void {
+    this.add(node, { kind: "confirmed", id, ok });
   }
 
   kick(node: string, to: string, sid: string, condition: string): void {
     this.add(node, { kind: "kick", to, sid, condition });
   }
 
-  /** `node` is dead: the confirmations it owed are failed. */
+  /** Asks `node` for a hibernated session; `answer` runs synchronously when the reply is read (undefined if `node` dies first). */
+  askHandover(node: string, user: string, smId: string, answer: (state: string | undefined) => void): void {
+    const id = this.handovers.add(node, answer);
+    this.add(node, { kind: "handover", user, smId, replyTo: this.o.node, id });
+  }
+
+  /** `node` is dead: the confirmations and handovers it owed are failed. */
   nodeDied(node: string): number {
-    return this.pending.failNode(node);
+    return this.pending.failNode(node) + this.handovers.failNode(node);
   }
 
   /**
@@ -207,6 +244,7 @@ export class NodeBus {
       // answers and kicks for a dead node have nobody to reach.
       receiver.unreachable(node, entry.kind === "stanza" ? entry.xml : undefined);
       if (entry.kind === "confirm") this.pending.settle(entry.id, false);
+      if (entry.kind === "handover") this.handovers.settle(entry.id, undefined);
     }, (err) => log.error({ err, stage: "cluster", node, kind: entry.kind }, "sending to another node failed"));
   }
 
@@ -270,6 +308,12 @@ export class NodeBus {
           return;
         case "kick":
           return receiver.kick(entry.to, entry.sid, entry.condition);
+        case "handover":
+          return receiver.handover(entry.user, entry.smId, entry.replyTo, (state) => this.add(entry.replyTo, { kind: "handed", id: entry.id, state }));
+        case "handed":
+          // Too late (this node took the holder for dead): the state has nobody to restore it.
+          if (!this.handovers.settle(entry.id, entry.state) && entry.state !== undefined) log.error({ stage: "cluster" }, "a handed-over session arrived after its resumption failed; lost");
+          return;
       }
     } catch (err) {
       log.error({ err, stage: "cluster", kind: entry.kind }, "handling an inbox entry failed");

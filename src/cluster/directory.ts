@@ -22,6 +22,8 @@ export interface DirectoryEntry {
   transport?: TransportKind;
   /** The session's flags (Session.flags), when it has any. */
   flags?: string[];
+  /** The XEP-0198 id it is resumed with, when resumption is on: where another node asks for it. */
+  resume?: string;
 }
 
 /** A change to the directory, as published on the directory channel. */
@@ -41,7 +43,10 @@ export function decodeEntry(value: string): DirectoryEntry | undefined {
     if (v.presence !== undefined && typeof v.presence !== "string") return undefined;
     const transport = v.transport === "tcp" || v.transport === "websocket" || v.transport === "bosh" ? v.transport : undefined;
     const flags = Array.isArray(v.flags) && v.flags.every((f) => typeof f === "string") ? v.flags : undefined;
-    return { node: v.node, sid: v.sid, priority: v.priority, ...(v.presence !== undefined ? { presence: v.presence } : {}), ...(transport ? { transport } : {}), ...(flags ? { flags } : {}) };
+    return {
+      node: v.node, sid: v.sid, priority: v.priority, ...(v.presence !== undefined ? { presence: v.presence } : {}), ...(transport ? { transport } : {}),
+      ...(flags ? { flags } : {}), ...(typeof v.resume === "string" ? { resume: v.resume } : {}),
+    };
   } catch {
     return undefined;
   }

@@ -16,6 +16,9 @@ import { ClusterKeys, DirectoryReplica, RedisDirectory, type DirectoryEntry } fr
 import { NodeBus, type BusReceiver } from "./bus.js";
 import { ClusterSessionTable, RemoteSession } from "./sessions.js";
 import { parseJid } from "../xmpp/jid.js";
+import type { HibernatedSessions, ResumptionElsewhere, SessionState } from "../xmpp/c2s/handover.js";
+import { decodeSessionState, encodeSessionState, forwardingEntry, holderOf } from "./resumption.js";
+import { randomBytes } from "node:crypto";
 
 /** Every cache that a reconnect makes stale. */
 const CACHES: readonly CacheName[] = ["blocklist", "push"];
@@ -58,7 +61,7 @@ function connection(url: string, name: string, log: Logger): Redis {
   return redis;
 }
 
-export class ClusterNode {
+export class ClusterNode implements ResumptionElsewhere {
   readonly sessions = new ClusterSessionTable();
   readonly keys: ClusterKeys;
   private readonly redis: Redis;
@@ -69,6 +72,7 @@ export class ClusterNode {
   private readonly bus: NodeBus;
   private router: Router | undefined;
   private hooks: HookBus | undefined;
+  private hibernated: HibernatedSessions | undefined;
   private readonly detach: Array<() => void> = [];
 
   constructor(private readonly settings: ClusterSettings, private readonly log: Logger) {
@@ -100,10 +104,12 @@ export class ClusterNode {
   /**
    * Joins the cluster once the modules are ready (stanzas from other nodes are routed at once):
    * what this node's previous run left in the directory goes, the replica is loaded, the inbox read.
+   * `hibernated`: this node's resumable sessions, which other nodes may ask for.
    */
-  async start(router: Router, hooks: HookBus): Promise<void> {
+  async start(router: Router, hooks: HookBus, hibernated: HibernatedSessions): Promise<void> {
     this.router = router;
     this.hooks = hooks;
+    this.hibernated = hibernated;
     try {
       await Promise.all([this.redis.connect(), this.subscriber.connect(), this.reader.connect()]).catch((err: Error) => {
         throw new Error(`cluster: cannot reach Redis at ${withoutPassword(this.settings.redisUrl)}: ${err.message}`);
@@ -167,6 +173,44 @@ export class ClusterNode {
           .catch((err) => this.log.error({ err, stage: "cluster" }, "writing a directory entry again failed"));
       }
     });
+  }
+
+  /**
+   * XEP-0198 §5 for a session another node holds (docs/CLUSTER.md, "Resumption on another node"):
+   * asked of the node the user's directory entry names; its answer is restored synchronously, so
+   * what that node forwards behind it finds the session here.
+   */
+  take(user: string, smId: string, restore: (state: SessionState | undefined) => void): void {
+    const holder = holderOf(this.replica.ofUser(user), smId);
+    if (holder === undefined) return restore(undefined);
+    this.bus.askHandover(holder, user, smId, (answer) => {
+      if (answer === undefined) return restore(undefined);
+      const state = decodeSessionState(answer, (id) => (ok) => this.bus.confirmed(holder, id, ok));
+      if (!state) this.log.error({ stage: "cluster", node: holder }, "a handed-over session does not decode; lost");
+      restore(state);
+    });
+  }
+
+  /**
+   * The other side: this node's copy of the session ends (registry.handOver), and its state goes
+   * to `to` under a new session id, so that the directory entry this node removes (compare-and-
+   * delete on the old id) and the one `to` writes never touch each other. Stanzas routed here
+   * afterwards follow it: the replica names `to` until `to`'s own entry arrives; the bus carries
+   * them behind the state. Each stanza waiting for its client's acknowledgement here is answered
+   * by `to` (a `confirmed` entry), or fails if `to` dies: its durable copy stays.
+   */
+  private async handOver(user: string, smId: string, to: string, reply: (state: string | undefined) => void): Promise<void> {
+    // A session never moves to the node it is on (the replica holds no entry of this node, so only a forged entry asks that).
+    const state = to === this.nodeId ? undefined : await this.hibernated?.handOver(smId, user);
+    if (!state) return reply(undefined);
+    const oldSid = state.sid;
+    const moved: SessionState = { ...state, sid: randomBytes(12).toString("base64url") };
+    // Issued in this order on one connection: the old entry goes before `to` can bind, the state
+    // is in `to`'s inbox before anything forwarded behind it.
+    this.directory.unbind(state.jid, oldSid).catch((err) => this.log.error({ err, stage: "cluster" }, "session directory write failed"));
+    reply(encodeSessionState(moved, (confirm) => this.bus.awaitConfirmation(to, confirm)));
+    this.replica.apply({ op: "set", full: moved.jid, entry: forwardingEntry(moved, to) });
+    this.log.info({ stage: "sm", jid: moved.jid, node: to, held: moved.queue.length }, "session handed over to another node");
   }
 
   status(): ClusterStatus {
@@ -234,6 +278,17 @@ export class ClusterNode {
         this.replica.nodeDied(node);
         if (xml !== undefined) this.reroute(xml);
       },
+      handover: (user, smId, to, reply) => {
+        let replied = false;
+        const once = (state: string | undefined) => {
+          replied = true;
+          reply(state);
+        };
+        this.handOver(user, smId, to, once).catch((err) => {
+          this.log.error({ err, stage: "cluster" }, "handing a session over failed");
+          if (!replied) reply(undefined);
+        });
+      },
       kick: (to, sid, condition) => {
         const session = target(to, sid);
         if (!session) return;
@@ -279,6 +334,7 @@ function entryOf(node: string, session: Session): DirectoryEntry {
     node, sid: session.id, priority: session.priority, transport: session.transport,
     ...(session.presence ? { presence: session.presence.toString() } : {}),
     ...(session.flags.size ? { flags: [...session.flags].sort() } : {}),
+    ...(session.resumeId !== undefined ? { resume: session.resumeId } : {}),
   };
 }
 

@@ -47,8 +47,9 @@ export class RemoteSession implements Session {
     return this.entry.node;
   }
 
+  /** Read from the replica: a resumption may move the session to another transport. */
   get transport(): TransportKind {
-    return this.entry.transport ?? "tcp";
+    return this.current.transport ?? "tcp";
   }
 
   private get current(): DirectoryEntry {
@@ -68,6 +69,11 @@ export class RemoteSession implements Session {
 
   get priority(): number {
     return this.current.priority;
+  }
+
+  /** Where its node's directory entry says a client resumes it (XEP-0198 §5). */
+  get resumeId(): string | undefined {
+    return this.current.resume;
   }
 
   /** A copy: flags are set by the session's own node. */

@@ -15,6 +15,8 @@ export interface Session {
   readonly userAgentId: string | undefined;
   /** XEP-0198: stanzas sent or waiting to be sent and not yet acknowledged; undefined without stream management. */
   readonly unacknowledged: number | undefined;
+  /** XEP-0198: the id a client resumes this session with, when it enabled resumption (the cluster directory records it). */
+  readonly resumeId?: string | undefined;
   /** The full JID bound to this session. */
   readonly jid: Jid;
   readonly remoteAddress: string;

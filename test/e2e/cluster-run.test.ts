@@ -1,14 +1,13 @@
 /**
  * Running a cluster (docs/CLUSTER.md, "Running it"): `parley start --nodes 2` and `parley status`
- * as child processes, and three nodes behind Debian's HAProxy in TCP mode (docs/haproxy.cfg).
- * Real Redis and Postgres; one schema and key prefix per test.
+ * as child processes (three nodes behind HAProxy: cluster-haproxy.test.ts). Real Redis and
+ * Postgres; one schema and key prefix per test.
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -17,7 +16,7 @@ import { stringify } from "yaml";
 import { parseConfig } from "../../src/config.js";
 import { openStorage } from "../../src/server.js";
 import { createAccounts } from "../../src/accounts.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
+import { startTestServer } from "../helpers/server.js";
 import { rawSession, type RawClient } from "../helpers/raw.js";
 import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
 import { REDIS_URL, dropKeyPrefix, dropSchema, freePort, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
@@ -25,8 +24,6 @@ import { REDIS_URL, dropKeyPrefix, dropSchema, freePort, freshKeyPrefix, redisUn
 const run = promisify(execFile);
 const missing = (await postgresUnavailable()) ?? (await redisUnavailable());
 if (missing) console.log(`# SKIPPED cluster run e2e: ${missing}`);
-const haproxy = await run("haproxy", ["-v"]).then(() => undefined, (err: Error) => `haproxy not installed (${err.message})`);
-if (!missing && haproxy) console.log(`# SKIPPED cluster behind HAProxy: ${haproxy}`);
 
 const message = (id: string) => (e: { is(name: string): boolean; attrs: Record<string, string> }) => e.is("message") && e.attrs.id === id;
 
@@ -127,55 +124,6 @@ describe("running a cluster (e2e)", { skip: missing ? `services unreachable: ${m
       assert.match(failed.stderr, /cluster: cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+/);
     } finally {
       await dropSchema(schema);
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  it("three nodes behind HAProxy (TCP mode): clients spread over the nodes and reach each other", { skip: haproxy ?? false }, async () => {
-    const schema = `parley_haproxy_${randomBytes(6).toString("hex")}`;
-    const keyPrefix = freshKeyPrefix();
-    const storage = { driver: "postgres", url: PG_URL, schema, poolSize: 2 };
-    const nodes: TestServer[] = [];
-    const clients: RawClient[] = [];
-    const dir = mkdtempSync(join(tmpdir(), "parley-haproxy-"));
-    let proxy: ChildProcess | undefined;
-    try {
-      for (const id of ["a", "b", "c"]) nodes.push(await startTestServer({ storage, cluster: { nodeId: id, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: 0.5, nodeTimeoutSeconds: 2 } }));
-      for (const user of ["alice", "bob", "carol"]) await nodes[0]!.accounts.create(`${user}@localhost`, "pw");
-      const front = await freePort();
-      // The TCP part of docs/haproxy.cfg, on loopback; round robin so that three clients land on three nodes.
-      writeFileSync(join(dir, "haproxy.cfg"), [
-        "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 1m", "    timeout server 1m",
-        "frontend xmpp_direct_tls", `    bind 127.0.0.1:${front}`, "    default_backend parley",
-        "backend parley", "    balance roundrobin",
-        ...nodes.map((n, i) => `    server n${i} 127.0.0.1:${n.ports.c2sDirectTls}`), "",
-      ].join("\n"));
-      proxy = spawn("haproxy", ["-db", "-f", join(dir, "haproxy.cfg")], { stdio: ["ignore", "inherit", "inherit"] });
-      await until(async () => {
-        const probe = createServer();
-        const inUse = await new Promise<boolean>((resolve) => { probe.once("error", () => resolve(true)); probe.listen(front, "127.0.0.1", () => probe.close(() => resolve(false))); });
-        return inUse;
-      }, "haproxy listening", 100, 50);
-      const users = ["alice", "bob", "carol"];
-      for (const user of users) clients.push(await rawSession(front, user, "pw", "lb"));
-      // Round robin: one session per node.
-      assert.deepEqual(nodes.map((n) => n.sessions.count()), [1, 1, 1]);
-      for (const user of users) await until(() => nodes.every((n) => n.sessions.get(`${user}@localhost/lb`) !== undefined), `${user} known on every node`);
-      const [alice, bob, carol] = clients as [RawClient, RawClient, RawClient];
-      for (const c of clients) c.send("<presence/>");
-      for (const user of users) await until(() => nodes.every((n) => n.sessions.get(`${user}@localhost/lb`)?.presence !== undefined), `${user} available on every node`);
-      alice.send("<message to='bob@localhost' type='chat' id='h1'><body>through haproxy</body></message>");
-      bob.send("<message to='carol@localhost/lb' type='chat' id='h2'><body>and on</body></message>");
-      carol.send("<message to='alice@localhost' type='chat' id='h3'><body>and back</body></message>");
-      assert.equal((await bob.waitForElement(message("h1"), 10_000)).attrs.from, "alice@localhost/lb");
-      assert.equal((await carol.waitForElement(message("h2"), 10_000)).attrs.from, "bob@localhost/lb");
-      assert.equal((await alice.waitForElement(message("h3"), 10_000)).attrs.from, "carol@localhost/lb");
-    } finally {
-      for (const c of clients) c.close();
-      proxy?.kill("SIGTERM");
-      for (const n of nodes) await n.cleanup();
-      await dropSchema(schema);
-      await dropKeyPrefix(keyPrefix);
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -192,6 +192,18 @@ export async function openStream(port: number, directTls = true, localAddress?: 
   return c;
 }
 
+/** Authenticated with PLAIN and restarted, not bound: ready for a XEP-0198 <resume/> or a bind. */
+export async function authenticatedStream(port: number, user: string, password: string): Promise<RawClient> {
+  const c = await openStream(port);
+  const mark = c.elements.length;
+  c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0${password}`).toString("base64")}</auth>`);
+  await c.waitForElement(sasl("success"), 10_000, mark);
+  c.restartParser();
+  c.send(header());
+  await c.waitForElement((e) => e.is("features", NS_STREAMS), 10_000, mark);
+  return c;
+}
+
 /** Authenticate with PLAIN, restart, bind; ready for stanzas. */
 export async function rawSession(port: number, user: string, password: string, resource = "raw", domain = "localhost"): Promise<RawClient> {
   const c = await openStream(port, true, undefined, domain);

@@ -2,7 +2,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { DirectoryReplica, deadNodes, decodeEntry, encodeEntry, type DirectoryEntry } from "../../src/cluster/directory.js";
-import { PendingConfirmations, decodeBusEntry, encodeBusEntry, type BusEntry } from "../../src/cluster/bus.js";
+import { PendingAnswers, decodeBusEntry, encodeBusEntry, type BusEntry } from "../../src/cluster/bus.js";
 import { ClusterSessionTable, type RemoteSender } from "../../src/cluster/sessions.js";
 import { ConfigError, parseConfig } from "../../src/config.js";
 import { el } from "../../src/xmpp/xml.js";
@@ -79,25 +79,29 @@ describe("node bus entries", () => {
       { kind: "confirmed", id: "a:1", ok: true },
       { kind: "confirmed", id: "a:2", ok: false },
       { kind: "kick", to: "u@h/r", sid: "s", condition: "conflict" },
+      { kind: "handover", user: "u@h", smId: "sm1", replyTo: "b", id: "b:h:0" },
+      { kind: "handed", id: "b:h:0", state: "{}" },
+      { kind: "handed", id: "b:h:1", state: undefined },
     ];
     for (const e of entries) assert.deepEqual(decodeBusEntry(encodeBusEntry(e)), e);
     assert.equal(decodeBusEntry(["k", "stanza", "to", "u@h/r"]), undefined);
     assert.equal(decodeBusEntry(["k", "what"]), undefined);
   });
 
-  it("confirmations settle once, and fail when the node that owes them dies", async () => {
-    const p = new PendingConfirmations("a");
-    const one = p.add("b");
-    const two = p.add("b");
-    const three = p.add("c");
-    assert.notEqual(one.id, two.id);
-    assert.equal(p.settle(one.id, true), true);
-    assert.equal(p.settle(one.id, false), false);
+  it("answers settle once, synchronously, and fail when the node that owes them dies", () => {
+    const p = new PendingAnswers<boolean>("a", false);
+    const answers: string[] = [];
+    const one = p.add("b", (ok) => answers.push(`one ${ok}`));
+    const two = p.add("b", (ok) => answers.push(`two ${ok}`));
+    const three = p.add("c", (ok) => answers.push(`three ${ok}`));
+    assert.notEqual(one, two);
+    assert.equal(p.settle(one, true), true);
+    assert.deepEqual(answers, ["one true"], "the answer runs before settle returns");
+    assert.equal(p.settle(one, false), false);
     assert.equal(p.failNode("b"), 1);
     assert.equal(p.size, 1);
-    assert.deepEqual(await Promise.all([one.settled, two.settled]), [true, false]);
-    p.settle(three.id, true);
-    assert.equal(await three.settled, true);
+    p.settle(three, true);
+    assert.deepEqual(answers, ["one true", "two false", "three true"]);
   });
 });
 

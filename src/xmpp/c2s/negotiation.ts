@@ -8,7 +8,7 @@
  */
 import { el, escapeXML, firstChildElement, type Element } from "../xml.js";
 import { NS } from "../ns.js";
-import { Jid, prepLocal } from "../jid.js";
+import { Jid, parseJid, prepLocal } from "../jid.js";
 import { StanzaError, StreamError, errorReply } from "../../errors.js";
 import type { ParserLimits, StreamHeader } from "../parser.js";
 import type { SessionTable } from "../sessions.js";
@@ -34,6 +34,7 @@ import { admitSession, chooseResource } from "./bind.js";
 import { NS_SM, parseH, type SmLimits } from "./sm.js";
 import { C2SSession, type C2SSessionDeps } from "./session.js";
 import type { C2SRegistry } from "./registry.js";
+import type { ResumptionElsewhere, SessionState } from "./handover.js";
 
 export interface C2SLimits {
   preAuth: ParserLimits;
@@ -71,6 +72,8 @@ export interface C2SDeps {
   fast: FastTokens;
   sm: SmLimits;
   registry: C2SRegistry;
+  /** On a cluster: resumption of a session hibernated on another node (docs/CLUSTER.md). */
+  resumption?: ResumptionElsewhere;
 }
 
 type Phase = "pre-tls" | "pre-auth" | "authenticated" | "done";
@@ -141,7 +144,7 @@ export class C2SNegotiation implements StreamOwner {
         return this.stream.error(new StreamError("unsupported-stanza-type"));
       case "authenticated":
         if (name === "iq" && ns === NS.CLIENT) return this.guard(this.onPreBindIq(element));
-        if (ns === NS_SM && name === "resume") return this.onResume(element);
+        if (ns === NS_SM && name === "resume") return this.guard(this.onResume(element));
         // XEP-0388 §4.6: "once <success/> or <continue/> has been sent by the server, any further
         // <authenticate/> element MUST result in a stream error".
         if (ns === NS_SASL2 || ns === NS.SASL) return this.stream.error(new StreamError("policy-violation", "Already authenticated"), this.host);
@@ -379,7 +382,7 @@ export class C2SNegotiation implements StreamOwner {
    * no stream restart.
    */
   private async sasl2Success(request: Sasl2Request, user: string, additionalData: Buffer | undefined): Promise<void> {
-    const { fast, registry, limits } = this.deps;
+    const { fast, limits } = this.deps;
     this.user = user;
     this.phase = "authenticated";
     this.transport.setLimits(limits.postAuth);
@@ -398,7 +401,8 @@ export class C2SNegotiation implements StreamOwner {
     }
     if (this.stream.isOver) return;
     if (request.resume) {
-      const old = registry.resumable.get(request.resume.previd);
+      const old = await this.resumable(request.resume.previd);
+      if (this.stream.isOver) return;
       if (old?.resumableBy(user)) {
         this.finish();
         old.resumeOn(this.stream, request.resume.h, (resumed) => {
@@ -508,17 +512,44 @@ export class C2SNegotiation implements StreamOwner {
   }
 
   /** XEP-0198 §5: <resume/> instead of binding: this stream joins the session it names. */
-  private onResume(element: Element): void {
+  private async onResume(element: Element): Promise<void> {
     const previd = element.attrs.previd as string | undefined;
     const h = parseH(element.attrs.h);
     if (h === undefined) return this.stream.error(new StreamError("undefined-condition", "Invalid 'h'"), this.host);
-    const old = previd === undefined ? undefined : this.deps.registry.resumable.get(previd);
+    const old = previd === undefined ? undefined : await this.resumable(previd);
+    if (this.stream.isOver) return;
     // An unknown, expired or foreign session → <failed><item-not-found/></failed>.
     if (!old || !old.resumableBy(this.user!)) {
       return this.stream.send(`<failed xmlns='${NS_SM}'><item-not-found xmlns='${NS.STANZA_ERRORS}'/></failed>`);
     }
     this.finish();
     old.resumeOn(this.stream, h);
+  }
+
+  /**
+   * The hibernated session `previd` the authenticated user may resume: this node's, or on a
+   * cluster the one another node holds, which is then restored here (whether or not this stream
+   * is still there to resume it: the state must not be lost in between).
+   */
+  private resumable(previd: string): Promise<C2SSession | undefined> {
+    const user = this.user!;
+    const here = this.deps.registry.resumable.get(previd);
+    const elsewhere = this.deps.resumption;
+    if (here || !elsewhere) return Promise.resolve(here?.resumableBy(user) ? here : undefined);
+    return new Promise((resolve) => elsewhere.take(user, previd, (state) => resolve(state && this.restore(state))));
+  }
+
+  /**
+   * A session handed over by another node becomes this node's, bound under its full JID and
+   * session id (that node checked it is the authenticated user's: resumableBy).
+   */
+  private restore(state: SessionState): C2SSession {
+    const session = C2SSession.restored(state, parseJid(state.jid), this.sessionDeps(), this.transport.remoteAddress);
+    const replaced = this.deps.sessions.add(session);
+    if (replaced) replaced.close(new StreamError("conflict", "Replaced by a resumed session"));
+    this.deps.log.info({ stage: "sm", jid: session.jid.full, held: session.unacknowledged }, "session taken over from another node");
+    this.deps.registry.track(this.deps.hooks.emit("session/bound", { session }));
+    return session;
   }
 }
 

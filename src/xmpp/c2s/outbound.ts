@@ -79,6 +79,17 @@ export class OutboundQueue {
     this.cursor = 0;
   }
 
+  /**
+   * A session that continues on another node: what it held, oldest first, and how many of those
+   * were written at least once (XEP-0198: the client may have them, and its 'h' counts them).
+   */
+  restore(entries: readonly Outgoing[], written: number): void {
+    if (this.entries.length > 0) throw new Error("restoring into a queue that holds stanzas");
+    this.entries = [...entries];
+    this.everWritten = this.cursor = Math.min(written, entries.length);
+    this.chars = entries.reduce((n, e) => n + e.xml.length, 0);
+  }
+
   /** Everything held (the session ends; the caller decides where it goes). */
   drain(): Outgoing[] {
     const all = this.entries;

@@ -5,16 +5,23 @@
  */
 import type { StreamError } from "../../errors.js";
 import type { C2SSession } from "./session.js";
+import type { HibernatedSessions, SessionState } from "./handover.js";
 
 export interface Closable {
   close(error?: StreamError): void;
 }
 
-export class C2SRegistry {
+export class C2SRegistry implements HibernatedSessions {
   readonly open = new Set<Closable>();
   /** XEP-0198 §5: sessions that may be resumed, by stream-management id. */
   readonly resumable = new Map<string, C2SSession>();
   private readonly work = new Set<Promise<unknown>>();
+
+  /** XEP-0198 §5 from another node: only the account that enabled resumption may take the session. */
+  async handOver(smId: string, user: string): Promise<SessionState | undefined> {
+    const session = this.resumable.get(smId);
+    return session?.resumableBy(user) ? session.handOver() : undefined;
+  }
 
   track(work: Promise<unknown>): void {
     this.work.add(work);

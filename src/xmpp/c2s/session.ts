@@ -10,6 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { el, firstChildElement, serialize, type Element } from "../xml.js";
+import { parseElement } from "../xml-parse.js";
 import { NS } from "../ns.js";
 import type { Jid } from "../jid.js";
 import { StanzaError, StreamError, errorReply } from "../../errors.js";
@@ -24,6 +25,7 @@ import { AckError, NS_SM, StreamManagement, parseH, type SmLimits } from "./sm.j
 import { OutboundQueue, type Outgoing } from "./outbound.js";
 import type { NonzaHandler } from "./extensions.js";
 import type { C2SRegistry } from "./registry.js";
+import type { SessionState } from "./handover.js";
 
 /**
  * Output beyond this many buffered bytes waits in the session's queue until the transport drains:
@@ -54,7 +56,6 @@ function outgoing(stanza: Element): Outgoing {
 }
 
 export class C2SSession implements Session, StreamOwner {
-  readonly id = randomBytes(12).toString("base64url");
   readonly remoteAddress: string;
   readonly directedPresence = new Set<string>();
   readonly flags = new Set<string>();
@@ -80,13 +81,37 @@ export class C2SSession implements Session, StreamOwner {
 
   transport: TransportKind;
 
-  constructor(readonly jid: Jid, stream: XmlStream, private readonly deps: C2SSessionDeps) {
+  /** `stream` is undefined for a session restored from another node (see restored()). */
+  constructor(readonly jid: Jid, stream: XmlStream | undefined, private readonly deps: C2SSessionDeps,
+    readonly id: string = randomBytes(12).toString("base64url"), remoteAddress = stream?.transport.remoteAddress ?? "") {
     this.stream = stream;
-    this.transport = stream.transport.kind;
-    this.remoteAddress = stream.transport.remoteAddress;
-    stream.handTo(this);
+    this.transport = stream?.transport.kind ?? "tcp";
+    this.remoteAddress = remoteAddress;
     deps.registry.open.add(this);
+    if (!stream) return;
+    stream.handTo(this);
     this.scheduleIdleCheck();
+  }
+
+  /**
+   * A session another node handed over (XEP-0198 §5 across a cluster): hibernated here with the
+   * state it had there, resumable by the same id, until its client's stream joins it (resumeOn).
+   */
+  static restored(state: SessionState, jid: Jid, deps: C2SSessionDeps, remoteAddress: string): C2SSession {
+    const session = new C2SSession(jid, undefined, deps, state.sid, remoteAddress);
+    session.transport = state.transport;
+    session.presence = state.presence === undefined ? undefined : parseElement(state.presence);
+    session.priority = state.priority;
+    session.interested = state.interested;
+    session.userAgentId = state.userAgentId;
+    for (const flag of state.flags) session.flags.add(flag);
+    for (const to of state.directedPresence) session.directedPresence.add(to);
+    session.sm = StreamManagement.restored(state.sm);
+    session.out.retainWritten();
+    session.out.restore(state.queue, state.written);
+    deps.registry.resumable.set(session.sm.id, session);
+    session.hibernate();
+    return session;
   }
 
   /** The transport is gone and the session waits to be resumed (XEP-0198 §5). */
@@ -96,6 +121,11 @@ export class C2SSession implements Session, StreamOwner {
 
   get unacknowledged(): number | undefined {
     return this.sm ? this.out.unacknowledged + this.out.unwritten : undefined;
+  }
+
+  /** The XEP-0198 id a client resumes this session with; undefined unless resumption was enabled. */
+  get resumeId(): string | undefined {
+    return this.sm?.resumable && !this.over ? this.sm.id : undefined;
   }
 
   // ── sending ────────────────────────────────────────────────────────────────────────────────
@@ -330,7 +360,11 @@ export class C2SSession implements Session, StreamOwner {
     const timeout = Number.isFinite(asked) && asked > 0 ? Math.min(asked * 1000, maxResumeTimeoutMs) : resumeTimeoutMs;
     this.sm = new StreamManagement(resume, timeout);
     this.out.retainWritten();
-    if (resume) this.deps.registry.resumable.set(this.sm.id, this);
+    if (resume) {
+      this.deps.registry.resumable.set(this.sm.id, this);
+      // On a cluster the directory records the id, so that another node finds where to ask for it.
+      void this.deps.hooks.emit("session/changed", { session: this });
+    }
     return resume
       ? `<enabled xmlns='${NS_SM}' id='${this.sm.id}' resume='true' max='${Math.round(timeout / 1000)}'/>`
       : `<enabled xmlns='${NS_SM}'/>`;
@@ -369,8 +403,11 @@ export class C2SSession implements Session, StreamOwner {
     }
     clearTimeout(this.resumeTimer);
     this.stream = fresh;
+    const moved = this.transport !== fresh.transport.kind;
     this.transport = fresh.transport.kind;
     fresh.handTo(this);
+    // A phone that dropped a WebSocket and came back over TCP: the cluster directory records it.
+    if (moved) void this.deps.hooks.emit("session/changed", { session: this });
     const sm = this.sm!;
     announce(`<resumed xmlns='${NS_SM}' h='${sm.inboundH}' previd='${sm.id}'/>`);
     if (!this.applyAck(h)) return;
@@ -380,6 +417,46 @@ export class C2SSession implements Session, StreamOwner {
     if (resent > 0) fresh.send(`<r xmlns='${NS_SM}'/>`);
     this.scheduleIdleCheck();
     this.deps.log.info({ stage: "sm", jid: this.jid.full, resent, transport: fresh.transport.kind }, "session resumed");
+  }
+
+  /**
+   * XEP-0198 §5 on another node: this node's copy ends, and what it held goes with it instead of
+   * being re-routed; contacts are not told anything (the session goes on). A stream still attached
+   * (half-open: the client has moved on) is closed. Waits until every stanza its client sent is
+   * in custody, so the 'h' that leaves covers them. Undefined when the session ended meanwhile.
+   */
+  async handOver(): Promise<SessionState | undefined> {
+    const sm = this.sm;
+    if (this.over || !sm?.resumable) return undefined;
+    const old = this.stream;
+    if (old) {
+      old.handTo(DETACHED);
+      old.error(new StreamError("conflict", "The session was resumed on another node"));
+      this.stream = undefined;
+    }
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.ackRequestTimer);
+    this.ackRequestTimer = undefined;
+    while (this.routingTail || this.custodyPending.size > 0) {
+      await this.routingTail;
+      await Promise.allSettled([...this.custodyPending]);
+    }
+    // Ended meanwhile, or its client resumed it here after all: nothing leaves.
+    if (this.over || this.stream) return undefined;
+    this.over = true;
+    clearTimeout(this.resumeTimer);
+    const { registry, sessions } = this.deps;
+    registry.open.delete(this);
+    registry.resumable.delete(sm.id);
+    sessions.remove(this);
+    const written = this.out.unacknowledged;
+    const queue = this.out.drain();
+    this.wakeWriters();
+    return {
+      jid: this.jid.full, sid: this.id, sm: sm.snapshot(), queue, written,
+      presence: this.presence?.toString(), priority: this.priority, interested: this.interested,
+      flags: [...this.flags], directedPresence: [...this.directedPresence], userAgentId: this.userAgentId, transport: this.transport,
+    };
   }
 
   /** The transport dropped under a resumable session: keep the session, queue what arrives. */

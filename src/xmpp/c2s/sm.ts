@@ -37,9 +37,20 @@ export class AckError extends Error {
   }
 }
 
+/**
+ * The counters of a resumable session as they move to another node (docs/CLUSTER.md, "Resumption
+ * on another node"). Taken once every inbound stanza is in custody, so 'handled' is all there is.
+ */
+export interface SmSnapshot {
+  id: string;
+  resumeTimeoutMs: number;
+  handled: number;
+  sent: number;
+  acked: number;
+}
+
 /** The counters of one session; which stanzas they count is the outbound queue's business. */
 export class StreamManagement {
-  readonly id = randomBytes(15).toString("base64url");
   /** Inbound: stanzas received since enable, and how many of them (a prefix) are in custody. */
   private received = 0;
   private handled = 0;
@@ -48,7 +59,30 @@ export class StreamManagement {
   private sent = 0;
   private acked = 0;
 
-  constructor(readonly resumable: boolean, readonly resumeTimeoutMs: number) {}
+  constructor(readonly resumable: boolean, readonly resumeTimeoutMs: number, readonly id: string = randomBytes(15).toString("base64url")) {}
+
+  /** Whether every stanza received so far is in custody (nothing is routed out of order still). */
+  get allHandled(): boolean {
+    return this.handled === this.received;
+  }
+
+  /** The counters, for a session that continues on another node; only a resumable session moves. */
+  snapshot(): SmSnapshot {
+    if (!this.allHandled) throw new Error("stream management snapshot while inbound stanzas are still routed");
+    return { id: this.id, resumeTimeoutMs: this.resumeTimeoutMs, handled: this.handled, sent: this.sent, acked: this.acked };
+  }
+
+  /**
+   * The session continues here under the same id (XEP-0198 §5: the client resumes with the id it
+   * was given) and with the counters it had, so the client's 'h' means the same stanzas.
+   */
+  static restored(snapshot: SmSnapshot): StreamManagement {
+    const sm = new StreamManagement(true, snapshot.resumeTimeoutMs, snapshot.id);
+    sm.received = sm.handled = snapshot.handled;
+    sm.sent = snapshot.sent;
+    sm.acked = snapshot.acked;
+    return sm;
+  }
 
   /** Counts an inbound stanza; returns the token to pass to `handledInbound` once it is in custody. */
   receivedInbound(): number {
