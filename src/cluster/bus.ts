@@ -26,7 +26,9 @@ export type BusEntry =
   | { kind: "stanza"; to: string; sid: string; xml: string }
   | { kind: "confirm"; to: string; sid: string; xml: string; replyTo: string; id: string }
   | { kind: "confirmed"; id: string; ok: boolean }
-  | { kind: "kick"; to: string; sid: string; condition: string };
+  | { kind: "kick"; to: string; sid: string; condition: string }
+  /** An IQ result or error for a request this node sent (it reached the node of the session that answered). */
+  | { kind: "reply"; xml: string };
 
 /** The flat field list of a stream entry. */
 export function encodeBusEntry(entry: BusEntry): string[] {
@@ -35,6 +37,7 @@ export function encodeBusEntry(entry: BusEntry): string[] {
     case "confirm": return ["k", "confirm", "to", entry.to, "sid", entry.sid, "x", entry.xml, "r", entry.replyTo, "id", entry.id];
     case "confirmed": return ["k", "confirmed", "id", entry.id, "ok", entry.ok ? "1" : "0"];
     case "kick": return ["k", "kick", "to", entry.to, "sid", entry.sid, "c", entry.condition];
+    case "reply": return ["k", "reply", "x", entry.xml];
   }
 }
 
@@ -48,6 +51,7 @@ export function decodeBusEntry(fields: readonly string[]): BusEntry | undefined 
     case "confirm": return f.has("x") && f.has("r") && f.has("id") ? { kind: "confirm", to, sid, xml: f.get("x")!, replyTo: f.get("r")!, id: f.get("id")! } : undefined;
     case "confirmed": return f.has("id") ? { kind: "confirmed", id: f.get("id")!, ok: f.get("ok") === "1" } : undefined;
     case "kick": return { kind: "kick", to, sid, condition: f.get("c") ?? "" };
+    case "reply": return f.has("x") ? { kind: "reply", xml: f.get("x")! } : undefined;
     default: return undefined;
   }
 }
@@ -101,6 +105,8 @@ export interface BusReceiver {
   confirm(to: string, sid: string, xml: string): Promise<boolean>;
   /** Close that session with a stream error condition ("" for a clean close). */
   kick(to: string, sid: string, condition: string): void;
+  /** An answer to one of this node's IQ requests, received on another node. */
+  reply(xml: string): void;
   /**
    * Something could not be sent because its node was reaped: the node is dead for this node
    * from now on, and a stanza (`xml`) is routed again (it finds the user's other resources or storage).
@@ -165,6 +171,11 @@ export class NodeBus {
 
   kick(node: string, to: string, sid: string, condition: string): void {
     this.add(node, { kind: "kick", to, sid, condition });
+  }
+
+  /** An IQ answer goes to the node whose request it answers. */
+  reply(node: string, xml: string): void {
+    this.add(node, { kind: "reply", xml });
   }
 
   /** `node` is dead: the confirmations it owed are failed. */
@@ -270,6 +281,8 @@ export class NodeBus {
           return;
         case "kick":
           return receiver.kick(entry.to, entry.sid, entry.condition);
+        case "reply":
+          return receiver.reply(entry.xml);
       }
     } catch (err) {
       log.error({ err, stage: "cluster", kind: entry.kind }, "handling an inbox entry failed");

@@ -22,6 +22,8 @@ export interface DirectoryEntry {
   transport?: TransportKind;
   /** The session's flags (Session.flags), when it has any. */
   flags?: string[];
+  /** Requested the roster (RFC 6121 §2.2 "interested resource"); absent while not. */
+  interested?: true;
 }
 
 /** A change to the directory, as published on the directory channel. */
@@ -41,7 +43,10 @@ export function decodeEntry(value: string): DirectoryEntry | undefined {
     if (v.presence !== undefined && typeof v.presence !== "string") return undefined;
     const transport = v.transport === "tcp" || v.transport === "websocket" || v.transport === "bosh" ? v.transport : undefined;
     const flags = Array.isArray(v.flags) && v.flags.every((f) => typeof f === "string") ? v.flags : undefined;
-    return { node: v.node, sid: v.sid, priority: v.priority, ...(v.presence !== undefined ? { presence: v.presence } : {}), ...(transport ? { transport } : {}), ...(flags ? { flags } : {}) };
+    return {
+      node: v.node, sid: v.sid, priority: v.priority, ...(v.presence !== undefined ? { presence: v.presence } : {}), ...(transport ? { transport } : {}),
+      ...(flags ? { flags } : {}), ...(v.interested === true ? { interested: true } : {}),
+    };
   } catch {
     return undefined;
   }

@@ -15,10 +15,11 @@ import type { Element } from "../xmpp/xml.js";
 import { ClusterKeys, DirectoryReplica, RedisDirectory, type DirectoryEntry } from "./directory.js";
 import { NodeBus, type BusReceiver } from "./bus.js";
 import { ClusterSessionTable, RemoteSession } from "./sessions.js";
+import { RequestIds } from "./replies.js";
 import { parseJid } from "../xmpp/jid.js";
 
 /** Every cache that a reconnect makes stale. */
-const CACHES: readonly CacheName[] = ["blocklist", "push"];
+const CACHES: readonly CacheName[] = ["blocklist", "push", "account"];
 
 export type ClusterSettings = NonNullable<Config["cluster"]>;
 
@@ -70,10 +71,12 @@ export class ClusterNode {
   private router: Router | undefined;
   private hooks: HookBus | undefined;
   private readonly detach: Array<() => void> = [];
+  private readonly requestIds: RequestIds;
 
   constructor(private readonly settings: ClusterSettings, private readonly log: Logger) {
     const node = settings.nodeId;
     this.keys = new ClusterKeys(settings.keyPrefix);
+    this.requestIds = new RequestIds(node);
     this.redis = connection(settings.redisUrl, `parley:${node}`, log);
     this.subscriber = connection(settings.redisUrl, `parley:${node}:sub`, log);
     this.reader = connection(settings.redisUrl, `parley:${node}:inbox`, log);
@@ -120,6 +123,15 @@ export class ClusterNode {
       throw err;
     }
     this.watchReconnects();
+    this.detach.push(router.attachReplyForwarding({
+      requestId: () => this.requestIds.next(),
+      forward: (reply) => {
+        const owner = this.requestIds.otherOwner(reply.attrs.id);
+        if (owner === undefined) return false;
+        this.bus.reply(owner, reply.toString());
+        return true;
+      },
+    }));
     const record = (what: string, write: Promise<unknown>) =>
       write.catch((err) => this.log.error({ err, stage: "cluster", what }, "session directory write failed"));
     // Each node writes the entries of its own sessions only (the events also run for the
@@ -234,6 +246,11 @@ export class ClusterNode {
         this.replica.nodeDied(node);
         if (xml !== undefined) this.reroute(xml);
       },
+      // Routed here as it would have been had the session been on this node: it settles the request.
+      reply: (xml) => {
+        const stanza = parse(xml);
+        if (stanza) void this.router!.route(stanza);
+      },
       kick: (to, sid, condition) => {
         const session = target(to, sid);
         if (!session) return;
@@ -279,6 +296,7 @@ function entryOf(node: string, session: Session): DirectoryEntry {
     node, sid: session.id, priority: session.priority, transport: session.transport,
     ...(session.presence ? { presence: session.presence.toString() } : {}),
     ...(session.flags.size ? { flags: [...session.flags].sort() } : {}),
+    ...(session.interested ? { interested: true as const } : {}),
   };
 }
 
