@@ -72,6 +72,7 @@ export class ClusterNode {
   private hooks: HookBus | undefined;
   private readonly detach: Array<() => void> = [];
   private readonly requestIds: RequestIds;
+  private readonly reaped: Array<(node: string) => Promise<number>> = [];
 
   constructor(private readonly settings: ClusterSettings, private readonly log: Logger) {
     const node = settings.nodeId;
@@ -91,9 +92,24 @@ export class ClusterNode {
         const rerouted = await this.bus.takeOver(dead, (xml) => this.reroute(xml));
         log.info({ stage: "cluster", node: dead, failed, rerouted, sessions: sessions.length }, "dead node's traffic taken over");
         await this.endSessionsOf(sessions);
+        for (const adopt of this.reaped) {
+          const adopted = await adopt(dead).catch((err: unknown) => {
+            log.error({ err, stage: "cluster", node: dead }, "taking over a dead node's s2s outbox failed");
+            return 0;
+          });
+          if (adopted) log.info({ stage: "cluster", node: dead, adopted }, "dead node's s2s outbox taken over");
+        }
       },
     });
     this.sessions.connect(this.replica, this.bus);
+  }
+
+  /**
+   * What else the reaper of a dead node takes over: `adopt` makes that node's durable work this
+   * node's (the s2s outbox rows it queued) and says how much there was.
+   */
+  whenReaped(adopt: (node: string) => Promise<number>): void {
+    this.reaped.push(adopt);
   }
 
   get nodeId(): string {
