@@ -19,7 +19,9 @@ describe("cluster s2s outbox (e2e, Redis + Postgres)", { skip: missing ? `servic
   const schema = `parley_cluster_outbox_${randomBytes(6).toString("hex")}`;
   const keyPrefix = freshKeyPrefix();
   const storage = { driver: "postgres", url: PG_URL, schema, poolSize: 4 };
-  const cluster = (nodeId: string) => ({ nodeId, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: 0.25, nodeTimeoutSeconds: 1 });
+  // A clean stop deletes the heartbeat, so the reaper comes within a heartbeat; the long timeout
+  // keeps a node whose event loop stalls on a loaded machine from being taken for dead.
+  const cluster = (nodeId: string) => ({ nodeId, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: 0.25, nodeTimeoutSeconds: 10 });
   let a: TestServer | undefined;
   let c: TestServer | undefined;
   const clients: RawClient[] = [];

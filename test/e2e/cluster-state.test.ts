@@ -61,7 +61,9 @@ describe("cluster per-session state and caches (e2e, Redis + Postgres)", { skip:
   const schema = `parley_cluster_state_${randomBytes(6).toString("hex")}`;
   const keyPrefix = freshKeyPrefix();
   const storage = { driver: "postgres", url: PG_URL, schema, poolSize: 4 };
-  const cluster = (nodeId: string) => ({ nodeId, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: 0.25, nodeTimeoutSeconds: 1 });
+  // Generous: nobody dies here, and on a loaded machine an event loop that stalls past a short
+  // timeout would get a live node taken for dead.
+  const cluster = (nodeId: string) => ({ nodeId, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: 1, nodeTimeoutSeconds: 10 });
   const listen = { address: "127.0.0.1", c2s: 0, c2sDirectTls: 0, https: null, http: null, component: 0 };
   const components = { "push.example.net": { secret: "app-server-secret" } };
   let a: TestServer;

@@ -28,7 +28,9 @@ describe("cluster uploads (e2e, Redis + Postgres)", { skip: missing ? `services 
   const keyPrefix = freshKeyPrefix();
   const shared = mkdtempSync(join(tmpdir(), "parley-cluster-shared-"));
   const storage = { driver: "postgres", url: PG_URL, schema, poolSize: 4 };
-  const cluster = (nodeId: string) => ({ nodeId, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: 0.25, nodeTimeoutSeconds: 1 });
+  // Generous: nobody dies here, and on a loaded machine an event loop that stalls past a short
+  // timeout would get a live node taken for dead.
+  const cluster = (nodeId: string) => ({ nodeId, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: 1, nodeTimeoutSeconds: 10 });
   const logOfC = capturingLogger("error");
   let a: TestServer;
   let b: TestServer;
