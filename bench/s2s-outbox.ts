@@ -29,13 +29,13 @@ async function measure(storage: Storage): Promise<{ cpuUs: number; wallUs: numbe
   const cpu = process.cpuUsage();
   const start = performance.now();
   for (let i = 0; i < MESSAGES; i += PER_TURN) {
-    const turn = Array.from({ length: Math.min(PER_TURN, MESSAGES - i) }, (_, k) => storage.s2sOutbox.append("a.test", "b.test", stanza(i + k), Date.now()));
+    const turn = Array.from({ length: Math.min(PER_TURN, MESSAGES - i) }, (_, k) => storage.s2sOutbox.append("", "a.test", "b.test", stanza(i + k), Date.now()));
     const ids = await Promise.all(turn);
     for (let k = 0; k < ids.length; k += PER_ACK) await storage.s2sOutbox.remove(ids.slice(k, k + PER_ACK));
   }
   const used = process.cpuUsage(cpu);
   const wall = performance.now() - start;
-  if ((await storage.s2sOutbox.list()).length !== 0) throw new Error("rows left behind");
+  if ((await storage.s2sOutbox.list("")).length !== 0) throw new Error("rows left behind");
   return { cpuUs: (used.user + used.system) / MESSAGES, wallUs: (wall * 1000) / MESSAGES };
 }
 

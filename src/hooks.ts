@@ -74,7 +74,7 @@ export interface Chains {
 }
 
 /** Caches of per-user state that assume this node is the only writer. */
-export type CacheName = "blocklist" | "push";
+export type CacheName = "blocklist" | "push" | "account";
 
 /** A stanza a session held for its client, serialized once, with the time it was queued. */
 export interface HeldStanza {

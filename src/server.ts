@@ -318,10 +318,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     dialbackKey: s2sKey,
     bounce: (stanza, error) => void router.bounce(stanza, error),
     outbox: storage.s2sOutbox,
+    outboxOwner: config.cluster?.nodeId ?? "",
     request: (iq) => router.request(iq),
     log,
     ...(metrics ? { counters: metrics } : {}),
   }) : undefined;
+  // A dead node's queued federation stanzas are sent by its reaper (docs/CLUSTER.md, "s2s outbox").
+  if (s2s) cluster?.whenReaped((node) => s2s.adopt(node));
   const federates = domainPolicy(config.s2s.allowedDomains, config.s2s.blockedDomains);
   // A domain the configuration excludes gets RFC 6120 §8.3.3.9 not-allowed, never a connection.
   const detachRemote = s2s && router.attachRemote((stanza) =>

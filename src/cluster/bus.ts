@@ -30,7 +30,9 @@ export type BusEntry =
   /** XEP-0198 §5 on another node: give up the session `smId` of `user` (./resumption.ts). */
   | { kind: "handover"; user: string; smId: string; replyTo: string; id: string }
   /** The answer: the session's state (./resumption.ts encodeSessionState), or none. */
-  | { kind: "handed"; id: string; state: string | undefined };
+  | { kind: "handed"; id: string; state: string | undefined }
+  /** An IQ result or error for a request this node sent (it reached the node of the session that answered). */
+  | { kind: "reply"; xml: string };
 
 /** The flat field list of a stream entry. */
 export function encodeBusEntry(entry: BusEntry): string[] {
@@ -41,6 +43,7 @@ export function encodeBusEntry(entry: BusEntry): string[] {
     case "kick": return ["k", "kick", "to", entry.to, "sid", entry.sid, "c", entry.condition];
     case "handover": return ["k", "handover", "u", entry.user, "sm", entry.smId, "r", entry.replyTo, "id", entry.id];
     case "handed": return ["k", "handed", "id", entry.id, ...(entry.state !== undefined ? ["x", entry.state] : [])];
+    case "reply": return ["k", "reply", "x", entry.xml];
   }
 }
 
@@ -56,6 +59,7 @@ export function decodeBusEntry(fields: readonly string[]): BusEntry | undefined 
     case "kick": return { kind: "kick", to, sid, condition: f.get("c") ?? "" };
     case "handover": return f.has("u") && f.has("sm") && f.has("r") && f.has("id") ? { kind: "handover", user: f.get("u")!, smId: f.get("sm")!, replyTo: f.get("r")!, id: f.get("id")! } : undefined;
     case "handed": return f.has("id") ? { kind: "handed", id: f.get("id")!, state: f.get("x") } : undefined;
+    case "reply": return f.has("x") ? { kind: "reply", xml: f.get("x")! } : undefined;
     default: return undefined;
   }
 }
@@ -111,6 +115,8 @@ export interface BusReceiver {
   confirm(to: string, sid: string, xml: string): Promise<boolean>;
   /** Close that session with a stream error condition ("" for a clean close). */
   kick(to: string, sid: string, condition: string): void;
+  /** An answer to one of this node's IQ requests, received on another node. */
+  reply(xml: string): void;
   /**
    * Hand the hibernated session `smId` of `user` over to node `to`: `reply` sends the state (or
    * undefined), and whatever the receiver sends to `to` after calling it arrives behind it.
@@ -202,6 +208,11 @@ export class NodeBus {
   askHandover(node: string, user: string, smId: string, answer: (state: string | undefined) => void): void {
     const id = this.handovers.add(node, answer);
     this.add(node, { kind: "handover", user, smId, replyTo: this.o.node, id });
+  }
+
+  /** An IQ answer goes to the node whose request it answers. */
+  reply(node: string, xml: string): void {
+    this.add(node, { kind: "reply", xml });
   }
 
   /** `node` is dead: the confirmations and handovers it owed are failed. */
@@ -314,6 +325,8 @@ export class NodeBus {
           // Too late (this node took the holder for dead): the state has nobody to restore it.
           if (!this.handovers.settle(entry.id, entry.state) && entry.state !== undefined) log.error({ stage: "cluster" }, "a handed-over session arrived after its resumption failed; lost");
           return;
+        case "reply":
+          return receiver.reply(entry.xml);
       }
     } catch (err) {
       log.error({ err, stage: "cluster", kind: entry.kind }, "handling an inbox entry failed");

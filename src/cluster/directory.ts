@@ -24,6 +24,8 @@ export interface DirectoryEntry {
   flags?: string[];
   /** The XEP-0198 id it is resumed with, when resumption is on: where another node asks for it. */
   resume?: string;
+  /** Requested the roster (RFC 6121 §2.2 "interested resource"); absent while not. */
+  interested?: true;
 }
 
 /** A change to the directory, as published on the directory channel. */
@@ -46,6 +48,7 @@ export function decodeEntry(value: string): DirectoryEntry | undefined {
     return {
       node: v.node, sid: v.sid, priority: v.priority, ...(v.presence !== undefined ? { presence: v.presence } : {}), ...(transport ? { transport } : {}),
       ...(flags ? { flags } : {}), ...(typeof v.resume === "string" ? { resume: v.resume } : {}),
+      ...(flags ? { flags } : {}), ...(v.interested === true ? { interested: true } : {}),
     };
   } catch {
     return undefined;

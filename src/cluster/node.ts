@@ -15,13 +15,14 @@ import type { Element } from "../xmpp/xml.js";
 import { ClusterKeys, DirectoryReplica, RedisDirectory, type DirectoryEntry } from "./directory.js";
 import { NodeBus, type BusReceiver } from "./bus.js";
 import { ClusterSessionTable, RemoteSession } from "./sessions.js";
+import { RequestIds } from "./replies.js";
 import { parseJid } from "../xmpp/jid.js";
 import type { HibernatedSessions, ResumptionElsewhere, SessionState } from "../xmpp/c2s/handover.js";
 import { decodeSessionState, encodeSessionState, forwardingEntry, holderOf } from "./resumption.js";
 import { randomBytes } from "node:crypto";
 
 /** Every cache that a reconnect makes stale. */
-const CACHES: readonly CacheName[] = ["blocklist", "push"];
+const CACHES: readonly CacheName[] = ["blocklist", "push", "account"];
 
 export type ClusterSettings = NonNullable<Config["cluster"]>;
 
@@ -74,10 +75,13 @@ export class ClusterNode implements ResumptionElsewhere {
   private hooks: HookBus | undefined;
   private hibernated: HibernatedSessions | undefined;
   private readonly detach: Array<() => void> = [];
+  private readonly requestIds: RequestIds;
+  private readonly reaped: Array<(node: string) => Promise<number>> = [];
 
   constructor(private readonly settings: ClusterSettings, private readonly log: Logger) {
     const node = settings.nodeId;
     this.keys = new ClusterKeys(settings.keyPrefix);
+    this.requestIds = new RequestIds(node);
     this.redis = connection(settings.redisUrl, `parley:${node}`, log);
     this.subscriber = connection(settings.redisUrl, `parley:${node}:sub`, log);
     this.reader = connection(settings.redisUrl, `parley:${node}:inbox`, log);
@@ -92,9 +96,24 @@ export class ClusterNode implements ResumptionElsewhere {
         const rerouted = await this.bus.takeOver(dead, (xml) => this.reroute(xml));
         log.info({ stage: "cluster", node: dead, failed, rerouted, sessions: sessions.length }, "dead node's traffic taken over");
         await this.endSessionsOf(sessions);
+        for (const adopt of this.reaped) {
+          const adopted = await adopt(dead).catch((err: unknown) => {
+            log.error({ err, stage: "cluster", node: dead }, "taking over a dead node's s2s outbox failed");
+            return 0;
+          });
+          if (adopted) log.info({ stage: "cluster", node: dead, adopted }, "dead node's s2s outbox taken over");
+        }
       },
     });
     this.sessions.connect(this.replica, this.bus);
+  }
+
+  /**
+   * What else the reaper of a dead node takes over: `adopt` makes that node's durable work this
+   * node's (the s2s outbox rows it queued) and says how much there was.
+   */
+  whenReaped(adopt: (node: string) => Promise<number>): void {
+    this.reaped.push(adopt);
   }
 
   get nodeId(): string {
@@ -126,6 +145,15 @@ export class ClusterNode implements ResumptionElsewhere {
       throw err;
     }
     this.watchReconnects();
+    this.detach.push(router.attachReplyForwarding({
+      requestId: () => this.requestIds.next(),
+      forward: (reply) => {
+        const owner = this.requestIds.otherOwner(reply.attrs.id);
+        if (owner === undefined) return false;
+        this.bus.reply(owner, reply.toString());
+        return true;
+      },
+    }));
     const record = (what: string, write: Promise<unknown>) =>
       write.catch((err) => this.log.error({ err, stage: "cluster", what }, "session directory write failed"));
     // Each node writes the entries of its own sessions only (the events also run for the
@@ -289,6 +317,11 @@ export class ClusterNode implements ResumptionElsewhere {
           if (!replied) reply(undefined);
         });
       },
+      // Routed here as it would have been had the session been on this node: it settles the request.
+      reply: (xml) => {
+        const stanza = parse(xml);
+        if (stanza) void this.router!.route(stanza);
+      },
       kick: (to, sid, condition) => {
         const session = target(to, sid);
         if (!session) return;
@@ -335,6 +368,7 @@ function entryOf(node: string, session: Session): DirectoryEntry {
     ...(session.presence ? { presence: session.presence.toString() } : {}),
     ...(session.flags.size ? { flags: [...session.flags].sort() } : {}),
     ...(session.resumeId !== undefined ? { resume: session.resumeId } : {}),
+    ...(session.interested ? { interested: true as const } : {}),
   };
 }
 

@@ -28,8 +28,6 @@ export class RemoteSession implements Session {
   readonly userAgentId = undefined;
   readonly unacknowledged = undefined;
   readonly remoteAddress = "";
-  /** Roster interest is not in the directory: a remote session is taken to have asked for the roster. */
-  interested = true;
   /** Directed presence is tracked by the session that sent it, on its own node. */
   readonly directedPresence = new Set<string>();
   /** Its node confirms deliveries: after the client's ack with stream management, after the write without. */
@@ -82,6 +80,13 @@ export class RemoteSession implements Session {
   }
 
   set priority(_value: number) {}
+
+  /** RFC 6121 §2.2: whether it requested the roster, as its node wrote it in the directory. */
+  get interested(): boolean {
+    return this.current.interested === true;
+  }
+
+  set interested(_value: boolean) {}
 
   send(stanza: Element): void {
     this.sender.send(this.entry.node, this.jid.full, this.entry.sid, serialize(stanza));

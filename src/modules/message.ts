@@ -52,9 +52,18 @@ export const message = defineModule({
   start(ctx) {
     const { sessions, router, storage } = ctx;
     // Accounts known to exist: every message to an offline user asked storage (on Postgres a round
-    // trip per message, bench S4). Only deletion makes an entry wrong, and it removes it.
+    // trip per message, bench S4). Only deletion makes an entry wrong, and it removes it; on a
+    // cluster the deletion reaches the other nodes' caches as cache/changed → cache/stale there.
     const existing = new BoundedMap<string, true>(KNOWN_ACCOUNTS_LIMIT);
-    ctx.on("user/deleted", ({ jid }) => { existing.delete(jid.bare); });
+    ctx.on("user/deleted", ({ jid }) => {
+      existing.delete(jid.bare);
+      void ctx.emit("cache/changed", { cache: "account", user: jid.bare });
+    });
+    ctx.on("cache/stale", ({ cache, user }) => {
+      if (cache !== "account") return;
+      if (user === undefined) existing.clear();
+      else existing.delete(user);
+    });
     const accountExists = async (bare: string): Promise<boolean> => {
       if (existing.has(bare)) return true;
       if (!(await storage.accounts.exists(bare))) return false;

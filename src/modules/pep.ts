@@ -48,6 +48,16 @@ const OWNER = `${PUBSUB}#owner`;
 export const PUBSUB_EVENT = `${PUBSUB}#event`;
 const PUBLISH_OPTIONS = `${PUBSUB}#publish-options`;
 
+/**
+ * XEP-0163 §4: a session's "+notify" features as its flags. What the session's flags need to gain
+ * and lose so that they hold exactly the "+notify" features among `features` (other flags stay).
+ */
+export function notifyFlagsChange(flags: ReadonlySet<string>, features: ReadonlySet<string>): { added: string[]; removed: string[] } {
+  const added = [...features].filter((f) => f.endsWith("+notify") && !flags.has(f));
+  const removed = [...flags].filter((f) => f.endsWith("+notify") && !features.has(f));
+  return { added, removed };
+}
+
 export const pep = defineModule({
   name: "pep",
   implements: [
@@ -66,7 +76,8 @@ export const pep = defineModule({
   }),
   start(ctx) {
     const { storage, router, sessions } = ctx;
-    const interests = new WeakMap<Session, ReadonlySet<string>>();
+    /** Local sessions whose caps are known (their first "session/caps" sends the last items). */
+    const capsKnown = new WeakSet<Session>();
     const remote = new RemoteInterest({ contacts: ctx.options.maxRemoteContacts, resourcesPerContact: 16, ownersPerResource: 1000 });
 
     ctx.identity("account", { category: "pubsub", type: "pep" });
@@ -87,7 +98,9 @@ export const pep = defineModule({
     };
 
     // ── notifications ────────────────────────────────────────────────────────────────────────
-    const interested = (session: Session, node: string) => interests.get(session)?.has(`${node}+notify`) ?? false;
+    // The +notify features are session flags, so that on a cluster the publisher's node sees a
+    // remote session's interest too (docs/CLUSTER.md, "Per-session state").
+    const interested = (session: Session, node: string) => session.flags.has(`${node}+notify`);
     /** The full JIDs of a contact's available resources that want this node: sessions here, or remote ones. */
     const wantingResources = (owner: string, contact: string, node: string): string[] =>
       router.isLocalDomain(parseJid(contact).domain)
@@ -154,11 +167,14 @@ export const pep = defineModule({
       send().catch((err) => ctx.log.error({ err, stage: "pep" }, "sending last items to a remote contact failed"));
     };
     ctx.on("session/caps", ({ session, features }) => {
-      const first = !interests.has(session);
-      const before = interests.get(session);
-      interests.set(session, features);
+      const first = !capsKnown.has(session);
+      capsKnown.add(session);
+      const change = notifyFlagsChange(session.flags, features);
+      for (const flag of change.removed) session.flags.delete(flag);
+      for (const flag of change.added) session.flags.add(flag);
+      if (change.added.length || change.removed.length) void ctx.emit("session/changed", { session });
       // Sent when interest first becomes known, or when it grows.
-      if (first || [...features].some((f) => f.endsWith("+notify") && !before?.has(f))) {
+      if (first || change.added.length) {
         sendLastItems(session).catch((err) => ctx.log.error({ err, stage: "pep" }, "sending last items failed"));
       }
     });

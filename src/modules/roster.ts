@@ -87,7 +87,11 @@ export const roster = defineModule({
     ctx.iq("account", "get", NS.ROSTER, async ({ origin, self, payload, from }) => {
       // RFC 6121 §2.1.3: only the user's own resources may read the roster.
       if (!self || !origin) throw new StanzaError("forbidden");
-      origin.interested = true;
+      // RFC 6121 §2.2: an "interested resource"; on a cluster the directory carries it to the other nodes.
+      if (!origin.interested) {
+        origin.interested = true;
+        void ctx.emit("session/changed", { session: origin });
+      }
       const current = await ctx.storage.roster.get(from.bare);
       // RFC 6121 §2.6.3: an unchanged roster is answered with an empty result.
       if (payload.attrs.ver !== undefined && payload.attrs.ver === String(current.version)) return undefined;

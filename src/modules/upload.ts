@@ -28,6 +28,7 @@ import { createLocalFileStore, SizeMismatchError } from "../storage/files/index.
 import { parseMediaType, formatMediaType, mediaTypesMatch, contentDisposition, type MediaType } from "../http/media-type.js";
 import type { UploadRecord } from "../storage/index.js";
 import { xmppDateTime } from "../xmpp/datetime.js";
+import { checkSharedDirectory } from "./upload-dir.js";
 
 export const UPLOAD = "urn:xmpp:http:upload:0";
 const PURPOSE = "urn:xmpp:http:upload:purpose:0";
@@ -76,9 +77,14 @@ export const upload = defineModule({
   implements: [{ spec: "XEP-0363", version: "1.2.0" }],
   dependsOn: ["disco"],
   options: uploadOptions,
-  start(ctx) {
+  async start(ctx) {
     const o = ctx.options;
-    const files = createLocalFileStore(uploadDir(ctx.dataDir, o.path));
+    const dir = uploadDir(ctx.dataDir, o.path);
+    const files = createLocalFileStore(dir);
+    // A node whose directory is not the others' would grant slots whose files no other node can
+    // serve: it refuses slots instead, and says why (downloads of what it can see still work).
+    const notShared = await checkSharedDirectory(dir, ctx.storage.documents);
+    if (notShared) ctx.log.error({ stage: "upload", problem: notShared }, "modules.upload.path is not shared with the other nodes; upload slots are refused on this node");
     const key = ctx.secret("slot tokens");
     const domains = new Map(ctx.hosts.map((h) => [o.domain.replace("{host}", h), h]));
     for (const d of domains.keys()) ctx.addDomain(d);
@@ -149,6 +155,7 @@ export const upload = defineModule({
     };
 
     const requestSlot = async (request: IncomingSlot) => {
+      if (notShared) throw new StanzaError("service-unavailable", "Uploads are misconfigured on this server node");
       const { filename, contentType, user, domain, purpose } = request;
       // Control characters too (HARDENING §4.10): the name is echoed in URLs and a response header.
       if (!filename || /[\/\\\0-\x1f\x7f]/.test(filename) || filename === "." || filename === ".." || filename.length > 255) {
@@ -303,7 +310,12 @@ export const upload = defineModule({
       if (!target || !record || record.filename !== target.filename) return plain(res, 404, "Not found", CORS);
       // Opened before anything is sent: an expiry that deletes the file now cannot cut the download.
       const file = await files.open(record.id);
-      if (!file) return plain(res, 404, "Not found", CORS);
+      if (!file) {
+        // Storage has the upload, this node's directory not the file: it expired a moment ago, or
+        // the directory is not the one the other nodes write (docs/CLUSTER.md, "Uploads").
+        ctx.log.warn({ stage: "upload" }, "a stored upload's file is missing from modules.upload.path");
+        return plain(res, 404, "Not found", CORS);
+      }
       // Until the body stream owns the file, every way out of here (a throw included) closes it.
       let streaming = false;
       try {

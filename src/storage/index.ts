@@ -126,12 +126,18 @@ export interface OutboxEntry {
   queuedAt: number;
 }
 
-/** The durable part of the outgoing federation queue (src/xmpp/s2s/pool.ts). */
+/**
+ * The durable part of the outgoing federation queue (src/xmpp/s2s/pool.ts). Each row has an owner:
+ * the cluster node that queued it ("" for a server that is no cluster node), the only one that
+ * sends it, until a reaper of that node claims it (docs/CLUSTER.md).
+ */
 export interface S2SOutboxStore {
   /** Appends a stanza; resolves with its id once committed. */
-  append(local: string, remote: string, stanza: string, queuedAt: number): Promise<number>;
-  /** Every waiting stanza, oldest first (read when the server starts). */
-  list(): Promise<OutboxEntry[]>;
+  append(owner: string, local: string, remote: string, stanza: string, queuedAt: number): Promise<number>;
+  /** Every stanza waiting for this owner, oldest first (read when the server starts). */
+  list(owner: string): Promise<OutboxEntry[]>;
+  /** The rows of owner `from` become `to`'s, in one statement; returns them, oldest first. */
+  claim(from: string, to: string): Promise<OutboxEntry[]>;
   /** The remote server has them, or they bounced. Unknown ids are ignored. */
   remove(ids: readonly number[]): Promise<void>;
 }

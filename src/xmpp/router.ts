@@ -29,6 +29,14 @@ export interface IqRequest extends Routed {
 }
 
 /** Returns the result payload (or nothing for an empty result); throws StanzaError for an error reply. */
+/** How the answers to requests of other cluster nodes find their way back (Router.attachReplyForwarding). */
+export interface ReplyForwarding {
+  /** A fresh id for a request of this node, naming it. */
+  requestId(): string;
+  /** An IQ result or error that answers no request of this node: true when it went to the node that asked. */
+  forward(reply: Element): boolean;
+}
+
 export type IqHandler = (request: IqRequest) => Element | undefined | void | Promise<Element | undefined | void>;
 
 const MESSAGE_TYPES = new Set(["chat", "error", "groupchat", "headline", "normal"]);
@@ -43,6 +51,7 @@ export class Router {
   private remote: ((stanza: Element) => void | Promise<void>) | undefined;
   private readonly iqHandlers = new Map<string, IqHandler>();
   private readonly iqEntities: Array<{ name: string; claims: (to: Jid) => boolean }> = [];
+  private replies: ReplyForwarding | undefined;
   private readonly pendingIqs = new Map<string, { to: string; resolve: (e: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
   constructor(
@@ -78,6 +87,16 @@ export class Router {
     if (this.remote) throw new Error("a remote route is already attached");
     this.remote = send;
     return () => { if (this.remote === send) this.remote = undefined; };
+  }
+
+  /**
+   * On a cluster (docs/CLUSTER.md): request ids say which node asked, so that an answer that
+   * reaches another node (the client's session is there) goes back to the asking node.
+   */
+  attachReplyForwarding(replies: ReplyForwarding): () => void {
+    if (this.replies) throw new Error("reply forwarding is already attached");
+    this.replies = replies;
+    return () => { if (this.replies === replies) this.replies = undefined; };
   }
 
   /** Component domains (conference., upload., …) register here. */
@@ -191,7 +210,7 @@ export class Router {
 
   /** Send an IQ get/set from the server and wait for the result (matched on id, sender and type). */
   request(iq: Element, timeoutMs = IQ_TIMEOUT_MS): Promise<Element> {
-    const id = iq.attrs.id ?? `parley-${randomBytes(9).toString("base64url")}`;
+    const id = iq.attrs.id ?? this.replies?.requestId() ?? `parley-${randomBytes(9).toString("base64url")}`;
     iq.attrs.id = id;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -269,7 +288,7 @@ export class Router {
 
     if (kind === "iq") {
       const type = stanza.attrs.type;
-      if ((type === "result" || type === "error") && this.settlePending(filtered)) return;
+      if ((type === "result" || type === "error") && (this.settlePending(filtered) || this.replies?.forward(stanza))) return;
     }
 
     const scope = to.local === "" ? "host" : to.isBare ? "bare" : "full";

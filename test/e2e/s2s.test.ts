@@ -492,20 +492,20 @@ for (const confirmation of ["sm", "round-trip"] as const) describe(`s2s: nothing
     await f.bob.waitFor((s) => s.attrs.id === "before", 10_000);
     assert.deepEqual(f.pair.a.s2s().outgoing.map((o) => [o.remote, o.state, o.confirmation]), [["b.test", "ready", confirmation]]);
     // Confirmed by b.test: its outbox row is gone.
-    await until(async () => (await f.pair.a.storage.s2sOutbox.list()).length === 0, "the acknowledged message leaves the outbox");
+    await until(async () => (await f.pair.a.storage.s2sOutbox.list("")).length === 0, "the acknowledged message leaves the outbox");
 
     // The path dies silently: what a.test writes now reaches nobody, and no confirmation comes back.
     relay.swallowing = true;
     await f.alice.xmpp.send(xml("message", { to: "bob@b.test", type: "chat", id: "in-flight" }, xml("body", {}, "second")));
     await until(() => f.pair.a.s2s().outgoing[0]?.unconfirmed === 1 && relay.swallowed > 0, "the message written, not confirmed");
-    const waiting = await f.pair.a.storage.s2sOutbox.list();
+    const waiting = await f.pair.a.storage.s2sOutbox.list("");
     assert.deepEqual(waiting.map((e) => [e.local, e.remote]), [["a.test", "b.test"]]);
     assert.equal(parseElement(waiting[0]!.stanza).attrs.id, "in-flight");
     // The connection is destroyed under the written, unconfirmed message.
     relay.cut();
     const got = await f.bob.waitFor((s) => s.attrs.id === "in-flight", 15_000);
     assert.equal(got.getChildText("body"), "second");
-    await until(async () => (await f.pair.a.storage.s2sOutbox.list()).length === 0, "confirmed on the new stream, the row goes");
+    await until(async () => (await f.pair.a.storage.s2sOutbox.list("")).length === 0, "confirmed on the new stream, the row goes");
     assert.match((await f.pair.a.metrics!.render()).body, /parley_s2s_stanzas_out_total\{outcome="resent",kind="message"\} 1/);
   });
 
@@ -516,12 +516,12 @@ for (const confirmation of ["sm", "round-trip"] as const) describe(`s2s: nothing
       const o = f.pair.a.s2s().outgoing[0];
       return o?.unconfirmed === 3 && o.queued === 2;
     }, "three written and unconfirmed, two waiting");
-    await until(async () => (await f.pair.a.storage.s2sOutbox.list()).length === 5, "all five durable");
+    await until(async () => (await f.pair.a.storage.s2sOutbox.list("")).length === 5, "all five durable");
     relay.cut();
     await f.bob.waitFor((s) => s.attrs.id === "window-4", 15_000);
     // A stanza may come twice (written, then again on the next stream); never out of order, none missing.
     assert.deepEqual([...new Set(ids("window-"))], ["window-0", "window-1", "window-2", "window-3", "window-4"]);
-    await until(async () => (await f.pair.a.storage.s2sOutbox.list()).length === 0, "all confirmed, the rows gone");
+    await until(async () => (await f.pair.a.storage.s2sOutbox.list("")).length === 0, "all confirmed, the rows gone");
   });
 });
 
@@ -586,7 +586,7 @@ describe("s2s: a restored stanza keeps its deadline (counted from when it was fi
       await first.accounts.create("alice@a.test", "pw");
       const alice = await login(first, "alice", "a.test");
       await alice.xmpp.send(xml("message", { to: "x@down.test", type: "chat", id: "old" }, xml("body", {}, "?")));
-      await until(async () => (await first.storage.s2sOutbox.list()).length === 1, "the message in the outbox");
+      await until(async () => (await first.storage.s2sOutbox.list("")).length === 1, "the message in the outbox");
       await alice.stop();
       // A clean stop keeps it for the next start instead of bouncing it.
       await first.cleanup();
@@ -599,7 +599,7 @@ describe("s2s: a restored stanza keeps its deadline (counted from when it was fi
       const second = await startTestServer(options);
       try {
         // Bounced at once (alice is offline: an error message is not stored for her, RFC 6121 §8.5.2.1.1), and counted.
-        await until(async () => (await second.storage.s2sOutbox.list()).length === 0, "the row bounced and removed", 10_000);
+        await until(async () => (await second.storage.s2sOutbox.list("")).length === 0, "the row bounced and removed", 10_000);
         const counted = await second.metrics!.render();
         assert.match(counted.body, /parley_s2s_stanzas_out_total\{outcome="bounced",kind="message"\} 1/);
       } finally {
@@ -643,7 +643,7 @@ describe("s2s: XEP-0288 bidirectional streams between two Parleys", { skip: open
       assert.deepEqual(pair.b.s2s().incoming.map((i) => [i.domains.map((d) => d.domain), i.bidi]), [[["a.test"], bidiOnB]]);
       if (bidiOnB) {
         // The round trip that confirms b.test's durable messages went over the same connection: none is left in its outbox.
-        await until(async () => (await pair.b.storage.s2sOutbox.list()).length === 0, "b.test's message confirmed over the reverse stream");
+        await until(async () => (await pair.b.storage.s2sOutbox.list("")).length === 0, "b.test's message confirmed over the reverse stream");
       }
     } finally {
       await alice.stop();

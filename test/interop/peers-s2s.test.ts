@@ -119,7 +119,7 @@ for (const mode of MODES) describe(`interop: federation with Prosody and ejabber
         assert.ok((mode.incoming as readonly string[]).includes(incoming?.method ?? ""), `the peer authenticated to Parley with ${incoming?.method}`);
         // What alice sent leaves the durable outbox once the peer confirmed it: by XEP-0198 acks
         // where it does stream management on s2s, else by answering a ping sent after it.
-        const pending = async () => (await server.storage.s2sOutbox.list()).filter((e) => e.remote === domain).length;
+        const pending = async () => (await server.storage.s2sOutbox.list("")).filter((e) => e.remote === domain).length;
         for (const end = Date.now() + 20_000; (await pending()) > 0;) {
           assert.ok(Date.now() < end, `the peer confirmed what it was sent (${await pending()} left in the outbox)`);
           await new Promise((r) => setTimeout(r, 50));

@@ -145,25 +145,44 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
     });
 
     it("s2s outbox: appends committed together keep their order, ids are unique, removal by id", async () => {
-      assert.deepEqual(await s.s2sOutbox.list(), []);
+      assert.deepEqual(await s.s2sOutbox.list(""), []);
       // Appended in one turn, as a burst from several senders is: they share a commit, and keep their order.
       const ids = await Promise.all([
-        s.s2sOutbox.append("a.test", "b.test", "<message id='1'/>", 1000),
-        s.s2sOutbox.append("a.test", "c.test", "<presence type='subscribe'/>", 1001),
-        s.s2sOutbox.append("a.test", "b.test", "<message id='2'/>", 1002),
+        s.s2sOutbox.append("", "a.test", "b.test", "<message id='1'/>", 1000),
+        s.s2sOutbox.append("", "a.test", "c.test", "<presence type='subscribe'/>", 1001),
+        s.s2sOutbox.append("", "a.test", "b.test", "<message id='2'/>", 1002),
       ]);
       assert.equal(new Set(ids).size, 3);
-      assert.deepEqual(await s.s2sOutbox.list(), [
+      assert.deepEqual(await s.s2sOutbox.list(""), [
         { id: ids[0], local: "a.test", remote: "b.test", stanza: "<message id='1'/>", queuedAt: 1000 },
         { id: ids[1], local: "a.test", remote: "c.test", stanza: "<presence type='subscribe'/>", queuedAt: 1001 },
         { id: ids[2], local: "a.test", remote: "b.test", stanza: "<message id='2'/>", queuedAt: 1002 },
       ]);
       await s.s2sOutbox.remove([ids[0]!, ids[2]!, 999_999]);
-      assert.deepEqual((await s.s2sOutbox.list()).map((e) => e.id), [ids[1]]);
+      assert.deepEqual((await s.s2sOutbox.list("")).map((e) => e.id), [ids[1]]);
       await s.s2sOutbox.remove([]);
-      const later = await s.s2sOutbox.append("a.test", "b.test", "<message id='3'/>", 1003);
+      const later = await s.s2sOutbox.append("", "a.test", "b.test", "<message id='3'/>", 1003);
       assert.ok(later > ids[2]!, "ids grow: listing in id order is listing in queue order");
-      assert.deepEqual((await s.s2sOutbox.list()).map((e) => e.stanza), ["<presence type='subscribe'/>", "<message id='3'/>"]);
+      assert.deepEqual((await s.s2sOutbox.list("")).map((e) => e.stanza), ["<presence type='subscribe'/>", "<message id='3'/>"]);
+    });
+
+    it("s2s outbox: rows are listed by owner; a claim moves one owner's rows to another and returns them", async () => {
+      const mine = await s.s2sOutbox.append("node-a", "a.test", "b.test", "<message id='a1'/>", 2000);
+      const theirs = await Promise.all([
+        s.s2sOutbox.append("node-b", "a.test", "b.test", "<message id='b1'/>", 2001),
+        s.s2sOutbox.append("node-b", "a.test", "c.test", "<message id='b2'/>", 2002),
+      ]);
+      assert.deepEqual((await s.s2sOutbox.list("node-a")).map((e) => e.id), [mine]);
+      assert.deepEqual((await s.s2sOutbox.list("node-b")).map((e) => e.id), theirs);
+      const claimed = await s.s2sOutbox.claim("node-b", "node-a");
+      assert.deepEqual(claimed, [
+        { id: theirs[0], local: "a.test", remote: "b.test", stanza: "<message id='b1'/>", queuedAt: 2001 },
+        { id: theirs[1], local: "a.test", remote: "c.test", stanza: "<message id='b2'/>", queuedAt: 2002 },
+      ]);
+      assert.deepEqual(await s.s2sOutbox.list("node-b"), []);
+      assert.deepEqual((await s.s2sOutbox.list("node-a")).map((e) => e.id), [mine, ...theirs]);
+      assert.deepEqual(await s.s2sOutbox.claim("node-b", "node-a"), [], "nothing left to claim");
+      await s.s2sOutbox.remove([mine, ...theirs]);
     });
 
     it("message records: one record in both archives and the queue, with its sides' other parties", async () => {

@@ -4,9 +4,12 @@ import assert from "node:assert/strict";
 import { DirectoryReplica, deadNodes, decodeEntry, encodeEntry, type DirectoryEntry } from "../../src/cluster/directory.js";
 import { PendingAnswers, decodeBusEntry, encodeBusEntry, type BusEntry } from "../../src/cluster/bus.js";
 import { ClusterSessionTable, type RemoteSender } from "../../src/cluster/sessions.js";
+import { RequestIds } from "../../src/cluster/replies.js";
+import { notifyFlagsChange } from "../../src/modules/pep.js";
 import { ConfigError, parseConfig } from "../../src/config.js";
 import { el } from "../../src/xmpp/xml.js";
 
+const TUNE = "http://jabber.org/protocol/tune";
 const entry = (node: string, sid: string, priority = 0, presence?: string): DirectoryEntry => ({ node, sid, priority, ...(presence ? { presence } : {}) });
 
 describe("directory replica", () => {
@@ -56,8 +59,9 @@ describe("directory replica", () => {
   });
 
   it("entries survive encoding; anything else is refused", () => {
-    const e: DirectoryEntry = { node: "b", sid: "s", priority: 5, presence: "<presence/>", transport: "websocket", flags: ["carbons"] };
+    const e: DirectoryEntry = { node: "b", sid: "s", priority: 5, presence: "<presence/>", transport: "websocket", flags: ["carbons"], interested: true };
     assert.deepEqual(decodeEntry(encodeEntry(e)), e);
+    assert.equal(decodeEntry(JSON.stringify({ ...e, interested: "yes" }))?.interested, undefined);
     assert.equal(decodeEntry("{\"node\":1}"), undefined);
     assert.equal(decodeEntry("not json"), undefined);
   });
@@ -82,10 +86,24 @@ describe("node bus entries", () => {
       { kind: "handover", user: "u@h", smId: "sm1", replyTo: "b", id: "b:h:0" },
       { kind: "handed", id: "b:h:0", state: "{}" },
       { kind: "handed", id: "b:h:1", state: undefined },
+      { kind: "reply", xml: "<iq type='result' id='parley:a:x'/>" },
     ];
     for (const e of entries) assert.deepEqual(decodeBusEntry(encodeBusEntry(e)), e);
     assert.equal(decodeBusEntry(["k", "stanza", "to", "u@h/r"]), undefined);
     assert.equal(decodeBusEntry(["k", "what"]), undefined);
+    assert.equal(decodeBusEntry(["k", "reply"]), undefined);
+  });
+
+  it("request ids name the asking node; only another node's ids are forwarded", () => {
+    const a = new RequestIds("node-a:1");
+    const b = new RequestIds("b");
+    const id = a.next();
+    assert.notEqual(a.next(), id);
+    assert.equal(b.otherOwner(id), "node-a:1");
+    assert.equal(a.otherOwner(id), undefined);
+    assert.equal(b.otherOwner("parley-xyz"), undefined);
+    assert.equal(b.otherOwner("parley::x"), undefined);
+    assert.equal(b.otherOwner(undefined), undefined);
   });
 
   it("answers settle once, synchronously, and fail when the node that owes them dies", () => {
@@ -128,11 +146,25 @@ describe("cluster session table", () => {
     assert.equal(remote.priority, 1);
     assert.equal(remote.presence, undefined);
     assert.deepEqual(table.available("u@h"), []);
+    assert.equal(remote.interested, false);
+    replica.apply({ op: "set", full: "u@h/1", entry: { ...entry("b", "s1", 1), interested: true, flags: [`${TUNE}+notify`] } });
+    assert.equal(remote.interested, true, "roster interest as its node wrote it");
+    assert.equal(remote.flags.has(`${TUNE}+notify`), true);
+    replica.apply({ op: "set", full: "u@h/1", entry: entry("b", "s1", 1) });
     remote.send(el("message", { to: "u@h/1" }));
     assert.deepEqual(sent, [`b u@h/1 s1 ${el("message", { to: "u@h/1" }).toString()}`]);
     replica.apply({ op: "set", full: "u@h/1", entry: entry("c", "s9") });
     assert.notEqual(table.get("u@h/1"), remote);
     assert.equal(table.count(), 0);
+  });
+});
+
+describe("PEP +notify flags (XEP-0163 §4)", () => {
+  it("hold exactly the +notify features of the caps; other flags stay", () => {
+    const flags = new Set(["carbons", `${TUNE}+notify`, "urn:xmpp:avatar:metadata+notify"]);
+    const change = notifyFlagsChange(flags, new Set([`${TUNE}+notify`, "urn:xmpp:mood+notify", "urn:xmpp:receipts"]));
+    assert.deepEqual(change, { added: ["urn:xmpp:mood+notify"], removed: ["urn:xmpp:avatar:metadata+notify"] });
+    assert.deepEqual(notifyFlagsChange(new Set(["carbons"]), new Set()), { added: [], removed: [] });
   });
 });
 

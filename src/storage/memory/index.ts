@@ -28,7 +28,7 @@ export function createMemoryStorage(): Storage {
   /** owner → user-agent id → device */
   const devices = new Map<string, Map<string, Device>>();
   /** Insertion order is id order. */
-  const outbox = new Map<number, OutboxEntry>();
+  const outbox = new Map<number, OutboxEntry & { owner: string }>();
   let outboxSeq = 0;
   let recordSeq = 0;
 
@@ -184,12 +184,17 @@ export function createMemoryStorage(): Storage {
       },
     },
     s2sOutbox: {
-      async append(local, remote, stanza, queuedAt) {
+      async append(owner, local, remote, stanza, queuedAt) {
         const id = ++outboxSeq;
-        outbox.set(id, { id, local, remote, stanza, queuedAt });
+        outbox.set(id, { id, owner, local, remote, stanza, queuedAt });
         return id;
       },
-      async list() { return [...outbox.values()].map((e) => ({ ...e })); },
+      async list(owner) { return [...outbox.values()].filter((e) => e.owner === owner).map(({ owner: _, ...e }) => e); },
+      async claim(from, to) {
+        const rows = [...outbox.values()].filter((e) => e.owner === from);
+        for (const row of rows) row.owner = to;
+        return rows.map(({ owner: _, ...e }) => e);
+      },
       async remove(ids) { for (const id of ids) outbox.delete(id); },
     },
     messages: {

@@ -12,7 +12,7 @@ import { POSTGRES_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
 import { advanceMark, byOwner } from "../watermark.js";
 import { domainOf, deviceFromRow, deviceToRow, mergeSides } from "../index.js";
-import type { MessageRecord, Account, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
+import type { MessageRecord, OutboxEntry, Account, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, ArchivedMessage, ArchiveQuery, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
 export interface PostgresOptions {
   url: string;
@@ -268,16 +268,19 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
   };
 
   // Group commit of outbox appends: one multi-row insert per transaction.
-  interface OutboxAppend { local: string; remote: string; stanza: string; queuedAt: number }
+  interface OutboxAppend { owner: string; local: string; remote: string; stanza: string; queuedAt: number }
   const outboxAppends = new GroupCommit(async (batch: OutboxAppend[]) => {
     const inserted = await retryOnConnectionLoss(() => q<{ id: string }>(
-      `INSERT INTO s2s_outbox (local, remote, stanza, queued_at)
-       SELECT local, remote, stanza, queued_at FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS t(local, remote, stanza, queued_at, n)
+      `INSERT INTO s2s_outbox (owner, local, remote, stanza, queued_at)
+       SELECT owner, local, remote, stanza, queued_at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY AS t(owner, local, remote, stanza, queued_at, n)
        ORDER BY n RETURNING id`,
-      [batch.map((e) => e.local), batch.map((e) => e.remote), batch.map((e) => e.stanza), batch.map((e) => e.queuedAt)]));
+      [batch.map((e) => e.owner), batch.map((e) => e.local), batch.map((e) => e.remote), batch.map((e) => e.stanza), batch.map((e) => e.queuedAt)]));
     // Ids come from one sequence in insertion order, so ascending ids match the rows in order.
     return inserted.rows.map((r) => Number(r.id)).sort((x, y) => x - y);
   });
+
+  interface OutboxRow { id: string; local: string; remote: string; stanza: string; queued_at: string }
+  const toOutboxEntry = (r: OutboxRow): OutboxEntry => ({ id: Number(r.id), local: r.local, remote: r.remote, stanza: r.stanza, queuedAt: Number(r.queued_at) });
 
   const ITEM_COLUMNS = `item_id AS id, publisher, payload, published_at AS "publishedAt"`;
   const toPubSubItem = (r: PubSubItem & { publishedAt: string | number }): PubSubItem => ({ ...r, publishedAt: Number(r.publishedAt) });
@@ -380,11 +383,15 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       write(record) { return writes.add(record); },
     },
     s2sOutbox: {
-      append(local, remote, stanza, queuedAt) { return outboxAppends.add({ local, remote, stanza, queuedAt }); },
-      async list() {
-        const rows = (await read<{ id: string; local: string; remote: string; stanza: string; queued_at: string }>(
-          "SELECT id, local, remote, stanza, queued_at FROM s2s_outbox ORDER BY id")).rows;
-        return rows.map((r) => ({ id: Number(r.id), local: r.local, remote: r.remote, stanza: r.stanza, queuedAt: Number(r.queued_at) }));
+      append(owner, local, remote, stanza, queuedAt) { return outboxAppends.add({ owner, local, remote, stanza, queuedAt }); },
+      async list(owner) {
+        const rows = (await read<OutboxRow>("SELECT id, local, remote, stanza, queued_at FROM s2s_outbox WHERE owner = $1 ORDER BY id", [owner])).rows;
+        return rows.map(toOutboxEntry);
+      },
+      async claim(from, to) {
+        const rows = (await retryOnConnectionLoss(() => q<OutboxRow>(
+          "UPDATE s2s_outbox SET owner = $2 WHERE owner = $1 RETURNING id, local, remote, stanza, queued_at", [from, to]))).rows;
+        return rows.map(toOutboxEntry).sort((x, y) => x.id - y.id);
       },
       async remove(ids) {
         if (ids.length) await retryOnConnectionLoss(() => q("DELETE FROM s2s_outbox WHERE id = ANY($1::bigint[])", [ids]));

@@ -69,8 +69,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     reqList: db.prepare("SELECT contact, stanza FROM subscription_requests WHERE owner = ? ORDER BY contact"),
     reqHas: db.prepare("SELECT 1 FROM subscription_requests WHERE owner = ? AND contact = ?").pluck(),
     reqRemove: db.prepare("DELETE FROM subscription_requests WHERE owner = ? AND contact = ?"),
-    outboxInsert: db.prepare("INSERT INTO s2s_outbox (local, remote, stanza, queued_at) VALUES (?, ?, ?, ?)"),
-    outboxList: db.prepare("SELECT id, local, remote, stanza, queued_at AS queuedAt FROM s2s_outbox ORDER BY id"),
+    outboxInsert: db.prepare("INSERT INTO s2s_outbox (owner, local, remote, stanza, queued_at) VALUES (?, ?, ?, ?, ?)"),
+    outboxList: db.prepare("SELECT id, local, remote, stanza, queued_at AS queuedAt FROM s2s_outbox WHERE owner = ? ORDER BY id"),
+    outboxClaim: db.prepare("UPDATE s2s_outbox SET owner = ? WHERE owner = ? RETURNING id, local, remote, stanza, queued_at AS queuedAt"),
     outboxRemove: db.prepare("DELETE FROM s2s_outbox WHERE id = ?"),
     // The undelivered queue: the owner's queued records above their watermark, less those held
     // acknowledged above a gap (docs/STORAGE.md).
@@ -223,8 +224,8 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       r.recipient?.owner ?? null, r.recipient?.withBare ?? null, r.recipient?.withResource ?? null, queue ?? null).lastInsertRowid);
     return queue ? seq : undefined;
   })));
-  const outboxAppends = new GroupCommit(db.transaction((batch: Array<{ local: string; remote: string; stanza: string; queuedAt: number }>) =>
-    batch.map((e) => Number(q.outboxInsert.run(e.local, e.remote, e.stanza, e.queuedAt).lastInsertRowid))));
+  const outboxAppends = new GroupCommit(db.transaction((batch: Array<{ owner: string; local: string; remote: string; stanza: string; queuedAt: number }>) =>
+    batch.map((e) => Number(q.outboxInsert.run(e.owner, e.local, e.remote, e.stanza, e.queuedAt).lastInsertRowid))));
   const removeOutbox = db.transaction((ids: readonly number[]) => { for (const id of ids) q.outboxRemove.run(id); });
   const acknowledgements = new GroupCommit(db.transaction((batch: Array<{ owner: string; ids: readonly number[] }>) => {
     for (const [owner, ids] of byOwner(batch)) {
@@ -317,8 +318,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       write(record) { return writes.add(record); },
     },
     s2sOutbox: {
-      append(local, remote, stanza, queuedAt) { return outboxAppends.add({ local, remote, stanza, queuedAt }); },
-      async list() { return q.outboxList.all() as OutboxEntry[]; },
+      append(owner, local, remote, stanza, queuedAt) { return outboxAppends.add({ owner, local, remote, stanza, queuedAt }); },
+      async list(owner) { return q.outboxList.all(owner) as OutboxEntry[]; },
+      async claim(from, to) { return (q.outboxClaim.all(to, from) as OutboxEntry[]).sort((x, y) => x.id - y.id); },
       async remove(ids) { removeOutbox(ids); },
     },
     documents: {

@@ -199,4 +199,10 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   DROP TABLE archive;
   DROP TABLE offline_messages;
   `,
+  // 12: s2s outbox rows belong to the cluster node that queued them ("" off a cluster): only that
+  // node restores them at start, or the reaper of a dead one (docs/CLUSTER.md)
+  `
+  ALTER TABLE s2s_outbox ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+  CREATE INDEX s2s_outbox_owner ON s2s_outbox (owner, id);
+  `,
 ];

@@ -47,7 +47,7 @@ import { StanzaError, StreamError } from "../../errors.js";
 import type { Logger } from "../../log.js";
 import type { ParserLimits } from "../parser.js";
 import type { TlsPolicy } from "../tls.js";
-import type { S2SOutboxStore } from "../../storage/index.js";
+import type { OutboxEntry, S2SOutboxStore } from "../../storage/index.js";
 import { OutgoingStream, type AuthMethod, type Confirmation } from "./outgoing.js";
 import { keptDurable } from "./outbox.js";
 import { resolveServer, type S2SDns, type Target } from "./resolve.js";
@@ -88,6 +88,8 @@ export interface S2SPoolOptions {
   bounce: (stanza: Element, error: StanzaError) => void;
   /** The durable part of the queues. */
   outbox: S2SOutboxStore;
+  /** Whose outbox rows this pool sends: the cluster node id, "" off a cluster (docs/CLUSTER.md). */
+  outboxOwner: string;
   /** An IQ from the server, answered or rejected (the router's `request`): the round trip of peers without XEP-0198. */
   request: (iq: Element) => Promise<Element>;
   log: Logger;
@@ -178,7 +180,7 @@ export class S2SPool {
     if (route.queue.length >= this.opts.maxQueued) return this.bounce(route, stanza, "resource-constraint");
     const entry: Entry = { stanza, queuedAt: Date.now(), row: undefined, written: false, done: false };
     if (keptDurable(stanza)) {
-      entry.row = this.opts.outbox.append(route.local, route.remote, stanza.toString(), entry.queuedAt).catch((err: unknown) => {
+      entry.row = this.opts.outbox.append(this.opts.outboxOwner, route.local, route.remote, stanza.toString(), entry.queuedAt).catch((err: unknown) => {
         // Still queued in memory: it goes out unless the server stops first.
         this.opts.log.error({ err, stage: "s2s-out", tag: stanza.name, domain: route.remote }, "s2s outbox append failed");
         return undefined;
@@ -189,9 +191,23 @@ export class S2SPool {
     return entry.row && custody(entry.row.then(() => undefined));
   }
 
-  /** At start: the stanzas left in the outbox are queued again, with their original deadlines. */
+  /**
+   * At start: this node's stanzas left in the outbox are queued again, with their original
+   * deadlines. A cluster node also takes the rows of no node (queued before it joined a cluster).
+   */
   async restore(): Promise<void> {
-    const rows = await this.opts.outbox.list();
+    const owner = this.opts.outboxOwner;
+    if (owner !== "") await this.opts.outbox.claim("", owner);
+    const rows = await this.requeue(await this.opts.outbox.list(owner));
+    if (rows) this.opts.log.info({ stage: "s2s-out", restored: rows }, "s2s outbox restored");
+  }
+
+  /** A dead cluster node's rows become this node's, and are sent from here (its reaper calls this). */
+  async adopt(node: string): Promise<number> {
+    return this.requeue(await this.opts.outbox.claim(node, this.opts.outboxOwner));
+  }
+
+  private async requeue(rows: readonly OutboxEntry[]): Promise<number> {
     for (const row of rows) {
       let stanza: Element;
       try {
@@ -203,7 +219,7 @@ export class S2SPool {
       }
       this.enqueue(this.routeFor(row.local, row.remote), { stanza, queuedAt: row.queuedAt, row: Promise.resolve(row.id), written: false, done: false });
     }
-    if (rows.length) this.opts.log.info({ stage: "s2s-out", restored: rows.length }, "s2s outbox restored");
+    return rows.length;
   }
 
   /**
