@@ -26,7 +26,13 @@ export type BusEntry =
   | { kind: "stanza"; to: string; sid: string; xml: string }
   | { kind: "confirm"; to: string; sid: string; xml: string; replyTo: string; id: string }
   | { kind: "confirmed"; id: string; ok: boolean }
-  | { kind: "kick"; to: string; sid: string; condition: string };
+  | { kind: "kick"; to: string; sid: string; condition: string }
+  /** A stanza (from, to set) for a group chat room the destination hosts (docs/CLUSTER.md, "Rooms"). */
+  | { kind: "room"; xml: string }
+  /** One room broadcast for the destination's occupants: the stanza once, without 'to', and who gets a copy. */
+  | { kind: "fanout"; xml: string; to: string[] };
+
+export type BusEntryKind = BusEntry["kind"];
 
 /** The flat field list of a stream entry. */
 export function encodeBusEntry(entry: BusEntry): string[] {
@@ -35,6 +41,8 @@ export function encodeBusEntry(entry: BusEntry): string[] {
     case "confirm": return ["k", "confirm", "to", entry.to, "sid", entry.sid, "x", entry.xml, "r", entry.replyTo, "id", entry.id];
     case "confirmed": return ["k", "confirmed", "id", entry.id, "ok", entry.ok ? "1" : "0"];
     case "kick": return ["k", "kick", "to", entry.to, "sid", entry.sid, "c", entry.condition];
+    case "room": return ["k", "room", "x", entry.xml];
+    case "fanout": return ["k", "fanout", "x", entry.xml, "to", JSON.stringify(entry.to)];
   }
 }
 
@@ -48,7 +56,21 @@ export function decodeBusEntry(fields: readonly string[]): BusEntry | undefined 
     case "confirm": return f.has("x") && f.has("r") && f.has("id") ? { kind: "confirm", to, sid, xml: f.get("x")!, replyTo: f.get("r")!, id: f.get("id")! } : undefined;
     case "confirmed": return f.has("id") ? { kind: "confirmed", id: f.get("id")!, ok: f.get("ok") === "1" } : undefined;
     case "kick": return { kind: "kick", to, sid, condition: f.get("c") ?? "" };
+    case "room": return f.has("x") ? { kind: "room", xml: f.get("x")! } : undefined;
+    case "fanout": {
+      const recipients = recipientList(to);
+      return f.has("x") && recipients ? { kind: "fanout", xml: f.get("x")!, to: recipients } : undefined;
+    }
     default: return undefined;
+  }
+}
+
+function recipientList(json: string): string[] | undefined {
+  try {
+    const list: unknown = JSON.parse(json);
+    return Array.isArray(list) && list.every((x) => typeof x === "string") ? list : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -101,6 +123,10 @@ export interface BusReceiver {
   confirm(to: string, sid: string, xml: string): Promise<boolean>;
   /** Close that session with a stream error condition ("" for a clean close). */
   kick(to: string, sid: string, condition: string): void;
+  /** A stanza for a room this node hosts (or takes, or passes on to the host it finds); resolves once handled. */
+  room(xml: string): Promise<void>;
+  /** A room broadcast: a copy for each recipient that has a session here. */
+  fanout(xml: string, recipients: readonly string[]): void;
   /**
    * Something could not be sent because its node was reaped: the node is dead for this node
    * from now on, and a stanza (`xml`) is routed again (it finds the user's other resources or storage).
@@ -123,6 +149,10 @@ export class NodeBus {
   private readonly pending: PendingConfirmations;
   private running = false;
   private loop: Promise<void> | undefined;
+  /** Room stanzas are handled one after the other, in the order they arrived (a join before the message that follows it). */
+  private rooms: Promise<void> = Promise.resolve();
+  /** Entries added to other nodes' inboxes, by kind (for `parley status`, tests and benchmarks). */
+  readonly sent: Record<BusEntryKind, number> = { stanza: 0, confirm: 0, confirmed: 0, kick: 0, room: 0, fanout: 0 };
 
   constructor(private readonly o: NodeBusOptions) {
     this.pending = new PendingConfirmations(o.node);
@@ -167,6 +197,16 @@ export class NodeBus {
     this.add(node, { kind: "kick", to, sid, condition });
   }
 
+  /** A stanza for the room `node` hosts. */
+  toRoom(node: string, xml: string): void {
+    this.add(node, { kind: "room", xml });
+  }
+
+  /** One room broadcast to `node`, for its sessions `recipients`. */
+  fanout(node: string, xml: string, recipients: string[]): void {
+    this.add(node, { kind: "fanout", xml, to: recipients });
+  }
+
   /** `node` is dead: the confirmations it owed are failed. */
   nodeDied(node: string): number {
     return this.pending.failNode(node);
@@ -174,8 +214,9 @@ export class NodeBus {
 
   /**
    * Takes over a dead node's inbox: every entry still in it was never acknowledged (entries are
-   * deleted when they are), so its stanzas are handed to `reroute`; confirmations it owed are
-   * failed on the nodes that asked (they found it dead too). Then the stream goes.
+   * deleted when they are), so its stanzas (for sessions and for rooms) are handed to `reroute`;
+   * confirmations it owed are failed on the nodes that asked (they found it dead too); broadcasts
+   * for its sessions have nobody to reach. Then the stream goes.
    */
   async takeOver(node: string, reroute: (xml: string) => void): Promise<number> {
     const { redis, keys } = this.o;
@@ -186,7 +227,7 @@ export class NodeBus {
       const batch = await redis.xrange(inbox, start, "+", "COUNT", READ_COUNT);
       for (const [, fields] of batch) {
         const entry = decodeBusEntry(fields);
-        if (entry?.kind === "stanza") {
+        if (entry?.kind === "stanza" || entry?.kind === "room") {
           reroute(entry.xml);
           taken++;
         }
@@ -200,12 +241,13 @@ export class NodeBus {
 
   private add(node: string, entry: BusEntry): void {
     const { redis, keys, log, receiver } = this.o;
+    this.sent[entry.kind]++;
     ADD_UNLESS_REAPED(redis, [keys.reaped(node), keys.inbox(node)], encodeBusEntry(entry)).then((added) => {
       if (added === 1) return;
       log.info({ stage: "cluster", node, kind: entry.kind }, "not sent: the node was reaped");
       // Dead first, so that whoever hears of the failed confirmation no longer picks that node;
       // answers and kicks for a dead node have nobody to reach.
-      receiver.unreachable(node, entry.kind === "stanza" ? entry.xml : undefined);
+      receiver.unreachable(node, entry.kind === "stanza" || entry.kind === "room" ? entry.xml : undefined);
       if (entry.kind === "confirm") this.pending.settle(entry.id, false);
     }, (err) => log.error({ err, stage: "cluster", node, kind: entry.kind }, "sending to another node failed"));
   }
@@ -270,6 +312,12 @@ export class NodeBus {
           return;
         case "kick":
           return receiver.kick(entry.to, entry.sid, entry.condition);
+        case "room":
+          this.rooms = this.rooms.then(() => receiver.room(entry.xml))
+            .catch((err) => log.error({ err, stage: "cluster", kind: "room" }, "handling a room stanza failed"));
+          return;
+        case "fanout":
+          return receiver.fanout(entry.xml, entry.to);
       }
     } catch (err) {
       log.error({ err, stage: "cluster", kind: entry.kind }, "handling an inbox entry failed");

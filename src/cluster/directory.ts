@@ -168,6 +168,12 @@ export class ClusterKeys {
   /** Set by a dead node's reaper before it takes over the inbox; removed when the node starts again. */
   reaped(node: string): string { return `${this.prefix}:reaped:${node}`; }
   inbox(node: string): string { return `${this.prefix}:inbox:${node}`; }
+  /** A group chat room's lease: the id of the node hosting it (docs/CLUSTER.md, "Rooms"). */
+  roomHost(room: string): string { return `${this.prefix}:room:${room}:host`; }
+  /** The room's occupants as its host records them: nick → occupant record. */
+  roomOccupants(room: string): string { return `${this.prefix}:room:${room}:occupants`; }
+  /** The rooms a node took, so that whoever reaps it takes them over. */
+  nodeRooms(node: string): string { return `${this.prefix}:node:${node}:rooms`; }
   directoryChannel(): string { return `${this.prefix}:dir`; }
   invalidationChannel(): string { return `${this.prefix}:invalidate`; }
 }
@@ -213,6 +219,8 @@ export interface RedisDirectoryOptions {
    * `reaping`: this node is the one survivor that cleans up after it.
    */
   nodeDied(node: string, reaping: boolean, sessions: Array<[string, DirectoryEntry]>): void | Promise<void>;
+  /** A node has a live heartbeat (seen at each check). */
+  nodeAlive?(node: string): void;
 }
 
 export class RedisDirectory {
@@ -374,6 +382,7 @@ export class RedisDirectory {
         if (!alive[i] || m === node) return;
         this.seenAlive.add(m);
         this.o.replica.nodeAlive(m);
+        this.o.nodeAlive?.(m);
       });
       for (const gone of dead) {
         this.seenAlive.delete(gone);
