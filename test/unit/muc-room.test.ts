@@ -9,6 +9,14 @@ import { MUC_USER, ROOMCONFIG, RoomDirectory, defaultConfig, type Occupant, type
 import { occupantPresence, ownPresence, seesPresence } from "../../src/modules/muc/occupant-presence.js";
 import { applyConfigForm, configForm } from "../../src/modules/muc/config-form.js";
 import type { Role } from "../../src/modules/muc/rules.js";
+import { LocalRoomPlacement } from "../../src/placement.js";
+import { SessionTable } from "../../src/xmpp/sessions.js";
+import { Router } from "../../src/xmpp/router.js";
+import { HookBus } from "../../src/hooks.js";
+import { silentLogger } from "../../src/log.js";
+
+const sessions = new SessionTable();
+const singleNode = new LocalRoomPlacement(sessions, new Router(["localhost"], new HookBus(silentLogger()), sessions, createMemoryStorage().accounts, silentLogger()));
 
 const submit = (fields: Record<string, string>, formType = ROOMCONFIG) =>
   buildForm("submit", formType, Object.entries(fields).map(([name, value]) => ({ var: name, values: [value] })));
@@ -95,7 +103,7 @@ describe("presence about an occupant (XEP-0045 §7.2)", () => {
 describe("room directory", () => {
   it("a temporary room is gone when its last occupant leaves; a persistent one comes back from storage", async () => {
     const storage = createMemoryStorage();
-    const rooms = new RoomDirectory(storage, 100);
+    const rooms = new RoomDirectory(storage, 100, singleNode, async () => {});
     const temporary = rooms.create("tmp@conference.localhost", "alice@localhost");
     assert.equal(temporary.locked, true);
     assert.equal(temporary.affiliations.get("alice@localhost")?.affiliation, "owner");
