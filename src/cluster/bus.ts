@@ -28,7 +28,7 @@ export type BusEntry =
   | { kind: "confirmed"; id: string; ok: boolean }
   | { kind: "kick"; to: string; sid: string; condition: string }
   /** A stanza (from, to set) for a group chat room the destination hosts (docs/CLUSTER.md, "Rooms"). */
-  | { kind: "room"; xml: string }
+  | { kind: "room"; room: string; xml: string }
   /** One room broadcast for the destination's occupants: the stanza once, without 'to', and who gets a copy. */
   | { kind: "fanout"; xml: string; to: string[] };
 
@@ -41,7 +41,7 @@ export function encodeBusEntry(entry: BusEntry): string[] {
     case "confirm": return ["k", "confirm", "to", entry.to, "sid", entry.sid, "x", entry.xml, "r", entry.replyTo, "id", entry.id];
     case "confirmed": return ["k", "confirmed", "id", entry.id, "ok", entry.ok ? "1" : "0"];
     case "kick": return ["k", "kick", "to", entry.to, "sid", entry.sid, "c", entry.condition];
-    case "room": return ["k", "room", "x", entry.xml];
+    case "room": return ["k", "room", "to", entry.room, "x", entry.xml];
     case "fanout": return ["k", "fanout", "x", entry.xml, "to", JSON.stringify(entry.to)];
   }
 }
@@ -56,7 +56,7 @@ export function decodeBusEntry(fields: readonly string[]): BusEntry | undefined 
     case "confirm": return f.has("x") && f.has("r") && f.has("id") ? { kind: "confirm", to, sid, xml: f.get("x")!, replyTo: f.get("r")!, id: f.get("id")! } : undefined;
     case "confirmed": return f.has("id") ? { kind: "confirmed", id: f.get("id")!, ok: f.get("ok") === "1" } : undefined;
     case "kick": return { kind: "kick", to, sid, condition: f.get("c") ?? "" };
-    case "room": return f.has("x") ? { kind: "room", xml: f.get("x")! } : undefined;
+    case "room": return f.has("x") && to ? { kind: "room", room: to, xml: f.get("x")! } : undefined;
     case "fanout": {
       const recipients = recipientList(to);
       return f.has("x") && recipients ? { kind: "fanout", xml: f.get("x")!, to: recipients } : undefined;
@@ -149,8 +149,11 @@ export class NodeBus {
   private readonly pending: PendingConfirmations;
   private running = false;
   private loop: Promise<void> | undefined;
-  /** Room stanzas are handled one after the other, in the order they arrived (a join before the message that follows it). */
-  private rooms: Promise<void> = Promise.resolve();
+  /**
+   * Each room's stanzas are handled one after the other, in the order they arrived (a join before
+   * the message that follows it); different rooms' at the same time.
+   */
+  private readonly rooms = new Map<string, Promise<void>>();
   /** Entries added to other nodes' inboxes, by kind (for `parley status`, tests and benchmarks). */
   readonly sent: Record<BusEntryKind, number> = { stanza: 0, confirm: 0, confirmed: 0, kick: 0, room: 0, fanout: 0 };
 
@@ -197,9 +200,9 @@ export class NodeBus {
     this.add(node, { kind: "kick", to, sid, condition });
   }
 
-  /** A stanza for the room `node` hosts. */
-  toRoom(node: string, xml: string): void {
-    this.add(node, { kind: "room", xml });
+  /** A stanza for the room `room` (a bare JID), which `node` hosts. */
+  toRoom(node: string, room: string, xml: string): void {
+    this.add(node, { kind: "room", room, xml });
   }
 
   /** One room broadcast to `node`, for its sessions `recipients`. */
@@ -279,10 +282,15 @@ export class NodeBus {
       }
       if (entries.length === 0) continue;
       const ids: string[] = [];
+      const handling: Array<Promise<void>> = [];
       for (const [id, fields] of entries) {
         ids.push(id);
-        this.receive(fields ?? []);
+        const handled = this.receive(fields ?? []);
+        if (handled) handling.push(handled);
       }
+      // A room stanza is acknowledged once its room handled it: if this node dies before, the
+      // reaper routes it again (at least once: a message broadcast but not acknowledged yet is sent twice).
+      await Promise.all(handling);
       // Acknowledged once handed to the sessions (or routed again); deleted so the stream stays short.
       try {
         await redis.pipeline().xack(inbox, GROUP, ...ids).xdel(inbox, ...ids).exec();
@@ -292,7 +300,8 @@ export class NodeBus {
     }
   }
 
-  private receive(fields: string[]): void {
+  /** A promise for a room stanza: settled once its room handled it. */
+  private receive(fields: string[]): Promise<void> | undefined {
     const entry = decodeBusEntry(fields);
     const { receiver, log } = this.o;
     if (!entry) {
@@ -302,7 +311,8 @@ export class NodeBus {
     try {
       switch (entry.kind) {
         case "stanza":
-          return receiver.stanza(entry.to, entry.sid, entry.xml);
+          receiver.stanza(entry.to, entry.sid, entry.xml);
+          return;
         case "confirm":
           void receiver.confirm(entry.to, entry.sid, entry.xml).catch(() => false)
             .then((ok) => this.add(entry.replyTo, { kind: "confirmed", id: entry.id, ok }));
@@ -311,16 +321,26 @@ export class NodeBus {
           this.pending.settle(entry.id, entry.ok);
           return;
         case "kick":
-          return receiver.kick(entry.to, entry.sid, entry.condition);
-        case "room":
-          this.rooms = this.rooms.then(() => receiver.room(entry.xml))
-            .catch((err) => log.error({ err, stage: "cluster", kind: "room" }, "handling a room stanza failed"));
+          receiver.kick(entry.to, entry.sid, entry.condition);
           return;
+        case "room":
+          return this.inOrder(entry.room, () => receiver.room(entry.xml));
         case "fanout":
-          return receiver.fanout(entry.xml, entry.to);
+          receiver.fanout(entry.xml, entry.to);
+          return;
       }
     } catch (err) {
       log.error({ err, stage: "cluster", kind: entry.kind }, "handling an inbox entry failed");
     }
+    return undefined;
+  }
+
+  private inOrder(room: string, handle: () => Promise<void>): Promise<void> {
+    const { log } = this.o;
+    const done = (this.rooms.get(room) ?? Promise.resolve()).then(handle)
+      .catch((err) => log.error({ err, stage: "cluster", kind: "room" }, "handling a room stanza failed"))
+      .finally(() => { if (this.rooms.get(room) === done) this.rooms.delete(room); });
+    this.rooms.set(room, done);
+    return done;
   }
 }

@@ -134,7 +134,7 @@ export interface ClusterRoomPlacementOptions {
   redis: Redis;
   sessions: ClusterSessionTable;
   /** How room stanzas and broadcasts reach other nodes. */
-  bus: { toRoom(node: string, xml: string): void; fanout(node: string, xml: string, recipients: string[]): void };
+  bus: { toRoom(node: string, room: string, xml: string): void; fanout(node: string, xml: string, recipients: string[]): void };
   /** The lease's time to live: a dead host's rooms are free after it (the node timeout). */
   leaseMs: number;
   /** How often leases are renewed (the heartbeat). */
@@ -182,8 +182,8 @@ export class ClusterRoomPlacement implements RoomPlacement {
   admit(room: string, stanza: Element): boolean | Promise<boolean> {
     const known = this.leases.route(room);
     if (known === HERE) return true;
-    if (known !== undefined) return this.forward(known, stanza);
-    return this.claim(room).then((host) => host === HERE || this.forward(host, stanza));
+    if (known !== undefined) return this.forward(known, room, stanza);
+    return this.claim(room).then((host) => host === HERE || this.forward(host, room, stanza));
   }
 
   broadcast(message: Element, recipients: Iterable<string>): void {
@@ -278,8 +278,8 @@ export class ClusterRoomPlacement implements RoomPlacement {
     return pending;
   }
 
-  private forward(node: string, stanza: Element): false {
-    this.o.bus.toRoom(node, stanza.toString());
+  private forward(node: string, room: string, stanza: Element): false {
+    this.o.bus.toRoom(node, room, stanza.toString());
     return false;
   }
 

@@ -70,7 +70,7 @@ describe("room broadcast by node", () => {
 describe("room bus entries", () => {
   it("round-trip: a stanza for a room's host, and a broadcast with its recipients", () => {
     const xml = el("message", { type: "groupchat", from: `${ROOM}/n` }, el("body", {}, "hi")).toString();
-    for (const entry of [{ kind: "room", xml }, { kind: "fanout", xml, to: ["u@h/1", "v@h/weird \"resource\""] }] satisfies BusEntry[]) {
+    for (const entry of [{ kind: "room", room: ROOM, xml }, { kind: "fanout", xml, to: ["u@h/1", "v@h/weird \"resource\""] }] satisfies BusEntry[]) {
       assert.deepEqual(decodeBusEntry(encodeBusEntry(entry)), entry);
     }
   });
@@ -78,7 +78,7 @@ describe("room bus entries", () => {
   it("a broadcast whose recipient list is not a list of strings is not understood", () => {
     assert.equal(decodeBusEntry(["k", "fanout", "x", "<message/>", "to", "[1]"]), undefined);
     assert.equal(decodeBusEntry(["k", "fanout", "x", "<message/>", "to", "not json"]), undefined);
-    assert.equal(decodeBusEntry(["k", "room"]), undefined);
+    assert.equal(decodeBusEntry(["k", "room", "x", "<message/>"]), undefined, "a room stanza names its room");
   });
 });
 
