@@ -86,7 +86,7 @@ describe("cluster group chat (e2e, Redis + Postgres)", { skip: missing ? `servic
   before(async () => {
     a = await startTestServer({ storage, cluster: cluster("a") });
     b = await startTestServer({ storage, cluster: cluster("b") });
-    for (const user of ["ann", "amy", "ben", "bea", "cal", "cat", "dan", "owner", "eve", "fay"]) await a.accounts.create(`${user}@localhost`, "pw");
+    for (const user of ["ann", "ben", "bea", "cal", "cat", "dan", "owner", "eve", "fay", "gus", "hal", "ivy"]) await a.accounts.create(`${user}@localhost`, "pw");
     c = spawn(process.execPath, ["--import", "tsx", "test/helpers/cluster-node.ts", JSON.stringify({ storage, cluster: cluster("c") })], { stdio: ["ignore", "pipe", "inherit"] });
     cPort = await new Promise<number>((resolve, reject) => {
       createInterface({ input: c.stdout! }).once("line", (line) => resolve((JSON.parse(line) as { c2sDirectTls: number }).c2sDirectTls));
@@ -165,6 +165,38 @@ describe("cluster group chat (e2e, Redis + Postgres)", { skip: missing ? `servic
     // A client on another node leaving (its session ends) is out of the room for everyone.
     bea.close();
     for (const [client] of [occupants[0]!, occupants[1]!, occupants[3]!]) await client.waitForElement(presenceOf(room, "bea", "unavailable"), 10_000);
+  });
+
+  it("a clean stop of the room's host: the room goes to another node, the stopped node's occupants leave it, the others stay", async () => {
+    const room = "handover@conference.localhost";
+    const d = await startTestServer({ storage, cluster: cluster("d") });
+    try {
+      const gus = await login(d.ports.c2sDirectTls!, "gus", "pc");
+      const hal = await login(a.ports.c2sDirectTls!, "hal", "pc");
+      const ivy = await login(b.ports.c2sDirectTls!, "ivy", "pc");
+      for (const full of ["gus", "hal", "ivy"].map((u) => `${u}@localhost/pc`)) await known(full);
+      await until(() => d.sessions.get("hal@localhost/pc") !== undefined && d.sessions.get("ivy@localhost/pc") !== undefined, "node d knows hal and ivy");
+      await join(gus, room, "gus");
+      await unlock(gus, room);
+      await join(hal, room, "hal");
+      await join(ivy, room, "ivy");
+      assert.equal(d.cluster()!.hostedRooms, 1);
+      await d.stop();
+      // Gus's session ended with the node, so he leaves (his unavailable presence to the room, or the
+      // adopting node finding his session gone); the survivor that reaps node d adopts its rooms.
+      for (const client of [hal, ivy]) await client.waitForElement(presenceOf(room, "gus", "unavailable"), 15_000);
+      const redis = new Redis(REDIS_URL);
+      try {
+        await until(async () => ["a", "b"].includes((await redis.get(`${keyPrefix}:room:${room}:host`)) ?? ""), "a surviving node holds the room's lease");
+        assert.deepEqual(Object.keys(await redis.hgetall(`${keyPrefix}:room:${room}:occupants`)).sort(), ["hal", "ivy"]);
+      } finally {
+        redis.disconnect();
+      }
+      hal.send(`<message to='${room}' type='groupchat' id='handed-over'><body>still here</body></message>`);
+      for (const client of [hal, ivy]) await client.waitForElement(groupchat("handed-over"), 10_000);
+    } finally {
+      await d.cleanup();
+    }
   });
 
   it("kill -9 of the room's host: another node takes the room with its occupants, and they keep chatting", async () => {
