@@ -14,9 +14,10 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import pg from "pg";
-import { Redis } from "ioredis";
 import { rawSession, type RawClient } from "../test/helpers/raw.js";
+import { dropKeyPrefix, dropSchema, REDIS_URL } from "../test/helpers/cluster.js";
+import { PG_URL } from "../test/helpers/postgres.js";
+import { onNumberedBodies } from "./room-arrivals.js";
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -27,8 +28,6 @@ const NODES = arg("nodes", 3);
 const RATE = arg("rate", 50);
 const SECONDS = arg("seconds", 5);
 const SENDER_NODE = Math.min(arg("sender", 1), NODES - 1);
-const PG_URL = process.env.PARLEY_TEST_PG_URL ?? "postgres://root@127.0.0.1:5432/test";
-const REDIS_URL = process.env.PARLEY_TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 const MUC = "http://jabber.org/protocol/muc";
 
 const schema = `parley_bench_cluster_muc_${randomBytes(6).toString("hex")}`;
@@ -64,24 +63,13 @@ const stop = (node: Node) => new Promise<void>((resolve) => {
   node.process.send({ cmd: "stop" });
 });
 
-/** Messages numbered n arrive as <body>t<n>:…</body>; each client counts what it got (and `last` is when the last copy came). */
+/** How many copies of each numbered message arrived, and when the last one did. */
 function countArrivals(clients: RawClient[]): Map<number, number> & { last: number } {
   const arrivals = Object.assign(new Map<number, number>(), { last: 0 });
   for (const c of clients) {
-    c.text = "";
-    c.socket.on("data", () => {
-      let at = 0;
-      for (;;) {
-        const i = c.text.indexOf("<body>t", at);
-        if (i === -1) break;
-        const end = c.text.indexOf("</body>", i);
-        if (end === -1) break;
-        const n = Number(c.text.slice(i + 7, c.text.indexOf(":", i)));
-        arrivals.set(n, (arrivals.get(n) ?? 0) + 1);
-        arrivals.last = performance.now();
-        at = end;
-      }
-      c.text = c.text.slice(at);
+    onNumberedBodies(c, (n, now) => {
+      arrivals.set(n, (arrivals.get(n) ?? 0) + 1);
+      arrivals.last = now;
     });
   }
   return arrivals;
@@ -147,16 +135,6 @@ try {
   console.log("|---|---|---|---|---|---|---|");
   for (const row of rows) console.log(row);
 } finally {
-  const c = new pg.Client({ connectionString: PG_URL });
-  await c.connect();
-  await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  await c.end();
-  const redis = new Redis(REDIS_URL);
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${keyPrefix}:*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== "0");
-  redis.disconnect();
+  await dropSchema(schema);
+  await dropKeyPrefix(keyPrefix);
 }
