@@ -217,7 +217,8 @@ export class NodeBus {
 
   /**
    * Takes over a dead node's inbox: every entry still in it was never acknowledged (entries are
-   * deleted when they are), so its stanzas (for sessions and for rooms) are handed to `reroute`;
+   * deleted when they are), so its stanzas for sessions are handed to `reroute` and those for rooms
+   * are handled here (the room is hosted here now, or passed on to its host);
    * confirmations it owed are failed on the nodes that asked (they found it dead too); broadcasts
    * for its sessions have nobody to reach. Then the stream goes.
    */
@@ -230,10 +231,11 @@ export class NodeBus {
       const batch = await redis.xrange(inbox, start, "+", "COUNT", READ_COUNT);
       for (const [, fields] of batch) {
         const entry = decodeBusEntry(fields);
-        if (entry?.kind === "stanza" || entry?.kind === "room") {
-          reroute(entry.xml);
-          taken++;
-        }
+        if (entry?.kind === "stanza") reroute(entry.xml);
+        // Handled here as if sent here, each room's in stream order: this node took the dead node's rooms first.
+        else if (entry?.kind === "room") void this.inOrder(entry.room, () => this.o.receiver.room(entry.xml));
+        else continue;
+        taken++;
       }
       if (batch.length < READ_COUNT) break;
       start = `(${batch[batch.length - 1]![0]}`;
