@@ -194,6 +194,9 @@ describe("cluster group chat (e2e, Redis + Postgres)", { skip: missing ? `servic
       }
       hal.send(`<message to='${room}' type='groupchat' id='handed-over'><body>still here</body></message>`);
       for (const client of [hal, ivy]) await client.waitForElement(groupchat("handed-over"), 10_000);
+      // They stayed in the room all along: never told they were out (§7.2 status 332 is for a service going down).
+      assert.equal(hal.anyElement(presenceOf(room, "hal", "unavailable")), false);
+      assert.equal(ivy.anyElement(presenceOf(room, "ivy", "unavailable")), false);
     } finally {
       await d.cleanup();
     }
