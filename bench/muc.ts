@@ -7,6 +7,7 @@ import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { rawSession, type RawClient } from "../test/helpers/raw.js";
 import { percentile } from "./stats.js";
+import { onNumberedBodies } from "./room-arrivals.js";
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -42,23 +43,10 @@ console.log(`# bench:muc — ${OCCUPANTS} occupants joined (all at once) in ${jo
 // Each client counts messages and records arrival times by message number.
 const arrivals = new Map<number, number[]>();
 for (const c of clients) {
-  c.text = "";
-  c.socket.on("data", () => {
-    const now = performance.now();
-    let at = 0;
-    for (;;) {
-      const i = c.text.indexOf("<body>t", at);
-      if (i === -1) break;
-      const end = c.text.indexOf("</body>", i);
-      if (end === -1) break;
-      const n = Number(c.text.slice(i + 7, c.text.indexOf(":", i)));
-      let list = arrivals.get(n);
-      if (!list) arrivals.set(n, (list = []));
-      list.push(now);
-      at = end;
-    }
-    // Keep only what follows the last body counted, so nothing is counted twice.
-    c.text = c.text.slice(at);
+  onNumberedBodies(c, (n, now) => {
+    let list = arrivals.get(n);
+    if (!list) arrivals.set(n, (list = []));
+    list.push(now);
   });
 }
 

@@ -10,6 +10,7 @@ import type { StreamFeatureProvider, StreamFeatureRegistry } from "./xmpp/stream
 import type { HookBus } from "./hooks.js";
 import type { IqTarget, Router } from "./xmpp/router.js";
 import type { SessionView } from "./xmpp/sessions.js";
+import { LocalRoomPlacement, type RoomPlacement } from "./placement.js";
 import type { Storage } from "./storage/index.js";
 import type { Logger } from "./log.js";
 import type { Accounts } from "./accounts.js";
@@ -22,6 +23,8 @@ export interface ModuleHostDeps {
   hooks: HookBus;
   router: Router;
   sessions: SessionView;
+  /** Where rooms are handled; this node alone when not given. */
+  placement?: RoomPlacement;
   storage: Storage;
   accounts: Accounts;
   log: Logger;
@@ -83,7 +86,11 @@ export class ModuleHost {
   readonly commands: AdHocCommand[] = [];
   readonly loaded: Module<any>[] = [];
 
-  constructor(private readonly deps: ModuleHostDeps) {}
+  private readonly placement: RoomPlacement;
+
+  constructor(private readonly deps: ModuleHostDeps) {
+    this.placement = deps.placement ?? new LocalRoomPlacement(deps.sessions, deps.router);
+  }
 
   async start(modules: Array<{ module: Module<any>; options: unknown }>): Promise<void> {
     for (const { module, options } of modules) {
@@ -105,6 +112,7 @@ export class ModuleHost {
       storage: this.deps.storage,
       accounts: this.deps.accounts,
       sessions: this.deps.sessions,
+      placement: this.placement,
       isAdmin: (jid) => this.deps.admins.has(jid.bare),
       router: {
         route: (s) => router.route(s),

@@ -10,6 +10,7 @@ import type { Storage } from "./storage/index.js";
 import type { Logger } from "./log.js";
 import type { Element } from "./xmpp/xml.js";
 import type { Jid } from "./xmpp/jid.js";
+import type { RoomPlacement } from "./placement.js";
 import type { HttpHandler } from "./http/server.js";
 import type { Accounts } from "./accounts.js";
 import type { BindFeatureHandler, NonzaHandler, UnauthenticatedIqHandler } from "./xmpp/c2s/extensions.js";
@@ -61,6 +62,8 @@ export interface ModuleContext<Options> {
   readonly storage: Storage;
   readonly accounts: Accounts;
   readonly sessions: SessionView;
+  /** Which node handles each group chat room (always this one, unless on a cluster: docs/CLUSTER.md, "Rooms"). */
+  readonly placement: RoomPlacement;
   /** Whether this JID's account is one of the server administrators (config `admins`). */
   isAdmin(jid: Jid): boolean;
   readonly router: Pick<Router, "route" | "deliver" | "deliverConfirmed" | "bounce" | "request" | "isLocalDomain">;

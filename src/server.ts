@@ -137,7 +137,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const hostOf = (domain: string) => config.hosts.find((h) => domain === h || domain.endsWith(`.${h}`)) ?? domain;
   const publicHttpUrl = (domain: string) => config.http.publicUrl?.replace(/\/+$/, "")
     ?? (ports.https !== undefined ? `https://${hostOf(domain)}:${ports.https}` : `http://${hostOf(domain)}:${ports.http ?? 80}`);
-  const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl, admins: new Set(config.admins) });
+  const host = new ModuleHost({ hosts: config.hosts, hooks, router, sessions, ...(cluster ? { placement: cluster.rooms } : {}), storage, accounts, log, dataDir, secret, http: httpRoutes, publicHttpUrl, admins: new Set(config.admins) });
   await host.start(modules);
   const registry = new C2SRegistry();
   // Stanzas from other nodes are routed as soon as it joins: after the modules, before the listeners.

@@ -32,7 +32,13 @@ export type BusEntry =
   /** The answer: the session's state (./resumption.ts encodeSessionState), or none. */
   | { kind: "handed"; id: string; state: string | undefined }
   /** An IQ result or error for a request this node sent (it reached the node of the session that answered). */
-  | { kind: "reply"; xml: string };
+  | { kind: "reply"; xml: string }
+  /** A stanza (from, to set) for a group chat room the destination hosts (docs/CLUSTER.md, "Rooms"). */
+  | { kind: "room"; room: string; xml: string }
+  /** One room broadcast for the destination's occupants: the stanza once, without 'to', and who gets a copy. */
+  | { kind: "fanout"; xml: string; to: string[] };
+
+export type BusEntryKind = BusEntry["kind"];
 
 /** The flat field list of a stream entry. */
 export function encodeBusEntry(entry: BusEntry): string[] {
@@ -44,6 +50,8 @@ export function encodeBusEntry(entry: BusEntry): string[] {
     case "handover": return ["k", "handover", "u", entry.user, "sm", entry.smId, "r", entry.replyTo, "id", entry.id];
     case "handed": return ["k", "handed", "id", entry.id, ...(entry.state !== undefined ? ["x", entry.state] : [])];
     case "reply": return ["k", "reply", "x", entry.xml];
+    case "room": return ["k", "room", "to", entry.room, "x", entry.xml];
+    case "fanout": return ["k", "fanout", "x", entry.xml, "to", JSON.stringify(entry.to)];
   }
 }
 
@@ -60,7 +68,21 @@ export function decodeBusEntry(fields: readonly string[]): BusEntry | undefined 
     case "handover": return f.has("u") && f.has("sm") && f.has("r") && f.has("id") ? { kind: "handover", user: f.get("u")!, smId: f.get("sm")!, replyTo: f.get("r")!, id: f.get("id")! } : undefined;
     case "handed": return f.has("id") ? { kind: "handed", id: f.get("id")!, state: f.get("x") } : undefined;
     case "reply": return f.has("x") ? { kind: "reply", xml: f.get("x")! } : undefined;
+    case "room": return f.has("x") && to ? { kind: "room", room: to, xml: f.get("x")! } : undefined;
+    case "fanout": {
+      const recipients = recipientList(to);
+      return f.has("x") && recipients ? { kind: "fanout", xml: f.get("x")!, to: recipients } : undefined;
+    }
     default: return undefined;
+  }
+}
+
+function recipientList(json: string): string[] | undefined {
+  try {
+    const list: unknown = JSON.parse(json);
+    return Array.isArray(list) && list.every((x) => typeof x === "string") ? list : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -122,6 +144,10 @@ export interface BusReceiver {
    * undefined), and whatever the receiver sends to `to` after calling it arrives behind it.
    */
   handover(user: string, smId: string, to: string, reply: (state: string | undefined) => void): void;
+  /** A stanza for a room this node hosts (or takes, or passes on to the host it finds); resolves once handled. */
+  room(xml: string): Promise<void>;
+  /** A room broadcast: a copy for each recipient that has a session here. */
+  fanout(xml: string, recipients: readonly string[]): void;
   /**
    * Something could not be sent because its node was reaped: the node is dead for this node
    * from now on, and a stanza (`xml`) is routed again (it finds the user's other resources or storage).
@@ -145,6 +171,13 @@ export class NodeBus {
   private readonly handovers: PendingAnswers<string | undefined>;
   private running = false;
   private loop: Promise<void> | undefined;
+  /**
+   * Each room's stanzas are handled one after the other, in the order they arrived (a join before
+   * the message that follows it); different rooms' at the same time.
+   */
+  private readonly rooms = new Map<string, Promise<void>>();
+  /** Entries added to other nodes' inboxes, by kind (for `parley status`, tests and benchmarks). */
+  readonly sent: Record<BusEntryKind, number> = { stanza: 0, confirm: 0, confirmed: 0, kick: 0, handover: 0, handed: 0, reply: 0, room: 0, fanout: 0 };
 
   constructor(private readonly o: NodeBusOptions) {
     this.pending = new PendingAnswers(o.node, false);
@@ -215,6 +248,16 @@ export class NodeBus {
     this.add(node, { kind: "reply", xml });
   }
 
+  /** A stanza for the room `room` (a bare JID), which `node` hosts. */
+  toRoom(node: string, room: string, xml: string): void {
+    this.add(node, { kind: "room", room, xml });
+  }
+
+  /** One room broadcast to `node`, for its sessions `recipients`. */
+  fanout(node: string, xml: string, recipients: string[]): void {
+    this.add(node, { kind: "fanout", xml, to: recipients });
+  }
+
   /** `node` is dead: the confirmations and handovers it owed are failed. */
   nodeDied(node: string): number {
     return this.pending.failNode(node) + this.handovers.failNode(node);
@@ -222,8 +265,10 @@ export class NodeBus {
 
   /**
    * Takes over a dead node's inbox: every entry still in it was never acknowledged (entries are
-   * deleted when they are), so its stanzas are handed to `reroute`; confirmations it owed are
-   * failed on the nodes that asked (they found it dead too). Then the stream goes.
+   * deleted when they are), so its stanzas for sessions are handed to `reroute` and those for rooms
+   * are handled here (the room is hosted here now, or passed on to its host);
+   * confirmations it owed are failed on the nodes that asked (they found it dead too); broadcasts
+   * for its sessions have nobody to reach. Then the stream goes.
    */
   async takeOver(node: string, reroute: (xml: string) => void): Promise<number> {
     const { redis, keys } = this.o;
@@ -234,10 +279,11 @@ export class NodeBus {
       const batch = await redis.xrange(inbox, start, "+", "COUNT", READ_COUNT);
       for (const [, fields] of batch) {
         const entry = decodeBusEntry(fields);
-        if (entry?.kind === "stanza") {
-          reroute(entry.xml);
-          taken++;
-        }
+        if (entry?.kind === "stanza") reroute(entry.xml);
+        // Handled here as if sent here, each room's in stream order: this node took the dead node's rooms first.
+        else if (entry?.kind === "room") void this.inOrder(entry.room, () => this.o.receiver.room(entry.xml));
+        else continue;
+        taken++;
       }
       if (batch.length < READ_COUNT) break;
       start = `(${batch[batch.length - 1]![0]}`;
@@ -248,12 +294,13 @@ export class NodeBus {
 
   private add(node: string, entry: BusEntry): void {
     const { redis, keys, log, receiver } = this.o;
+    this.sent[entry.kind]++;
     ADD_UNLESS_REAPED(redis, [keys.reaped(node), keys.inbox(node)], encodeBusEntry(entry)).then((added) => {
       if (added === 1) return;
       log.info({ stage: "cluster", node, kind: entry.kind }, "not sent: the node was reaped");
       // Dead first, so that whoever hears of the failed confirmation no longer picks that node;
       // answers and kicks for a dead node have nobody to reach.
-      receiver.unreachable(node, entry.kind === "stanza" ? entry.xml : undefined);
+      receiver.unreachable(node, entry.kind === "stanza" || entry.kind === "room" ? entry.xml : undefined);
       if (entry.kind === "confirm") this.pending.settle(entry.id, false);
       if (entry.kind === "handover") this.handovers.settle(entry.id, undefined);
     }, (err) => log.error({ err, stage: "cluster", node, kind: entry.kind }, "sending to another node failed"));
@@ -286,10 +333,15 @@ export class NodeBus {
       }
       if (entries.length === 0) continue;
       const ids: string[] = [];
+      const handling: Array<Promise<void>> = [];
       for (const [id, fields] of entries) {
         ids.push(id);
-        this.receive(fields ?? []);
+        const handled = this.receive(fields ?? []);
+        if (handled) handling.push(handled);
       }
+      // A room stanza is acknowledged once its room handled it: if this node dies before, the
+      // reaper routes it again (at least once: a message broadcast but not acknowledged yet is sent twice).
+      await Promise.all(handling);
       // Acknowledged once handed to the sessions (or routed again); deleted so the stream stays short.
       try {
         await redis.pipeline().xack(inbox, GROUP, ...ids).xdel(inbox, ...ids).exec();
@@ -299,7 +351,8 @@ export class NodeBus {
     }
   }
 
-  private receive(fields: string[]): void {
+  /** A promise for a room stanza: settled once its room handled it. */
+  private receive(fields: string[]): Promise<void> | undefined {
     const entry = decodeBusEntry(fields);
     const { receiver, log } = this.o;
     if (!entry) {
@@ -309,7 +362,8 @@ export class NodeBus {
     try {
       switch (entry.kind) {
         case "stanza":
-          return receiver.stanza(entry.to, entry.sid, entry.xml);
+          receiver.stanza(entry.to, entry.sid, entry.xml);
+          return;
         case "confirm":
           void receiver.confirm(entry.to, entry.sid, entry.xml).catch(() => false)
             .then((ok) => this.add(entry.replyTo, { kind: "confirmed", id: entry.id, ok }));
@@ -318,18 +372,36 @@ export class NodeBus {
           this.pending.settle(entry.id, entry.ok);
           return;
         case "kick":
-          return receiver.kick(entry.to, entry.sid, entry.condition);
+          receiver.kick(entry.to, entry.sid, entry.condition);
+          return;
         case "handover":
-          return receiver.handover(entry.user, entry.smId, entry.replyTo, (state) => this.add(entry.replyTo, { kind: "handed", id: entry.id, state }));
+          receiver.handover(entry.user, entry.smId, entry.replyTo, (state) => this.add(entry.replyTo, { kind: "handed", id: entry.id, state }));
+          return;
         case "handed":
           // Too late (this node took the holder for dead): the state has nobody to restore it.
           if (!this.handovers.settle(entry.id, entry.state) && entry.state !== undefined) log.error({ stage: "cluster" }, "a handed-over session arrived after its resumption failed; lost");
           return;
         case "reply":
-          return receiver.reply(entry.xml);
+          receiver.reply(entry.xml);
+          return;
+        case "room":
+          return this.inOrder(entry.room, () => receiver.room(entry.xml));
+        case "fanout":
+          receiver.fanout(entry.xml, entry.to);
+          return;
       }
     } catch (err) {
       log.error({ err, stage: "cluster", kind: entry.kind }, "handling an inbox entry failed");
     }
+    return undefined;
+  }
+
+  private inOrder(room: string, handle: () => Promise<void>): Promise<void> {
+    const { log } = this.o;
+    const done = (this.rooms.get(room) ?? Promise.resolve()).then(handle)
+      .catch((err) => log.error({ err, stage: "cluster", kind: "room" }, "handling a room stanza failed"))
+      .finally(() => { if (this.rooms.get(room) === done) this.rooms.delete(room); });
+    this.rooms.set(room, done);
+    return done;
   }
 }

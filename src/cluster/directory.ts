@@ -176,6 +176,12 @@ export class ClusterKeys {
   /** Set by a dead node's reaper before it takes over the inbox; removed when the node starts again. */
   reaped(node: string): string { return `${this.prefix}:reaped:${node}`; }
   inbox(node: string): string { return `${this.prefix}:inbox:${node}`; }
+  /** A group chat room's lease: the id of the node hosting it (docs/CLUSTER.md, "Rooms"). */
+  roomHost(room: string): string { return `${this.prefix}:room:${room}:host`; }
+  /** The room's occupants as its host records them: nick → occupant record. */
+  roomOccupants(room: string): string { return `${this.prefix}:room:${room}:occupants`; }
+  /** The rooms a node took, so that whoever reaps it takes them over. */
+  nodeRooms(node: string): string { return `${this.prefix}:node:${node}:rooms`; }
   directoryChannel(): string { return `${this.prefix}:dir`; }
   invalidationChannel(): string { return `${this.prefix}:invalidate`; }
 }
@@ -221,12 +227,15 @@ export interface RedisDirectoryOptions {
    * `reaping`: this node is the one survivor that cleans up after it.
    */
   nodeDied(node: string, reaping: boolean, sessions: Array<[string, DirectoryEntry]>): void | Promise<void>;
+  /** A node has a live heartbeat (seen at each check). */
+  nodeAlive?(node: string): void;
 }
 
 export class RedisDirectory {
   private timer: NodeJS.Timeout | undefined;
   private loading: DirectoryChange[] | undefined;
   private ticking: Promise<void> | undefined;
+  private beating: Promise<void> | undefined;
   /** Other nodes seen with a live heartbeat, so that one reaped by another node before we looked is still noticed. */
   private readonly seenAlive = new Set<string>();
   private stopped = false;
@@ -253,7 +262,14 @@ export class RedisDirectory {
     subscriber.on("ready", () => { if (!this.stopped) void this.reload(); });
     await subscriber.subscribe(keys.directoryChannel());
     await this.reload();
-    this.timer = setInterval(() => { this.ticking ??= this.tick().finally(() => { this.ticking = undefined; }); }, this.o.heartbeatMs);
+    this.timer = setInterval(() => {
+      // The heartbeat goes out on time even while an earlier check is still reaping a dead node:
+      // taking over its rooms and inbox can take longer than the timeout on a loaded machine, and
+      // a reaper whose heartbeat lapsed meanwhile would be taken for dead itself.
+      this.beating ??= this.beat().catch((err) => this.o.log.error({ err, stage: "cluster" }, "heartbeat failed"))
+        .finally(() => { this.beating = undefined; });
+      this.ticking ??= this.tick().finally(() => { this.ticking = undefined; });
+    }, this.o.heartbeatMs);
     this.timer.unref();
   }
 
@@ -261,6 +277,7 @@ export class RedisDirectory {
     this.stopped = true;
     clearInterval(this.timer);
     await this.ticking;
+    await this.beating;
   }
 
   /** Records a bound session; returns the entry it replaced (a session of the same full JID), if any. */
@@ -368,11 +385,10 @@ export class RedisDirectory {
     }
   }
 
-  /** One heartbeat: renew ours, then look for nodes whose heartbeat expired. */
+  /** Looks for nodes whose heartbeat expired (after this node's own, sent just before on the same connection). */
   private async tick(): Promise<void> {
     const { redis, keys, node, nodeTimeoutMs, log } = this.o;
     try {
-      await this.beat();
       const members = await redis.smembers(keys.nodes());
       const pipeline = redis.pipeline();
       for (const m of members) pipeline.exists(keys.heartbeat(m));
@@ -382,6 +398,7 @@ export class RedisDirectory {
         if (!alive[i] || m === node) return;
         this.seenAlive.add(m);
         this.o.replica.nodeAlive(m);
+        this.o.nodeAlive?.(m);
       });
       for (const gone of dead) {
         this.seenAlive.delete(gone);
@@ -398,7 +415,7 @@ export class RedisDirectory {
         }
       }
     } catch (err) {
-      log.error({ err, stage: "cluster" }, "heartbeat failed");
+      log.error({ err, stage: "cluster" }, "checking the other nodes failed");
     }
   }
 }

@@ -16,6 +16,8 @@ import { ClusterKeys, DirectoryReplica, RedisDirectory, type DirectoryEntry } fr
 import { NodeBus, type BusReceiver } from "./bus.js";
 import { ClusterSessionTable, RemoteSession } from "./sessions.js";
 import { RequestIds } from "./replies.js";
+import { ClusterRoomPlacement } from "./rooms.js";
+import type { BusEntryKind } from "./bus.js";
 import { parseJid } from "../xmpp/jid.js";
 import type { HibernatedSessions, ResumptionElsewhere, SessionState } from "../xmpp/c2s/handover.js";
 import { decodeSessionState, encodeSessionState, forwardingEntry, holderOf } from "./resumption.js";
@@ -32,6 +34,10 @@ export interface ClusterStatus {
   remoteSessions: Map<string, number>;
   /** Deliveries sent to other nodes whose confirmation has not come yet. */
   awaitingConfirmation: number;
+  /** Entries this node added to other nodes' inboxes since it started, by kind. */
+  sent: Readonly<Record<BusEntryKind, number>>;
+  /** Group chat rooms this node hosts. */
+  hostedRooms: number;
 }
 
 /** Runs `then` each time a connection that was up comes back (not at the first connect). */
@@ -71,6 +77,8 @@ export class ClusterNode implements ResumptionElsewhere {
   private readonly replica: DirectoryReplica;
   private readonly directory: RedisDirectory;
   private readonly bus: NodeBus;
+  /** Which node hosts each group chat room, for the MUC module (docs/CLUSTER.md, "Rooms"). */
+  readonly rooms: ClusterRoomPlacement;
   private router: Router | undefined;
   private hooks: HookBus | undefined;
   private hibernated: HibernatedSessions | undefined;
@@ -85,13 +93,22 @@ export class ClusterNode implements ResumptionElsewhere {
     this.redis = connection(settings.redisUrl, `parley:${node}`, log);
     this.subscriber = connection(settings.redisUrl, `parley:${node}:sub`, log);
     this.reader = connection(settings.redisUrl, `parley:${node}:inbox`, log);
-    this.replica = new DirectoryReplica(node, (full) => this.sessions.changed(full));
+    this.replica = new DirectoryReplica(node, (full) => {
+      this.sessions.changed(full);
+      this.rooms.sessionChanged(full);
+    });
     this.bus = new NodeBus({ node, keys: this.keys, redis: this.redis, reader: this.reader, receiver: this.receiver(), log });
+    this.rooms = new ClusterRoomPlacement({
+      node, keys: this.keys, redis: this.redis, sessions: this.sessions, bus: this.bus, log,
+      leaseMs: settings.nodeTimeoutSeconds * 1000, renewMs: settings.heartbeatSeconds * 1000,
+    });
     this.directory = new RedisDirectory({
       node, keys: this.keys, redis: this.redis, subscriber: this.subscriber, replica: this.replica, log,
       heartbeatMs: settings.heartbeatSeconds * 1000, nodeTimeoutMs: settings.nodeTimeoutSeconds * 1000,
       nodeDied: async (dead, reaping, sessions) => {
         const failed = this.bus.nodeDied(dead);
+        // Before its inbox is routed again: the stanzas for its rooms find them hosted here.
+        await this.rooms.nodeDied(dead, reaping);
         if (!reaping) return;
         const rerouted = await this.bus.takeOver(dead, (xml) => this.reroute(xml));
         log.info({ stage: "cluster", node: dead, failed, rerouted, sessions: sessions.length }, "dead node's traffic taken over");
@@ -104,6 +121,7 @@ export class ClusterNode implements ResumptionElsewhere {
           if (adopted) log.info({ stage: "cluster", node: dead, adopted }, "dead node's s2s outbox taken over");
         }
       },
+      nodeAlive: (node) => this.rooms.nodeAlive(node),
     });
     this.sessions.connect(this.replica, this.bus);
   }
@@ -139,6 +157,7 @@ export class ClusterNode implements ResumptionElsewhere {
       if (stale) this.log.info({ stage: "cluster", removed: stale }, "entries of this node's previous run removed");
       await this.directory.start();
       await this.watchCaches(hooks);
+      this.rooms.start(router);
       await this.bus.start();
     } catch (err) {
       await this.disconnect();
@@ -242,13 +261,17 @@ export class ClusterNode implements ResumptionElsewhere {
   }
 
   status(): ClusterStatus {
-    return { node: this.nodeId, remoteSessions: this.replica.countByNode(), awaitingConfirmation: this.bus.awaitingConfirmation };
+    return {
+      node: this.nodeId, remoteSessions: this.replica.countByNode(), awaitingConfirmation: this.bus.awaitingConfirmation,
+      sent: { ...this.bus.sent }, hostedRooms: this.rooms.hostedRooms(),
+    };
   }
 
   /** Leaves the cluster after this node's sessions have ended (their entries are gone then). */
   async stop(): Promise<void> {
     for (const off of this.detach.splice(0)) off();
     await this.directory.stop();
+    await this.rooms.stop();
     await this.bus.stop();
     // The heartbeat goes now rather than at its expiry: within one tick a survivor takes over
     // what reached the inbox after the last read, and removes the node.
@@ -299,11 +322,17 @@ export class ClusterNode implements ResumptionElsewhere {
         if (!stanza || !session) return false;
         return (await this.router!.deliverConfirmed(session, stanza)) ?? true;
       },
+      room: async (xml) => {
+        const stanza = parse(xml);
+        if (stanza) await this.router!.route(stanza);
+      },
+      fanout: (xml, recipients) => this.rooms.deliverFanout(xml, recipients),
       unreachable: (node, xml) => {
         // Dead here at once (the heartbeat check says so within a tick): otherwise routing
-        // again would pick the same remote session.
+        // again would pick the same remote session, or host.
         this.bus.nodeDied(node);
         this.replica.nodeDied(node);
+        void this.rooms.nodeDied(node, false);
         if (xml !== undefined) this.reroute(xml);
       },
       handover: (user, smId, to, reply) => {

@@ -5,10 +5,18 @@ import { el } from "../../src/xmpp/xml.js";
 import { parseJid } from "../../src/xmpp/jid.js";
 import { buildForm } from "../../src/xmpp/forms.js";
 import { createMemoryStorage } from "../../src/storage/memory/index.js";
-import { MUC_USER, ROOMCONFIG, RoomDirectory, defaultConfig, type Occupant, type Room } from "../../src/modules/muc/room.js";
+import { MUC_USER, ROOMCONFIG, RoomDirectory, defaultConfig, encodeOccupant, type Occupant, type Room } from "../../src/modules/muc/room.js";
 import { occupantPresence, ownPresence, seesPresence } from "../../src/modules/muc/occupant-presence.js";
 import { applyConfigForm, configForm } from "../../src/modules/muc/config-form.js";
 import type { Role } from "../../src/modules/muc/rules.js";
+import { LocalRoomPlacement, type RoomPlacement } from "../../src/placement.js";
+import { SessionTable } from "../../src/xmpp/sessions.js";
+import { Router } from "../../src/xmpp/router.js";
+import { HookBus } from "../../src/hooks.js";
+import { silentLogger } from "../../src/log.js";
+
+const sessions = new SessionTable();
+const singleNode = new LocalRoomPlacement(sessions, new Router(["localhost"], new HookBus(silentLogger()), sessions, createMemoryStorage().accounts, silentLogger()));
 
 const submit = (fields: Record<string, string>, formType = ROOMCONFIG) =>
   buildForm("submit", formType, Object.entries(fields).map(([name, value]) => ({ var: name, values: [value] })));
@@ -95,7 +103,7 @@ describe("presence about an occupant (XEP-0045 §7.2)", () => {
 describe("room directory", () => {
   it("a temporary room is gone when its last occupant leaves; a persistent one comes back from storage", async () => {
     const storage = createMemoryStorage();
-    const rooms = new RoomDirectory(storage, 100);
+    const rooms = new RoomDirectory(storage, 100, singleNode, async () => {});
     const temporary = rooms.create("tmp@conference.localhost", "alice@localhost");
     assert.equal(temporary.locked, true);
     assert.equal(temporary.affiliations.get("alice@localhost")?.affiliation, "owner");
@@ -111,5 +119,87 @@ describe("room directory", () => {
     const again = await rooms.load("kept@conference.localhost");
     assert.equal(again?.config.name, "Kept");
     assert.deepEqual((await rooms.list("conference.localhost")).map((r) => r.jid), ["kept@conference.localhost"]);
+  });
+});
+
+/** The occupant record of a cluster placement, in memory: what the Redis hash per room holds. */
+class RecordedOccupants implements RoomPlacement {
+  readonly shared = true;
+  readonly records = new Map<string, Map<string, string>>();
+  readonly released: string[] = [];
+  watch(): void {}
+  admit(): true { return true; }
+  broadcast(): void {}
+  occupants(room: string): ReadonlyMap<string, string> { return this.records.get(room) ?? new Map(); }
+  recordOccupant(room: string, nick: string, record: string): void {
+    if (!this.records.has(room)) this.records.set(room, new Map());
+    this.records.get(room)!.set(nick, record);
+  }
+  forgetOccupant(room: string, nick: string): void { this.records.get(room)?.delete(nick); }
+  release(room: string, forget: boolean): void {
+    this.released.push(room);
+    if (forget) this.records.delete(room);
+  }
+}
+
+describe("room directory on a cluster (a shared placement)", () => {
+  const occupant = (nick: string, jid: string): Occupant => ({ nick, jid: parseJid(jid), role: "participant", presence: el("presence"), occupantId: `id-${nick}` });
+
+  it("a temporary room is stored while it exists, so that a node taking it over finds it", async () => {
+    const storage = createMemoryStorage();
+    const placement = new RecordedOccupants();
+    const rooms = new RoomDirectory(storage, 100, placement, async () => {});
+    const room = rooms.create("tmp@conference.localhost", "alice@localhost");
+    await rooms.share(room);
+    assert.equal(rooms.stored(room), true);
+    assert.equal((await storage.rooms.get("tmp@conference.localhost"))?.jid, "tmp@conference.localhost");
+    assert.deepEqual((await storage.rooms.affiliations("tmp@conference.localhost")).map((a) => [a.jid, a.affiliation]), [["alice@localhost", "owner"]]);
+    await rooms.unloadIfEmpty(room);
+    assert.equal(await storage.rooms.get("tmp@conference.localhost"), undefined, "forgotten with its last occupant, as on one node");
+    assert.deepEqual(placement.released, ["tmp@conference.localhost"]);
+  });
+
+  it("the next host loads the recorded occupants; those whose sessions are gone leave, and a room left empty is gone", async () => {
+    const storage = createMemoryStorage();
+    const placement = new RecordedOccupants();
+    const first = new RoomDirectory(storage, 100, placement, async () => {});
+    const room = first.create("lobby@conference.localhost", "alice@localhost");
+    room.locked = false;
+    await first.share(room);
+    for (const o of [occupant("stays", "bob@localhost/pc"), occupant("vanished", "carol@localhost/pc")]) placement.recordOccupant(room.jid, o.nick, encodeOccupant(o));
+
+    // The host died: another node's directory loads the room. Carol's session was on the dead host.
+    const adopted: string[][] = [];
+    const next = new RoomDirectory(storage, 100, placement, async (r) => {
+      adopted.push([...r.occupants.keys()]);
+      for (const o of [...r.occupants.values()]) {
+        if (o.jid.bare !== "carol@localhost") continue;
+        r.occupants.delete(o.nick);
+        r.nicks.delete(o.jid.full);
+        placement.forgetOccupant(r.jid, o.nick);
+        await next.unloadIfEmpty(r);
+      }
+    });
+    const loaded = await next.load("lobby@conference.localhost");
+    assert.deepEqual(adopted, [["stays", "vanished"]]);
+    assert.deepEqual([...loaded!.occupants.keys()], ["stays"]);
+    assert.equal(loaded!.nicks.get("bob@localhost/pc"), "stays");
+    assert.equal(loaded!.occupants.get("stays")?.occupantId, "id-stays");
+
+    // Everyone recorded is gone: the temporary room with them.
+    const emptyPlacement = new RecordedOccupants();
+    const alone = new RoomDirectory(storage, 100, emptyPlacement, async (r) => {
+      for (const o of [...r.occupants.values()]) {
+        r.occupants.delete(o.nick);
+        r.nicks.delete(o.jid.full);
+        emptyPlacement.forgetOccupant(r.jid, o.nick);
+      }
+      await alone.unloadIfEmpty(r);
+    });
+    const other = first.create("gone@conference.localhost", "alice@localhost");
+    await first.share(other);
+    emptyPlacement.recordOccupant(other.jid, "vanished", encodeOccupant(occupant("vanished", "carol@localhost/pc")));
+    assert.equal(await alone.load("gone@conference.localhost"), undefined);
+    assert.equal(await storage.rooms.get("gone@conference.localhost"), undefined);
   });
 });

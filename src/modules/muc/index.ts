@@ -7,23 +7,28 @@
  *
  * A new room is locked (status 201) until its owner accepts the default configuration or submits
  * one. Every room message is archived before it is broadcast and serialized once for all occupants.
+ *
+ * Which node handles a room is the placement's answer (ctx.placement, src/placement.ts): always
+ * this one on a single node; on a cluster the room's host, to which stanzas for the room are
+ * passed on (docs/CLUSTER.md, "Rooms").
  */
 import { createHmac } from "node:crypto";
 import { z } from "zod";
 import { defineModule } from "../../module.js";
-import { el, childElements, cloneElement, shareChildren, type Element } from "../../xmpp/xml.js";
+import { el, childElements, cloneElement, type Element } from "../../xmpp/xml.js";
 import { NS } from "../../xmpp/ns.js";
 import { tryParseJid, prepResource, type Jid } from "../../xmpp/jid.js";
-import { Priority, HANDLED, type Routed } from "../../hooks.js";
+import { Priority, HANDLED, type ChainResult, type Routed } from "../../hooks.js";
 import { StanzaError } from "../../errors.js";
 import { buildForm } from "../../xmpp/forms.js";
 import { parseElement } from "../../xmpp/xml-parse.js";
+import { andThen, type MaybePromise } from "../../maybe-async.js";
 import type { RoomAffiliation } from "../../storage/index.js";
 import type { IqRequest } from "../../xmpp/router.js";
 import { MAM, STANZA_ID, answerArchiveQuery, archiveClock, archiveQueryForm, idAt, timeOfId } from "../mam.js";
 import { VCARD_KEY } from "../vcard.js";
 import { AFFILIATIONS, RANK, ROLES, admission, affiliationChange, defaultRole, listAccess, roleChange, type Actor, type Affiliation, type Role } from "./rules.js";
-import { MUC, MUC_ADMIN, MUC_OWNER, MUC_USER, MODERATE, OCCUPANT_ID, RETRACT, RoomDirectory, actorIn, affiliationOf, isPresent, occupantOf, photoHash, type Occupant, type Room } from "./room.js";
+import { MUC, MUC_ADMIN, MUC_OWNER, MUC_USER, MODERATE, OCCUPANT_ID, RETRACT, RoomDirectory, actorIn, affiliationOf, encodeOccupant, isPresent, occupantOf, photoHash, type Occupant, type Room } from "./room.js";
 import { occupantPresence, ownPresence, seesPresence, type PresenceExtras } from "./occupant-presence.js";
 import { applyConfigForm, configForm } from "./config-form.js";
 
@@ -56,10 +61,14 @@ export const muc = defineModule({
   }),
   start(ctx) {
     const o = ctx.options;
-    const { storage, router } = ctx;
+    const { storage, router, placement } = ctx;
     const services = new Set(ctx.hosts.map((h) => o.domain.replace("{host}", h)));
     for (const d of services) ctx.addDomain(d);
-    const rooms = new RoomDirectory(storage, o.maxOccupants);
+    // A previous host's occupants whose sessions are gone (they were on the node that died) leave.
+    const vanished = async (room: Room) => {
+      for (const occupant of [...room.occupants.values()]) if (!ctx.sessions.get(occupant.jid.full)) await leave(room, occupant);
+    };
+    const rooms = new RoomDirectory(storage, o.maxOccupants, placement, vanished);
     const nextId = archiveClock(1);
     const idKey = ctx.secret("occupant ids");
     /** XEP-0421 §3: stable per room and real bare JID, opaque. */
@@ -70,17 +79,16 @@ export const muc = defineModule({
     const sees = (room: Room, viewer: Occupant, subject: Occupant) => seesPresence(room, viewer, subject, o.presenceBroadcastLimit);
     /** The presence about `subject` to every occupant who sees it. */
     const broadcastPresence = (room: Room, subject: Occupant, extras: PresenceExtras = {}) => {
+      recorded(room, subject);
       for (const viewer of room.occupants.values()) {
         if (sees(room, viewer, subject)) send(occupantPresence(room, subject, viewer, extras));
       }
     };
-    /** One copy per occupant, routed. */
-    const toOccupants = (room: Room, stanza: Element) => {
-      for (const occupant of room.occupants.values()) {
-        const copy = cloneElement(stanza);
-        copy.attrs.to = occupant.jid.full;
-        send(copy);
-      }
+    /** One copy per occupant (by their real full JIDs, the keys of `nicks`), each with its 'to'. */
+    const toOccupants = (room: Room, stanza: Element) => placement.broadcast(stanza, room.nicks.keys());
+    /** The occupant as it is now, for the node that may host the room next. */
+    const recorded = (room: Room, occupant: Occupant) => {
+      if (placement.shared) placement.recordOccupant(room.jid, occupant.nick, encodeOccupant(occupant));
     };
 
     // ── joining, presence, leaving ─────────────────────────────────────────────────────────────
@@ -92,6 +100,7 @@ export const muc = defineModule({
         if (o.createRooms === "local" && !ctx.hosts.includes(from.domain)) throw new StanzaError("not-allowed", "Only users of this server may create rooms", "cancel");
         room = rooms.create(to.bare, from.bare);
         created = true;
+        if (placement.shared) await rooms.share(room);
       }
       const affiliation = affiliationOf(room, from.bare);
       const denied = admission({ locked: room.locked && !created, membersOnly: room.config.membersOnly, password: room.config.password }, affiliation, x?.getChildText("password") ?? undefined);
@@ -104,6 +113,7 @@ export const muc = defineModule({
       const occupant: Occupant = { nick, jid: from, role: defaultRole(affiliation, room.config.moderated), presence: ownPresence(stanza), occupantId: occupantId(room, from) };
       room.occupants.set(nick, occupant);
       room.nicks.set(from.full, nick);
+      recorded(room, occupant);
       // Existing occupants first, to the newcomer; then the newcomer to everyone (itself last, with 110).
       for (const other of room.occupants.values()) if (other !== occupant && sees(room, occupant, other)) send(occupantPresence(room, other, occupant));
       const codes = [...(room.config.whois === "anyone" ? [100] : []), ...(room.config.archiving ? [170] : []), ...(created ? [201] : [])];
@@ -158,6 +168,7 @@ export const muc = defineModule({
       for (const viewer of room.occupants.values()) if (sees(room, viewer, occupant)) send(unavailable(viewer));
       room.occupants.delete(occupant.nick);
       room.nicks.delete(occupant.jid.full);
+      if (placement.shared) placement.forgetOccupant(room.jid, occupant.nick);
       await rooms.unloadIfEmpty(room);
     };
 
@@ -197,6 +208,7 @@ export const muc = defineModule({
         if (room.occupants.has(safeNick)) throw new StanzaError("conflict", "That nickname is taken", "cancel");
         for (const viewer of room.occupants.values()) send(occupantPresence(room, occupant, viewer, { codes: [303], type: "unavailable", item: { nick: safeNick } }));
         room.occupants.delete(current);
+        if (placement.shared) placement.forgetOccupant(room.jid, current);
         occupant.nick = safeNick;
         room.occupants.set(safeNick, occupant);
         room.nicks.set(from.full, safeNick);
@@ -257,15 +269,8 @@ export const muc = defineModule({
         await storage.archive.append(room.jid, { id, withBare: room.jid, withResource: sender.nick, stanza: message.toString() });
         message.cnode(el("stanza-id", { xmlns: STANZA_ID, id: String(id), by: room.jid }));
       }
-      // Serialized once: each occupant gets the same bytes with its own 'to', written straight to
-      // its session (a groupchat copy has nothing for the message chains to do).
-      const copyFor = shareChildren(message);
-      for (const occupant of room.occupants.values()) {
-        const copy = copyFor({ ...message.attrs, to: occupant.jid.full });
-        const session = ctx.sessions.get(occupant.jid.full);
-        if (session) router.deliver(session, copy);
-        else send(copy);
-      }
+      // Serialized once, each occupant's copy with its own 'to' (on a cluster: once per node).
+      toOccupants(room, message);
       // Members are members whether or not they are joined: the absent ones catch up from the
       // archive, and their phones hear about it.
       if (message.getChild("body")) {
@@ -376,7 +381,7 @@ export const muc = defineModule({
         const record = affiliation === "none" ? { jid, affiliation: "none" as const } : { jid, affiliation, nick: change.nick, reason: change.reason?.text() ?? "" };
         if (record.affiliation === "none") room.affiliations.delete(jid);
         else room.affiliations.set(jid, record as RoomAffiliation);
-        if (room.config.persistent) await storage.rooms.setAffiliation(room.jid, record);
+        if (rooms.stored(room)) await storage.rooms.setAffiliation(room.jid, record);
         // The user's occupants, and for a banned domain every occupant from it without an affiliation of its own.
         const affected = [...room.occupants.values()].filter((x) => x.jid.bare === jid || (x.jid.domain === jid && affiliationOf(room, x.jid.bare) === "outcast"));
         for (const occupant of affected) {
@@ -417,7 +422,7 @@ export const muc = defineModule({
         // §10.1.3: cancelling the configuration of a new room destroys it.
         if (room.locked) {
           for (const occupant of [...room.occupants.values()]) await leave(room, occupant);
-          rooms.drop(room);
+          await rooms.forget(room.jid);
         }
         return undefined;
       }
@@ -426,7 +431,7 @@ export const muc = defineModule({
       room.config = config;
       room.locked = false;
       await rooms.save(room);
-      if (room.config.persistent) for (const a of room.affiliations.values()) await storage.rooms.setAffiliation(room.jid, a);
+      if (rooms.stored(room)) for (const a of room.affiliations.values()) await storage.rooms.setAffiliation(room.jid, a);
       else await storage.rooms.delete(room.jid);
       if (changes.length) {
         toOccupants(room, el("message", { type: "groupchat", from: room.jid }, el("x", { xmlns: MUC_USER }, ...changes.map((code) => el("status", { code })))));
@@ -574,8 +579,20 @@ export const muc = defineModule({
     };
 
     // ── routing ──────────────────────────────────────────────────────────────────────────────
+    /**
+     * `then` when this node handles the room addressed (or the service itself); HANDLED when the
+     * placement passed the stanza on to the room's host.
+     */
+    const hosted = (routed: Routed, then: () => MaybePromise<ChainResult>): MaybePromise<ChainResult> => {
+      if (!routed.to.local) return then();
+      const here = placement.admit(routed.to.bare, routed.stanza);
+      return here === true ? then() : andThen(here, (admitted) => (admitted ? then() : HANDLED));
+    };
     const handle = (work: (routed: Routed) => Promise<Element | undefined | void>, answersIq = false) => (routed: Routed) => {
       if (!services.has(routed.to.domain)) return undefined;
+      return hosted(routed, () => run(work, answersIq, routed));
+    };
+    const run = (work: (routed: Routed) => Promise<Element | undefined | void>, answersIq: boolean, routed: Routed) => {
       return work(routed).then((result) => {
         if (answersIq) send(el("iq", { type: "result", id: routed.stanza.attrs.id, from: routed.to.full, to: routed.from.full }, result ?? undefined));
         return HANDLED;
@@ -588,14 +605,19 @@ export const muc = defineModule({
     const occupantIq = (routed: Routed) => {
       const type = routed.stanza.attrs.type;
       if (!services.has(routed.to.domain)) return undefined;
-      if (type === "result" || type === "error") return undefined; // answers to the room's own requests are settled by the router
-      // Not awaited: the occupant may take up to the request timeout to answer.
-      void handle(toOccupant, true)(routed);
-      return HANDLED;
+      // Answers to the room's own requests are settled by the router of the room's host.
+      if (type === "result" || type === "error") return hosted(routed, () => undefined);
+      return hosted(routed, () => {
+        // Not awaited: the occupant may take up to the request timeout to answer.
+        void run(toOccupant, true, routed);
+        return HANDLED;
+      });
     };
     for (const chain of ["presence/bare", "presence/full"] as const) ctx.chain(chain, handle(async (r) => onPresence(r)), Priority.ADDRESSEE);
     for (const chain of ["message/bare", "message/full"] as const) ctx.chain(chain, handle(async (r) => onMessage(r)), Priority.ADDRESSEE);
     ctx.chain("iq/full", occupantIq, Priority.ADDRESSEE);
+    // IQs to a room are answered by the IQ dispatcher on the room's host: elsewhere they are passed on first.
+    if (placement.shared) ctx.chain("iq/bare", (routed) => (services.has(routed.to.domain) ? hosted(routed, () => undefined) : undefined), Priority.ADDRESSEE);
 
     ctx.discoItems("host", ({ owner: host, node }) => {
       if (node !== undefined) return undefined;
@@ -603,8 +625,11 @@ export const muc = defineModule({
       return services.has(d) ? [el("item", { jid: d, name: "Chatrooms" })] : [];
     });
 
-    // §7.2 status 332: the service is going down; everyone is out, told why.
+    // §7.2 status 332: the service is going down; everyone is out, told why. On a cluster only
+    // this node stops: its rooms go to other nodes with their occupants (the reaper adopts them
+    // and this node's occupants, whose sessions end now, leave there).
     ctx.on("server/stopping", () => {
+      if (placement.shared) return rooms.clear();
       for (const room of rooms.occupied()) {
         for (const occupant of room.occupants.values()) send(occupantPresence(room, occupant, occupant, { codes: [332], type: "unavailable", item: { role: "none" } }));
         room.occupants.clear();
@@ -612,12 +637,18 @@ export const muc = defineModule({
       }
       rooms.clear();
     });
-    // A client that goes away leaves its rooms.
-    ctx.on("session/closed", async ({ session }) => {
+    // A client that goes away leaves its rooms: one of this node, or (on a cluster) of another.
+    const gone = async (full: string) => {
       for (const room of rooms.occupied()) {
-        const nick = room.nicks.get(session.jid.full);
+        const nick = room.nicks.get(full);
         if (nick) await leave(room, room.occupants.get(nick)!);
       }
+    };
+    ctx.on("session/closed", ({ session }) => gone(session.jid.full));
+    placement.watch({
+      adopted: async (jid) => { await rooms.load(jid); },
+      lost: (jid) => rooms.evict(jid),
+      sessionGone: (full) => void gone(full).catch((err) => ctx.log.error({ err, stage: "muc" }, "removing a departed occupant failed")),
     });
   },
 });

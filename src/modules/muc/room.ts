@@ -1,15 +1,18 @@
 /**
  * XEP-0045 1.35 room state: what a room is, who is in it, and where it lives. Rooms are in memory
  * while they have occupants; persistent rooms (and their affiliations) are in storage and loaded
- * when addressed, so an idle room costs nothing. Everything here is about one room's data; the
- * handlers (index.ts) change it, rules.ts says whether they may.
+ * when addressed, so an idle room costs nothing. On a cluster (a shared `RoomPlacement`) every
+ * room is in storage while it exists and its occupants are recorded, so that the node that takes
+ * it over from a dead host has it (docs/CLUSTER.md, "Rooms"). Everything here is about one room's
+ * data; the handlers (index.ts) change it, rules.ts says whether they may.
  */
 import { parseElement } from "../../xmpp/xml-parse.js";
 import type { Element } from "../../xmpp/xml.js";
-import type { Jid } from "../../xmpp/jid.js";
+import { tryParseJid, type Jid } from "../../xmpp/jid.js";
+import type { RoomPlacement } from "../../placement.js";
 import type { RoomAffiliation, Storage } from "../../storage/index.js";
 import { VCARD_KEY, vcardPhoto } from "../vcard.js";
-import type { Actor, Affiliation, Role } from "./rules.js";
+import { ROLES, type Actor, type Affiliation, type Role } from "./rules.js";
 
 export const MUC = "http://jabber.org/protocol/muc";
 export const MUC_USER = `${MUC}#user`;
@@ -92,6 +95,24 @@ export function occupantOf(room: Room, from: Jid): Occupant | undefined {
   return nick === undefined ? undefined : room.occupants.get(nick);
 }
 
+/** An occupant as the host records it for the next host (docs/CLUSTER.md, "Rooms"). */
+export function encodeOccupant(occupant: Occupant): string {
+  return JSON.stringify({ jid: occupant.jid.full, role: occupant.role, presence: occupant.presence.toString(), occupantId: occupant.occupantId });
+}
+
+/** undefined for a record that is not an occupant's (corrupt, or written by something else). */
+export function decodeOccupant(nick: string, record: string): Occupant | undefined {
+  try {
+    const r = JSON.parse(record) as Record<string, unknown>;
+    const jid = typeof r.jid === "string" ? tryParseJid(r.jid) : undefined;
+    const role = ROLES.find((x) => x === r.role);
+    if (!jid || !role || typeof r.presence !== "string" || typeof r.occupantId !== "string") return undefined;
+    return { nick, jid, role, presence: parseElement(r.presence), occupantId: r.occupantId };
+  } catch {
+    return undefined;
+  }
+}
+
 /** The XEP-0153 photo hash of a stored vCard, "" without a photo. */
 export function photoHash(vcard: string | undefined): string {
   return (vcard ? vcardPhoto(parseElement(vcard))?.hash : undefined) ?? "";
@@ -101,7 +122,12 @@ export function photoHash(vcard: string | undefined): string {
 export class RoomDirectory {
   private readonly live = new Map<string, Room>();
 
-  constructor(private readonly storage: Storage, private readonly maxOccupants: number) {}
+  /**
+   * `adopted`: a room loaded with occupants a previous host recorded; those whose sessions are
+   * gone leave there (it may empty the room).
+   */
+  constructor(private readonly storage: Storage, private readonly maxOccupants: number, private readonly placement: RoomPlacement,
+    private readonly adopted: (room: Room) => Promise<void>) {}
 
   /** The room, from memory or storage; undefined when it does not exist. */
   async load(jid: string): Promise<Room | undefined> {
@@ -118,8 +144,25 @@ export class RoomDirectory {
       affiliations: new Map((await this.storage.rooms.affiliations(jid)).map((a) => [a.jid, a])),
       avatarHash: photoHash(await this.storage.documents.get(jid, VCARD_KEY)),
     };
+    const recorded = this.placement.shared ? await this.placement.occupants(jid) : undefined;
+    const loaded = this.live.get(jid);
+    if (loaded) return loaded;
     this.live.set(jid, room);
-    return room;
+    if (!recorded?.size) return room;
+    for (const [nick, record] of recorded) {
+      const occupant = decodeOccupant(nick, record);
+      if (!occupant) continue;
+      room.occupants.set(nick, occupant);
+      room.nicks.set(occupant.jid.full, nick);
+    }
+    await this.adopted(room);
+    // Everyone recorded may have been gone: the room left memory, and is loaded again as stored.
+    return this.live.get(jid) ?? this.load(jid);
+  }
+
+  /** Kept in storage while it exists: persistent rooms, and every room of a cluster. */
+  stored(room: Room): boolean {
+    return room.config.persistent || this.placement.shared;
   }
 
   /** The room in memory, without a storage lookup. */
@@ -136,18 +179,25 @@ export class RoomDirectory {
   }
 
   async save(room: Room): Promise<void> {
-    if (!room.config.persistent) return;
+    if (!this.stored(room)) return;
     await this.storage.rooms.put({ jid: room.jid, config: JSON.stringify(room.config), subject: room.subject?.toString() ?? "", createdAt: room.createdAt });
   }
 
-  /** Out of memory (a cancelled new room; a destroyed one is also forgotten). */
-  drop(room: Room): void {
-    this.live.delete(room.jid);
+  /** A new room on a cluster is stored at once, with its owner, for a node that takes it over. */
+  async share(room: Room): Promise<void> {
+    await this.save(room);
+    for (const a of room.affiliations.values()) await this.storage.rooms.setAffiliation(room.jid, a);
+  }
+
+  /** Out of memory without a word: another node hosts the room now. */
+  evict(jid: string): void {
+    this.live.delete(jid);
   }
 
   /** Everything stored for a room that ends: a new room of the same name starts empty. */
   async forget(jid: string): Promise<void> {
     this.live.delete(jid);
+    this.placement.release(jid, true);
     await this.storage.rooms.delete(jid);
     await this.storage.archive.removeOwner(jid);
     await this.storage.documents.delete(jid, VCARD_KEY);
@@ -158,6 +208,7 @@ export class RoomDirectory {
     if (room.occupants.size > 0) return;
     this.live.delete(room.jid);
     if (!room.config.persistent) await this.forget(room.jid);
+    else this.placement.release(room.jid, true);
   }
 
   /** Rooms of a service domain, stored or in memory, for the directory (disco#items). */
@@ -174,8 +225,9 @@ export class RoomDirectory {
     return [...this.live.values()];
   }
 
-  /** Ends every room in memory (the service stops). */
+  /** Ends every room in memory (the service stops); on a cluster, another node takes them with their occupants. */
   clear(): void {
+    for (const jid of this.live.keys()) this.placement.release(jid, false);
     this.live.clear();
   }
 
