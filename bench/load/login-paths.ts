@@ -22,7 +22,7 @@
  * whole cycles; and the generator's own CPU per login. Paths a server does not offer are skipped,
  * saying so. --paths picks some, --no-storms leaves out the two S2 storms.
  */
-import { cpuSecondsOf, ownCpuSeconds } from "./proc.js";
+import { cpuSecondsOf, ownCpuSeconds, userSystemSecondsOf } from "./proc.js";
 import type { Target } from "./targets.js";
 import { Connection, MARK, modernLoginOffer, newDevice, XmppError, type Device, type Endpoint, type LoginMode } from "./xmpp.js";
 import { Histogram } from "./histogram.js";
@@ -108,10 +108,14 @@ async function measurePath(target: Target, path: LoginPath, user: string, logins
   let firstError: string | undefined;
   let previousJid: string | undefined;
   let meter: Meter | undefined;
+  let ticksBefore: { user: number; system: number } | undefined;
   const serverCpu = () => (target.pid ? cpuSecondsOf(target.pid) : NaN);
   // Login 0 is unmeasured: it gets the FAST token, the session to resume, the TLS ticket, the cached salted password.
   for (let i = 0; i <= logins; i++) {
-    if (i === 1) meter = new Meter(target.pid);
+    if (i === 1) {
+      meter = new Meter(target.pid);
+      if (target.pid) ticksBefore = userSystemSecondsOf(target.pid);
+    }
     const c = new Connection(endpoint);
     const marker = performance.now();
     const to = path.leave === "drop" && previousJid ? previousJid : bare;
@@ -162,6 +166,9 @@ async function measurePath(target: Target, path: LoginPath, user: string, logins
     if (measured) cpu.logout += serverCpu() - beforeLogout;
   }
   const cycles = meter!.read();
+  const ticksAfter = target.pid ? userSystemSecondsOf(target.pid) : undefined;
+  const kernelSeconds = ticksBefore && ticksAfter ? ticksAfter.system - ticksBefore.system : NaN;
+  const userSeconds = ticksBefore && ticksAfter ? ticksAfter.user - ticksBefore.user : NaN;
   const latency = times.summary();
   const perLogin = (seconds: number) => round((seconds / Math.max(1, times.count)) * 1000, 3);
   const result = {
@@ -173,10 +180,12 @@ async function measurePath(target: Target, path: LoginPath, user: string, logins
     serverCpuMsPerLogout: perLogin(cpu.logout),
     serverCpuMsPerWaitingMessage: perLogin(cpu.waitingMessage),
     serverCpuMsPerCycle: round((cycles.serverCpuSeconds / Math.max(1, logins)) * 1000, 3),
+    /** The kernel's part of the server's CPU over the cycles (system calls, loopback TCP), from whole ticks. */
+    serverSystemShare: round(kernelSeconds / (userSeconds + kernelSeconds)),
     generatorCpuMsPerLogin: perLogin(cpu.generatorLogin),
     generatorCoreShare: cycles.generatorCoreShare,
   };
-  log(`S7 ${path.name}: ${result.roundTrips.join("/") || "no"} round trips, ${path.mode === "tls" ? "handshake" : "first message"} p50 ${latency.p50ms} ms p99 ${latency.p99ms} ms, server CPU ${result.serverCpuMsPerLogin} ms per login + ${result.serverCpuMsPerLogout} ms per logout (${result.serverCpuMsPerCycle} ms per cycle), generator CPU ${result.generatorCpuMsPerLogin} ms per login, ${outcomes.resumed} resumed, ${tlsResumed} TLS resumed, ${failures} failed${firstError ? ` (${firstError.slice(0, 120)})` : ""}`);
+  log(`S7 ${path.name}: ${result.roundTrips.join("/") || "no"} round trips, ${path.mode === "tls" ? "handshake" : "first message"} p50 ${latency.p50ms} ms p99 ${latency.p99ms} ms, server CPU ${result.serverCpuMsPerLogin} ms per login + ${result.serverCpuMsPerLogout} ms per logout (${result.serverCpuMsPerCycle} ms per cycle, ${round(result.serverSystemShare * 100, 0)} % in the kernel), generator CPU ${result.generatorCpuMsPerLogin} ms per login, ${outcomes.resumed} resumed, ${tlsResumed} TLS resumed, ${failures} failed${firstError ? ` (${firstError.slice(0, 120)})` : ""}`);
   return result;
 }
 

@@ -26,11 +26,8 @@ const HAS_SCHEDSTAT = existsSync("/proc/self/schedstat");
  */
 export function cpuSecondsOf(pid: number): number {
   if (!HAS_SCHEDSTAT) {
-    // Fields after the command name (which may hold spaces) start at "state"; utime and stime are
-    // fields 14 and 15 of the line, i.e. 11 and 12 after it.
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+    const { user, system } = userSystemSecondsOf(pid);
+    return user + system;
   }
   let nanoseconds = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
@@ -42,6 +39,15 @@ export function cpuSecondsOf(pid: number): number {
     }
   }
   return nanoseconds / 1e9;
+}
+
+/** User and kernel CPU seconds of a process (/proc/<pid>/stat, whole ticks): over many operations, how much of its time is system calls and the network stack. */
+export function userSystemSecondsOf(pid: number): { user: number; system: number } {
+  // Fields after the command name (which may hold spaces) start at "state"; utime and stime are
+  // fields 14 and 15 of the line, i.e. 11 and 12 after it.
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { user: Number(fields[11]) / TICKS_PER_SECOND, system: Number(fields[12]) / TICKS_PER_SECOND };
 }
 
 /** CPU seconds per wall second between two samples: 1.0 is one core fully used. */
