@@ -2,7 +2,7 @@
  * CPU and memory of another process, read from /proc, so a server the generator did not start
  * (Prosody, ejabberd) is measured exactly like the Parley process it did start.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { cpus } from "node:os";
 
@@ -11,13 +11,43 @@ const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 export interface ProcSample { cpuSeconds: number; rssKB: number; at: number }
 
 export function sampleProcess(pid: number): ProcSample {
+  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return { cpuSeconds: cpuSecondsOf(pid), rssKB: Number(rss?.[1] ?? NaN), at: performance.now() };
+}
+
+const HAS_SCHEDSTAT = existsSync("/proc/self/schedstat");
+
+/**
+ * CPU seconds a process has used, every thread (BEAM schedulers, libuv's pool, V8's GC helpers).
+ * Each thread's /proc/<pid>/task/<tid>/schedstat starts with its run time in nanoseconds, where
+ * utime+stime in /proc/<pid>/stat count whole clock ticks (10 ms): too coarse for one login of a
+ * few ms, and not unbiased over many (a short burst is charged a whole tick or nothing). Falls
+ * back to /proc/<pid>/stat where the kernel keeps no schedstat (CONFIG_SCHED_INFO off).
+ */
+export function cpuSecondsOf(pid: number): number {
+  if (!HAS_SCHEDSTAT) {
+    const { user, system } = userSystemSecondsOf(pid);
+    return user + system;
+  }
+  let nanoseconds = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      nanoseconds += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ", 1)[0]);
+    } catch (e) {
+      // A thread that ended between the listing and the read.
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT" && (e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
+    }
+  }
+  return nanoseconds / 1e9;
+}
+
+/** User and kernel CPU seconds of a process (/proc/<pid>/stat, whole ticks): over many operations, how much of its time is system calls and the network stack. */
+export function userSystemSecondsOf(pid: number): { user: number; system: number } {
   // Fields after the command name (which may hold spaces) start at "state"; utime and stime are
-  // fields 14 and 15 of the line, i.e. 11 and 12 after it. They include every thread (BEAM, libuv).
+  // fields 14 and 15 of the line, i.e. 11 and 12 after it.
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
-  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return { cpuSeconds, rssKB: Number(rss?.[1] ?? NaN), at: performance.now() };
+  return { user: Number(fields[11]) / TICKS_PER_SECOND, system: Number(fields[12]) / TICKS_PER_SECOND };
 }
 
 /** CPU seconds per wall second between two samples: 1.0 is one core fully used. */

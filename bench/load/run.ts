@@ -4,15 +4,18 @@
  *   scenarios  s0 (machine limits: bare Node TLS relay), s1 (idle sessions), s2 (login storm),
  *              s3 (1:1 messaging), s4 (offline store and drain), s5 (256-occupant room), all;
  *              s6 (Parley over WebSocket next to TCP: S3, S1 and S2 on each, one fresh server each)
- *              s7 (login paths: classic STARTTLS, SASL2 + Bind 2, FAST + Bind 2, FAST + inline resumption:
+ *              s7 (login paths: classic STARTTLS and direct TLS, SASL2 + Bind 2, FAST + Bind 2, FAST + inline
+ *                  resumption, both FAST ones again resuming TLS, and bare TLS handshakes (full, resumed):
  *                  round trips, ms to the first message, server CPU per login; then S2 classic and FAST)
  *              s8 (S3 at one rate, steps alternating between TCP and WebSocket users on one server:
  *                  server CPU-s per 10k messages side by side; --rounds N, default 3)
  *   --target   parley (started here, pinned to CPU 0) | prosody | ejabberd (../shared/peers) | host:port
  *   --domain D --tls direct|starttls --sasl scram-sha-1|scram-sha-256|plain --storage sqlite|postgres|memory (parley)
  *   --login classic|sasl2|fast   (S2: how the storm logs in)   --logins N   (S7: logins per path)
+ *   --paths classic,tls-full,...  (S7: only these paths)   --no-storms   (S7: the paths only, no S2 storms)
  *   --tls-resume       (S2 with sasl2/fast: each device resumes its last TLS session, as phones do)
  *   --transport tcp|websocket   (parley: XMPP over WebSocket, RFC 7395, on its HTTPS port)
+ *   --cert kit|rsa|ecdsa   (parley: the kit's RSA-2048 certificate, default, or a self-signed RSA-2048 / ECDSA P-256 one)
  *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
  *   --sm               (S3: the pairs enable stream management, so every message takes durable live delivery)
  *   --server-pid PID   (host:port targets: the process to read CPU and memory from)
@@ -59,12 +62,12 @@ export function parseArgs(argv: string[]): Args {
       target: take("target") ?? "parley", domain: take("domain"),
       tls: (take("tls") ?? "direct") as "direct" | "starttls", sasl: (take("sasl") ?? "scram-sha-1") as SaslMechanism,
       storage: (take("storage") ?? "sqlite") as "sqlite" | "postgres" | "memory", serverPid: num("server-pid"), mucDomain: take("muc-domain"),
-      transport: (take("transport") ?? "tcp") as "tcp" | "websocket",
+      transport: (take("transport") ?? "tcp") as "tcp" | "websocket", cert: take("cert") as TargetOptions["cert"],
     },
     scenario: {
       users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
       register: !flag("no-register"), prefix: take("prefix") ?? "lt", accountsCommand: take("accounts-command"),
-      login: take("login") as LoginMode | undefined, logins: num("logins"), resumeTls: flag("tls-resume"), streamManagement: flag("sm"), rounds: num("rounds"),
+      login: take("login") as LoginMode | undefined, logins: num("logins"), paths: take("paths")?.split(","), storms: !flag("no-storms"), resumeTls: flag("tls-resume"), streamManagement: flag("sm"), rounds: num("rounds"),
     },
     runs: num("runs") ?? 1,
     scenarios: [],
@@ -79,6 +82,7 @@ export function parseArgs(argv: string[]): Args {
   if (parsed.scenario.login && !LOGIN_MODES.includes(parsed.scenario.login)) throw new Error(`--login is ${LOGIN_MODES.join(", ")}`);
   if (!["direct", "starttls"].includes(parsed.target.tls)) throw new Error("--tls is direct or starttls");
   if (!["tcp", "websocket"].includes(parsed.target.transport!)) throw new Error("--transport is tcp or websocket");
+  if (parsed.target.cert && !["kit", "rsa", "ecdsa"].includes(parsed.target.cert)) throw new Error("--cert is kit, rsa or ecdsa");
   return parsed;
 }
 
@@ -92,7 +96,7 @@ export async function runScenario(scenario: RunnableScenario, targetOptions: Tar
   if (scenario === "s6") return s6(targetOptions, options, (s, t, o) => runScenario(s, t, o));
   const target = await resolveTarget(targetOptions);
   try {
-    log(`${scenario} against ${target.name} ${target.version} at ${target.endpoint.host}:${target.endpoint.port} (${target.endpoint.transport === "websocket" ? "WebSocket" : `${target.endpoint.tls} TLS`}, ${target.endpoint.sasl})`);
+    log(`${scenario} against ${target.name} ${target.version} at ${target.endpoint.host}:${target.endpoint.port} (${target.endpoint.transport === "websocket" ? "WebSocket" : `${target.endpoint.tls} TLS`}, ${target.endpoint.sasl}${target.certificate ? `, ${target.certificate}` : ""})`);
     return await RUNNABLE_TARGET_SCENARIOS[scenario](target, options);
   } finally {
     await target.stop();

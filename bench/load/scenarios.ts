@@ -30,6 +30,10 @@ export interface ScenarioOptions {
   login?: LoginMode;
   /** S7: logins one after another per login path. */
   logins?: number;
+  /** S7: only these login paths (by name; default all). */
+  paths?: string[];
+  /** S7: false skips the two S2 storms (CPU per login only, which a shared machine does not spoil). */
+  storms?: boolean;
   /** S2/S7 with SASL2 or FAST: each device resumes its TLS session (see LoginOptions.resumeTls). */
   resumeTls?: boolean;
   /** S3: the users enable XEP-0198, as phones do (Parley then keeps each message durable until it is acknowledged). */
@@ -205,7 +209,7 @@ export async function s2(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   return {
     scenario: "s2", target: target.name, version: target.version,
     headline: { maxLoginsPerSecond: bestRate(steps) },
-    detail: { registered, sasl: target.endpoint.sasl, login: mode, resumeTls: o.resumeTls === true, steps },
+    detail: { registered, sasl: target.endpoint.sasl, certificate: target.certificate, login: mode, resumeTls: o.resumeTls === true, steps },
   };
 }
 

@@ -26,6 +26,8 @@ export interface Target {
   mucDomain: string;
   /** The server's process, for CPU and memory; undefined when unknown (a remote target). */
   pid: number | undefined;
+  /** The kind of key the server's certificate has, where the generator chose it (Parley). */
+  certificate?: string;
   stop(): Promise<void>;
 }
 
@@ -39,6 +41,12 @@ export interface TargetOptions {
   storage: "sqlite" | "postgres" | "memory";
   serverPid?: number;
   mucDomain?: string;
+  /**
+   * Parley's certificate: "kit" (default) the kit's RSA-2048 one where the kit has made it (what the
+   * peers present), else Parley's own self-signed ECDSA P-256; "rsa" or "ecdsa" a self-signed
+   * RSA-2048 or P-256 one made here, to compare the server's cost of a full handshake.
+   */
+  cert?: "kit" | "rsa" | "ecdsa";
 }
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -54,6 +62,16 @@ export function peersEnv(): Record<string, string> {
 export function kitParleyCertificate(env = peersEnv()): { cert: string; key: string; ca: string } | undefined {
   if (!env.PEERS_PARLEY_FULLCHAIN || !existsSync(env.PEERS_PARLEY_FULLCHAIN)) return undefined;
   return { cert: env.PEERS_PARLEY_FULLCHAIN, key: env.PEERS_PARLEY_KEY!, ca: env.PEERS_CA_FILE! };
+}
+
+/** A self-signed certificate for `domain` and its service names, made with openssl; it is its own CA. */
+function benchCertificate(kind: "rsa" | "ecdsa", domain: string, dir: string): { cert: string; key: string; ca: string } {
+  const cert = join(dir, `bench-${kind}.crt`);
+  const key = join(dir, `bench-${kind}.key`);
+  const names = [domain, ...["conference", "upload", "push"].map((s) => `${s}.${domain}`)].map((n) => `DNS:${n}`).join(",");
+  const newKey = kind === "rsa" ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+  execFileSync("openssl", ["req", "-x509", ...newKey, "-nodes", "-keyout", key, "-out", cert, "-days", "30", "-subj", `/CN=${domain}`, "-addext", `subjectAltName=${names}`], { stdio: "ignore" });
+  return { cert, key, ca: cert };
 }
 
 export async function freePort(): Promise<number> {
@@ -97,7 +115,7 @@ async function startParley(o: TargetOptions): Promise<Target> {
   const domain = o.domain ?? "parley.test";
   const dataDir = mkdtempSync(join(tmpdir(), "parley-load-"));
   const [c2s, direct, https] = [await freePort(), await freePort(), await freePort()];
-  const kit = domain === "parley.test" ? kitParleyCertificate() : undefined;
+  const certificate = o.cert === "rsa" || o.cert === "ecdsa" ? benchCertificate(o.cert, domain, dataDir) : domain === "parley.test" ? kitParleyCertificate() : undefined;
   const schema = `load_${process.pid}_${Date.now()}`;
   const pgUrl = process.env.PARLEY_BENCH_PG_URL ?? "postgres://root@127.0.0.1:5432/test";
   const storage = o.storage === "postgres" ? { driver: "postgres", url: pgUrl, schema } : { driver: o.storage };
@@ -107,7 +125,7 @@ async function startParley(o: TargetOptions): Promise<Target> {
     // No federation listener: S1–S7 do not use it, and a fixed 5269 collides with any other server on the machine.
     listen: { address: "127.0.0.1", c2s, c2sDirectTls: direct, https, http: null, s2s: null },
     chat: { enabled: false },
-    tls: { certificates: kit ? { [domain]: { cert: kit.cert, key: kit.key } } : {} },
+    tls: { certificates: certificate ? { [domain]: { cert: certificate.cert, key: certificate.key } } : {} },
     storage,
     // The generator logs in thousands of users from one address.
     limits: { maxConnectionsPerAddress: 1_000_000 },
@@ -131,7 +149,8 @@ async function startParley(o: TargetOptions): Promise<Target> {
   await waitForPort(port);
   return {
     name: websocket ? "parley-websocket" : "parley", version: `${PARLEY_VERSION} (${o.storage})`,
-    endpoint: { host: "127.0.0.1", port, domain, tls: o.tls, sasl: o.sasl, transport: o.transport, ca: kit ? readFileSync(kit.ca) : undefined },
+    endpoint: { host: "127.0.0.1", port, domain, tls: o.tls, sasl: o.sasl, transport: o.transport, ca: certificate ? readFileSync(certificate.ca) : undefined },
+    certificate: o.cert === "rsa" ? "RSA-2048 (self-signed)" : o.cert === "ecdsa" ? "ECDSA P-256 (self-signed)" : certificate ? "RSA-2048 (kit)" : "ECDSA P-256 (Parley's self-signed)",
     ports: websocket ? undefined : { starttls: c2s, direct },
     websocketPort: https,
     mucDomain: `conference.${domain}`,

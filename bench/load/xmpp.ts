@@ -115,6 +115,8 @@ export class Connection {
   private inboundTail = "";
   /** Writes that waited for the server's answer (XEP-0198 acks and pings not included). */
   roundTrips = 0;
+  /** Called when the server sends a TLS session ticket. */
+  private onTicket: () => void = () => {};
   /** Whether the TLS handshake resumed an earlier session (LoginOptions.resumeTls) instead of a full one. */
   tlsResumed = false;
   /** The device a SASL2 login used: its session's `h` is kept up to date when the connection drops. */
@@ -349,6 +351,31 @@ export class Connection {
     this.inboundTail = text.slice(cut);
   }
 
+  /**
+   * A direct TLS handshake (ALPN xmpp-client) and no stream: S7's TLS-only paths, which split a
+   * login's server CPU into TLS and XMPP. Resumes the device's last TLS session when asked; a
+   * device without one waits for the server's first ticket (RFC 8446 §4.6.1: it follows the
+   * handshake), to have one next time.
+   */
+  async handshakeOnly(device: Device, resumeTls: boolean): Promise<void> {
+    const ticket = device.tlsSession ? undefined : new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 1000);
+      this.onTicket = () => { clearTimeout(timer); resolve(); };
+    });
+    await this.connectTls(["xmpp-client"], device, resumeTls);
+    await ticket;
+  }
+
+  /** Ends a connection that carries no stream (`handshakeOnly`): TLS close_notify and FIN; resolves once the server has closed too. */
+  endTls(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.socket.destroy(); resolve(); }, 2000);
+      this.socket.once("close", () => { clearTimeout(timer); resolve(); });
+      this.socket.end();
+    });
+  }
+
   /** Raw TLS and nothing else: the S0 baseline speaks to a relay, not to an XMPP server. */
   async openRaw(): Promise<void> {
     await this.connectTls();
@@ -369,10 +396,13 @@ export class Connection {
     (ws as unknown as { _socket: Socket })._socket.setNoDelay(true);
   }
 
-  /** With `tlsSessionOf`, offers that device's last TLS session and keeps the tickets the server sends. */
-  private async connectTls(ALPNProtocols?: string[], tlsSessionOf?: Device): Promise<void> {
-    const socket = tlsConnect({ host: this.endpoint.host, port: this.endpoint.port, ...tlsOptionsFor(this.endpoint), ALPNProtocols, session: tlsSessionOf?.tlsSession });
-    if (tlsSessionOf) socket.on("session", (ticket: Buffer) => { tlsSessionOf.tlsSession = ticket; });
+  /** With `tlsSessionOf`, keeps the tickets the server sends there and offers the last one (unless `resume` is false). */
+  private async connectTls(ALPNProtocols?: string[], tlsSessionOf?: Device, resume = true): Promise<void> {
+    const socket = tlsConnect({ host: this.endpoint.host, port: this.endpoint.port, ...tlsOptionsFor(this.endpoint), ALPNProtocols, session: resume ? tlsSessionOf?.tlsSession : undefined });
+    socket.on("session", (ticket: Buffer) => {
+      if (tlsSessionOf) tlsSessionOf.tlsSession = ticket;
+      this.onTicket();
+    });
     this.attach(socket);
     await once(socket, "secureConnect");
     this.tlsResumed = socket.isSessionReused();

