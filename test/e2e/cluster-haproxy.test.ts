@@ -1,7 +1,7 @@
 /**
  * Three cluster nodes on loopback behind a real HAProxy in TCP mode (docs/haproxy.cfg, docs/CLUSTER.md):
  * users spread over the nodes subscribe, chat and see presence; carbons reach resources on other
- * nodes; a phone whose connection drops reconnects through HAProxy, lands on another node and
+ * nodes; a group chat room has an occupant on each node; a phone whose connection drops reconnects through HAProxy, lands on another node and
  * resumes its session there (XEP-0198 §5), once with xmpp.js (@xmpp/client, which reconnects and
  * resumes by itself) and once on a raw socket where the exact replay is checked.
  *
@@ -22,6 +22,7 @@ import { promisify } from "node:util";
 import type { Element } from "@xmpp/xml";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { RawClient, authenticatedStream, rawSession, tree } from "../helpers/raw.js";
+import { groupchat, join as joinRoom, presenceOf, unlock } from "../helpers/muc.js";
 import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
 import { REDIS_URL, dropKeyPrefix, dropSchema, freePort, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
 import { connect, xml, type Connected } from "../helpers/xmpp-client.js";
@@ -63,7 +64,7 @@ describe("three nodes behind HAProxy (e2e)", { skip: missing ?? false }, () => {
   before(async () => {
     // Behind a TCP proxy every client has the proxy's address (docs/haproxy.cfg).
     for (const id of ids) nodes.push(await startTestServer({ storage, limits: { maxConnectionsPerAddress: 1000 }, cluster: { nodeId: id, redisUrl: REDIS_URL, keyPrefix, heartbeatSeconds: 0.5, nodeTimeoutSeconds: 2 } }));
-    for (const user of ["alice", "bob", "carol", "grace", "dora", "erin"]) await nodes[0]!.accounts.create(`${user}@localhost`, "pw");
+    for (const user of ["alice", "bob", "carol", "grace", "dora", "erin", "rita", "sam", "tess"]) await nodes[0]!.accounts.create(`${user}@localhost`, "pw");
     ports.shared = await freePort();
     ports.phone = await freePort();
     ports.pinned = [await freePort(), await freePort(), await freePort()];
@@ -144,6 +145,28 @@ describe("three nodes behind HAProxy (e2e)", { skip: missing ?? false }, () => {
     await erin.waitForElement(message("c-out"), 10_000);
     await phone.waitForElement(carbon("sent", "c-out"), 10_000);
     console.log("# haproxy carbons: desk on a, phone on b, contact on c: received and sent copies delivered");
+  });
+
+  it("a room with an occupant on each of the three nodes: presence and messages reach everyone (XEP-0045)", async () => {
+    const room = "haproxy@conference.localhost";
+    const occupants: Array<[RawClient, string]> = [];
+    for (const [i, nick] of ["rita", "sam", "tess"].entries()) occupants.push([await raw(ports.pinned[i]!, nick, "lb"), nick]);
+    assert.deepEqual(["rita", "sam", "tess"].map((u) => nodeOf(`${u}@localhost/lb`)), [0, 1, 2]);
+    for (const [, nick] of occupants.slice(1)) await everywhere(`${nick}@localhost/lb`, "known");
+    const owner = occupants[0]![0];
+    await joinRoom(owner, room, "rita");
+    await unlock(owner, room);
+    for (const [client, nick] of occupants.slice(1)) await joinRoom(client, room, nick);
+    for (const [client] of occupants) for (const [, nick] of occupants) await client.waitForElement(presenceOf(room, nick), 10_000);
+    const sent = occupants.map(([, nick]) => `room-${nick}`);
+    for (const [client, nick] of occupants) client.send(`<message to='${room}' type='groupchat' id='room-${nick}'><body>from ${nick}</body></message>`);
+    for (const [client] of occupants) for (const id of sent) await client.waitForElement(groupchat(id), 10_000);
+    const hosts = nodes.map((n) => n.cluster()!.hostedRooms);
+    assert.equal(hosts.reduce((a, b) => a + b, 0), 1, "one node hosts the room");
+    let duplicates = 0;
+    for (const [client] of occupants) for (const id of sent) duplicates += client.elements.filter(groupchat(id)).length - 1;
+    assert.equal(duplicates, 0);
+    console.log(`# haproxy room: occupants on a/b/c, host ${ids[hosts.indexOf(1)]}: sent ${sent.length}, delivered ${sent.length * occupants.length} of ${sent.length * occupants.length}, duplicates ${duplicates}, lost 0`);
   });
 
   it("xmpp.js: a phone's connection drops, it reconnects through HAProxy, lands on another node and resumes", async () => {

@@ -15,12 +15,11 @@ import { Redis } from "ioredis";
 import type { Element } from "@xmpp/xml";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { rawSession, type RawClient } from "../helpers/raw.js";
+import { groupchat, join, presenceOf, unlock } from "../helpers/muc.js";
 import { PG_URL, postgresUnavailable } from "../helpers/postgres.js";
 import { REDIS_URL, dropKeyPrefix, dropSchema, freshKeyPrefix, redisUnavailable, until } from "../helpers/cluster.js";
 
 const NS_SM = "urn:xmpp:sm:3";
-const MUC = "http://jabber.org/protocol/muc";
-const MUC_USER = `${MUC}#user`;
 const MAM = "urn:xmpp:mam:2";
 const missing = (await postgresUnavailable()) ?? (await redisUnavailable());
 if (missing) console.log(`# SKIPPED cluster MUC e2e: ${missing}`);
@@ -31,27 +30,7 @@ if (missing) console.log(`# SKIPPED cluster MUC e2e: ${missing}`);
 const HEARTBEAT_SECONDS = 0.5;
 const NODE_TIMEOUT_SECONDS = 3;
 
-const selfPresence = (room: string, nick: string) => (e: Element) =>
-  e.is("presence") && e.attrs.from === `${room}/${nick}` && e.attrs.type === undefined
-  && e.getChild("x", MUC_USER)?.getChildren("status").some((s) => s.attrs.code === "110") === true;
-const presenceOf = (room: string, nick: string, type?: string) => (e: Element) =>
-  e.is("presence") && e.attrs.from === `${room}/${nick}` && e.attrs.type === type;
-const groupchat = (id: string) => (e: Element) => e.is("message") && e.attrs.type === "groupchat" && e.attrs.id === id;
 const count = (c: RawClient, pred: (e: Element) => boolean) => c.elements.filter(pred).length;
-
-async function join(c: RawClient, room: string, nick: string, history = "<history maxstanzas='0'/>"): Promise<void> {
-  const mark = c.elements.length;
-  c.send(`<presence to='${room}/${nick}'><x xmlns='${MUC}'>${history}</x></presence>`);
-  await c.waitForElement(selfPresence(room, nick), 15_000, mark);
-  // §7.2.15: the subject (empty or not) comes after the history and ends the join.
-  await c.waitForElement((e) => e.is("message") && e.attrs.from === room && e.getChild("subject") !== undefined, 15_000, mark);
-}
-
-/** The owner accepts the default configuration (XEP-0045 §10.1.2): the room is unlocked. */
-async function unlock(owner: RawClient, room: string): Promise<void> {
-  owner.send(`<iq type='set' id='unlock' to='${room}'><query xmlns='${MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>`);
-  await owner.waitForElement((e) => e.is("iq") && e.attrs.id === "unlock" && e.attrs.type === "result", 15_000);
-}
 
 async function enableSm(c: RawClient): Promise<number> {
   const mark = c.elements.length;
