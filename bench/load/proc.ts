@@ -1,8 +1,10 @@
 /**
  * CPU and memory of another process, read from /proc, so a server the generator did not start
- * (Prosody, ejabberd) is measured exactly like the Parley process it did start.
+ * (Prosody, ejabberd) is measured exactly like the Parley process it did start. A server is its
+ * whole process tree: `parley start --nodes N` is a primary (which accepts every connection and
+ * hands it to a worker) and N node:cluster workers, and all of them are the server's cost.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { cpus } from "node:os";
 
@@ -10,14 +12,61 @@ const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
 export interface ProcSample { cpuSeconds: number; rssKB: number; at: number }
 
-export function sampleProcess(pid: number): ProcSample {
-  // Fields after the command name (which may hold spaces) start at "state"; utime and stime are
-  // fields 14 and 15 of the line, i.e. 11 and 12 after it. They include every thread (BEAM, libuv).
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+/** One process of a tree: its own CPU (utime + stime, every thread) and resident memory. */
+export interface ProcessFigures { pid: number; cpuSeconds: number; rssKB: number }
+
+interface Stat { ppid: number; ownTicks: number; reapedChildTicks: number }
+
+function readStat(pid: number): Stat | undefined {
+  let stat: string;
+  try { stat = readFileSync(`/proc/${pid}/stat`, "utf8"); } catch { return undefined; }
+  // Fields after the command name (which may hold spaces) start at "state" (field 3): ppid is
+  // field 4, utime/stime 14/15, cutime/cstime (children waited for) 16/17 of the line.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
-  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return { cpuSeconds, rssKB: Number(rss?.[1] ?? NaN), at: performance.now() };
+  return { ppid: Number(fields[1]), ownTicks: Number(fields[11]) + Number(fields[12]), reapedChildTicks: Number(fields[13]) + Number(fields[14]) };
+}
+
+function rssKBOf(pid: number): number {
+  try {
+    const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return Number(rss?.[1] ?? NaN);
+  } catch { return NaN; }
+}
+
+/** `root` and every live descendant, root first (one pass over /proc for the parent links). */
+export function processTree(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readStat(Number(entry));
+    if (!stat) continue; // ended while we looked
+    const siblings = children.get(stat.ppid) ?? [];
+    siblings.push(Number(entry));
+    children.set(stat.ppid, siblings);
+  }
+  const tree = [root];
+  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i]!) ?? []));
+  return tree;
+}
+
+/** Each process of the tree under `root` on its own, for figures per node. */
+export function sampleTreeProcesses(root: number): ProcessFigures[] {
+  return processTree(root).flatMap((pid) => {
+    const stat = readStat(pid);
+    return stat ? [{ pid, cpuSeconds: stat.ownTicks / TICKS_PER_SECOND, rssKB: rssKBOf(pid) }] : [];
+  });
+}
+
+/**
+ * The tree under `pid` as one: CPU of every live process plus what the root's ended children
+ * used (a worker restarted during a step still counts), RSS summed (pages shared between the
+ * processes count once per process, which cancels out of before/after differences).
+ */
+export function sampleProcess(pid: number): ProcSample {
+  const rootStat = readStat(pid);
+  const processes = sampleTreeProcesses(pid);
+  const ticks = processes.reduce((sum, p) => sum + p.cpuSeconds * TICKS_PER_SECOND, 0) + (rootStat?.reapedChildTicks ?? 0);
+  return { cpuSeconds: ticks / TICKS_PER_SECOND, rssKB: processes.reduce((sum, p) => sum + p.rssKB, 0), at: performance.now() };
 }
 
 /** CPU seconds per wall second between two samples: 1.0 is one core fully used. */
@@ -35,8 +84,8 @@ export function canPin(): boolean {
   return pinnable;
 }
 
-/** Pins every thread of a process to one CPU (`taskset -a`): the server to 0, the generator to 1. */
-export function pin(pid: number, cpu: number): void {
+/** Pins every thread of a process to a CPU list (`taskset -a`, e.g. "0" or "0,1"): the server to 0, the generator to 1. */
+export function pin(pid: number, cpu: number | string): void {
   execFileSync("taskset", ["-a", "-cp", String(cpu), String(pid)], { stdio: "ignore" });
 }
 
