@@ -151,11 +151,21 @@ export async function s1(target: Target, o: ScenarioOptions): Promise<ScenarioRe
     scenario: "s1", target: target.name, version: target.version,
     headline: {
       sessions: logged.connections.length, idleKBPerSession: perSession, loginFailures: logged.failures,
-      ...(perNode ? { nodes: perNode.length, maxNodeKBPerLocalSession: Math.max(...perNode.map((n) => n.kbPerLocalSession)) } : {}),
+      ...(perNode ? nodeHeadline(perNode) : {}),
     },
     detail: { registered, rssBeforeKB: before, rssAfterKB: after, perNode, login: { times: logged.loginTimes.summary(), ...loginMeasured } },
   };
 }
+
+/** The workers' figures (the primary holds no sessions): the most a node grew per session it holds. */
+const nodeHeadline = (perNode: Array<{ node: string; kbPerLocalSession: number; kbPerClusterSession: number }>) => {
+  const workers = perNode.filter((n) => n.node !== "primary");
+  return {
+    nodes: workers.length,
+    maxNodeKBPerLocalSession: Math.max(...workers.map((n) => n.kbPerLocalSession)),
+    nodesKBPerSession: round(workers.reduce((sum, n) => sum + n.kbPerClusterSession, 0), 1),
+  };
+};
 
 /**
  * S1 on a cluster: each node's RSS growth, over the sessions it holds and over all sessions.
@@ -242,7 +252,7 @@ export async function s3(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   const c = target.cluster ? shuffled(logged.connections) : logged.connections;
   await sleep(1000);
   const crossing = target.cluster ? await crossNodeShare(target.cluster, c.map((conn) => conn.jid)) : undefined;
-  if (crossing) log(`S3: ${round(crossing.share * 100, 1)} % of messages cross nodes (${target.cluster!.nodes} nodes${crossing.unknown ? `, ${crossing.unknown} sessions not in the directory` : ""})`);
+  if (crossing) log(`S3: ${round(crossing.share * 100, 1)} % of messages cross nodes (${target.cluster!.nodes} node${target.cluster!.nodes > 1 ? "s" : ""}${crossing.unknown ? `, ${crossing.unknown} sessions not in the directory` : ""})`);
   const steps = await rateSteps({
     target, rates: o.rates ?? [250, 500, 1000, 2000, 3000, 5000, 7500, 10000, 15000, 20000], durationSeconds: o.durationSeconds ?? 5,
     copiesPerMessage: 1, receivers: c, p99LimitMs: P99_MESSAGE_MS,
