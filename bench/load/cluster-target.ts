@@ -74,21 +74,6 @@ export function rssByNode(info: ClusterInfo, primary: number): Record<string, nu
   return out;
 }
 
-/** Deletes every key of the prefix (SCAN, not KEYS, so a shared Redis is not blocked). */
-export async function deleteKeys(info: ClusterInfo): Promise<number> {
-  const redis = new Redis(info.redisUrl);
-  let deleted = 0;
-  try {
-    let cursor = "0";
-    do {
-      const [next, found] = await redis.scan(cursor, "MATCH", `${info.keyPrefix}:*`, "COUNT", 1000);
-      cursor = next;
-      if (found.length) deleted += await redis.del(...found);
-    } while (cursor !== "0");
-    return deleted;
-  } finally { redis.disconnect(); }
-}
-
 /**
  * The share of messages that cross nodes when session i sends to session i ^ 1 (S3's pairs),
  * each sending equally: pairs whose two sessions the directory puts on different nodes.
@@ -128,4 +113,27 @@ export function shuffled<T>(items: readonly T[], seed = 16): T[] {
     [out[i], out[j]] = [out[j]!, out[i]!];
   }
   return out;
+}
+
+/**
+ * The items ordered so that items 2i and 2i+1 sit on different nodes wherever the counts allow
+ * (`--pairs cross`: every message of S3 crosses nodes, for the cross-node latency). Each pair
+ * takes one item from each of the two nodes with the most left; what one node has left over at
+ * the end is paired on that node. Items whose node is unknown count as one more node.
+ */
+export function crossNodePairs<T>(items: readonly T[], nodeOf: (item: T) => string | undefined): T[] {
+  const buckets = new Map<string, T[]>();
+  for (const item of items) {
+    const node = nodeOf(item) ?? "";
+    const bucket = buckets.get(node) ?? [];
+    bucket.push(item);
+    buckets.set(node, bucket);
+  }
+  const out: T[] = [];
+  for (;;) {
+    const [first, second] = [...buckets.values()].filter((b) => b.length).sort((x, y) => y.length - x.length);
+    if (!first) return out;
+    if (!second) return [...out, ...first];
+    out.push(first.pop()!, second.pop()!);
+  }
 }

@@ -16,6 +16,7 @@
  *   --nodes N          (parley: a cluster, `parley start --nodes N`, on Postgres and Redis with a fresh schema
  *                       and key prefix; N = 1 is one node with Redis; CPU and memory are the primary's and
  *                       all workers'; S3 pairs users at random, so about (N-1)/N of messages cross nodes)
+ *   --pairs random|cross  (S3 on a cluster: users paired at random, the default, or each with one on another node)
  *   --server-cpus L    (parley: the CPUs its processes are pinned to, a taskset list; default 0, the generator has 1)
  *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
  *   --sm               (S3: the pairs enable stream management, so every message takes durable live delivery)
@@ -71,6 +72,7 @@ export function parseArgs(argv: string[]): Args {
       users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
       register: !flag("no-register"), prefix: take("prefix") ?? "lt", accountsCommand: take("accounts-command"),
       login: take("login") as LoginMode | undefined, logins: num("logins"), resumeTls: flag("tls-resume"), streamManagement: flag("sm"), rounds: num("rounds"),
+      pairs: take("pairs") as "random" | "cross" | undefined,
     },
     runs: num("runs") ?? 1,
     scenarios: [],
@@ -85,6 +87,7 @@ export function parseArgs(argv: string[]): Args {
   if (parsed.scenario.login && !LOGIN_MODES.includes(parsed.scenario.login)) throw new Error(`--login is ${LOGIN_MODES.join(", ")}`);
   if (!["direct", "starttls"].includes(parsed.target.tls)) throw new Error("--tls is direct or starttls");
   if (!["tcp", "websocket"].includes(parsed.target.transport!)) throw new Error("--transport is tcp or websocket");
+  if (parsed.scenario.pairs && !["random", "cross"].includes(parsed.scenario.pairs)) throw new Error("--pairs is random or cross");
   if (nodes !== undefined && (!Number.isInteger(nodes) || nodes < 1)) throw new Error("--nodes takes a whole number ≥ 1");
   // A cluster shares Postgres (docs/CLUSTER.md): Parley refuses it on SQLite or memory.
   if (nodes !== undefined && parsed.target.storage !== "postgres") throw new Error("--nodes runs on Postgres: leave out --storage or give --storage postgres");

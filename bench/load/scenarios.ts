@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { Histogram } from "./histogram.js";
 import { canPin, pin, sampleProcess } from "./proc.js";
 import { kitParleyCertificate, type Target } from "./targets.js";
-import { clusterStatus, crossNodeShare, rssByNode, shuffled } from "./cluster-target.js";
+import { clusterStatus, crossNodePairs, crossNodeShare, nodesOf, rssByNode, shuffled } from "./cluster-target.js";
 import { Connection, MARK, newDevice, pool, type Device, type LoginMode } from "./xmpp.js";
 import {
   bestRate, closeAll, commandAccounts, ensureAccounts, invalidNote, ladder, openLoop, log, loginEach, loginMany, Meter, passwordOf, rateSteps, round, sleep, users,
@@ -37,6 +37,11 @@ export interface ScenarioOptions {
   streamManagement?: boolean;
   /** S8: rounds of one TCP step and one WebSocket step. */
   rounds?: number;
+  /**
+   * S3 on a cluster: `random` pairs users at random, so (N-1)/N of messages cross nodes as when a
+   * load balancer spreads users; `cross` pairs every user with one on another node.
+   */
+  pairs?: "random" | "cross";
 }
 
 export interface ScenarioResult {
@@ -249,8 +254,8 @@ export async function s3(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   const registered = await accounts(target, o, names);
   const logged = await loginMany(target, names, 50, { traffic: true, streamManagement: o.streamManagement });
   if (logged.failures) throw new Error(`S3: ${logged.failures} logins failed: ${logged.firstError}`);
-  const c = target.cluster ? shuffled(logged.connections) : logged.connections;
   await sleep(1000);
+  const c = target.cluster ? await pairedOnCluster(target, logged.connections, o.pairs ?? "random") : logged.connections;
   const crossing = target.cluster ? await crossNodeShare(target.cluster, c.map((conn) => conn.jid)) : undefined;
   if (crossing) log(`S3: ${round(crossing.share * 100, 1)} % of messages cross nodes (${target.cluster!.nodes} node${target.cluster!.nodes > 1 ? "s" : ""}${crossing.unknown ? `, ${crossing.unknown} sessions not in the directory` : ""})`);
   const steps = await rateSteps({
@@ -270,6 +275,17 @@ export async function s3(target: Target, o: ScenarioOptions): Promise<ScenarioRe
     },
     detail: { registered, login: { seconds: logged.seconds, times: logged.loginTimes.summary() }, crossing, steps },
   };
+}
+
+/**
+ * S3's order of the users on a cluster (user 2i sends to 2i+1 and back). The primary hands
+ * connections to the workers in turn, so in login order every pair of a 2-node cluster would
+ * cross: shuffled, (N-1)/N of them do; `cross` pairs across nodes by the session directory.
+ */
+async function pairedOnCluster(target: Target, connections: Connection[], pairs: "random" | "cross"): Promise<Connection[]> {
+  if (pairs === "random") return shuffled(connections);
+  const nodes = await nodesOf(target.cluster!, connections.map((c) => c.jid));
+  return crossNodePairs(connections, (c) => nodes.get(c.jid));
 }
 
 // S4 — store-and-forward: messages to offline users, acked (XEP-0198) once the server has them;

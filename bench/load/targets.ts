@@ -14,7 +14,8 @@ import pg from "pg";
 import type { Endpoint, SaslMechanism } from "./xmpp.js";
 import { canPin, pin, processTree } from "./proc.js";
 import { log } from "./common.js";
-import { deleteKeys, waitForNodes, type ClusterInfo } from "./cluster-target.js";
+import { waitForNodes, type ClusterInfo } from "./cluster-target.js";
+import { dropKeyPrefix } from "../../test/helpers/cluster.js";
 import { PARLEY_VERSION } from "../../src/version.js";
 
 export interface Target {
@@ -162,7 +163,7 @@ async function startParley(o: TargetOptions): Promise<Target> {
       await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       await client.end();
     }
-    if (cluster) log(`cluster: deleted ${await deleteKeys(cluster)} Redis keys of ${cluster.keyPrefix}`);
+    if (cluster) await dropKeyPrefix(cluster.keyPrefix, cluster.redisUrl);
   };
   try {
     if (cluster) {
