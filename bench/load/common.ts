@@ -1,7 +1,7 @@
 /** Pieces every scenario shares: accounts, logging in many users, open-loop rate steps. */
 import { execFile } from "node:child_process";
 import { Histogram } from "./histogram.js";
-import { coreShare, ownCpuSeconds, sampleProcess, type ProcSample } from "./proc.js";
+import { coreShare, ownCpuSeconds, sampleProcess, sampleTreeProcesses, type ProcSample, type ProcessFigures } from "./proc.js";
 import type { Target } from "./targets.js";
 import { Connection, MARK, pool, type LoginOptions } from "./xmpp.js";
 
@@ -16,6 +16,8 @@ export const GENERATOR_SATURATED = 0.9;
 export interface Measured {
   serverCpuSeconds: number;
   serverCoreShare: number;
+  /** A server of several processes (a cluster's primary and workers): each one's share, by pid. */
+  serverCoreShareByProcess?: Record<string, number>;
   generatorCoreShare: number;
   seconds: number;
   /** The generator had spare capacity: the figures measure the server. */
@@ -28,24 +30,37 @@ export const invalidNote = (m: Measured) => (m.valid ? "" : " (INVALID: generato
 /** CPU of the server and of this generator over a stretch of work. */
 export class Meter {
   private readonly server: ProcSample | undefined;
+  private readonly processes: ProcessFigures[];
   private readonly generator = ownCpuSeconds();
   private readonly start = performance.now();
   constructor(private readonly pid: number | undefined) {
     this.server = pid ? sampleProcess(pid) : undefined;
+    this.processes = pid ? sampleTreeProcesses(pid) : [];
   }
   read(): Measured {
     const seconds = (performance.now() - this.start) / 1000;
     const after = this.pid ? sampleProcess(this.pid) : undefined;
     const generatorCoreShare = round((ownCpuSeconds() - this.generator) / seconds);
+    const byProcess = this.processes.length > 1 ? this.shareByProcess(seconds) : undefined;
     return {
       serverCpuSeconds: this.server && after ? after.cpuSeconds - this.server.cpuSeconds : NaN,
       serverCoreShare: this.server && after ? round(coreShare(this.server, after)) : NaN,
+      ...(byProcess ? { serverCoreShareByProcess: byProcess } : {}),
       generatorCoreShare,
       seconds: round(seconds),
       valid: generatorCoreShare < GENERATOR_SATURATED,
     };
   }
+  /** Processes of the tree present at both samples (one that ended meanwhile counts in the sum only). */
+  private shareByProcess(seconds: number): Record<string, number> {
+    const now = new Map(sampleTreeProcesses(this.pid!).map((p) => [p.pid, p.cpuSeconds]));
+    return Object.fromEntries(this.processes.filter((p) => now.has(p.pid)).map((p) => [String(p.pid), round((now.get(p.pid)! - p.cpuSeconds) / seconds)]));
+  }
 }
+
+/** For log lines: the server's core share, with each process's where it has several. */
+export const serverCores = (m: Measured) =>
+  `${m.serverCoreShare}${m.serverCoreShareByProcess ? ` (${Object.values(m.serverCoreShareByProcess).join(" + ")})` : ""}`;
 
 export const round = (v: number, digits = 2) => Math.round(v * 10 ** digits) / 10 ** digits;
 
@@ -219,7 +234,7 @@ export async function rateSteps(plan: StepPlan): Promise<StepResult[]> {
       serverCpuSecondsPer10k: round((measured.serverCpuSeconds / Math.max(1, received)) * 10_000, 3),
       passed: measured.valid && lost === 0 && latency.p99ms < plan.p99LimitMs,
     };
-    log(`  rate ${rate}/s${attempt > 1 ? " (again)" : ""}: delivered ${result.deliveredPerSecond}/s, lost ${lost}, p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, server core ${measured.serverCoreShare}, generator core ${measured.generatorCoreShare}${invalidNote(measured)}`);
+    log(`  rate ${rate}/s${attempt > 1 ? " (again)" : ""}: delivered ${result.deliveredPerSecond}/s, lost ${lost}, p50 ${latency.p50ms} ms, p99 ${latency.p99ms} ms, server core ${serverCores(measured)}, generator core ${measured.generatorCoreShare}, server CPU-s per 10k ${result.serverCpuSecondsPer10k}${invalidNote(measured)}`);
     return result;
   });
   stepStart = Infinity;

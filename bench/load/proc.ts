@@ -1,6 +1,8 @@
 /**
  * CPU and memory of another process, read from /proc, so a server the generator did not start
- * (Prosody, ejabberd) is measured exactly like the Parley process it did start.
+ * (Prosody, ejabberd) is measured exactly like the Parley process it did start. A server is its
+ * whole process tree: `parley start --nodes N` is a primary (which accepts every connection and
+ * hands it to a worker) and N node:cluster workers, and all of them are the server's cost.
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
@@ -10,9 +12,66 @@ const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
 export interface ProcSample { cpuSeconds: number; rssKB: number; at: number }
 
+/** One process of a tree: its own CPU (every thread, cpuSecondsOf) and resident memory. */
+export interface ProcessFigures { pid: number; cpuSeconds: number; rssKB: number }
+
+interface Stat { ppid: number; reapedChildTicks: number }
+
+function readStat(pid: number): Stat | undefined {
+  let stat: string;
+  try { stat = readFileSync(`/proc/${pid}/stat`, "utf8"); } catch { return undefined; }
+  // Fields after the command name (which may hold spaces) start at "state" (field 3): ppid is
+  // field 4, cutime/cstime (children waited for) 16/17 of the line.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { ppid: Number(fields[1]), reapedChildTicks: Number(fields[13]) + Number(fields[14]) };
+}
+
+function rssKBOf(pid: number): number {
+  try {
+    const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return Number(rss?.[1] ?? NaN);
+  } catch { return NaN; }
+}
+
+/** `root` and every live descendant, root first (one pass over /proc for the parent links). */
+export function processTree(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readStat(Number(entry));
+    if (!stat) continue; // ended while we looked
+    const siblings = children.get(stat.ppid) ?? [];
+    siblings.push(Number(entry));
+    children.set(stat.ppid, siblings);
+  }
+  const tree = [root];
+  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i]!) ?? []));
+  return tree;
+}
+
+/** Each process of the tree under `root` on its own, for figures per node. */
+export function sampleTreeProcesses(root: number): ProcessFigures[] {
+  return processTree(root).flatMap((pid) => {
+    const stat = readStat(pid);
+    if (!stat) return [];
+    try {
+      return [{ pid, cpuSeconds: cpuSecondsOf(pid), rssKB: rssKBOf(pid) }];
+    } catch {
+      return []; // ended while we looked
+    }
+  });
+}
+
+/**
+ * The tree under `pid` as one: CPU of every live process plus what the root's ended children
+ * used (a worker restarted during a step still counts), RSS summed (pages shared between the
+ * processes count once per process, which cancels out of before/after differences).
+ */
 export function sampleProcess(pid: number): ProcSample {
-  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return { cpuSeconds: cpuSecondsOf(pid), rssKB: Number(rss?.[1] ?? NaN), at: performance.now() };
+  const rootStat = readStat(pid);
+  const processes = sampleTreeProcesses(pid);
+  const cpuSeconds = processes.reduce((sum, p) => sum + p.cpuSeconds, 0) + (rootStat?.reapedChildTicks ?? 0) / TICKS_PER_SECOND;
+  return { cpuSeconds, rssKB: processes.reduce((sum, p) => sum + p.rssKB, 0), at: performance.now() };
 }
 
 const HAS_SCHEDSTAT = existsSync("/proc/self/schedstat");
@@ -65,8 +124,8 @@ export function canPin(): boolean {
   return pinnable;
 }
 
-/** Pins every thread of a process to one CPU (`taskset -a`): the server to 0, the generator to 1. */
-export function pin(pid: number, cpu: number): void {
+/** Pins every thread of a process to a CPU list (`taskset -a`, e.g. "0" or "0,1"): the server to 0, the generator to 1. */
+export function pin(pid: number, cpu: number | string): void {
   execFileSync("taskset", ["-a", "-cp", String(cpu), String(pid)], { stdio: "ignore" });
 }
 

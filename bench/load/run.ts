@@ -16,6 +16,11 @@
  *   --tls-resume       (S2 with sasl2/fast: each device resumes its last TLS session, as phones do)
  *   --transport tcp|websocket   (parley: XMPP over WebSocket, RFC 7395, on its HTTPS port)
  *   --cert kit|rsa|ecdsa   (parley: the kit's RSA-2048 certificate, default, or a self-signed RSA-2048 / ECDSA P-256 one)
+ *   --nodes N          (parley: a cluster, `parley start --nodes N`, on Postgres and Redis with a fresh schema
+ *                       and key prefix; N = 1 is one node with Redis; CPU and memory are the primary's and
+ *                       all workers'; S3 pairs users at random, so about (N-1)/N of messages cross nodes)
+ *   --pairs random|cross  (S3 on a cluster: users paired at random, the default, or each with one on another node)
+ *   --server-cpus L    (parley: the CPUs its processes are pinned to, a taskset list; default 0, the generator has 1)
  *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
  *   --sm               (S3: the pairs enable stream management, so every message takes durable live delivery)
  *   --server-pid PID   (host:port targets: the process to read CPU and memory from)
@@ -56,18 +61,21 @@ export function parseArgs(argv: string[]): Args {
   const flag = (name: string) => { const i = args.indexOf(`--${name}`); if (i !== -1) args.splice(i, 1); return i !== -1; };
   const num = (name: string) => { const v = take(name); return v === undefined ? undefined : Number(v); };
   const rate = take("rate");
+  const storage = take("storage");
+  const nodes = num("nodes");
   const rates = take("rates") ?? rate;
   const parsed: Args = {
     target: {
       target: take("target") ?? "parley", domain: take("domain"),
       tls: (take("tls") ?? "direct") as "direct" | "starttls", sasl: (take("sasl") ?? "scram-sha-1") as SaslMechanism,
-      storage: (take("storage") ?? "sqlite") as "sqlite" | "postgres" | "memory", serverPid: num("server-pid"), mucDomain: take("muc-domain"),
-      transport: (take("transport") ?? "tcp") as "tcp" | "websocket", cert: take("cert") as TargetOptions["cert"],
+      storage: (storage ?? (nodes ? "postgres" : "sqlite")) as "sqlite" | "postgres" | "memory", serverPid: num("server-pid"), mucDomain: take("muc-domain"),
+      transport: (take("transport") ?? "tcp") as "tcp" | "websocket", cert: take("cert") as TargetOptions["cert"], nodes, serverCpus: take("server-cpus"),
     },
     scenario: {
       users: num("users"), rates: rates?.split(",").map(Number), durationSeconds: num("duration"), settleSeconds: num("settle"),
       register: !flag("no-register"), prefix: take("prefix") ?? "lt", accountsCommand: take("accounts-command"),
       login: take("login") as LoginMode | undefined, logins: num("logins"), paths: take("paths")?.split(","), storms: !flag("no-storms"), resumeTls: flag("tls-resume"), streamManagement: flag("sm"), rounds: num("rounds"),
+      pairs: take("pairs") as "random" | "cross" | undefined,
     },
     runs: num("runs") ?? 1,
     scenarios: [],
@@ -83,6 +91,10 @@ export function parseArgs(argv: string[]): Args {
   if (!["direct", "starttls"].includes(parsed.target.tls)) throw new Error("--tls is direct or starttls");
   if (!["tcp", "websocket"].includes(parsed.target.transport!)) throw new Error("--transport is tcp or websocket");
   if (parsed.target.cert && !["kit", "rsa", "ecdsa"].includes(parsed.target.cert)) throw new Error("--cert is kit, rsa or ecdsa");
+  if (parsed.scenario.pairs && !["random", "cross"].includes(parsed.scenario.pairs)) throw new Error("--pairs is random or cross");
+  if (nodes !== undefined && (!Number.isInteger(nodes) || nodes < 1)) throw new Error("--nodes takes a whole number ≥ 1");
+  // A cluster shares Postgres (docs/CLUSTER.md): Parley refuses it on SQLite or memory.
+  if (nodes !== undefined && parsed.target.storage !== "postgres") throw new Error("--nodes runs on Postgres: leave out --storage or give --storage postgres");
   return parsed;
 }
 

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { Histogram } from "./histogram.js";
 import { canPin, pin, sampleProcess } from "./proc.js";
 import { kitParleyCertificate, type Target } from "./targets.js";
+import { clusterStatus, crossNodePairs, crossNodeShare, nodesOf, rssByNode, shuffled } from "./cluster-target.js";
 import { Connection, MARK, newDevice, pool, type Device, type LoginMode } from "./xmpp.js";
 import {
   bestRate, closeAll, commandAccounts, ensureAccounts, invalidNote, ladder, openLoop, log, loginEach, loginMany, Meter, passwordOf, rateSteps, round, sleep, users,
@@ -40,6 +41,11 @@ export interface ScenarioOptions {
   streamManagement?: boolean;
   /** S8: rounds of one TCP step and one WebSocket step. */
   rounds?: number;
+  /**
+   * S3 on a cluster: `random` pairs users at random, so (N-1)/N of messages cross nodes as when a
+   * load balancer spreads users; `cross` pairs every user with one on another node.
+   */
+  pairs?: "random" | "cross";
 }
 
 export interface ScenarioResult {
@@ -140,6 +146,7 @@ export async function s1(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   const pid = target.pid;
   if (pid === undefined) throw new Error("S1 measures the server's memory: give its process with --server-pid");
   const before = await settledRssKB(pid, 2);
+  const nodesBefore = target.cluster ? rssByNode(target.cluster, pid) : undefined;
   const meter = new Meter(pid);
   const logged = await loginMany(target, names, 50, { traffic: true });
   const loginMeasured = meter.read();
@@ -147,12 +154,43 @@ export async function s1(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   const after = await settledRssKB(pid, o.settleSeconds ?? 10);
   const perSession = round((after - before) / logged.connections.length, 1);
   log(`S1: ${logged.connections.length} sessions, server RSS ${Math.round(before / 1024)} → ${Math.round(after / 1024)} MB, ${perSession} KB per session`);
+  const perNode = target.cluster && nodesBefore ? await memoryPerNode(target, nodesBefore, logged.connections.length) : undefined;
   await closeAll(logged.connections);
   return {
     scenario: "s1", target: target.name, version: target.version,
-    headline: { sessions: logged.connections.length, idleKBPerSession: perSession, loginFailures: logged.failures },
-    detail: { registered, rssBeforeKB: before, rssAfterKB: after, login: { times: logged.loginTimes.summary(), ...loginMeasured } },
+    headline: {
+      sessions: logged.connections.length, idleKBPerSession: perSession, loginFailures: logged.failures,
+      ...(perNode ? nodeHeadline(perNode) : {}),
+    },
+    detail: { registered, rssBeforeKB: before, rssAfterKB: after, perNode, login: { times: logged.loginTimes.summary(), ...loginMeasured } },
   };
+}
+
+/** The workers' figures (the primary holds no sessions): the most a node grew per session it holds. */
+const nodeHeadline = (perNode: Array<{ node: string; kbPerLocalSession: number; kbPerClusterSession: number }>) => {
+  const workers = perNode.filter((n) => n.node !== "primary");
+  return {
+    nodes: workers.length,
+    maxNodeKBPerLocalSession: Math.max(...workers.map((n) => n.kbPerLocalSession)),
+    nodesKBPerSession: round(workers.reduce((sum, n) => sum + n.kbPerClusterSession, 0), 1),
+  };
+};
+
+/**
+ * S1 on a cluster: each node's RSS growth, over the sessions it holds and over all sessions.
+ * A node holds its own sessions and a directory replica entry for every session of the cluster,
+ * so growth = local × (session) + all × (replica entry): comparing 1 and N nodes separates them.
+ */
+async function memoryPerNode(target: Target, before: Record<string, number>, sessions: number) {
+  const after = rssByNode(target.cluster!, target.pid!);
+  const status = new Map((await clusterStatus(target.cluster!)).map((n) => [n.node, n.sessions]));
+  const perNode = Object.keys(after).map((node) => {
+    const local = node === "primary" ? 0 : status.get(node) ?? 0;
+    const growthKB = after[node]! - (before[node] ?? NaN);
+    return { node, sessions: local, rssBeforeKB: before[node] ?? NaN, rssAfterKB: after[node]!, kbPerLocalSession: local ? round(growthKB / local, 1) : NaN, kbPerClusterSession: round(growthKB / sessions, 1) };
+  });
+  for (const n of perNode) log(`S1: ${n.node}: ${n.sessions} sessions, RSS ${Math.round(n.rssBeforeKB / 1024)} → ${Math.round(n.rssAfterKB / 1024)} MB, ${n.kbPerLocalSession} KB per own session, ${n.kbPerClusterSession} KB per session of the cluster`);
+  return perNode;
 }
 
 // S2 — login storm: open-loop logins at rising rates; the highest with p99 < 1 s and no failures.
@@ -220,8 +258,10 @@ export async function s3(target: Target, o: ScenarioOptions): Promise<ScenarioRe
   const registered = await accounts(target, o, names);
   const logged = await loginMany(target, names, 50, { traffic: true, streamManagement: o.streamManagement });
   if (logged.failures) throw new Error(`S3: ${logged.failures} logins failed: ${logged.firstError}`);
-  const c = logged.connections;
   await sleep(1000);
+  const c = target.cluster ? await pairedOnCluster(target, logged.connections, o.pairs ?? "random") : logged.connections;
+  const crossing = target.cluster ? await crossNodeShare(target.cluster, c.map((conn) => conn.jid)) : undefined;
+  if (crossing) log(`S3: ${round(crossing.share * 100, 1)} % of messages cross nodes (${target.cluster!.nodes} node${target.cluster!.nodes > 1 ? "s" : ""}${crossing.unknown ? `, ${crossing.unknown} sessions not in the directory` : ""})`);
   const steps = await rateSteps({
     target, rates: o.rates ?? [250, 500, 1000, 2000, 3000, 5000, 7500, 10000, 15000, 20000], durationSeconds: o.durationSeconds ?? 5,
     copiesPerMessage: 1, receivers: c, p99LimitMs: P99_MESSAGE_MS,
@@ -235,9 +275,21 @@ export async function s3(target: Target, o: ScenarioOptions): Promise<ScenarioRe
       maxMessagesPerSecond: best?.offeredRate ?? 0, deliveredPerSecondAtMax: best?.deliveredPerSecond ?? 0,
       p99msAtMax: best?.latency.p99ms ?? NaN, serverCpuSecondsPer10kAtMax: best?.serverCpuSecondsPer10k ?? NaN,
       p99msAt1000: steps.find((s) => s.offeredRate === 1000)?.latency.p99ms ?? NaN,
+      ...(crossing ? { nodes: target.cluster!.nodes, crossNodeShare: round(crossing.share, 3) } : {}),
     },
-    detail: { registered, login: { seconds: logged.seconds, times: logged.loginTimes.summary() }, steps },
+    detail: { registered, login: { seconds: logged.seconds, times: logged.loginTimes.summary() }, crossing, steps },
   };
+}
+
+/**
+ * S3's order of the users on a cluster (user 2i sends to 2i+1 and back). The primary hands
+ * connections to the workers in turn, so in login order every pair of a 2-node cluster would
+ * cross: shuffled, (N-1)/N of them do; `cross` pairs across nodes by the session directory.
+ */
+async function pairedOnCluster(target: Target, connections: Connection[], pairs: "random" | "cross"): Promise<Connection[]> {
+  if (pairs === "random") return shuffled(connections);
+  const nodes = await nodesOf(target.cluster!, connections.map((c) => c.jid));
+  return crossNodePairs(connections, (c) => nodes.get(c.jid));
 }
 
 // S4 — store-and-forward: messages to offline users, acked (XEP-0198) once the server has them;

@@ -1,6 +1,7 @@
 /**
  * What the generator points at: a Parley process it starts itself (pinned to CPU 0, fresh data
  * directory, the kit's RSA-2048 certificate when present so every target presents the same kind),
+ * with `--nodes N` a Parley cluster of N local nodes on Postgres and Redis (cluster-target.ts),
  * the Prosody or ejabberd of `../shared/peers` (pinned to CPU 0 as well), or any `host:port`.
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
@@ -11,8 +12,10 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import type { Endpoint, SaslMechanism } from "./xmpp.js";
-import { canPin, pin } from "./proc.js";
+import { canPin, pin, processTree } from "./proc.js";
 import { log } from "./common.js";
+import { waitForNodes, type ClusterInfo } from "./cluster-target.js";
+import { dropKeyPrefix } from "../../test/helpers/cluster.js";
 import { PARLEY_VERSION } from "../../src/version.js";
 
 export interface Target {
@@ -24,10 +27,12 @@ export interface Target {
   /** Parley's XMPP-over-WebSocket endpoint (its HTTPS port), for scenarios that use both transports on one server. */
   websocketPort?: number;
   mucDomain: string;
-  /** The server's process, for CPU and memory; undefined when unknown (a remote target). */
+  /** The server's process (with `--nodes`, the primary: CPU and memory are its whole tree); undefined when unknown (a remote target). */
   pid: number | undefined;
   /** The kind of key the server's certificate has, where the generator chose it (Parley). */
   certificate?: string;
+  /** Set when the target is a Parley cluster (`--nodes N`). */
+  cluster?: ClusterInfo;
   stop(): Promise<void>;
 }
 
@@ -47,6 +52,10 @@ export interface TargetOptions {
    * RSA-2048 or P-256 one made here, to compare the server's cost of a full handshake.
    */
   cert?: "kit" | "rsa" | "ecdsa";
+  /** Parley only: run as a cluster of this many local nodes (`parley start --nodes N`, Postgres and Redis). */
+  nodes?: number;
+  /** Parley only: the CPUs its processes are pinned to (taskset list, default "0"; the generator has 1). */
+  serverCpus?: string;
 }
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -118,7 +127,12 @@ async function startParley(o: TargetOptions): Promise<Target> {
   const certificate = o.cert === "rsa" || o.cert === "ecdsa" ? benchCertificate(o.cert, domain, dataDir) : domain === "parley.test" ? kitParleyCertificate() : undefined;
   const schema = `load_${process.pid}_${Date.now()}`;
   const pgUrl = process.env.PARLEY_BENCH_PG_URL ?? "postgres://root@127.0.0.1:5432/test";
-  const storage = o.storage === "postgres" ? { driver: "postgres", url: pgUrl, schema } : { driver: o.storage };
+  const storage = o.storage === "postgres" || o.nodes ? { driver: "postgres", url: pgUrl, schema } : { driver: o.storage };
+  // A fresh key prefix per target, as the schema: nothing of an earlier run is in the directory.
+  const cluster: ClusterInfo | undefined = o.nodes ? {
+    nodes: o.nodes, nodeId: "load", keyPrefix: `load-${process.pid}-${Date.now()}`,
+    redisUrl: process.env.PARLEY_BENCH_REDIS_URL ?? "redis://127.0.0.1:6379",
+  } : undefined;
   const config = {
     hosts: [domain], dataDir, log: { level: "warn" },
     // HTTPS serves the WebSocket endpoint (--transport websocket); the chat page is not needed.
@@ -131,6 +145,7 @@ async function startParley(o: TargetOptions): Promise<Target> {
     limits: { maxConnectionsPerAddress: 1_000_000 },
     // S4's senders are not in the recipients' rosters; the peers have no strangers' share either.
     modules: { offline: { maxFromStrangers: 10_000, maxPerStranger: 10_000 } },
+    ...(cluster ? { cluster: { nodeId: cluster.nodeId, redisUrl: cluster.redisUrl, keyPrefix: cluster.keyPrefix } } : {}),
   };
   const configFile = join(dataDir, "parley.json.yaml");
   writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
@@ -138,37 +153,66 @@ async function startParley(o: TargetOptions): Promise<Target> {
   const profile = process.env.PARLEY_BENCH_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PARLEY_BENCH_PROF}`] : [];
   // PARLEY_BENCH_NODE_FLAGS="--trace-gc ..." for the server process; its stdout then goes to ours.
   const flags = process.env.PARLEY_BENCH_NODE_FLAGS?.split(" ").filter(Boolean) ?? [];
-  const child: ChildProcess = spawn(process.execPath, [...profile, ...flags, compiledParley(), "start", "--config", configFile], {
+  const nodesArgs = cluster ? ["--nodes", String(cluster.nodes)] : [];
+  const child: ChildProcess = spawn(process.execPath, [...profile, ...flags, compiledParley(), "start", "--config", configFile, ...nodesArgs], {
     cwd: REPO, stdio: ["ignore", flags.length ? "inherit" : "ignore", "inherit"], env: { ...process.env, NODE_ENV: "production" },
   });
   let exited = false;
   child.once("exit", () => { exited = true; });
-  if (canPin()) pin(child.pid!, 0);
+  const serverCpus = o.serverCpus ?? "0";
+  if (canPin()) pin(child.pid!, serverCpus);
   const websocket = o.transport === "websocket";
   const port = websocket ? https : o.tls === "direct" ? direct : c2s;
-  await waitForPort(port);
+  let workers: number[] = [];
+  const stop = async () => {
+    if (!exited) {
+      child.kill("SIGTERM");
+      await new Promise((r) => { child.once("exit", r); setTimeout(r, 10_000); });
+    }
+    // A node the primary did not stop in time, or that outlived it, is ended here: the workers
+    // seen under the primary and any process still running this target's configuration.
+    for (const pid of new Set([...workers, ...(child.pid ? processTree(child.pid).slice(1) : [])])) {
+      if (runsConfig(pid, configFile)) try { process.kill(pid, "SIGKILL"); } catch { /* ended meanwhile */ }
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+    if (storage.driver === "postgres") {
+      const client = new pg.Client({ connectionString: pgUrl });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await client.end();
+    }
+    if (cluster) await dropKeyPrefix(cluster.keyPrefix, cluster.redisUrl);
+  };
+  try {
+    if (cluster) {
+      await waitForNodes(cluster, () => !exited);
+      // Workers inherit the primary's CPUs when it was pinned before it forked them; pinned again
+      // here, every thread of every process, since the pin and the forks may have raced.
+      workers = processTree(child.pid!).slice(1);
+      if (canPin()) for (const pid of [child.pid!, ...workers]) pin(pid, serverCpus);
+    }
+    await waitForPort(port);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
   return {
-    name: websocket ? "parley-websocket" : "parley", version: `${PARLEY_VERSION} (${o.storage})`,
+    name: `${websocket ? "parley-websocket" : "parley"}${cluster ? `-${cluster.nodes}node${cluster.nodes > 1 ? "s" : ""}` : ""}`,
+    version: `${PARLEY_VERSION} (${storage.driver}${cluster ? `, cluster of ${cluster.nodes} on Redis, CPUs ${serverCpus}` : ""})`,
     endpoint: { host: "127.0.0.1", port, domain, tls: o.tls, sasl: o.sasl, transport: o.transport, ca: certificate ? readFileSync(certificate.ca) : undefined },
     certificate: o.cert === "rsa" ? "RSA-2048 (self-signed)" : o.cert === "ecdsa" ? "ECDSA P-256 (self-signed)" : certificate ? "RSA-2048 (kit)" : "ECDSA P-256 (Parley's self-signed)",
     ports: websocket ? undefined : { starttls: c2s, direct },
     websocketPort: https,
     mucDomain: `conference.${domain}`,
     pid: child.pid,
-    async stop() {
-      if (!exited) {
-        child.kill("SIGTERM");
-        await new Promise((r) => { child.once("exit", r); setTimeout(r, 10_000); });
-      }
-      rmSync(dataDir, { recursive: true, force: true });
-      if (o.storage === "postgres") {
-        const client = new pg.Client({ connectionString: pgUrl });
-        await client.connect();
-        await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        await client.end();
-      }
-    },
+    cluster,
+    stop,
   };
+}
+
+/** Whether process `pid` is a Parley started with this configuration file (not a reused pid). */
+function runsConfig(pid: number, configFile: string): boolean {
+  try { return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(configFile); } catch { return false; }
 }
 
 function peerTarget(name: "prosody" | "ejabberd", o: TargetOptions): Target {
@@ -197,6 +241,7 @@ function peerVersion(name: string): string {
 
 export async function resolveTarget(o: TargetOptions): Promise<Target> {
   if (o.target === "parley") return startParley(o);
+  if (o.nodes) throw new Error("--nodes is for --target parley");
   if (o.transport === "websocket") throw new Error("--transport websocket is for --target parley");
   if (o.target === "prosody" || o.target === "ejabberd") return peerTarget(o.target, o);
   const [host, port] = o.target.split(":");

@@ -25,9 +25,9 @@ export function freshKeyPrefix(): string {
   return `parley-test-${randomBytes(6).toString("hex")}`;
 }
 
-/** Deletes every key under the prefix. */
-export async function dropKeyPrefix(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL);
+/** Deletes every key under the prefix (also the load generator's cleanup of a `--nodes` target). */
+export async function dropKeyPrefix(prefix: string, url = REDIS_URL): Promise<void> {
+  const redis = new Redis(url);
   try {
     let cursor = "0";
     do {
