@@ -28,7 +28,6 @@ export interface IqRequest extends Routed {
   self: boolean;
 }
 
-/** Returns the result payload (or nothing for an empty result); throws StanzaError for an error reply. */
 /** How the answers to requests of other cluster nodes find their way back (Router.attachReplyForwarding). */
 export interface ReplyForwarding {
   /** A fresh id for a request of this node, naming it. */
@@ -37,6 +36,7 @@ export interface ReplyForwarding {
   forward(reply: Element): boolean;
 }
 
+/** Returns the result payload (or nothing for an empty result); throws StanzaError for an error reply. */
 export type IqHandler = (request: IqRequest) => Element | undefined | void | Promise<Element | undefined | void>;
 
 const MESSAGE_TYPES = new Set(["chat", "error", "groupchat", "headline", "normal"]);
