@@ -183,7 +183,7 @@ export const offline = defineModule({
         void ctx.emit("offline/stored", { user: to.bare });
         // XEP-0160 §4: stored messages go out on available presence. A presence that arrived while
         // this write was being committed started a flush that could not see it; flush again.
-        for (const s of ctx.sessions.available(user)) void flush(s).catch((err) => ctx.log.error({ err, stage: "offline" }, "offline flush failed"));
+        for (const s of ctx.sessions.available(user)) flushDetached(s);
       }
       return HANDLED;
     });
@@ -284,6 +284,11 @@ export const offline = defineModule({
       if (rows.length === ctx.options.flushBatch && session.presence !== undefined) await flush(session);
     };
 
+    /** A flush nobody waits for: its failure is logged. */
+    const flushDetached = (session: Session) => {
+      flush(session).catch((err) => ctx.log.error({ err, stage: "offline" }, "offline flush failed"));
+    };
+
     /**
      * Which rows the client has shown it read. With stream management, exactly those its <a h/>
      * covered; without, all of them once it answers a ping sent after them (any answer, even an
@@ -306,8 +311,6 @@ export const offline = defineModule({
     };
     // Detached: waiting for the client's acknowledgement must not hold up the presence that
     // triggered the flush (the client's answer is routed after it, in order).
-    ctx.on("session/available", ({ session }) => {
-      flush(session).catch((err) => ctx.log.error({ err, stage: "offline" }, "offline flush failed"));
-    });
+    ctx.on("session/available", ({ session }) => flushDetached(session));
   },
 });
