@@ -168,7 +168,7 @@ export const muc = defineModule({
       for (const viewer of room.occupants.values()) if (sees(room, viewer, occupant)) send(unavailable(viewer));
       room.occupants.delete(occupant.nick);
       room.nicks.delete(occupant.jid.full);
-      if (placement.shared) placement.forgetOccupant(room.jid, occupant.nick);
+      placement.forgetOccupant(room.jid, occupant.nick);
       await rooms.unloadIfEmpty(room);
     };
 
@@ -208,7 +208,7 @@ export const muc = defineModule({
         if (room.occupants.has(safeNick)) throw new StanzaError("conflict", "That nickname is taken", "cancel");
         for (const viewer of room.occupants.values()) send(occupantPresence(room, occupant, viewer, { codes: [303], type: "unavailable", item: { nick: safeNick } }));
         room.occupants.delete(current);
-        if (placement.shared) placement.forgetOccupant(room.jid, current);
+        placement.forgetOccupant(room.jid, current);
         occupant.nick = safeNick;
         room.occupants.set(safeNick, occupant);
         room.nicks.set(from.full, safeNick);
