@@ -6,11 +6,12 @@
  * (ConnectionMetrics, RoutingMetrics); gauges that are cheap to compute (sessions, stream
  * management queues, stored offline messages) are read when scraped, so they never drift.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { Priority, type HookBus } from "../hooks.js";
 import type { Session, SessionView } from "../xmpp/sessions.js";
 import type { Element } from "../xmpp/xml.js";
 import { BoundedMap } from "../bounded-map.js";
+import { BoundCounter, BoundHistogram, type BoundCounterChild } from "./bound.js";
 import { PARLEY_VERSION } from "../version.js";
 
 export type Transport = "tcp" | "websocket" | "bosh";
@@ -32,9 +33,12 @@ export interface RoutingMetrics {
   routed(outcome: RoutingOutcome, kind: string): void;
 }
 
-/** Called by the storage decorator after every operation. */
+/** Records one store operation's duration and outcome. */
+export type OperationRecorder = (seconds: number, failed: boolean) => void;
+
+/** The storage decorator asks once per store method for its recorder, and calls it after every operation. */
 export interface StorageMetrics {
-  operation(store: string, operation: string, seconds: number, failed: boolean): void;
+  operation(store: string, operation: string): OperationRecorder;
   /** An upload record was committed (XEP-0363): the file is complete. */
   uploaded(bytes: number): void;
 }
@@ -61,13 +65,10 @@ export interface MetricsSources {
   federation(): { outgoing: ReadonlyArray<{ local: string; remote: string; state: string; method?: string }>; incoming: ReadonlyArray<{ local: string | undefined; domains: ReadonlyArray<{ domain: string; method: string }> }> };
 }
 
-/** Counter children by label value, bound once: the hot path does not hash label sets. */
-function byKind<L extends string>(counter: Counter<L | "kind">, ...outer: string[]): Record<Kind, Counter.Internal> {
-  const child = (kind: Kind) => {
-    const c = counter.labels(...outer, kind);
-    c.inc(0); // present in the exposition from the start, at 0
-    return c;
-  };
+/** Counter children by label value, bound once (./bound.ts): the hot path does not hash label sets. */
+function byKind(counter: BoundCounter, ...outer: string[]): Record<Kind, BoundCounterChild> {
+  // Created here, so each is in the exposition from the start, at 0.
+  const child = (kind: Kind) => counter.labels(...outer, kind);
   return { message: child("message"), presence: child("presence"), iq: child("iq") };
 }
 
@@ -76,10 +77,10 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
   private readonly startedAt = Date.now();
   private readonly connectionsOpened: Counter<"transport">;
   private readonly connectionsOpen: Gauge<"transport">;
-  private readonly stanzasIn: Record<Kind, Counter.Internal>;
-  private readonly stanzasOut: Record<Kind, Counter.Internal>;
-  private readonly outcomes: Record<RoutingOutcome, Record<Kind, Counter.Internal>>;
-  private readonly storageSeconds: Histogram<"store" | "operation">;
+  private readonly stanzasIn: Record<Kind, BoundCounterChild>;
+  private readonly stanzasOut: Record<Kind, BoundCounterChild>;
+  private readonly outcomes: Record<RoutingOutcome, Record<Kind, BoundCounterChild>>;
+  private readonly storageSeconds: BoundHistogram;
   private readonly storageErrors: Counter<"store" | "operation">;
   private readonly uploadBytes: Counter;
   private readonly uploads: Counter;
@@ -145,15 +146,15 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
         for (const i of federation?.incoming ?? []) for (const d of i.domains) this.labels("in", i.local ?? "", d.domain, "ready", d.method).inc();
       },
     });
-    const stanzas = (direction: "in" | "out", help: string) => byKind(new Counter({ name: `parley_stanzas_${direction}_total`, help, labelNames: ["kind"], registers }));
+    const stanzas = (direction: "in" | "out", help: string) => byKind(new BoundCounter({ name: `parley_stanzas_${direction}_total`, help, labelNames: ["kind"] }, this.registry));
     this.stanzasIn = stanzas("in", "Stanzas entering the router (from clients, components and the server itself), by kind");
     this.stanzasOut = stanzas("out", "Stanzas written to client sessions through the router, by kind");
-    const outcomes = new Counter({ name: "parley_routing_outcomes_total", help: "What became of routed stanzas: delivered, offline, bounced, error", labelNames: ["outcome", "kind"], registers });
+    const outcomes = new BoundCounter({ name: "parley_routing_outcomes_total", help: "What became of routed stanzas: delivered, offline, bounced, error", labelNames: ["outcome", "kind"] }, this.registry);
     this.outcomes = Object.fromEntries(OUTCOMES.map((o) => [o, byKind(outcomes, o)])) as Metrics["outcomes"];
-    this.storageSeconds = new Histogram({
+    this.storageSeconds = new BoundHistogram({
       name: "parley_storage_operation_seconds", help: "Storage operation latency, by store and operation (message record writes and acknowledgements include their group commit)",
-      labelNames: ["store", "operation"], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers,
-    });
+      labelNames: ["store", "operation"], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    }, this.registry);
     this.storageErrors = new Counter({ name: "parley_storage_operation_errors_total", help: "Storage operations that failed, by store and operation", labelNames: ["store", "operation"], registers });
     this.s2sStreams = new Counter({ name: "parley_s2s_streams_total", help: "Server-to-server streams by direction and how they authenticated (sasl-external, dialback) or failed", labelNames: ["direction", "outcome"], registers });
     this.s2sStanzas = new Counter({ name: "parley_s2s_stanzas_out_total", help: "Stanzas for remote servers: sent, resent on a new stream because the peer had not confirmed them, or bounced because no stream could be set up", labelNames: ["outcome", "kind"], registers });
@@ -225,9 +226,14 @@ export class Metrics implements ConnectionMetrics, RoutingMetrics, StorageMetric
     this.outcomes[outcome][kind as Kind]?.inc();
   }
 
-  operation(store: string, operation: string, seconds: number, failed: boolean): void {
-    this.storageSeconds.labels(store, operation).observe(seconds);
-    if (failed) this.storageErrors.labels(store, operation).inc();
+  operation(store: string, operation: string): OperationRecorder {
+    // Bound at the first operation, not here: a store method never called stays out of the exposition.
+    let timings: ReturnType<BoundHistogram["labels"]> | undefined;
+    return (seconds, failed) => {
+      (timings ??= this.storageSeconds.labels(store, operation)).observe(seconds);
+      // Rare, and prom-client's own counter, so failures keep their existing exposition.
+      if (failed) this.storageErrors.labels(store, operation).inc();
+    };
   }
 
   uploaded(bytes: number): void {

@@ -24,9 +24,11 @@ function instrumentStore(storeName: string, store: Store, metrics: StorageMetric
   for (const name of methodsOf(store)) {
     const method = store[name] as (...args: unknown[]) => unknown;
     const isUploadRecord = storeName === "uploads" && name === "add";
+    const record = metrics.operation(storeName, name);
     wrapped[name] = (...args: unknown[]) => {
-      const start = process.hrtime.bigint();
-      const done = (failed: boolean) => metrics.operation(storeName, name, Number(process.hrtime.bigint() - start) / 1e9, failed);
+      // performance.now(), not hrtime.bigint(): no BigInt allocated per operation.
+      const start = performance.now();
+      const done = (failed: boolean) => record((performance.now() - start) / 1000, failed);
       let result: unknown;
       try {
         result = method.apply(store, args);

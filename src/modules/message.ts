@@ -71,12 +71,16 @@ export const message = defineModule({
       return true;
     };
 
+    // One pass, no intermediate arrays: this runs for every 1:1 message.
     const topPriority = (bare: string): Session[] => {
-      const candidates = sessions.available(bare).filter((s) => s.priority >= 0);
-      if (candidates.length === 0) return [];
-      const top = Math.max(...candidates.map((s) => s.priority));
-      const best = candidates.filter((s) => s.priority === top);
-      return ctx.options.deliverToAllTopPriority ? best : [best[best.length - 1]!];
+      let best: Session[] = [];
+      let top = 0;
+      for (const s of sessions.available(bare)) {
+        if (s.priority < 0 || s.priority < top) continue;
+        if (s.priority > top || best.length === 0) { best = [s]; top = s.priority; }
+        else best.push(s);
+      }
+      return ctx.options.deliverToAllTopPriority || best.length < 2 ? best : [best[best.length - 1]!];
     };
 
     const deliverLive = (routed: Routed, targets: readonly Session[]): typeof HANDLED | Promise<typeof HANDLED> => {
