@@ -33,6 +33,15 @@ interface StrangerTally {
 const TALLY_CACHE_LIMIT = 10_000;
 const TALLY_KEY = "offline-strangers";
 const TALLY_NS = "urn:parley:offline:strangers";
+/**
+ * How long a changed tally waits before it is written. Written at every stored message, it was a
+ * SQLite commit of its own on the event loop next to the record's group commit. Waiting folds a
+ * user's changes into one write. A kill -9 forgets at most this much counting (strangers may then
+ * queue that many more); a clean stop writes what is pending. Bench S4, two alternated pairs: the
+ * highest rate with ack p99 < 50 ms went 3,000 → 3,000 and 3,000 → 3,500 msg/s; server CPU at
+ * equal rates did not move beyond the noise.
+ */
+const TALLY_WRITE_DELAY_MS = 1000;
 
 declare module "../hooks.js" {
   interface Events {
@@ -89,9 +98,13 @@ export const offline = defineModule({
     // Kept as a document of the user (counts per stranger), so a restart or a cache eviction does
     // not hand strangers a fresh share; the cache saves reading it for every message. A cached
     // tally is reset to zero whenever the user's queue is found empty, so drift heals at a drain.
+    // Changed tallies are written together, TALLY_WRITE_DELAY_MS after the first change.
     const tallies = new BoundedMap<string, StrangerTally>(TALLY_CACHE_LIMIT);
     const loading = new Map<string, Promise<StrangerTally>>();
-    const writing = new Map<string, { dirty: boolean }>();
+    const changed = new Map<string, StrangerTally>();
+    let writeTimer: ReturnType<typeof setTimeout> | undefined;
+    let writingTallies: Promise<void> | undefined;
+    let stopped = false;
     /** Whether `sender` is outside `user`'s roster (the user itself and servers are not strangers). */
     const isStranger = async (user: string, sender: Jid): Promise<boolean> =>
       sender.local !== "" && sender.bare !== user && (await storage.roster.getItem(user, sender.bare)) === undefined;
@@ -118,24 +131,45 @@ export const offline = defineModule({
       if (n === 0) tally.bySender.delete(sender);
       else tally.bySender.set(sender, n);
     };
-    /** Writes the user's tally; one write at a time per user, the last state wins. */
+    /** Marks the user's tally for the next write. */
     const persist = (user: string, tally: StrangerTally) => {
-      const inFlight = writing.get(user);
-      if (inFlight) {
-        inFlight.dirty = true;
-        return;
-      }
-      const state = { dirty: false };
-      writing.set(user, state);
-      void (async () => {
-        do {
-          state.dirty = false;
-          if (tally.total === 0) await storage.documents.delete(user, TALLY_KEY);
-          else await storage.documents.set(user, TALLY_KEY, el("strangers", { xmlns: TALLY_NS },
-            ...[...tally.bySender].map(([jid, n]) => el("sender", { jid, count: n }))).toString());
-        } while (state.dirty);
-      })().catch((err) => ctx.log.error({ err, stage: "offline" }, "saving the strangers' share failed")).finally(() => writing.delete(user));
+      changed.set(user, tally);
+      if (!writeTimer && !writingTallies && !stopped) writeTimer = setTimeout(() => void writeChanged(), TALLY_WRITE_DELAY_MS);
     };
+    /**
+     * Writes every changed tally, one after another, each with its state at the time of its write;
+     * what changes meanwhile is written in the same run. The run ends (and a later change starts a
+     * new timer) in the same synchronous step that finds nothing left to write.
+     */
+    const writeChanged = (): Promise<void> => {
+      writeTimer = undefined;
+      // Nothing to write: an empty run would end before it is assigned, and never be cleared.
+      if (changed.size === 0) return writingTallies ?? Promise.resolve();
+      writingTallies ??= (async () => {
+        try {
+          while (changed.size > 0) {
+            const [user, tally] = changed.entries().next().value as [string, StrangerTally];
+            changed.delete(user);
+            try {
+              if (tally.total === 0) await storage.documents.delete(user, TALLY_KEY);
+              else await storage.documents.set(user, TALLY_KEY, el("strangers", { xmlns: TALLY_NS },
+                ...[...tally.bySender].map(([jid, n]) => el("sender", { jid, count: n }))).toString());
+            } catch (err) {
+              ctx.log.error({ err, stage: "offline" }, "saving the strangers' share failed");
+            }
+          }
+        } finally {
+          writingTallies = undefined;
+        }
+      })();
+      return writingTallies ?? Promise.resolve();
+    };
+    ctx.onStop(async () => {
+      stopped = true;
+      if (writeTimer) clearTimeout(writeTimer);
+      await writingTallies;
+      await writeChanged();
+    });
     /** Rows left the queue: what strangers had there shrinks (rows of senders not counted change nothing). */
     const forgetRows = async (user: string, senders: readonly string[]) => {
       const tally = await tallyOf(user);
