@@ -103,7 +103,7 @@ export const offline = defineModule({
     const loading = new Map<string, Promise<StrangerTally>>();
     const changed = new Map<string, StrangerTally>();
     let writeTimer: ReturnType<typeof setTimeout> | undefined;
-    let writingTallies: Promise<void> | undefined;
+    let tallyWrites: Promise<void> = Promise.resolve();
     let stopped = false;
     /** Whether `sender` is outside `user`'s roster (the user itself and servers are not strangers). */
     const isStranger = async (user: string, sender: Jid): Promise<boolean> =>
@@ -134,40 +134,32 @@ export const offline = defineModule({
     /** Marks the user's tally for the next write. */
     const persist = (user: string, tally: StrangerTally) => {
       changed.set(user, tally);
-      if (!writeTimer && !writingTallies && !stopped) writeTimer = setTimeout(() => void writeChanged(), TALLY_WRITE_DELAY_MS);
+      if (!writeTimer && !stopped) writeTimer = setTimeout(() => void writeChanged(), TALLY_WRITE_DELAY_MS);
     };
     /**
-     * Writes every changed tally, one after another, each with its state at the time of its write;
-     * what changes meanwhile is written in the same run. The run ends (and a later change starts a
-     * new timer) in the same synchronous step that finds nothing left to write.
+     * Takes the changed tallies and writes them one after another, each with its state at the time
+     * of its write; chained after the previous run, so one user's writes land in order.
      */
     const writeChanged = (): Promise<void> => {
       writeTimer = undefined;
-      // Nothing to write: an empty run would end before it is assigned, and never be cleared.
-      if (changed.size === 0) return writingTallies ?? Promise.resolve();
-      writingTallies ??= (async () => {
-        try {
-          while (changed.size > 0) {
-            const [user, tally] = changed.entries().next().value as [string, StrangerTally];
-            changed.delete(user);
-            try {
-              if (tally.total === 0) await storage.documents.delete(user, TALLY_KEY);
-              else await storage.documents.set(user, TALLY_KEY, el("strangers", { xmlns: TALLY_NS },
-                ...[...tally.bySender].map(([jid, n]) => el("sender", { jid, count: n }))).toString());
-            } catch (err) {
-              ctx.log.error({ err, stage: "offline" }, "saving the strangers' share failed");
-            }
+      const batch = [...changed];
+      changed.clear();
+      tallyWrites = tallyWrites.then(async () => {
+        for (const [user, tally] of batch) {
+          try {
+            if (tally.total === 0) await storage.documents.delete(user, TALLY_KEY);
+            else await storage.documents.set(user, TALLY_KEY, el("strangers", { xmlns: TALLY_NS },
+              ...[...tally.bySender].map(([jid, n]) => el("sender", { jid, count: n }))).toString());
+          } catch (err) {
+            ctx.log.error({ err, stage: "offline" }, "saving the strangers' share failed");
           }
-        } finally {
-          writingTallies = undefined;
         }
-      })();
-      return writingTallies ?? Promise.resolve();
+      });
+      return tallyWrites;
     };
     ctx.onStop(async () => {
       stopped = true;
       if (writeTimer) clearTimeout(writeTimer);
-      await writingTallies;
       await writeChanged();
     });
     /** Rows left the queue: what strangers had there shrinks (rows of senders not counted change nothing). */
