@@ -13,6 +13,7 @@ import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
 import { BackgroundCheckpointer } from "./checkpointer.js";
 import { advanceMark, byOwner } from "../watermark.js";
+import { andThen } from "../../maybe-async.js";
 import { domainOf, deviceFromRow, deviceToRow, mergeSides } from "../index.js";
 import type { MessageRecord, StoredAbuseReport, DeviceRow, UploadRecord, RoomAffiliation, RoomRecord, Account, ArchivedMessage, ArchiveQuery, OutboxEntry, PubSubItem, RosterItem, Storage, Subscription } from "../index.js";
 
@@ -47,6 +48,8 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   db.pragma(`synchronous = ${options.synchronous === "full" ? "FULL" : "NORMAL"}`);
   db.pragma("foreign_keys = ON");
   db.pragma("busy_timeout = 5000");
+  // A WAL that grew in a burst is cut back to this size when it restarts (checkpointer.ts).
+  db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
   const checkpointer = options.path === ":memory:" ? undefined
     : new BackgroundCheckpointer(db, options.path, options.onBackgroundError ?? ((m) => process.emitWarning(`SQLite checkpoint: ${m}`)));
   migrate(db);
@@ -218,20 +221,22 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     approved: r.approved === 1,
   });
 
+  // A group commit waits while the checkpointer copies the WAL's tail, so that the WAL can restart.
+  const afterHold = <T, R>(commit: (batch: T[]) => R[]) => (batch: T[]) => andThen(checkpointer?.commitsHeld, () => commit(batch));
   // Group commit: records written in one event-loop turn share one transaction (one WAL commit,
   // one fsync with synchronous=full); each promise resolves only after that commit.
-  const writes = new GroupCommit(db.transaction((batch: MessageRecord[]) => batch.map((r) => {
+  const writes = new GroupCommit(afterHold(db.transaction((batch: MessageRecord[]) => batch.map((r) => {
     r.sealed = true;
     const queue = r.queue && (q.queueCount.get({ owner: r.queue.owner }) as number) < r.queue.limit ? r.queue.owner : undefined;
     if (!r.sender && !r.recipient && !queue) return undefined;
     const seq = Number(q.recordInsert.run(r.id ?? null, r.stanza, r.storedAt, r.sender?.owner ?? null, r.sender?.withBare ?? null, r.sender?.withResource ?? null,
       r.recipient?.owner ?? null, r.recipient?.withBare ?? null, r.recipient?.withResource ?? null, queue ?? null).lastInsertRowid);
     return queue ? seq : undefined;
-  })));
-  const outboxAppends = new GroupCommit(db.transaction((batch: Array<{ owner: string; local: string; remote: string; stanza: string; queuedAt: number }>) =>
-    batch.map((e) => Number(q.outboxInsert.run(e.owner, e.local, e.remote, e.stanza, e.queuedAt).lastInsertRowid))));
+  }))));
+  const outboxAppends = new GroupCommit(afterHold(db.transaction((batch: Array<{ owner: string; local: string; remote: string; stanza: string; queuedAt: number }>) =>
+    batch.map((e) => Number(q.outboxInsert.run(e.owner, e.local, e.remote, e.stanza, e.queuedAt).lastInsertRowid)))));
   const removeOutbox = db.transaction((ids: readonly number[]) => { for (const id of ids) q.outboxRemove.run(id); });
-  const acknowledgements = new GroupCommit(db.transaction((batch: Array<{ owner: string; ids: readonly number[] }>) => {
+  const acknowledgements = new GroupCommit(afterHold(db.transaction((batch: Array<{ owner: string; ids: readonly number[] }>) => {
     for (const [owner, ids] of byOwner(batch)) {
       const mark = (q.queueMark.get(owner) as number | undefined) ?? 0;
       const held = q.queueHeld.all(owner) as number[];
@@ -245,7 +250,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       for (const seq of next.held) q.queueHold.run(owner, seq);
     }
     return batch.map(() => undefined);
-  }));
+  })));
   const putRoster = db.transaction((owner: string, item: RosterItem) => {
     q.rosterPut.run(owner, item.jid, item.name ?? null, JSON.stringify(item.groups), item.subscription, item.ask ? 1 : 0, item.approved ? 1 : 0);
     return q.rosterBump.get(owner) as number;
