@@ -31,7 +31,7 @@ describe("background WAL checkpoints", () => {
 
   it("under steady writes the WAL restarts: commits wait out the worker's short hold", async () => {
     await withDb(async (db, path) => {
-      const checkpointer = new BackgroundCheckpointer(db, path, (m) => assert.fail(m), { intervalMs: 20 });
+      const checkpointer = new BackgroundCheckpointer(db, path, (m) => assert.fail(m), { intervalMs: 20, holdAtFrames: 256 });
       db.exec("CREATE TABLE t (v TEXT)");
       const insert = db.prepare("INSERT INTO t VALUES (?)");
       const commit = db.transaction((n: number) => { for (let i = 0; i < n; i++) insert.run("x".repeat(1000)); });

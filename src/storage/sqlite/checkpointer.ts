@@ -12,18 +12,27 @@
  * Excessively Large WAL Files"). Under steady traffic a concurrent checkpoint never gets there: the
  * frames committed while it ran are always left. The WAL then grows without end (1.3 GB in 20 s of
  * bench:path), and every frame lands on a new file block, which the kernel zeroes first (17 % of
- * the server's CPU samples). So each round ends with a short hold: the worker catches up until a
- * checkpoint is quick, the main thread holds its group commits back (the event loop keeps running),
- * the worker copies the little that is left, and the next commit restarts the WAL. A hold is only
- * an opportunity for the restart, never a condition of correctness, so it is capped in time and
- * ends when the worker does.
+ * the server's CPU samples; 150,000 messages of bench:path cost 23 % more CPU per message than with
+ * restarts). So a round that finds the WAL past `holdAtFrames` ends with a short hold: the worker
+ * catches up until a checkpoint is quick, the main thread holds its group commits back (the event
+ * loop keeps running), the worker copies the little that is left, and the next commit restarts the
+ * WAL. A hold is only an opportunity for the restart, never a condition of correctness, so it is
+ * capped in time and ends when the worker does.
  */
 import { Worker } from "node:worker_threads";
 import { createRequire } from "node:module";
 import type Database from "better-sqlite3";
 
+/** About 64 MB of 4 KB pages: a restart every 0.7 s at 3,500 offline messages/s (S4), every few seconds at 1,000. */
+export const HOLD_AT_FRAMES = 16_384;
+
 export interface CheckpointerOptions {
   intervalMs?: number;
+  /**
+   * The WAL size, in frames, from which a round ends with a hold. Below it the WAL grows on; a hold
+   * costs the commits it delays (a tail checkpoint with two fsyncs, 10–20 ms under load here).
+   */
+  holdAtFrames?: number;
   /** A catch-up checkpoint this quick leaves a tail small enough to copy while commits are held. */
   quickMs?: number;
   /** Catch-up checkpoints after the round's first, at most. */
@@ -54,9 +63,11 @@ const checkpoint = (mode) => {
 };
 const round = () => {
   let result = checkpoint("PASSIVE");
-  for (let i = 0; result && result.ms > workerData.quickMs && i < workerData.catchUpRounds; i++) result = checkpoint("PASSIVE");
-  if (result && result.frames > 0 && result.frames !== sizeAfterTail) parentPort.postMessage({ hold: true });
-  else timer = setTimeout(round, workerData.intervalMs);
+  if (result && result.frames >= workerData.holdAtFrames && result.frames !== sizeAfterTail) {
+    for (let i = 0; result && result.ms > workerData.quickMs && i < workerData.catchUpRounds; i++) result = checkpoint("PASSIVE");
+    if (result) return parentPort.postMessage({ hold: true });
+  }
+  timer = setTimeout(round, workerData.intervalMs);
 };
 parentPort.on("message", (m) => {
   if (m === "held") {
@@ -87,7 +98,8 @@ export class BackgroundCheckpointer {
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: {
-        path, intervalMs: options.intervalMs ?? 500, quickMs: options.quickMs ?? 5, catchUpRounds: options.catchUpRounds ?? 3,
+        path, intervalMs: options.intervalMs ?? 500, holdAtFrames: options.holdAtFrames ?? HOLD_AT_FRAMES,
+        quickMs: options.quickMs ?? 5, catchUpRounds: options.catchUpRounds ?? 3,
         module: createRequire(import.meta.url).resolve("better-sqlite3"),
       },
     });

@@ -11,7 +11,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
-import { BackgroundCheckpointer } from "./checkpointer.js";
+import { BackgroundCheckpointer, HOLD_AT_FRAMES } from "./checkpointer.js";
 import { advanceMark, byOwner } from "../watermark.js";
 import { andThen } from "../../maybe-async.js";
 import { domainOf, deviceFromRow, deviceToRow, mergeSides } from "../index.js";
@@ -48,8 +48,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   db.pragma(`synchronous = ${options.synchronous === "full" ? "FULL" : "NORMAL"}`);
   db.pragma("foreign_keys = ON");
   db.pragma("busy_timeout = 5000");
-  // A WAL that grew in a burst is cut back to this size when it restarts (checkpointer.ts).
-  db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
+  // A WAL that grew in a burst is cut back to this size when it restarts: twice the size at which
+  // the checkpointer restarts it, so that under steady load it keeps reusing its own blocks.
+  db.pragma(`journal_size_limit = ${2 * HOLD_AT_FRAMES * 4096}`);
   const checkpointer = options.path === ":memory:" ? undefined
     : new BackgroundCheckpointer(db, options.path, options.onBackgroundError ?? ((m) => process.emitWarning(`SQLite checkpoint: ${m}`)));
   migrate(db);
