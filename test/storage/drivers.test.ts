@@ -39,6 +39,40 @@ if (pgMissing) {
   });
 }
 
+describe("sqlite driver: the queue sizes the limit check keeps (src/storage/sqlite/queue-sizes.ts)", () => {
+  it("appends committed together still stop at the limit, and acknowledgements make room again", async () => {
+    const s = createSqliteStorage({ path: join(dir, `db${++n}.sqlite`) });
+    try {
+      const ids = await Promise.all(Array.from({ length: 50 }, (_, i) => s.offline.append("bob@a.test", `<message id='${i}'/>`, i, 40)));
+      assert.equal(ids.filter((id) => id !== undefined).length, 40);
+      await s.offline.acknowledge("bob@a.test", ids.slice(0, 5) as number[]);
+      const more = await Promise.all(Array.from({ length: 10 }, (_, i) => s.offline.append("bob@a.test", `<message id='more${i}'/>`, 100 + i, 40)));
+      assert.equal(more.filter((id) => id !== undefined).length, 5);
+      assert.equal(await s.offline.count("bob@a.test"), 40);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("a commit by another connection to the same file is seen: the sizes are counted again", async () => {
+    const path = join(dir, `db${++n}.sqlite`);
+    const s = createSqliteStorage({ path });
+    const other = new Database(path);
+    try {
+      await s.offline.append("bob@a.test", "<message id='1'/>", 1, 3);
+      await s.offline.append("bob@a.test", "<message id='2'/>", 2, 3);
+      // As an operator's tool on the same file would: bob's queue emptied behind the server's back.
+      other.prepare("UPDATE messages SET queue_owner = NULL WHERE queue_owner = ?").run("bob@a.test");
+      const accepted = await Promise.all([3, 4, 5].map((i) => s.offline.append("bob@a.test", `<message id='${i}'/>`, i, 3)));
+      assert.equal(accepted.filter((id) => id !== undefined).length, 3, "counted from the empty queue, not from the 2 held before");
+      assert.equal(await s.offline.count("bob@a.test"), 3);
+    } finally {
+      other.close();
+      await s.close();
+    }
+  });
+});
+
 describe("sqlite migrations", () => {
   it("are applied once and recorded", () => {
     const db = new Database(":memory:");

@@ -12,6 +12,7 @@ import { dirname } from "node:path";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
 import { BackgroundCheckpointer, HOLD_AT_FRAMES } from "./checkpointer.js";
+import { QueueSizes } from "./queue-sizes.js";
 import { advanceMark, byOwner } from "../watermark.js";
 import { andThen } from "../../maybe-async.js";
 import { domainOf, deviceFromRow, deviceToRow, mergeSides } from "../index.js";
@@ -226,19 +227,34 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   const afterHold = <T, R>(commit: (batch: T[]) => R[]) => (batch: T[]) => andThen(checkpointer?.commitsHeld, () => commit(batch));
   // Group commit: records written in one event-loop turn share one transaction (one WAL commit,
   // one fsync with synchronous=full); each promise resolves only after that commit.
-  const writes = new GroupCommit(afterHold(db.transaction((batch: MessageRecord[]) => batch.map((r) => {
-    r.sealed = true;
-    const queue = r.queue && (q.queueCount.get({ owner: r.queue.owner }) as number) < r.queue.limit ? r.queue.owner : undefined;
-    if (!r.sender && !r.recipient && !queue) return undefined;
-    const seq = Number(q.recordInsert.run(r.id ?? null, r.stanza, r.storedAt, r.sender?.owner ?? null, r.sender?.withBare ?? null, r.sender?.withResource ?? null,
-      r.recipient?.owner ?? null, r.recipient?.withBare ?? null, r.recipient?.withResource ?? null, queue ?? null).lastInsertRowid);
-    return queue ? seq : undefined;
-  }))));
+  const queueSizes = new QueueSizes((owner) => q.queueCount.get({ owner }) as number, () => db.pragma("data_version", { simple: true }) as number);
+  const writeRecords = db.transaction((batch: MessageRecord[]) => {
+    queueSizes.check();
+    return batch.map((r) => {
+      r.sealed = true;
+      const queue = r.queue && queueSizes.of(r.queue.owner) < r.queue.limit ? r.queue.owner : undefined;
+      if (!r.sender && !r.recipient && !queue) return undefined;
+      const seq = Number(q.recordInsert.run(r.id ?? null, r.stanza, r.storedAt, r.sender?.owner ?? null, r.sender?.withBare ?? null, r.sender?.withResource ?? null,
+        r.recipient?.owner ?? null, r.recipient?.withBare ?? null, r.recipient?.withResource ?? null, queue ?? null).lastInsertRowid);
+      if (!queue) return undefined;
+      queueSizes.added(queue);
+      return seq;
+    });
+  });
+  const writes = new GroupCommit(afterHold((batch: MessageRecord[]) => {
+    try {
+      return writeRecords(batch);
+    } catch (err) {
+      queueSizes.forgetAll();
+      throw err;
+    }
+  }));
   const outboxAppends = new GroupCommit(afterHold(db.transaction((batch: Array<{ owner: string; local: string; remote: string; stanza: string; queuedAt: number }>) =>
     batch.map((e) => Number(q.outboxInsert.run(e.owner, e.local, e.remote, e.stanza, e.queuedAt).lastInsertRowid)))));
   const removeOutbox = db.transaction((ids: readonly number[]) => { for (const id of ids) q.outboxRemove.run(id); });
   const acknowledgements = new GroupCommit(afterHold(db.transaction((batch: Array<{ owner: string; ids: readonly number[] }>) => {
     for (const [owner, ids] of byOwner(batch)) {
+      queueSizes.forget(owner);
       const mark = (q.queueMark.get(owner) as number | undefined) ?? 0;
       const held = q.queueHeld.all(owner) as number[];
       const acked = [...held, ...ids];
@@ -268,6 +284,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   const blockRemove = db.transaction((owner: string, jids: readonly string[]) => { for (const j of jids) q.blockRemove.run(owner, j); });
   /** Clears an owner's side of the records they share and deletes the records nobody refers to any more. */
   const leaveRecords = db.transaction((owner: string, queueToo: boolean) => {
+    if (queueToo) queueSizes.forget(owner);
     for (const stmt of q.recordsOnlyOf) stmt.run({ owner, queue: queueToo ? 1 : 0 });
     for (const stmt of q.archiveRemoveSide) stmt.run(owner);
     if (queueToo) q.queueRemoveOwner.run(owner);
@@ -321,7 +338,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       append(owner, stanza, storedAt, limit) { return writes.add({ stanza, storedAt, queue: { owner, limit } }); },
       async list(owner, max) { return q.queueList.all({ owner, max: max ?? -1 }) as Array<{ id: number; stanza: string; storedAt: number }>; },
       async acknowledge(owner, ids) { await acknowledgements.add({ owner, ids }); },
-      async count(owner) { return q.queueCount.get({ owner }) as number; },
+      async count(owner) { queueSizes.check(); return queueSizes.of(owner); },
       async total() { return q.queueTotal.get() as number; },
     },
     messages: {
