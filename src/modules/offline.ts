@@ -137,22 +137,22 @@ export const offline = defineModule({
       if (!writeTimer && !stopped) writeTimer = setTimeout(() => void writeChanged(), TALLY_WRITE_DELAY_MS);
     };
     /**
-     * Takes the changed tallies and writes them one after another, each with its state at the time
-     * of its write; chained after the previous run, so one user's writes land in order.
+     * Takes the changed tallies and writes them together (one transaction), each with its state
+     * when the run starts; chained after the previous run, so one user's writes land in order.
      */
     const writeChanged = (): Promise<void> => {
       writeTimer = undefined;
       const batch = [...changed];
       changed.clear();
       tallyWrites = tallyWrites.then(async () => {
-        for (const [user, tally] of batch) {
-          try {
-            if (tally.total === 0) await storage.documents.delete(user, TALLY_KEY);
-            else await storage.documents.set(user, TALLY_KEY, el("strangers", { xmlns: TALLY_NS },
-              ...[...tally.bySender].map(([jid, n]) => el("sender", { jid, count: n }))).toString());
-          } catch (err) {
-            ctx.log.error({ err, stage: "offline" }, "saving the strangers' share failed");
-          }
+        try {
+          await storage.documents.setMany(batch.map(([user, tally]) => ({
+            owner: user, key: TALLY_KEY,
+            xml: tally.total === 0 ? undefined : el("strangers", { xmlns: TALLY_NS },
+              ...[...tally.bySender].map(([jid, n]) => el("sender", { jid, count: n }))).toString(),
+          })));
+        } catch (err) {
+          ctx.log.error({ err, stage: "offline" }, "saving the strangers' share failed");
         }
       });
       return tallyWrites;

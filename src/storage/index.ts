@@ -147,6 +147,11 @@ export interface DocumentStore {
   get(owner: string, key: string): Promise<string | undefined>;
   set(owner: string, key: string, xml: string): Promise<void>;
   delete(owner: string, key: string): Promise<void>;
+  /**
+   * Several documents at once, in one transaction (one commit, one round trip on Postgres): an
+   * `xml` of undefined deletes. For writes that pile up, as the offline module's tallies do.
+   */
+  setMany(entries: ReadonlyArray<{ owner: string; key: string; xml: string | undefined }>): Promise<void>;
   /** The owner's keys that start with `prefix`, sorted (export walks private XML this way). */
   keys(owner: string, prefix: string): Promise<string[]>;
 }

@@ -418,6 +418,23 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.equal((await s.rooms.list("conference.a.test")).length, 1);
     });
 
+    it("documents: several set and deleted at once", async () => {
+      await s.documents.set("alice@a.test", "tally", "<t xmlns='x'>old</t>");
+      await s.documents.set("carol@a.test", "tally", "<t xmlns='x'>carol</t>");
+      await s.documents.setMany([
+        { owner: "alice@a.test", key: "tally", xml: "<t xmlns='x'>new</t>" },
+        { owner: "bob@a.test", key: "tally", xml: "<t xmlns='x'>bob</t>" },
+        { owner: "carol@a.test", key: "tally", xml: undefined },
+        { owner: "dave@a.test", key: "tally", xml: undefined },
+      ]);
+      assert.equal(await s.documents.get("alice@a.test", "tally"), "<t xmlns='x'>new</t>", "replaced");
+      assert.equal(await s.documents.get("bob@a.test", "tally"), "<t xmlns='x'>bob</t>", "created");
+      assert.equal(await s.documents.get("carol@a.test", "tally"), undefined, "deleted");
+      assert.equal(await s.documents.get("dave@a.test", "tally"), undefined, "deleting a missing one is no error");
+      await s.documents.setMany([]);
+      assert.equal(await s.documents.get("alice@a.test", "tally"), "<t xmlns='x'>new</t>");
+    });
+
     it("documents and last activity round-trip", async () => {
       assert.equal(await s.documents.get("alice@a.test", "private:x"), undefined);
       await s.documents.set("alice@a.test", "private:x", "<a xmlns='x'>1</a>");

@@ -208,6 +208,16 @@ export function createMemoryStorage(): Storage {
         m.set(key, xml);
       },
       async delete(owner, key) { documents.get(owner)?.delete(key); },
+      async setMany(entries) {
+        for (const { owner, key, xml } of entries) {
+          if (xml === undefined) documents.get(owner)?.delete(key);
+          else {
+            let m = documents.get(owner);
+            if (!m) documents.set(owner, (m = new Map()));
+            m.set(key, xml);
+          }
+        }
+      },
       async keys(owner, prefix) { return [...(documents.get(owner)?.keys() ?? [])].filter((k) => k.startsWith(prefix)).sort(); },
     },
     lastActivity: {

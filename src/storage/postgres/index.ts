@@ -403,6 +403,16 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
         await q("INSERT INTO documents (owner, key, xml) VALUES ($1, $2, $3) ON CONFLICT (owner, key) DO UPDATE SET xml = EXCLUDED.xml", [owner, key, xml]);
       },
       async delete(owner, key) { await q("DELETE FROM documents WHERE owner = $1 AND key = $2", [owner, key]); },
+      async setMany(entries) {
+        if (entries.length === 0) return;
+        // One statement: the deletions and the upserts, each side as arrays (a key appears once per call).
+        const gone = entries.filter((e) => e.xml === undefined);
+        const kept = entries.filter((e) => e.xml !== undefined);
+        await q(`WITH gone AS (DELETE FROM documents d USING unnest($1::text[], $2::text[]) AS g(owner, key) WHERE d.owner = g.owner AND d.key = g.key)
+          INSERT INTO documents (owner, key, xml) SELECT * FROM unnest($3::text[], $4::text[], $5::text[])
+          ON CONFLICT (owner, key) DO UPDATE SET xml = EXCLUDED.xml`,
+        [gone.map((e) => e.owner), gone.map((e) => e.key), kept.map((e) => e.owner), kept.map((e) => e.key), kept.map((e) => e.xml)]);
+      },
       async keys(owner, prefix) {
         // left(), not LIKE: a key may hold '%' or '_'; COLLATE "C" sorts by code point, as the other drivers do.
         const r = await read<{ key: string }>(`SELECT key FROM documents WHERE owner = $1 AND left(key, length($2)) = $2 ORDER BY key COLLATE "C"`, [owner, prefix]);

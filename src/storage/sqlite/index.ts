@@ -280,6 +280,12 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     version: (q.rosterVersion.get(owner) as number | undefined) ?? 0,
     items: (q.rosterItems.all(owner) as RosterRow[]).map(toItem),
   }));
+  const setDocuments = db.transaction((entries: ReadonlyArray<{ owner: string; key: string; xml: string | undefined }>) => {
+    for (const { owner, key, xml } of entries) {
+      if (xml === undefined) q.docDelete.run(owner, key);
+      else q.docSet.run(owner, key, xml);
+    }
+  });
   const blockAdd = db.transaction((owner: string, jids: readonly string[]) => { for (const j of jids) q.blockAdd.run(owner, j); });
   const blockRemove = db.transaction((owner: string, jids: readonly string[]) => { for (const j of jids) q.blockRemove.run(owner, j); });
   /** Clears an owner's side of the records they share and deletes the records nobody refers to any more. */
@@ -354,6 +360,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async get(owner, key) { return q.docGet.get(owner, key) as string | undefined; },
       async set(owner, key, xml) { q.docSet.run(owner, key, xml); },
       async delete(owner, key) { q.docDelete.run(owner, key); },
+      async setMany(entries) { setDocuments(entries); },
       async keys(owner, prefix) { return q.docKeys.all(owner, prefix, prefix) as string[]; },
     },
     lastActivity: {
