@@ -15,6 +15,11 @@ export function createMemoryStorage(): Storage {
   const queues = new Map<string, StoredRecord[]>();
   const marks = new Map<string, { mark: number; held: Set<number> }>();
   const documents = new Map<string, Map<string, string>>();
+  const setDocument = (owner: string, key: string, xml: string) => {
+    let m = documents.get(owner);
+    if (!m) documents.set(owner, (m = new Map()));
+    m.set(key, xml);
+  };
   const last = new Map<string, LastActivity>();
   const blocked = new Map<string, Set<string>>();
   /** owner → node → { config, items oldest first } */
@@ -202,20 +207,12 @@ export function createMemoryStorage(): Storage {
     },
     documents: {
       async get(owner, key) { return documents.get(owner)?.get(key); },
-      async set(owner, key, xml) {
-        let m = documents.get(owner);
-        if (!m) documents.set(owner, (m = new Map()));
-        m.set(key, xml);
-      },
+      async set(owner, key, xml) { setDocument(owner, key, xml); },
       async delete(owner, key) { documents.get(owner)?.delete(key); },
       async setMany(entries) {
         for (const { owner, key, xml } of entries) {
           if (xml === undefined) documents.get(owner)?.delete(key);
-          else {
-            let m = documents.get(owner);
-            if (!m) documents.set(owner, (m = new Map()));
-            m.set(key, xml);
-          }
+          else setDocument(owner, key, xml);
         }
       },
       async keys(owner, prefix) { return [...(documents.get(owner)?.keys() ?? [])].filter((k) => k.startsWith(prefix)).sort(); },
