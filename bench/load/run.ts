@@ -20,6 +20,8 @@
  *                       and key prefix; N = 1 is one node with Redis; CPU and memory are the primary's and
  *                       all workers'; S3 pairs users at random, so about (N-1)/N of messages cross nodes)
  *   --pairs random|cross  (S3 on a cluster: users paired at random, the default, or each with one on another node)
+ *   --archive N        (parley on SQLite: start on a database that already holds N archived 1:1 messages among
+ *                       10,000 accounts named as --prefix names them; seeded once, cached in the temp dir)
  *   --server-cpus L    (parley: the CPUs its processes are pinned to, a taskset list; default 0, the generator has 1)
  *   --users N --rates 1000,2000 (or --rate R) --duration S --settle S --runs K --no-register
  *   --sm               (S3: the pairs enable stream management, so every message takes durable live delivery)
@@ -64,6 +66,7 @@ export function parseArgs(argv: string[]): Args {
   const storage = take("storage");
   const nodes = num("nodes");
   const rates = take("rates") ?? rate;
+  const archive = num("archive");
   const parsed: Args = {
     target: {
       target: take("target") ?? "parley", domain: take("domain"),
@@ -80,6 +83,10 @@ export function parseArgs(argv: string[]): Args {
     runs: num("runs") ?? 1,
     scenarios: [],
   };
+  if (archive !== undefined) {
+    if (!Number.isInteger(archive) || archive < 1) throw new Error("--archive takes a whole number of records ≥ 1");
+    parsed.target.archive = { records: archive, prefix: parsed.scenario.prefix };
+  }
   for (const a of args) {
     if (a === "all") parsed.scenarios.push(...SCENARIOS);
     else if ((SCENARIOS as readonly string[]).includes(a) || a === "s6" || a === "s7" || a === "s8") parsed.scenarios.push(a as RunnableScenario);

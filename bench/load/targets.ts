@@ -14,6 +14,7 @@ import pg from "pg";
 import type { Endpoint, SaslMechanism } from "./xmpp.js";
 import { canPin, pin, processTree } from "./proc.js";
 import { log } from "./common.js";
+import { installArchive, seededArchive } from "./archive.js";
 import { waitForNodes, type ClusterInfo } from "./cluster-target.js";
 import { dropKeyPrefix } from "../../test/helpers/cluster.js";
 import { PARLEY_VERSION } from "../../src/version.js";
@@ -56,6 +57,8 @@ export interface TargetOptions {
   nodes?: number;
   /** Parley only: the CPUs its processes are pinned to (taskset list, default "0"; the generator has 1). */
   serverCpus?: string;
+  /** Parley on SQLite only: start on a database that already holds this archive (archive.ts). */
+  archive?: { records: number; prefix: string };
 }
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -147,6 +150,10 @@ async function startParley(o: TargetOptions): Promise<Target> {
     modules: { offline: { maxFromStrangers: 10_000, maxPerStranger: 10_000 } },
     ...(cluster ? { cluster: { nodeId: cluster.nodeId, redisUrl: cluster.redisUrl, keyPrefix: cluster.keyPrefix } } : {}),
   };
+  if (o.archive) {
+    if (storage.driver !== "sqlite") throw new Error("--archive seeds Parley's SQLite database: leave out --storage or give --storage sqlite");
+    installArchive(await seededArchive(o.archive.records, o.archive.prefix, domain), dataDir);
+  }
   const configFile = join(dataDir, "parley.json.yaml");
   writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
   // PARLEY_BENCH_PROF=<dir> writes a V8 CPU profile of the server there when it stops.
