@@ -6,11 +6,13 @@
  * does (docs/STORAGE.md).
  *
  * Each account writes to about 20 contacts, S3's partner (the next account) among them, so each
- * user's archive indexes hold ~2N/ARCHIVE_ACCOUNTS entries spread as in a real deployment, and
- * the records span the last 30 days. Seeding millions of records takes minutes: the database is
+ * user's archive indexes hold ~2N/ARCHIVE_ACCOUNTS entries spread as in a real deployment. The
+ * records span the last 13 days by default: inside MAM's default retention (14 days), so the
+ * server starts with nothing to prune, as one whose hourly prune has run; bench/prune.ts asks for
+ * a longer span to have a backlog. Seeding millions of records takes minutes: the database is
  * built once per (N, prefix, schema version) in the OS temp directory and copied for each target.
  */
-import { copyFileSync, existsSync, mkdtempSync, renameSync, rmSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdtempSync, openSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config.js";
@@ -23,7 +25,7 @@ import { pool } from "./xmpp.js";
 
 export const ARCHIVE_ACCOUNTS = 10_000;
 const CONTACTS_PER_ACCOUNT = 20;
-const SPAN_MS = 30 * 24 * 3600 * 1000;
+const DAY_MS = 24 * 3600 * 1000;
 /**
  * Records handed to the store per event-loop turn: one group commit each. Small enough that the
  * checkpointer's hold can copy a commit's frames back in time and restart the WAL (5,000 per
@@ -32,8 +34,8 @@ const SPAN_MS = 30 * 24 * 3600 * 1000;
 const WRITES_PER_COMMIT = 500;
 
 /** The path of a seeded SQLite database (built on first use), to copy to `<dataDir>/parley.sqlite`. */
-export async function seededArchive(records: number, prefix: string, domain: string): Promise<string> {
-  const file = join(tmpdir(), `parley-archive-${records}-${prefix}-${domain}-v${SQLITE_MIGRATIONS.length}.sqlite`);
+export async function seededArchive(records: number, prefix: string, domain: string, spanDays = 13): Promise<string> {
+  const file = join(tmpdir(), `parley-archive-${records}-${spanDays}d-${prefix}-${domain}-v${SQLITE_MIGRATIONS.length}.sqlite`);
   if (existsSync(file)) return file;
   const started = performance.now();
   const dataDir = mkdtempSync(join(tmpdir(), "parley-seed-"));
@@ -47,7 +49,8 @@ export async function seededArchive(records: number, prefix: string, domain: str
     const { errors } = await pool(names, 16, (name) => server.accounts.create(`${name}@${domain}`, passwordOf(name)).then(() => undefined));
     if (errors.length) throw new Error(`seeding: ${errors.length} accounts failed, first: ${errors[0]!.message}`);
     log(`archive seed: ${ARCHIVE_ACCOUNTS} accounts in ${Math.round((performance.now() - started) / 1000)} s`);
-    const firstMs = Date.now() - SPAN_MS - 60_000;
+    const spanMs = spanDays * DAY_MS;
+    const firstMs = Date.now() - spanMs - 60_000;
     let random = 0x9e3779b9;
     const next = (below: number) => { random = (Math.imul(random, 1664525) + 1013904223) >>> 0; return random % below; };
     for (let k = 0; k < records; k += WRITES_PER_COMMIT) {
@@ -55,7 +58,7 @@ export async function seededArchive(records: number, prefix: string, domain: str
       for (let j = k; j < Math.min(records, k + WRITES_PER_COMMIT); j++) {
         const from = next(ARCHIVE_ACCOUNTS);
         const to = (from + 1 + next(CONTACTS_PER_ACCOUNT)) % ARCHIVE_ACCOUNTS;
-        const storedAt = firstMs + Math.floor((j * SPAN_MS) / records);
+        const storedAt = firstMs + Math.floor((j * spanMs) / records);
         batch.push(server.storage.messages.write(archived(j, storedAt, `${names[from]}@${domain}`, `${names[to]}@${domain}`)));
       }
       await Promise.all(batch);
@@ -72,9 +75,16 @@ export async function seededArchive(records: number, prefix: string, domain: str
   return file;
 }
 
-/** Puts a copy of the seeded database where a SQLite target's server will open it. */
+/**
+ * Puts a copy of the seeded database where a SQLite target's server will open it, on disk before
+ * the server starts: a gigabyte of dirty pages still being written back would hold up the
+ * server's own writes (the first step of S3 ran at p50 5 s with the core half idle).
+ */
 export function installArchive(seeded: string, dataDir: string): void {
-  copyFileSync(seeded, join(dataDir, "parley.sqlite"));
+  const copy = join(dataDir, "parley.sqlite");
+  copyFileSync(seeded, copy);
+  const fd = openSync(copy, "r+");
+  try { fsyncSync(fd); } finally { closeSync(fd); }
 }
 
 /** Record `n`, as the message module writes a delivered 1:1 chat message: both archive entries, no queue entry. */

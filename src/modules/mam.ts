@@ -29,6 +29,7 @@ import { BoundedMap } from "../bounded-map.js";
 import { Priority } from "../hooks.js";
 import { andThen } from "../maybe-async.js";
 import { openRecord, type OpenRecord } from "./message-record.js";
+import { PrunePacer } from "./prune-pacer.js";
 import type { Routed } from "../hooks.js";
 
 const MAM_EXTENDED = "urn:xmpp:mam:2#extended";
@@ -36,7 +37,6 @@ export const STANZA_ID = "urn:xmpp:sid:0";
 const FORWARD = "urn:xmpp:forward:0";
 const PREFS_KEY = "mam:prefs";
 const PREFS_CACHE_LIMIT = 50_000;
-const PRUNE_BATCH = 1000;
 const DAY_MS = 86_400_000;
 
 type DefaultRule = "always" | "never" | "roster";
@@ -258,19 +258,23 @@ export const mam = defineModule({
     ctx.on("user/deleted", ({ jid }) => { prefsCache.delete(jid.bare); });
 
     // ── retention ────────────────────────────────────────────────────────────────────────────
-    // Batches of PRUNE_BATCH rows with a turn of the event loop between them, so a large backlog
-    // never holds up traffic.
+    // Batches sized and spaced by PrunePacer (prune-pacer.ts), so a large backlog never holds up
+    // traffic for more than a few milliseconds at a time.
     let pruning: Promise<void> | undefined;
     let stopping = false;
     const prune = () => {
       if (pruning) return;
       pruning = (async () => {
         const cutoff = idAt(Date.now() - retentionDays * DAY_MS);
+        const pacer = new PrunePacer();
         let total = 0;
-        for (let n = PRUNE_BATCH; n === PRUNE_BATCH && !stopping;) {
-          n = await storage.archive.prune(cutoff, PRUNE_BATCH);
+        for (let asked = 0, n = 0; n === asked && !stopping;) {
+          asked = pacer.batch;
+          const started = performance.now();
+          n = await storage.archive.prune(cutoff, asked);
           total += n;
-          await new Promise((r) => setImmediate(r));
+          const pauseMs = pacer.took(performance.now() - started);
+          if (n === asked) await new Promise((r) => setTimeout(r, pauseMs));
         }
         if (total > 0) ctx.log.info({ stage: "mam", pruned: total }, "expired archive messages removed");
       })().catch((err) => ctx.log.error({ err, stage: "mam" }, "archive pruning failed")).finally(() => { pruning = undefined; });

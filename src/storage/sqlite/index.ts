@@ -387,7 +387,12 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
         const row = q.archiveBounds.get({ owner }) as { first: number | null; last: number | null };
         return row.first === null ? undefined : { first: row.first, last: row.last! };
       },
-      async prune(beforeId, limit) { return q.archivePrune.run(beforeId, limit).changes; },
+      // After a hold, as group commits: back-to-back deletes would keep the WAL from restarting
+      // (it reached 16 GB while 1 million expired records went).
+      async prune(beforeId, limit) {
+        await checkpointer?.commitsHeld;
+        return q.archivePrune.run(beforeId, limit).changes;
+      },
     },
     pubsub: {
       async nodes(owner) { return ps.nodes.all(owner) as string[]; },

@@ -1,0 +1,47 @@
+/**
+ * How MAM's retention deletes an expired backlog without stalling the server. On SQLite a delete
+ * batch runs on the event loop, and deleting a record costs about as much as writing one (its
+ * table row and six index entries, the owners' entries on pages spread over the whole index):
+ * 185 µs a record on a 2-million-record archive. With 1,000-record batches back to back, 1.07
+ * million expired records held every session's stanzas up by 167 ms at the median, for 198 s
+ * (`npm run bench:prune`, docs/PERFORMANCE.md). An hourly prune at 1,000 messages/s has 3.6
+ * million to delete.
+ *
+ * So each batch is sized by the time the last one took, to about `targetMs`, and the pause after
+ * it gives traffic at least as much time again (`share` of the time at most goes to pruning; a
+ * pause is at most `maxPauseMs`, so that a shutdown does not wait on it).
+ * Batch sizes move by at most ×2 a step, so one slow batch (a checkpoint's fsync, a cold page)
+ * does not swing the next.
+ */
+export interface PrunePacing {
+  /** What a delete batch should take, at most (the event loop's longest wait because of pruning). */
+  targetMs: number;
+  /** The largest share of wall time pruning takes while it has a backlog. */
+  share: number;
+  minBatch: number;
+  maxBatch: number;
+  maxPauseMs: number;
+}
+
+export const DEFAULT_PRUNE_PACING: PrunePacing = { targetMs: 5, share: 0.5, minBatch: 10, maxBatch: 5000, maxPauseMs: 1000 };
+
+export class PrunePacer {
+  private size: number;
+
+  constructor(private readonly pacing: PrunePacing = DEFAULT_PRUNE_PACING) {
+    this.size = pacing.minBatch;
+  }
+
+  /** Records to ask for in the next delete. */
+  get batch(): number {
+    return this.size;
+  }
+
+  /** After a batch that took `ms`: the milliseconds to wait before the next. */
+  took(ms: number): number {
+    const { targetMs, share, minBatch, maxBatch, maxPauseMs } = this.pacing;
+    const scale = ms > 0 ? Math.min(2, Math.max(0.5, targetMs / ms)) : 2;
+    this.size = Math.min(maxBatch, Math.max(minBatch, Math.round(this.size * scale)));
+    return Math.min(maxPauseMs, (ms * (1 - share)) / share);
+  }
+}
