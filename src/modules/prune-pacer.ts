@@ -2,14 +2,20 @@
  * How MAM's retention deletes an expired backlog without stalling the server. On SQLite a delete
  * batch runs on the event loop, and deleting a record costs about as much as writing one (its
  * table row and six index entries, the owners' entries on pages spread over the whole index):
- * 185 µs a record on a 2-million-record archive. With 1,000-record batches back to back, 1.07
- * million expired records held every session's stanzas up by 167 ms at the median, for 198 s
+ * about 160 µs of CPU a record on a 2-million-record archive. With 1,000-record batches back to
+ * back, 1.07 million expired records held every session's stanzas up by 144–167 ms at the median
+ * (p99 343–400 ms), for 172–198 s
  * (`npm run bench:prune`, docs/PERFORMANCE.md). An hourly prune at 1,000 messages/s has 3.6
  * million to delete.
  *
  * So each batch is sized by the time the last one took, to about `targetMs`, and the pause after
- * it gives traffic at least as much time again (`share` of the time at most goes to pruning; a
- * pause is at most `maxPauseMs`, so that a shutdown does not wait on it).
+ * it gives traffic three times as much (`share`, a quarter of the time, at most goes to pruning; a
+ * pause is at most `maxPauseMs`, so that a shutdown does not wait on it). A batch's time includes
+ * its wait for the SQLite checkpointer's hold, so a checkpointer that falls behind slows pruning
+ * down. At half the time the WAL still outgrew the checkpointer (1.5–4.7 GB; the event loop
+ * stalled for 0.6–2 s now and then, we suspect when a restart truncated it); at a quarter it
+ * stayed at 132 MB, the event loop's p99 wait was 7 ms and its longest 170 ms, for 2,800 records
+ * deleted a second.
  * Batch sizes move by at most ×2 a step, so one slow batch (a checkpoint's fsync, a cold page)
  * does not swing the next.
  */
@@ -23,7 +29,7 @@ export interface PrunePacing {
   maxPauseMs: number;
 }
 
-export const DEFAULT_PRUNE_PACING: PrunePacing = { targetMs: 5, share: 0.5, minBatch: 10, maxBatch: 5000, maxPauseMs: 1000 };
+export const DEFAULT_PRUNE_PACING: PrunePacing = { targetMs: 5, share: 0.25, minBatch: 10, maxBatch: 5000, maxPauseMs: 1000 };
 
 export class PrunePacer {
   private size: number;
