@@ -82,3 +82,12 @@ describe("load generator rate ladder", () => {
     assert.deepEqual((await run(1)).map((r) => r.step), ["1/1", "2/1"]);
   });
 });
+
+describe("load generator arguments", () => {
+  it("--archive seeds the SQLite target for the accounts the scenario logs in as, and takes only a count ≥ 1", async () => {
+    const { parseArgs } = await import("../../bench/load/run.js");
+    assert.deepEqual(parseArgs(["s3", "--archive", "5000", "--prefix", "big"]).target.archive, { records: 5000, prefix: "big" });
+    assert.equal(parseArgs(["s3"]).target.archive, undefined);
+    for (const bad of ["0", "1.5", "many"]) assert.throws(() => parseArgs(["s3", "--archive", bad]), /--archive/);
+  });
+});
