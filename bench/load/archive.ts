@@ -67,9 +67,8 @@ export async function seededArchive(records: number, prefix: string, domain: str
   } finally {
     await server.stop();
   }
-  // Renamed into place only when complete, so an interrupted seed is not taken for a finished one.
-  renameSync(join(dataDir, "parley.sqlite"), `${file}.partial`);
-  renameSync(`${file}.partial`, file);
+  // Moved into place only when complete (a rename is atomic), so an interrupted seed is not taken for a finished one.
+  renameSync(join(dataDir, "parley.sqlite"), file);
   rmSync(dataDir, { recursive: true, force: true });
   log(`archive seed: ${records} records in ${Math.round((performance.now() - started) / 1000)} s (${file})`);
   return file;

@@ -268,13 +268,14 @@ export const mam = defineModule({
         const cutoff = idAt(Date.now() - retentionDays * DAY_MS);
         const pacer = new PrunePacer();
         let total = 0;
-        for (let asked = 0, n = 0; n === asked && !stopping;) {
-          asked = pacer.batch;
+        while (!stopping) {
+          const asked = pacer.batch;
           const started = performance.now();
-          n = await storage.archive.prune(cutoff, asked);
+          const n = await storage.archive.prune(cutoff, asked);
           total += n;
           const pauseMs = pacer.took(performance.now() - started);
-          if (n === asked) await new Promise((r) => setTimeout(r, pauseMs));
+          if (n < asked) break; // the backlog is gone
+          await new Promise((r) => setTimeout(r, pauseMs));
         }
         if (total > 0) ctx.log.info({ stage: "mam", pruned: total }, "expired archive messages removed");
       })().catch((err) => ctx.log.error({ err, stage: "mam" }, "archive pruning failed")).finally(() => { pruning = undefined; });
