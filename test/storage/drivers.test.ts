@@ -36,6 +36,21 @@ if (pgMissing) {
         await s.close();
       }
     });
+    it("a record written again under its id (a retried commit whose answer was lost) comes back with its first seq, stored once", async () => {
+      const s = await freshPostgresStorage();
+      try {
+        const record = { id: 1_800_000_000_000 * 1024, stanza: "<message id='m'/>", storedAt: 1,
+          recipient: { owner: "bob@a.test", withBare: "alice@a.test", withResource: "" }, queue: { owner: "bob@a.test", limit: 10 } };
+        const first = await s.messages.write({ ...record });
+        const [again, unnamed] = await Promise.all([s.messages.write({ ...record }), s.offline.append("bob@a.test", "<message id='n'/>", 2, 10)]);
+        assert.equal(again, first);
+        assert.ok(unnamed !== undefined && unnamed > first!, "the record without an id takes the next seq");
+        assert.deepEqual((await s.offline.list("bob@a.test")).map((r) => r.stanza), ["<message id='m'/>", "<message id='n'/>"]);
+        assert.equal((await s.archive.get("bob@a.test", [record.id])).length, 1);
+      } finally {
+        await s.close();
+      }
+    });
   });
 }
 

@@ -149,60 +149,37 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
   const QUEUE_MARK = "coalesce((SELECT acked_seq FROM queue_marks k WHERE k.owner = m.queue_owner), 0)";
 
   // Group commit of message records: everything queued while a commit is in flight goes into the
-  // next transaction; each write resolves after its COMMIT.
+  // next call. The call is one statement, so one transaction and one round trip for the whole
+  // batch, whatever its size (migration 13, parley_write_messages); each write resolves after it.
   const writes = new GroupCommit((batch: MessageRecord[]) => {
     for (const r of batch) r.sealed = true;
-    return retryOnConnectionLoss(() => tx(async (c) => {
-      // A fixed number of statements for the whole batch, whatever its size: the locks and queue
-      // lengths of the owners (to apply the per-user limits in arrival order), then one
-      // multi-row insert.
-      const owners = [...new Set(batch.flatMap((r) => (r.queue ? [r.queue.owner] : [])))];
-      const counts = new Map<string, number>();
-      if (owners.length) {
-        await lockQueues(c, owners);
-        for (const row of (await c.query<{ owner: string; n: string }>(
-          `SELECT m.queue_owner AS owner, count(*) - (SELECT count(*) FROM queue_acks a WHERE a.owner = m.queue_owner) AS n
-           FROM messages m WHERE m.queue_owner = ANY($1::text[]) AND m.seq > ${QUEUE_MARK} GROUP BY m.queue_owner`, [owners])).rows) {
-          counts.set(row.owner, Number(row.n));
-        }
-      }
-      const queued = batch.map((r) => {
-        if (!r.queue) return undefined;
-        const n = counts.get(r.queue.owner) ?? 0;
-        if (n >= r.queue.limit) return undefined;
-        counts.set(r.queue.owner, n + 1);
-        return r.queue.owner;
-      });
-      const rows = batch.map((r, i) => ({ r, queue: queued[i] })).filter(({ r, queue }) => r.sender || r.recipient || queue);
-      if (rows.length === 0) return batch.map(() => undefined);
-      const col = <T>(f: (x: { r: MessageRecord; queue: string | undefined }) => T) => rows.map(f);
-      const inserted = await c.query<{ seq: string; id: string | null }>(
-        `INSERT INTO messages (id, stanza, stored_at, sender_owner, sender_with, sender_resource, recipient_owner, recipient_with, recipient_resource, queue_owner)
-         SELECT id, stanza, stored_at, so, sw, sr, ro, rw, rr, qo FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-           $7::text[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS t(id, stanza, stored_at, so, sw, sr, ro, rw, rr, qo, n)
-         ORDER BY n ON CONFLICT (id) WHERE id IS NOT NULL DO NOTHING RETURNING seq, id`,
-        [col(({ r }) => r.id ?? null), col(({ r }) => r.stanza), col(({ r }) => r.storedAt),
-          col(({ r }) => r.sender?.owner ?? null), col(({ r }) => r.sender?.withBare ?? null), col(({ r }) => r.sender?.withResource ?? null),
-          col(({ r }) => r.recipient?.owner ?? null), col(({ r }) => r.recipient?.withBare ?? null), col(({ r }) => r.recipient?.withResource ?? null),
-          col(({ queue }) => queue ?? null)]);
-      // Records with an id are matched by it: one already written by a retried commit whose answer
-      // was lost comes back from the table. Those without (only queued) take the rest of the seqs,
-      // which one sequence hands out in insertion order.
+    const col = <T>(f: (r: MessageRecord) => T) => batch.map(f);
+    return retryOnConnectionLoss(async () => {
+      const written = (await q<{ queued: number[]; seqs: string[]; seq_ids: Array<string | null> }>(
+        `SELECT queued, seqs, seq_ids FROM parley_write_messages($1, $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+           $8::text[], $9::text[], $10::text[], $11::text[], $12::int[])`,
+        [MIGRATION_LOCK, col((r) => r.id ?? null), col((r) => r.stanza), col((r) => r.storedAt),
+          col((r) => r.sender?.owner ?? null), col((r) => r.sender?.withBare ?? null), col((r) => r.sender?.withResource ?? null),
+          col((r) => r.recipient?.owner ?? null), col((r) => r.recipient?.withBare ?? null), col((r) => r.recipient?.withResource ?? null),
+          col((r) => r.queue?.owner ?? null), col((r) => r.queue?.limit ?? null)])).rows[0]!;
+      // Records with an id are matched by it. Those without (only queued) take the rest of the
+      // seqs, which one sequence hands out in insertion order.
       const byId = new Map<number, number>();
       const unnamed: number[] = [];
-      for (const row of inserted.rows) {
-        if (row.id === null) unnamed.push(Number(row.seq));
-        else byId.set(Number(row.id), Number(row.seq));
-      }
-      const missing = rows.flatMap(({ r }) => (r.id !== undefined && !byId.has(r.id) ? [r.id] : []));
-      if (missing.length) {
-        for (const row of (await c.query<{ seq: string; id: string }>("SELECT seq, id FROM messages WHERE id = ANY($1::bigint[])", [missing])).rows) byId.set(Number(row.id), Number(row.seq));
-      }
+      written.seqs.forEach((seq, i) => {
+        const id = written.seq_ids[i];
+        if (id === null || id === undefined) unnamed.push(Number(seq));
+        else byId.set(Number(id), Number(seq));
+      });
       unnamed.sort((x, y) => x - y);
+      const queued = new Set(written.queued);
       let next = 0;
-      const seqOf = new Map(rows.map(({ r }) => [r, r.id !== undefined ? byId.get(r.id) : unnamed[next++]]));
-      return batch.map((r, i) => (queued[i] ? seqOf.get(r) : undefined));
-    }));
+      return batch.map((r, i) => {
+        const entry = queued.has(i + 1);
+        if (r.id !== undefined) return entry ? byId.get(r.id) : undefined;
+        return entry ? unnamed[next++] : undefined;
+      });
+    });
   });
   const acknowledgements = new GroupCommit((batch: Array<{ owner: string; ids: readonly number[] }>) => retryOnConnectionLoss(() => tx(async (c) => {
     const wanted = byOwner(batch);

@@ -204,4 +204,54 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   ALTER TABLE s2s_outbox ADD COLUMN owner TEXT NOT NULL DEFAULT '';
   CREATE INDEX s2s_outbox_owner ON s2s_outbox (owner, id);
   `,
+  // 13: one group commit of message records as one call (src/storage/postgres/index.ts): the
+  // queue owners' locks, their queue lengths, the per-user limits in arrival order and the insert
+  // run inside the database, one round trip instead of five. A VOLATILE PL/pgSQL function takes a
+  // fresh snapshot for each statement, so the lengths are counted after the locks are held, as
+  // they were in the transaction it replaces. Returns the ordinals (1-based) of the records that
+  // got a queue entry, and the seq and id of every written record, those a retried commit had
+  // already written among them.
+  `
+  CREATE FUNCTION parley_write_messages(lock_class int, ids bigint[], stanzas text[], stored bigint[],
+      so text[], sw text[], sr text[], ro text[], rw text[], rr text[], qo text[], qlimit int[],
+      OUT queued int[], OUT seqs bigint[], OUT seq_ids bigint[])
+  LANGUAGE plpgsql AS $$
+  DECLARE
+    owners text[];
+    lengths bigint[];
+    entries text[] := '{}';
+    k int;
+  BEGIN
+    queued := '{}';
+    SELECT array_agg(DISTINCT o ORDER BY o) INTO owners FROM unnest(qo) AS o WHERE o IS NOT NULL;
+    IF owners IS NOT NULL THEN
+      PERFORM pg_advisory_xact_lock(lock_class, hashtext(o)) FROM unnest(owners) AS o ORDER BY o;
+      SELECT array_agg((SELECT count(*) FROM messages m WHERE m.queue_owner = o.owner
+          AND m.seq > coalesce((SELECT acked_seq FROM queue_marks mk WHERE mk.owner = o.owner), 0))
+        - (SELECT count(*) FROM queue_acks a WHERE a.owner = o.owner) ORDER BY o.ord)
+        INTO lengths FROM unnest(owners) WITH ORDINALITY AS o(owner, ord);
+    END IF;
+    FOR i IN 1 .. coalesce(array_length(stanzas, 1), 0) LOOP
+      entries[i] := NULL;
+      IF qo[i] IS NOT NULL THEN
+        k := array_position(owners, qo[i]);
+        IF lengths[k] < qlimit[i] THEN
+          lengths[k] := lengths[k] + 1;
+          entries[i] := qo[i];
+          queued := queued || i;
+        END IF;
+      END IF;
+    END LOOP;
+    WITH written AS (
+      INSERT INTO messages (id, stanza, stored_at, sender_owner, sender_with, sender_resource, recipient_owner, recipient_with, recipient_resource, queue_owner)
+      SELECT t.id, t.stanza, t.stored_at, t.so, t.sw, t.sr, t.ro, t.rw, t.rr, t.qo
+      FROM unnest(ids, stanzas, stored, so, sw, sr, ro, rw, rr, entries) WITH ORDINALITY AS t(id, stanza, stored_at, so, sw, sr, ro, rw, rr, qo, n)
+      WHERE t.so IS NOT NULL OR t.ro IS NOT NULL OR t.qo IS NOT NULL
+      ORDER BY t.n ON CONFLICT (id) WHERE id IS NOT NULL DO NOTHING RETURNING messages.seq, messages.id)
+    SELECT coalesce(array_agg(w.seq), '{}'), coalesce(array_agg(w.id), '{}') INTO seqs, seq_ids FROM written w;
+    SELECT seqs || coalesce(array_agg(m.seq), '{}'), seq_ids || coalesce(array_agg(m.id), '{}') INTO seqs, seq_ids
+      FROM messages m WHERE m.id = ANY(ids) AND m.id <> ALL(array_remove(seq_ids, NULL));
+  END;
+  $$;
+  `,
 ];
