@@ -211,6 +211,24 @@ export function storageContract(name: string, open: () => Promise<Storage> | Sto
       assert.deepEqual(await s.archive.bounds("bob@a.test"), { first: base + 1, last: base + 1 });
     });
 
+    it("message records: in one group commit, records without a queue entry between queued ones leave each entry on its own record", async () => {
+      const base = 1_800_000_000_000 * 1024;
+      // A live message to a stream-managed session, twice over: the sender's archive copy, then
+      // the recipient's durable copy, all committed together.
+      const sent = (n: number) => s.messages.write({ id: base + 2 * n, stanza: `<message id='sent${n}'/>`, storedAt: n,
+        sender: { owner: "alice@a.test", withBare: "bob@a.test", withResource: "" } });
+      const queued = (n: number) => s.messages.write({ id: base + 2 * n + 1, stanza: `<message id='queued${n}'/>`, storedAt: n,
+        queue: { owner: "bob@a.test", limit: 10 } });
+      const [notQueued1, first, notQueued2, second] = await Promise.all([sent(1), queued(1), sent(2), queued(2)]);
+      assert.deepEqual([notQueued1, notQueued2], [undefined, undefined]);
+      assert.deepEqual((await s.offline.list("bob@a.test")).map((m) => [m.id, m.stanza]),
+        [[first, "<message id='queued1'/>"], [second, "<message id='queued2'/>"]]);
+      await s.offline.acknowledge("bob@a.test", [first!]);
+      assert.deepEqual((await s.offline.list("bob@a.test")).map((m) => m.stanza), ["<message id='queued2'/>"]);
+      assert.equal(await s.offline.count("bob@a.test"), 1);
+      assert.equal((await s.archive.query("alice@a.test", { newestFirst: false, limit: 10 })).length, 2, "both sent copies archived");
+    });
+
     it("message records: merged pages of both sides, newest first and with filters", async () => {
       const base = 1_800_000_000_000 * 1024;
       const write = (n: number, from: string, to: string) => s.messages.write({ id: base + n, stanza: `<message id='m${n}'/>`, storedAt: n,

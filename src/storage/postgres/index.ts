@@ -145,7 +145,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
    * not yet visible (docs/STORAGE.md).
    */
   const lockQueues = (c: pg.PoolClient, owners: string[]) =>
-    c.query("SELECT pg_advisory_xact_lock($1::int, hashtext(o)) FROM unnest($2::text[]) AS o ORDER BY o", [MIGRATION_LOCK, [...owners].sort()]);
+    c.query("SELECT parley_lock_queues($1, $2::text[])", [MIGRATION_LOCK, owners]);
   const QUEUE_MARK = "coalesce((SELECT acked_seq FROM queue_marks k WHERE k.owner = m.queue_owner), 0)";
 
   // Group commit of message records: everything queued while a commit is in flight goes into the
@@ -348,8 +348,7 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       },
       async acknowledge(owner, ids) { await acknowledgements.add({ owner, ids }); },
       async count(owner) {
-        return Number((await read<{ n: string }>(`SELECT (SELECT count(*) FROM messages m WHERE queue_owner = $1 AND seq > ${QUEUE_MARK})
-          - (SELECT count(*) FROM queue_acks WHERE owner = $1) AS n`, [owner])).rows[0]!.n);
+        return Number((await read<{ n: string }>("SELECT parley_queue_length($1) AS n", [owner])).rows[0]!.n);
       },
       async total() {
         return Number((await read<{ n: string }>(`SELECT (SELECT count(*) FROM messages m WHERE queue_owner IS NOT NULL AND seq > ${QUEUE_MARK})

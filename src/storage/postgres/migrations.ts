@@ -211,7 +211,23 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   // they were in the transaction it replaces. Returns the ordinals (1-based) of the records that
   // got a queue entry, and the seq and id of every written record, those a retried commit had
   // already written among them.
+  // The owners' locks and a queue's length are functions of their own: the acknowledgement
+  // transaction takes the same locks, and offline.count reports the same length.
   `
+  CREATE FUNCTION parley_lock_queues(lock_class int, owners text[]) RETURNS void
+  LANGUAGE plpgsql AS $$
+  BEGIN
+    -- In sorted order, so that two writers of overlapping owners never deadlock.
+    PERFORM pg_advisory_xact_lock(lock_class, hashtext(o)) FROM unnest(owners) AS o ORDER BY o;
+  END;
+  $$;
+  -- The entries above the owner's watermark, less those acknowledged out of order above it.
+  CREATE FUNCTION parley_queue_length(queue text) RETURNS bigint
+  LANGUAGE sql STABLE AS $$
+    SELECT (SELECT count(*) FROM messages m WHERE m.queue_owner = queue
+        AND m.seq > coalesce((SELECT acked_seq FROM queue_marks k WHERE k.owner = queue), 0))
+      - (SELECT count(*) FROM queue_acks a WHERE a.owner = queue)
+  $$;
   CREATE FUNCTION parley_write_messages(lock_class int, ids bigint[], stanzas text[], stored bigint[],
       so text[], sw text[], sr text[], ro text[], rw text[], rr text[], qo text[], qlimit int[],
       OUT queued int[], OUT seqs bigint[], OUT seq_ids bigint[])
@@ -225,13 +241,13 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
     queued := '{}';
     SELECT array_agg(DISTINCT o ORDER BY o) INTO owners FROM unnest(qo) AS o WHERE o IS NOT NULL;
     IF owners IS NOT NULL THEN
-      PERFORM pg_advisory_xact_lock(lock_class, hashtext(o)) FROM unnest(owners) AS o ORDER BY o;
-      SELECT array_agg((SELECT count(*) FROM messages m WHERE m.queue_owner = o.owner
-          AND m.seq > coalesce((SELECT acked_seq FROM queue_marks mk WHERE mk.owner = o.owner), 0))
-        - (SELECT count(*) FROM queue_acks a WHERE a.owner = o.owner) ORDER BY o.ord)
-        INTO lengths FROM unnest(owners) WITH ORDINALITY AS o(owner, ord);
+      PERFORM parley_lock_queues(lock_class, owners);
+      SELECT array_agg(parley_queue_length(o.owner) ORDER BY o.ord) INTO lengths FROM unnest(owners) WITH ORDINALITY AS o(owner, ord);
     END IF;
     FOR i IN 1 .. coalesce(array_length(stanzas, 1), 0) LOOP
+      -- Every position is assigned, NULL where the record gets no queue entry: assigning only
+      -- entries[2] to an empty array would make a one-element array starting at 2, which unnest
+      -- would pair with the first record.
       entries[i] := NULL;
       IF qo[i] IS NOT NULL THEN
         k := array_position(owners, qo[i]);
