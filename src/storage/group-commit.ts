@@ -2,6 +2,10 @@
  * Group commit: writes that arrive while a commit is pending or in flight are committed together
  * in the next one — one transaction (one fsync / WAL flush) for many rows. Each write's promise
  * resolves only after the commit that holds it.
+ *
+ * The same batching serves point reads (the Postgres driver's batched reads): the reads queued
+ * while one query is pending or in flight go out as the next query. A read added after a write
+ * resolved is in a later batch than that write, so it sees it.
  */
 export class GroupCommit<T, R> {
   private queue: Array<{ item: T; resolve(r: R): void; reject(e: unknown): void }> = [];
