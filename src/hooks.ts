@@ -51,6 +51,25 @@ export interface Routed {
   to: Jid;
   /** The local c2s session it came from, when it came from one. */
   origin?: Session;
+  /**
+   * Present when the sender can tell the stanza's order from its custody (HARDENING §1.3 P1; a
+   * c2s session, whose XEP-0198 'h' may count a stanza only once it is in custody). A handler that
+   * has given the stanza its place in order already (a group commit's queue, an outbox), so that
+   * only the durable write is pending, hands that write here: the sender's next stanza is routed
+   * at once, its 'h' waits for `written`. A rejection is answered like a failed handler. Absent,
+   * the handler waits for the write itself (see `handledOnceWritten`).
+   */
+  custody?: (written: Promise<unknown>) => void;
+}
+
+/**
+ * HANDLED for a stanza whose durable write is `written`: at once where the sender holds custody
+ * apart (Routed.custody), after the write otherwise.
+ */
+export function handledOnceWritten(routed: Routed, written: Promise<unknown>): typeof HANDLED | Promise<typeof HANDLED> {
+  if (!routed.custody) return written.then(() => HANDLED);
+  routed.custody(written);
+  return HANDLED;
 }
 
 export interface Chains {

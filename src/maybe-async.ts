@@ -13,19 +13,3 @@ export function andThen<T, R>(value: MaybePromise<T>, next: (value: T) => MaybeP
 export function both<A, B>(a: MaybePromise<A>, b: MaybePromise<B>): MaybePromise<[A, B]> {
   return a instanceof Promise || b instanceof Promise ? Promise.all([a, b]) : [a, b];
 }
-
-/**
- * Promises that stand only for custody (HARDENING §1.3 P1): the stanza has taken its place in
- * order already (in a queue), and only its durable write is pending. A sender's next stanza need
- * not wait for one — its 'h' still does. Anything else a router returns is waited for in order.
- */
-const custodyOnly = new WeakSet<Promise<unknown>>();
-
-export function custody<T>(promise: Promise<T>): Promise<T> {
-  custodyOnly.add(promise);
-  return promise;
-}
-
-export function isCustodyOnly(value: unknown): boolean {
-  return value instanceof Promise && custodyOnly.has(value);
-}

@@ -17,7 +17,7 @@ import { defineModule } from "../module.js";
 import { el, type Element } from "../xmpp/xml.js";
 import { tryParseJid, type Jid } from "../xmpp/jid.js";
 import { NS } from "../xmpp/ns.js";
-import { HANDLED } from "../hooks.js";
+import { HANDLED, handledOnceWritten } from "../hooks.js";
 import { StanzaError } from "../errors.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import type { Session } from "../xmpp/sessions.js";
@@ -195,23 +195,24 @@ export const offline = defineModule({
         }
         count(tally, from.bare, 1);
       }
-      let id: number | undefined;
-      try {
-        id = await enqueue(routed, user);
-      } finally {
-        if (tally && id === undefined) count(tally, from.bare, -1);
-      }
-      if (tally && id !== undefined) persist(user, tally);
-      if (id === undefined) {
-        await router.bounce(stanza, new StanzaError("service-unavailable", "The recipient's offline queue is full"), origin);
-      } else {
+      // In the recipient's queue, in order, once enqueue returns; only the commit is pending.
+      const stored = enqueue(routed, user).then((id) => {
+        if (id === undefined) {
+          if (tally) count(tally, from.bare, -1);
+          return router.bounce(stanza, new StanzaError("service-unavailable", "The recipient's offline queue is full"), origin);
+        }
+        if (tally) persist(user, tally);
         ctx.log.debug({ stage: "offline", tag: "message" }, "stored offline");
         void ctx.emit("offline/stored", { user: to.bare });
         // XEP-0160 §4: stored messages go out on available presence. A presence that arrived while
         // this write was being committed started a flush that could not see it; flush again.
         for (const s of ctx.sessions.available(user)) flushDetached(s);
-      }
-      return HANDLED;
+        return undefined;
+      }, (err: unknown) => {
+        if (tally) count(tally, from.bare, -1);
+        throw err;
+      });
+      return handledOnceWritten(routed, stored);
     });
 
     /**
@@ -227,8 +228,8 @@ export const offline = defineModule({
       const user = to.bare;
       const row = enqueue(routed, user);
       const acks = targets.map((s) => router.deliverConfirmed(s, stanza) ?? Promise.resolve(false));
-      return row.then((id) => {
-        if (id === undefined) return HANDLED; // queue full: delivered live, without a durable copy
+      return handledOnceWritten(routed, row.then((id) => {
+        if (id === undefined) return; // queue full: delivered live, without a durable copy
         const taken = takenFor(user);
         taken.add(id);
         void Promise.all(acks).then(async (acked) => {
@@ -237,12 +238,10 @@ export const offline = defineModule({
           for (const s of ctx.sessions.available(user)) await flush(s);
           return undefined;
         }).catch((err) => ctx.log.error({ err, stage: "offline" }, "settling a durable delivery failed"));
-        return HANDLED;
       }, (err) => {
         // Already written to the live sessions; only the durable copy is missing.
         ctx.log.error({ err, stage: "offline" }, "durable copy of a live message failed");
-        return HANDLED;
-      });
+      }));
     });
 
     const takenFor = (user: string): Set<number> => {

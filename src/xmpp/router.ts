@@ -80,8 +80,9 @@ export class Router {
   }
 
   /**
-   * Outgoing federation takes every stanza for a remote domain that no handler took; its promise
-   * resolves once the stanza is in its custody (a durable queue). Returns the detach function.
+   * Outgoing federation takes every stanza for a remote domain that no handler took, queued in
+   * order when `send` returns; its promise resolves once the stanza is in its custody (a durable
+   * outbox). Returns the detach function.
    */
   attachRemote(send: (stanza: Element) => void | Promise<void>): () => void {
     if (this.remote) throw new Error("a remote route is already attached");
@@ -125,8 +126,12 @@ export class Router {
     return () => this.iqHandlers.delete(key);
   }
 
-  /** A stanza from a bound client session. */
-  fromClient(session: Session, stanza: Element): void | Promise<void> {
+  /**
+   * A stanza from a bound client session. The promise resolves once its routing finished, the
+   * point after which the session's next stanza may be routed; `holdCustody` (Routed.custody), when
+   * given, receives the durable writes the stanza's 'h' must wait for beyond that.
+   */
+  fromClient(session: Session, stanza: Element, holdCustody?: (written: Promise<unknown>) => void): void | Promise<void> {
     // RFC 6120 §8.1.2.1: the server stamps 'from' with the full JID of the session; we overwrite
     // whatever the client put there (Prosody's policy), so a spoofed 'from' never leaves the server.
     stanza.attrs.from = session.jid.full;
@@ -143,7 +148,9 @@ export class Router {
       to = parsed;
       stanza.attrs.to = parsed.full;
     }
-    return this.dispatch({ stanza, from: session.jid, to, origin: session }, stanza.attrs.to === undefined);
+    const routed: Routed = { stanza, from: session.jid, to, origin: session };
+    if (holdCustody) routed.custody = (written) => holdCustody(written.catch((err: unknown) => this.handlerFailed(routed, err)));
+    return this.dispatch(routed, stanza.attrs.to === undefined);
   }
 
   /**
@@ -277,7 +284,12 @@ export class Router {
           // RFC 6120 §10.4: the server routes it to the remote domain (a stanza from a remote
           // server is never relayed on: fromRemote only takes stanzas for our domains). An attached
           // component's domain is ours too (XEP-0114): its answers to remote entities go out.
-          if (this.remote && this.isServed(filtered.from.domain)) return this.remote(stanza);
+          if (this.remote && this.isServed(filtered.from.domain)) {
+            const queued = this.remote(stanza);
+            if (!queued || !filtered.custody) return queued;
+            filtered.custody(queued); // in the route's queue, in order, already
+            return;
+          }
           // RFC 6120 §10.4.3 remote-server-not-found is what a server without a route answers.
           this.log.debug({ stage: "route", tag: kind, domain: to.domain }, "no route to remote domain");
           return this.bounce(stanza, new StanzaError("remote-server-not-found"), filtered.origin);

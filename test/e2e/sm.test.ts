@@ -289,6 +289,41 @@ describe("stream management (XEP-0198) and the delivery guarantee", () => {
     assert.equal(s.sm?.resumable, true);
     await x.stop();
   });
+
+  it("a message whose offline write is still committing does not hold up the sender's next stanzas; its 'h' waits for the commit", async () => {
+    for (const u of ["frank", "gina", "hank"]) await server.accounts.create(`${u}@localhost`, "pw");
+    const hank = await rawSession(server.ports.c2sDirectTls!, "hank", "pw", "live");
+    hank.send("<presence/>");
+    await hank.waitForElement(presenceFrom("hank@localhost/live"));
+    const frank = await rawSession(server.ports.c2sDirectTls!, "frank", "pw", "sender");
+    await enable(frank, false);
+    // A slow disk: message records wait until the test lets them through.
+    const messages = server.storage.messages;
+    const write = messages.write.bind(messages);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    messages.write = async (record) => { await gate; return write(record); };
+    try {
+      const mark = frank.elements.length;
+      frank.send("<message to='gina@localhost' type='chat' id='to-offline'><body>stored</body></message>"
+        + "<message to='hank@localhost' type='chat' id='to-live'><body>live</body></message><r xmlns='urn:xmpp:sm:3'/>");
+      // The second message is routed while the first one's write waits: hank has it.
+      await hank.waitForElement(message("to-live"));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(!frank.anyElement((e) => e.is("a", SM), mark), "no 'h' covers a message before its write committed");
+      release();
+      const a = await frank.waitForElement((e) => e.is("a", SM), 5000, mark);
+      assert.equal(a.attrs.h, "2");
+    } finally {
+      release();
+      messages.write = write;
+    }
+    const gina = await rawSession(server.ports.c2sDirectTls!, "gina", "pw", "back");
+    gina.send("<presence/>");
+    const stored = await gina.waitForElement(message("to-offline"));
+    assert.equal(stored.getChildText("body"), "stored");
+    for (const c of [hank, frank, gina]) c.close();
+  });
 });
 
 describe("graceful shutdown (P5)", () => {

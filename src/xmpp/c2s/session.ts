@@ -20,7 +20,6 @@ import type { HookBus } from "../../hooks.js";
 import type { Logger } from "../../log.js";
 import type { StreamEnding, StreamOwner, XmlStream } from "../stream/xml-stream.js";
 import type { TransportKind } from "../stream/transport.js";
-import { isCustodyOnly } from "../../maybe-async.js";
 import { AckError, NS_SM, StreamManagement, parseH, type SmLimits } from "./sm.js";
 import { OutboundQueue, type Outgoing } from "./outbound.js";
 import type { NonzaHandler } from "./extensions.js";
@@ -76,7 +75,7 @@ export class C2SSession implements Session, StreamOwner {
   private writableWaiters: Array<() => void> = [];
   /** The end of the chain of this client's stanzas still being routed (see onStanza). */
   private routingTail: Promise<void> | undefined;
-  /** Stanzas routed in order whose custody is still pending (../../maybe-async.ts `custody`). */
+  /** Stanzas routed in order whose durable writes are still pending (Routed.custody). */
   private readonly custodyPending = new Set<Promise<void>>();
 
   transport: TransportKind;
@@ -281,17 +280,21 @@ export class C2SSession implements Session, StreamOwner {
       }
     }
     const run = (): Promise<void> | undefined => {
-      // P1: the stanza counts as handled (for 'h') only once routing finished with it. The router
-      // turns every failure into an error reply; a rejection here would be a router bug.
-      const routed = this.deps.router.fromClient(this, stanza);
-      if (routed instanceof Promise) {
-        const settled = routed.catch((err) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed")).finally(done);
-        if (!isCustodyOnly(routed)) return settled;
+      // P1: the stanza counts as handled (for 'h') only once routing finished with it and every
+      // durable write it handed over (Routed.custody) is done. The router turns every failure into
+      // an error reply; a rejection here would be a router bug.
+      const held: Array<Promise<unknown>> = [];
+      const routed = this.deps.router.fromClient(this, stanza, (written) => held.push(written));
+      const inCustody = () => {
+        if (held.length === 0) return done();
+        const settled = Promise.allSettled(held).then(done);
         this.custodyPending.add(settled);
         void settled.then(() => this.custodyPending.delete(settled));
-        return undefined;
+      };
+      if (routed instanceof Promise) {
+        return routed.catch((err) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed")).then(inCustody);
       }
-      done();
+      inCustody();
       return undefined;
     };
     // A client's stanzas are routed in the order it sent them: while one waits (on storage,

@@ -40,7 +40,6 @@
 import { randomBytes, type X509Certificate } from "node:crypto";
 import { el, type Element } from "../xml.js";
 import { parseElement } from "../xml-parse.js";
-import { custody } from "../../maybe-async.js";
 import { NS } from "../ns.js";
 import { tryParseJid } from "../jid.js";
 import { StanzaError, StreamError } from "../../errors.js";
@@ -168,8 +167,8 @@ export class S2SPool {
   constructor(private readonly opts: S2SPoolOptions) {}
 
   /**
-   * A stanza from a local domain to a remote one. The promise (for a stanza kept durable) resolves
-   * once it is in the outbox.
+   * A stanza from a local domain to a remote one, in its route's queue (in order) on return. The
+   * promise (for a stanza kept durable) resolves once it is in the outbox.
    */
   send(stanza: Element): void | Promise<void> {
     const from = tryParseJid(stanza.attrs.from);
@@ -187,8 +186,7 @@ export class S2SPool {
       });
     }
     this.enqueue(route, entry);
-    // In the route's queue, in order, already: the sender's next stanza need not wait for the commit.
-    return entry.row && custody(entry.row.then(() => undefined));
+    return entry.row?.then(() => undefined);
   }
 
   /**
