@@ -282,14 +282,18 @@ export class C2SSession implements Session, StreamOwner {
     const run = (): Promise<void> | undefined => {
       // P1: the stanza counts as handled (for 'h') only once routing finished with it and every
       // durable write it handed over (Routed.custody) is done. The router turns every failure into
-      // an error reply; a rejection here would be a router bug.
-      const held: Array<Promise<unknown>> = [];
-      const routed = this.deps.router.fromClient(this, stanza, (written) => held.push(written));
+      // an error reply; a rejection here would be a router bug. Most stanzas hand over one write
+      // or none: no array, no allSettled on the hot path.
+      let held: Promise<unknown> | undefined;
+      const routed = this.deps.router.fromClient(this, stanza, (written) => { held = held ? Promise.all([held, written]) : written; });
       const inCustody = () => {
-        if (held.length === 0) return done();
-        const settled = Promise.allSettled(held).then(done);
+        if (!held) return done();
+        const settle = () => {
+          this.custodyPending.delete(settled);
+          done();
+        };
+        const settled: Promise<void> = held.then(settle, settle);
         this.custodyPending.add(settled);
-        void settled.then(() => this.custodyPending.delete(settled));
       };
       if (routed instanceof Promise) {
         return routed.catch((err) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed")).then(inCustody);
