@@ -227,22 +227,26 @@ export const offline = defineModule({
       if (!ctx.options.durableLiveDelivery || !storable(stanza) || !targets.every((s) => s.confirmsDelivery)) return undefined;
       const user = to.bare;
       const row = enqueue(routed, user);
-      const acks = targets.map((s) => router.deliverConfirmed(s, stanza) ?? Promise.resolve(false));
+      const confirm = (s: Session) => router.deliverConfirmed(s, stanza) ?? Promise.resolve(false);
+      // One session is the common case: its confirmation as it is, without Promise.all.
+      const acked = targets.length === 1 ? confirm(targets[0]!) : Promise.all(targets.map(confirm)).then((all) => all.some(Boolean));
       return handledOnceWritten(routed, row.then((id) => {
         if (id === undefined) return; // queue full: delivered live, without a durable copy
-        const taken = takenFor(user);
-        taken.add(id);
-        void Promise.all(acks).then(async (acked) => {
+        takenFor(user).add(id);
+        void acked.then((yes) => {
           release(user, [id]);
-          if (acked.some(Boolean)) return storage.offline.acknowledge(user, [id]);
-          for (const s of ctx.sessions.available(user)) await flush(s);
-          return undefined;
+          return yes ? storage.offline.acknowledge(user, [id]) : flushAvailable(user);
         }).catch((err) => ctx.log.error({ err, stage: "offline" }, "settling a durable delivery failed"));
       }, (err) => {
         // Already written to the live sessions; only the durable copy is missing.
         ctx.log.error({ err, stage: "offline" }, "durable copy of a live message failed");
       }));
     });
+
+    /** Unacknowledged by the sessions it was written to: the user's available ones get it from the queue. */
+    const flushAvailable = async (user: string): Promise<void> => {
+      for (const s of ctx.sessions.available(user)) await flush(s);
+    };
 
     const takenFor = (user: string): Set<number> => {
       let taken = inFlight.get(user);

@@ -50,8 +50,8 @@ export interface C2SSessionDeps {
 const DETACHED: StreamOwner = { header() {}, element() {}, ended() {}, drain() {} };
 
 /** The queue's entry for a stanza: serialized once, with what re-routing needs to know without parsing it. */
-function outgoing(stanza: Element): Outgoing {
-  return { name: stanza.name, type: stanza.attrs.type, xml: serialize(stanza), at: Date.now() };
+function outgoing(stanza: Element, confirm?: (acknowledged: boolean) => void): Outgoing {
+  return { name: stanza.name, type: stanza.attrs.type, xml: serialize(stanza), at: Date.now(), confirm };
 }
 
 export class C2SSession implements Session, StreamOwner {
@@ -142,7 +142,7 @@ export class C2SSession implements Session, StreamOwner {
       this.send(stanza);
       return undefined;
     }
-    return new Promise((resolve) => this.enqueue({ ...outgoing(stanza), confirm: resolve }));
+    return new Promise((resolve) => this.enqueue(outgoing(stanza, resolve)));
   }
 
   writable(): Promise<void> | undefined {
