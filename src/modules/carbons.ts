@@ -10,7 +10,6 @@ import { NS } from "../xmpp/ns.js";
 import type { Session } from "../xmpp/sessions.js";
 import { StanzaError } from "../errors.js";
 
-const CARBONS = "urn:xmpp:carbons:2";
 /** Session.flags entry of a session that enabled carbons. */
 const CARBONS_FLAG = "carbons";
 const FORWARD = "urn:xmpp:forward:0";
@@ -19,8 +18,8 @@ const MARKERS = "urn:xmpp:chat-markers:0";
 
 /** XEP-0280 §6: which messages are copied. */
 function eligible(stanza: Element): boolean {
-  if (stanza.getChild("private", CARBONS) || stanza.getChild("no-copy", NS.HINTS)) return false;
-  if (stanza.getChild("sent", CARBONS) || stanza.getChild("received", CARBONS)) return false;
+  if (stanza.getChild("private", NS.CARBONS) || stanza.getChild("no-copy", NS.HINTS)) return false;
+  if (stanza.getChild("sent", NS.CARBONS) || stanza.getChild("received", NS.CARBONS)) return false;
   const type = stanza.attrs.type ?? "normal";
   if (type === "chat") return true;
   if (type !== "normal") return false;
@@ -34,7 +33,7 @@ export const carbons = defineModule({
   dependsOn: ["message"],
   options: z.strictObject({}),
   start(ctx) {
-    ctx.feature("host", CARBONS);
+    ctx.feature("host", NS.CARBONS);
     // A session flag, so that a cluster's other nodes see it too (their copies reach it there).
     const enable = (session: Session, on: boolean) => {
       if (on === session.flags.has(CARBONS_FLAG)) return;
@@ -44,12 +43,12 @@ export const carbons = defineModule({
     };
 
     // XEP-0386: <enable xmlns='urn:xmpp:carbons:2'/> inside a Bind 2 request; "no response is necessary".
-    ctx.bindFeature(CARBONS, (element, session) => {
+    ctx.bindFeature(NS.CARBONS, (element, session) => {
       if (element.name === "enable") enable(session, true);
       return undefined;
     });
 
-    ctx.iq("account", "set", CARBONS, ({ payload, origin, self }) => {
+    ctx.iq("account", "set", NS.CARBONS, ({ payload, origin, self }) => {
       if (!origin || !self) throw new StanzaError("forbidden");
       if (payload.name === "enable") enable(origin, true);
       else if (payload.name === "disable") enable(origin, false);
@@ -64,7 +63,7 @@ export const carbons = defineModule({
       forwarded.attrs.xmlns = NS.CLIENT;
       for (const session of targets) {
         ctx.router.deliver(session, el("message", { from: user, to: session.jid.full, type: stanza.attrs.type ?? "normal" },
-          el(kind, { xmlns: CARBONS }, el("forwarded", { xmlns: FORWARD }, forwarded))));
+          el(kind, { xmlns: NS.CARBONS }, el("forwarded", { xmlns: FORWARD }, forwarded))));
       }
     };
 
@@ -74,9 +73,9 @@ export const carbons = defineModule({
       if (origin && stanza.name === "message") {
         // CVE-2017-5589 class (HARDENING §5): only this server makes carbons; a client's forged
         // <sent/>/<received/> wrapper is removed, so a recipient never sees one from a third party.
-        for (const forged of [...stanza.getChildren("sent", CARBONS), ...stanza.getChildren("received", CARBONS)]) stanza.remove(forged);
+        for (const forged of [...stanza.getChildren("sent", NS.CARBONS), ...stanza.getChildren("received", NS.CARBONS)]) stanza.remove(forged);
         // XEP-0280 §7: a <private/> message is not copied, and the marker is removed before it goes on.
-        const marker = stanza.getChild("private", CARBONS);
+        const marker = stanza.getChild("private", NS.CARBONS);
         if (marker) stanza.remove(marker);
         else if (eligible(stanza)) copy("sent", stanza, origin.jid.bare, [origin]);
       }

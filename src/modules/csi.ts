@@ -16,7 +16,6 @@ import { Priority } from "../hooks.js";
 
 const CSI = "urn:xmpp:csi:0";
 const PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event";
-const CARBONS = "urn:xmpp:carbons:2";
 
 /** What may wait: state, not data. Messages the offline store would keep are never held. */
 function holdable(stanza: Element): boolean {
@@ -25,7 +24,7 @@ function holdable(stanza: Element): boolean {
     return type === undefined || type === "unavailable";
   }
   if (stanza.name !== "message") return false;
-  const carbon = stanza.getChild("sent", CARBONS) ?? stanza.getChild("received", CARBONS);
+  const carbon = stanza.getChild("sent", NS.CARBONS) ?? stanza.getChild("received", NS.CARBONS);
   const message = carbon?.getChild("forwarded", "urn:xmpp:forward:0")?.getChild("message") ?? stanza;
   const type = message.attrs.type ?? "normal";
   if (type === "error") return false;

@@ -15,7 +15,6 @@ import type { Session } from "../xmpp/sessions.js";
 import { BoundedMap } from "../bounded-map.js";
 
 const KNOWN_ACCOUNTS_LIMIT = 100_000;
-const CARBONS = "urn:xmpp:carbons:2";
 
 /**
  * P4: the XEP-0160 storage set is re-sent. Carbon copies and archive results are not (XEP-0280
@@ -25,7 +24,7 @@ const CARBONS = "urn:xmpp:carbons:2";
 export function reroutable(stanza: Element): boolean {
   const type = stanza.attrs.type ?? "normal";
   if (type !== "chat" && type !== "normal") return false;
-  return !stanza.getChild("sent", CARBONS) && !stanza.getChild("received", CARBONS) && !stanza.getChild("result", MAM);
+  return !stanza.getChild("sent", NS.CARBONS) && !stanza.getChild("received", NS.CARBONS) && !stanza.getChild("result", MAM);
 }
 
 declare module "../hooks.js" {

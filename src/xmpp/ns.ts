@@ -28,6 +28,7 @@ export const NS = {
   DELAY: "urn:xmpp:delay",
   CHATSTATES: "http://jabber.org/protocol/chatstates",
   HINTS: "urn:xmpp:hints",
+  CARBONS: "urn:xmpp:carbons:2",
   OFFLINE: "msgoffline",
   XML: "http://www.w3.org/XML/1998/namespace",
 } as const;
