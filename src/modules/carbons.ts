@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el, cloneElement, type Element } from "../xmpp/xml.js";
+import { el, cloneElement, findChild, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import type { Session } from "../xmpp/sessions.js";
 import { StanzaError } from "../errors.js";
@@ -18,12 +18,12 @@ const MARKERS = "urn:xmpp:chat-markers:0";
 
 /** XEP-0280 §6: which messages are copied. */
 function eligible(stanza: Element): boolean {
-  if (stanza.getChild("private", NS.CARBONS) || stanza.getChild("no-copy", NS.HINTS)) return false;
-  if (stanza.getChild("sent", NS.CARBONS) || stanza.getChild("received", NS.CARBONS)) return false;
+  if (findChild(stanza, "private", NS.CARBONS) || findChild(stanza, "no-copy", NS.HINTS)) return false;
+  if (findChild(stanza, "sent", NS.CARBONS) || findChild(stanza, "received", NS.CARBONS)) return false;
   const type = stanza.attrs.type ?? "normal";
   if (type === "chat") return true;
   if (type !== "normal") return false;
-  if (stanza.getChild("body")) return true;
+  if (findChild(stanza, "body")) return true;
   return stanza.children.some((c) => typeof c !== "string" && [RECEIPTS, MARKERS, NS.CHATSTATES].includes(c.getNS() ?? ""));
 }
 

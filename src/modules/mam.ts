@@ -109,6 +109,11 @@ export const mam = defineModule({
     const nextId = archiveClock(0);
     /** The stanza-id elements this process stamped, which the forgery filter leaves alone. */
     const stamped = new WeakSet<Element>();
+    /** Whether the stanza carries a stanza-id of ours (only those are in `stamped`); no array per message. */
+    const stampedHere = (stanza: Element) => {
+      for (const c of stanza.children) if (typeof c !== "string" && stamped.has(c)) return true;
+      return false;
+    };
 
     // XEP-0359 §4: "the server MUST [strip] any <stanza-id/> element with a 'by' attribute" naming an
     // entity it stamps for, so nobody can forge our ids — whether or not archiving is on.
@@ -213,7 +218,7 @@ export const mam = defineModule({
     const receive = (routed: Routed): undefined | Promise<undefined> => {
       const { stanza, to, from } = routed;
       const user = to.bare;
-      if (!archivable(stanza) || stanza.getChildren("stanza-id", STANZA_ID).some((sid) => stamped.has(sid))) return undefined;
+      if (!archivable(stanza) || stampedHere(stanza)) return undefined;
       return whenKept(user, from.bare, () => track(user, openRecord(routed, storage, (record) => {
         record.id ??= nextId();
         const sid = el("stanza-id", { xmlns: STANZA_ID, id: String(record.id), by: user });

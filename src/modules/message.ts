@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { defineModule } from "../module.js";
 import { HANDLED, type HeldStanza, type Routed } from "../hooks.js";
-import { el, type Element } from "../xmpp/xml.js";
+import { el, findChild, type Element } from "../xmpp/xml.js";
 import { NS } from "../xmpp/ns.js";
 import { parseElement } from "../xmpp/xml-parse.js";
 import { MAM } from "./mam.js";
@@ -24,7 +24,7 @@ const KNOWN_ACCOUNTS_LIMIT = 100_000;
 export function reroutable(stanza: Element): boolean {
   const type = stanza.attrs.type ?? "normal";
   if (type !== "chat" && type !== "normal") return false;
-  return !stanza.getChild("sent", NS.CARBONS) && !stanza.getChild("received", NS.CARBONS) && !stanza.getChild("result", MAM);
+  return !findChild(stanza, "sent", NS.CARBONS) && !findChild(stanza, "received", NS.CARBONS) && !findChild(stanza, "result", MAM);
 }
 
 declare module "../hooks.js" {

@@ -14,7 +14,7 @@
  */
 import { z } from "zod";
 import { defineModule } from "../module.js";
-import { el, type Element } from "../xmpp/xml.js";
+import { el, findChild, type Element } from "../xmpp/xml.js";
 import { tryParseJid, type Jid } from "../xmpp/jid.js";
 import { NS } from "../xmpp/ns.js";
 import { HANDLED, handledOnceWritten } from "../hooks.js";
@@ -76,12 +76,17 @@ export const offline = defineModule({
     const storable = (stanza: Element): boolean => {
       const type = stanza.attrs.type ?? "normal";
       if (type !== "chat" && type !== "normal") return false;
-      const hinted = (name: string) => stanza.getChild(name, NS.HINTS) !== undefined;
-      if (hinted("no-store")) return false;
+      if (findChild(stanza, "no-store", NS.HINTS)) return false;
       // XEP-0160 §3: a chat message that carries only a chat state is not stored.
-      const elements = stanza.children.filter((c) => typeof c !== "string");
-      const onlyChatState = elements.length > 0 && elements.every((c) => typeof c !== "string" && c.getNS() === NS.CHATSTATES);
-      return !onlyChatState || hinted("store");
+      let elements = 0;
+      let chatStates = 0;
+      for (const c of stanza.children) {
+        if (typeof c === "string") continue;
+        elements++;
+        if (c.getNS() === NS.CHATSTATES) chatStates++;
+      }
+      const onlyChatState = elements > 0 && chatStates === elements;
+      return !onlyChatState || findChild(stanza, "store", NS.HINTS) !== undefined;
     };
 
     /**

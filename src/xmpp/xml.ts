@@ -27,6 +27,12 @@ export function firstChildElement(node: Element): Element | undefined {
   return undefined;
 }
 
+/** Element.getChild without the array ltx builds for every call: for checks made on every message. */
+export function findChild(node: Element, name: string, ns?: string): Element | undefined {
+  for (const c of node.children) if (typeof c !== "string" && c.getName() === name && (!ns || c.getNS() === ns)) return c;
+  return undefined;
+}
+
 export function childElements(node: Element): Element[] {
   const out: Element[] = [];
   for (const c of node.children) if (typeof c !== "string") out.push(c);
