@@ -100,10 +100,16 @@ export class SessionTable implements SessionView {
     return this.byUser.get(bareJid) ?? [];
   }
 
+  // One pass, no filter arrays: every message asks.
   available(bareJid: string): Session[] {
-    const available = this.ofUser(bareJid).filter((s) => s.presence !== undefined);
-    const live = available.filter((s) => !s.hibernating);
-    return live.length > 0 ? live : available;
+    const live: Session[] = [];
+    let hibernating: Session[] | undefined;
+    for (const s of this.ofUser(bareJid)) {
+      if (s.presence === undefined) continue;
+      if (!s.hibernating) live.push(s);
+      else (hibernating ??= []).push(s);
+    }
+    return live.length > 0 || !hibernating ? live : hibernating;
   }
 
   count(): number {
