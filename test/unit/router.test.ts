@@ -202,4 +202,37 @@ describe("hooks", () => {
     bus.filter("stanza/out", () => null);
     assert.equal(bus.runFilter("stanza/out", { stanza: el("x"), session: {} as never }), null);
   });
+  it("events run in priority order, each after the async ones before it has settled, past a rejection", async () => {
+    const bus = new HookBus(silentLogger());
+    const seen: string[] = [];
+    let release!: () => void;
+    bus.on("server/stopping", () => new Promise<void>((r) => { release = () => { seen.push("slow settled"); r(); }; }), Priority.FIRST);
+    bus.on("server/stopping", () => Promise.reject(new Error("x")), Priority.POLICY);
+    bus.on("server/stopping", () => { seen.push("sync"); });
+    const done = bus.emit("server/stopping", {});
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(seen, [], "the later handlers wait for the first one's promise");
+    release();
+    await done;
+    assert.deepEqual(seen, ["slow settled", "sync"]);
+  });
+  it("a handler unregistered while its hook runs does not shift the run; it is gone from the next", async () => {
+    const bus = new HookBus(silentLogger());
+    const seen: string[] = [];
+    let unregisterB = () => {};
+    bus.on("server/stopping", () => { seen.push("a"); unregisterB(); }, Priority.POLICY);
+    unregisterB = bus.on("server/stopping", () => { seen.push("b"); });
+    bus.on("server/stopping", () => { seen.push("c"); }, Priority.HOLD);
+    await bus.emit("server/stopping", {});
+    await bus.emit("server/stopping", {});
+    assert.deepEqual(seen, ["a", "b", "c", "a", "c"]);
+    const order: string[] = [];
+    let unregisterFirst = () => {};
+    unregisterFirst = bus.chain("message/full", () => { order.push("first"); unregisterFirst(); return undefined; }, Priority.POLICY);
+    bus.chain("message/full", () => { order.push("second"); return HANDLED; });
+    bus.runChain("message/full", {} as never, outcome);
+    bus.runChain("message/full", {} as never, outcome);
+    assert.deepEqual(order, ["first", "second", "second"]);
+    assert.deepEqual(bus.table().filter((r) => r.hook === "server/stopping").map((r) => r.priority), [Priority.POLICY, Priority.HOLD]);
+  });
 });
