@@ -1,5 +1,5 @@
 /**
- * npm run bench:path [-- --transport tcp|websocket --messages N --storage sqlite|memory --no-sm --cpu-profile FILE]:
+ * npm run bench:path [-- --transport tcp|websocket --messages N --storage sqlite|memory --no-sm --cpu-profile FILE --outliving-scavenges]:
  * where the server's CPU and allocations go per 1:1 message, with the shipped defaults (SQLite,
  * archive on, stream management on). Parley runs in this process; a client process
  * (bench/message-path-client.ts) logs in 50 sender/recipient pairs over direct TLS or WebSocket
@@ -11,7 +11,8 @@
  * collected included. Allocation drives scavenges (the p99 spikes) and, unlike CPU time, does not
  * move with the load of a shared machine, so a change to the hot path can be judged on a busy one.
  * `--cpu-profile FILE` writes a V8 CPU profile of the CPU pass (its CPU figure then includes the
- * profiler's cost).
+ * profiler's cost). `--outliving-scavenges` counts only the objects that a young-generation GC did
+ * not collect: what each scavenge has to copy (its pause grows with them) and what gets promoted.
  */
 import { execFileSync, fork } from "node:child_process";
 import { once } from "node:events";
@@ -31,6 +32,7 @@ const streamManagement = !args.includes("--no-sm");
 const top = Number(option("top", "25"));
 /** A V8 CPU profile of the CPU pass only (not the logins or the allocation pass), for devtools or a script. */
 const cpuProfile = option("cpu-profile", "");
+const outlivingScavenges = args.includes("--outliving-scavenges");
 const PAIRS = 50;
 
 // The compiled server, as `npm run bench` runs it, so that the profile's lines are tsc's output.
@@ -68,7 +70,7 @@ await next();
 const cpu = process.cpuUsage(cpuStart);
 if (cpuProfile) writeFileSync(cpuProfile, JSON.stringify((await inspector.post("Profiler.stop")).profile));
 
-await inspector.post("HeapProfiler.startSampling", { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
+await inspector.post("HeapProfiler.startSampling", { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !outlivingScavenges } as never);
 client.send("run");
 await next();
 const { profile } = (await inspector.post("HeapProfiler.stopSampling")) as unknown as { profile: { head: SamplingNode } };
@@ -95,7 +97,9 @@ const walk = (node: SamplingNode, ownFrame: string | undefined) => {
 };
 walk(profile.head, undefined);
 const ranked = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([site, bytes]) => `${String(Math.round(bytes / messages)).padStart(6)} B  ${site}`);
-console.error(`allocation sites (bytes per message):\n${ranked(sites).join("\n")}`);
-console.error(`\nunder our own frames (innermost frame of Parley's own code, bytes per message):\n${ranked(ours).join("\n")}`);
+const counted = outlivingScavenges ? "bytes per message that outlived a scavenge" : "bytes per message";
+console.error(`allocation sites (${counted}):\n${ranked(sites).join("\n")}`);
+console.error(`\nunder our own frames (innermost frame of Parley's own code, ${counted}):\n${ranked(ours).join("\n")}`);
 console.log(JSON.stringify({ transport, storage, streamManagement, messages,
-  serverCpuMicrosPerMessage: round((cpu.user + cpu.system) / messages), allocatedBytesPerMessage: Math.round(total / messages) }));
+  serverCpuMicrosPerMessage: round((cpu.user + cpu.system) / messages),
+  [outlivingScavenges ? "bytesOutlivingScavengesPerMessage" : "allocatedBytesPerMessage"]: Math.round(total / messages) }));
