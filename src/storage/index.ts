@@ -242,6 +242,10 @@ export interface MessageRecord {
   id?: number;
   stanza: string;
   storedAt: number;
+  /**
+   * The two archive entries are the two ends of one conversation: with both present, each one's
+   * `withBare` is the other's `owner` (SQLite finds both through one index of the conversation).
+   */
   sender?: ArchiveEntry;
   recipient?: ArchiveEntry;
   /** An entry in this user's undelivered queue, unless it already holds `limit`. */

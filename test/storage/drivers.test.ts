@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import Database from "better-sqlite3";
 import { storageContract } from "./contract.js";
 import { createMemoryStorage } from "../../src/storage/memory/index.js";
-import { createSqliteStorage, migrate } from "../../src/storage/sqlite/index.js";
+import { ARCHIVE_CONVERSATION, createSqliteStorage, migrate } from "../../src/storage/sqlite/index.js";
 import { SQLITE_MIGRATIONS } from "../../src/storage/sqlite/migrations.js";
 import { freshPostgresStorage, postgresUnavailable } from "../helpers/postgres.js";
 
@@ -94,6 +94,17 @@ describe("sqlite migrations", () => {
     assert.equal(migrate(db), SQLITE_MIGRATIONS.length);
     assert.equal(migrate(db), SQLITE_MIGRATIONS.length);
     assert.equal(db.prepare("SELECT version FROM schema_version").pluck().get(), SQLITE_MIGRATIONS.length);
+  });
+
+  it("answer an archive query by correspondent from the conversation's index, in id order, on either side", () => {
+    const db = new Database(":memory:");
+    migrate(db);
+    for (const side of ["sender", "recipient"]) {
+      const sql = `SELECT id, stanza FROM messages WHERE ${side}_owner = ? AND ${ARCHIVE_CONVERSATION} AND ${side}_with = ?
+        AND id < ? ORDER BY id DESC LIMIT ?`;
+      const plan = (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all("a", "a", "b", "a", "b", "b", 1, 1) as Array<{ detail: string }>).map((r) => r.detail);
+      assert.deepEqual(plan, ["SEARCH messages USING INDEX messages_conversation (<expr>=? AND <expr>=? AND id<?)"], side);
+    }
   });
 
   it("data survives reopening the file", async () => {

@@ -42,6 +42,15 @@ export function migrate(db: Database.Database): number {
 
 interface RosterRow { contact: string; name: string | null; groups: string; subscription: string; ask: number; approved: number }
 
+/**
+ * The terms that select a conversation in messages_conversation (migration 13), with the owner and
+ * the correspondent bound twice: the expressions repeat the index's word for word, so that SQLite
+ * uses it, and its partial condition too.
+ */
+export const ARCHIVE_CONVERSATION = `min(coalesce(sender_owner, recipient_with), coalesce(sender_with, recipient_owner)) = min(?, ?)
+      AND max(coalesce(sender_owner, recipient_with), coalesce(sender_with, recipient_owner)) = max(?, ?)
+      AND (sender_owner IS NOT NULL OR recipient_owner IS NOT NULL)`;
+
 export function createSqliteStorage(options: SqliteOptions): Storage {
   if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
   const db = new Database(options.path);
@@ -198,7 +207,11 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   const archiveSide = (side: "sender" | "recipient", owner: string, query: ArchiveQuery & { ids?: readonly number[] }): ArchivedMessage[] => {
     const where = [`${side}_owner = ?`];
     const values: unknown[] = [owner];
-    if (query.withBare !== undefined) { where.push(`${side}_with = ?`); values.push(query.withBare); }
+    if (query.withBare !== undefined) {
+      // Through the conversation's index (migration 13): its two parties, then the side's own.
+      where.push(ARCHIVE_CONVERSATION, `${side}_with = ?`);
+      values.push(owner, query.withBare, owner, query.withBare, query.withBare);
+    }
     if (query.withBare !== undefined && query.withResource !== undefined) { where.push(`${side}_resource = ?`); values.push(query.withResource); }
     if (query.afterId !== undefined) { where.push("id > ?"); values.push(query.afterId); }
     if (query.beforeId !== undefined) { where.push("id < ?"); values.push(query.beforeId); }

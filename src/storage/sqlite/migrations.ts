@@ -205,4 +205,18 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   ALTER TABLE s2s_outbox ADD COLUMN owner TEXT NOT NULL DEFAULT '';
   CREATE INDEX s2s_outbox_owner ON s2s_outbox (owner, id);
   `,
+  // 13: the archive's queries by correspondent read one index of the conversation (its two
+  // parties, the lesser first) instead of one index per side. A record's archive entries are of
+  // one conversation whichever side they are on, so it adds three per-owner index entries instead
+  // of four: each lands on a page of its own owner, and a commit writes every page it dirtied
+  // whole (docs/PERFORMANCE.md, "What an archived message costs SQLite"). The expressions are
+  // ARCHIVE_CONVERSATION in index.ts, which the queries must repeat word for word.
+  `
+  CREATE INDEX messages_conversation ON messages (
+    min(coalesce(sender_owner, recipient_with), coalesce(sender_with, recipient_owner)),
+    max(coalesce(sender_owner, recipient_with), coalesce(sender_with, recipient_owner)), id)
+    WHERE sender_owner IS NOT NULL OR recipient_owner IS NOT NULL;
+  DROP INDEX messages_sender_with;
+  DROP INDEX messages_recipient_with;
+  `,
 ];
