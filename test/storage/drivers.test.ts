@@ -1,14 +1,17 @@
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import Database from "better-sqlite3";
+import pg from "pg";
 import { storageContract } from "./contract.js";
 import { createMemoryStorage } from "../../src/storage/memory/index.js";
 import { ARCHIVE_CONVERSATION, createSqliteStorage, migrate } from "../../src/storage/sqlite/index.js";
 import { SQLITE_MIGRATIONS } from "../../src/storage/sqlite/migrations.js";
-import { freshPostgresStorage, postgresUnavailable } from "../helpers/postgres.js";
+import { freshPostgresStorage, PG_URL, postgresUnavailable } from "../helpers/postgres.js";
+import { ARCHIVE_PARTIES, createPostgresStorage } from "../../src/storage/postgres/index.js";
 
 const dir = mkdtempSync(join(tmpdir(), "parley-storage-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,6 +52,31 @@ if (pgMissing) {
         assert.equal((await s.archive.get("bob@a.test", [record.id])).length, 1);
       } finally {
         await s.close();
+      }
+    });
+    it("can answer an archive query by correspondent from the conversation's index, in id order, on either side", async () => {
+      const schema = `parley_test_${randomBytes(6).toString("hex")}`;
+      const s = await createPostgresStorage({ url: PG_URL, schema, poolSize: 1 });
+      const c = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        // An empty table is read whole whatever the indexes; without that choice the index must serve.
+        await c.query("SET enable_seqscan = off");
+        for (const side of ["sender", "recipient"]) {
+          const { rows } = await c.query(`EXPLAIN SELECT id, stanza FROM messages WHERE ${side}_owner = $1
+            AND LEAST(${ARCHIVE_PARTIES}) = LEAST($1::text, $2::text) AND GREATEST(${ARCHIVE_PARTIES}) = GREATEST($1::text, $2::text)
+            AND (sender_owner IS NOT NULL OR recipient_owner IS NOT NULL) AND ${side}_with = $2::text AND id < $3
+            ORDER BY id DESC LIMIT $4`, ["alice@a.test", "bob@a.test", 1, 1]);
+          const plan = rows.map((r: { "QUERY PLAN": string }) => r["QUERY PLAN"]).join("\n");
+          assert.match(plan, /Index Scan Backward using messages_conversation on messages/, `${side}:\n${plan}`);
+        }
+      } finally {
+        await c.end();
+        await s.close();
+        const d = new pg.Client({ connectionString: PG_URL });
+        await d.connect();
+        await d.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+        await d.end();
       }
     });
   });

@@ -62,6 +62,13 @@ function isConnectionLoss(err: unknown): boolean {
     || /Connection terminated|not queryable|timeout exceeded when trying to connect/i.test(String((err as Error).message));
 }
 
+/**
+ * A record's two parties (the sender's bare JID and the recipient's), as messages_conversation
+ * (migration 14) indexes their LEAST and GREATEST: a record's two archive entries are the two ends
+ * of one conversation.
+ */
+export const ARCHIVE_PARTIES = "coalesce(sender_owner, recipient_with), coalesce(sender_with, recipient_owner)";
+
 export async function createPostgresStorage(options: PostgresOptions): Promise<Storage> {
   const schema = options.schema ?? "public";
   const pool = new pg.Pool({
@@ -268,7 +275,13 @@ export async function createPostgresStorage(options: PostgresOptions): Promise<S
       const where = [`${name}_owner = $1`];
       const values: unknown[] = [owner];
       const bind = (sql: string, value: unknown) => { values.push(value); where.push(sql.replace("?", `$${values.length}`)); };
-      if (query.withBare !== undefined) bind(`${name}_with = ?`, query.withBare);
+      if (query.withBare !== undefined) {
+        // Through the conversation's index (migration 14): its two parties, then the side's own.
+        values.push(query.withBare);
+        const other = `$${values.length}::text`;
+        where.push(`LEAST(${ARCHIVE_PARTIES}) = LEAST($1::text, ${other})`, `GREATEST(${ARCHIVE_PARTIES}) = GREATEST($1::text, ${other})`,
+          "(sender_owner IS NOT NULL OR recipient_owner IS NOT NULL)", `${name}_with = ${other}`);
+      }
       if (query.withBare !== undefined && query.withResource !== undefined) bind(`${name}_resource = ?`, query.withResource);
       if (query.afterId !== undefined) bind("id > ?", query.afterId);
       if (query.beforeId !== undefined) bind("id < ?", query.beforeId);

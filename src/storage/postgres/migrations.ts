@@ -270,4 +270,15 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   END;
   $$;
   `,
+  // 14: as SQLite's migration 13, the archive's queries by correspondent read one index of the
+  // conversation (its two parties, the lesser first) instead of one per side: a record adds three
+  // per-owner index entries instead of four. The expressions are ARCHIVE_PARTIES in index.ts.
+  `
+  CREATE INDEX messages_conversation ON messages (
+    LEAST(coalesce(sender_owner, recipient_with), coalesce(sender_with, recipient_owner)),
+    GREATEST(coalesce(sender_owner, recipient_with), coalesce(sender_with, recipient_owner)), id)
+    WHERE sender_owner IS NOT NULL OR recipient_owner IS NOT NULL;
+  DROP INDEX messages_sender_with;
+  DROP INDEX messages_recipient_with;
+  `,
 ];
