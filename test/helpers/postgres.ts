@@ -24,10 +24,15 @@ export async function postgresUnavailable(): Promise<string | undefined> {
 }
 
 export async function freshPostgresStorage(): Promise<Storage> {
+  return (await freshPostgresSchema()).storage;
+}
+
+/** A storage on a fresh schema, and the schema's name, for a test that also queries it directly. */
+export async function freshPostgresSchema(poolSize = 4): Promise<{ storage: Storage; schema: string }> {
   const schema = `parley_test_${randomBytes(6).toString("hex")}`;
-  const storage = await createPostgresStorage({ url: PG_URL, schema, poolSize: 4 });
+  const storage = await createPostgresStorage({ url: PG_URL, schema, poolSize });
   const close = storage.close.bind(storage);
-  return Object.assign(storage, {
+  return { schema, storage: Object.assign(storage, {
     async close() {
       await close();
       const c = new pg.Client({ connectionString: PG_URL });
@@ -35,5 +40,5 @@ export async function freshPostgresStorage(): Promise<Storage> {
       await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await c.end();
     },
-  });
+  }) };
 }

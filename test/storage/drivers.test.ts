@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,8 +9,8 @@ import { storageContract } from "./contract.js";
 import { createMemoryStorage } from "../../src/storage/memory/index.js";
 import { ARCHIVE_CONVERSATION, createSqliteStorage, migrate } from "../../src/storage/sqlite/index.js";
 import { SQLITE_MIGRATIONS } from "../../src/storage/sqlite/migrations.js";
-import { freshPostgresStorage, PG_URL, postgresUnavailable } from "../helpers/postgres.js";
-import { ARCHIVE_PARTIES, createPostgresStorage } from "../../src/storage/postgres/index.js";
+import { freshPostgresSchema, freshPostgresStorage, PG_URL, postgresUnavailable } from "../helpers/postgres.js";
+import { ARCHIVE_PARTIES } from "../../src/storage/postgres/index.js";
 
 const dir = mkdtempSync(join(tmpdir(), "parley-storage-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -55,8 +54,7 @@ if (pgMissing) {
       }
     });
     it("can answer an archive query by correspondent from the conversation's index, in id order, on either side", async () => {
-      const schema = `parley_test_${randomBytes(6).toString("hex")}`;
-      const s = await createPostgresStorage({ url: PG_URL, schema, poolSize: 1 });
+      const { storage: s, schema } = await freshPostgresSchema(1);
       const c = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schema}` });
       await c.connect();
       try {
@@ -73,10 +71,6 @@ if (pgMissing) {
       } finally {
         await c.end();
         await s.close();
-        const d = new pg.Client({ connectionString: PG_URL });
-        await d.connect();
-        await d.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-        await d.end();
       }
     });
   });
