@@ -8,11 +8,12 @@
  *
  * Reported per owner count: this process's CPU per record (the checkpointer's worker thread
  * included) and the bytes its write calls wrote per record (/proc/self/io wchar: WAL frames and
- * the checkpoints' copies). A record adds one entry to each of the three per-owner index B-trees
- * (the sender's and the recipient's by id, and the conversation's; four before migration 13);
- * among many owners those entries land on different leaf pages for every record, and a commit
- * writes each page it dirtied to the WAL whole (docs/PERFORMANCE.md, "What an archived message
- * costs SQLite").
+ * the checkpoints' copies). Before migration 14 a record added one entry to each of three
+ * per-owner index B-trees (the sender's and the recipient's by id, and the conversation's; four
+ * before migration 13); among many owners those entries land on different leaf pages for every
+ * record, and a commit writes each page it dirtied to the WAL whole (docs/PERFORMANCE.md, "What an
+ * archived message costs SQLite"). Since then its entries are indexed later in sorted bulk steps
+ * (src/storage/sqlite/archive-index.ts), which the figures include.
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

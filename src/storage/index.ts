@@ -244,7 +244,7 @@ export interface MessageRecord {
   storedAt: number;
   /**
    * The two archive entries are the two ends of one conversation: with both present, each one's
-   * `withBare` is the other's `owner` (the SQL drivers find both through one index of the conversation).
+   * `withBare` is the other's `owner` (the Postgres driver finds both through one index of the conversation).
    */
   sender?: ArchiveEntry;
   recipient?: ArchiveEntry;

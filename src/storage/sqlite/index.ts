@@ -13,6 +13,7 @@ import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { GroupCommit } from "../group-commit.js";
 import { BackgroundCheckpointer, HOLD_AT_FRAMES } from "./checkpointer.js";
 import { QueueSizes } from "./queue-sizes.js";
+import { ARCHIVE_INDEX_DEFAULTS, ArchiveIndexer, type ArchiveIndexOptions } from "./archive-index.js";
 import { advanceMark, byOwner } from "../watermark.js";
 import { andThen } from "../../maybe-async.js";
 import { domainOf, deviceFromRow, deviceToRow, mergeSides } from "../index.js";
@@ -24,6 +25,8 @@ export interface SqliteOptions {
   synchronous?: "normal" | "full";
   /** Where a failed background checkpoint is reported (default: a process warning). */
   onBackgroundError?: (message: string) => void;
+  /** When the archive's per-owner entries are indexed (archive-index.ts); tests make the steps small. */
+  archiveIndex?: ArchiveIndexOptions;
 }
 
 export function migrate(db: Database.Database): number {
@@ -42,14 +45,33 @@ export function migrate(db: Database.Database): number {
 
 interface RosterRow { contact: string; name: string | null; groups: string; subscription: string; ask: number; approved: number }
 
+/** Columns of an archive query's filters: in `archive_entries` joined to its record, or in the tail's records. */
+interface ArchiveColumns { id: string; withBare: string; withResource: string }
+
 /**
- * The terms that select a conversation in messages_conversation (migration 13), with the owner and
- * the correspondent bound twice: the expressions repeat the index's word for word, so that SQLite
- * uses it, and its partial condition too.
+ * The WHERE terms of an archive query after the owner's. The tail's columns are written `+id`:
+ * SQLite then scans the tail by seq instead of walking the id index from the bound to the end.
  */
-export const ARCHIVE_CONVERSATION = `min(coalesce(sender_owner, recipient_with), coalesce(sender_with, recipient_owner)) = min(?, ?)
-      AND max(coalesce(sender_owner, recipient_with), coalesce(sender_with, recipient_owner)) = max(?, ?)
-      AND (sender_owner IS NOT NULL OR recipient_owner IS NOT NULL)`;
+function archiveFilters(query: ArchiveQuery & { ids?: readonly number[] }, c: ArchiveColumns): { where: string[]; values: unknown[] } {
+  const where: string[] = [];
+  const values: unknown[] = [];
+  if (query.withBare !== undefined) { where.push(`${c.withBare} = ?`); values.push(query.withBare); }
+  if (query.withBare !== undefined && query.withResource !== undefined) { where.push(`${c.withResource} = ?`); values.push(query.withResource); }
+  if (query.afterId !== undefined) { where.push(`${c.id} > ?`); values.push(query.afterId); }
+  if (query.beforeId !== undefined) { where.push(`${c.id} < ?`); values.push(query.beforeId); }
+  if (query.ids !== undefined) { where.push(`${c.id} IN (SELECT value FROM json_each(?))`); values.push(JSON.stringify(query.ids)); }
+  return { where, values };
+}
+
+const SIDES = ["sender", "recipient"] as const;
+/**
+ * An owner's records of one side (0 sender, 1 recipient): those their entries point to, and those
+ * in the tail (@through: archive-index.ts). Each statement that needs them runs once per part.
+ */
+const OWNER_RECORDS: ReadonlyArray<(side: number) => string> = [
+  (side) => `seq IN (SELECT seq FROM archive_entries WHERE owner = @owner AND side = ${side})`,
+  () => "seq > @through",
+];
 
 export function createSqliteStorage(options: SqliteOptions): Storage {
   if (options.path !== ":memory:") mkdirSync(dirname(options.path), { recursive: true });
@@ -64,6 +86,8 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   const checkpointer = options.path === ":memory:" ? undefined
     : new BackgroundCheckpointer(db, options.path, options.onBackgroundError ?? ((m) => process.emitWarning(`SQLite checkpoint: ${m}`)));
   migrate(db);
+  const archiveIndex = new ArchiveIndexer(db, options.archiveIndex ?? ARCHIVE_INDEX_DEFAULTS, () => checkpointer?.commitsHeld,
+    options.onBackgroundError ?? ((m) => process.emitWarning(`SQLite archive index: ${m}`)));
 
   const q = {
     accountInsert: db.prepare("INSERT OR IGNORE INTO accounts (jid, created_at, credentials, disabled) VALUES (?, ?, ?, ?)"),
@@ -119,20 +143,24 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     blockAdd: db.prepare("INSERT OR IGNORE INTO blocklist (owner, jid) VALUES (?, ?)"),
     blockRemove: db.prepare("DELETE FROM blocklist WHERE owner = ? AND jid = ?"),
     blockClear: db.prepare("DELETE FROM blocklist WHERE owner = ?"),
-    archiveRemoveSide: ["sender", "recipient"].map((side) => db.prepare(
-      `UPDATE messages SET ${side}_owner = NULL, ${side}_with = NULL, ${side}_resource = NULL WHERE ${side}_owner = ?`)),
+    archiveRemoveSide: OWNER_RECORDS.flatMap((records) => SIDES.map((side, n) => db.prepare(
+      `UPDATE messages SET ${side}_owner = NULL, ${side}_with = NULL, ${side}_resource = NULL WHERE ${records(n)} AND ${side}_owner = @owner`))),
     queueRemoveOwner: db.prepare("UPDATE messages SET queue_owner = NULL WHERE queue_owner = ?"),
-    // The owner's records nobody else refers to, found through the owner's own indexes (@queue: the
-    // owner's queue entries go too).
+    // The owner's records nobody else refers to, found through the owner's entries and the tail
+    // (@queue: the owner's queue entries go too).
     recordsOnlyOf: [
-      "sender_owner = @owner AND recipient_owner IS NULL AND (queue_owner IS NULL OR (@queue AND queue_owner = @owner))",
-      "recipient_owner = @owner AND sender_owner IS NULL AND (queue_owner IS NULL OR (@queue AND queue_owner = @owner))",
+      ...OWNER_RECORDS.flatMap((records) => [
+        `${records(0)} AND sender_owner = @owner AND recipient_owner IS NULL AND (queue_owner IS NULL OR (@queue AND queue_owner = @owner))`,
+        `${records(1)} AND recipient_owner = @owner AND sender_owner IS NULL AND (queue_owner IS NULL OR (@queue AND queue_owner = @owner))`,
+      ]),
       "queue_owner = @owner AND @queue AND sender_owner IS NULL AND recipient_owner IS NULL",
     ].map((where) => db.prepare(`DELETE FROM messages WHERE ${where}`)),
     archiveReplace: db.prepare("UPDATE messages SET stanza = @stanza WHERE id = @id AND (sender_owner = @owner OR recipient_owner = @owner)"),
     archiveBounds: db.prepare(`SELECT min(first) AS first, max(last) AS last FROM (
-      SELECT min(id) AS first, max(id) AS last FROM messages WHERE sender_owner = @owner
-      UNION ALL SELECT min(id), max(id) FROM messages WHERE recipient_owner = @owner)`),
+      SELECT (SELECT id FROM archive_entries WHERE owner = @owner ORDER BY id LIMIT 1) AS first,
+        (SELECT id FROM archive_entries WHERE owner = @owner ORDER BY id DESC LIMIT 1) AS last
+      UNION ALL SELECT min(+id), max(+id) FROM messages WHERE seq > @through AND sender_owner = @owner
+      UNION ALL SELECT min(+id), max(+id) FROM messages WHERE seq > @through AND recipient_owner = @owner)`),
     // Oldest first; a record an undelivered queue still holds (above its owner's watermark) stays.
     archivePrune: db.prepare(`DELETE FROM messages WHERE seq IN (SELECT seq FROM messages m WHERE id < ?
       AND (sender_owner IS NOT NULL OR recipient_owner IS NOT NULL)
@@ -200,30 +228,27 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
     ps.purge.run(owner, node);
     return ps.deleteNode.run(owner, node).changes > 0;
   });
-  // Archive queries: an owner's archive is two index ranges of the records (their sender entries
-  // and their recipient entries), each read with the same bounds and limit and merged by id. One
-  // prepared statement per side and combination of filters, made on first use.
+  // Archive queries: an owner's archive is their range of archive_entries and the records above
+  // their mark (the tail, by side), each read with the same bounds and limit and merged by id. One
+  // prepared statement per part and combination of filters, made on first use.
   const archiveQueries = new Map<string, Database.Statement>();
-  const archiveSide = (side: "sender" | "recipient", owner: string, query: ArchiveQuery & { ids?: readonly number[] }): ArchivedMessage[] => {
-    const where = [`${side}_owner = ?`];
-    const values: unknown[] = [owner];
-    if (query.withBare !== undefined) {
-      // Through the conversation's index (migration 13): its two parties, then the side's own.
-      where.push(ARCHIVE_CONVERSATION, `${side}_with = ?`);
-      values.push(owner, query.withBare, owner, query.withBare, query.withBare);
-    }
-    if (query.withBare !== undefined && query.withResource !== undefined) { where.push(`${side}_resource = ?`); values.push(query.withResource); }
-    if (query.afterId !== undefined) { where.push("id > ?"); values.push(query.afterId); }
-    if (query.beforeId !== undefined) { where.push("id < ?"); values.push(query.beforeId); }
-    if (query.ids !== undefined) { where.push("id IN (SELECT value FROM json_each(?))"); values.push(JSON.stringify(query.ids)); }
-    const sql = `SELECT id, ${side}_with AS withBare, ${side}_resource AS withResource, stanza FROM messages WHERE ${where.join(" AND ")}
-      ORDER BY id ${query.newestFirst ? "DESC" : "ASC"} LIMIT ?`;
+  const archivePart = (select: string, columns: ArchiveColumns, head: unknown[], query: ArchiveQuery & { ids?: readonly number[] }): ArchivedMessage[] => {
+    const { where, values } = archiveFilters(query, columns);
+    const sql = `${select}${where.map((w) => ` AND ${w}`).join("")} ORDER BY ${columns.id} ${query.newestFirst ? "DESC" : "ASC"} LIMIT ?`;
     let stmt = archiveQueries.get(sql);
     if (!stmt) archiveQueries.set(sql, (stmt = db.prepare(sql)));
-    return stmt.all(...values, query.limit) as ArchivedMessage[];
+    return stmt.all(...head, ...values, query.limit) as ArchivedMessage[];
   };
-  const archiveQuery = (owner: string, query: ArchiveQuery & { ids?: readonly number[] }): ArchivedMessage[] =>
-    mergeSides(archiveSide("sender", owner, query), archiveSide("recipient", owner, query), query);
+  const ENTRY_RESOURCE = "CASE e.side WHEN 0 THEN m.sender_resource ELSE m.recipient_resource END";
+  const archiveQuery = (owner: string, query: ArchiveQuery & { ids?: readonly number[] }): ArchivedMessage[] => {
+    const through = archiveIndex.through(owner);
+    const indexed = archivePart(`SELECT e.id, e.correspondent AS withBare, ${ENTRY_RESOURCE} AS withResource, m.stanza
+      FROM archive_entries e JOIN messages m ON m.seq = e.seq WHERE e.owner = ?`,
+    { id: "e.id", withBare: "e.correspondent", withResource: ENTRY_RESOURCE }, [owner], query);
+    const tail = SIDES.flatMap((side) => archivePart(`SELECT id, ${side}_with AS withBare, ${side}_resource AS withResource, stanza
+      FROM messages WHERE seq > ? AND ${side}_owner = ?`, { id: "+id", withBare: `${side}_with`, withResource: `${side}_resource` }, [through, owner], query));
+    return mergeSides(indexed, tail, query);
+  };
   const deleteUser = ["accounts", "roster_versions", "roster_items", "subscription_requests", "documents", "last_activity", "blocklist", "pubsub_nodes", "pubsub_items", "uploads", "devices", "queue_marks", "queue_acks"]
     .map((t) => db.prepare(`DELETE FROM ${t} WHERE ${t === "accounts" ? "jid" : "owner"} = ?`));
 
@@ -241,6 +266,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   // Group commit: records written in one event-loop turn share one transaction (one WAL commit,
   // one fsync with synchronous=full); each promise resolves only after that commit.
   const queueSizes = new QueueSizes((owner) => q.queueCount.get({ owner }) as number, () => db.pragma("data_version", { simple: true }) as number);
+  let newestSeq = 0;
   const writeRecords = db.transaction((batch: MessageRecord[]) => {
     queueSizes.check();
     return batch.map((r) => {
@@ -249,6 +275,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       if (!r.sender && !r.recipient && !queue) return undefined;
       const seq = Number(q.recordInsert.run(r.id ?? null, r.stanza, r.storedAt, r.sender?.owner ?? null, r.sender?.withBare ?? null, r.sender?.withResource ?? null,
         r.recipient?.owner ?? null, r.recipient?.withBare ?? null, r.recipient?.withResource ?? null, queue ?? null).lastInsertRowid);
+      newestSeq = seq;
       if (!queue) return undefined;
       queueSizes.added(queue);
       return seq;
@@ -256,7 +283,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   });
   const writes = new GroupCommit(afterHold((batch: MessageRecord[]) => {
     try {
-      return writeRecords(batch);
+      const queued = writeRecords(batch);
+      archiveIndex.written(newestSeq);
+      return queued;
     } catch (err) {
       queueSizes.forgetAll();
       throw err;
@@ -304,8 +333,9 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
   /** Clears an owner's side of the records they share and deletes the records nobody refers to any more. */
   const leaveRecords = db.transaction((owner: string, queueToo: boolean) => {
     if (queueToo) queueSizes.forget(owner);
-    for (const stmt of q.recordsOnlyOf) stmt.run({ owner, queue: queueToo ? 1 : 0 });
-    for (const stmt of q.archiveRemoveSide) stmt.run(owner);
+    const through = archiveIndex.through(owner);
+    for (const stmt of q.recordsOnlyOf) stmt.run({ owner, through, queue: queueToo ? 1 : 0 });
+    for (const stmt of q.archiveRemoveSide) stmt.run({ owner, through });
     if (queueToo) q.queueRemoveOwner.run(owner);
   });
   const deleteAccount = db.transaction((jid: string) => {
@@ -397,7 +427,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       async removeOwner(owner) { leaveRecords(owner, false); },
       async replace(owner, id, stanza) { return q.archiveReplace.run({ stanza, id, owner }).changes > 0; },
       async bounds(owner) {
-        const row = q.archiveBounds.get({ owner }) as { first: number | null; last: number | null };
+        const row = q.archiveBounds.get({ owner, through: archiveIndex.through(owner) }) as { first: number | null; last: number | null };
         return row.first === null ? undefined : { first: row.first, last: row.last! };
       },
       // After a hold, as group commits: back-to-back deletes would keep the WAL from restarting
@@ -467,6 +497,7 @@ export function createSqliteStorage(options: SqliteOptions): Storage {
       await writes.drain();
       await acknowledgements.drain();
       await outboxAppends.drain();
+      await archiveIndex.stop();
       await checkpointer?.stop();
       db.close();
     },
