@@ -179,9 +179,11 @@ describe("sqlite driver: the archive index in sorted bulk steps (src/storage/sql
     Array.from({ length: count }, (_, i) => i).filter((i) => owners[i % 5] === owner || owners[(i + 1) % 5] === owner).map((i) => base + i);
   const turn = () => new Promise((resolve) => setImmediate(resolve));
 
-  it("finds every entry exactly once before, during and after a step, and a step cut short by a close goes on at the next start", async () => {
+  // Slices of 10 entries are cut from every record; slices of 100 from one record in two (the plan's sample).
+  for (const [every, sliceEntries] of [[40, 10], [200, 100]] as const) it(`finds every entry exactly once before, during and after a step, and a step cut short by a close goes on at the next start (steps of ${every} records, slices of ${sliceEntries} entries)`, async () => {
     const path = join(dir, `db${++n}.sqlite`);
-    const options = { path, archiveIndex: { every: 40, sliceEntries: 10 } };
+    const options = { path, archiveIndex: { every, sliceEntries } };
+    const perRound = (every * 3) / 8;
     let s = createSqliteStorage(options);
     const look = new Database(path, { readonly: true });
     const state = () => look.prepare("SELECT indexed_through AS through, step_done_below AS doneBelow FROM archive_index").get() as { through: number; doneBelow: string | null };
@@ -201,7 +203,7 @@ describe("sqlite driver: the archive index in sorted bulk steps (src/storage/sql
       let written = 0;
       const midStep = new Set<string>();
       for (let round = 0; round < 6; round++) {
-        await Promise.all(Array.from({ length: 15 }, () => s.messages.write(record(written++))));
+        await Promise.all(Array.from({ length: perRound }, () => s.messages.write(record(written++))));
         for (let t = 0; t < 4; t++) {
           await everyoneSeesAll(written, `round ${round}, turn ${t}, ${JSON.stringify(state())}`);
           const { doneBelow } = state();
@@ -214,7 +216,7 @@ describe("sqlite driver: the archive index in sorted bulk steps (src/storage/sql
 
       // Writes until a step starts, then a close after its first slice: the rest waits for the next start.
       while (state().doneBelow === null) {
-        await Promise.all(Array.from({ length: 15 }, () => s.messages.write(record(written++))));
+        await Promise.all(Array.from({ length: perRound }, () => s.messages.write(record(written++))));
         await turn();
         await turn();
       }

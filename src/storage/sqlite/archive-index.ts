@@ -25,7 +25,7 @@ export interface ArchiveIndexOptions {
   sliceEntries: number;
 }
 
-export const ARCHIVE_INDEX_DEFAULTS: ArchiveIndexOptions = { every: 4_000, sliceEntries: 1_000 };
+export const ARCHIVE_INDEX_DEFAULTS: ArchiveIndexOptions = { every: 8_000, sliceEntries: 1_000 };
 
 interface StepPlan {
   /** The records (from, to] this step indexes. */
@@ -42,6 +42,8 @@ export class ArchiveIndexer {
   private running: Promise<void> | undefined;
   private stopped = false;
   private newestSeq: number;
+  /** The plan counts one record in this many: about fifty per slice. */
+  private readonly sample: number;
 
   /**
    * `commitsHeld`: settles when a write may go ahead (the checkpointer's hold); `onError`: where a
@@ -58,9 +60,10 @@ export class ArchiveIndexer {
       through: db.prepare(`SELECT CASE WHEN step_done_below IS NOT NULL AND ? < step_done_below THEN step_to ELSE indexed_through END
         FROM archive_index`).pluck(),
       newest: db.prepare("SELECT coalesce(max(seq), 0) FROM messages").pluck(),
-      owners: db.prepare(`SELECT owner, count(*) AS entries FROM (
-          SELECT sender_owner AS owner FROM messages WHERE seq > @from AND seq <= @to AND sender_owner IS NOT NULL AND id IS NOT NULL
-          UNION ALL SELECT recipient_owner FROM messages WHERE seq > @from AND seq <= @to AND recipient_owner IS NOT NULL AND id IS NOT NULL)
+      // One record in @sample: grouping every entry of the tail held the loop for 10–15 ms at 8,000 records.
+      owners: db.prepare(`SELECT owner, count(*) * @sample AS entries FROM (
+          SELECT sender_owner AS owner FROM messages WHERE seq > @from AND seq <= @to AND seq % @sample = 0 AND sender_owner IS NOT NULL AND id IS NOT NULL
+          UNION ALL SELECT recipient_owner FROM messages WHERE seq > @from AND seq <= @to AND seq % @sample = 0 AND recipient_owner IS NOT NULL AND id IS NOT NULL)
         WHERE @start IS NULL OR owner >= @start GROUP BY owner ORDER BY owner`),
       slice: db.prepare(`INSERT OR IGNORE INTO archive_entries (owner, id, side, seq, correspondent)
         SELECT owner, id, side, seq, correspondent FROM (
@@ -72,6 +75,7 @@ export class ArchiveIndexer {
       sliceDone: db.prepare("UPDATE archive_index SET step_to = @to, step_done_below = @hi"),
       stepDone: db.prepare("UPDATE archive_index SET indexed_through = @to, step_to = @to, step_done_below = NULL"),
     };
+    this.sample = Math.max(1, Math.floor(options.sliceEntries / 50));
     this.newestSeq = this.stmt.newest.get() as number;
     // A step a restart cut short, or a tail that is already long, goes on now.
     this.written(this.newestSeq);
@@ -117,11 +121,15 @@ export class ArchiveIndexer {
     }
   }
 
-  /** The records to index and where to cut them: a resumed step keeps its range and starts where it stopped. */
+  /**
+   * The records to index and where to cut them: a resumed step keeps its range and starts where it
+   * stopped. The slices are cut from a sample of the records, so their sizes are about right; any
+   * cut is correct, as the slices cover every owner from the start on whatever their bounds.
+   */
   private plan(): StepPlan {
     const state = this.state();
     const to = state.doneBelow === null ? this.newestSeq : state.stepTo;
-    const owners = this.stmt.owners.all({ from: state.indexedThrough, to, start: state.doneBelow }) as Array<{ owner: string; entries: number }>;
+    const owners = this.stmt.owners.all({ from: state.indexedThrough, to, start: state.doneBelow, sample: this.sample }) as Array<{ owner: string; entries: number }>;
     const sliceStarts: string[] = [];
     let inSlice = 0;
     for (const { owner, entries } of owners) {
