@@ -109,8 +109,10 @@ export class ArchiveIndexer {
     const plan = this.plan();
     const bounds = [plan.start, ...plan.sliceStarts, null];
     for (let i = 0; i + 1 < bounds.length; i++) {
-      await this.commitsHeld();
+      // The turn first, then the hold: a hold starts on a message from the checkpointer (a task), so
+      // none can begin between a settled hold and the slice.
       await new Promise((resolve) => setImmediate(resolve));
+      await this.commitsHeld();
       if (this.stopped) return;
       const slice = { from: plan.from, to: plan.to, lo: bounds[i]!, hi: bounds[i + 1]! };
       this.db.transaction(() => {
