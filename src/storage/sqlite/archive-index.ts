@@ -27,6 +27,13 @@ export interface ArchiveIndexOptions {
 
 export const ARCHIVE_INDEX_DEFAULTS: ArchiveIndexOptions = { every: 8_000, sliceEntries: 1_000 };
 
+/** The archive entries of the records that `records` (a condition on seq) selects: a row per side. */
+const entriesOf = (records: string) => `
+  SELECT sender_owner AS owner, id, 0 AS side, seq, sender_with AS correspondent FROM messages
+    WHERE ${records} AND sender_owner IS NOT NULL AND id IS NOT NULL
+  UNION ALL SELECT recipient_owner, id, 1, seq, recipient_with FROM messages
+    WHERE ${records} AND recipient_owner IS NOT NULL AND id IS NOT NULL`;
+
 interface StepPlan {
   /** The records (from, to] this step indexes. */
   from: number;
@@ -61,16 +68,10 @@ export class ArchiveIndexer {
         FROM archive_index`).pluck(),
       newest: db.prepare("SELECT coalesce(max(seq), 0) FROM messages").pluck(),
       // One record in @sample: grouping every entry of the tail held the loop for 10–15 ms at 8,000 records.
-      owners: db.prepare(`SELECT owner, count(*) * @sample AS entries FROM (
-          SELECT sender_owner AS owner FROM messages WHERE seq > @from AND seq <= @to AND seq % @sample = 0 AND sender_owner IS NOT NULL AND id IS NOT NULL
-          UNION ALL SELECT recipient_owner FROM messages WHERE seq > @from AND seq <= @to AND seq % @sample = 0 AND recipient_owner IS NOT NULL AND id IS NOT NULL)
+      owners: db.prepare(`SELECT owner, count(*) * @sample AS entries FROM (${entriesOf("seq > @from AND seq <= @to AND seq % @sample = 0")})
         WHERE @start IS NULL OR owner >= @start GROUP BY owner ORDER BY owner`),
       slice: db.prepare(`INSERT OR IGNORE INTO archive_entries (owner, id, side, seq, correspondent)
-        SELECT owner, id, side, seq, correspondent FROM (
-          SELECT sender_owner AS owner, id, 0 AS side, seq, sender_with AS correspondent FROM messages
-            WHERE seq > @from AND seq <= @to AND sender_owner IS NOT NULL AND id IS NOT NULL
-          UNION ALL SELECT recipient_owner, id, 1, seq, recipient_with FROM messages
-            WHERE seq > @from AND seq <= @to AND recipient_owner IS NOT NULL AND id IS NOT NULL)
+        SELECT owner, id, side, seq, correspondent FROM (${entriesOf("seq > @from AND seq <= @to")})
         WHERE (@lo IS NULL OR owner >= @lo) AND (@hi IS NULL OR owner < @hi) ORDER BY owner, id`),
       sliceDone: db.prepare("UPDATE archive_index SET step_to = @to, step_done_below = @hi"),
       stepDone: db.prepare("UPDATE archive_index SET indexed_through = @to, step_to = @to, step_done_below = NULL"),
