@@ -27,6 +27,7 @@ import { Redis } from "ioredis";
 import { isNodeWorker, leaveWorker, reportReady, runNodes, workerConfig } from "./cluster/local.js";
 import { ClusterKeys, RedisDirectory } from "./cluster/directory.js";
 import { createLogger } from "./log.js";
+import { tuneHeapForServing } from "./heap.js";
 
 const USAGE = `parley ${PARLEY_VERSION} — an XMPP server
 
@@ -127,6 +128,7 @@ async function run(argv: string[]): Promise<number> {
         await runNodes(count, createLogger(c.log));
         return EXIT.ok;
       }
+      tuneHeapForServing();
       const server = await startServer(workerConfig(c));
       reportReady();
       await new Promise<void>((resolve) => {
