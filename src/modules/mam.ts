@@ -176,16 +176,17 @@ export const mam = defineModule({
     };
 
     /**
-     * The last archive write of each owner still in flight. Messages do not wait for their archive
-     * write (that would let later, unarchived stanzas overtake them), so a client can hold a
-     * stanza-id before it is committed: its queries wait for the owner's writes first, and an id it
-     * has seen is always found. Group commits settle in order, so the last write stands for all.
+     * The last archive write handed to the store. Messages do not wait for their archive write
+     * (that would let later, unarchived stanzas overtake them), so a client can hold a stanza-id
+     * before it is committed: its queries wait for the last write first, and an id it has seen is
+     * always found. Group commits settle in order, so the last write stands for every earlier one,
+     * whoever's archive it went to; a query waits at most for the commit in flight. One variable and
+     * not a map of owners: a map written and cleared for every message reallocated its table every
+     * few messages, and the tables it dropped kept young records alive through scavenges.
      */
-    const writing = new Map<string, Promise<void>>();
-    const track = (owner: string, open: OpenRecord) => {
-      const write = open.written.then(() => undefined, (err) => ctx.log.error({ err, stage: "mam", tag: "message" }, "archiving failed"));
-      writing.set(owner, write);
-      void write.then(() => { if (writing.get(owner) === write) writing.delete(owner); });
+    let lastWrite: Promise<void> = Promise.resolve();
+    const track = (open: OpenRecord) => {
+      lastWrite = open.written.then(() => undefined, (err) => ctx.log.error({ err, stage: "mam", tag: "message" }, "archiving failed"));
     };
     const entry = (owner: string, other: Jid): ArchiveEntry => ({ owner, withBare: other.bare, withResource: other.resource });
 
@@ -206,7 +207,7 @@ export const mam = defineModule({
           // and the sender's entry shares that text. The store takes a record no earlier than the
           // next event-loop turn (GroupCommit), after every microtask of this one.
           queueMicrotask(() => { if (!open.record.stanza) open.record.stanza = stanza.toString(); });
-          return track(from.bare, open);
+          return track(open);
         });
       }
       return routed;
@@ -219,7 +220,7 @@ export const mam = defineModule({
       const { stanza, to, from } = routed;
       const user = to.bare;
       if (!archivable(stanza) || stampedHere(stanza)) return undefined;
-      return whenKept(user, from.bare, () => track(user, openRecord(routed, storage, (record) => {
+      return whenKept(user, from.bare, () => track(openRecord(routed, storage, (record) => {
         record.id ??= nextId();
         const sid = el("stanza-id", { xmlns: STANZA_ID, id: String(record.id), by: user });
         stamped.add(sid);
@@ -239,7 +240,7 @@ export const mam = defineModule({
     // reading); nobody reaches another user's archive either way (§8: forbidden).
     const ownArchive = async ({ origin, self, from, to }: IqRequest): Promise<Session> => {
       if (!origin || !(self || (!to.local && to.domain === from.domain))) throw new StanzaError("forbidden");
-      await writing.get(from.bare);
+      await lastWrite;
       return origin;
     };
     const querySet = async (request: IqRequest) => {
