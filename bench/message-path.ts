@@ -1,9 +1,10 @@
 /**
- * npm run bench:path [-- --transport tcp|websocket --messages N --storage sqlite|memory --no-sm --cpu-profile FILE --outliving-scavenges]:
+ * npm run bench:path [-- --transport tcp|websocket --messages N --storage sqlite|memory --no-sm --cpu-profile FILE --outliving-scavenges --pairs P --rate R]:
  * where the server's CPU and allocations go per 1:1 message, with the shipped defaults (SQLite,
  * archive on, stream management on). Parley runs in this process; a client process
- * (bench/message-path-client.ts) logs in 50 sender/recipient pairs over direct TLS or WebSocket
- * and keeps 100 messages in flight.
+ * (bench/message-path-client.ts) logs in 50 sender/recipient pairs (`--pairs`) over direct TLS or
+ * WebSocket and keeps 100 messages in flight, or with `--rate` sends that many a second: 100 waiting
+ * messages are alive at every scavenge, while a steady load keeps only what the server holds on to.
  *
  * Two passes of the same traffic after a warm-up: CPU per message (process.cpuUsage, so the
  * client's cost is not in it), then the bytes allocated per message and the allocation sites that
@@ -33,7 +34,8 @@ const top = Number(option("top", "25"));
 /** A V8 CPU profile of the CPU pass only (not the logins or the allocation pass), for devtools or a script. */
 const cpuProfile = option("cpu-profile", "");
 const outlivingScavenges = args.includes("--outliving-scavenges");
-const PAIRS = 50;
+const PAIRS = Number(option("pairs", "50"));
+const rate = Number(option("rate", "0"));
 
 // The compiled server, as `npm run bench` runs it, so that the profile's lines are tsc's output.
 const repo = fileURLToPath(new URL("..", import.meta.url));
@@ -41,7 +43,10 @@ execFileSync(process.execPath, [join(repo, "node_modules/typescript/bin/tsc"), "
 const { parseConfig } = (await import(join(repo, ".bench-build/config.js"))) as typeof import("../src/config.js");
 const { startServer } = (await import(join(repo, ".bench-build/server.js"))) as typeof import("../src/server.js");
 const { silentLogger } = (await import(join(repo, ".bench-build/log.js"))) as typeof import("../src/log.js");
+const { tuneHeapForServing } = (await import(join(repo, ".bench-build/heap.js"))) as typeof import("../src/heap.js");
 
+// The heap as `parley start` sets it, so that what outlives a scavenge here is what does there.
+tuneHeapForServing();
 const dataDir = mkdtempSync(join(tmpdir(), "parley-path-"));
 const server = await startServer(parseConfig({
   hosts: ["parley.test"], dataDir, log: { level: "warn" },
@@ -57,7 +62,7 @@ for (const name of names) await server.accounts.create(`${name}@parley.test`, `p
 
 const port = transport === "websocket" ? server.ports.https! : server.ports.c2sDirectTls!;
 const client = fork(fileURLToPath(new URL("./message-path-client.ts", import.meta.url)),
-  [transport, String(port), String(messages), String(PAIRS), streamManagement ? "sm" : "no-sm"], { execArgv: ["--import", "tsx"] });
+  [transport, String(port), String(messages), String(PAIRS), streamManagement ? "sm" : "no-sm", String(rate)], { execArgv: ["--import", "tsx"] });
 const next = async () => { const [m] = await once(client, "message"); if (typeof m === "string" && m.startsWith("error")) throw new Error(m); return m; };
 await next(); // logged in and warmed up
 
@@ -100,6 +105,6 @@ const ranked = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).sl
 const counted = outlivingScavenges ? "bytes per message that outlived a scavenge" : "bytes per message";
 console.error(`allocation sites (${counted}):\n${ranked(sites).join("\n")}`);
 console.error(`\nunder our own frames (innermost frame of Parley's own code, ${counted}):\n${ranked(ours).join("\n")}`);
-console.log(JSON.stringify({ transport, storage, streamManagement, messages,
+console.log(JSON.stringify({ transport, storage, streamManagement, messages, pairs: PAIRS, rate,
   serverCpuMicrosPerMessage: round((cpu.user + cpu.system) / messages),
   [outlivingScavenges ? "bytesOutlivingScavengesPerMessage" : "allocatedBytesPerMessage"]: Math.round(total / messages) }));
