@@ -182,7 +182,7 @@ export const mam = defineModule({
      * always found. Group commits settle in order, so the last write stands for every earlier one,
      * whoever's archive it went to; a query waits at most for the commit in flight. One variable and
      * not a map of owners: a map written and cleared for every message reallocated its table every
-     * few messages, and the tables it dropped kept young records alive through scavenges.
+     * few messages, and each table it dropped kept what its entries pointed to through scavenges.
      */
     let lastWrite: Promise<void> = Promise.resolve();
     const track = (open: OpenRecord) => {
