@@ -19,6 +19,24 @@ describe("stream management counters", () => {
     assert.equal(sm.inboundH, 3);
   });
 
+  it("an <r/> is answered once what came before it is in custody, not what came after", () => {
+    const sm = new StreamManagement(true, 1000);
+    const answered: number[] = [];
+    sm.whenReceivedHandled(() => answered.push(sm.inboundH));
+    assert.deepEqual(answered, [0], "nothing in flight: answered at once");
+    const [a, b] = [sm.receivedInbound(), sm.receivedInbound()];
+    sm.whenReceivedHandled(() => answered.push(sm.inboundH));
+    const c = sm.receivedInbound();
+    sm.whenReceivedHandled(() => answered.push(sm.inboundH));
+    sm.handledInbound(b);
+    assert.deepEqual(answered, [0], "b is done out of order: a still holds the first request");
+    sm.handledInbound(a);
+    assert.deepEqual(answered, [0, 2], "a and b are in custody; c (sent after the request) is not waited for");
+    sm.handledInbound(c);
+    assert.deepEqual(answered, [0, 2, 3]);
+    assert.equal(sm.allHandled, true);
+  });
+
   it("acks count what was written and refuse more than that", () => {
     const sm = new StreamManagement(false, 0);
     for (let i = 0; i < 5; i++) sm.wrote();

@@ -47,6 +47,8 @@ export interface C2SSessionDeps {
 }
 
 /** The owner of a stream that was taken away from a session (it is closing). */
+/** A session without stream management reports no 'h', so its stanzas' durable writes hold nothing. */
+const NO_HOLD = (): void => {};
 const DETACHED: StreamOwner = { header() {}, element() {}, ended() {}, drain() {} };
 
 /** The queue's entry for a stanza: serialized once, with what re-routing needs to know without parsing it. */
@@ -75,8 +77,6 @@ export class C2SSession implements Session, StreamOwner {
   private writableWaiters: Array<() => void> = [];
   /** The end of the chain of this client's stanzas still being routed (see onStanza). */
   private routingTail: Promise<void> | undefined;
-  /** Stanzas routed in order whose durable writes are still pending (Routed.custody). */
-  private readonly custodyPending = new Set<Promise<void>>();
 
   transport: TransportKind;
 
@@ -265,8 +265,9 @@ export class C2SSession implements Session, StreamOwner {
   }
 
   private onStanza(stanza: Element): void {
-    const seq = this.sm?.receivedInbound();
-    const done = () => { if (seq !== undefined) this.sm?.handledInbound(seq); };
+    const sm = this.sm;
+    const seq = sm?.receivedInbound();
+    const done = () => { if (seq !== undefined) sm!.handledInbound(seq); };
     if (stanza.name === "iq" && stanza.attrs.type === "set") {
       const payload = firstChildElement(stanza);
       // RFC 3921 §3 legacy session establishment: accepted as a no-op for old clients.
@@ -279,25 +280,28 @@ export class C2SSession implements Session, StreamOwner {
         return done();
       }
     }
+    const routingFailed = (err: unknown) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed");
     const run = (): Promise<void> | undefined => {
       // P1: the stanza counts as handled (for 'h') only once routing finished with it and every
-      // durable write it handed over (Routed.custody) is done. The router turns every failure into
-      // an error reply; a rejection here would be a router bug. Most stanzas hand over one write
-      // or none: no array, no allSettled on the hot path.
+      // durable write it handed over (Routed.custody) is done. Without stream management there is
+      // no 'h' to hold back, but the writes still go apart from routing, as with it. The router
+      // turns every failure into an error reply; a failure reaching here is a router bug, and the
+      // stanza still counts as handled so that the <a/> answering a later <r/> is not held up
+      // forever. Most stanzas hand over one write or none: no array, no allSettled on the hot path.
       let held: Promise<unknown> | undefined;
-      const routed = this.deps.router.fromClient(this, stanza, (written) => { held = held ? Promise.all([held, written]) : written; });
+      const hold = seq === undefined ? NO_HOLD : (written: Promise<unknown>) => { held = held ? Promise.all([held, written]) : written; };
       const inCustody = () => {
-        if (!held) return done();
-        const settle = () => {
-          this.custodyPending.delete(settled);
-          done();
-        };
-        const settled: Promise<void> = held.then(settle, settle);
-        this.custodyPending.add(settled);
+        if (held) void held.then(done, done);
+        else done();
       };
-      if (routed instanceof Promise) {
-        return routed.catch((err) => this.deps.log.error({ err, stage: "route", tag: stanza.name }, "routing failed")).then(inCustody);
+      let routed;
+      try {
+        routed = this.deps.router.fromClient(this, stanza, hold);
+      } catch (err) {
+        routingFailed(err);
+        return void inCustody();
       }
+      if (routed instanceof Promise) return routed.catch(routingFailed).then(inCustody);
       inCustody();
       return undefined;
     };
@@ -331,12 +335,8 @@ export class C2SSession implements Session, StreamOwner {
         return;
       case "r": {
         if (!sm) return this.smFailed("unexpected-request");
-        // Answered once everything the client sent before this <r/> is in custody — not later
-        // stanzas too: under steady traffic that moment might never come.
-        const answer = () => this.stream?.send(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`);
-        // Stanzas still behind the routing tail take their custody promises once they ran.
-        if (!this.routingTail && this.custodyPending.size === 0) answer();
-        else void Promise.resolve(this.routingTail).then(() => Promise.allSettled([...this.custodyPending])).then(answer);
+        // Answered once everything the client sent before this <r/> is in custody.
+        sm.whenReceivedHandled(() => this.stream?.send(`<a xmlns='${NS_SM}' h='${sm.inboundH}'/>`));
         return;
       }
       case "a": {
@@ -444,10 +444,8 @@ export class C2SSession implements Session, StreamOwner {
     clearTimeout(this.idleTimer);
     clearTimeout(this.ackRequestTimer);
     this.ackRequestTimer = undefined;
-    while (this.routingTail || this.custodyPending.size > 0) {
-      await this.routingTail;
-      await Promise.allSettled([...this.custodyPending]);
-    }
+    // The stream is detached: nothing more arrives, so this waits for a fixed set of stanzas.
+    await new Promise<void>((resolve) => sm.whenReceivedHandled(resolve));
     // Ended meanwhile, or its client resumed it here after all: nothing leaves.
     if (this.over || this.stream) return undefined;
     this.over = true;

@@ -55,6 +55,8 @@ export class StreamManagement {
   private received = 0;
   private handled = 0;
   private readonly doneOutOfOrder = new Set<number>();
+  /** Waiting for 'handled' to reach a count; pushed in order of their counts (received only grows). */
+  private handledWaiters: Array<{ count: number; then: () => void }> = [];
   /** Outbound: stanzas written to the client since enable, and how many it acknowledged. */
   private sent = 0;
   private acked = 0;
@@ -96,8 +98,20 @@ export class StreamManagement {
       return false;
     }
     this.handled++;
-    while (this.doneOutOfOrder.delete(this.handled)) this.handled++;
+    if (this.doneOutOfOrder.size > 0) while (this.doneOutOfOrder.delete(this.handled)) this.handled++;
+    const waiters = this.handledWaiters;
+    while (waiters.length > 0 && waiters[0]!.count <= this.handled) waiters.shift()!.then();
     return true;
+  }
+
+  /**
+   * Calls `then` once every stanza received so far is in custody — not later ones too: XEP-0198 §4
+   * has the <a/> answering an <r/> cover what came before it, and under steady traffic a moment
+   * with nothing in flight might never come.
+   */
+  whenReceivedHandled(then: () => void): void {
+    if (this.handled === this.received) return then();
+    this.handledWaiters.push({ count: this.received, then });
   }
 
   /** XEP-0198 §4: 'h' is an xs:unsignedInt and wraps to 0 after 2^32 - 1. */
